@@ -1,0 +1,882 @@
+//! The sans-IO SIP user agent core of the bridge: server transactions, the dialogs of answered
+//! calls, and the client transactions of the BYEs we send.
+//!
+//! # How to drive it
+//! The driver owns the sockets and the clock; [`Endpoint`] owns every transaction and dialog.
+//! - Feed input with [`Endpoint::handle_message`] (bytes received) and
+//!   [`Endpoint::handle_timeout`] (when the deadline from [`Endpoint::poll_timeout`] passes).
+//! - Give commands with [`Endpoint::accept`], [`Endpoint::reject`] and [`Endpoint::hangup`].
+//! - After each input or command, drain [`Endpoint::poll_output`] until it returns `None`, then
+//!   sleep until [`Endpoint::poll_timeout`].
+//!
+//! An [`Event::IncomingCall`] must be answered with `accept` or `reject`; the transaction stays
+//! in Proceeding (100 Trying sent) until then. Time only moves forward: a `now` older than the
+//! last one seen is treated as the last one.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::error::{ParseError, Rejection};
+use crate::message::{Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
+use crate::timer::{TimerConfig, TimerKind};
+
+/// The methods we answer, for `Allow`.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+
+/// Transport protocol of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Datagrams: we retransmit.
+    Udp,
+    /// A stream: reliable, no retransmission.
+    Tcp,
+}
+
+impl Transport {
+    fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    fn reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+}
+
+/// Identifies the driver's socket a message used: a UDP socket or one TCP connection. Answers
+/// and in-dialog requests go back over the same flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowId(pub u64);
+
+/// Which socket a message came in on (and where its answers go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The remote address the bytes came from.
+    pub remote: SocketAddr,
+    /// Our address the bytes arrived at (a concrete IP, never 0.0.0.0).
+    pub local: SocketAddr,
+    /// The socket or connection it used.
+    pub flow: FlowId,
+}
+
+/// Bytes for the driver to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send them (over the same connection for TCP).
+    pub peer: Peer,
+    /// A complete SIP message.
+    pub bytes: Vec<u8>,
+}
+
+/// Our handle for one call (INVITE transaction, then dialog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey(pub u64);
+
+/// A new INVITE the application must accept or reject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// Our handle.
+    pub call: CallKey,
+    /// The SIP Call-ID, for logs.
+    pub call_id: String,
+    /// The Request-URI.
+    pub request_uri: String,
+    /// The user part of the Request-URI, if it has one.
+    pub user: Option<String>,
+    /// The From URI.
+    pub from: String,
+    /// The offer body, if any.
+    pub body: Vec<u8>,
+    /// The Content-Type of the body.
+    pub content_type: Option<String>,
+    /// Where it came from.
+    pub peer: Peer,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// The caller cancelled before we answered.
+    Cancelled,
+    /// No ACK arrived for our 2xx within 64*T1; we sent BYE.
+    AckTimeout,
+}
+
+/// Something the application must know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An INVITE outside any dialog.
+    IncomingCall(IncomingCall),
+    /// The ACK for our 2xx arrived.
+    CallConfirmed(CallKey),
+    /// The call is over from the remote side or by timeout (not reported for [`Endpoint::hangup`]).
+    CallEnded(CallKey, EndReason),
+}
+
+/// Counted happenings, for the driver's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// A request arrived, by bounded method label.
+    RequestIn(&'static str),
+    /// We sent a response with this code (first transmission only).
+    ResponseOut(u16),
+    /// Bytes that did not parse and could not be answered.
+    Dropped,
+}
+
+/// What the endpoint wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send bytes.
+    Transmit(Transmit),
+    /// Tell the application.
+    Event(Event),
+    /// Count it.
+    Count(Count),
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// RFC 3261 timer bases.
+    pub timers: TimerConfig,
+    /// Value of our `Server` and `User-Agent` headers.
+    pub user_agent: String,
+    /// Seed for tags and branches; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            timers: TimerConfig::default(),
+            user_agent: concat!("Roundtable/", env!("CARGO_PKG_VERSION")).to_string(),
+            seed: None,
+        }
+    }
+}
+
+/// Server transaction key (RFC 3261 17.2.3): branch, sent-by, and method with ACK as INVITE.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TxnKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+#[derive(Debug)]
+enum InviteState {
+    /// 100 sent, waiting for the application.
+    Proceeding,
+    /// Non-2xx final sent, waiting for ACK (Timers G and H).
+    Completed { attempt: u32 },
+    /// ACK received; absorbing retransmissions (Timer I).
+    Confirmed,
+    /// 2xx sent; the dialog owns retransmission; kept to answer INVITE retransmissions.
+    Accepted,
+}
+
+#[derive(Debug)]
+struct InviteServer {
+    call: CallKey,
+    request: Message,
+    peer: Peer,
+    last_response: Option<Vec<u8>>,
+    state: InviteState,
+    timers: Vec<(TimerKind, Instant)>,
+}
+
+#[derive(Debug)]
+struct NonInviteServer {
+    last_response: Vec<u8>,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct ByeClient {
+    peer: Peer,
+    request: Vec<u8>,
+    attempt: u32,
+    retransmit_at: Option<Instant>,
+    expires: Instant,
+}
+
+/// The state of one dialog we created by answering an INVITE.
+#[derive(Debug)]
+enum DialogState {
+    /// 2xx sent, no ACK yet.
+    Early { response: Vec<u8>, attempt: u32, retransmit_at: Option<Instant>, give_up_at: Instant },
+    /// ACK received.
+    Confirmed,
+}
+
+#[derive(Debug)]
+struct Dialog {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    /// Their From header value, our To for requests we send.
+    remote_party: String,
+    /// Our To header value with tag, our From for requests we send.
+    local_party: String,
+    remote_target: String,
+    local_cseq: u32,
+    peer: Peer,
+    invite_key: TxnKey,
+    state: DialogState,
+}
+
+/// The bridge's SIP user agent core. See the module docs for the driving loop.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    now: Option<Instant>,
+    rng: u64,
+    next_call: u64,
+    invites: HashMap<TxnKey, InviteServer>,
+    calls: HashMap<CallKey, TxnKey>,
+    non_invites: HashMap<TxnKey, NonInviteServer>,
+    dialogs: HashMap<CallKey, Dialog>,
+    /// (Call-ID, remote tag, local tag) to call.
+    dialog_index: HashMap<(String, String, String), CallKey>,
+    byes: HashMap<String, ByeClient>,
+    outputs: VecDeque<Output>,
+}
+
+impl Endpoint {
+    /// A new endpoint with no calls.
+    pub fn new(config: EndpointConfig) -> Endpoint {
+        let rng = config.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64)) | 1;
+        Endpoint {
+            config,
+            now: None,
+            rng,
+            next_call: 1,
+            invites: HashMap::new(),
+            calls: HashMap::new(),
+            non_invites: HashMap::new(),
+            dialogs: HashMap::new(),
+            dialog_index: HashMap::new(),
+            byes: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Number of calls in progress or up (transactions pending an answer plus dialogs).
+    pub fn active_calls(&self) -> usize {
+        self.calls.len().max(self.dialogs.len())
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let invites = self.invites.values().flat_map(|t| t.timers.iter().map(|(_, at)| *at));
+        let non_invites = self.non_invites.values().map(|t| t.expires);
+        let byes = self.byes.values().flat_map(|b| b.retransmit_at.into_iter().chain([b.expires]));
+        let dialogs = self.dialogs.values().flat_map(|d| match &d.state {
+            DialogState::Early { retransmit_at, give_up_at, .. } => {
+                retransmit_at.iter().copied().chain([*give_up_at]).collect::<Vec<_>>()
+            }
+            DialogState::Confirmed => Vec::new(),
+        });
+        invites.chain(non_invites).chain(byes).chain(dialogs).min()
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.now.map_or(now, |last| last.max(now));
+        self.now = Some(now);
+        now
+    }
+
+    /// Handles bytes that arrived from `peer` (one datagram, or one framed message of a stream).
+    pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
+        let now = self.advance(now);
+        let framing = match peer.transport {
+            Transport::Udp => Framing::Datagram,
+            Transport::Tcp => Framing::Stream,
+        };
+        let message = match Message::parse(bytes, framing) {
+            Ok((message, _)) => message,
+            Err(error) => {
+                self.answer_unparsable(peer, bytes, &error);
+                return;
+            }
+        };
+        match &message.start {
+            StartLine::Request { method, .. } => {
+                self.outputs.push_back(Output::Count(Count::RequestIn(method.metric_label())));
+                if let Err(rejection) = message.validate_request() {
+                    if message.method() != Some(&Method::Ack) && message.top_via().is_some() {
+                        let response = self.response(&message, rejection.code, rejection.reason, None);
+                        self.send_response(peer, response);
+                    } else {
+                        self.count(Count::Dropped);
+                    }
+                    return;
+                }
+                self.handle_request(now, peer, message);
+            }
+            StartLine::Response { .. } => self.handle_response(now, message),
+        }
+    }
+
+    /// A message that failed to parse gets 400 only if its header section is readable enough to
+    /// address one (RFC 4475 clerr, ncl); anything else is dropped.
+    fn answer_unparsable(&mut self, peer: Peer, bytes: &[u8], error: &ParseError) {
+        let addressable = matches!(
+            error,
+            ParseError::BodyShorterThanContentLength { .. }
+                | ParseError::BadContentLength
+                | ParseError::MultipleContentLength
+        );
+        if addressable {
+            // Re-read the headers with the body ignored: cut at the header end.
+            if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                let cleaned = strip_content_length(&bytes[..end]);
+                if let Ok((m, _)) = Message::parse(&cleaned, Framing::Datagram) {
+                    if matches!(m.start, StartLine::Request { .. })
+                        && m.method() != Some(&Method::Ack)
+                        && m.top_via().is_some()
+                        && m.validate_request().is_ok()
+                    {
+                        let label = m.method().map_or("other", Method::metric_label);
+                        self.count(Count::RequestIn(label));
+                        let response = self.response(&m, 400, "Bad Content-Length", None);
+                        self.send_response(peer, response);
+                        return;
+                    }
+                }
+            }
+        }
+        self.count(Count::Dropped);
+    }
+
+    fn handle_request(&mut self, now: Instant, peer: Peer, request: Message) {
+        let Some(key) = txn_key(&request) else {
+            self.count(Count::Dropped);
+            return;
+        };
+        let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
+        if method == Method::Ack {
+            self.handle_ack(now, &key, &request);
+            return;
+        }
+        // Retransmission of a request whose transaction we still hold: resend our last answer.
+        if let Some(txn) = self.invites.get(&key).filter(|_| method == Method::Invite) {
+            if let Some(bytes) = &txn.last_response {
+                let transmit = Transmit { peer, bytes: bytes.clone() };
+                self.outputs.push_back(Output::Transmit(transmit));
+            }
+            return;
+        }
+        if let Some(txn) = self.non_invites.get(&key) {
+            let transmit = Transmit { peer, bytes: txn.last_response.clone() };
+            self.outputs.push_back(Output::Transmit(transmit));
+            return;
+        }
+        let to_tag = request.headers.get("To").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
+        if let Some(tag) = to_tag {
+            self.handle_in_dialog(now, peer, key, request, tag);
+            return;
+        }
+        match method {
+            Method::Invite => self.handle_invite(now, peer, key, request),
+            Method::Options => {
+                let mut response = self.response(&request, 200, "OK", None);
+                response.headers.push("Accept", "application/sdp");
+                self.finish_non_invite(now, peer, key, response);
+            }
+            Method::Cancel => self.handle_cancel(now, peer, key, request),
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                let response = self.response(&request, 481, "Call/Transaction Does Not Exist", None);
+                self.finish_non_invite(now, peer, key, response);
+            }
+            Method::Other(_) => {
+                let response = self.response(&request, 501, "Not Implemented", None);
+                self.finish_non_invite(now, peer, key, response);
+            }
+            _ => {
+                let response = self.response(&request, 405, "Method Not Allowed", None);
+                self.finish_non_invite(now, peer, key, response);
+            }
+        }
+    }
+
+    fn handle_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
+        let unsupported: Vec<String> = request
+            .headers
+            .all("Require")
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !unsupported.is_empty() {
+            let mut response = self.response(&request, 420, "Bad Extension", None);
+            response.headers.push("Unsupported", unsupported.join(", "));
+            self.start_invite_txn(now, peer, key, request, response);
+            return;
+        }
+        let trying = self.response(&request, 100, "Trying", None);
+        let call = CallKey(self.next_call);
+        self.next_call += 1;
+        let user = request.request_uri().and_then(|u| SipUri::parse(u).ok()).and_then(|u| u.user);
+        let from = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok());
+        let incoming = IncomingCall {
+            call,
+            call_id: request.call_id().unwrap_or_default().to_string(),
+            request_uri: request.request_uri().unwrap_or_default().to_string(),
+            user,
+            from: from.map(|f| f.uri).unwrap_or_default(),
+            body: request.body.clone(),
+            content_type: request.headers.get("Content-Type").map(str::to_string),
+            peer,
+        };
+        let bytes = trying.to_bytes();
+        self.count(Count::ResponseOut(100));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        let txn = InviteServer {
+            call,
+            request,
+            peer,
+            last_response: Some(bytes),
+            state: InviteState::Proceeding,
+            timers: Vec::new(),
+        };
+        self.calls.insert(call, key.clone());
+        self.invites.insert(key, txn);
+        self.outputs.push_back(Output::Event(Event::IncomingCall(incoming)));
+    }
+
+    /// Creates an INVITE server transaction that answers at once with a non-2xx response.
+    fn start_invite_txn(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message, response: Message) {
+        let call = CallKey(self.next_call);
+        self.next_call += 1;
+        let txn = InviteServer {
+            call,
+            request,
+            peer,
+            last_response: None,
+            state: InviteState::Proceeding,
+            timers: Vec::new(),
+        };
+        self.invites.insert(key.clone(), txn);
+        self.calls.insert(call, key);
+        self.send_final_non_2xx(now, call, response);
+    }
+
+    fn handle_cancel(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
+        let invite_key = TxnKey { method: "INVITE".into(), ..key.clone() };
+        let pending = self.invites.get(&invite_key).map(|t| (t.call, matches!(t.state, InviteState::Proceeding)));
+        let Some((call, pending)) = pending else {
+            let response = self.response(&request, 481, "Call/Transaction Does Not Exist", None);
+            self.finish_non_invite(now, peer, key, response);
+            return;
+        };
+        let ok = self.response(&request, 200, "OK", None);
+        self.finish_non_invite(now, peer, key, ok);
+        if pending {
+            let request = &self.invites[&invite_key].request;
+            let terminated = self.response(request, 487, "Request Terminated", None);
+            self.send_final_non_2xx(now, call, terminated);
+            self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::Cancelled)));
+        }
+    }
+
+    fn handle_in_dialog(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message, to_tag: String) {
+        let from_tag = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
+        let index = (request.call_id().unwrap_or_default().to_string(), from_tag.unwrap_or_default(), to_tag);
+        let Some(&call) = self.dialog_index.get(&index) else {
+            let response = self.response(&request, 481, "Call/Transaction Does Not Exist", None);
+            self.finish_non_invite(now, peer, key, response);
+            return;
+        };
+        let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
+        match method {
+            Method::Bye => {
+                let ok = self.response(&request, 200, "OK", None);
+                self.finish_non_invite(now, peer, key, ok);
+                self.remove_dialog(call);
+                self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::RemoteBye)));
+            }
+            Method::Options | Method::Info => {
+                let ok = self.response(&request, 200, "OK", None);
+                self.finish_non_invite(now, peer, key, ok);
+            }
+            Method::Invite => {
+                // Re-INVITE: hold and codec changes arrive with issue 3; keep the session as is.
+                let response = self.response(&request, 488, "Not Acceptable Here", None);
+                self.start_invite_txn(now, peer, key, request, response);
+            }
+            Method::Other(_) => {
+                let response = self.response(&request, 501, "Not Implemented", None);
+                self.finish_non_invite(now, peer, key, response);
+            }
+            _ => {
+                let response = self.response(&request, 405, "Method Not Allowed", None);
+                self.finish_non_invite(now, peer, key, response);
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, key: &TxnKey, request: &Message) {
+        let invite_key = TxnKey { method: "INVITE".into(), ..key.clone() };
+        if let Some(txn) = self.invites.get_mut(&invite_key) {
+            if let InviteState::Completed { .. } = txn.state {
+                txn.state = InviteState::Confirmed;
+                txn.timers.clear();
+                let reliable = txn.peer.transport.reliable();
+                let wait = self.config.timers.duration(TimerKind::I, 0, reliable).unwrap_or_default();
+                txn.timers.push((TimerKind::I, now + wait));
+                return;
+            }
+        }
+        // ACK for a 2xx: a new transaction, matched to the dialog.
+        let from_tag = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
+        let to_tag = request.headers.get("To").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
+        let index = (
+            request.call_id().unwrap_or_default().to_string(),
+            from_tag.unwrap_or_default(),
+            to_tag.unwrap_or_default(),
+        );
+        let Some(&call) = self.dialog_index.get(&index) else {
+            return;
+        };
+        if let Some(dialog) = self.dialogs.get_mut(&call) {
+            if matches!(dialog.state, DialogState::Early { .. }) {
+                dialog.state = DialogState::Confirmed;
+                let invite_key = dialog.invite_key.clone();
+                self.invites.remove(&invite_key);
+                self.calls.remove(&call);
+                self.outputs.push_back(Output::Event(Event::CallConfirmed(call)));
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, response: Message) {
+        let Some(branch) = response.top_via().and_then(|v| v.branch) else {
+            return;
+        };
+        let Some(bye) = self.byes.get_mut(&branch) else {
+            return;
+        };
+        if response.status().is_some_and(|c| c >= 200) {
+            let reliable = bye.peer.transport.reliable();
+            bye.retransmit_at = None;
+            let wait = self.config.timers.duration(TimerKind::K, 0, reliable).unwrap_or_default();
+            bye.expires = now + wait;
+        }
+    }
+
+    /// Answers the call with 200 OK carrying `sdp`; the dialog starts now.
+    pub fn accept(&mut self, now: Instant, call: CallKey, sdp: Vec<u8>) {
+        let now = self.advance(now);
+        let Some(key) = self.calls.get(&call).cloned() else { return };
+        let Some(txn) = self.invites.get_mut(&key) else { return };
+        if !matches!(txn.state, InviteState::Proceeding) {
+            return;
+        }
+        txn.state = InviteState::Accepted;
+        let peer = txn.peer;
+        let request = txn.request.clone();
+        let local_tag = self.random_token();
+        let mut response = self.response(&request, 200, "OK", Some(&local_tag));
+        response.headers.push("Contact", contact(peer));
+        response.headers.push("Allow", ALLOW);
+        response.headers.push("Content-Type", "application/sdp");
+        response.body = sdp;
+        let bytes = response.to_bytes();
+        if let Some(txn) = self.invites.get_mut(&key) {
+            txn.last_response = Some(bytes.clone());
+        }
+        self.count(Count::ResponseOut(200));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+
+        let from = request.headers.get("From").unwrap_or_default().to_string();
+        let remote_tag = NameAddr::parse(&from).ok().and_then(|n| n.tag).unwrap_or_default();
+        let remote_target = request
+            .headers
+            .get("Contact")
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|c| c.uri)
+            .or_else(|| NameAddr::parse(&from).ok().map(|f| f.uri))
+            .unwrap_or_default();
+        let reliable = peer.transport.reliable();
+        let timers = self.config.timers;
+        let retransmit_at = timers.duration(TimerKind::Retransmit2xx, 0, reliable).map(|d| now + d);
+        let give_up_at = now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default();
+        let call_id = request.call_id().unwrap_or_default().to_string();
+        let local_party = response.headers.get("To").unwrap_or_default().to_string();
+        self.dialog_index.insert((call_id.clone(), remote_tag.clone(), local_tag.clone()), call);
+        self.dialogs.insert(
+            call,
+            Dialog {
+                call_id,
+                local_tag,
+                remote_tag,
+                remote_party: from,
+                local_party,
+                remote_target,
+                local_cseq: 1,
+                peer,
+                invite_key: key,
+                state: DialogState::Early { response: bytes, attempt: 0, retransmit_at, give_up_at },
+            },
+        );
+    }
+
+    /// Rejects a pending call with a final status (4xx-6xx).
+    pub fn reject(&mut self, now: Instant, call: CallKey, rejection: Rejection) {
+        let now = self.advance(now);
+        let Some(key) = self.calls.get(&call) else { return };
+        let Some(txn) = self.invites.get(key) else { return };
+        if !matches!(txn.state, InviteState::Proceeding) {
+            return;
+        }
+        let response = self.response(&txn.request, rejection.code, rejection.reason, None);
+        self.send_final_non_2xx(now, call, response);
+    }
+
+    /// Ends an answered call from our side with BYE (kick, shutdown, inactivity). No
+    /// [`Event::CallEnded`] follows; the application already knows.
+    pub fn hangup(&mut self, now: Instant, call: CallKey) {
+        let now = self.advance(now);
+        let Some(mut dialog) = self.remove_dialog(call) else {
+            // Not answered yet: refuse it instead.
+            self.reject(now, call, Rejection::new(480, "Temporarily Unavailable"));
+            return;
+        };
+        dialog.local_cseq += 1;
+        let branch = format!("z9hG4bK{}", self.random_token());
+        let mut headers = Headers::default();
+        let peer = dialog.peer;
+        headers.push(
+            "Via",
+            format!("SIP/2.0/{} {};branch={branch};rport", peer.transport.via_name(), peer.local),
+        );
+        headers.push("Max-Forwards", "70");
+        headers.push("From", dialog.local_party.clone());
+        headers.push("To", dialog.remote_party.clone());
+        headers.push("Call-ID", dialog.call_id.clone());
+        headers.push("CSeq", format!("{} BYE", dialog.local_cseq));
+        headers.push("User-Agent", self.config.user_agent.clone());
+        let bye = Message {
+            start: StartLine::Request { method: Method::Bye, uri: dialog.remote_target.clone(), version: "SIP/2.0".into() },
+            headers,
+            body: Vec::new(),
+        };
+        let bytes = bye.to_bytes();
+        let reliable = peer.transport.reliable();
+        let timers = self.config.timers;
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        self.byes.insert(
+            branch,
+            ByeClient {
+                peer,
+                request: bytes,
+                attempt: 0,
+                retransmit_at: timers.duration(TimerKind::E, 0, reliable).map(|d| now + d),
+                expires: now + timers.duration(TimerKind::F, 0, reliable).unwrap_or_default(),
+            },
+        );
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        let timers = self.config.timers;
+
+        let mut finished = Vec::new();
+        let mut resend = Vec::new();
+        for (key, txn) in &mut self.invites {
+            let reliable = txn.peer.transport.reliable();
+            let due: Vec<TimerKind> = txn.timers.iter().filter(|(_, at)| *at <= now).map(|(k, _)| *k).collect();
+            txn.timers.retain(|(_, at)| *at > now);
+            for kind in due {
+                match kind {
+                    TimerKind::G => {
+                        if let InviteState::Completed { attempt } = &mut txn.state {
+                            *attempt += 1;
+                            if let Some(bytes) = &txn.last_response {
+                                resend.push(Transmit { peer: txn.peer, bytes: bytes.clone() });
+                            }
+                            if let Some(d) = timers.duration(TimerKind::G, *attempt, reliable) {
+                                txn.timers.push((TimerKind::G, now + d));
+                            }
+                        }
+                    }
+                    _ => finished.push(key.clone()),
+                }
+            }
+        }
+        for key in finished {
+            if let Some(txn) = self.invites.remove(&key) {
+                self.calls.remove(&txn.call);
+            }
+        }
+
+        self.non_invites.retain(|_, t| t.expires > now);
+
+        for bye in self.byes.values_mut() {
+            if bye.retransmit_at.is_some_and(|at| at <= now) {
+                bye.attempt += 1;
+                resend.push(Transmit { peer: bye.peer, bytes: bye.request.clone() });
+                bye.retransmit_at = timers.duration(TimerKind::E, bye.attempt, false).map(|d| now + d);
+            }
+        }
+        self.byes.retain(|_, b| b.expires > now);
+
+        let mut no_ack = Vec::new();
+        for (call, dialog) in &mut self.dialogs {
+            if let DialogState::Early { response, attempt, retransmit_at, give_up_at } = &mut dialog.state {
+                if *give_up_at <= now {
+                    no_ack.push(*call);
+                } else if retransmit_at.is_some_and(|at| at <= now) {
+                    *attempt += 1;
+                    resend.push(Transmit { peer: dialog.peer, bytes: response.clone() });
+                    *retransmit_at = timers.duration(TimerKind::Retransmit2xx, *attempt, false).map(|d| now + d);
+                }
+            }
+        }
+        for transmit in resend {
+            self.outputs.push_back(Output::Transmit(transmit));
+        }
+        for call in no_ack {
+            self.hangup(now, call);
+            self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::AckTimeout)));
+        }
+    }
+
+    fn remove_dialog(&mut self, call: CallKey) -> Option<Dialog> {
+        let dialog = self.dialogs.remove(&call)?;
+        self.dialog_index.remove(&(dialog.call_id.clone(), dialog.remote_tag.clone(), dialog.local_tag.clone()));
+        self.invites.remove(&dialog.invite_key);
+        self.calls.remove(&call);
+        Some(dialog)
+    }
+
+    fn send_final_non_2xx(&mut self, now: Instant, call: CallKey, response: Message) {
+        let Some(key) = self.calls.get(&call) else { return };
+        let Some(txn) = self.invites.get_mut(key) else { return };
+        let bytes = response.to_bytes();
+        let code = response.status().unwrap_or(500);
+        txn.last_response = Some(bytes.clone());
+        txn.state = InviteState::Completed { attempt: 0 };
+        let reliable = txn.peer.transport.reliable();
+        let timers = self.config.timers;
+        txn.timers.clear();
+        if let Some(d) = timers.duration(TimerKind::G, 0, reliable) {
+            txn.timers.push((TimerKind::G, now + d));
+        }
+        txn.timers.push((TimerKind::H, now + timers.duration(TimerKind::H, 0, reliable).unwrap_or_default()));
+        let peer = txn.peer;
+        self.count(Count::ResponseOut(code));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
+    }
+
+    fn finish_non_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, response: Message) {
+        let bytes = response.to_bytes();
+        self.count(Count::ResponseOut(response.status().unwrap_or(500)));
+        let wait = self.config.timers.duration(TimerKind::J, 0, peer.transport.reliable()).unwrap_or_default();
+        if !wait.is_zero() {
+            self.non_invites.insert(key, NonInviteServer { last_response: bytes.clone(), expires: now + wait });
+        }
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
+    }
+
+    fn send_response(&mut self, peer: Peer, response: Message) {
+        self.count(Count::ResponseOut(response.status().unwrap_or(500)));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: response.to_bytes() }));
+    }
+
+    fn count(&mut self, count: Count) {
+        self.outputs.push_back(Output::Count(count));
+    }
+
+    /// Builds a response to `request` (RFC 3261 8.2.6): copies Via, From, To, Call-ID and CSeq,
+    /// and adds our To-tag when given and the request had none.
+    fn response(&self, request: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
+        let mut headers = Headers::default();
+        for via in request.headers.all("Via") {
+            headers.push("Via", via.to_string());
+        }
+        for name in ["From", "Call-ID", "CSeq"] {
+            if let Some(value) = request.headers.get(name) {
+                headers.push(name, value.to_string());
+            }
+        }
+        if let Some(to) = request.headers.get("To") {
+            let has_tag = NameAddr::parse(to).ok().and_then(|n| n.tag).is_some();
+            match to_tag {
+                Some(tag) if !has_tag => headers.push("To", format!("{to};tag={tag}")),
+                _ => headers.push("To", to.to_string()),
+            }
+        }
+        headers.push("Server", self.config.user_agent.clone());
+        if matches!(code, 405 | 501) || (code == 200 && request.method() == Some(&Method::Options)) {
+            headers.push("Allow", ALLOW);
+        }
+        Message { start: StartLine::Response { code, reason: reason.to_string() }, headers, body: Vec::new() }
+    }
+
+    fn random_token(&mut self) -> String {
+        // xorshift64*: tags and branches need uniqueness, not secrecy.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        format!("{:016x}", x.wrapping_mul(0x2545_f491_4f6c_dd1d))
+    }
+}
+
+fn contact(peer: Peer) -> String {
+    match peer.transport {
+        Transport::Udp => format!("<sip:roundtable@{}>", peer.local),
+        Transport::Tcp => format!("<sip:roundtable@{};transport=tcp>", peer.local),
+    }
+}
+
+fn txn_key(request: &Message) -> Option<TxnKey> {
+    let via = request.top_via()?;
+    let method = match request.method()? {
+        Method::Ack => "INVITE".to_string(),
+        other => other.as_str().to_string(),
+    };
+    // RFC 2543 peers lack the magic cookie: fall back to Call-ID and CSeq number.
+    let branch = match via.branch {
+        Some(b) if b.starts_with("z9hG4bK") => b,
+        _ => format!("{}|{}", request.call_id()?, request.cseq()?.number),
+    };
+    Some(TxnKey { branch, sent_by: via.sent_by, method })
+}
+
+/// The header section `head` (without the blank line) with Content-Length set to 0.
+fn strip_content_length(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::with_capacity(text.len() + 24);
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Unit tests of the endpoint core on a virtual clock.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn peer() -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        remote: "127.0.0.1:5070".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
+        flow: FlowId(0),
+    }
+}
+
+fn invite(branch: &str) -> Vec<u8> {
+    let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: c1\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+fn request(method: &str, to_tag: &str, branch: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:roundtable@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>;tag={to_tag}\r\nCall-ID: c1\r\n\
+         CSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+struct Drained {
+    sent: Vec<Message>,
+    events: Vec<Event>,
+}
+
+fn drain(ep: &mut Endpoint) -> Drained {
+    let mut d = Drained { sent: Vec::new(), events: Vec::new() };
+    while let Some(out) = ep.poll_output() {
+        match out {
+            Output::Transmit(t) => d.sent.push(Message::parse(&t.bytes, Framing::Stream).unwrap().0),
+            Output::Event(e) => d.events.push(e),
+            Output::Count(_) => {}
+        }
+    }
+    d
+}
+
+fn codes(d: &Drained) -> Vec<u16> {
+    d.sent.iter().filter_map(Message::status).collect()
+}
+
+/// Runs the endpoint's timers up to `until`, bounded in steps.
+fn run_until(ep: &mut Endpoint, until: Instant) -> Drained {
+    let mut all = Drained { sent: Vec::new(), events: Vec::new() };
+    for _ in 0..1000 {
+        match ep.poll_timeout() {
+            Some(at) if at <= until => {
+                ep.handle_timeout(at);
+                let d = drain(ep);
+                all.sent.extend(d.sent);
+                all.events.extend(d.events);
+            }
+            _ => break,
+        }
+    }
+    all
+}
+
+fn answered(ep: &mut Endpoint, now: Instant) -> (CallKey, String) {
+    ep.handle_message(now, peer(), &invite("z9hG4bK1"));
+    let d = drain(ep);
+    assert_eq!(codes(&d), [100]);
+    let Some(Event::IncomingCall(call)) = d.events.first() else { panic!("no call event") };
+    assert_eq!(call.user.as_deref(), Some("1000"));
+    ep.accept(now, call.call, b"v=0\r\n".to_vec());
+    let d = drain(ep);
+    assert_eq!(codes(&d), [200]);
+    let to = NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap();
+    (call.call, to.tag.expect("200 carries a To-tag"))
+}
+
+#[test]
+fn invite_accept_ack_bye() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let (call, tag) = answered(&mut ep, t0);
+    ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
+    assert_eq!(drain(&mut ep).events, [Event::CallConfirmed(call)]);
+    ep.handle_message(t0, peer(), &request("BYE", &tag, "z9hG4bK3"));
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [200]);
+    assert_eq!(d.events, [Event::CallEnded(call, EndReason::RemoteBye)]);
+    // A retransmitted BYE gets the same 200 from the transaction, not a 481.
+    ep.handle_message(t0, peer(), &request("BYE", &tag, "z9hG4bK3"));
+    assert_eq!(codes(&drain(&mut ep)), [200]);
+    assert_eq!(ep.active_calls(), 0);
+}
+
+#[test]
+fn ok_is_retransmitted_until_ack_then_bye_after_64_t1() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let (call, _) = answered(&mut ep, t0);
+    let d = run_until(&mut ep, t0 + Duration::from_secs(40));
+    let retransmits = d.sent.iter().filter(|m| m.status() == Some(200)).count();
+    // 0.5, 1.5, 3.5, 7.5, then every 4 s until 32 s: 10 retransmissions.
+    assert!((9..=11).contains(&retransmits), "{retransmits} retransmissions");
+    let byes: Vec<_> = d.sent.iter().filter(|m| m.method() == Some(&Method::Bye)).collect();
+    assert!(!byes.is_empty(), "BYE sent after the ACK timeout");
+    assert_eq!(byes[0].request_uri(), Some("sip:alice@127.0.0.1:5070"));
+    assert!(d.events.contains(&Event::CallEnded(call, EndReason::AckTimeout)));
+}
+
+#[test]
+fn retransmitted_invite_gets_last_response() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let _ = answered(&mut ep, t0);
+    ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [200]);
+    assert!(d.events.is_empty());
+}
+
+#[test]
+fn reject_is_retransmitted_until_ack() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.reject(t0, call.call, Rejection::new(488, "Not Acceptable Here"));
+    assert_eq!(codes(&drain(&mut ep)), [488]);
+    let d = run_until(&mut ep, t0 + Duration::from_millis(600));
+    assert_eq!(codes(&d), [488]);
+    ep.handle_message(t0 + Duration::from_millis(700), peer(), &request("ACK", "x", "z9hG4bK1"));
+    let d = run_until(&mut ep, t0 + Duration::from_secs(60));
+    assert!(codes(&d).is_empty());
+    assert_eq!(ep.poll_timeout(), None);
+}
+
+#[test]
+fn hangup_sends_bye_and_retransmits_over_udp() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let (_call, tag) = answered(&mut ep, t0);
+    ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
+    let _ = drain(&mut ep);
+    let (call, _) = (CallKey(1), ());
+    ep.hangup(t0, call);
+    let d = drain(&mut ep);
+    let bye = &d.sent[0];
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    assert_eq!(NameAddr::parse(bye.headers.get("From").unwrap()).unwrap().tag, Some(tag));
+    assert_eq!(NameAddr::parse(bye.headers.get("To").unwrap()).unwrap().tag.as_deref(), Some("a1"));
+    let d = run_until(&mut ep, t0 + Duration::from_secs(1));
+    assert_eq!(d.sent.len(), 1, "one retransmission in the first second");
+    let d = run_until(&mut ep, t0 + Duration::from_secs(40));
+    assert!(d.sent.len() > 3);
+    assert_eq!(ep.poll_timeout(), None, "Timer F ended the transaction");
+}
+
+#[test]
+fn out_of_dialog_requests() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_message(t0, peer(), &request("BYE", "nope", "z9hG4bKa"));
+    assert_eq!(codes(&drain(&mut ep)), [481]);
+    let options = String::from_utf8(request("OPTIONS", "x", "z9hG4bKb")).unwrap().replace(";tag=x", "");
+    ep.handle_message(t0, peer(), options.as_bytes());
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [200]);
+    assert!(d.sent[0].headers.get("Allow").unwrap().contains("INVITE"));
+    let foo = String::from_utf8(request("FOO", "x", "z9hG4bKc")).unwrap().replace(";tag=x", "");
+    ep.handle_message(t0, peer(), foo.as_bytes());
+    assert_eq!(codes(&drain(&mut ep)), [501]);
+}
+
+#[test]
+fn garbage_is_dropped_and_bad_content_length_answered() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_message(t0, peer(), b"\x00\x01garbage");
+    let mut counts = Vec::new();
+    while let Some(o) = ep.poll_output() {
+        counts.push(o);
+    }
+    assert_eq!(counts, [Output::Count(Count::Dropped)]);
+    let mut long = invite("z9hG4bK9");
+    long.truncate(long.len() - 10);
+    ep.handle_message(t0, peer(), &long);
+    assert_eq!(codes(&drain(&mut ep)), [400]);
+}
+
+#[test]
+fn cancel_of_pending_invite() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
+    let _ = drain(&mut ep);
+    let cancel = String::from_utf8(request("CANCEL", "x", "z9hG4bK1"))
+        .unwrap()
+        .replace(";tag=x", "")
+        .replace("2 CANCEL", "1 CANCEL");
+    ep.handle_message(t0, peer(), cancel.as_bytes());
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [200, 487]);
+    assert!(matches!(d.events[..], [Event::CallEnded(_, EndReason::Cancelled)]));
+}

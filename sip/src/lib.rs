@@ -1,0 +1,19 @@
+//! Roundtable's SIP capability.
+//!
+//! - [`message`]: parse and print SIP messages (pure).
+//! - [`sdp`]: SDP offer/answer for G.711 audio (pure).
+//! - [`timer`]: RFC 3261 timers in one table.
+//! - [`endpoint`]: the sans-IO user agent core (transactions and dialogs).
+//! - [`transport`]: the tokio driver: UDP and TCP sockets around an [`endpoint::Endpoint`].
+//! - [`metrics`]: Prometheus counters for SIP traffic.
+#![deny(missing_docs)]
+
+pub mod endpoint;
+pub mod error;
+pub mod message;
+pub mod metrics;
+pub mod sdp;
+pub mod timer;
+pub mod transport;
+
+pub use error::{ParseError, Rejection};

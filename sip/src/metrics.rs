@@ -1,0 +1,44 @@
+//! Prometheus counters for SIP traffic, registered on the caller's registry.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::endpoint::Count;
+
+/// SIP traffic counters.
+#[derive(Clone, Debug)]
+pub struct SipMetrics {
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    dropped: IntCounter,
+}
+
+impl SipMetrics {
+    /// Creates the counters and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<SipMetrics> {
+        let requests = IntCounterVec::new(
+            Opts::new("roundtable_sip_requests_total", "SIP requests received, by method"),
+            &["method"],
+        )?;
+        let responses = IntCounterVec::new(
+            Opts::new("roundtable_sip_responses_total", "SIP responses sent, by status code"),
+            &["code"],
+        )?;
+        let dropped = IntCounter::new(
+            "roundtable_sip_dropped_total",
+            "SIP input dropped: unparsable and unanswerable bytes or broken stream framing",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(responses.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        Ok(SipMetrics { requests, responses, dropped })
+    }
+
+    /// Records one counted happening of the endpoint.
+    pub fn record(&self, count: Count) {
+        match count {
+            Count::RequestIn(method) => self.requests.with_label_values(&[method]).inc(),
+            Count::ResponseOut(code) => self.responses.with_label_values(&[&code.to_string()]).inc(),
+            Count::Dropped => self.dropped.inc(),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The tokio driver around [`Endpoint`]: UDP sockets, TCP listeners and connections, the timer.
+//!
+//! One task owns the endpoint. Socket tasks forward what they read to it over a channel, and it
+//! writes to UDP sockets directly and to TCP connections through each connection's writer
+//! channel. The application sees calls through [`CallHandler`] (called on the driver task, so it
+//! must not block) and acts on them through [`SipHandle`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::endpoint::{
+    CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, Output, Peer,
+    Transport,
+};
+use crate::error::Rejection;
+use crate::message::{stream_frame_len, MAX_MESSAGE_LEN};
+use crate::metrics::SipMetrics;
+
+/// Most TCP connections held open at once; further connections are closed at accept.
+pub const MAX_TCP_CONNECTIONS: usize = 4096;
+/// Queued outbound messages per TCP connection before the connection is considered stuck.
+const TCP_WRITE_QUEUE: usize = 256;
+
+/// A configured listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Address and port to bind.
+    pub addr: SocketAddr,
+}
+
+/// What the application decides and learns about calls. Called on the driver task: keep it short
+/// and never block.
+pub trait CallHandler: Send + Sync + 'static {
+    /// A new INVITE: return the SDP answer to accept, or the rejection to send.
+    fn incoming(&self, call: IncomingCall) -> Result<Vec<u8>, Rejection>;
+    /// The caller acknowledged our answer.
+    fn confirmed(&self, call: CallKey);
+    /// The call ended from the remote side or by timeout.
+    fn ended(&self, call: CallKey, reason: EndReason);
+}
+
+/// Commands to the driver task.
+#[derive(Debug)]
+enum Command {
+    Hangup(CallKey),
+    ActiveCalls(tokio::sync::oneshot::Sender<usize>),
+}
+
+/// A cloneable handle for sending commands to a running SIP driver.
+#[derive(Clone, Debug)]
+pub struct SipHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SipHandle {
+    /// Ends an answered call with BYE (or refuses a pending one).
+    pub fn hangup(&self, call: CallKey) {
+        let _ = self.commands.send(Command::Hangup(call));
+    }
+
+    /// How many calls the endpoint holds (pending or up); `None` once the driver stopped.
+    pub async fn active_calls(&self) -> Option<usize> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::ActiveCalls(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// A message read by a socket task.
+struct Inbound {
+    peer: Peer,
+    bytes: Vec<u8>,
+}
+
+/// How the driver writes to a flow.
+enum FlowWriter {
+    Udp(Arc<UdpSocket>),
+    Tcp(mpsc::Sender<Vec<u8>>),
+}
+
+/// The addresses actually bound, in the order configured (port 0 resolved).
+pub type BoundAddrs = Vec<ListenAddr>;
+
+/// Binds every listener and spawns the driver. Returns the handle and the bound addresses.
+pub async fn spawn(
+    listen: &[ListenAddr],
+    config: EndpointConfig,
+    handler: Arc<dyn CallHandler>,
+    metrics: SipMetrics,
+    shutdown: CancellationToken,
+) -> io::Result<(SipHandle, BoundAddrs, tokio::task::JoinHandle<()>)> {
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
+    let (flow_tx, flow_rx) = mpsc::unbounded_channel::<(FlowId, Option<FlowWriter>)>();
+    let mut flows = HashMap::new();
+    let mut bound = Vec::new();
+    let mut next_flow = 0u64;
+    for l in listen {
+        match l.transport {
+            Transport::Udp => {
+                let socket = Arc::new(UdpSocket::bind(l.addr).await?);
+                let local = socket.local_addr()?;
+                let flow = FlowId(next_flow);
+                next_flow += 1;
+                flows.insert(flow, FlowWriter::Udp(socket.clone()));
+                bound.push(ListenAddr { transport: Transport::Udp, addr: local });
+                tokio::spawn(udp_reader(socket, flow, inbound_tx.clone(), shutdown.clone()));
+            }
+            Transport::Tcp => {
+                let listener = TcpListener::bind(l.addr).await?;
+                bound.push(ListenAddr { transport: Transport::Tcp, addr: listener.local_addr()? });
+                tokio::spawn(tcp_acceptor(
+                    listener,
+                    inbound_tx.clone(),
+                    flow_tx.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+    }
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        endpoint: Endpoint::new(config),
+        flows,
+        handler,
+        metrics,
+        clock_origin: (Instant::now(), std::time::Instant::now()),
+    };
+    let task = tokio::spawn(driver.run(inbound_rx, flow_rx, commands_rx, shutdown));
+    Ok((SipHandle { commands: commands_tx }, bound, task))
+}
+
+struct Driver {
+    endpoint: Endpoint,
+    flows: HashMap<FlowId, FlowWriter>,
+    handler: Arc<dyn CallHandler>,
+    metrics: SipMetrics,
+    /// Maps tokio time (pausable in tests) onto the std `Instant` the core takes.
+    clock_origin: (Instant, std::time::Instant),
+}
+
+impl Driver {
+    fn now(&self) -> std::time::Instant {
+        self.clock_origin.1 + (Instant::now() - self.clock_origin.0)
+    }
+
+    fn to_tokio(&self, at: std::time::Instant) -> Instant {
+        self.clock_origin.0 + at.saturating_duration_since(self.clock_origin.1)
+    }
+
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut flow_updates: mpsc::UnboundedReceiver<(FlowId, Option<FlowWriter>)>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let deadline = self.endpoint.poll_timeout().map(|at| self.to_tokio(at));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(message) = inbound.recv() => {
+                    let now = self.now();
+                    self.endpoint.handle_message(now, message.peer, &message.bytes);
+                }
+                Some((flow, writer)) = flow_updates.recv() => {
+                    match writer {
+                        Some(w) => { self.flows.insert(flow, w); }
+                        None => { self.flows.remove(&flow); }
+                    }
+                }
+                Some(command) = commands.recv() => {
+                    let now = self.now();
+                    match command {
+                        Command::Hangup(call) => self.endpoint.hangup(now, call),
+                        Command::ActiveCalls(reply) => { let _ = reply.send(self.endpoint.active_calls()); }
+                    }
+                }
+                () = sleep => {
+                    let now = self.now();
+                    self.endpoint.handle_timeout(now);
+                }
+                () = shutdown.cancelled() => {
+                    // Flush what is queued (the BYEs of shutdown) before leaving.
+                    while let Ok(command) = commands.try_recv() {
+                        if let Command::Hangup(call) = command {
+                            let now = self.now();
+                            self.endpoint.hangup(now, call);
+                        }
+                    }
+                    self.drain_outputs().await;
+                    return;
+                }
+            }
+            self.drain_outputs().await;
+        }
+    }
+
+    async fn drain_outputs(&mut self) {
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                Output::Transmit(t) => self.transmit(t.peer, t.bytes).await,
+                Output::Count(c) => self.metrics.record(c),
+                Output::Event(event) => self.deliver(event),
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: Event) {
+        match event {
+            Event::IncomingCall(call) => {
+                let key = call.call;
+                let now = self.now();
+                match self.handler.incoming(call) {
+                    Ok(sdp) => self.endpoint.accept(now, key, sdp),
+                    Err(rejection) => self.endpoint.reject(now, key, rejection),
+                }
+            }
+            Event::CallConfirmed(call) => self.handler.confirmed(call),
+            Event::CallEnded(call, reason) => self.handler.ended(call, reason),
+        }
+    }
+
+    async fn transmit(&mut self, peer: Peer, bytes: Vec<u8>) {
+        match self.flows.get(&peer.flow) {
+            Some(FlowWriter::Udp(socket)) => {
+                if let Err(error) = socket.send_to(&bytes, peer.remote).await {
+                    warn!(%error, remote = %peer.remote, "SIP UDP send failed");
+                }
+            }
+            Some(FlowWriter::Tcp(writer)) => {
+                if writer.try_send(bytes).is_err() {
+                    warn!(remote = %peer.remote, "SIP TCP connection stuck or closed; message lost");
+                }
+            }
+            None => debug!(remote = %peer.remote, "SIP flow gone; message not sent"),
+        }
+    }
+}
+
+/// The local IP a reply to `remote` leaves from, for sockets bound to the unspecified address.
+/// Connecting a UDP socket sends nothing; it only asks the kernel for the route.
+fn route_source(bound: SocketAddr, remote: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let probe_bind: SocketAddr = match remote.ip() {
+        IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let ip = std::net::UdpSocket::bind(probe_bind)
+        .and_then(|s| s.connect(remote).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(bound.ip());
+    SocketAddr::new(ip, bound.port())
+}
+
+async fn udp_reader(socket: Arc<UdpSocket>, flow: FlowId, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) {
+    let bound = match socket.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut sources: HashMap<IpAddr, SocketAddr> = HashMap::new();
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+    loop {
+        let (len, remote) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(error) => { debug!(%error, "SIP UDP receive error"); continue; }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        if sources.len() > 4096 {
+            sources.clear();
+        }
+        let local = *sources.entry(remote.ip()).or_insert_with(|| route_source(bound, remote));
+        let peer = Peer { transport: Transport::Udp, remote, local, flow };
+        if inbound.send(Inbound { peer, bytes: buf[..len].to_vec() }).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn tcp_acceptor(
+    listener: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    flows: mpsc::UnboundedSender<(FlowId, Option<FlowWriter>)>,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    // TCP flows are numbered from the top so they never meet the UDP socket numbers.
+    let mut next = u64::MAX / 2;
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(error) => { debug!(%error, "SIP TCP accept error"); continue; }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%remote, "SIP TCP connection limit reached; closing");
+            continue;
+        };
+        let Ok(local) = stream.local_addr() else { continue };
+        next += 1;
+        let flow = FlowId(next);
+        let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        let _ = flows.send((flow, Some(FlowWriter::Tcp(tx))));
+        let peer = Peer { transport: Transport::Tcp, remote, local, flow };
+        let (inbound, flows, shutdown) = (inbound.clone(), flows.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tcp_connection(stream, peer, rx, inbound, shutdown).await;
+            let _ = flows.send((flow, None));
+            drop(permit);
+        });
+    }
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: Peer,
+    mut outbound: mpsc::Receiver<Vec<u8>>,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            r = reader.read(&mut chunk) => {
+                let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
+                buf.extend_from_slice(&chunk[..n]);
+                loop {
+                    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    buf.drain(..skip);
+                    match stream_frame_len(&buf) {
+                        Ok(Some(len)) => {
+                            let bytes: Vec<u8> = buf.drain(..len).collect();
+                            if inbound.send(Inbound { peer, bytes }).await.is_err() { return; }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            // Framing is lost for good on a stream: close it (RFC 3261 18.3).
+                            debug!(%error, remote = %peer.remote, "SIP TCP framing error; closing");
+                            return;
+                        }
+                    }
+                }
+            }
+            Some(bytes) = outbound.recv() => {
+                if writer.write_all(&bytes).await.is_err() { return; }
+            }
+            () = shutdown.cancelled() => {
+                // Let the driver's last BYEs out before closing.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while let Ok(bytes) = outbound.try_recv() {
+                    let _ = writer.write_all(&bytes).await;
+                }
+                return;
+            }
+        }
+    }
+}
