@@ -1,0 +1,29 @@
+//! The media capability's error type.
+
+use thiserror::Error;
+
+/// Why media input was refused. Every case is counted and the packet dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum MediaError {
+    /// Shorter than its headers say.
+    #[error("truncated RTP packet")]
+    Truncated,
+    /// RTP version other than 2.
+    #[error("RTP version is not 2")]
+    BadVersion,
+    /// An RTCP packet arrived on the RTP port.
+    #[error("RTCP packet on the RTP port")]
+    RtcpOnRtpPort,
+    /// Padding length zero or beyond the payload.
+    #[error("bad RTP padding")]
+    BadPadding,
+    /// A payload type that was not negotiated.
+    #[error("payload type {0} not negotiated")]
+    UnexpectedPayloadType(u8),
+    /// A packet from an SSRC other than the one we locked onto.
+    #[error("unexpected SSRC {0:#x}")]
+    UnexpectedSsrc(u32),
+    /// The port range has no free pair left.
+    #[error("RTP port range exhausted")]
+    PortsExhausted,
+}

@@ -1,0 +1,70 @@
+//! Prometheus counters for RTP.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::error::MediaError;
+
+/// RTP counters, cheap to clone into every leg task and mixer thread.
+#[derive(Clone, Debug)]
+pub struct MediaMetrics {
+    packets_in: IntCounter,
+    packets_out: IntCounter,
+    invalid: IntCounterVec,
+    inbox_overflow: IntCounter,
+}
+
+impl MediaMetrics {
+    /// Creates the counters and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<MediaMetrics> {
+        let packets_in = IntCounter::new("roundtable_rtp_packets_in_total", "Valid RTP packets received")?;
+        let packets_out = IntCounter::new("roundtable_rtp_packets_out_total", "RTP packets sent")?;
+        let invalid = IntCounterVec::new(
+            Opts::new("roundtable_rtp_invalid_total", "RTP packets dropped as invalid, by reason"),
+            &["reason"],
+        )?;
+        let inbox_overflow = IntCounter::new(
+            "roundtable_rtp_inbox_overflow_total",
+            "RTP packets dropped because the mixer had not drained the leg's inbox",
+        )?;
+        registry.register(Box::new(packets_in.clone()))?;
+        registry.register(Box::new(packets_out.clone()))?;
+        registry.register(Box::new(invalid.clone()))?;
+        registry.register(Box::new(inbox_overflow.clone()))?;
+        Ok(MediaMetrics { packets_in, packets_out, invalid, inbox_overflow })
+    }
+
+    /// Counters on a private registry, for tests and benchmarks.
+    pub fn unregistered() -> MediaMetrics {
+        // Registering on a fresh registry cannot collide.
+        MediaMetrics::register(&Registry::new()).expect("fresh registry")
+    }
+
+    /// One valid packet in.
+    pub fn packet_in(&self) {
+        self.packets_in.inc();
+    }
+
+    /// One packet out.
+    pub fn packet_out(&self) {
+        self.packets_out.inc();
+    }
+
+    /// One invalid packet.
+    pub fn invalid(&self, error: MediaError) {
+        let reason = match error {
+            MediaError::Truncated => "truncated",
+            MediaError::BadVersion => "version",
+            MediaError::RtcpOnRtpPort => "rtcp",
+            MediaError::BadPadding => "padding",
+            MediaError::UnexpectedPayloadType(_) => "payload_type",
+            MediaError::UnexpectedSsrc(_) => "ssrc",
+            MediaError::PortsExhausted => "ports",
+        };
+        self.invalid.with_label_values(&[reason]).inc();
+    }
+
+    /// One packet lost to a full inbox.
+    pub fn inbox_overflow(&self) {
+        self.inbox_overflow.inc();
+    }
+}

@@ -1,0 +1,194 @@
+//! The tokio side of a leg's media: binding its RTP/RTCP port pair and the receive task that
+//! validates RTP and forwards audio payloads to the mixer thread that serves the leg.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::MediaError;
+use crate::metrics::MediaMetrics;
+use crate::ports::PortAllocator;
+use crate::rtp::RtpPacket;
+
+/// Packets a leg's inbox holds before the receiver drops (the mixer is 1 s behind by then).
+pub const LEG_INBOX: usize = 50;
+
+/// Per-leg packet counters, shared with the API.
+#[derive(Debug, Default)]
+pub struct LegCounters {
+    /// Valid RTP packets received.
+    pub packets_in: AtomicU64,
+    /// RTP packets sent.
+    pub packets_out: AtomicU64,
+}
+
+impl LegCounters {
+    /// Reads both counters.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.packets_in.load(Ordering::Relaxed), self.packets_out.load(Ordering::Relaxed))
+    }
+}
+
+/// What the receive task hands the mixer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegInput {
+    /// One audio packet's payload.
+    Audio {
+        /// RTP sequence number, for reordering.
+        sequence: u16,
+        /// Encoded payload.
+        payload: Vec<u8>,
+    },
+    /// RTP now comes from this address: send there (symmetric RTP, RFC 4961).
+    Remote(SocketAddr),
+}
+
+/// A leg's bound port pair. Dropping it closes the sockets; give the port back to the
+/// allocator with [`MediaPorts::release`].
+#[derive(Debug)]
+pub struct MediaPorts {
+    /// The RTP socket (also used by the mixer thread to send, non-blocking).
+    pub rtp: UdpSocket,
+    /// The RTCP socket; bound so nobody else takes the port, and drained.
+    pub rtcp: UdpSocket,
+    /// The local RTP address.
+    pub local: SocketAddr,
+}
+
+impl MediaPorts {
+    /// Binds the next free pair on `ip`, skipping ports other programs hold.
+    pub fn bind(ip: IpAddr, allocator: &Mutex<PortAllocator>) -> Result<MediaPorts, MediaError> {
+        let mut skipped = Vec::new();
+        let result = loop {
+            // The lock guards only the allocator's set; a poisoned one still holds a valid set.
+            let port = allocator.lock().unwrap_or_else(|p| p.into_inner()).allocate();
+            let port = match port {
+                Ok(port) => port,
+                Err(e) => break Err(e),
+            };
+            match bind_pair(ip, port) {
+                Ok(ports) => break Ok(ports),
+                Err(_) => skipped.push(port),
+            }
+        };
+        let mut guard = allocator.lock().unwrap_or_else(|p| p.into_inner());
+        for port in skipped {
+            guard.release(port);
+        }
+        result
+    }
+
+    /// Gives the pair back to the allocator (the sockets close when `self` drops).
+    pub fn release(self, allocator: &Mutex<PortAllocator>) {
+        allocator.lock().unwrap_or_else(|p| p.into_inner()).release(self.local.port());
+    }
+}
+
+fn bind_pair(ip: IpAddr, port: u16) -> io::Result<MediaPorts> {
+    let rtp = UdpSocket::bind(SocketAddr::new(ip, port))?;
+    let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
+    rtp.set_nonblocking(true)?;
+    rtcp.set_nonblocking(true)?;
+    let local = rtp.local_addr()?;
+    Ok(MediaPorts { rtp, rtcp, local })
+}
+
+/// What a leg's receiver accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveConfig {
+    /// The negotiated audio payload type.
+    pub audio_pt: u8,
+    /// The negotiated telephone-event payload type.
+    pub telephone_event: Option<u8>,
+    /// No RTP for this long ends the receiver with [`ReceiveEnd::Inactive`].
+    pub inactivity: Duration,
+}
+
+/// Why a receive task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiveEnd {
+    /// No RTP within the inactivity timeout.
+    Inactive,
+    /// The leg was removed.
+    Cancelled,
+    /// The socket failed.
+    SocketError,
+}
+
+/// Receives the leg's RTP until cancelled or inactive. Valid audio goes to `inbox` (the mixer
+/// drains it each tick); invalid packets are counted and dropped.
+pub async fn receive(
+    ports: (UdpSocket, UdpSocket),
+    config: ReceiveConfig,
+    inbox: SyncSender<LegInput>,
+    counters: Arc<LegCounters>,
+    metrics: MediaMetrics,
+    cancel: CancellationToken,
+) -> ReceiveEnd {
+    let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(ports.0), tokio::net::UdpSocket::from_std(ports.1))
+    else {
+        return ReceiveEnd::SocketError;
+    };
+    let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
+    let mut ssrc: Option<u32> = None;
+    let mut remote: Option<SocketAddr> = None;
+    loop {
+        let (len, from) = tokio::select! {
+            r = rtp.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(_) => continue,
+            },
+            // RTCP is read and ignored for now (reports come with the media-plane issue).
+            _ = rtcp.recv_from(&mut rtcp_buf) => continue,
+            () = tokio::time::sleep(config.inactivity) => return ReceiveEnd::Inactive,
+            () = cancel.cancelled() => return ReceiveEnd::Cancelled,
+        };
+        let packet = match RtpPacket::parse(&buf[..len]) {
+            Ok(p) => p,
+            Err(error) => {
+                metrics.invalid(error);
+                continue;
+            }
+        };
+        if packet.payload_type != config.audio_pt && Some(packet.payload_type) != config.telephone_event {
+            metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
+            continue;
+        }
+        match ssrc {
+            None => ssrc = Some(packet.ssrc),
+            Some(s) if s != packet.ssrc => {
+                // A new source on the same port (a phone restarting its stream): follow it only
+                // from the address we already latched, so a stray sender cannot take the leg.
+                if remote != Some(from) {
+                    metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
+                    continue;
+                }
+                ssrc = Some(packet.ssrc);
+            }
+            Some(_) => {}
+        }
+        counters.packets_in.fetch_add(1, Ordering::Relaxed);
+        metrics.packet_in();
+        if remote != Some(from) {
+            remote = Some(from);
+            if inbox.try_send(LegInput::Remote(from)).is_err() {
+                remote = None;
+            }
+        }
+        if packet.payload_type != config.audio_pt {
+            continue; // telephone-event: the PIN lobby will consume these.
+        }
+        let input = LegInput::Audio { sequence: packet.sequence, payload: packet.payload.to_vec() };
+        match inbox.try_send(input) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => metrics.inbox_overflow(),
+            Err(TrySendError::Disconnected(_)) => return ReceiveEnd::Cancelled,
+        }
+    }
+}
