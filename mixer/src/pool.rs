@@ -1,0 +1,272 @@
+//! The real-time driver: a few mixer threads (about one per core), each serving many rooms on
+//! absolute 20 ms deadlines.
+//!
+//! A thread owns its rooms by value. Other tasks talk to it with [`Command`]s over a channel,
+//! and legs' receive tasks feed it through per-leg inboxes it drains at each tick. The thread
+//! sends RTP with non-blocking `send_to` and hands the room mix to a recorder over a bounded
+//! channel; it never reads sockets, touches disk or blocks on a lock.
+//!
+//! Missed ticks: a thread late by up to [`MAX_CATCH_UP`] runs the ticks it owes back to back
+//! (the jitter buffers absorb it); later than that, it skips the owed ticks, counts them, and
+//! advances tick numbers so recorders fill the hole with silence and stay aligned.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use roundtable_media::metrics::MediaMetrics;
+use roundtable_media::socket::{LegCounters, LegInput};
+use roundtable_media::{Frame, G711};
+
+use crate::metrics::MixerMetrics;
+use crate::room::{LegId, Room};
+
+/// The tick period.
+pub const TICK: Duration = Duration::from_millis(20);
+/// The most lateness made up by running owed ticks back to back (5 ticks).
+pub const MAX_CATCH_UP: Duration = Duration::from_millis(100);
+/// Frames a recorder may fall behind before the mixer drops frames for it (2 s).
+pub const RECORDER_QUEUE: usize = 100;
+
+/// A room's name, validated by the caller.
+pub type RoomKey = Arc<str>;
+
+/// One 20 ms frame of a room's mix, numbered by tick so a listener can see gaps.
+#[derive(Debug)]
+pub struct MixFrame {
+    /// The mixer thread's tick number; consecutive frames differ by one unless frames were lost.
+    pub tick: u64,
+    /// The samples.
+    pub samples: Box<Frame>,
+}
+
+/// The I/O side of a leg the mixer thread needs.
+#[derive(Debug)]
+pub struct LegIo {
+    /// The leg's RTP socket, non-blocking, for sending.
+    pub socket: UdpSocket,
+    /// Where to send until RTP arrives from somewhere (the SDP address).
+    pub remote: SocketAddr,
+    /// What the leg's receive task forwards.
+    pub inbox: Receiver<LegInput>,
+    /// Counters shared with the API.
+    pub counters: Arc<LegCounters>,
+    /// The leg's codec.
+    pub codec: G711,
+}
+
+/// What a mixer thread can be told.
+#[derive(Debug)]
+pub enum Command {
+    /// Add a leg to a room, creating the room on first join.
+    AddLeg {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+        /// Its sockets and inbox.
+        io: LegIo,
+    },
+    /// Remove a leg; the room stays until [`Command::CloseRoom`].
+    RemoveLeg {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+    },
+    /// Send the room's mix to `sink` from the next tick on.
+    StartRecording {
+        /// The room.
+        room: RoomKey,
+        /// Where mix frames go.
+        sink: SyncSender<MixFrame>,
+    },
+    /// Stop sending the mix; dropping the sink tells the recorder to finish.
+    StopRecording {
+        /// The room.
+        room: RoomKey,
+    },
+    /// Forget the room (and stop its recording).
+    CloseRoom {
+        /// The room.
+        room: RoomKey,
+    },
+    /// Stop the thread.
+    Shutdown,
+}
+
+struct LegSlot {
+    io: LegIo,
+    remote: SocketAddr,
+}
+
+struct RoomSlot {
+    room: Room,
+    legs: HashMap<LegId, LegSlot>,
+    recorder: Option<SyncSender<MixFrame>>,
+}
+
+/// A handle to the mixer threads.
+#[derive(Debug)]
+pub struct MixerPool {
+    workers: Vec<Sender<Command>>,
+    threads: Vec<JoinHandle<()>>,
+    next: AtomicUsize,
+}
+
+/// Which mixer thread serves a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerId(usize);
+
+impl MixerPool {
+    /// Starts `threads` mixer threads (at least one).
+    pub fn start(threads: usize, metrics: MixerMetrics, media: MediaMetrics) -> std::io::Result<MixerPool> {
+        let mut workers = Vec::new();
+        let mut handles = Vec::new();
+        for index in 0..threads.max(1) {
+            let (tx, rx) = mpsc::channel();
+            let worker = Worker { rooms: HashMap::new(), metrics: metrics.clone(), media: media.clone(), seed: index as u64 };
+            let handle = std::thread::Builder::new()
+                .name(format!("mixer-{index}"))
+                .spawn(move || worker.run(rx))?;
+            workers.push(tx);
+            handles.push(handle);
+        }
+        Ok(MixerPool { workers, threads: handles, next: AtomicUsize::new(0) })
+    }
+
+    /// The thread a new room should go to (round robin).
+    pub fn assign(&self) -> WorkerId {
+        WorkerId(self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len())
+    }
+
+    /// Sends a command to a thread; `false` if it has stopped.
+    pub fn send(&self, worker: WorkerId, command: Command) -> bool {
+        self.workers.get(worker.0).is_some_and(|w| w.send(command).is_ok())
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn shutdown(self) {
+        for w in &self.workers {
+            let _ = w.send(Command::Shutdown);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    rooms: HashMap<RoomKey, RoomSlot>,
+    metrics: MixerMetrics,
+    media: MediaMetrics,
+    seed: u64,
+}
+
+impl Worker {
+    fn run(mut self, commands: Receiver<Command>) {
+        let mut deadline = Instant::now() + TICK;
+        let mut tick: u64 = 0;
+        loop {
+            let now = Instant::now();
+            if now < deadline {
+                match commands.recv_timeout(deadline - now) {
+                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(command) => {
+                        self.apply(command);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            }
+            let now = Instant::now();
+            let late = now.saturating_duration_since(deadline);
+            self.metrics.tick_lateness.observe(late.as_secs_f64());
+            if late > MAX_CATCH_UP {
+                let owed = (late.as_nanos() / TICK.as_nanos()) as u32;
+                self.metrics.ticks_skipped.inc_by(u64::from(owed));
+                tick += u64::from(owed);
+                deadline += TICK * owed;
+            }
+            let started = Instant::now();
+            for (_, slot) in self.rooms.iter_mut() {
+                tick_room(slot, tick, &self.metrics, &self.media);
+            }
+            self.metrics.tick_duration.observe(started.elapsed().as_secs_f64());
+            tick += 1;
+            deadline += TICK;
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::AddLeg { room, leg, io } => {
+                let slot = self.rooms.entry(room).or_insert_with(|| RoomSlot {
+                    room: Room::new(),
+                    legs: HashMap::new(),
+                    recorder: None,
+                });
+                self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(leg.0 | 1);
+                slot.room.add_leg(leg, io.codec, self.seed ^ leg.0.rotate_left(17));
+                let remote = io.remote;
+                slot.legs.insert(leg, LegSlot { io, remote });
+            }
+            Command::RemoveLeg { room, leg } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.remove_leg(leg);
+                    slot.legs.remove(&leg);
+                }
+            }
+            Command::StartRecording { room, sink } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.recorder = Some(sink);
+                }
+            }
+            Command::StopRecording { room } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.recorder = None;
+                }
+            }
+            Command::CloseRoom { room } => {
+                self.rooms.remove(&room);
+            }
+            Command::Shutdown => {}
+        }
+    }
+}
+
+/// One tick of one room: drain inboxes, mix, send, feed the recorder.
+fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &MediaMetrics) {
+    for (id, leg) in slot.legs.iter_mut() {
+        // Bounded by the inbox capacity: the receiver cannot outrun this loop forever.
+        while let Ok(input) = leg.io.inbox.try_recv() {
+            match input {
+                LegInput::Audio { sequence, payload } => slot.room.handle_audio(*id, sequence, payload),
+                LegInput::Remote(addr) => leg.remote = addr,
+            }
+        }
+    }
+    slot.room.tick();
+    for (id, packet) in slot.room.packets() {
+        let Some(leg) = slot.legs.get(&id) else { continue };
+        match leg.io.socket.send_to(packet, leg.remote) {
+            Ok(_) => {
+                leg.io.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                media.packet_out();
+            }
+            Err(_) => metrics.send_errors.inc(),
+        }
+    }
+    if let Some(sink) = &slot.recorder {
+        let frame = MixFrame { tick, samples: Box::new(*slot.room.mix()) };
+        match sink.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => metrics.recorder_frames_dropped.inc(),
+            Err(TrySendError::Disconnected(_)) => slot.recorder = None,
+        }
+    }
+}

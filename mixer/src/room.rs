@@ -1,0 +1,170 @@
+//! The room core (pure): a room's legs, their jitter buffers and codecs, and the 20 ms tick that
+//! turns each leg's next packet into everyone else's next packet.
+//!
+//! Drive it with [`Room::handle_audio`] as packets arrive and [`Room::tick`] once per 20 ms;
+//! after a tick, [`Room::packets`] yields one RTP packet per leg to send and [`Room::mix`] is the
+//! frame a recorder of the whole room receives.
+
+use roundtable_media::jitter::JitterBuffer;
+use roundtable_media::rtp::RtpSender;
+use roundtable_media::{FRAME_SAMPLES, Frame, G711};
+
+use crate::mix;
+
+/// Packets of delay the jitter buffer keeps (40 ms).
+const JITTER_DEPTH: usize = 2;
+/// Most packets a leg's jitter buffer holds (1 s).
+const JITTER_CAPACITY: usize = 50;
+
+/// Identifies a leg within the whole service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegId(pub u64);
+
+impl Default for Room {
+    fn default() -> Self {
+        Room::new()
+    }
+}
+
+impl std::fmt::Display for LegId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug)]
+struct Leg {
+    id: LegId,
+    codec: G711,
+    jitter: JitterBuffer<Vec<u8>>,
+    sender: RtpSender,
+    input: Frame,
+    encoded: Vec<u8>,
+    packet: Vec<u8>,
+}
+
+/// One conference room's media state.
+#[derive(Debug)]
+pub struct Room {
+    legs: Vec<Leg>,
+    acc: Box<[i32; FRAME_SAMPLES]>,
+    output: Box<Frame>,
+    mix: Box<Frame>,
+}
+
+impl Room {
+    /// An empty room.
+    pub fn new() -> Room {
+        Room {
+            legs: Vec::new(),
+            acc: Box::new([0; FRAME_SAMPLES]),
+            output: Box::new([0; FRAME_SAMPLES]),
+            mix: Box::new([0; FRAME_SAMPLES]),
+        }
+    }
+
+    /// Number of legs.
+    pub fn len(&self) -> usize {
+        self.legs.len()
+    }
+
+    /// Whether the room has no legs.
+    pub fn is_empty(&self) -> bool {
+        self.legs.is_empty()
+    }
+
+    /// Adds a leg speaking `codec`; `seed` randomises its outgoing RTP stream.
+    pub fn add_leg(&mut self, id: LegId, codec: G711, seed: u64) {
+        self.remove_leg(id);
+        self.legs.push(Leg {
+            id,
+            codec,
+            jitter: JitterBuffer::new(JITTER_DEPTH, JITTER_CAPACITY),
+            sender: RtpSender::new(codec.payload_type(), seed),
+            input: [0; FRAME_SAMPLES],
+            encoded: Vec::with_capacity(FRAME_SAMPLES),
+            packet: Vec::with_capacity(FRAME_SAMPLES + 12),
+        });
+    }
+
+    /// Removes a leg; unknown ids are ignored.
+    pub fn remove_leg(&mut self, id: LegId) {
+        self.legs.retain(|l| l.id != id);
+    }
+
+    /// Queues one received audio payload of leg `id`.
+    pub fn handle_audio(&mut self, id: LegId, sequence: u16, payload: Vec<u8>) {
+        if let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) {
+            leg.jitter.push(sequence, payload);
+        }
+    }
+
+    /// Runs one 20 ms step: every leg's next frame in, one N-1 packet per leg out.
+    pub fn tick(&mut self) {
+        self.acc.fill(0);
+        for leg in &mut self.legs {
+            match leg.jitter.pop() {
+                Some(payload) => leg.codec.decode(&payload, &mut leg.input),
+                None => leg.input.fill(0),
+            }
+            mix::accumulate(&mut self.acc, &leg.input);
+        }
+        mix::total(&self.acc, &mut self.mix);
+        for leg in &mut self.legs {
+            mix::minus_own(&self.acc, &leg.input, &mut self.output);
+            leg.codec.encode(&self.output, &mut leg.encoded);
+            leg.sender.write(&leg.encoded, FRAME_SAMPLES as u32, &mut leg.packet);
+        }
+    }
+
+    /// The RTP packet each leg should receive for the last tick.
+    pub fn packets(&self) -> impl Iterator<Item = (LegId, &[u8])> {
+        self.legs.iter().map(|l| (l.id, l.packet.as_slice()))
+    }
+
+    /// The whole room's mix of the last tick.
+    pub fn mix(&self) -> &Frame {
+        &self.mix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roundtable_media::rtp::RtpPacket;
+
+    fn tone(freq: f64, n0: usize) -> Frame {
+        let mut f = [0i16; FRAME_SAMPLES];
+        for (i, s) in f.iter_mut().enumerate() {
+            let t = (n0 + i) as f64 / 8000.0;
+            *s = (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16;
+        }
+        f
+    }
+
+    fn energy(frame: &Frame) -> f64 {
+        frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / FRAME_SAMPLES as f64
+    }
+
+    #[test]
+    fn a_leg_does_not_hear_itself() {
+        let mut room = Room::new();
+        room.add_leg(LegId(1), G711::Ulaw, 1);
+        room.add_leg(LegId(2), G711::Alaw, 2);
+        let mut encoded = Vec::new();
+        for seq in 0..4u16 {
+            G711::Ulaw.encode(&tone(440.0, 160 * seq as usize), &mut encoded);
+            room.handle_audio(LegId(1), seq, encoded.clone());
+            room.tick();
+        }
+        let mut heard = [[0i16; FRAME_SAMPLES]; 2];
+        for (i, (_, packet)) in room.packets().enumerate() {
+            let p = RtpPacket::parse(packet).unwrap();
+            let codec = if p.payload_type == 0 { G711::Ulaw } else { G711::Alaw };
+            codec.decode(p.payload, &mut heard[i]);
+        }
+        assert!(energy(&heard[0]) < 10.0, "leg 1 hears only silence");
+        assert!(energy(&heard[1]) > 1e6, "leg 2 hears leg 1's tone");
+        assert!(energy(room.mix()) > 1e6);
+    }
+}
