@@ -1,1 +1,243 @@
-//! placeholder
+//! Roundtable's HTTP API: REST room control under `/v1`, health and readiness probes, and
+//! Prometheus metrics.
+//!
+//! The API owns no room state. It turns requests into calls on a [`Control`] implementation
+//! (the service's wiring), and maps [`ControlError`]s to HTTP statuses in one place
+//! ([`ControlError::status`]). Every error body is `{"error":"<message>"}`.
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// One room in the room list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room id.
+    pub id: String,
+    /// How many legs are in it.
+    pub participants: usize,
+    /// Whether it is being recorded.
+    pub recording: bool,
+}
+
+/// One participant (leg) of a room.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Participant {
+    /// The leg id, used to kick it.
+    pub id: String,
+    /// The caller's From URI.
+    pub from: String,
+    /// The negotiated codec (`PCMU`, `PCMA`).
+    pub codec: String,
+    /// When it joined, RFC 3339 UTC.
+    pub joined_at: String,
+    /// RTP packets received from it.
+    pub packets_in: u64,
+    /// RTP packets sent to it.
+    pub packets_out: u64,
+}
+
+/// A room with its participants.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoomDetail {
+    /// The room id.
+    pub id: String,
+    /// Whether it is being recorded.
+    pub recording: bool,
+    /// Its legs.
+    pub participants: Vec<Participant>,
+}
+
+/// The body of `POST /v1/rooms/{room}/recording`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRequest {
+    /// Start or stop.
+    pub action: RecordingAction,
+}
+
+/// What to do with a room's recording.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingAction {
+    /// Start recording the room's mix.
+    Start,
+    /// Stop and finalize the recording.
+    Stop,
+}
+
+/// The service's readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Still binding sockets.
+    Starting,
+    /// Taking calls.
+    Ready,
+    /// Refusing new calls until the remaining ones end.
+    Draining,
+}
+
+/// Why a control request failed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// No such room.
+    #[error("room not found")]
+    RoomNotFound,
+    /// No such participant in the room.
+    #[error("participant not found")]
+    LegNotFound,
+    /// The request conflicts with the room's state (e.g. already recording).
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The service could not carry it out.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ControlError {
+    /// The HTTP status for this error: the one place errors become statuses.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ControlError::RoomNotFound | ControlError::LegNotFound => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// What the API needs from the service.
+pub trait Control: Send + Sync + 'static {
+    /// Every room.
+    fn rooms(&self) -> Vec<RoomSummary>;
+    /// One room.
+    fn room(&self, id: &str) -> Option<RoomDetail>;
+    /// Starts or stops a room's recording, returning the room.
+    fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError>;
+    /// Removes a participant (the bridge sends BYE).
+    fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError>;
+    /// Whether the service takes calls.
+    fn readiness(&self) -> Readiness;
+}
+
+#[derive(Clone)]
+struct AppState {
+    control: Arc<dyn Control>,
+    registry: Registry,
+    token: Option<Arc<str>>,
+}
+
+/// An error response: status plus `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        ApiError(e.status(), e.to_string())
+    }
+}
+
+/// Builds the router. With `token` set, every `/v1` request needs `Authorization: Bearer`.
+pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<String>) -> Router {
+    let state = AppState { control, registry, token: token.filter(|t| !t.is_empty()).map(Arc::from) };
+    let v1 = Router::new()
+        .route("/rooms", get(list_rooms))
+        .route("/rooms/{room}", get(show_room))
+        .route("/rooms/{room}/recording", post(recording))
+        .route("/rooms/{room}/participants/{leg}", delete(kick))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so timing does not reveal how much of the token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list_rooms(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "rooms": state.control.rooms() }))
+}
+
+async fn show_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<Json<RoomDetail>, ApiError> {
+    state.control.room(&room).map(Json).ok_or(ApiError::from(ControlError::RoomNotFound))
+}
+
+async fn recording(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Json<RoomDetail>, ApiError> {
+    let request: RecordingRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    Ok(Json(state.control.recording(&room, request.action)?))
+}
+
+async fn kick(State(state): State<AppState>, Path((room, leg)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    state.control.kick(&room, &leg)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.control.readiness() {
+        Readiness::Ready => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Readiness::Starting => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "starting" }))).into_response()
+        }
+        Readiness::Draining => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "draining" }))).into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut out) {
+        return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! Router tests against an in-memory [`Control`].
+
+use std::sync::Mutex;
+
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
+
+use super::*;
+
+struct Fake {
+    recording: Mutex<bool>,
+}
+
+impl Control for Fake {
+    fn rooms(&self) -> Vec<RoomSummary> {
+        vec![RoomSummary { id: "1000".into(), participants: 1, recording: *self.recording.lock().unwrap() }]
+    }
+    fn room(&self, id: &str) -> Option<RoomDetail> {
+        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), participants: vec![] })
+    }
+    fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {
+        self.room(room).ok_or(ControlError::RoomNotFound)?;
+        let mut r = self.recording.lock().unwrap();
+        match (action, *r) {
+            (RecordingAction::Start, true) => return Err(ControlError::Conflict("already recording")),
+            (RecordingAction::Stop, false) => return Err(ControlError::Conflict("not recording")),
+            (RecordingAction::Start, false) => *r = true,
+            (RecordingAction::Stop, true) => *r = false,
+        }
+        drop(r);
+        Ok(self.room(room).unwrap())
+    }
+    fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError> {
+        self.room(room).ok_or(ControlError::RoomNotFound)?;
+        if leg == "7" { Ok(()) } else { Err(ControlError::LegNotFound) }
+    }
+    fn readiness(&self) -> Readiness {
+        Readiness::Draining
+    }
+}
+
+fn app(token: Option<&str>) -> Router {
+    router(Arc::new(Fake { recording: Mutex::new(false) }), Registry::new(), token.map(str::to_string))
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: &str, token: Option<&str>) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let response = app.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn recording_start_stop_and_conflicts() {
+    let app = app(None);
+    let (s, body) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"start"}"#, None).await;
+    assert_eq!((s, body["recording"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, body) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"start"}"#, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(body["error"].is_string());
+    let (s, _) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"stop"}"#, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"stop"}"#, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_json() {
+    let app = app(None);
+    for body in ["", "{", r#"{"action":"pause"}"#, r#"{"action":"start","x":1}"#, "[]"] {
+        let (s, json) = call(&app, "POST", "/v1/rooms/1000/recording", body, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert!(json["error"].as_str().unwrap().starts_with("invalid body"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_room_or_leg_is_404() {
+    let app = app(None);
+    assert_eq!(call(&app, "GET", "/v1/rooms/nope", "", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&app, "DELETE", "/v1/rooms/1000/participants/8", "", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&app, "DELETE", "/v1/rooms/1000/participants/7", "", None).await.0, StatusCode::NO_CONTENT);
+    let (s, body) = call(&app, "GET", "/nowhere", "", None).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not found")));
+}
+
+#[tokio::test]
+async fn token_guards_v1_only() {
+    let app = app(Some("s3cret"));
+    assert_eq!(call(&app, "GET", "/v1/rooms", "", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, "GET", "/v1/rooms", "", Some("wrong")).await.0, StatusCode::UNAUTHORIZED);
+    let (s, body) = call(&app, "GET", "/v1/rooms", "", Some("s3cret")).await;
+    assert_eq!((s, body["rooms"][0]["id"].as_str()), (StatusCode::OK, Some("1000")));
+    assert_eq!(call(&app, "GET", "/health", "", None).await.0, StatusCode::OK);
+    let (s, body) = call(&app, "GET", "/ready", "", None).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("draining")));
+}
