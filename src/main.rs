@@ -1,1 +1,213 @@
-fn main() {}
+//! `roundtable`: the SIP conference bridge and compliance recorder.
+//!
+//! - [`config`]: defaults, file, environment and flags, validated.
+//! - [`bridge`]: calls, rooms, legs and recordings wired together.
+//! - [`metrics`]: service-level metrics.
+//! - [`time`]: wall-clock formatting.
+
+mod bridge;
+mod config;
+mod metrics;
+mod time;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use prometheus::Registry;
+use roundtable_media::metrics::MediaMetrics;
+use roundtable_mixer::metrics::MixerMetrics;
+use roundtable_mixer::pool::MixerPool;
+use roundtable_sip::endpoint::EndpointConfig;
+use roundtable_sip::metrics::SipMetrics;
+use roundtable_sip::transport::{self, CallHandler};
+use roundtable_storage::LocalStorage;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bridge::Bridge;
+use crate::config::{Config, LogFormat, Overrides};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(name = "roundtable", version, about = "SIP conference bridge and compliance recorder")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve(ServeArgs),
+    /// Validate the configuration (including the data dir) and exit.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Debug, Args, Default)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// SIP listening socket, e.g. `udp:0.0.0.0:5060` (repeatable; replaces `sip.listen`).
+    #[arg(long, value_name = "PROTO:HOST:PORT")]
+    sip_listen: Vec<String>,
+    /// REST API address (`api.listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    api_listen: Option<String>,
+    /// Local storage folder (`storage.path`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// Record every room from its first join (`recording.auto_start`).
+    #[arg(long)]
+    auto_record: bool,
+    /// Log level (`log.level`).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let (file, overrides, serve) = match &command {
+        Command::CheckConfig(args) => (args.config.clone(), Overrides::default(), false),
+        Command::Serve(args) => (
+            args.config.config.clone(),
+            Overrides {
+                sip_listen: (!args.sip_listen.is_empty()).then(|| args.sip_listen.clone()),
+                api_listen: args.api_listen.clone(),
+                storage_path: args.data_dir.clone(),
+                auto_record: args.auto_record.then_some(true),
+                log_level: args.log_level.clone(),
+            },
+            true,
+        ),
+    };
+    let config = match config::load(file.as_deref(), std::env::vars(), &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("roundtable: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if !serve {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("roundtable: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let sip_metrics = SipMetrics::register(&registry)?;
+    let media_metrics = MediaMetrics::register(&registry)?;
+    let mixer_metrics = MixerMetrics::register(&registry)?;
+    let bridge_metrics = metrics::BridgeMetrics::register(&registry)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mixer = MixerPool::start(threads, mixer_metrics, media_metrics.clone()).context("starting mixer threads")?;
+    let storage = Arc::new(LocalStorage::new(&config.storage_path));
+    let bridge = Bridge::new(config.clone(), mixer, storage, Arc::new(time::SystemClock), bridge_metrics, media_metrics);
+
+    let shutdown = CancellationToken::new();
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("api.listen: cannot bind {}", config.api_listen))?;
+    info!(addr = %api_listener.local_addr()?, "API listening");
+    let router = roundtable_api::router(bridge.clone(), registry, config.api_token.clone());
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(async move {
+        axum::serve(api_listener, router).with_graceful_shutdown(api_shutdown.cancelled_owned()).await
+    });
+
+    let sip_shutdown = CancellationToken::new();
+    let handler: Arc<dyn CallHandler> = bridge.clone();
+    let (sip, bound, sip_task) =
+        transport::spawn(&config.sip_listen, EndpointConfig::default(), handler, sip_metrics, sip_shutdown.clone())
+            .await
+            .context("sip.listen: cannot bind")?;
+    for addr in &bound {
+        info!(transport = ?addr.transport, addr = %addr.addr, "SIP listening");
+    }
+    bridge.attach_sip(sip.clone());
+    bridge.set_ready();
+    info!("ready");
+
+    wait_for_signal().await;
+    info!(drain_s = config.drain.as_secs(), "shutting down: refusing new calls");
+    bridge.start_draining();
+    let drain_deadline = tokio::time::Instant::now() + config.drain;
+    while bridge.active_calls() > 0 && tokio::time::Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let remaining = bridge.active_calls();
+    if remaining > 0 {
+        info!(calls = remaining, "drain time over: sending BYE to remaining calls");
+    }
+    bridge.hang_up_all();
+    if tokio::time::timeout(Duration::from_secs(8), bridge.wait_for_tasks()).await.is_err() {
+        warn!("recordings did not finish within 8 s");
+    }
+    // A round trip through the SIP driver: every BYE queued before it has been sent.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sip.active_calls()).await;
+    sip_shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), sip_task).await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), api).await;
+    match Arc::try_unwrap(bridge) {
+        Ok(bridge) => bridge.stop_mixer(),
+        Err(_) => warn!("bridge still referenced at exit; mixer threads end with the process"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,468 @@
+//! The bridge: the wiring between SIP calls, media legs, mixer rooms, recordings and the API.
+//!
+//! One lock guards the aggregate (rooms, legs, recordings) for short critical sections; it is
+//! never held across an `.await`, and the mixer threads never take it. Rooms are created on the
+//! first join and closed when the last leg leaves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::SystemTime;
+
+use roundtable_api::{Control, ControlError, Participant, Readiness, RecordingAction, RoomDetail, RoomSummary};
+use roundtable_media::metrics::MediaMetrics;
+use roundtable_media::ports::PortAllocator;
+use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd, LEG_INBOX};
+use roundtable_media::G711;
+use roundtable_mixer::pool::{Command, LegIo, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
+use roundtable_mixer::LegId;
+use roundtable_recorder::{RecordError, Recording};
+use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall};
+use roundtable_sip::sdp::{AudioCodec, NegotiationError, Offer};
+use roundtable_sip::transport::{CallHandler, SipHandle};
+use roundtable_sip::Rejection;
+use roundtable_storage::{ObjectKey, Storage, StorageError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::BridgeMetrics;
+use crate::time::{self, WallClock};
+
+/// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
+pub fn valid_room_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+struct LegEntry {
+    id: LegId,
+    room: RoomKey,
+    call_id: String,
+    from: String,
+    codec: AudioCodec,
+    joined_at: SystemTime,
+    counters: Arc<LegCounters>,
+    cancel: CancellationToken,
+    rtp: SocketAddr,
+}
+
+struct RoomEntry {
+    worker: WorkerId,
+    legs: BTreeMap<LegId, CallKey>,
+    recording: Option<Recording>,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomKey, RoomEntry>,
+    legs: HashMap<CallKey, LegEntry>,
+    next_leg: u64,
+}
+
+/// The service's call and room logic. Shared by the SIP driver (as [`CallHandler`]) and the
+/// API (as [`Control`]).
+pub struct Bridge {
+    /// Ourselves, for the tasks a call spawns.
+    me: Weak<Bridge>,
+    config: Config,
+    state: Mutex<State>,
+    mixer: MixerPool,
+    ports: Mutex<PortAllocator>,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn WallClock>,
+    sip: OnceLock<SipHandle>,
+    readiness: AtomicU8,
+    metrics: BridgeMetrics,
+    media_metrics: MediaMetrics,
+    /// Recorder joins and leg receive tasks, awaited at shutdown.
+    tasks: TaskTracker,
+}
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Bridge {
+    /// A bridge with no calls; call [`Bridge::attach_sip`] and [`Bridge::set_ready`] next.
+    pub fn new(
+        config: Config,
+        mixer: MixerPool,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn WallClock>,
+        metrics: BridgeMetrics,
+        media_metrics: MediaMetrics,
+    ) -> Arc<Bridge> {
+        Arc::new_cyclic(|me| Bridge {
+            me: me.clone(),
+            ports: Mutex::new(PortAllocator::new(config.rtp_ports)),
+            config,
+            state: Mutex::new(State::default()),
+            mixer,
+            storage,
+            clock,
+            sip: OnceLock::new(),
+            readiness: AtomicU8::new(STARTING),
+            metrics,
+            media_metrics,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Gives the bridge the SIP handle it sends BYEs through.
+    pub fn attach_sip(&self, sip: SipHandle) {
+        let _ = self.sip.set(sip);
+    }
+
+    /// Starts taking calls.
+    pub fn set_ready(&self) {
+        self.readiness.store(READY, Ordering::SeqCst);
+    }
+
+    /// Stops taking calls (new INVITEs get 503, `/ready` turns 503).
+    pub fn start_draining(&self) {
+        self.readiness.store(DRAINING, Ordering::SeqCst);
+    }
+
+    /// Calls up now.
+    pub fn active_calls(&self) -> usize {
+        self.lock().legs.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before it can panic, so a
+        // poisoned lock still guards valid data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends BYE to every leg and closes every room and recording (shutdown).
+    pub fn hang_up_all(&self) {
+        let calls: Vec<CallKey> = self.lock().legs.keys().copied().collect();
+        for call in calls {
+            if let Some(sip) = self.sip.get() {
+                sip.hangup(call);
+            }
+            self.leave(call, "shutdown");
+        }
+    }
+
+    /// Waits until every recording is finalized and every leg task ended.
+    pub async fn wait_for_tasks(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Stops the mixer threads.
+    pub fn stop_mixer(self) {
+        self.mixer.shutdown();
+    }
+
+    fn admit(&self, call: &IncomingCall) -> Result<(RoomKey, Offer, roundtable_sip::sdp::Answer), Rejection> {
+        if self.readiness.load(Ordering::SeqCst) != READY {
+            return Err(Rejection::new(503, "Service Unavailable"));
+        }
+        let room = call.user.as_deref().filter(|u| valid_room_id(u)).ok_or(Rejection::new(404, "Not Found"))?;
+        if call.body.is_empty() {
+            return Err(Rejection::new(488, "Not Acceptable Here"));
+        }
+        if let Some(ct) = &call.content_type {
+            let media_type = ct.split(';').next().unwrap_or_default().trim();
+            if !media_type.eq_ignore_ascii_case("application/sdp") {
+                return Err(Rejection::new(415, "Unsupported Media Type"));
+            }
+        }
+        let offer = Offer::parse(&call.body).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
+        let answer = offer.answer().map_err(|e| match e {
+            NegotiationError::NoAudio | NegotiationError::NoCommonCodec => Rejection::new(488, "Not Acceptable Here"),
+        })?;
+        Ok((Arc::from(room), offer, answer))
+    }
+
+    fn refuse(&self, reason: &'static str, rejection: Rejection) -> Rejection {
+        self.metrics.calls_rejected.with_label_values(&[reason]).inc();
+        rejection
+    }
+
+    /// Removes a leg from its room (and the room if it empties). Idempotent.
+    fn leave(&self, call: CallKey, why: &str) {
+        let mut closed: Option<(RoomKey, WorkerId, Option<Recording>)> = None;
+        let leg = {
+            let mut state = self.lock();
+            let Some(leg) = state.legs.remove(&call) else { return };
+            if let Some(room) = state.rooms.get_mut(&leg.room) {
+                room.legs.remove(&leg.id);
+                self.mixer.send(room.worker, Command::RemoveLeg { room: leg.room.clone(), leg: leg.id });
+                if room.legs.is_empty() {
+                    if let Some(room_entry) = state.rooms.remove(&leg.room) {
+                        closed = Some((leg.room.clone(), room_entry.worker, room_entry.recording));
+                    }
+                }
+            }
+            leg
+        };
+        leg.cancel.cancel();
+        self.ports.lock().unwrap_or_else(|p| p.into_inner()).release(leg.rtp.port());
+        self.metrics.active_calls.dec();
+        info!(call_id = %leg.call_id, room = %leg.room, leg = %leg.id, reason = why, "left room");
+        if let Some((room, worker, recording)) = closed {
+            self.mixer.send(worker, Command::CloseRoom { room: room.clone() });
+            self.metrics.rooms.dec();
+            info!(room = %room, "room closed");
+            if let Some(recording) = recording {
+                self.finish_recording(room, recording);
+            }
+        }
+    }
+
+    fn finish_recording(&self, room: RoomKey, recording: Recording) {
+        let gauge = self.metrics.recordings_active.clone();
+        self.tasks.spawn_blocking(move || {
+            match recording.join() {
+                Ok(summary) => info!(
+                    room = %room,
+                    key = %summary.key,
+                    duration_ms = summary.duration_ms(),
+                    gap_frames = summary.gap_frames,
+                    "recording finished"
+                ),
+                Err(error) => warn!(room = %room, %error, "recording failed"),
+            }
+            gauge.dec();
+        });
+    }
+
+    /// Starts recording `room` (state already locked by the caller).
+    fn start_recording(&self, state: &mut State, room: &RoomKey) -> Result<(), ControlError> {
+        let entry = state.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
+        if entry.recording.is_some() {
+            return Err(ControlError::Conflict("room is already being recorded"));
+        }
+        let start = time::iso_basic(self.clock.now());
+        // Two recordings of one room started within the same second get suffixed names.
+        for attempt in 0..10 {
+            let folder = if attempt == 0 { start.clone() } else { format!("{start}-{attempt}") };
+            let key = ObjectKey::new(format!("recordings/{room}/{folder}/mix.wav"))
+                .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+            let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
+            match Recording::start(self.storage.as_ref(), key, rx) {
+                Ok(recording) => {
+                    info!(room = %room, key = %recording.key(), "recording started");
+                    entry.recording = Some(recording);
+                    self.mixer.send(entry.worker, Command::StartRecording { room: room.clone(), sink: tx });
+                    self.metrics.recordings_active.inc();
+                    return Ok(());
+                }
+                Err(RecordError::Storage(StorageError::AlreadyExists(_))) => continue,
+                Err(error) => {
+                    warn!(room = %room, %error, "recording not started");
+                    return Err(ControlError::Unavailable(format!("recording not started: {error}")));
+                }
+            }
+        }
+        Err(ControlError::Unavailable("no free recording name".into()))
+    }
+
+    fn detail(&self, state: &State, room: &str) -> Option<RoomDetail> {
+        let entry = state.rooms.get(room)?;
+        let participants = entry
+            .legs
+            .values()
+            .filter_map(|call| state.legs.get(call))
+            .map(|leg| {
+                let (packets_in, packets_out) = leg.counters.snapshot();
+                Participant {
+                    id: leg.id.to_string(),
+                    from: leg.from.clone(),
+                    codec: leg.codec.name().to_string(),
+                    joined_at: time::rfc3339(leg.joined_at),
+                    packets_in,
+                    packets_out,
+                }
+            })
+            .collect();
+        Some(RoomDetail { id: room.to_string(), recording: entry.recording.is_some(), participants })
+    }
+}
+
+impl CallHandler for Bridge {
+    fn incoming(&self, call: IncomingCall) -> Result<Vec<u8>, Rejection> {
+        let (room, offer, answer) = match self.admit(&call) {
+            Ok(admitted) => admitted,
+            Err(rejection) => {
+                info!(call_id = %call.call_id, uri = %call.request_uri, code = rejection.code, "call refused");
+                let reason = match rejection.code {
+                    503 => "draining",
+                    404 => "no_room",
+                    _ => "sdp",
+                };
+                return Err(self.refuse(reason, rejection));
+            }
+        };
+        let codec = match answer.codec {
+            AudioCodec::Pcmu => G711::Ulaw,
+            AudioCodec::Pcma => G711::Alaw,
+        };
+        {
+            let state = self.lock();
+            if state.legs.len() >= self.config.max_calls {
+                drop(state);
+                info!(call_id = %call.call_id, room = %room, "call refused: sip.max_calls reached");
+                return Err(self.refuse("max_calls", Rejection::new(503, "Service Unavailable")));
+            }
+            if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= self.config.max_legs_per_room) {
+                drop(state);
+                info!(call_id = %call.call_id, room = %room, "call refused: room full");
+                return Err(self.refuse("room_full", Rejection::new(486, "Busy Here")));
+            }
+        }
+        let ports = match MediaPorts::bind(call.peer.local.ip(), &self.ports) {
+            Ok(ports) => ports,
+            Err(error) => {
+                warn!(call_id = %call.call_id, room = %room, %error, "call refused: no RTP port");
+                return Err(self.refuse("rtp_ports", Rejection::new(503, "Service Unavailable")));
+            }
+        };
+        let mixer_socket = match ports.rtp.try_clone() {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(call_id = %call.call_id, %error, "call refused: socket clone failed");
+                ports.release(&self.ports);
+                return Err(self.refuse("rtp_ports", Rejection::new(503, "Service Unavailable")));
+            }
+        };
+        let rtp = ports.local;
+        let advertised = SocketAddr::new(self.config.public_ip.unwrap_or(rtp.ip()), rtp.port());
+        let (inbox_tx, inbox_rx) = std::sync::mpsc::sync_channel(LEG_INBOX);
+        let counters = Arc::new(LegCounters::default());
+        let cancel = CancellationToken::new();
+
+        let mut state = self.lock();
+        state.next_leg += 1;
+        let leg_id = LegId(state.next_leg);
+        let auto_record = self.config.auto_record && !state.rooms.contains_key(&room);
+        let is_new_room = !state.rooms.contains_key(&room);
+        let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
+        let entry = state.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
+            worker,
+            legs: BTreeMap::new(),
+            recording: None,
+        });
+        entry.legs.insert(leg_id, call.call);
+        let io = LegIo { socket: mixer_socket, remote: offer.rtp_addr, inbox: inbox_rx, counters: counters.clone(), codec };
+        self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg: leg_id, io });
+        state.legs.insert(
+            call.call,
+            LegEntry {
+                id: leg_id,
+                room: room.clone(),
+                call_id: call.call_id.clone(),
+                from: call.from.clone(),
+                codec: answer.codec,
+                joined_at: self.clock.now(),
+                counters: counters.clone(),
+                cancel: cancel.clone(),
+                rtp,
+            },
+        );
+        if is_new_room {
+            self.metrics.rooms.inc();
+        }
+        self.metrics.active_calls.inc();
+        if auto_record {
+            // A failed auto-start is logged and counted; the call itself goes on.
+            if self.start_recording(&mut state, &room).is_err() {
+                self.metrics.recording_failures.inc();
+            }
+        }
+        drop(state);
+        info!(call_id = %call.call_id, room = %room, leg = %leg_id, from = %call.from, codec = answer.codec.name(), rtp = %rtp, "joined room");
+
+        let receive = ReceiveConfig {
+            audio_pt: answer.codec.payload_type(),
+            telephone_event: answer.telephone_event,
+            inactivity: self.config.inactivity_timeout,
+        };
+        let bridge = self.me.clone();
+        let media_metrics = self.media_metrics.clone();
+        let key = call.call;
+        let MediaPorts { rtp: rtp_socket, rtcp, .. } = ports;
+        self.tasks.spawn(async move {
+            let end = socket::receive((rtp_socket, rtcp), receive, inbox_tx, counters, media_metrics, cancel).await;
+            if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
+                let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
+                if let Some(sip) = bridge.sip.get() {
+                    sip.hangup(key);
+                }
+                bridge.leave(key, why);
+            }
+        });
+        Ok(answer.to_sdp(advertised, leg_id.0))
+    }
+
+    fn confirmed(&self, _call: CallKey) {}
+
+    fn ended(&self, call: CallKey, reason: EndReason) {
+        let why = match reason {
+            EndReason::RemoteBye => "caller hung up",
+            EndReason::Cancelled => "cancelled",
+            EndReason::AckTimeout => "no ACK",
+        };
+        self.leave(call, why);
+    }
+}
+
+impl Control for Bridge {
+    fn rooms(&self) -> Vec<RoomSummary> {
+        let state = self.lock();
+        let mut rooms: Vec<RoomSummary> = state
+            .rooms
+            .iter()
+            .map(|(id, r)| RoomSummary { id: id.to_string(), participants: r.legs.len(), recording: r.recording.is_some() })
+            .collect();
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    fn room(&self, id: &str) -> Option<RoomDetail> {
+        let state = self.lock();
+        self.detail(&state, id)
+    }
+
+    fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {
+        let mut state = self.lock();
+        let key: RoomKey = state.rooms.get_key_value(room).map(|(k, _)| k.clone()).ok_or(ControlError::RoomNotFound)?;
+        match action {
+            RecordingAction::Start => self.start_recording(&mut state, &key)?,
+            RecordingAction::Stop => {
+                let entry = state.rooms.get_mut(&key).ok_or(ControlError::RoomNotFound)?;
+                let recording = entry.recording.take().ok_or(ControlError::Conflict("room is not being recorded"))?;
+                self.mixer.send(entry.worker, Command::StopRecording { room: key.clone() });
+                self.finish_recording(key.clone(), recording);
+            }
+        }
+        self.detail(&state, room).ok_or(ControlError::RoomNotFound)
+    }
+
+    fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError> {
+        let call = {
+            let state = self.lock();
+            let entry = state.rooms.get(room).ok_or(ControlError::RoomNotFound)?;
+            let id: u64 = leg.parse().map_err(|_| ControlError::LegNotFound)?;
+            *entry.legs.get(&LegId(id)).ok_or(ControlError::LegNotFound)?
+        };
+        if let Some(sip) = self.sip.get() {
+            sip.hangup(call);
+        }
+        self.leave(call, "kicked");
+        Ok(())
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.readiness.load(Ordering::SeqCst) {
+            READY => Readiness::Ready,
+            DRAINING => Readiness::Draining,
+            _ => Readiness::Starting,
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Configuration: embedded defaults < TOML file (`--config`) < environment
+//! (`ROUNDTABLE_<SECTION>__<KEY>`) < command-line flags, then validated into [`Config`].
+//!
+//! Every error names the key as written in the file (`api.listen`) and the reason.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use roundtable_media::ports::PortRange;
+use roundtable_sip::endpoint::Transport;
+use roundtable_sip::transport::ListenAddr;
+use roundtable_storage::{LocalStorage, Storage};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The embedded defaults: `roundtable serve` with no arguments runs on these.
+pub const DEFAULTS: &str = r#"
+[sip]
+listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+max_calls = 1000
+
+[media]
+rtp_ports = "16384-32767"
+public_ip = ""
+max_legs_per_room = 200
+inactivity_timeout_s = 30
+
+[api]
+listen = "127.0.0.1:8080"
+token = ""
+
+[storage]
+backend = "local"
+path = "./roundtable-data"
+
+[recording]
+auto_start = false
+mode = "mixed"
+
+[shutdown]
+drain_s = 0
+
+[log]
+level = "info"
+format = "text"
+"#;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    /// The key as written in the file, e.g. `api.listen`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError { key: key.to_string(), reason: reason.into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    sip: RawSip,
+    media: RawMedia,
+    api: RawApi,
+    storage: RawStorage,
+    recording: RawRecording,
+    shutdown: RawShutdown,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    listen: Vec<String>,
+    max_calls: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    rtp_ports: String,
+    public_ip: String,
+    max_legs_per_room: i64,
+    inactivity_timeout_s: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: String,
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    backend: String,
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    auto_start: bool,
+    mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    drain_s: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: String,
+    format: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SIP listening sockets.
+    pub sip_listen: Vec<ListenAddr>,
+    /// Calls held at once before new INVITEs get 503.
+    pub max_calls: usize,
+    /// RTP/RTCP port range.
+    pub rtp_ports: PortRange,
+    /// Address put in SDP instead of the one the INVITE arrived on.
+    pub public_ip: Option<IpAddr>,
+    /// Legs per room before new INVITEs to it get 486.
+    pub max_legs_per_room: usize,
+    /// A leg without RTP for this long gets BYE.
+    pub inactivity_timeout: Duration,
+    /// REST API address.
+    pub api_listen: SocketAddr,
+    /// Bearer token for `/v1`; never logged.
+    pub api_token: Option<String>,
+    /// Local storage root.
+    pub storage_path: PathBuf,
+    /// Record every room from its first join.
+    pub auto_record: bool,
+    /// How long shutdown waits for calls to end before sending BYE.
+    pub drain: Duration,
+    /// Log level filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Command-line values that override the file and environment (for the common keys).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `sip.listen`.
+    pub sip_listen: Option<Vec<String>>,
+    /// `api.listen`.
+    pub api_listen: Option<String>,
+    /// `storage.path`.
+    pub storage_path: Option<String>,
+    /// `recording.auto_start`.
+    pub auto_record: Option<bool>,
+    /// `log.level`.
+    pub log_level: Option<String>,
+}
+
+/// Loads and validates. `env` is the environment to read (`std::env::vars()` in production).
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::new("--config", format!("{} is not a readable file", path.display())));
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("ROUNDTABLE_")).collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("ROUNDTABLE")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    let set = |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, v: Option<config::Value>| match v {
+        Some(v) => b.set_override(key, v).map_err(|e| ConfigError::new(key, e.to_string())),
+        None => Ok(b),
+    };
+    builder = set(builder, "sip.listen", overrides.sip_listen.clone().map(config::Value::from))?;
+    builder = set(builder, "api.listen", overrides.api_listen.clone().map(config::Value::from))?;
+    builder = set(builder, "storage.path", overrides.storage_path.clone().map(config::Value::from))?;
+    builder = set(builder, "recording.auto_start", overrides.auto_record.map(config::Value::from))?;
+    builder = set(builder, "log.level", overrides.log_level.clone().map(config::Value::from))?;
+    let merged = builder.build().map_err(|e| from_config_error(&e))?;
+    let raw: Raw = merged.try_deserialize().map_err(|e| from_config_error(&e))?;
+    validate(raw)
+}
+
+/// Turns the config crate's message into our key + reason form.
+fn from_config_error(error: &config::ConfigError) -> ConfigError {
+    let text = error.to_string();
+    // Unknown keys: serde says "unknown field `x`, expected ..." and config adds "for key `sec`".
+    if let Some(rest) = text.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let section = text.rsplit("for key `").next().filter(|_| text.contains("for key `"));
+        let section = section.map(|s| s.trim_end_matches('`').trim_end_matches("` ").to_string());
+        let key = match section {
+            Some(s) if !s.is_empty() => format!("{}.{field}", s.trim_end_matches('`')),
+            _ => field.to_string(),
+        };
+        return ConfigError::new(&key, "unknown key");
+    }
+    if let Some(idx) = text.find("for key `") {
+        let key = text[idx + 9..].split('`').next().unwrap_or_default();
+        return ConfigError::new(key, text[..idx].trim().to_string());
+    }
+    ConfigError::new("(file)", text)
+}
+
+fn positive(key: &str, value: i64) -> Result<usize, ConfigError> {
+    usize::try_from(value).ok().filter(|v| *v >= 1).ok_or_else(|| ConfigError::new(key, "must be at least 1"))
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::new(key, format!("{text:?} is not HOST:PORT")))?;
+    let port: u32 = port.parse().map_err(|_| ConfigError::new(key, format!("port {port:?} is not a number")))?;
+    if port > 65535 {
+        return Err(ConfigError::new(key, format!("port {port} out of range (0-65535)")));
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip: IpAddr = host.parse().map_err(|_| ConfigError::new(key, format!("{host:?} is not an IP address")))?;
+    Ok(SocketAddr::new(ip, port as u16))
+}
+
+fn validate(raw: Raw) -> Result<Config, ConfigError> {
+    if raw.sip.listen.is_empty() {
+        return Err(ConfigError::new("sip.listen", "needs at least one socket"));
+    }
+    let mut sip_listen = Vec::new();
+    for entry in &raw.sip.listen {
+        let (proto, addr) = entry
+            .split_once(':')
+            .ok_or_else(|| ConfigError::new("sip.listen", format!("{entry:?} is not PROTO:HOST:PORT")))?;
+        let transport = match proto {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => return Err(ConfigError::new("sip.listen", "tls is not supported yet")),
+            other => return Err(ConfigError::new("sip.listen", format!("unknown transport {other:?} (udp, tcp)"))),
+        };
+        sip_listen.push(ListenAddr { transport, addr: socket_addr("sip.listen", addr)? });
+    }
+    let max_calls = positive("sip.max_calls", raw.sip.max_calls)?;
+
+    let (low, high) = raw
+        .media
+        .rtp_ports
+        .split_once('-')
+        .ok_or_else(|| ConfigError::new("media.rtp_ports", "must be LOW-HIGH"))?;
+    let parse_port = |p: &str| -> Result<u16, ConfigError> {
+        let n: u32 = p.trim().parse().map_err(|_| ConfigError::new("media.rtp_ports", format!("{p:?} is not a port")))?;
+        u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::new("media.rtp_ports", format!("port {n} out of range (1-65535)")))
+    };
+    let (low, high) = (parse_port(low)?, parse_port(high)?);
+    let rtp_ports = PortRange::new(low, high).ok_or_else(|| {
+        ConfigError::new("media.rtp_ports", "RTP range smaller than 2 ports (needs an even RTP port and the odd one above)")
+    })?;
+    let public_ip = match raw.media.public_ip.trim() {
+        "" => None,
+        ip => Some(ip.parse().map_err(|_| ConfigError::new("media.public_ip", format!("{ip:?} is not an IP address")))?),
+    };
+    let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
+    let inactivity = positive("media.inactivity_timeout_s", raw.media.inactivity_timeout_s)?;
+
+    let api_listen = socket_addr("api.listen", &raw.api.listen)?;
+    let api_token = Some(raw.api.token.clone()).filter(|t| !t.is_empty());
+    if !api_listen.ip().is_loopback() && api_token.is_none() {
+        return Err(ConfigError::new("api.token", "required when api.listen is not a loopback address"));
+    }
+
+    match raw.storage.backend.as_str() {
+        "local" => {}
+        "s3" => return Err(ConfigError::new("storage.backend", "s3 is not supported yet (use local)")),
+        other => return Err(ConfigError::new("storage.backend", format!("unknown backend {other:?} (local)"))),
+    }
+    if raw.storage.path.is_empty() {
+        return Err(ConfigError::new("storage.path", "must not be empty"));
+    }
+    let storage_path = PathBuf::from(&raw.storage.path);
+    LocalStorage::new(&storage_path)
+        .check_writable()
+        .map_err(|e| ConfigError::new("storage.path", format!("data dir not writable: {e}")))?;
+
+    if raw.recording.mode != "mixed" {
+        return Err(ConfigError::new("recording.mode", format!("{:?} is not supported yet (mixed)", raw.recording.mode)));
+    }
+    let drain = u64::try_from(raw.shutdown.drain_s).map_err(|_| ConfigError::new("shutdown.drain_s", "must not be negative"))?;
+    let log_level = raw.log.level.to_ascii_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+        return Err(ConfigError::new("log.level", format!("{:?} is not one of trace, debug, info, warn, error", raw.log.level)));
+    }
+    let log_format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(ConfigError::new("log.format", format!("{other:?} is not text or json"))),
+    };
+    Ok(Config {
+        sip_listen,
+        max_calls,
+        rtp_ports,
+        public_ip,
+        max_legs_per_room,
+        inactivity_timeout: Duration::from_secs(inactivity as u64),
+        api_listen,
+        api_token,
+        storage_path,
+        auto_record: raw.recording.auto_start,
+        drain: Duration::from_secs(drain),
+        log_level,
+        log_format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let data = dir.path().join("data");
+        std::fs::write(&file, format!("[storage]\npath = {:?}\n{toml}", data.display().to_string())).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load(Some(&file), env, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_toml("", &[]).unwrap();
+        assert_eq!(c.sip_listen.len(), 2);
+        assert_eq!(c.rtp_ports.pairs(), 8192);
+        assert_eq!(c.api_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.inactivity_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn env_overrides_scalars() {
+        let c = load_toml("", &[("ROUNDTABLE_API__LISTEN", "127.0.0.1:9999"), ("ROUNDTABLE_RECORDING__AUTO_START", "true"), ("ROUNDTABLE_SIP__MAX_CALLS", "5")]).unwrap();
+        assert_eq!(c.api_listen.port(), 9999);
+        assert!(c.auto_record);
+        assert_eq!(c.max_calls, 5);
+    }
+
+    #[test]
+    fn invalid_cases_name_the_key() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("[api]\nlisten = \"127.0.0.1:70000\"", &[], "api.listen"),
+            ("[media]\nrtp_ports = \"20000-20000\"", &[], "media.rtp_ports"),
+            ("[api]\nlisten = \"0.0.0.0:8080\"", &[], "api.token"),
+            ("[api]\nbogus = 1", &[], "api.bogus"),
+            ("[sip]\nlisten = [\"sctp:0.0.0.0:5060\"]", &[], "sip.listen"),
+            ("[log]\nformat = \"xml\"", &[], "log.format"),
+            ("", &[("ROUNDTABLE_SIP__MAX_CALLS", "zero")], "sip.max_calls"),
+        ];
+        for (toml, env, key) in cases {
+            let err = load_toml(toml, env).expect_err(toml);
+            assert_eq!(err.key, *key, "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn unwritable_data_dir_names_storage_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("[storage]\npath = {:?}\n", blocker.join("sub").display().to_string())).unwrap();
+        let err = load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "storage.path");
+    }
+}

@@ -1,0 +1,39 @@
+//! Service-level metrics: calls, rooms, recordings, refusals.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Gauges and counters the bridge keeps.
+#[derive(Clone, Debug)]
+pub struct BridgeMetrics {
+    /// Calls up now.
+    pub active_calls: IntGauge,
+    /// Rooms open now.
+    pub rooms: IntGauge,
+    /// Recordings running now (until their file is finalized).
+    pub recordings_active: IntGauge,
+    /// INVITEs refused, by reason.
+    pub calls_rejected: IntCounterVec,
+    /// Recordings that could not start.
+    pub recording_failures: IntCounter,
+}
+
+impl BridgeMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<BridgeMetrics> {
+        let active_calls = IntGauge::new("roundtable_active_calls", "Calls up now")?;
+        let rooms = IntGauge::new("roundtable_rooms", "Rooms open now")?;
+        let recordings_active = IntGauge::new("roundtable_recordings_active", "Recordings running now")?;
+        let calls_rejected = IntCounterVec::new(
+            Opts::new("roundtable_calls_rejected_total", "INVITEs refused, by reason"),
+            &["reason"],
+        )?;
+        let recording_failures =
+            IntCounter::new("roundtable_recording_failures_total", "Recordings that could not be started")?;
+        registry.register(Box::new(active_calls.clone()))?;
+        registry.register(Box::new(rooms.clone()))?;
+        registry.register(Box::new(recordings_active.clone()))?;
+        registry.register(Box::new(calls_rejected.clone()))?;
+        registry.register(Box::new(recording_failures.clone()))?;
+        Ok(BridgeMetrics { active_calls, rooms, recordings_active, calls_rejected, recording_failures })
+    }
+}
