@@ -1,0 +1,664 @@
+//! Shared harness for end-to-end tests: starts the built `roundtable` binary on loopback with
+//! free ports and a temporary data dir, and provides a small SIP/RTP test caller, a raw HTTP
+//! client, tone generation and Goertzel analysis, and SIPp helpers.
+//!
+//! Every wait is bounded in count and time.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
+
+/// A port that was free a moment ago (bound to port 0 on both UDP and TCP, then released).
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    for _ in 0..200 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && NEXT.swap(port, Ordering::SeqCst) != port {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// A distinct RTP range for each service a test process starts, so parallel tests never share.
+pub fn rtp_range(pairs: u16) -> (u16, u16) {
+    static BASE: AtomicU16 = AtomicU16::new(0);
+    let pid_slot = (std::process::id() % 40) as u16;
+    let offset = BASE.fetch_add(pairs * 2 + 2, Ordering::SeqCst);
+    let low = 20000 + pid_slot * 1000 + offset;
+    let low = low + low % 2;
+    (low, low + pairs * 2 - 1)
+}
+
+/// A running service.
+pub struct Service {
+    child: Option<Child>,
+    pub sip: SocketAddr,
+    pub api: SocketAddr,
+    pub data: tempfile::TempDir,
+    log: PathBuf,
+}
+
+/// Extra TOML for a service, appended to the generated config.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub toml: String,
+    pub rtp_pairs: u16,
+    pub env: Vec<(String, String)>,
+}
+
+impl Service {
+    pub fn start(options: Options) -> Service {
+        let port = free_port();
+        let api_port = free_port();
+        let data = tempfile::tempdir().expect("tempdir");
+        let (low, high) = rtp_range(if options.rtp_pairs == 0 { 50 } else { options.rtp_pairs });
+        let config = data.path().join("roundtable.toml");
+        let store = data.path().join("store");
+        let mut toml = format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\n\
+             [media]\nrtp_ports = \"{low}-{high}\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+             [storage]\npath = {store:?}\n\
+             [log]\nlevel = \"debug\"\n"
+        );
+        toml = merge_toml(&toml, &options.toml);
+        std::fs::write(&config, toml).unwrap();
+        let log = data.path().join("service.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(BIN);
+        command.arg("serve").arg("--config").arg(&config).stdout(Stdio::null()).stderr(log_file);
+        for (k, v) in &options.env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn roundtable");
+        let service = Service {
+            child: Some(child),
+            sip: format!("127.0.0.1:{port}").parse().unwrap(),
+            api: format!("127.0.0.1:{api_port}").parse().unwrap(),
+            data,
+            log,
+        };
+        for _ in 0..200 {
+            if let Ok((200, _)) = service.try_http("GET", "/ready", "", None) {
+                return service;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("service did not become ready:\n{}", service.log());
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.data.path().join("store")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn try_http(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+        http(self.api, method, path, body, token)
+    }
+
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.try_http(method, path, body, None).expect("http");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn metrics(&self) -> String {
+        self.try_http("GET", "/metrics", "", None).expect("metrics").1
+    }
+
+    /// Waits (bounded) until the room has `n` participants (0: the room is gone).
+    pub fn wait_participants(&self, room: &str, n: usize) {
+        for _ in 0..200 {
+            let (status, body) = self.http("GET", &format!("/v1/rooms/{room}"), "");
+            let have = if status == 404 { 0 } else { body["participants"].as_array().map_or(0, Vec::len) };
+            if have == n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("room {room} never had {n} participants\n{}", self.log());
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Appends `extra` TOML to `base`, merging sections that appear in both.
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for text in [base, extra] {
+        let mut current = String::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if line.starts_with('[') {
+                current = line.to_string();
+                if !sections.iter().any(|(s, _)| *s == current) {
+                    sections.push((current.clone(), Vec::new()));
+                }
+                continue;
+            }
+            let key = line.split('=').next().unwrap_or_default().trim().to_string();
+            let section = sections.iter_mut().find(|(s, _)| *s == current).expect("key before section");
+            section.1.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
+            section.1.push(line.to_string());
+        }
+    }
+    sections.into_iter().map(|(s, lines)| format!("{s}\n{}\n", lines.join("\n"))).collect()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status and body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    for _ in 0..10_000 {
+        let Some((size, rest)) = body.split_once("\r\n") else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audio helpers
+
+pub const RATE: f64 = 8000.0;
+
+/// Samples `n0..n0+160` of a sine tone.
+pub fn tone_frame(freq: f64, n0: usize, amplitude: f64) -> [i16; 160] {
+    let mut f = [0i16; 160];
+    for (i, s) in f.iter_mut().enumerate() {
+        let t = (n0 + i) as f64 / RATE;
+        *s = (amplitude * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16;
+    }
+    f
+}
+
+/// Power of `freq` in `samples` (Goertzel), normalised by length.
+pub fn goertzel(samples: &[i16], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+    power / (samples.len() as f64).powi(2)
+}
+
+/// `goertzel` in dB (floored at -100 dB so silence compares).
+pub fn tone_db(samples: &[i16], freq: f64) -> f64 {
+    10.0 * goertzel(samples, freq).max(1e-10).log10()
+}
+
+pub use roundtable_media::g711::{ulaw_decode, ulaw_encode};
+
+// ---------------------------------------------------------------------------------------------
+// A minimal SIP caller over UDP with an RTP stream
+
+/// A SIP response or request as text with helpers.
+#[derive(Debug, Clone)]
+pub struct SipText(pub String);
+
+impl SipText {
+    pub fn status(&self) -> Option<u16> {
+        self.0.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+    }
+    pub fn method(&self) -> Option<&str> {
+        if self.0.starts_with("SIP/2.0") { None } else { self.0.split(' ').next() }
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.0.split("\r\n").find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+    pub fn body(&self) -> &str {
+        self.0.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+pub struct Uac {
+    pub sip: UdpSocket,
+    pub server: SocketAddr,
+    pub rtp: UdpSocket,
+    call_id: String,
+    from_tag: String,
+    to_header: Option<String>,
+    cseq: u32,
+    pub remote_rtp: Option<SocketAddr>,
+    room: String,
+}
+
+static UAC_COUNTER: AtomicU16 = AtomicU16::new(0);
+
+impl Uac {
+    pub fn new(server: SocketAddr, room: &str) -> Uac {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let n = UAC_COUNTER.fetch_add(1, Ordering::SeqCst);
+        Uac {
+            call_id: format!("uac-{}-{n}-{}@127.0.0.1", std::process::id(), sip.local_addr().unwrap().port()),
+            from_tag: format!("ft{n}"),
+            sip,
+            server,
+            rtp,
+            to_header: None,
+            cseq: 1,
+            remote_rtp: None,
+            room: room.to_string(),
+        }
+    }
+
+    pub fn send_raw(&self, bytes: &[u8]) {
+        self.sip.send_to(bytes, self.server).unwrap();
+    }
+
+    /// Waits for the next SIP message (bounded by `timeout`).
+    pub fn recv(&self, timeout: Duration) -> Option<SipText> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sip.recv_from(&mut buf) {
+                return Some(SipText(String::from_utf8_lossy(&buf[..n]).to_string()));
+            }
+        }
+        None
+    }
+
+    /// Waits for a final response (skipping 1xx).
+    pub fn final_response(&self, timeout: Duration) -> Option<SipText> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let m = self.recv(deadline - Instant::now())?;
+            if m.status().is_some_and(|s| s >= 200) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    pub fn invite_text(&self, sdp: &str, branch: &str) -> String {
+        let local = self.sip.local_addr().unwrap();
+        format!(
+            "INVITE sip:{room}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: <sip:{room}@{server}>\r\n\
+             Call-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:tester@{local}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            room = self.room,
+            server = self.server,
+            tag = self.from_tag,
+            cid = self.call_id,
+            len = sdp.len(),
+        )
+    }
+
+    pub fn offer(&self, payload_types: &str, rtpmaps: &str) -> String {
+        let port = self.rtp.local_addr().unwrap().port();
+        format!(
+            "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP {payload_types}\r\n{rtpmaps}a=sendrecv\r\n"
+        )
+    }
+
+    /// Places the call (PCMU + telephone-event) and ACKs a 200. Returns the final status.
+    pub fn call(&mut self) -> u16 {
+        let sdp = self.offer("0 101", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n");
+        self.call_with(&sdp)
+    }
+
+    pub fn call_with(&mut self, sdp: &str) -> u16 {
+        let invite = self.invite_text(sdp, &format!("z9hG4bK-{}-inv", self.call_id));
+        self.send_raw(invite.as_bytes());
+        let Some(response) = self.final_response(Duration::from_secs(5)) else { return 0 };
+        let status = response.status().unwrap_or(0);
+        let to = response.header("To").unwrap_or_default();
+        self.to_header = Some(to.clone());
+        if status == 200 {
+            let body = response.body();
+            let ip = body.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).unwrap_or("127.0.0.1").trim();
+            let port = body
+                .lines()
+                .find_map(|l| l.strip_prefix("m=audio "))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|p| p.parse::<u16>().ok())
+                .expect("m=audio port in answer");
+            self.remote_rtp = Some(format!("{ip}:{port}").parse().unwrap());
+            self.send_in_dialog("ACK", 1);
+        }
+        status
+    }
+
+    fn send_in_dialog(&self, method: &str, cseq: u32) {
+        let local = self.sip.local_addr().unwrap();
+        let to = self.to_header.clone().unwrap_or_default();
+        let msg = format!(
+            "{method} sip:roundtable@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{cid}-{method}-{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            server = self.server,
+            tag = self.from_tag,
+            cid = self.call_id,
+        );
+        self.send_raw(msg.as_bytes());
+    }
+
+    /// Sends BYE; returns the final status.
+    pub fn hangup(&mut self) -> u16 {
+        self.cseq += 1;
+        self.send_in_dialog("BYE", self.cseq);
+        for _ in 0..50 {
+            match self.recv(Duration::from_millis(200)) {
+                Some(m) if m.status().is_some_and(|s| s >= 200) && m.header("CSeq").is_some_and(|c| c.contains("BYE")) => {
+                    return m.status().unwrap_or(0);
+                }
+                Some(_) => continue,
+                None => {}
+            }
+        }
+        0
+    }
+
+    /// Waits for a BYE from the bridge and answers it 200. Returns whether one came.
+    pub fn expect_bye(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Some(m) = self.recv(deadline - Instant::now()) else { return false };
+            if m.method() == Some("BYE") {
+                let mut ok = String::from("SIP/2.0 200 OK\r\n");
+                for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                    if let Some(v) = m.header(name) {
+                        ok.push_str(&format!("{name}: {v}\r\n"));
+                    }
+                }
+                ok.push_str("Content-Length: 0\r\n\r\n");
+                self.send_raw(ok.as_bytes());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Streams a tone (or silence with `freq = 0`) for `duration` while recording what arrives.
+    pub fn start_media(&self, freq: f64, duration: Duration) -> Media {
+        let remote = self.remote_rtp.expect("call is up");
+        let socket = self.rtp.try_clone().unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let heard = Arc::new(Mutex::new(Vec::<(Instant, Vec<i16>)>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let socket = socket.try_clone().unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let frames = (duration.as_millis() / 20) as usize;
+                let ssrc: u32 = 0x1234_0000 | (remote.port() as u32);
+                for i in 0..frames {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let samples = if freq > 0.0 { tone_frame(freq, i * 160, 6000.0) } else { [0; 160] };
+                    let mut packet = vec![0x80, 0];
+                    packet.extend_from_slice(&(i as u16).to_be_bytes());
+                    packet.extend_from_slice(&((i * 160) as u32).to_be_bytes());
+                    packet.extend_from_slice(&ssrc.to_be_bytes());
+                    packet.extend(samples.iter().map(|&s| ulaw_encode(s)));
+                    let _ = socket.send_to(&packet, remote);
+                    let next = start + Duration::from_millis(20 * (i as u64 + 1));
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            })
+        };
+        let receiver = {
+            let heard = heard.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let deadline = Instant::now() + duration + Duration::from_secs(2);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                        if n > 12 && buf[1] & 0x7F == 0 {
+                            let samples = buf[12..n].iter().map(|&b| ulaw_decode(b)).collect();
+                            heard.lock().unwrap().push((Instant::now(), samples));
+                        }
+                    }
+                }
+            })
+        };
+        Media { heard, stop, threads: vec![sender, receiver], started: Instant::now() }
+    }
+}
+
+/// A running media stream of a [`Uac`].
+pub struct Media {
+    heard: Arc<Mutex<Vec<(Instant, Vec<i16>)>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub started: Instant,
+}
+
+impl Media {
+    /// Waits for the sender to finish, then stops the receiver.
+    pub fn finish(mut self) -> Heard {
+        if let Some(sender) = (!self.threads.is_empty()).then(|| self.threads.remove(0)) {
+            let _ = sender.join();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let packets = std::mem::take(&mut *self.heard.lock().unwrap());
+        Heard { packets, started: self.started }
+    }
+}
+
+/// What a caller heard, with arrival times.
+pub struct Heard {
+    packets: Vec<(Instant, Vec<i16>)>,
+    started: Instant,
+}
+
+impl Heard {
+    /// Samples that arrived between `from` and `to` after the stream started.
+    pub fn window(&self, from: Duration, to: Duration) -> Vec<i16> {
+        self.packets
+            .iter()
+            .filter(|(at, _)| *at >= self.started + from && *at < self.started + to)
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect()
+    }
+
+    pub fn packets(&self) -> usize {
+        self.packets.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIPp
+
+/// Whether SIPp is installed. Under `CI=true` a missing SIPp fails the test instead.
+pub fn sipp_available() -> bool {
+    let found = Command::new("sipp").arg("-v").output().is_ok();
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("SIPp (Debian package sip-tester) is required with CI=true but is not installed");
+        }
+        eprintln!("WARNING: SIPp not installed; skipping this SIPp test (run .ci/run to install it)");
+    }
+    found
+}
+
+/// The path of a SIPp scenario in `tests/sipp/`.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name)
+}
+
+/// Starts SIPp against `service` with a scenario; `extra` adds arguments.
+pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path, extra: &[&str]) -> Child {
+    let port = free_port();
+    let media = free_port();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(workdir)
+        .arg(service.sip.to_string())
+        .args(["-sf"])
+        .arg(scenario_file)
+        .args(["-s", room, "-m", "1", "-l", "1", "-i", "127.0.0.1", "-nostdin"])
+        .args(["-p", &port.to_string(), "-mp", &(media - media % 2).to_string()])
+        .args(["-trace_err", "-trace_msg", "-timeout", "60s", "-timeout_error"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().expect("spawn sipp")
+}
+
+/// Waits (bounded) for SIPp to exit; returns its exit code.
+pub fn wait_sipp(mut child: Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The messages SIPp logged in `workdir` (for failure output).
+pub fn sipp_logs(workdir: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(workdir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// Writes a pcap (Ethernet/IPv4/UDP/RTP) of a PCMU tone for SIPp's `play_pcap_audio`.
+pub fn write_tone_pcap(path: &Path, freq: f64, duration: Duration) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
+    let frames = duration.as_millis() / 20;
+    for i in 0..frames as usize {
+        let samples = tone_frame(freq, i * 160, 6000.0);
+        let mut rtp = vec![0x80, 0];
+        rtp.extend_from_slice(&(i as u16).to_be_bytes());
+        rtp.extend_from_slice(&((i * 160) as u32).to_be_bytes());
+        rtp.extend_from_slice(&0x5150_5050u32.to_be_bytes());
+        rtp.extend(samples.iter().map(|&s| ulaw_encode(s)));
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        let sum = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+        let sum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&0u16.to_be_bytes());
+        frame.extend_from_slice(&rtp);
+        let ts_us = i as u64 * 20_000;
+        out.extend_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Reads every sample of a WAV file.
+pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
+    let reader = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = reader.spec();
+    (spec, reader.into_samples().map(|s| s.unwrap()).collect())
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.path().is_dir() { stack.push(e.path()) } else { out.push(e.path()) }
+            }
+        }
+    }
+    out
+}
