@@ -384,6 +384,19 @@ impl Uac {
                 .expect("m=audio port in answer");
             self.remote_rtp = Some(format!("{ip}:{port}").parse().unwrap());
             self.send_in_dialog("ACK", 1);
+        } else if status >= 300 {
+            // ACK for a non-2xx belongs to the INVITE transaction: same branch (RFC 3261 17.1.1.3).
+            let local = self.sip.local_addr().unwrap();
+            let ack = format!(
+                "ACK sip:{room}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{cid}-inv;rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+                 CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                room = self.room,
+                server = self.server,
+                tag = self.from_tag,
+                cid = self.call_id,
+            );
+            self.send_raw(ack.as_bytes());
         }
         status
     }

@@ -1,0 +1,77 @@
+//! Real SIPp calls against the running service: a call the caller ends with BYE, an OPTIONS
+//! ping, a call that never ACKs (the bridge sends BYE after 64*T1 = 32 s), and a kick through the
+//! REST API (the caller receives BYE).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn call_ended_by_caller_bye() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("basic_call.xml"), "1000", work.path(), &[]);
+    service.wait_participants("1000", 1);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    service.wait_participants("1000", 0);
+    let metrics = service.metrics();
+    assert_eq!(metric(&metrics, "roundtable_sip_requests_total{method=\"BYE\"}"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "roundtable_active_calls"), 0.0);
+}
+
+#[test]
+fn options_ping_is_answered() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("options.xml"), "1000", work.path(), &[]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(metric(&service.metrics(), "roundtable_sip_requests_total{method=\"OPTIONS\"}"), 1.0);
+}
+
+#[test]
+fn call_without_ack_gets_bye() {
+    if !sipp_available() {
+        return;
+    }
+    // SIPp sends no RTP either: keep the inactivity timeout out of the way.
+    let service = Service::start(Options { toml: "[media]\ninactivity_timeout_s = 60".into(), ..Options::default() });
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("no_ack.xml"), "1000", work.path(), &[]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(50)), Some(0), "{}", sipp_logs(work.path()));
+    service.wait_participants("1000", 0);
+    assert!(service.log().contains("reason=\"no ACK\""), "{}", service.log());
+}
+
+#[test]
+fn kick_through_the_api_sends_bye() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("wait_for_bye.xml"), "1000", work.path(), &[]);
+    service.wait_participants("1000", 1);
+    let (_, room) = service.http("GET", "/v1/rooms/1000", "");
+    let leg = room["participants"][0]["id"].as_str().expect("leg id").to_string();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(service.http("GET", "/v1/rooms/1000", "").0, 404, "the room closed with its last leg");
+    assert_eq!(service.http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "").0, 404);
+}
