@@ -55,10 +55,10 @@ fn bad_input_is_refused_and_calls_keep_working() {
     assert_eq!(send_and_status(&probe, bye.as_bytes()), Some(481));
 
     // Every RFC 4475 torture message, over UDP: nothing may take the service down.
-    let torture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sip-torture/rfc4475");
+    let torture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sip-torture/rfc4475");
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sent = 0;
-    for entry in std::fs::read_dir(&torture).expect("../shared/sip-torture present").flatten() {
+    for entry in std::fs::read_dir(&torture).expect("testdata/sip-torture present").flatten() {
         let bytes = std::fs::read(entry.path()).unwrap();
         socket.send_to(&bytes, service.sip).unwrap();
         sent += 1;

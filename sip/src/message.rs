@@ -705,7 +705,7 @@ mod tests {
     use super::*;
 
     fn torture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../shared/sip-torture/rfc4475/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../testdata/sip-torture/rfc4475/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
