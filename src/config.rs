@@ -124,6 +124,23 @@ struct RawLog {
     format: String,
 }
 
+/// A secret string whose `Debug` output is redacted, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -151,7 +168,7 @@ pub struct Config {
     /// REST API address.
     pub api_listen: SocketAddr,
     /// Bearer token for `/v1`; never logged.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// Local storage root.
     pub storage_path: PathBuf,
     /// Record every room from its first join.
@@ -292,7 +309,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let inactivity = positive("media.inactivity_timeout_s", raw.media.inactivity_timeout_s)?;
 
     let api_listen = socket_addr("api.listen", &raw.api.listen)?;
-    let api_token = Some(raw.api.token.clone()).filter(|t| !t.is_empty());
+    let api_token = Some(raw.api.token.clone()).filter(|t| !t.is_empty()).map(Secret);
     if !api_listen.ip().is_loopback() && api_token.is_none() {
         return Err(ConfigError::new("api.token", "required when api.listen is not a loopback address"));
     }
@@ -360,6 +377,13 @@ mod tests {
         assert_eq!(c.rtp_ports.pairs(), 8192);
         assert_eq!(c.api_listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.inactivity_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug_output() {
+        let c = load_toml("[api]\ntoken = \"hunter2\"", &[]).unwrap();
+        assert_eq!(c.api_token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

@@ -145,7 +145,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("api.listen: cannot bind {}", config.api_listen))?;
     info!(addr = %api_listener.local_addr()?, "API listening");
-    let router = roundtable_api::router(bridge.clone(), registry, config.api_token.clone());
+    let router = roundtable_api::router(bridge.clone(), registry, config.api_token.as_ref().map(|t| t.expose().to_string()));
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(api_listener, router).with_graceful_shutdown(api_shutdown.cancelled_owned()).await

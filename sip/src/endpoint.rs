@@ -386,9 +386,8 @@ impl Endpoint {
             self.outputs.push_back(Output::Transmit(transmit));
             return;
         }
-        let to_tag = request.headers.get("To").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
-        if let Some(tag) = to_tag {
-            self.handle_in_dialog(now, peer, key, request, tag);
+        if request.tag("To").is_some() {
+            self.handle_in_dialog(now, peer, key, request);
             return;
         }
         match method {
@@ -400,16 +399,13 @@ impl Endpoint {
             }
             Method::Cancel => self.handle_cancel(now, peer, key, request),
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
-                let response = self.response(&request, 481, "Call/Transaction Does Not Exist", None);
-                self.finish_non_invite(now, peer, key, response);
+                self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
             }
             Method::Other(_) => {
-                let response = self.response(&request, 501, "Not Implemented", None);
-                self.finish_non_invite(now, peer, key, response);
+                self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");
             }
             _ => {
-                let response = self.response(&request, 405, "Method Not Allowed", None);
-                self.finish_non_invite(now, peer, key, response);
+                self.answer_non_invite(now, peer, key, &request, 405, "Method Not Allowed");
             }
         }
     }
@@ -480,12 +476,10 @@ impl Endpoint {
         let invite_key = TxnKey { method: "INVITE".into(), ..key.clone() };
         let pending = self.invites.get(&invite_key).map(|t| (t.call, matches!(t.state, InviteState::Proceeding)));
         let Some((call, pending)) = pending else {
-            let response = self.response(&request, 481, "Call/Transaction Does Not Exist", None);
-            self.finish_non_invite(now, peer, key, response);
+            self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        let ok = self.response(&request, 200, "OK", None);
-        self.finish_non_invite(now, peer, key, ok);
+        self.answer_non_invite(now, peer, key, &request, 200, "OK");
         if pending {
             let request = &self.invites[&invite_key].request;
             let terminated = self.response(request, 487, "Request Terminated", None);
@@ -494,25 +488,20 @@ impl Endpoint {
         }
     }
 
-    fn handle_in_dialog(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message, to_tag: String) {
-        let from_tag = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
-        let index = (request.call_id().unwrap_or_default().to_string(), from_tag.unwrap_or_default(), to_tag);
-        let Some(&call) = self.dialog_index.get(&index) else {
-            let response = self.response(&request, 481, "Call/Transaction Does Not Exist", None);
-            self.finish_non_invite(now, peer, key, response);
+    fn handle_in_dialog(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
+        let Some(&call) = self.dialog_index.get(&dialog_index_of(&request)) else {
+            self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
             return;
         };
         let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
         match method {
             Method::Bye => {
-                let ok = self.response(&request, 200, "OK", None);
-                self.finish_non_invite(now, peer, key, ok);
+                self.answer_non_invite(now, peer, key, &request, 200, "OK");
                 self.remove_dialog(call);
                 self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::RemoteBye)));
             }
             Method::Options | Method::Info => {
-                let ok = self.response(&request, 200, "OK", None);
-                self.finish_non_invite(now, peer, key, ok);
+                self.answer_non_invite(now, peer, key, &request, 200, "OK");
             }
             Method::Invite => {
                 // Re-INVITE: hold and codec changes arrive with issue 3; keep the session as is.
@@ -520,12 +509,10 @@ impl Endpoint {
                 self.start_invite_txn(now, peer, key, request, response);
             }
             Method::Other(_) => {
-                let response = self.response(&request, 501, "Not Implemented", None);
-                self.finish_non_invite(now, peer, key, response);
+                self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");
             }
             _ => {
-                let response = self.response(&request, 405, "Method Not Allowed", None);
-                self.finish_non_invite(now, peer, key, response);
+                self.answer_non_invite(now, peer, key, &request, 405, "Method Not Allowed");
             }
         }
     }
@@ -543,14 +530,7 @@ impl Endpoint {
             }
         }
         // ACK for a 2xx: a new transaction, matched to the dialog.
-        let from_tag = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
-        let to_tag = request.headers.get("To").and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag);
-        let index = (
-            request.call_id().unwrap_or_default().to_string(),
-            from_tag.unwrap_or_default(),
-            to_tag.unwrap_or_default(),
-        );
-        let Some(&call) = self.dialog_index.get(&index) else {
+        let Some(&call) = self.dialog_index.get(&dialog_index_of(request)) else {
             return;
         };
         if let Some(dialog) = self.dialogs.get_mut(&call) {
@@ -604,7 +584,7 @@ impl Endpoint {
         self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
 
         let from = request.headers.get("From").unwrap_or_default().to_string();
-        let remote_tag = NameAddr::parse(&from).ok().and_then(|n| n.tag).unwrap_or_default();
+        let remote_tag = request.tag("From").unwrap_or_default();
         let remote_target = request
             .headers
             .get("Contact")
@@ -785,6 +765,12 @@ impl Endpoint {
         self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
     }
 
+    /// Answers a non-INVITE request with a plain status.
+    fn answer_non_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: &Message, code: u16, reason: &str) {
+        let response = self.response(request, code, reason, None);
+        self.finish_non_invite(now, peer, key, response);
+    }
+
     fn finish_non_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, response: Message) {
         let bytes = response.to_bytes();
         self.count(Count::ResponseOut(response.status().unwrap_or(500)));
@@ -846,6 +832,15 @@ fn contact(peer: Peer) -> String {
         Transport::Udp => format!("<sip:roundtable@{}>", peer.local),
         Transport::Tcp => format!("<sip:roundtable@{};transport=tcp>", peer.local),
     }
+}
+
+/// The dialog a request belongs to, as we index it: (Call-ID, remote tag, local tag).
+fn dialog_index_of(request: &Message) -> (String, String, String) {
+    (
+        request.call_id().unwrap_or_default().to_string(),
+        request.tag("From").unwrap_or_default(),
+        request.tag("To").unwrap_or_default(),
+    )
 }
 
 fn txn_key(request: &Message) -> Option<TxnKey> {

@@ -81,27 +81,18 @@ impl Method {
     /// The method as written on the wire.
     pub fn as_str(&self) -> &str {
         match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Bye => "BYE",
-            Method::Cancel => "CANCEL",
-            Method::Options => "OPTIONS",
-            Method::Register => "REGISTER",
-            Method::Info => "INFO",
-            Method::Update => "UPDATE",
-            Method::Prack => "PRACK",
-            Method::Refer => "REFER",
-            Method::Subscribe => "SUBSCRIBE",
-            Method::Notify => "NOTIFY",
-            Method::Message => "MESSAGE",
-            Method::Publish => "PUBLISH",
             Method::Other(name) => name,
+            known => known.standard_name().unwrap_or_default(),
         }
     }
 
     /// A bounded label for metrics: every unknown method shares `other`.
     pub fn metric_label(&self) -> &'static str {
-        match self {
+        self.standard_name().unwrap_or("other")
+    }
+
+    fn standard_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Invite => "INVITE",
             Method::Ack => "ACK",
             Method::Bye => "BYE",
@@ -116,8 +107,8 @@ impl Method {
             Method::Notify => "NOTIFY",
             Method::Message => "MESSAGE",
             Method::Publish => "PUBLISH",
-            Method::Other(_) => "other",
-        }
+            Method::Other(_) => return None,
+        })
     }
 }
 
@@ -336,6 +327,11 @@ impl Message {
     /// The Call-ID header value.
     pub fn call_id(&self) -> Option<&str> {
         self.headers.get("Call-ID")
+    }
+
+    /// The `tag` parameter of a From or To header.
+    pub fn tag(&self, header: &str) -> Option<String> {
+        self.headers.get(header).and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag)
     }
 
     /// The parsed CSeq header.

@@ -1,0 +1,48 @@
+//! Random sequences of datagrams, timeouts and application commands against the endpoint's
+//! transaction and dialog state machines never panic, and time never runs backwards.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use roundtable_sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, FlowId, Output, Peer, Transport};
+use roundtable_sip::Rejection;
+
+const INVITE: &str = "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
+From: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n";
+
+fuzz_target!(|data: &[u8]| {
+    let mut ep = Endpoint::new(EndpointConfig { seed: Some(1), ..EndpointConfig::default() });
+    let peer = Peer {
+        transport: Transport::Udp,
+        remote: "127.0.0.1:5070".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
+        flow: FlowId(0),
+    };
+    let start = Instant::now();
+    let mut now = start;
+    let mut calls: Vec<CallKey> = Vec::new();
+    for chunk in data.chunks(64).take(64) {
+        let (op, rest) = chunk.split_first().unwrap_or((&0, &[]));
+        match op % 6 {
+            0 => ep.handle_message(now, peer, INVITE.as_bytes()),
+            1 => ep.handle_message(now, peer, rest),
+            2 => {
+                now += Duration::from_millis(u64::from(rest.first().copied().unwrap_or(0)) * 300);
+                ep.handle_timeout(now);
+            }
+            3 => if let Some(c) = calls.first() { ep.accept(now, *c, b"v=0\r\n".to_vec()) },
+            4 => if let Some(c) = calls.last() { ep.reject(now, *c, Rejection::new(486, "Busy Here")) },
+            _ => if let Some(c) = calls.pop() { ep.hangup(now, c) },
+        }
+        while let Some(out) = ep.poll_output() {
+            if let Output::Event(Event::IncomingCall(call)) = out {
+                calls.push(call.call);
+            }
+        }
+        if let Some(at) = ep.poll_timeout() {
+            assert!(at + Duration::from_secs(3600) > start);
+        }
+    }
+});
