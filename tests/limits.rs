@@ -50,3 +50,12 @@ fn silent_leg_gets_bye_after_inactivity_timeout() {
     assert!(a.expect_bye(Duration::from_secs(4)), "BYE after 1 s without RTP\n{}", service.log());
     service.wait_participants("1000", 0);
 }
+
+#[test]
+fn public_ip_is_what_the_sdp_advertises() {
+    let service = Service::start(Options { toml: "[media]\npublic_ip = \"192.0.2.7\"".into(), ..Options::default() });
+    let mut a = Uac::new(service.sip, "1000");
+    assert_eq!(a.call(), 200);
+    assert_eq!(a.remote_rtp.unwrap().ip().to_string(), "192.0.2.7");
+    assert_eq!(a.hangup(), 200);
+}

@@ -75,3 +75,16 @@ fn kick_through_the_api_sends_bye() {
     assert_eq!(service.http("GET", "/v1/rooms/1000", "").0, 404, "the room closed with its last leg");
     assert_eq!(service.http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "").0, 404);
 }
+
+#[test]
+fn call_over_tcp() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("basic_call.xml"), "tcp-room", work.path(), &["-t", "t1"]);
+    service.wait_participants("tcp-room", 1);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    service.wait_participants("tcp-room", 0);
+}
