@@ -152,6 +152,9 @@ pub struct EndpointConfig {
     pub user_agent: String,
     /// Seed for tags and branches; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Most server transactions and dialogs held at once. Beyond it, new requests are answered
+    /// 503 without keeping state, so a flood cannot grow memory without bound.
+    pub max_transactions: usize,
 }
 
 impl Default for EndpointConfig {
@@ -160,6 +163,7 @@ impl Default for EndpointConfig {
             timers: TimerConfig::default(),
             user_agent: concat!("Roundtable/", env!("CARGO_PKG_VERSION")).to_string(),
             seed: None,
+            max_transactions: 50_000,
         }
     }
 }
@@ -388,6 +392,13 @@ impl Endpoint {
         }
         if request.tag("To").is_some() {
             self.handle_in_dialog(now, peer, key, request);
+            return;
+        }
+        // In-dialog requests above free state; new ones only add it.
+        if self.invites.len() + self.non_invites.len() + self.dialogs.len() >= self.config.max_transactions {
+            let mut response = self.response(&request, 503, "Service Unavailable", None);
+            response.headers.push("Retry-After", "5");
+            self.send_response(peer, response);
             return;
         }
         match method {

@@ -212,3 +212,22 @@ fn cancel_of_pending_invite() {
     assert_eq!(codes(&d), [200, 487]);
     assert!(matches!(d.events[..], [Event::CallEnded(_, EndReason::Cancelled)]));
 }
+
+#[test]
+fn transaction_table_is_bounded() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig { max_transactions: 3, ..EndpointConfig::default() });
+    let mut last = Vec::new();
+    for i in 0..5 {
+        let options = String::from_utf8(request("OPTIONS", "x", &format!("z9hG4bKo{i}"))).unwrap().replace(";tag=x", "");
+        ep.handle_message(t0, peer(), options.as_bytes());
+        last = codes(&drain(&mut ep));
+        if i < 3 {
+            assert_eq!(last, [200]);
+        }
+    }
+    assert_eq!(last, [503]);
+    let _ = run_until(&mut ep, t0 + Duration::from_secs(40));
+    ep.handle_message(t0 + Duration::from_secs(40), peer(), &invite("z9hG4bKnew"));
+    assert_eq!(codes(&drain(&mut ep)), [100], "room again once Timer J freed the table");
+}
