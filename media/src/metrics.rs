@@ -33,12 +33,6 @@ impl MediaMetrics {
         Ok(MediaMetrics { packets_in, packets_out, invalid, inbox_overflow })
     }
 
-    /// Counters on a private registry, for tests and benchmarks.
-    pub fn unregistered() -> MediaMetrics {
-        // Registering on a fresh registry cannot collide.
-        MediaMetrics::register(&Registry::new()).expect("fresh registry")
-    }
-
     /// One valid packet in.
     pub fn packet_in(&self) {
         self.packets_in.inc();
