@@ -19,6 +19,7 @@ pub const DEFAULTS: &str = r#"
 [sip]
 listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
 max_calls = 1000
+timer_t1_ms = 500
 
 [media]
 rtp_ports = "16384-32767"
@@ -79,6 +80,7 @@ struct Raw {
 struct RawSip {
     listen: Vec<String>,
     max_calls: i64,
+    timer_t1_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +159,8 @@ pub struct Config {
     pub sip_listen: Vec<ListenAddr>,
     /// Calls held at once before new INVITEs get 503.
     pub max_calls: usize,
+    /// RFC 3261 T1; the other SIP timers derive from it (64*T1 is the ACK timeout).
+    pub timer_t1: Duration,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -287,6 +291,10 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         sip_listen.push(ListenAddr { transport, addr: socket_addr("sip.listen", addr)? });
     }
     let max_calls = positive("sip.max_calls", raw.sip.max_calls)?;
+    let timer_t1_ms = positive("sip.timer_t1_ms", raw.sip.timer_t1_ms)?;
+    if timer_t1_ms > 60_000 {
+        return Err(ConfigError::new("sip.timer_t1_ms", "must be at most 60000"));
+    }
 
     let (low, high) = raw
         .media
@@ -343,6 +351,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     Ok(Config {
         sip_listen,
         max_calls,
+        timer_t1: Duration::from_millis(timer_t1_ms as u64),
         rtp_ports,
         public_ip,
         max_legs_per_room,

@@ -153,8 +153,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let sip_shutdown = CancellationToken::new();
     let handler: Arc<dyn CallHandler> = bridge.clone();
+    let mut endpoint = EndpointConfig::default();
+    endpoint.timers.t1 = config.timer_t1;
     let (sip, bound, sip_task) =
-        transport::spawn(&config.sip_listen, EndpointConfig::default(), handler, sip_metrics, sip_shutdown.clone())
+        transport::spawn(&config.sip_listen, endpoint, handler, sip_metrics, sip_shutdown.clone())
             .await
             .context("sip.listen: cannot bind")?;
     for addr in &bound {

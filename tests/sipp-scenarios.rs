@@ -49,8 +49,9 @@ fn call_without_ack_gets_bye() {
     if !sipp_available() {
         return;
     }
-    // SIPp sends no RTP either: keep the inactivity timeout out of the way.
-    let service = Service::start(Options { toml: "[media]\ninactivity_timeout_s = 60".into(), ..Options::default() });
+    // 64*T1 = 3.2 s with T1 = 50 ms; SIPp sends no RTP either, so keep inactivity out of the way.
+    let toml = "[sip]\ntimer_t1_ms = 50\n[media]\ninactivity_timeout_s = 60";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
     let work = tempfile::tempdir().unwrap();
     let child = sipp(&service, &scenario("no_ack.xml"), "1000", work.path(), &[]);
     assert_eq!(wait_sipp(child, Duration::from_secs(50)), Some(0), "{}", sipp_logs(work.path()));
