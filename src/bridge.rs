@@ -166,12 +166,6 @@ impl Bridge {
         if call.body.is_empty() {
             return Err(Rejection::new(488, "Not Acceptable Here"));
         }
-        if let Some(ct) = &call.content_type {
-            let media_type = ct.split(';').next().unwrap_or_default().trim();
-            if !media_type.eq_ignore_ascii_case("application/sdp") {
-                return Err(Rejection::new(415, "Unsupported Media Type"));
-            }
-        }
         let offer = Offer::parse(&call.body).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
         let answer = offer.answer().map_err(|e| match e {
             NegotiationError::NoAudio | NegotiationError::NoCommonCodec => Rejection::new(488, "Not Acceptable Here"),

@@ -93,8 +93,6 @@ pub struct IncomingCall {
     pub from: String,
     /// The offer body, if any.
     pub body: Vec<u8>,
-    /// The Content-Type of the body.
-    pub content_type: Option<String>,
     /// Where it came from.
     pub peer: Peer,
 }
@@ -168,12 +166,16 @@ impl Default for EndpointConfig {
     }
 }
 
-/// Server transaction key (RFC 3261 17.2.3): branch, sent-by, and method with ACK as INVITE.
+/// Server transaction key (RFC 3261 17.2.3): branch, sent-by, and method with ACK as INVITE;
+/// plus Call-ID and CSeq number, so that a client reusing a branch for a different request gets
+/// a new transaction rather than the old request's response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TxnKey {
     branch: String,
     sent_by: String,
     method: String,
+    call_id: String,
+    cseq: u32,
 }
 
 #[derive(Debug)]
@@ -321,16 +323,18 @@ impl Endpoint {
         match &message.start {
             StartLine::Request { method, .. } => {
                 self.outputs.push_back(Output::Count(Count::RequestIn(method.metric_label())));
+                let reply = reply_peer(peer, &message);
                 if let Err(rejection) = message.validate_request() {
-                    if message.method() != Some(&Method::Ack) && message.top_via().is_some() {
+                    // Even a Via we cannot parse lets us answer the source address.
+                    if message.method() != Some(&Method::Ack) && message.headers.get("Via").is_some() {
                         let response = self.response(&message, rejection.code, rejection.reason, None);
-                        self.send_response(peer, response);
+                        self.send_response(reply, response);
                     } else {
                         self.count(Count::Dropped);
                     }
                     return;
                 }
-                self.handle_request(now, peer, message);
+                self.handle_request(now, reply, message);
             }
             StartLine::Response { .. } => self.handle_response(now, message),
         }
@@ -358,7 +362,7 @@ impl Endpoint {
                         let label = m.method().map_or("other", Method::metric_label);
                         self.count(Count::RequestIn(label));
                         let response = self.response(&m, 400, "Bad Content-Length", None);
-                        self.send_response(peer, response);
+                        self.send_response(reply_peer(peer, &m), response);
                         return;
                     }
                 }
@@ -395,6 +399,13 @@ impl Endpoint {
             return;
         }
         // In-dialog requests above free state; new ones only add it.
+        if let Some(response) = self.refuse_extensions_or_body(&request) {
+            match method {
+                Method::Invite => self.start_invite_txn(now, peer, key, request, response),
+                _ => self.finish_non_invite(now, peer, key, response),
+            }
+            return;
+        }
         if self.invites.len() + self.non_invites.len() + self.dialogs.len() >= self.config.max_transactions {
             let mut response = self.response(&request, 503, "Service Unavailable", None);
             response.headers.push("Retry-After", "5");
@@ -422,19 +433,6 @@ impl Endpoint {
     }
 
     fn handle_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
-        let unsupported: Vec<String> = request
-            .headers
-            .all("Require")
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if !unsupported.is_empty() {
-            let mut response = self.response(&request, 420, "Bad Extension", None);
-            response.headers.push("Unsupported", unsupported.join(", "));
-            self.start_invite_txn(now, peer, key, request, response);
-            return;
-        }
         let trying = self.response(&request, 100, "Trying", None);
         let call = CallKey(self.next_call);
         self.next_call += 1;
@@ -447,7 +445,6 @@ impl Endpoint {
             user,
             from: from.map(|f| f.uri).unwrap_or_default(),
             body: request.body.clone(),
-            content_type: request.headers.get("Content-Type").map(str::to_string),
             peer,
         };
         let bytes = trying.to_bytes();
@@ -776,6 +773,50 @@ impl Endpoint {
         self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
     }
 
+    /// RFC 3261 8.2.2.3 and 8.2.3: a `Require` we do not support gets 420; an INVITE whose body
+    /// is not SDP gets 415, and one whose `Accept` excludes SDP gets 406.
+    fn refuse_extensions_or_body(&self, request: &Message) -> Option<Message> {
+        let method = request.method()?;
+        if *method == Method::Cancel {
+            return None;
+        }
+        let unsupported: Vec<&str> = request
+            .headers
+            .all("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !unsupported.is_empty() {
+            let mut response = self.response(request, 420, "Bad Extension", None);
+            response.headers.push("Unsupported", unsupported.join(", "));
+            return Some(response);
+        }
+        if *method != Method::Invite {
+            return None;
+        }
+        let is_sdp = |media: &str| {
+            let media = media.split(';').next().unwrap_or_default().trim();
+            ["application/sdp", "application/*", "*/*"].iter().any(|m| media.eq_ignore_ascii_case(m))
+        };
+        let content_is_sdp = request
+            .headers
+            .get("Content-Type")
+            .is_some_and(|ct| ct.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/sdp"));
+        if !request.body.is_empty() && !content_is_sdp {
+            let mut response = self.response(request, 415, "Unsupported Media Type", None);
+            response.headers.push("Accept", "application/sdp");
+            return Some(response);
+        }
+        let accepts: Vec<&str> = request.headers.all("Accept").flat_map(|v| v.split(',')).collect();
+        if !accepts.is_empty() && !accepts.iter().any(|a| is_sdp(a)) {
+            let mut response = self.response(request, 406, "Not Acceptable", None);
+            response.headers.push("Accept", "application/sdp");
+            return Some(response);
+        }
+        None
+    }
+
     /// Answers a non-INVITE request with a plain status.
     fn answer_non_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: &Message, code: u16, reason: &str) {
         let response = self.response(request, code, reason, None);
@@ -838,6 +879,23 @@ impl Endpoint {
     }
 }
 
+/// Where responses to a request go (RFC 3261 18.2.2, RFC 3581): over TCP the same connection;
+/// over UDP the source address, with the source port when the Via carries `rport` and the
+/// sent-by port (5060 by default) otherwise. `maddr` is ignored: answering an address named in
+/// a header would let anyone aim our responses at a third party.
+fn reply_peer(peer: Peer, request: &Message) -> Peer {
+    if peer.transport != Transport::Udp {
+        return peer;
+    }
+    match request.top_via() {
+        Some(via) if !via.rport => {
+            let port = via.sent_by_port().unwrap_or(5060);
+            Peer { remote: SocketAddr::new(peer.remote.ip(), port), ..peer }
+        }
+        _ => peer,
+    }
+}
+
 fn contact(peer: Peer) -> String {
     match peer.transport {
         Transport::Udp => format!("<sip:roundtable@{}>", peer.local),
@@ -860,12 +918,11 @@ fn txn_key(request: &Message) -> Option<TxnKey> {
         Method::Ack => "INVITE".to_string(),
         other => other.as_str().to_string(),
     };
-    // RFC 2543 peers lack the magic cookie: fall back to Call-ID and CSeq number.
-    let branch = match via.branch {
-        Some(b) if b.starts_with("z9hG4bK") => b,
-        _ => format!("{}|{}", request.call_id()?, request.cseq()?.number),
-    };
-    Some(TxnKey { branch, sent_by: via.sent_by, method })
+    // RFC 2543 peers lack the magic cookie: Call-ID and CSeq number alone then identify it.
+    let branch = via.branch.filter(|b| b.starts_with("z9hG4bK")).unwrap_or_default();
+    let call_id = request.call_id()?.to_string();
+    let cseq = request.cseq()?.number;
+    Some(TxnKey { branch, sent_by: via.sent_by, method, call_id, cseq })
 }
 
 /// The header section `head` (without the blank line) with Content-Length set to 0.

@@ -391,6 +391,13 @@ impl Message {
         if scheme != "sip" && scheme != "sips" && scheme != "tel" {
             return Err(Rejection::new(416, "Unsupported URI Scheme"));
         }
+        if scheme != "tel" {
+            let host = SipUri::parse(uri).map_err(|_| Rejection::new(400, "Bad Request-URI"))?.host_port;
+            // An IPv6 literal must be bracketed (RFC 5118 4.2): more than one colon otherwise.
+            if !host.starts_with('[') && host.matches(':').count() > 1 {
+                return Err(Rejection::new(400, "Bad Request-URI"));
+            }
+        }
         Ok(())
     }
 
@@ -561,6 +568,8 @@ pub struct Via {
     pub sent_by: String,
     /// The `branch` parameter, the transaction key when it starts with `z9hG4bK`.
     pub branch: Option<String>,
+    /// Whether `rport` (RFC 3581) asks for responses to the source port.
+    pub rport: bool,
 }
 
 impl Via {
@@ -586,11 +595,20 @@ impl Via {
         if !params.is_empty() && params.split(';').any(|p| p.trim().is_empty()) {
             return Err(ParseError::BadHeader);
         }
-        let branch = parse_params(params)
-            .into_iter()
-            .find(|(n, _)| n == "branch")
-            .and_then(|(_, v)| v);
-        Ok(Via { transport, sent_by, branch })
+        let params = parse_params(params);
+        let branch = params.iter().find(|(n, _)| n == "branch").and_then(|(_, v)| v.clone());
+        let rport = params.iter().any(|(n, _)| n == "rport");
+        Ok(Via { transport, sent_by, branch, rport })
+    }
+
+    /// The port of sent-by, if written (`host:port`, `[v6]:port`).
+    pub fn sent_by_port(&self) -> Option<u16> {
+        let tail = match self.sent_by.rfind(']') {
+            Some(close) => &self.sent_by[close + 1..],
+            None if self.sent_by.matches(':').count() == 1 => &self.sent_by[self.sent_by.find(':')?..],
+            None => return None,
+        };
+        tail.strip_prefix(':')?.parse().ok()
     }
 }
 
@@ -795,6 +813,16 @@ mod tests {
         assert_eq!(u.user.as_deref(), Some("1000"));
         assert_eq!(u.host_port, "10.0.0.1:5060");
         assert!(SipUri::parse("tel:+1234").is_err());
+    }
+
+    #[test]
+    fn via_sent_by_port_and_rport() {
+        let v = Via::parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKx;rport").unwrap();
+        assert_eq!((v.sent_by_port(), v.rport), (Some(5070), true));
+        let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKx").unwrap();
+        assert_eq!((v.sent_by_port(), v.rport), (Some(6050), false));
+        assert_eq!(Via::parse("SIP/2.0/UDP [2001:db8::1];branch=z").unwrap().sent_by_port(), None);
+        assert_eq!(Via::parse("SIP/2.0/UDP example.com;rport=1").unwrap().sent_by_port(), None);
     }
 
     proptest::proptest! {

@@ -138,7 +138,9 @@ fn reject_is_retransmitted_until_ack() {
     assert_eq!(codes(&drain(&mut ep)), [488]);
     let d = run_until(&mut ep, t0 + Duration::from_millis(600));
     assert_eq!(codes(&d), [488]);
-    ep.handle_message(t0 + Duration::from_millis(700), peer(), &request("ACK", "x", "z9hG4bK1"));
+    // The ACK of a non-2xx shares the INVITE's branch and CSeq number.
+    let ack = String::from_utf8(request("ACK", "x", "z9hG4bK1")).unwrap().replace("2 ACK", "1 ACK");
+    ep.handle_message(t0 + Duration::from_millis(700), peer(), ack.as_bytes());
     let d = run_until(&mut ep, t0 + Duration::from_secs(60));
     assert!(codes(&d).is_empty());
     assert_eq!(ep.poll_timeout(), None);
