@@ -78,28 +78,42 @@ struct OfferedFormat {
     clock_rate: Option<u32>,
 }
 
-/// The parts of a caller's SDP offer that decide our answer.
+/// One `m=` line of an offer with what we need to answer or decline it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MediaLine {
+    media: String,
+    port: u16,
+    proto: String,
+    /// The format list as written (declined lines echo the first one).
+    formats_text: Vec<String>,
+    formats: Vec<OfferedFormat>,
+    connection: Option<IpAddr>,
+    direction: Option<Direction>,
+}
+
+/// A caller's SDP offer (RFC 4566), every media line kept so the answer can mirror them
+/// (RFC 3264 section 6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
-    /// Where the caller wants RTP sent (connection address and audio port).
+    /// Where the caller wants RTP sent: the chosen audio line's connection address and port.
     pub rtp_addr: SocketAddr,
-    /// Transport profile, e.g. `RTP/AVP`.
-    pub proto: String,
-    /// The offered direction.
+    /// The offered direction of the audio stream.
     pub direction: Direction,
-    formats: Vec<OfferedFormat>,
+    lines: Vec<MediaLine>,
+    /// Index in `lines` of the audio stream we answer.
+    audio: usize,
 }
 
 /// Why an offer cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NegotiationError {
-    /// No audio stream, or none in plain RTP/AVP.
+    /// No audio stream in plain RTP/AVP with a non-zero port.
     NoAudio,
     /// No codec in common: answer 488.
     NoCommonCodec,
 }
 
-/// Our answer: the chosen codec and DTMF payload type.
+/// Our answer: the chosen codec and DTMF payload type, plus the offer's lines to decline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// The chosen audio codec.
@@ -108,19 +122,20 @@ pub struct Answer {
     pub telephone_event: Option<u8>,
     /// Our direction.
     pub direction: Direction,
+    /// Every offered m-line in order: `None` for the audio line we accept, else (media, proto,
+    /// first format) to decline with port 0.
+    lines: Vec<Option<(String, String, String)>>,
 }
 
 impl Offer {
-    /// Parses the first `m=audio` stream of an SDP body.
+    /// Parses an SDP body: every `m=` line, connection addresses at session or media level
+    /// (IPv4 or IPv6), rtpmap and direction attributes.
     pub fn parse(body: &[u8]) -> Result<Offer, ParseError> {
         let text = std::str::from_utf8(body).map_err(|_| ParseError::BadSdp("not UTF-8"))?;
         let mut session_addr: Option<IpAddr> = None;
-        let mut media_addr: Option<IpAddr> = None;
-        let mut audio: Option<(u16, String, Vec<u8>)> = None;
-        let mut in_audio = false;
-        let mut seen_audio = false;
-        let mut direction = Direction::SendRecv;
-        let mut maps: Vec<(u8, String, u32)> = Vec::new();
+        let mut session_direction: Option<Direction> = None;
+        let mut lines: Vec<MediaLine> = Vec::new();
+        let mut maps: Vec<Vec<(u8, String, u32)>> = Vec::new();
         let mut saw_version = false;
         for line in text.lines() {
             let line = line.trim_end_matches('\r');
@@ -134,78 +149,102 @@ impl Offer {
             match kind {
                 "v" => saw_version = value == "0",
                 "m" => {
-                    in_audio = false;
-                    let mut parts = value.split(' ');
-                    let media = parts.next().unwrap_or_default();
+                    let mut parts = value.split(' ').filter(|p| !p.is_empty());
+                    let media = parts.next().ok_or(ParseError::BadSdp("empty m= line"))?.to_string();
                     let port = parts.next().unwrap_or_default().split('/').next().unwrap_or_default();
                     let port: u16 = port.parse().map_err(|_| ParseError::BadSdp("bad m= port"))?;
-                    let proto = parts.next().ok_or(ParseError::BadSdp("m= without proto"))?;
-                    if media == "audio" && !seen_audio {
-                        seen_audio = true;
-                        in_audio = true;
-                        let mut pts = Vec::new();
-                        for fmt in parts {
-                            // Non-numeric formats only occur with non-RTP protos; skip them.
-                            if let Ok(pt) = fmt.parse::<u8>() {
-                                if pt < 128 {
-                                    pts.push(pt);
-                                }
-                            }
-                        }
-                        audio = Some((port, proto.to_string(), pts));
+                    let proto = parts.next().ok_or(ParseError::BadSdp("m= without proto"))?.to_string();
+                    let formats_text: Vec<String> = parts.map(str::to_string).collect();
+                    if formats_text.is_empty() {
+                        return Err(ParseError::BadSdp("m= without formats"));
                     }
+                    lines.push(MediaLine {
+                        media,
+                        port,
+                        proto,
+                        formats_text,
+                        formats: Vec::new(),
+                        connection: None,
+                        direction: None,
+                    });
+                    maps.push(Vec::new());
                 }
-                "c" if !seen_audio || in_audio => {
+                "c" => {
                     let mut parts = value.split(' ');
-                    let (net, _kind, addr) = (parts.next(), parts.next(), parts.next());
+                    let (net, family, addr) = (parts.next(), parts.next(), parts.next());
                     if net != Some("IN") {
                         return Err(ParseError::BadSdp("c= network is not IN"));
                     }
                     let addr = addr.unwrap_or_default().split('/').next().unwrap_or_default();
                     let ip: IpAddr = addr.parse().map_err(|_| ParseError::BadSdp("bad c= address"))?;
-                    if in_audio { media_addr = Some(ip) } else { session_addr = Some(ip) }
+                    if (family == Some("IP4")) != ip.is_ipv4() {
+                        return Err(ParseError::BadSdp("c= address family mismatch"));
+                    }
+                    match lines.last_mut() {
+                        Some(m) => m.connection = Some(ip),
+                        None => session_addr = Some(ip),
+                    }
                 }
-                "a" if !seen_audio || in_audio => match value {
-                    "sendrecv" => direction = Direction::SendRecv,
-                    "sendonly" => direction = Direction::SendOnly,
-                    "recvonly" => direction = Direction::RecvOnly,
-                    "inactive" => direction = Direction::Inactive,
-                    _ => {
-                        if let Some(map) = value.strip_prefix("rtpmap:") {
-                            if let Some(parsed) = parse_rtpmap(map) {
-                                maps.push(parsed);
+                "a" => {
+                    let direction = match value {
+                        "sendrecv" => Some(Direction::SendRecv),
+                        "sendonly" => Some(Direction::SendOnly),
+                        "recvonly" => Some(Direction::RecvOnly),
+                        "inactive" => Some(Direction::Inactive),
+                        _ => None,
+                    };
+                    match (direction, lines.last_mut()) {
+                        (Some(d), Some(m)) => m.direction = Some(d),
+                        (Some(d), None) => session_direction = Some(d),
+                        (None, _) => {
+                            if let (Some(map), Some(m)) = (value.strip_prefix("rtpmap:"), maps.last_mut()) {
+                                if let Some(parsed) = parse_rtpmap(map) {
+                                    m.push(parsed);
+                                }
                             }
                         }
                     }
-                },
+                }
                 _ => {}
             }
         }
         if !saw_version {
             return Err(ParseError::BadSdp("missing v=0"));
         }
-        let (port, proto, pts) = audio.ok_or(ParseError::BadSdp("no audio stream"))?;
-        let ip = media_addr.or(session_addr).ok_or(ParseError::BadSdp("no connection address"))?;
-        let formats = pts
-            .into_iter()
-            .map(|pt| {
-                let map = maps.iter().find(|(p, _, _)| *p == pt);
-                OfferedFormat {
-                    payload_type: pt,
-                    encoding: map.map(|(_, e, _)| e.clone()),
-                    clock_rate: map.map(|(_, _, r)| *r),
-                }
-            })
-            .collect();
-        Ok(Offer { rtp_addr: SocketAddr::new(ip, port), proto, direction, formats })
+        for (line, maps) in lines.iter_mut().zip(&maps) {
+            line.formats = line
+                .formats_text
+                .iter()
+                .filter_map(|f| f.parse::<u8>().ok().filter(|pt| *pt < 128))
+                .map(|pt| {
+                    let map = maps.iter().find(|(p, _, _)| *p == pt);
+                    OfferedFormat {
+                        payload_type: pt,
+                        encoding: map.map(|(_, e, _)| e.clone()),
+                        clock_rate: map.map(|(_, _, r)| *r),
+                    }
+                })
+                .collect();
+        }
+        let audio = lines
+            .iter()
+            .position(|m| m.media == "audio" && m.proto == "RTP/AVP" && m.port != 0)
+            .or_else(|| lines.iter().position(|m| m.media == "audio"))
+            .ok_or(ParseError::BadSdp("no audio stream"))?;
+        let chosen = &lines[audio];
+        let ip = chosen.connection.or(session_addr).ok_or(ParseError::BadSdp("no connection address"))?;
+        let direction = chosen.direction.or(session_direction).unwrap_or(Direction::SendRecv);
+        Ok(Offer { rtp_addr: SocketAddr::new(ip, chosen.port), direction, lines, audio })
     }
 
-    /// Chooses what we answer: the first offered codec we support, plus telephone-event/8000.
+    /// Chooses what we answer: the first offered codec we support, plus telephone-event/8000;
+    /// every other m-line is declined.
     pub fn answer(&self) -> Result<Answer, NegotiationError> {
-        if self.proto != "RTP/AVP" {
+        let audio = &self.lines[self.audio];
+        if audio.proto != "RTP/AVP" || audio.port == 0 {
             return Err(NegotiationError::NoAudio);
         }
-        let codec = self
+        let codec = audio
             .formats
             .iter()
             .find_map(|f| {
@@ -220,11 +259,19 @@ impl Offer {
                 }
             })
             .ok_or(NegotiationError::NoCommonCodec)?;
-        let telephone_event = self.formats.iter().find_map(|f| {
+        let telephone_event = audio.formats.iter().find_map(|f| {
             let is_te = f.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("telephone-event"));
             (is_te && f.clock_rate == Some(8000) && f.payload_type >= 96).then_some(f.payload_type)
         });
-        Ok(Answer { codec, telephone_event, direction: self.direction.answer() })
+        let lines = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (i != self.audio).then(|| (m.media.clone(), m.proto.clone(), m.formats_text[0].clone()))
+            })
+            .collect();
+        Ok(Answer { codec, telephone_event, direction: self.direction.answer(), lines })
     }
 }
 
@@ -246,15 +293,21 @@ impl Answer {
         let mut s = String::with_capacity(256);
         let _ = write!(s, "v=0\r\no=roundtable {session_id} {session_id} IN {family} {ip}\r\n");
         let _ = write!(s, "s=Roundtable\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
-        let _ = write!(s, "m=audio {} RTP/AVP {pt}", rtp.port());
-        if let Some(te) = self.telephone_event {
-            let _ = write!(s, " {te}");
+        for line in &self.lines {
+            let Some((media, proto, format)) = line else {
+                let _ = write!(s, "m=audio {} RTP/AVP {pt}", rtp.port());
+                if let Some(te) = self.telephone_event {
+                    let _ = write!(s, " {te}");
+                }
+                let _ = write!(s, "\r\na=rtpmap:{pt} {}/8000\r\n", self.codec.name());
+                if let Some(te) = self.telephone_event {
+                    let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
+                }
+                let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
+                continue;
+            };
+            let _ = write!(s, "m={media} 0 {proto} {format}\r\n");
         }
-        let _ = write!(s, "\r\na=rtpmap:{pt} {}/8000\r\n", self.codec.name());
-        if let Some(te) = self.telephone_event {
-            let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
-        }
-        let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
         s.into_bytes()
     }
 }
@@ -301,6 +354,35 @@ mod tests {
         let offer = Offer::parse(sdp.as_bytes()).unwrap();
         assert_eq!(offer.rtp_addr.ip().to_string(), "2.2.2.2");
         assert_eq!(offer.answer().unwrap().direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn other_streams_are_declined_in_order() {
+        let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 5002 RTP/AVP 31\r\nm=audio 5000 RTP/AVP 0\r\n\
+                   m=audio 5004 RTP/SAVP 0\r\n";
+        let offer = Offer::parse(sdp.as_bytes()).unwrap();
+        assert_eq!(offer.rtp_addr.port(), 5000);
+        let answer = String::from_utf8(offer.answer().unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1)).unwrap();
+        let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m_lines, ["m=video 0 RTP/AVP 31", "m=audio 4000 RTP/AVP 0", "m=audio 0 RTP/SAVP 0"]);
+    }
+
+    #[test]
+    fn ipv6_connection_and_session_level_direction() {
+        let sdp = "v=0\r\nc=IN IP6 2001:db8::1\r\na=inactive\r\nm=audio 5000 RTP/AVP 8\r\n";
+        let offer = Offer::parse(sdp.as_bytes()).unwrap();
+        assert_eq!(offer.rtp_addr, "[2001:db8::1]:5000".parse().unwrap());
+        let answer = offer.answer().unwrap();
+        assert_eq!(answer.direction, Direction::Inactive);
+        let text = String::from_utf8(answer.to_sdp("[::1]:4000".parse().unwrap(), 1)).unwrap();
+        assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
+        assert!(Offer::parse(b"v=0\r\nc=IN IP4 2001:db8::1\r\nm=audio 1 RTP/AVP 0\r\n").is_err());
+    }
+
+    #[test]
+    fn declined_or_secure_audio_alone_is_no_audio() {
+        let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\n";
+        assert_eq!(Offer::parse(sdp.as_bytes()).unwrap().answer(), Err(NegotiationError::NoAudio));
     }
 
     #[test]
