@@ -20,6 +20,7 @@ pub const DEFAULTS: &str = r#"
 listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
 max_calls = 1000
 timer_t1_ms = 500
+answer_delay_ms = 0
 
 [media]
 rtp_ports = "16384-32767"
@@ -81,6 +82,7 @@ struct RawSip {
     listen: Vec<String>,
     max_calls: i64,
     timer_t1_ms: i64,
+    answer_delay_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +163,8 @@ pub struct Config {
     pub max_calls: usize,
     /// RFC 3261 T1; the other SIP timers derive from it (64*T1 is the ACK timeout).
     pub timer_t1: Duration,
+    /// 180 Ringing, then this long before 200 OK.
+    pub answer_delay: Duration,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -295,6 +299,10 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     if timer_t1_ms > 60_000 {
         return Err(ConfigError::new("sip.timer_t1_ms", "must be at most 60000"));
     }
+    let answer_delay_ms = u64::try_from(raw.sip.answer_delay_ms)
+        .ok()
+        .filter(|ms| *ms <= 60_000)
+        .ok_or_else(|| ConfigError::new("sip.answer_delay_ms", "must be between 0 and 60000"))?;
 
     let (low, high) = raw
         .media
@@ -352,6 +360,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         sip_listen,
         max_calls,
         timer_t1: Duration::from_millis(timer_t1_ms as u64),
+        answer_delay: Duration::from_millis(answer_delay_ms),
         rtp_ports,
         public_ip,
         max_legs_per_room,

@@ -155,6 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let handler: Arc<dyn CallHandler> = bridge.clone();
     let mut endpoint = EndpointConfig::default();
     endpoint.timers.t1 = config.timer_t1;
+    endpoint.answer_delay = config.answer_delay;
     let (sip, bound, sip_task) =
         transport::spawn(&config.sip_listen, endpoint, handler, sip_metrics, sip_shutdown.clone())
             .await

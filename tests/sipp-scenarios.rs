@@ -89,3 +89,18 @@ fn call_over_tcp() {
     assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
     service.wait_participants("tcp-room", 0);
 }
+
+#[test]
+fn cancel_before_answer_gets_487() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options { toml: "[sip]\nanswer_delay_ms = 3000".into(), ..Options::default() });
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("cancel.xml"), "1000", work.path(), &[]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    service.wait_participants("1000", 0);
+    let metrics = service.metrics();
+    assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"487\"}"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"200\"}"), 1.0, "only the CANCEL got 200");
+}

@@ -150,6 +150,9 @@ pub struct EndpointConfig {
     pub user_agent: String,
     /// Seed for tags and branches; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Time between the application accepting a call and the 200 OK; when non-zero, 180 Ringing
+    /// goes out at once, so a CANCEL can arrive in between.
+    pub answer_delay: std::time::Duration,
     /// Most server transactions and dialogs held at once. Beyond it, new requests are answered
     /// 503 without keeping state, so a flood cannot grow memory without bound.
     pub max_transactions: usize,
@@ -161,6 +164,7 @@ impl Default for EndpointConfig {
             timers: TimerConfig::default(),
             user_agent: concat!("Roundtable/", env!("CARGO_PKG_VERSION")).to_string(),
             seed: None,
+            answer_delay: std::time::Duration::ZERO,
             max_transactions: 50_000,
         }
     }
@@ -182,6 +186,8 @@ struct TxnKey {
 enum InviteState {
     /// 100 sent, waiting for the application.
     Proceeding,
+    /// Accepted by the application; 180 sent; the 200 goes out at the answer-delay timer.
+    Ringing { sdp: Vec<u8>, local_tag: String },
     /// Non-2xx final sent, waiting for ACK (Timers G and H).
     Completed { attempt: u32 },
     /// ACK received; absorbing retransmissions (Timer I).
@@ -432,7 +438,7 @@ impl Endpoint {
         }
     }
 
-    fn handle_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
+    fn handle_invite(&mut self, _now: Instant, peer: Peer, key: TxnKey, request: Message) {
         let trying = self.response(&request, 100, "Trying", None);
         let call = CallKey(self.next_call);
         self.next_call += 1;
@@ -482,7 +488,10 @@ impl Endpoint {
 
     fn handle_cancel(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
         let invite_key = TxnKey { method: "INVITE".into(), ..key.clone() };
-        let pending = self.invites.get(&invite_key).map(|t| (t.call, matches!(t.state, InviteState::Proceeding)));
+        let pending = self
+            .invites
+            .get(&invite_key)
+            .map(|t| (t.call, matches!(t.state, InviteState::Proceeding | InviteState::Ringing { .. })));
         let Some((call, pending)) = pending else {
             self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
             return;
@@ -571,14 +580,33 @@ impl Endpoint {
     pub fn accept(&mut self, now: Instant, call: CallKey, sdp: Vec<u8>) {
         let now = self.advance(now);
         let Some(key) = self.calls.get(&call).cloned() else { return };
-        let Some(txn) = self.invites.get_mut(&key) else { return };
+        let local_tag = self.random_token();
+        let delay = self.config.answer_delay;
+        let Some(txn) = self.invites.get(&key) else { return };
         if !matches!(txn.state, InviteState::Proceeding) {
             return;
         }
+        if delay.is_zero() {
+            self.send_ok(now, call, key, sdp, local_tag);
+            return;
+        }
+        let ringing = self.response(&txn.request, 180, "Ringing", Some(&local_tag)).to_bytes();
+        let Some(txn) = self.invites.get_mut(&key) else { return };
+        let peer = txn.peer;
+        txn.last_response = Some(ringing.clone());
+        txn.state = InviteState::Ringing { sdp, local_tag };
+        txn.timers.push((TimerKind::AnswerDelay, now + delay));
+        self.count(Count::ResponseOut(180));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: ringing }));
+    }
+
+    /// Sends the 200 OK of an accepted call and starts its dialog.
+    fn send_ok(&mut self, now: Instant, call: CallKey, key: TxnKey, sdp: Vec<u8>, local_tag: String) {
+        let Some(txn) = self.invites.get_mut(&key) else { return };
         txn.state = InviteState::Accepted;
+        txn.timers.clear();
         let peer = txn.peer;
         let request = txn.request.clone();
-        let local_tag = self.random_token();
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         response.headers.push("Contact", contact(peer));
         response.headers.push("Allow", ALLOW);
@@ -629,7 +657,7 @@ impl Endpoint {
         let now = self.advance(now);
         let Some(key) = self.calls.get(&call) else { return };
         let Some(txn) = self.invites.get(key) else { return };
-        if !matches!(txn.state, InviteState::Proceeding) {
+        if !matches!(txn.state, InviteState::Proceeding | InviteState::Ringing { .. }) {
             return;
         }
         let response = self.response(&txn.request, rejection.code, rejection.reason, None);
@@ -687,6 +715,7 @@ impl Endpoint {
 
         let mut finished = Vec::new();
         let mut resend = Vec::new();
+        let mut answer = Vec::new();
         for (key, txn) in &mut self.invites {
             let reliable = txn.peer.transport.reliable();
             let due: Vec<TimerKind> = txn.timers.iter().filter(|(_, at)| *at <= now).map(|(k, _)| *k).collect();
@@ -704,6 +733,11 @@ impl Endpoint {
                             }
                         }
                     }
+                    TimerKind::AnswerDelay => {
+                        if let InviteState::Ringing { sdp, local_tag } = &mut txn.state {
+                            answer.push((txn.call, key.clone(), std::mem::take(sdp), std::mem::take(local_tag)));
+                        }
+                    }
                     _ => finished.push(key.clone()),
                 }
             }
@@ -712,6 +746,9 @@ impl Endpoint {
             if let Some(txn) = self.invites.remove(&key) {
                 self.calls.remove(&txn.call);
             }
+        }
+        for (call, key, sdp, local_tag) in answer {
+            self.send_ok(now, call, key, sdp, local_tag);
         }
 
         self.non_invites.retain(|_, t| t.expires > now);

@@ -44,6 +44,8 @@ pub enum TimerKind {
     Retransmit2xx,
     /// UAS core: no ACK for our 2xx within 64*T1: the dialog ends with BYE.
     AckTimeout,
+    /// Not RFC 3261: the configured delay between 180 Ringing and 200 OK.
+    AnswerDelay,
 }
 
 impl TimerConfig {
@@ -59,6 +61,8 @@ impl TimerConfig {
             TimerKind::I | TimerKind::K => Some(self.t4),
             TimerKind::J if reliable => Some(Duration::ZERO),
             TimerKind::J => Some(self.t1 * 64),
+            // Configured per endpoint, not derived from T1.
+            TimerKind::AnswerDelay => None,
         }
     }
 }

@@ -233,3 +233,36 @@ fn transaction_table_is_bounded() {
     ep.handle_message(t0 + Duration::from_secs(40), peer(), &invite("z9hG4bKnew"));
     assert_eq!(codes(&drain(&mut ep)), [100], "room again once Timer J freed the table");
 }
+
+#[test]
+fn answer_delay_rings_then_answers_or_is_cancelled() {
+    let t0 = Instant::now();
+    let config = EndpointConfig { answer_delay: Duration::from_secs(2), ..EndpointConfig::default() };
+    let mut ep = Endpoint::new(config.clone());
+    ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.accept(t0, call.call, b"v=0\r\n".to_vec());
+    let d = drain(&mut ep);
+    assert_eq!(d.sent[0].status(), Some(180));
+    let ringing_tag = NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap().tag;
+    assert!(ringing_tag.is_some(), "180 carries the To-tag of the early dialog");
+    let d = run_until(&mut ep, t0 + Duration::from_millis(1900));
+    assert!(codes(&d).is_empty(), "no 200 before the delay");
+    let d = run_until(&mut ep, t0 + Duration::from_millis(2100));
+    assert_eq!(codes(&d), [200]);
+    assert_eq!(NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap().tag, ringing_tag);
+
+    // The same, cancelled while ringing: 200 to the CANCEL, 487 to the INVITE, no 200 ever.
+    let mut ep = Endpoint::new(config);
+    ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.accept(t0, call.call, b"v=0\r\n".to_vec());
+    let _ = drain(&mut ep);
+    let cancel = String::from_utf8(request("CANCEL", "x", "z9hG4bK1")).unwrap().replace(";tag=x", "").replace("2 CANCEL", "1 CANCEL");
+    ep.handle_message(t0 + Duration::from_millis(500), peer(), cancel.as_bytes());
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [200, 487]);
+    assert_eq!(d.events, [Event::CallEnded(call.call, EndReason::Cancelled)]);
+    let d = run_until(&mut ep, t0 + Duration::from_secs(3));
+    assert!(!codes(&d).contains(&200), "never answered after CANCEL");
+}
