@@ -19,7 +19,7 @@ use roundtable_mixer::pool::{Command, LegIo, MixerPool, RoomKey, WorkerId, RECOR
 use roundtable_mixer::LegId;
 use roundtable_recorder::{RecordError, Recording};
 use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall};
-use roundtable_sip::sdp::{AudioCodec, NegotiationError, Offer};
+use roundtable_sip::sdp::{AudioCodec, Direction, NegotiationError, Offer};
 use roundtable_sip::transport::{CallHandler, SipHandle};
 use roundtable_sip::Rejection;
 use roundtable_storage::{ObjectKey, Storage, StorageError};
@@ -30,6 +30,11 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::metrics::BridgeMetrics;
 use crate::time::{self, WallClock};
+
+/// Whether a phone that offered `direction` sends us RTP (else the inactivity timer pauses).
+fn expects_rtp(direction: Direction) -> bool {
+    matches!(direction, Direction::SendRecv | Direction::SendOnly)
+}
 
 /// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
 pub fn valid_room_id(id: &str) -> bool {
@@ -46,6 +51,13 @@ struct LegEntry {
     counters: Arc<LegCounters>,
     cancel: CancellationToken,
     rtp: SocketAddr,
+    /// The address our SDP advertises.
+    advertised: SocketAddr,
+    /// Our current SDP answer and its version (RFC 3264 8: bumped on every change).
+    answer_sdp: Vec<u8>,
+    sdp_version: u64,
+    /// What the leg's receive task accepts; changed by re-offers.
+    receive: tokio::sync::watch::Sender<ReceiveConfig>,
 }
 
 struct RoomEntry {
@@ -357,6 +369,10 @@ impl CallHandler for Bridge {
                 counters: counters.clone(),
                 cancel: cancel.clone(),
                 rtp,
+                advertised,
+                answer_sdp: Vec::new(),
+                sdp_version: 1,
+                receive: tokio::sync::watch::channel(ReceiveConfig { audio_pt: 0, telephone_event: None, inactivity: None }).0,
             },
         );
         if is_new_room {
@@ -375,14 +391,20 @@ impl CallHandler for Bridge {
         let receive = ReceiveConfig {
             audio_pt: answer.codec.payload_type(),
             telephone_event: answer.telephone_event,
-            inactivity: self.config.inactivity_timeout,
+            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
         };
+        let (receive_tx, receive_rx) = tokio::sync::watch::channel(receive);
+        let sdp = answer.to_sdp(advertised, leg_id.0, 1);
+        if let Some(leg) = self.lock().legs.get_mut(&call.call) {
+            leg.answer_sdp = sdp.clone();
+            leg.receive = receive_tx;
+        }
         let bridge = self.me.clone();
         let media_metrics = self.media_metrics.clone();
         let key = call.call;
         let MediaPorts { rtp: rtp_socket, rtcp, .. } = ports;
         self.tasks.spawn(async move {
-            let end = socket::receive((rtp_socket, rtcp), receive, inbox_tx, counters, media_metrics, cancel).await;
+            let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, counters, media_metrics, cancel).await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
                 let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
                 if let Some(sip) = bridge.sip.get() {
@@ -391,7 +413,45 @@ impl CallHandler for Bridge {
                 bridge.leave(key, why);
             }
         });
-        Ok(answer.to_sdp(advertised, leg_id.0))
+        Ok(sdp)
+    }
+
+    fn reoffer(&self, call: CallKey, offer: &[u8]) -> Result<Vec<u8>, Rejection> {
+        let mut state = self.lock();
+        let leg = state.legs.get_mut(&call).ok_or(Rejection::new(481, "Call/Transaction Does Not Exist"))?;
+        if offer.is_empty() {
+            return Ok(leg.answer_sdp.clone());
+        }
+        let offer = Offer::parse(offer).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        let answer = offer.answer().map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        let codec = match answer.codec {
+            AudioCodec::Pcmu => G711::Ulaw,
+            AudioCodec::Pcma => G711::Alaw,
+        };
+        // Hold (sendonly or inactive) takes the leg out of the conference both ways; recvonly
+        // lets it listen without being heard (RFC 3264 8.4).
+        let (hears, heard) = match offer.direction {
+            Direction::SendRecv => (true, true),
+            Direction::RecvOnly => (true, false),
+            Direction::SendOnly | Direction::Inactive => (false, false),
+        };
+        leg.codec = answer.codec;
+        leg.sdp_version += 1;
+        leg.answer_sdp = answer.to_sdp(leg.advertised, leg.id.0, leg.sdp_version);
+        leg.receive.send_replace(ReceiveConfig {
+            audio_pt: answer.codec.payload_type(),
+            telephone_event: answer.telephone_event,
+            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
+        });
+        let (room, id, sdp) = (leg.room.clone(), leg.id, leg.answer_sdp.clone());
+        if let Some(entry) = state.rooms.get(&room) {
+            let command = Command::UpdateLeg { room: room.clone(), leg: id, codec, remote: offer.rtp_addr, hears, heard };
+            self.mixer.send(entry.worker, command);
+        }
+        let call_id = state.legs.get(&call).map(|l| l.call_id.clone()).unwrap_or_default();
+        drop(state);
+        info!(call_id = %call_id, room = %room, leg = %id, direction = ?offer.direction, codec = answer.codec.name(), "re-offer answered");
+        Ok(sdp)
     }
 
     fn confirmed(&self, _call: CallKey) {}

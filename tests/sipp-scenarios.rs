@@ -104,3 +104,15 @@ fn cancel_before_answer_gets_487() {
     assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"487\"}"), 1.0, "{metrics}");
     assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"200\"}"), 1.0, "only the CANCEL got 200");
 }
+
+#[test]
+fn hold_and_resume_by_reinvite() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("reinvite_hold.xml"), "1000", work.path(), &[]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(service.log().matches("re-offer answered").count(), 2, "{}", service.log());
+}

@@ -92,6 +92,11 @@ impl RtpSender {
         self.ssrc
     }
 
+    /// Switches the payload type (a re-offer changed the codec); SSRC and sequence go on.
+    pub fn set_payload_type(&mut self, payload_type: u8) {
+        self.payload_type = payload_type;
+    }
+
     /// Writes the next packet carrying `samples` samples of `payload` into `out` (cleared first).
     pub fn write(&mut self, payload: &[u8], samples: u32, out: &mut Vec<u8>) {
         out.clear();

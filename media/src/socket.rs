@@ -98,15 +98,16 @@ fn bind_pair(ip: IpAddr, port: u16) -> io::Result<MediaPorts> {
     Ok(MediaPorts { rtp, rtcp, local })
 }
 
-/// What a leg's receiver accepts.
-#[derive(Debug, Clone, Copy)]
+/// What a leg's receiver accepts. Updated through a watch channel when a re-offer changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveConfig {
     /// The negotiated audio payload type.
     pub audio_pt: u8,
     /// The negotiated telephone-event payload type.
     pub telephone_event: Option<u8>,
-    /// No RTP for this long ends the receiver with [`ReceiveEnd::Inactive`].
-    pub inactivity: Duration,
+    /// No RTP for this long ends the receiver with [`ReceiveEnd::Inactive`]; `None` while the
+    /// phone is not expected to send (on hold).
+    pub inactivity: Option<Duration>,
 }
 
 /// Why a receive task ended.
@@ -124,7 +125,7 @@ pub enum ReceiveEnd {
 /// drains it each tick); invalid packets are counted and dropped.
 pub async fn receive(
     ports: (UdpSocket, UdpSocket),
-    config: ReceiveConfig,
+    mut settings: tokio::sync::watch::Receiver<ReceiveConfig>,
     inbox: SyncSender<LegInput>,
     counters: Arc<LegCounters>,
     metrics: MediaMetrics,
@@ -138,7 +139,14 @@ pub async fn receive(
     let mut rtcp_buf = vec![0u8; 2048];
     let mut ssrc: Option<u32> = None;
     let mut remote: Option<SocketAddr> = None;
+    let mut config = *settings.borrow_and_update();
     loop {
+        let inactivity = async {
+            match config.inactivity {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         let (len, from) = tokio::select! {
             r = rtp.recv_from(&mut buf) => match r {
                 Ok(r) => r,
@@ -146,7 +154,14 @@ pub async fn receive(
             },
             // RTCP is read and ignored for now (reports come with the media-plane issue).
             _ = rtcp.recv_from(&mut rtcp_buf) => continue,
-            () = tokio::time::sleep(config.inactivity) => return ReceiveEnd::Inactive,
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return ReceiveEnd::Cancelled;
+                }
+                config = *settings.borrow_and_update();
+                continue;
+            }
+            () = inactivity => return ReceiveEnd::Inactive,
             () = cancel.cancelled() => return ReceiveEnd::Cancelled,
         };
         let packet = match RtpPacket::parse(&buf[..len]) {

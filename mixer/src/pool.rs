@@ -71,6 +71,21 @@ pub enum Command {
         /// Its sockets and inbox.
         io: LegIo,
     },
+    /// Change a leg's media after a re-offer (hold, resume, codec or address change).
+    UpdateLeg {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+        /// The codec now negotiated.
+        codec: G711,
+        /// Where to send its RTP now.
+        remote: SocketAddr,
+        /// Whether it receives the mix.
+        hears: bool,
+        /// Whether its audio is mixed in.
+        heard: bool,
+    },
     /// Remove a leg; the room stays until [`Command::CloseRoom`].
     RemoveLeg {
         /// The room.
@@ -214,6 +229,14 @@ impl Worker {
                 slot.room.add_leg(leg, io.codec, self.seed ^ leg.0.rotate_left(17));
                 let remote = io.remote;
                 slot.legs.insert(leg, LegSlot { io, remote });
+            }
+            Command::UpdateLeg { room, leg, codec, remote, hears, heard } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.update_leg(leg, codec, hears, heard);
+                    if let Some(l) = slot.legs.get_mut(&leg) {
+                        l.remote = remote;
+                    }
+                }
             }
             Command::RemoveLeg { room, leg } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {

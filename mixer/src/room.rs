@@ -41,6 +41,10 @@ struct Leg {
     input: Frame,
     encoded: Vec<u8>,
     packet: Vec<u8>,
+    /// Whether the leg receives the mix (false on hold).
+    hears: bool,
+    /// Whether the leg's audio goes into the mix (false on hold or when it only listens).
+    heard: bool,
 }
 
 /// One conference room's media state.
@@ -84,7 +88,19 @@ impl Room {
             input: [0; FRAME_SAMPLES],
             encoded: Vec::with_capacity(FRAME_SAMPLES),
             packet: Vec::with_capacity(FRAME_SAMPLES + 12),
+            hears: true,
+            heard: true,
         });
+    }
+
+    /// Changes a leg's codec and whether it hears and is heard (hold, resume, re-offers).
+    pub fn update_leg(&mut self, id: LegId, codec: G711, hears: bool, heard: bool) {
+        if let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) {
+            leg.codec = codec;
+            leg.sender.set_payload_type(codec.payload_type());
+            leg.hears = hears;
+            leg.heard = heard;
+        }
     }
 
     /// Removes a leg; unknown ids are ignored.
@@ -104,22 +120,22 @@ impl Room {
         self.acc.fill(0);
         for leg in &mut self.legs {
             match leg.jitter.pop() {
-                Some(payload) => leg.codec.decode(&payload, &mut leg.input),
-                None => leg.input.fill(0),
+                Some(payload) if leg.heard => leg.codec.decode(&payload, &mut leg.input),
+                _ => leg.input.fill(0),
             }
             mix::accumulate(&mut self.acc, &leg.input);
         }
         mix::total(&self.acc, &mut self.mix);
-        for leg in &mut self.legs {
+        for leg in self.legs.iter_mut().filter(|l| l.hears) {
             mix::minus_own(&self.acc, &leg.input, &mut self.output);
             leg.codec.encode(&self.output, &mut leg.encoded);
             leg.sender.write(&leg.encoded, FRAME_SAMPLES as u32, &mut leg.packet);
         }
     }
 
-    /// The RTP packet each leg should receive for the last tick.
+    /// The RTP packet each leg that hears should receive for the last tick.
     pub fn packets(&self) -> impl Iterator<Item = (LegId, &[u8])> {
-        self.legs.iter().map(|l| (l.id, l.packet.as_slice()))
+        self.legs.iter().filter(|l| l.hears).map(|l| (l.id, l.packet.as_slice()))
     }
 
     /// The whole room's mix of the last tick.
@@ -166,5 +182,19 @@ mod tests {
         assert!(energy(&heard[0]) < 10.0, "leg 1 hears only silence");
         assert!(energy(&heard[1]) > 1e6, "leg 2 hears leg 1's tone");
         assert!(energy(room.mix()) > 1e6);
+
+        // On hold leg 1 is neither heard nor sent anything; leg 2 hears silence.
+        room.update_leg(LegId(1), G711::Ulaw, false, false);
+        for seq in 4..8u16 {
+            G711::Ulaw.encode(&tone(440.0, 160 * seq as usize), &mut encoded);
+            room.handle_audio(LegId(1), seq, encoded.clone());
+            room.tick();
+        }
+        let packets: Vec<_> = room.packets().collect();
+        assert_eq!(packets.len(), 1);
+        let p = RtpPacket::parse(packets[0].1).unwrap();
+        let mut frame = [0i16; FRAME_SAMPLES];
+        G711::Alaw.decode(p.payload, &mut frame);
+        assert!(energy(&frame) < 100.0, "the held leg is not heard");
     }
 }

@@ -23,7 +23,7 @@ use crate::message::{Framing, Headers, Message, Method, NameAddr, SipUri, StartL
 use crate::timer::{TimerConfig, TimerKind};
 
 /// The methods we answer, for `Allow`.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 
 /// Transport protocol of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,6 +117,19 @@ pub enum Event {
     CallConfirmed(CallKey),
     /// The call is over from the remote side or by timeout (not reported for [`Endpoint::hangup`]).
     CallEnded(CallKey, EndReason),
+    /// A re-INVITE or UPDATE in an answered call: answer it with [`Endpoint::answer_reoffer`].
+    Reoffer(Reoffer),
+}
+
+/// A new offer inside an answered call (hold, resume, codec change, session refresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reoffer {
+    /// The call it belongs to.
+    pub call: CallKey,
+    /// Identifies this offer for [`Endpoint::answer_reoffer`].
+    pub id: CallKey,
+    /// The SDP offer; empty when the peer asks us to offer (we then send our current SDP).
+    pub body: Vec<u8>,
 }
 
 /// Counted happenings, for the driver's metrics.
@@ -221,13 +234,17 @@ struct ByeClient {
     expires: Instant,
 }
 
-/// The state of one dialog we created by answering an INVITE.
+/// A 2xx to an INVITE (initial or re-INVITE) that waits for its ACK (RFC 3261 13.3.1.4).
 #[derive(Debug)]
-enum DialogState {
-    /// 2xx sent, no ACK yet.
-    Early { response: Vec<u8>, attempt: u32, retransmit_at: Option<Instant>, give_up_at: Instant },
-    /// ACK received.
-    Confirmed,
+struct UnackedOk {
+    response: Vec<u8>,
+    /// The CSeq number the ACK will carry.
+    cseq: u32,
+    /// The INVITE server transaction to forget once the ACK arrives.
+    txn: TxnKey,
+    attempt: u32,
+    retransmit_at: Option<Instant>,
+    give_up_at: Instant,
 }
 
 #[derive(Debug)]
@@ -243,7 +260,10 @@ struct Dialog {
     local_cseq: u32,
     peer: Peer,
     invite_key: TxnKey,
-    state: DialogState,
+    /// Whether the ACK of the initial INVITE's 2xx arrived.
+    confirmed: bool,
+    /// The 2xx being retransmitted until its ACK, if any.
+    unacked: Option<UnackedOk>,
 }
 
 /// The bridge's SIP user agent core. See the module docs for the driving loop.
@@ -260,6 +280,10 @@ pub struct Endpoint {
     /// (Call-ID, remote tag, local tag) to call.
     dialog_index: HashMap<(String, String, String), CallKey>,
     byes: HashMap<String, ByeClient>,
+    /// Offers the application has not answered yet: offer id to dialog.
+    reoffers: HashMap<CallKey, CallKey>,
+    /// UPDATE transactions waiting for the application's answer.
+    pending_updates: HashMap<CallKey, (TxnKey, Peer, Message)>,
     outputs: VecDeque<Output>,
 }
 
@@ -278,6 +302,8 @@ impl Endpoint {
             dialogs: HashMap::new(),
             dialog_index: HashMap::new(),
             byes: HashMap::new(),
+            reoffers: HashMap::new(),
+            pending_updates: HashMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -297,12 +323,11 @@ impl Endpoint {
         let invites = self.invites.values().flat_map(|t| t.timers.iter().map(|(_, at)| *at));
         let non_invites = self.non_invites.values().map(|t| t.expires);
         let byes = self.byes.values().flat_map(|b| b.retransmit_at.into_iter().chain([b.expires]));
-        let dialogs = self.dialogs.values().flat_map(|d| match &d.state {
-            DialogState::Early { retransmit_at, give_up_at, .. } => {
-                retransmit_at.iter().copied().chain([*give_up_at]).collect::<Vec<_>>()
-            }
-            DialogState::Confirmed => Vec::new(),
-        });
+        let dialogs = self
+            .dialogs
+            .values()
+            .filter_map(|d| d.unacked.as_ref())
+            .flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
         invites.chain(non_invites).chain(byes).chain(dialogs).min()
     }
 
@@ -520,10 +545,35 @@ impl Endpoint {
             Method::Options | Method::Info => {
                 self.answer_non_invite(now, peer, key, &request, 200, "OK");
             }
-            Method::Invite => {
-                // Re-INVITE: hold and codec changes arrive with issue 3; keep the session as is.
-                let response = self.response(&request, 488, "Not Acceptable Here", None);
+            Method::Invite if self.dialogs.get(&call).is_some_and(|d| d.unacked.is_some()) => {
+                // RFC 3261 14.2: a re-INVITE while our previous 2xx awaits its ACK.
+                let mut response = self.response(&request, 500, "Server Internal Error", None);
+                response.headers.push("Retry-After", "1");
                 self.start_invite_txn(now, peer, key, request, response);
+            }
+            Method::Invite | Method::Update => {
+                let id = CallKey(self.next_call);
+                self.next_call += 1;
+                let body = request.body.clone();
+                if method == Method::Invite {
+                    let trying = self.response(&request, 100, "Trying", None).to_bytes();
+                    self.count(Count::ResponseOut(100));
+                    self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: trying.clone() }));
+                    let txn = InviteServer {
+                        call: id,
+                        request,
+                        peer,
+                        last_response: Some(trying),
+                        state: InviteState::Proceeding,
+                        timers: Vec::new(),
+                    };
+                    self.invites.insert(key.clone(), txn);
+                    self.calls.insert(id, key);
+                } else {
+                    self.pending_updates.insert(id, (key, peer, request));
+                }
+                self.reoffers.insert(id, call);
+                self.outputs.push_back(Output::Event(Event::Reoffer(Reoffer { call, id, body })));
             }
             Method::Other(_) => {
                 self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");
@@ -550,14 +600,18 @@ impl Endpoint {
         let Some(&call) = self.dialog_index.get(&dialog_index_of(request)) else {
             return;
         };
-        if let Some(dialog) = self.dialogs.get_mut(&call) {
-            if matches!(dialog.state, DialogState::Early { .. }) {
-                dialog.state = DialogState::Confirmed;
-                let invite_key = dialog.invite_key.clone();
-                self.invites.remove(&invite_key);
-                self.calls.remove(&call);
-                self.outputs.push_back(Output::Event(Event::CallConfirmed(call)));
+        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let acked = request.cseq().map(|c| c.number);
+        let Some(unacked) = dialog.unacked.take_if(|u| Some(u.cseq) == acked) else { return };
+        if let Some(txn) = self.invites.remove(&unacked.txn) {
+            if txn.call != call {
+                self.calls.remove(&txn.call);
             }
+        }
+        if !dialog.confirmed {
+            dialog.confirmed = true;
+            self.calls.remove(&call);
+            self.outputs.push_back(Output::Event(Event::CallConfirmed(call)));
         }
     }
 
@@ -633,6 +687,7 @@ impl Endpoint {
         let retransmit_at = timers.duration(TimerKind::Retransmit2xx, 0, reliable).map(|d| now + d);
         let give_up_at = now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default();
         let call_id = request.call_id().unwrap_or_default().to_string();
+        let cseq = request.cseq().map_or(0, |c| c.number);
         let local_party = response.headers.get("To").unwrap_or_default().to_string();
         self.dialog_index.insert((call_id.clone(), remote_tag.clone(), local_tag.clone()), call);
         self.dialogs.insert(
@@ -646,10 +701,68 @@ impl Endpoint {
                 remote_target,
                 local_cseq: 1,
                 peer,
-                invite_key: key,
-                state: DialogState::Early { response: bytes, attempt: 0, retransmit_at, give_up_at },
+                invite_key: key.clone(),
+                confirmed: false,
+                unacked: Some(UnackedOk { response: bytes, cseq, txn: key, attempt: 0, retransmit_at, give_up_at }),
             },
         );
+    }
+
+    /// Answers a [`Reoffer`]: `Ok(sdp)` sends 200 with our answer (retransmitted until the ACK for
+    /// a re-INVITE), `Err` rejects it and the session stays as it was.
+    pub fn answer_reoffer(&mut self, now: Instant, id: CallKey, answer: Result<Vec<u8>, Rejection>) {
+        let now = self.advance(now);
+        let Some(call) = self.reoffers.remove(&id) else { return };
+        if let Some((key, peer, request)) = self.pending_updates.remove(&id) {
+            let response = match answer {
+                Ok(sdp) => {
+                    let mut ok = self.response(&request, 200, "OK", None);
+                    ok.headers.push("Contact", contact(peer));
+                    if !sdp.is_empty() {
+                        ok.headers.push("Content-Type", "application/sdp");
+                        ok.body = sdp;
+                    }
+                    ok
+                }
+                Err(r) => self.response(&request, r.code, r.reason, None),
+            };
+            self.finish_non_invite(now, peer, key, response);
+            return;
+        }
+        let Some(key) = self.calls.get(&id).cloned() else { return };
+        let sdp = match answer {
+            Ok(sdp) => sdp,
+            Err(rejection) => {
+                self.reject(now, id, rejection);
+                return;
+            }
+        };
+        let Some(txn) = self.invites.get_mut(&key) else { return };
+        txn.state = InviteState::Accepted;
+        let (peer, request) = (txn.peer, txn.request.clone());
+        let mut response = self.response(&request, 200, "OK", None);
+        response.headers.push("Contact", contact(peer));
+        response.headers.push("Allow", ALLOW);
+        response.headers.push("Content-Type", "application/sdp");
+        response.body = sdp;
+        let bytes = response.to_bytes();
+        if let Some(txn) = self.invites.get_mut(&key) {
+            txn.last_response = Some(bytes.clone());
+        }
+        self.count(Count::ResponseOut(200));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        let reliable = peer.transport.reliable();
+        let timers = self.config.timers;
+        if let Some(dialog) = self.dialogs.get_mut(&call) {
+            dialog.unacked = Some(UnackedOk {
+                response: bytes,
+                cseq: request.cseq().map_or(0, |c| c.number),
+                txn: key,
+                attempt: 0,
+                retransmit_at: timers.duration(TimerKind::Retransmit2xx, 0, reliable).map(|d| now + d),
+                give_up_at: now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default(),
+            });
+        }
     }
 
     /// Rejects a pending call with a final status (4xx-6xx).
@@ -764,14 +877,13 @@ impl Endpoint {
 
         let mut no_ack = Vec::new();
         for (call, dialog) in &mut self.dialogs {
-            if let DialogState::Early { response, attempt, retransmit_at, give_up_at } = &mut dialog.state {
-                if *give_up_at <= now {
-                    no_ack.push(*call);
-                } else if retransmit_at.is_some_and(|at| at <= now) {
-                    *attempt += 1;
-                    resend.push(Transmit { peer: dialog.peer, bytes: response.clone() });
-                    *retransmit_at = timers.duration(TimerKind::Retransmit2xx, *attempt, false).map(|d| now + d);
-                }
+            let Some(u) = dialog.unacked.as_mut() else { continue };
+            if u.give_up_at <= now {
+                no_ack.push(*call);
+            } else if u.retransmit_at.is_some_and(|at| at <= now) {
+                u.attempt += 1;
+                resend.push(Transmit { peer: dialog.peer, bytes: u.response.clone() });
+                u.retransmit_at = timers.duration(TimerKind::Retransmit2xx, u.attempt, false).map(|d| now + d);
             }
         }
         for transmit in resend {

@@ -285,13 +285,14 @@ fn parse_rtpmap(map: &str) -> Option<(u8, String, u32)> {
 }
 
 impl Answer {
-    /// Prints our SDP: `rtp` is the address and port we receive on; `session_id` identifies it.
-    pub fn to_sdp(&self, rtp: SocketAddr, session_id: u64) -> Vec<u8> {
+    /// Prints our SDP: `rtp` is the address and port we receive on; `session_id` identifies the
+    /// session and `version` grows with every changed answer in it.
+    pub fn to_sdp(&self, rtp: SocketAddr, session_id: u64, version: u64) -> Vec<u8> {
         let family = if rtp.is_ipv4() { "IP4" } else { "IP6" };
         let ip = rtp.ip();
         let pt = self.codec.payload_type();
         let mut s = String::with_capacity(256);
-        let _ = write!(s, "v=0\r\no=roundtable {session_id} {session_id} IN {family} {ip}\r\n");
+        let _ = write!(s, "v=0\r\no=roundtable {session_id} {version} IN {family} {ip}\r\n");
         let _ = write!(s, "s=Roundtable\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
         for line in &self.lines {
             let Some((media, proto, format)) = line else {
@@ -327,7 +328,7 @@ mod tests {
         let answer = offer.answer().unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcma);
         assert_eq!(answer.telephone_event, Some(101));
-        let sdp = String::from_utf8(answer.to_sdp("10.0.0.5:16384".parse().unwrap(), 7)).unwrap();
+        let sdp = String::from_utf8(answer.to_sdp("10.0.0.5:16384".parse().unwrap(), 7, 1)).unwrap();
         assert!(sdp.contains("c=IN IP4 10.0.0.5\r\n"));
         assert!(sdp.contains("m=audio 16384 RTP/AVP 8 101\r\n"));
         assert!(sdp.contains("a=rtpmap:101 telephone-event/8000"));
@@ -362,7 +363,7 @@ mod tests {
                    m=audio 5004 RTP/SAVP 0\r\n";
         let offer = Offer::parse(sdp.as_bytes()).unwrap();
         assert_eq!(offer.rtp_addr.port(), 5000);
-        let answer = String::from_utf8(offer.answer().unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1)).unwrap();
+        let answer = String::from_utf8(offer.answer().unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(m_lines, ["m=video 0 RTP/AVP 31", "m=audio 4000 RTP/AVP 0", "m=audio 0 RTP/SAVP 0"]);
     }
@@ -374,7 +375,7 @@ mod tests {
         assert_eq!(offer.rtp_addr, "[2001:db8::1]:5000".parse().unwrap());
         let answer = offer.answer().unwrap();
         assert_eq!(answer.direction, Direction::Inactive);
-        let text = String::from_utf8(answer.to_sdp("[::1]:4000".parse().unwrap(), 1)).unwrap();
+        let text = String::from_utf8(answer.to_sdp("[::1]:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
         assert!(Offer::parse(b"v=0\r\nc=IN IP4 2001:db8::1\r\nm=audio 1 RTP/AVP 0\r\n").is_err());
     }

@@ -49,6 +49,10 @@ pub trait CallHandler: Send + Sync + 'static {
     fn confirmed(&self, call: CallKey);
     /// The call ended from the remote side or by timeout.
     fn ended(&self, call: CallKey, reason: EndReason);
+    /// A new offer in an answered call (re-INVITE or UPDATE; hold, resume, codec change): return
+    /// the SDP answer, or the rejection (the session then stays as it was). An empty `offer`
+    /// asks for our current SDP.
+    fn reoffer(&self, call: CallKey, offer: &[u8]) -> Result<Vec<u8>, Rejection>;
 }
 
 /// Commands to the driver task.
@@ -233,6 +237,11 @@ impl Driver {
                 }
             }
             Event::CallConfirmed(call) => self.handler.confirmed(call),
+            Event::Reoffer(offer) => {
+                let answer = self.handler.reoffer(offer.call, &offer.body);
+                let now = self.now();
+                self.endpoint.answer_reoffer(now, offer.id, answer);
+            }
             Event::CallEnded(call, reason) => self.handler.ended(call, reason),
         }
     }

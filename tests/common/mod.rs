@@ -249,7 +249,7 @@ pub fn tone_db(samples: &[i16], freq: f64) -> f64 {
     10.0 * goertzel(samples, freq).max(1e-10).log10()
 }
 
-pub use roundtable_media::g711::{ulaw_decode, ulaw_encode};
+pub use roundtable_media::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 
 // ---------------------------------------------------------------------------------------------
 // A minimal SIP caller over UDP with an RTP stream
@@ -415,6 +415,31 @@ impl Uac {
         self.send_raw(msg.as_bytes());
     }
 
+    /// Sends a re-INVITE with `sdp` in the dialog and ACKs a 2xx; returns status and body.
+    pub fn reinvite(&mut self, sdp: &str) -> (u16, String) {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        let local = self.sip.local_addr().unwrap();
+        let to = self.to_header.clone().unwrap_or_default();
+        let msg = format!(
+            "INVITE sip:roundtable@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{cid}-re-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} INVITE\r\nContact: <sip:tester@{local}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {len}\r\n\r\n{sdp}",
+            server = self.server,
+            tag = self.from_tag,
+            cid = self.call_id,
+            len = sdp.len(),
+        );
+        self.send_raw(msg.as_bytes());
+        let Some(response) = self.final_response(Duration::from_secs(5)) else { return (0, String::new()) };
+        let status = response.status().unwrap_or(0);
+        if status == 200 {
+            self.send_in_dialog("ACK", cseq);
+        }
+        (status, response.body().to_string())
+    }
+
     /// Sends BYE; returns the final status.
     pub fn hangup(&mut self) -> u16 {
         self.cseq += 1;
@@ -453,10 +478,16 @@ impl Uac {
 
     /// Streams a tone (or silence with `freq = 0`) for `duration` while recording what arrives.
     pub fn start_media(&self, freq: f64, duration: Duration) -> Media {
+        self.start_media_with(freq, duration, Arc::new(std::sync::atomic::AtomicU8::new(0)))
+    }
+
+    /// Like [`Uac::start_media`], sending with the payload type in `pt` (0 PCMU, 8 PCMA), which the
+    /// test may change mid-stream (after a re-INVITE changed the codec).
+    pub fn start_media_with(&self, freq: f64, duration: Duration, pt: Arc<std::sync::atomic::AtomicU8>) -> Media {
         let remote = self.remote_rtp.expect("call is up");
         let socket = self.rtp.try_clone().unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        let heard = Arc::new(Mutex::new(Vec::<(Instant, Vec<i16>)>::new()));
+        let heard = Arc::new(Mutex::new(Vec::<(Instant, u8, Vec<i16>)>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let sender = {
             let socket = socket.try_clone().unwrap();
@@ -470,11 +501,16 @@ impl Uac {
                         break;
                     }
                     let samples = if freq > 0.0 { tone_frame(freq, i * 160, 6000.0) } else { [0; 160] };
-                    let mut packet = vec![0x80, 0];
+                    let payload_type = pt.load(Ordering::SeqCst);
+                    let mut packet = vec![0x80, payload_type];
                     packet.extend_from_slice(&(i as u16).to_be_bytes());
                     packet.extend_from_slice(&((i * 160) as u32).to_be_bytes());
                     packet.extend_from_slice(&ssrc.to_be_bytes());
-                    packet.extend(samples.iter().map(|&s| ulaw_encode(s)));
+                    if payload_type == 8 {
+                        packet.extend(samples.iter().map(|&s| alaw_encode(s)));
+                    } else {
+                        packet.extend(samples.iter().map(|&s| ulaw_encode(s)));
+                    }
                     let _ = socket.send_to(&packet, remote);
                     let next = start + Duration::from_millis(20 * (i as u64 + 1));
                     if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -491,9 +527,11 @@ impl Uac {
                 let deadline = Instant::now() + duration + Duration::from_secs(2);
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                     if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                        if n > 12 && buf[1] & 0x7F == 0 {
-                            let samples = buf[12..n].iter().map(|&b| ulaw_decode(b)).collect();
-                            heard.lock().unwrap().push((Instant::now(), samples));
+                        let pt = buf[1] & 0x7F;
+                        if n > 12 && (pt == 0 || pt == 8) {
+                            let decode = if pt == 8 { alaw_decode } else { ulaw_decode };
+                            let samples = buf[12..n].iter().map(|&b| decode(b)).collect();
+                            heard.lock().unwrap().push((Instant::now(), pt, samples));
                         }
                     }
                 }
@@ -505,7 +543,7 @@ impl Uac {
 
 /// A running media stream of a [`Uac`].
 pub struct Media {
-    heard: Arc<Mutex<Vec<(Instant, Vec<i16>)>>>,
+    heard: Arc<Mutex<Vec<(Instant, u8, Vec<i16>)>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     pub started: Instant,
@@ -528,7 +566,7 @@ impl Media {
 
 /// What a caller heard, with arrival times.
 pub struct Heard {
-    packets: Vec<(Instant, Vec<i16>)>,
+    packets: Vec<(Instant, u8, Vec<i16>)>,
     started: Instant,
 }
 
@@ -537,8 +575,17 @@ impl Heard {
     pub fn window(&self, from: Duration, to: Duration) -> Vec<i16> {
         self.packets
             .iter()
-            .filter(|(at, _)| *at >= self.started + from && *at < self.started + to)
-            .flat_map(|(_, s)| s.iter().copied())
+            .filter(|(at, _, _)| *at >= self.started + from && *at < self.started + to)
+            .flat_map(|(_, _, s)| s.iter().copied())
+            .collect()
+    }
+
+    /// Packets and their payload types that arrived between `from` and `to`.
+    pub fn payload_types(&self, from: Duration, to: Duration) -> Vec<u8> {
+        self.packets
+            .iter()
+            .filter(|(at, _, _)| *at >= self.started + from && *at < self.started + to)
+            .map(|(_, pt, _)| *pt)
             .collect()
     }
 

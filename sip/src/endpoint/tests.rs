@@ -26,10 +26,12 @@ fn invite(branch: &str) -> Vec<u8> {
 }
 
 fn request(method: &str, to_tag: &str, branch: &str) -> Vec<u8> {
+    // An ACK carries the CSeq number of the INVITE it acknowledges.
+    let cseq = if method == "ACK" { 1 } else { 2 };
     format!(
         "{method} sip:roundtable@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
          From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>;tag={to_tag}\r\nCall-ID: c1\r\n\
-         CSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+         CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
     .into_bytes()
 }
@@ -139,7 +141,7 @@ fn reject_is_retransmitted_until_ack() {
     let d = run_until(&mut ep, t0 + Duration::from_millis(600));
     assert_eq!(codes(&d), [488]);
     // The ACK of a non-2xx shares the INVITE's branch and CSeq number.
-    let ack = String::from_utf8(request("ACK", "x", "z9hG4bK1")).unwrap().replace("2 ACK", "1 ACK");
+    let ack = String::from_utf8(request("ACK", "x", "z9hG4bK1")).unwrap();
     ep.handle_message(t0 + Duration::from_millis(700), peer(), ack.as_bytes());
     let d = run_until(&mut ep, t0 + Duration::from_secs(60));
     assert!(codes(&d).is_empty());
@@ -265,4 +267,42 @@ fn answer_delay_rings_then_answers_or_is_cancelled() {
     assert_eq!(d.events, [Event::CallEnded(call.call, EndReason::Cancelled)]);
     let d = run_until(&mut ep, t0 + Duration::from_secs(3));
     assert!(!codes(&d).contains(&200), "never answered after CANCEL");
+}
+
+#[test]
+fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let (call, tag) = answered(&mut ep, t0);
+    ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
+    let _ = drain(&mut ep);
+    let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+    let reinvite = String::from_utf8(request("INVITE", &tag, "z9hG4bK3")).unwrap().replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len()),
+    );
+    ep.handle_message(t0, peer(), reinvite.as_bytes());
+    let d = drain(&mut ep);
+    let Some(Event::Reoffer(offer)) = d.events.first() else { panic!("{:?}", d.events) };
+    assert_eq!((offer.call, offer.body.as_slice()), (call, sdp.as_bytes()));
+    ep.answer_reoffer(t0, offer.id, Ok(b"v=0\r\na=recvonly\r\n".to_vec()));
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [200]);
+    assert_eq!(d.sent[0].body, b"v=0\r\na=recvonly\r\n");
+    // Retransmitted until the ACK (CSeq 2), then quiet; the call stays up.
+    let d = run_until(&mut ep, t0 + Duration::from_millis(600));
+    assert_eq!(codes(&d), [200]);
+    let ack = String::from_utf8(request("ACK", &tag, "z9hG4bK4")).unwrap().replace("1 ACK", "2 ACK");
+    ep.handle_message(t0 + Duration::from_millis(700), peer(), ack.as_bytes());
+    let d = run_until(&mut ep, t0 + Duration::from_secs(40));
+    assert!(codes(&d).is_empty() && d.events.is_empty(), "{:?}", d.events);
+    assert_eq!(ep.active_calls(), 1);
+
+    // An UPDATE is answered at once; a rejected re-offer keeps the call.
+    let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK5")).unwrap().replace("2 UPDATE", "3 UPDATE");
+    ep.handle_message(t0 + Duration::from_secs(41), peer(), update.as_bytes());
+    let Some(Event::Reoffer(offer)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.answer_reoffer(t0 + Duration::from_secs(41), offer.id, Err(Rejection::new(488, "Not Acceptable Here")));
+    assert_eq!(codes(&drain(&mut ep)), [488]);
+    assert_eq!(ep.active_calls(), 1);
 }
