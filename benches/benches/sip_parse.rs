@@ -48,6 +48,12 @@ fn sip_parse(c: &mut Criterion) {
             std::hint::black_box(m);
         })
     });
+    group.bench_function("invite_parse_serialize", |b| {
+        b.iter(|| {
+            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram).expect("valid INVITE");
+            std::hint::black_box(m.to_bytes());
+        })
+    });
     group.bench_function("invite_with_sdp_answer", |b| {
         b.iter(|| {
             let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram).expect("valid INVITE");

@@ -138,9 +138,9 @@ impl Service {
         self.try_http("GET", "/metrics", "", None).expect("metrics").1
     }
 
-    /// Waits (bounded) until the room has `n` participants (0: the room is gone).
+    /// Waits (at most 20 s) until the room has `n` participants (0: the room is gone).
     pub fn wait_participants(&self, room: &str, n: usize) {
-        for _ in 0..200 {
+        for _ in 0..800 {
             let (status, body) = self.http("GET", &format!("/v1/rooms/{room}"), "");
             let have = if status == 404 { 0 } else { body["participants"].as_array().map_or(0, Vec::len) };
             if have == n {
@@ -623,7 +623,8 @@ pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path,
         .arg(service.sip.to_string())
         .args(["-sf"])
         .arg(scenario_file)
-        .args(["-s", room, "-m", "1", "-l", "1", "-i", "127.0.0.1", "-nostdin"])
+        .args(["-s", room, "-i", "127.0.0.1", "-nostdin"])
+        .args(if extra.contains(&"-m") { &[][..] } else { &["-m", "1", "-l", "1"][..] })
         .args(["-p", &port.to_string(), "-mp", &(media - media % 2).to_string()])
         .args(["-trace_err", "-trace_msg", "-timeout", "60s", "-timeout_error"])
         .args(extra)
