@@ -5,7 +5,8 @@
 //! first join and closed when the last leg leaves.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
@@ -15,6 +16,7 @@ use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
 use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd, LEG_INBOX};
 use roundtable_media::G711;
+use roundtable_media::dtmf::{Digit, digit_from_info};
 use roundtable_mixer::pool::{Command, LegIo, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
 use roundtable_mixer::LegId;
 use roundtable_recorder::{RecordError, Recording};
@@ -27,7 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, DialAction};
+use crate::lobby::{Action as LobbyAction, Directory, Lobby, Prompt, RoomAccess};
+use crate::lockout::LockoutTracker;
+use crate::prompts::Prompts;
 use crate::metrics::BridgeMetrics;
 use crate::time::{self, WallClock};
 
@@ -41,9 +46,58 @@ pub fn valid_room_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// Where the dial plan sends a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    /// Straight into this room.
+    Room(RoomKey),
+    /// Into the PIN lobby.
+    Lobby,
+}
+
+/// The lobby's view of rooms and lockouts for one caller.
+struct LobbyDirectory<'a> {
+    bridge: &'a Bridge,
+    source: IpAddr,
+}
+
+impl Directory for LobbyDirectory<'_> {
+    fn room(&self, id: &str) -> Option<RoomAccess> {
+        if let Some(room) = self.bridge.config.rooms.get(id) {
+            let expose = |p: &Option<crate::config::Secret>| p.as_ref().map(|s| s.expose().to_string());
+            return Some(RoomAccess { pin: expose(&room.pin), moderator_pin: expose(&room.moderator_pin) });
+        }
+        // A room that is up and has no PIN is open to lobby callers too.
+        self.bridge.lock().rooms.contains_key(id).then_some(RoomAccess { pin: None, moderator_pin: None })
+    }
+
+    fn locked_out(&self, room: &str) -> bool {
+        let tracker = self.bridge.lockout.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        tracker.room_locked(room, now) || tracker.source_locked(self.source, now)
+    }
+
+    fn record_failure(&self, room: Option<&str>) {
+        let outcome = if room.is_some() { "wrong_pin" } else { "invalid_room" };
+        self.bridge.metrics.lobby_outcomes.with_label_values(&[outcome]).inc();
+        let locked = self.bridge.lockout.lock().unwrap_or_else(|p| p.into_inner()).record(self.source, room, Instant::now());
+        for scope in locked {
+            self.bridge.metrics.lockouts.with_label_values(&[scope.label()]).inc();
+            warn!(source = %self.source, room = room.unwrap_or(""), scope = scope.label(), "PIN lockout");
+        }
+    }
+}
+
 struct LegEntry {
     id: LegId,
+    /// The mixer room the leg is in: a room id, or a private lobby room while in the lobby.
     room: RoomKey,
+    /// The mixer thread serving that room.
+    worker: WorkerId,
+    in_lobby: bool,
+    /// Where RFC 4733 and INFO key presses go (the lobby reads them).
+    digits: tokio::sync::mpsc::Sender<Digit>,
+    source: IpAddr,
     call_id: String,
     from: String,
     codec: AudioCodec,
@@ -90,6 +144,8 @@ pub struct Bridge {
     media_metrics: MediaMetrics,
     /// Recorder joins and leg receive tasks, awaited at shutdown.
     tasks: TaskTracker,
+    prompts: Prompts,
+    lockout: Mutex<LockoutTracker>,
 }
 
 const STARTING: u8 = 0;
@@ -109,7 +165,6 @@ impl Bridge {
         Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
             ports: Mutex::new(PortAllocator::new(config.rtp_ports)),
-            config,
             state: Mutex::new(State::default()),
             mixer,
             storage,
@@ -119,6 +174,9 @@ impl Bridge {
             metrics,
             media_metrics,
             tasks: TaskTracker::new(),
+            prompts: Prompts::load(),
+            lockout: Mutex::new(LockoutTracker::new(config.lockout)),
+            config,
         })
     }
 
@@ -170,11 +228,39 @@ impl Bridge {
         self.mixer.shutdown();
     }
 
-    fn admit(&self, call: &IncomingCall) -> Result<(RoomKey, Offer, roundtable_sip::sdp::Answer), Rejection> {
+    /// Where the dial plan sends a Request-URI user part (RFC-free policy: first match wins).
+    fn route(&self, user: Option<&str>) -> Result<Destination, Rejection> {
+        let not_found = Rejection::new(404, "Not Found");
+        let user = user.ok_or(not_found)?;
+        let room = if self.config.dialplan.is_empty() {
+            user
+        } else {
+            let rule = self.config.dialplan.iter().find(|r| r.pattern.is_match(user)).ok_or(not_found)?;
+            if rule.action == DialAction::Lobby {
+                return Ok(Destination::Lobby);
+            }
+            let captures = rule.pattern.captures(user).ok_or(not_found)?;
+            captures.get(1).or_else(|| captures.get(0)).map_or(user, |m| m.as_str())
+        };
+        if !valid_room_id(room) {
+            return Err(not_found);
+        }
+        if self.config.rooms.get(room).is_some_and(|r| r.pin.is_some() || r.moderator_pin.is_some()) {
+            // PIN rooms are entered through the lobby only.
+            return Err(Rejection::new(403, "Forbidden"));
+        }
+        Ok(Destination::Room(Arc::from(room)))
+    }
+
+    fn admit(&self, call: &IncomingCall) -> Result<(Destination, Offer, roundtable_sip::sdp::Answer), Rejection> {
         if self.readiness.load(Ordering::SeqCst) != READY {
             return Err(Rejection::new(503, "Service Unavailable"));
         }
-        let room = call.user.as_deref().filter(|u| valid_room_id(u)).ok_or(Rejection::new(404, "Not Found"))?;
+        if self.lockout.lock().unwrap_or_else(|p| p.into_inner()).source_locked(call.peer.remote.ip(), Instant::now()) {
+            self.metrics.lockout_refusals.inc();
+            return Err(Rejection::new(403, "Forbidden"));
+        }
+        let destination = self.route(call.user.as_deref())?;
         if call.body.is_empty() {
             return Err(Rejection::new(488, "Not Acceptable Here"));
         }
@@ -182,7 +268,113 @@ impl Bridge {
         let answer = offer.answer().map_err(|e| match e {
             NegotiationError::NoAudio | NegotiationError::NoCommonCodec => Rejection::new(488, "Not Acceptable Here"),
         })?;
-        Ok((Arc::from(room), offer, answer))
+        Ok((destination, offer, answer))
+    }
+
+    /// Runs one caller's lobby until it joins a room or hangs up.
+    async fn run_lobby(self: Arc<Self>, call: CallKey, mut digits: tokio::sync::mpsc::Receiver<Digit>, cancel: CancellationToken) {
+        let Some((source, room, worker, leg)) =
+            self.lock().legs.get(&call).map(|l| (l.source, l.room.clone(), l.worker, l.id))
+        else {
+            return;
+        };
+        let directory = LobbyDirectory { bridge: &self, source };
+        let mut lobby = Lobby::new(Instant::now(), self.prompts.length(Prompt::Goodbye));
+        loop {
+            while let Some(action) = lobby.poll_action() {
+                match action {
+                    LobbyAction::Play(prompt) => {
+                        let samples = self.prompts.samples(prompt);
+                        self.mixer.send(worker, Command::Play { room: room.clone(), leg, samples });
+                    }
+                    LobbyAction::StopPrompt => {
+                        self.mixer.send(worker, Command::StopPrompt { room: room.clone(), leg });
+                    }
+                    LobbyAction::Join { room: target, moderator } => {
+                        self.metrics.lobby_outcomes.with_label_values(&["joined"]).inc();
+                        self.join_from_lobby(call, Arc::from(target.as_str()), moderator).await;
+                        return;
+                    }
+                    LobbyAction::Hangup => {
+                        self.metrics.lobby_outcomes.with_label_values(&["hung_up"]).inc();
+                        if let Some(sip) = self.sip.get() {
+                            sip.hangup(call);
+                        }
+                        self.leave(call, "lobby: too many wrong entries");
+                        return;
+                    }
+                }
+            }
+            let deadline = lobby.poll_timeout().map(tokio::time::Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                digit = digits.recv() => match digit {
+                    Some(d) => lobby.handle_digit(Instant::now(), d.as_char(), &directory),
+                    None => return,
+                },
+                () = sleep => lobby.handle_timeout(Instant::now(), &directory),
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Moves a lobby caller into `room` (created if needed), on whichever mixer thread serves it.
+    async fn join_from_lobby(&self, call: CallKey, room: RoomKey, moderator: bool) {
+        let Some((lobby_room, lobby_worker, leg)) =
+            self.lock().legs.get(&call).map(|l| (l.room.clone(), l.worker, l.id))
+        else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply = Box::new(move |io| {
+            let _ = tx.send(io);
+        });
+        self.mixer.send(lobby_worker, Command::DetachLeg { room: lobby_room.clone(), leg, reply });
+        let Ok(io) = rx.await else { return };
+        self.mixer.send(lobby_worker, Command::CloseRoom { room: lobby_room });
+        let mut state = self.lock();
+        if !state.legs.contains_key(&call) {
+            return; // Hung up while moving.
+        }
+        if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= self.config.max_legs_per_room) {
+            drop(state);
+            if let Some(sip) = self.sip.get() {
+                sip.hangup(call);
+            }
+            self.leave(call, "room full");
+            return;
+        }
+        let is_new_room = !state.rooms.contains_key(&room);
+        let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
+        state
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| RoomEntry { worker, legs: BTreeMap::new(), recording: None })
+            .legs
+            .insert(leg, call);
+        self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg, io });
+        let call_id = match state.legs.get_mut(&call) {
+            Some(entry) => {
+                entry.room = room.clone();
+                entry.worker = worker;
+                entry.in_lobby = false;
+                entry.call_id.clone()
+            }
+            None => String::new(),
+        };
+        if is_new_room {
+            self.metrics.rooms.inc();
+            if self.config.auto_record && self.start_recording(&mut state, &room).is_err() {
+                self.metrics.recording_failures.inc();
+            }
+        }
+        drop(state);
+        info!(call_id = %call_id, room = %room, leg = %leg, moderator, "joined room from the lobby");
     }
 
     fn refuse(&self, reason: &'static str, rejection: Rejection) -> Rejection {
@@ -196,7 +388,9 @@ impl Bridge {
         let leg = {
             let mut state = self.lock();
             let Some(leg) = state.legs.remove(&call) else { return };
-            if let Some(room) = state.rooms.get_mut(&leg.room) {
+            if leg.in_lobby {
+                self.mixer.send(leg.worker, Command::CloseRoom { room: leg.room.clone() });
+            } else if let Some(room) = state.rooms.get_mut(&leg.room) {
                 room.legs.remove(&leg.id);
                 self.mixer.send(room.worker, Command::RemoveLeg { room: leg.room.clone(), leg: leg.id });
                 if room.legs.is_empty() {
@@ -293,13 +487,14 @@ impl Bridge {
 
 impl CallHandler for Bridge {
     fn incoming(&self, call: IncomingCall) -> Result<Vec<u8>, Rejection> {
-        let (room, offer, answer) = match self.admit(&call) {
+        let (destination, offer, answer) = match self.admit(&call) {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 info!(call_id = %call.call_id, uri = %call.request_uri, code = rejection.code, "call refused");
                 let reason = match rejection.code {
                     503 => "draining",
                     404 => "no_room",
+                    403 => "forbidden",
                     _ => "sdp",
                 };
                 return Err(self.refuse(reason, rejection));
@@ -308,6 +503,12 @@ impl CallHandler for Bridge {
         let codec = match answer.codec {
             AudioCodec::Pcmu => G711::Ulaw,
             AudioCodec::Pcma => G711::Alaw,
+        };
+        let in_lobby = destination == Destination::Lobby;
+        let room: RoomKey = match &destination {
+            Destination::Room(room) => room.clone(),
+            // A private mixer room per lobby caller; '~' keeps it apart from every room id.
+            Destination::Lobby => Arc::from(format!("~lobby-{}", call.call.0)),
         };
         {
             let state = self.lock();
@@ -343,18 +544,21 @@ impl CallHandler for Bridge {
         let counters = Arc::new(LegCounters::default());
         let cancel = CancellationToken::new();
 
+        let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
         let mut state = self.lock();
         state.next_leg += 1;
         let leg_id = LegId(state.next_leg);
-        let auto_record = self.config.auto_record && !state.rooms.contains_key(&room);
-        let is_new_room = !state.rooms.contains_key(&room);
+        let is_new_room = !in_lobby && !state.rooms.contains_key(&room);
+        let auto_record = self.config.auto_record && is_new_room;
         let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
-        let entry = state.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
-            worker,
-            legs: BTreeMap::new(),
-            recording: None,
-        });
-        entry.legs.insert(leg_id, call.call);
+        if !in_lobby {
+            let entry = state.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
+                worker,
+                legs: BTreeMap::new(),
+                recording: None,
+            });
+            entry.legs.insert(leg_id, call.call);
+        }
         let io = LegIo { socket: mixer_socket, remote: offer.rtp_addr, inbox: inbox_rx, counters: counters.clone(), codec };
         self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg: leg_id, io });
         state.legs.insert(
@@ -362,6 +566,10 @@ impl CallHandler for Bridge {
             LegEntry {
                 id: leg_id,
                 room: room.clone(),
+                worker,
+                in_lobby,
+                digits: digits_tx.clone(),
+                source: call.peer.remote.ip(),
                 call_id: call.call_id.clone(),
                 from: call.from.clone(),
                 codec: answer.codec,
@@ -404,7 +612,7 @@ impl CallHandler for Bridge {
         let key = call.call;
         let MediaPorts { rtp: rtp_socket, rtcp, .. } = ports;
         self.tasks.spawn(async move {
-            let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, counters, media_metrics, cancel).await;
+            let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, digits_tx, counters, media_metrics, cancel.clone()).await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
                 let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
                 if let Some(sip) = bridge.sip.get() {
@@ -413,7 +621,21 @@ impl CallHandler for Bridge {
                 bridge.leave(key, why);
             }
         });
+        if in_lobby {
+            if let Some(bridge) = self.me.upgrade() {
+                self.metrics.lobby_calls.inc();
+                let cancel = self.lock().legs.get(&call.call).map(|l| l.cancel.clone()).unwrap_or_default();
+                self.tasks.spawn(bridge.run_lobby(call.call, digits_rx, cancel));
+            }
+        }
         Ok(sdp)
+    }
+
+    fn info(&self, call: CallKey, content_type: &str, body: &[u8]) {
+        let Some(digit) = digit_from_info(content_type, body) else { return };
+        if let Some(leg) = self.lock().legs.get(&call) {
+            let _ = leg.digits.try_send(digit);
+        }
     }
 
     fn reoffer(&self, call: CallKey, offer: &[u8]) -> Result<Vec<u8>, Rejection> {

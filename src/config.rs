@@ -22,6 +22,11 @@ max_calls = 1000
 timer_t1_ms = 500
 answer_delay_ms = 0
 
+[sip.lockout]
+max_failures = 5
+window_s = 300
+backoff_s = 30
+
 [media]
 rtp_ports = "16384-32767"
 public_ip = ""
@@ -67,6 +72,10 @@ impl ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    #[serde(default)]
+    dialplan: Vec<RawRule>,
+    #[serde(default)]
+    rooms: Vec<RawRoom>,
     sip: RawSip,
     media: RawMedia,
     api: RawApi,
@@ -83,6 +92,33 @@ struct RawSip {
     max_calls: i64,
     timer_t1_ms: i64,
     answer_delay_ms: i64,
+    lockout: RawLockout,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLockout {
+    max_failures: i64,
+    window_s: i64,
+    backoff_s: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(rename = "match")]
+    pattern: String,
+    action: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoom {
+    id: String,
+    #[serde(default)]
+    pin: Option<String>,
+    #[serde(default)]
+    moderator_pin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +181,44 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// What a dial-plan rule does with a matching call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialAction {
+    /// Answer and ask for the conference ID and PIN by DTMF.
+    Lobby,
+    /// Join the room named by the first capture group (or the whole user part).
+    Room,
+}
+
+/// One `[[dialplan]]` rule: a regex on the Request-URI user part.
+#[derive(Debug, Clone)]
+pub struct DialRule {
+    /// The compiled pattern.
+    pub pattern: regex::Regex,
+    /// What to do on a match.
+    pub action: DialAction,
+}
+
+/// One `[[rooms]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomConfig {
+    /// The PIN; rooms with one are entered only through the lobby.
+    pub pin: Option<Secret>,
+    /// The PIN that joins as moderator.
+    pub moderator_pin: Option<Secret>,
+}
+
+/// `[sip.lockout]`: brute-force protection of PINs across calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failures per source address or per room within `window` that trigger a lockout.
+    pub max_failures: usize,
+    /// The counting window.
+    pub window: Duration,
+    /// The first lockout's length; each further lockout doubles it.
+    pub backoff: Duration,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -165,6 +239,12 @@ pub struct Config {
     pub timer_t1: Duration,
     /// 180 Ringing, then this long before 200 OK.
     pub answer_delay: Duration,
+    /// `[[dialplan]]`, in order; empty means "the user part is the room".
+    pub dialplan: Vec<DialRule>,
+    /// `[[rooms]]` by id.
+    pub rooms: std::collections::HashMap<String, RoomConfig>,
+    /// `[sip.lockout]`.
+    pub lockout: Lockout,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -304,6 +384,38 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         .filter(|ms| *ms <= 60_000)
         .ok_or_else(|| ConfigError::new("sip.answer_delay_ms", "must be between 0 and 60000"))?;
 
+    let mut dialplan = Vec::new();
+    for rule in &raw.dialplan {
+        let pattern = regex::Regex::new(&rule.pattern)
+            .map_err(|e| ConfigError::new("dialplan.match", format!("{:?} is not a valid regex: {e}", rule.pattern)))?;
+        let action = match rule.action.as_str() {
+            "lobby" => DialAction::Lobby,
+            "room" => DialAction::Room,
+            other => return Err(ConfigError::new("dialplan.action", format!("{other:?} is not lobby or room"))),
+        };
+        dialplan.push(DialRule { pattern, action });
+    }
+    let mut rooms = std::collections::HashMap::new();
+    for room in raw.rooms {
+        if !crate::bridge::valid_room_id(&room.id) {
+            return Err(ConfigError::new("rooms.id", format!("{:?} is not [A-Za-z0-9_.-]{{1,64}}", room.id)));
+        }
+        for (key, pin) in [("rooms.pin", &room.pin), ("rooms.moderator_pin", &room.moderator_pin)] {
+            if pin.as_ref().is_some_and(|p| p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(ConfigError::new(key, format!("room {}: a PIN is 1 to 16 digits", room.id)));
+            }
+        }
+        let entry = RoomConfig { pin: room.pin.map(Secret), moderator_pin: room.moderator_pin.map(Secret) };
+        if rooms.insert(room.id.clone(), entry).is_some() {
+            return Err(ConfigError::new("rooms.id", format!("room {} is defined twice", room.id)));
+        }
+    }
+    let lockout = Lockout {
+        max_failures: positive("sip.lockout.max_failures", raw.sip.lockout.max_failures)?,
+        window: Duration::from_secs(positive("sip.lockout.window_s", raw.sip.lockout.window_s)? as u64),
+        backoff: Duration::from_secs(positive("sip.lockout.backoff_s", raw.sip.lockout.backoff_s)? as u64),
+    };
+
     let (low, high) = raw
         .media
         .rtp_ports
@@ -361,6 +473,9 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         max_calls,
         timer_t1: Duration::from_millis(timer_t1_ms as u64),
         answer_delay: Duration::from_millis(answer_delay_ms),
+        dialplan,
+        rooms,
+        lockout,
         rtp_ports,
         public_ip,
         max_legs_per_room,
@@ -427,6 +542,21 @@ mod tests {
             let err = load_toml(toml, env).expect_err(toml);
             assert_eq!(err.key, *key, "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn dialplan_rooms_and_lockout() {
+        let toml = "[[dialplan]]\nmatch = \"^lobby$\"\naction = \"lobby\"\n[[dialplan]]\nmatch = \"^(\\\\d+)$\"\naction = \"room\"\n\
+                    [[rooms]]\nid = \"4242\"\npin = \"1234\"\nmoderator_pin = \"9999\"\n";
+        let c = load_toml(toml, &[]).unwrap();
+        assert_eq!(c.dialplan.len(), 2);
+        assert!(c.dialplan[1].pattern.is_match("4242"));
+        assert_eq!(c.rooms["4242"].pin.as_ref().map(Secret::expose), Some("1234"));
+        assert_eq!(c.lockout.max_failures, 5);
+        let bad = load_toml("[[dialplan]]\nmatch = \"(\"\naction = \"room\"", &[]).unwrap_err();
+        assert_eq!(bad.key, "dialplan.match");
+        let bad = load_toml("[[rooms]]\nid = \"1\"\npin = \"12a\"", &[]).unwrap_err();
+        assert_eq!(bad.key, "rooms.pin");
     }
 
     #[test]

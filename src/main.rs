@@ -7,7 +7,10 @@
 
 mod bridge;
 mod config;
+mod lobby;
+mod lockout;
 mod metrics;
+mod prompts;
 mod time;
 
 use std::path::PathBuf;

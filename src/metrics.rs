@@ -15,6 +15,14 @@ pub struct BridgeMetrics {
     pub calls_rejected: IntCounterVec,
     /// Recordings that could not start.
     pub recording_failures: IntCounter,
+    /// Calls answered by the PIN lobby.
+    pub lobby_calls: IntCounter,
+    /// Lobby outcomes: joined, wrong_pin, invalid_room, hung_up.
+    pub lobby_outcomes: IntCounterVec,
+    /// Lockouts started, by scope (source, room).
+    pub lockouts: IntCounterVec,
+    /// INVITEs refused because their source address is locked out.
+    pub lockout_refusals: IntCounter,
 }
 
 impl BridgeMetrics {
@@ -34,6 +42,31 @@ impl BridgeMetrics {
         registry.register(Box::new(recordings_active.clone()))?;
         registry.register(Box::new(calls_rejected.clone()))?;
         registry.register(Box::new(recording_failures.clone()))?;
-        Ok(BridgeMetrics { active_calls, rooms, recordings_active, calls_rejected, recording_failures })
+        let lobby_calls = IntCounter::new("roundtable_lobby_calls_total", "Calls answered by the PIN lobby")?;
+        let lobby_outcomes = IntCounterVec::new(
+            Opts::new("roundtable_lobby_outcomes_total", "Lobby outcomes: joined, wrong_pin, invalid_room, hung_up"),
+            &["outcome"],
+        )?;
+        let lockouts = IntCounterVec::new(
+            Opts::new("roundtable_lockouts_total", "PIN brute-force lockouts started, by scope"),
+            &["scope"],
+        )?;
+        let lockout_refusals =
+            IntCounter::new("roundtable_lockout_refusals_total", "INVITEs refused from a locked-out address")?;
+        registry.register(Box::new(lobby_calls.clone()))?;
+        registry.register(Box::new(lobby_outcomes.clone()))?;
+        registry.register(Box::new(lockouts.clone()))?;
+        registry.register(Box::new(lockout_refusals.clone()))?;
+        Ok(BridgeMetrics {
+            active_calls,
+            rooms,
+            recordings_active,
+            calls_rejected,
+            recording_failures,
+            lobby_calls,
+            lobby_outcomes,
+            lockouts,
+            lockout_refusals,
+        })
     }
 }

@@ -3,11 +3,13 @@
 //! - [`rtp`]: RTP parse (validated) and our sender state (pure).
 //! - [`g711`]: mu-law and A-law codecs (pure).
 //! - [`jitter`]: reordering jitter buffer (pure).
+//! - [`dtmf`]: RFC 4733 events and SIP INFO bodies to key presses (pure).
 //! - [`ports`]: RTP port pair allocator (pure).
 //! - [`socket`]: binding a leg's ports and its tokio receive task.
 //! - [`metrics`]: Prometheus counters.
 #![deny(missing_docs)]
 
+pub mod dtmf;
 pub mod error;
 pub mod g711;
 pub mod jitter;

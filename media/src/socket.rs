@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::dtmf::{Digit, DtmfDetector};
 use crate::error::MediaError;
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
@@ -122,15 +123,18 @@ pub enum ReceiveEnd {
 }
 
 /// Receives the leg's RTP until cancelled or inactive. Valid audio goes to `inbox` (the mixer
-/// drains it each tick); invalid packets are counted and dropped.
+/// drains it each tick), RFC 4733 key presses to `digits`; invalid packets are counted and
+/// dropped.
 pub async fn receive(
     ports: (UdpSocket, UdpSocket),
     mut settings: tokio::sync::watch::Receiver<ReceiveConfig>,
     inbox: SyncSender<LegInput>,
+    digits: tokio::sync::mpsc::Sender<Digit>,
     counters: Arc<LegCounters>,
     metrics: MediaMetrics,
     cancel: CancellationToken,
 ) -> ReceiveEnd {
+    let mut dtmf = DtmfDetector::default();
     let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(ports.0), tokio::net::UdpSocket::from_std(ports.1))
     else {
         return ReceiveEnd::SocketError;
@@ -197,7 +201,11 @@ pub async fn receive(
             }
         }
         if packet.payload_type != config.audio_pt {
-            continue; // telephone-event: the PIN lobby will consume these.
+            if let Some(digit) = dtmf.handle(packet.timestamp, packet.payload) {
+                // A full digit queue means nobody reads digits for this leg: drop them.
+                let _ = digits.try_send(digit);
+            }
+            continue;
         }
         let input = LegInput::Audio { sequence: packet.sequence, payload: packet.payload.to_vec() };
         match inbox.try_send(input) {

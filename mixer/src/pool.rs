@@ -60,7 +60,6 @@ pub struct LegIo {
 }
 
 /// What a mixer thread can be told.
-#[derive(Debug)]
 pub enum Command {
     /// Add a leg to a room, creating the room on first join.
     AddLeg {
@@ -85,6 +84,32 @@ pub enum Command {
         hears: bool,
         /// Whether its audio is mixed in.
         heard: bool,
+    },
+    /// Play a prompt to one leg instead of the mix.
+    Play {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+        /// 8 kHz samples.
+        samples: Arc<[i16]>,
+    },
+    /// Stop a leg's prompt.
+    StopPrompt {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+    },
+    /// Take a leg out of its room and hand its I/O to `reply` (to move it to another room, maybe
+    /// on another thread).
+    DetachLeg {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+        /// Receives the leg's I/O, with the latest remote address.
+        reply: Box<dyn FnOnce(LegIo) + Send>,
     },
     /// Remove a leg; the room stays until [`Command::CloseRoom`].
     RemoveLeg {
@@ -123,6 +148,24 @@ struct RoomSlot {
     room: Room,
     legs: HashMap<LegId, LegSlot>,
     recorder: Option<SyncSender<MixFrame>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Command::AddLeg { .. } => "AddLeg",
+            Command::UpdateLeg { .. } => "UpdateLeg",
+            Command::Play { .. } => "Play",
+            Command::StopPrompt { .. } => "StopPrompt",
+            Command::DetachLeg { .. } => "DetachLeg",
+            Command::RemoveLeg { .. } => "RemoveLeg",
+            Command::StartRecording { .. } => "StartRecording",
+            Command::StopRecording { .. } => "StopRecording",
+            Command::CloseRoom { .. } => "CloseRoom",
+            Command::Shutdown => "Shutdown",
+        };
+        f.write_str(name)
+    }
 }
 
 /// A handle to the mixer threads.
@@ -235,6 +278,25 @@ impl Worker {
                     slot.room.update_leg(leg, codec, hears, heard);
                     if let Some(l) = slot.legs.get_mut(&leg) {
                         l.remote = remote;
+                    }
+                }
+            }
+            Command::Play { room, leg, samples } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.play(leg, samples);
+                }
+            }
+            Command::StopPrompt { room, leg } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.stop_prompt(leg);
+                }
+            }
+            Command::DetachLeg { room, leg, reply } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.remove_leg(leg);
+                    if let Some(LegSlot { mut io, remote }) = slot.legs.remove(&leg) {
+                        io.remote = remote;
+                        reply(io);
                     }
                 }
             }

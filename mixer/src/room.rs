@@ -5,6 +5,8 @@
 //! after a tick, [`Room::packets`] yields one RTP packet per leg to send and [`Room::mix`] is the
 //! frame a recorder of the whole room receives.
 
+use std::sync::Arc;
+
 use roundtable_media::jitter::JitterBuffer;
 use roundtable_media::rtp::RtpSender;
 use roundtable_media::{FRAME_SAMPLES, Frame, G711};
@@ -45,6 +47,8 @@ struct Leg {
     hears: bool,
     /// Whether the leg's audio goes into the mix (false on hold or when it only listens).
     heard: bool,
+    /// A prompt playing to this leg instead of the mix, and how far it got.
+    prompt: Option<(Arc<[i16]>, usize)>,
 }
 
 /// One conference room's media state.
@@ -90,7 +94,23 @@ impl Room {
             packet: Vec::with_capacity(FRAME_SAMPLES + 12),
             hears: true,
             heard: true,
+            prompt: None,
         });
+    }
+
+    /// Plays `samples` (8 kHz) to a leg instead of the mix, from the next tick, replacing any
+    /// prompt already playing.
+    pub fn play(&mut self, id: LegId, samples: Arc<[i16]>) {
+        if let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) {
+            leg.prompt = Some((samples, 0));
+        }
+    }
+
+    /// Stops a leg's prompt; it hears the mix again.
+    pub fn stop_prompt(&mut self, id: LegId) {
+        if let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) {
+            leg.prompt = None;
+        }
     }
 
     /// Changes a leg's codec and whether it hears and is heard (hold, resume, re-offers).
@@ -128,6 +148,16 @@ impl Room {
         mix::total(&self.acc, &mut self.mix);
         for leg in self.legs.iter_mut().filter(|l| l.hears) {
             mix::minus_own(&self.acc, &leg.input, &mut self.output);
+            if let Some((samples, position)) = &mut leg.prompt {
+                let chunk = samples.get(*position..).unwrap_or_default();
+                let n = chunk.len().min(FRAME_SAMPLES);
+                self.output[..n].copy_from_slice(&chunk[..n]);
+                self.output[n..].fill(0);
+                *position += FRAME_SAMPLES;
+                if *position >= samples.len() {
+                    leg.prompt = None;
+                }
+            }
             leg.codec.encode(&self.output, &mut leg.encoded);
             leg.sender.write(&leg.encoded, FRAME_SAMPLES as u32, &mut leg.packet);
         }
@@ -196,5 +226,23 @@ mod tests {
         let mut frame = [0i16; FRAME_SAMPLES];
         G711::Alaw.decode(p.payload, &mut frame);
         assert!(energy(&frame) < 100.0, "the held leg is not heard");
+    }
+
+    #[test]
+    fn a_prompt_replaces_the_mix_until_it_ends() {
+        let mut room = Room::new();
+        room.add_leg(LegId(1), G711::Ulaw, 1);
+        let prompt: Arc<[i16]> = tone(1000.0, 0).iter().chain(tone(1000.0, 160).iter()).copied().collect();
+        room.play(LegId(1), prompt);
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            room.tick();
+            let (_, packet) = room.packets().next().unwrap();
+            let mut frame = [0i16; FRAME_SAMPLES];
+            G711::Ulaw.decode(RtpPacket::parse(packet).unwrap().payload, &mut frame);
+            heard.push(energy(&frame));
+        }
+        assert!(heard[0] > 1e6 && heard[1] > 1e6, "{heard:?}");
+        assert!(heard[2] < 10.0, "back to the (silent) mix after the prompt: {heard:?}");
     }
 }

@@ -119,6 +119,19 @@ pub enum Event {
     CallEnded(CallKey, EndReason),
     /// A re-INVITE or UPDATE in an answered call: answer it with [`Endpoint::answer_reoffer`].
     Reoffer(Reoffer),
+    /// An INFO with a body in an answered call (already answered 200), e.g. DTMF relay.
+    Info(Info),
+}
+
+/// The body of an in-dialog INFO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The call it belongs to.
+    pub call: CallKey,
+    /// Its Content-Type (empty when absent).
+    pub content_type: String,
+    /// Its body.
+    pub body: Vec<u8>,
 }
 
 /// A new offer inside an answered call (hold, resume, codec change, session refresh).
@@ -542,8 +555,16 @@ impl Endpoint {
                 self.remove_dialog(call);
                 self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::RemoteBye)));
             }
-            Method::Options | Method::Info => {
+            Method::Options => {
                 self.answer_non_invite(now, peer, key, &request, 200, "OK");
+            }
+            Method::Info => {
+                self.answer_non_invite(now, peer, key, &request, 200, "OK");
+                if !request.body.is_empty() {
+                    let content_type = request.headers.get("Content-Type").unwrap_or_default().to_string();
+                    let info = Info { call, content_type, body: request.body };
+                    self.outputs.push_back(Output::Event(Event::Info(info)));
+                }
             }
             Method::Invite if self.dialogs.get(&call).is_some_and(|d| d.unacked.is_some()) => {
                 // RFC 3261 14.2: a re-INVITE while our previous 2xx awaits its ACK.

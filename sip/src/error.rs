@@ -53,7 +53,7 @@ pub enum ParseError {
 }
 
 /// A request that parsed but breaks a rule: answer it with this status.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("{code} {reason}")]
 pub struct Rejection {
     /// SIP status code.

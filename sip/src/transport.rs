@@ -53,6 +53,8 @@ pub trait CallHandler: Send + Sync + 'static {
     /// the SDP answer, or the rejection (the session then stays as it was). An empty `offer`
     /// asks for our current SDP.
     fn reoffer(&self, call: CallKey, offer: &[u8]) -> Result<Vec<u8>, Rejection>;
+    /// An INFO body in an answered call (DTMF relay); already answered 200.
+    fn info(&self, call: CallKey, content_type: &str, body: &[u8]);
 }
 
 /// Commands to the driver task.
@@ -237,6 +239,7 @@ impl Driver {
                 }
             }
             Event::CallConfirmed(call) => self.handler.confirmed(call),
+            Event::Info(info) => self.handler.info(info.call, &info.content_type, &info.body),
             Event::Reoffer(offer) => {
                 let answer = self.handler.reoffer(offer.call, &offer.body);
                 let now = self.now();

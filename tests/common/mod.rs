@@ -167,6 +167,12 @@ fn merge_toml(base: &str, extra: &str) -> String {
     for text in [base, extra] {
         let mut current = String::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if line.starts_with("[[") {
+                // Each array-of-tables header starts a table of its own.
+                sections.push((line.to_string(), Vec::new()));
+                current = String::new();
+                continue;
+            }
             if line.starts_with('[') {
                 current = line.to_string();
                 if !sections.iter().any(|(s, _)| *s == current) {
@@ -175,7 +181,11 @@ fn merge_toml(base: &str, extra: &str) -> String {
                 continue;
             }
             let key = line.split('=').next().unwrap_or_default().trim().to_string();
-            let section = sections.iter_mut().find(|(s, _)| *s == current).expect("key before section");
+            let section = if current.is_empty() {
+                sections.last_mut().expect("key after a table header")
+            } else {
+                sections.iter_mut().find(|(s, _)| *s == current).expect("key before section")
+            };
             section.1.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
             section.1.push(line.to_string());
         }
@@ -440,6 +450,50 @@ impl Uac {
         (status, response.body().to_string())
     }
 
+    /// Sends `keys` as RFC 4733 telephone-events (payload type 101) on the call's RTP socket:
+    /// per key three updates and three end packets, 100 ms apart from the next key.
+    pub fn send_dtmf(&self, keys: &str) {
+        let remote = self.remote_rtp.expect("call is up");
+        let ssrc: u32 = 0x1234_0000 | (remote.port() as u32);
+        for (k, key) in keys.chars().enumerate() {
+            let code = "0123456789*#".find(key).expect("a DTMF key") as u8;
+            let timestamp = 1_000_000u32 + k as u32 * 8000;
+            for i in 0..6u16 {
+                let end = i >= 3;
+                let duration = 160 * (i.min(3) + 1);
+                let mut packet = vec![0x80, if i == 0 { 0x80 | 101 } else { 101 }];
+                packet.extend_from_slice(&(30000 + k as u16 * 10 + i).to_be_bytes());
+                packet.extend_from_slice(&timestamp.to_be_bytes());
+                packet.extend_from_slice(&ssrc.to_be_bytes());
+                packet.extend_from_slice(&[code, if end { 0x8a } else { 0x0a }]);
+                packet.extend_from_slice(&duration.to_be_bytes());
+                let _ = self.rtp.send_to(&packet, remote);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends one key by SIP INFO (`application/dtmf-relay`); returns the final status.
+    pub fn send_info(&mut self, key: char) -> u16 {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        let local = self.sip.local_addr().unwrap();
+        let to = self.to_header.clone().unwrap_or_default();
+        let body = format!("Signal={key}\r\nDuration=160\r\n");
+        let msg = format!(
+            "INFO sip:roundtable@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{cid}-info-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {len}\r\n\r\n{body}",
+            server = self.server,
+            tag = self.from_tag,
+            cid = self.call_id,
+            len = body.len(),
+        );
+        self.send_raw(msg.as_bytes());
+        self.final_response(Duration::from_secs(2)).and_then(|m| m.status()).unwrap_or(0)
+    }
+
     /// Sends BYE; returns the final status.
     pub fn hangup(&mut self) -> u16 {
         self.cseq += 1;
@@ -591,6 +645,11 @@ impl Heard {
 
     pub fn packets(&self) -> usize {
         self.packets.len()
+    }
+
+    /// When the stream started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 }
 
