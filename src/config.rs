@@ -21,6 +21,12 @@ listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
 max_calls = 1000
 timer_t1_ms = 500
 answer_delay_ms = 0
+allow = []
+
+[sip.limits]
+requests_per_second = 50
+burst = 200
+hard_limit = 500
 
 [sip.lockout]
 max_failures = 5
@@ -92,7 +98,17 @@ struct RawSip {
     max_calls: i64,
     timer_t1_ms: i64,
     answer_delay_ms: i64,
+    allow: Vec<String>,
+    limits: RawLimits,
     lockout: RawLockout,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    requests_per_second: i64,
+    burst: i64,
+    hard_limit: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +261,10 @@ pub struct Config {
     pub rooms: std::collections::HashMap<String, RoomConfig>,
     /// `[sip.lockout]`.
     pub lockout: Lockout,
+    /// `sip.allow`: networks allowed to send SIP; empty allows all.
+    pub sip_allow: Vec<roundtable_sip::admission::Cidr>,
+    /// `[sip.limits]`.
+    pub sip_limits: roundtable_sip::admission::RateLimits,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -410,6 +430,18 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             return Err(ConfigError::new("rooms.id", format!("room {} is defined twice", room.id)));
         }
     }
+    let mut sip_allow = Vec::new();
+    for entry in &raw.sip.allow {
+        let cidr = roundtable_sip::admission::Cidr::parse(entry)
+            .ok_or_else(|| ConfigError::new("sip.allow", format!("{entry:?} is not an address or CIDR network")))?;
+        sip_allow.push(cidr);
+    }
+    let sip_limits = roundtable_sip::admission::RateLimits {
+        requests_per_second: positive("sip.limits.requests_per_second", raw.sip.limits.requests_per_second)? as f64,
+        burst: positive("sip.limits.burst", raw.sip.limits.burst)? as f64,
+        hard_limit: u32::try_from(positive("sip.limits.hard_limit", raw.sip.limits.hard_limit)?)
+            .map_err(|_| ConfigError::new("sip.limits.hard_limit", "too large"))?,
+    };
     let lockout = Lockout {
         max_failures: positive("sip.lockout.max_failures", raw.sip.lockout.max_failures)?,
         window: Duration::from_secs(positive("sip.lockout.window_s", raw.sip.lockout.window_s)? as u64),
@@ -476,6 +508,8 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         dialplan,
         rooms,
         lockout,
+        sip_allow,
+        sip_limits,
         rtp_ports,
         public_ip,
         max_legs_per_room,

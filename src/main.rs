@@ -159,6 +159,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut endpoint = EndpointConfig::default();
     endpoint.timers.t1 = config.timer_t1;
     endpoint.answer_delay = config.answer_delay;
+    endpoint.allow = config.sip_allow.clone();
+    endpoint.limits = config.sip_limits;
     let (sip, bound, sip_task) =
         transport::spawn(&config.sip_listen, endpoint, handler, sip_metrics, sip_shutdown.clone())
             .await

@@ -13,7 +13,8 @@ fn two_hundred_concurrent_calls_with_audio() {
     if !sipp_available() {
         return;
     }
-    let service = Service::start(Options { rtp_pairs: 220, ..Options::default() });
+    let toml = "[sip.limits]\nrequests_per_second = 1000\nburst = 2000\nhard_limit = 5000";
+    let service = Service::start(Options { rtp_pairs: 220, toml: toml.into(), ..Options::default() });
     let work = tempfile::tempdir().unwrap();
     write_tone_pcap(&work.path().join("tone.pcap"), 700.0, Duration::from_millis(11_000));
     let scenario_text = std::fs::read_to_string(scenario("tone_call.xml")).unwrap().replace("3500", "11000");

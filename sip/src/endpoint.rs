@@ -18,6 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::admission::{Admission, Cidr, RateLimits, Verdict};
 use crate::error::{ParseError, Rejection};
 use crate::message::{Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
 use crate::timer::{TimerConfig, TimerKind};
@@ -154,6 +155,9 @@ pub enum Count {
     ResponseOut(u16),
     /// Bytes that did not parse and could not be answered.
     Dropped,
+    /// A message refused by admission: `throttled` (503), `dropped` (over the hard limit) or
+    /// `forbidden` (outside `sip.allow`, 403).
+    Refused(&'static str),
 }
 
 /// What the endpoint wants done.
@@ -179,6 +183,10 @@ pub struct EndpointConfig {
     /// Time between the application accepting a call and the 200 OK; when non-zero, 180 Ringing
     /// goes out at once, so a CANCEL can arrive in between.
     pub answer_delay: std::time::Duration,
+    /// Source networks allowed to send to us; empty allows all.
+    pub allow: Vec<Cidr>,
+    /// Per-source rate limits.
+    pub limits: RateLimits,
     /// Most server transactions and dialogs held at once. Beyond it, new requests are answered
     /// 503 without keeping state, so a flood cannot grow memory without bound.
     pub max_transactions: usize,
@@ -191,6 +199,8 @@ impl Default for EndpointConfig {
             user_agent: concat!("Roundtable/", env!("CARGO_PKG_VERSION")).to_string(),
             seed: None,
             answer_delay: std::time::Duration::ZERO,
+            allow: Vec::new(),
+            limits: RateLimits::default(),
             max_transactions: 50_000,
         }
     }
@@ -298,13 +308,16 @@ pub struct Endpoint {
     /// UPDATE transactions waiting for the application's answer.
     pending_updates: HashMap<CallKey, (TxnKey, Peer, Message)>,
     outputs: VecDeque<Output>,
+    admission: Admission,
 }
 
 impl Endpoint {
     /// A new endpoint with no calls.
     pub fn new(config: EndpointConfig) -> Endpoint {
         let rng = config.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64)) | 1;
+        let admission = Admission::new(config.allow.clone(), config.limits);
         Endpoint {
+            admission,
             config,
             now: None,
             rng,
@@ -357,6 +370,11 @@ impl Endpoint {
             Transport::Udp => Framing::Datagram,
             Transport::Tcp => Framing::Stream,
         };
+        let verdict = self.admission.check(peer.remote.ip(), now);
+        if verdict != Verdict::Admit {
+            self.refuse(peer, bytes, framing, verdict);
+            return;
+        }
         let message = match Message::parse(bytes, framing) {
             Ok((message, _)) => message,
             Err(error) => {
@@ -382,6 +400,27 @@ impl Endpoint {
             }
             StartLine::Response { .. } => self.handle_response(now, message),
         }
+    }
+
+    /// Answers what admission refused: 503 (throttled) or 403 (not allowed) to requests we can
+    /// address; everything else, and anything over the hard limit, is dropped.
+    fn refuse(&mut self, peer: Peer, bytes: &[u8], framing: Framing, verdict: Verdict) {
+        let (label, answer) = match verdict {
+            Verdict::Throttle => ("throttled", Some((503, "Service Unavailable"))),
+            Verdict::Forbidden => ("forbidden", Some((403, "Forbidden"))),
+            Verdict::Drop | Verdict::Admit => ("dropped", None),
+        };
+        self.count(Count::Refused(label));
+        let Some((code, reason)) = answer else { return };
+        let Ok((request, _)) = Message::parse(bytes, framing) else { return };
+        if request.method().is_none_or(|m| *m == Method::Ack) || request.top_via().is_none() {
+            return;
+        }
+        let mut response = self.response(&request, code, reason, None);
+        if code == 503 {
+            response.headers.push("Retry-After", "5");
+        }
+        self.send_response(reply_peer(peer, &request), response);
     }
 
     /// A message that failed to parse gets 400 only if its header section is readable enough to

@@ -3,11 +3,13 @@
 //! - [`message`]: parse and print SIP messages (pure).
 //! - [`sdp`]: SDP offer/answer for G.711 audio (pure).
 //! - [`timer`]: RFC 3261 timers in one table.
+//! - [`admission`]: source allow-list and per-source rate limits (pure).
 //! - [`endpoint`]: the sans-IO user agent core (transactions and dialogs).
 //! - [`transport`]: the tokio driver: UDP and TCP sockets around an [`endpoint::Endpoint`].
 //! - [`metrics`]: Prometheus counters for SIP traffic.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod endpoint;
 pub mod error;
 pub mod message;

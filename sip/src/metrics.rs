@@ -10,6 +10,7 @@ pub struct SipMetrics {
     requests: IntCounterVec,
     responses: IntCounterVec,
     dropped: IntCounter,
+    refused: IntCounterVec,
 }
 
 impl SipMetrics {
@@ -30,7 +31,15 @@ impl SipMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(responses.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
-        Ok(SipMetrics { requests, responses, dropped })
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "roundtable_sip_refused_total",
+                "SIP messages refused by admission: throttled (503), dropped (over the hard limit), forbidden (403)",
+            ),
+            &["verdict"],
+        )?;
+        registry.register(Box::new(refused.clone()))?;
+        Ok(SipMetrics { requests, responses, dropped, refused })
     }
 
     /// Records one counted happening of the endpoint.
@@ -39,6 +48,7 @@ impl SipMetrics {
             Count::RequestIn(method) => self.requests.with_label_values(&[method]).inc(),
             Count::ResponseOut(code) => self.responses.with_label_values(&[&code.to_string()]).inc(),
             Count::Dropped => self.dropped.inc(),
+            Count::Refused(verdict) => self.refused.with_label_values(&[verdict]).inc(),
         }
     }
 }

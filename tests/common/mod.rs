@@ -302,9 +302,14 @@ static UAC_COUNTER: AtomicU16 = AtomicU16::new(0);
 
 impl Uac {
     pub fn new(server: SocketAddr, room: &str) -> Uac {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Uac::new_from(server, room, "127.0.0.1")
+    }
+
+    /// A caller whose SIP and RTP sockets use another loopback source address (127.0.0.2, ...).
+    pub fn new_from(server: SocketAddr, room: &str, source: &str) -> Uac {
+        let sip = UdpSocket::bind((source, 0)).unwrap();
         sip.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = UdpSocket::bind((source, 0)).unwrap();
         let n = UAC_COUNTER.fetch_add(1, Ordering::SeqCst);
         Uac {
             call_id: format!("uac-{}-{n}-{}@127.0.0.1", std::process::id(), sip.local_addr().unwrap().port()),

@@ -1,0 +1,62 @@
+//! Abuse: a flood above the rate limit from one address gets 503s and then silence while a call
+//! from another address proceeds; an address outside `sip.allow` is refused with 403.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn options(branch: &str, local: std::net::SocketAddr, server: std::net::SocketAddr) -> String {
+    format!(
+        "OPTIONS sip:ping@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:flood@127.0.0.2>;tag=f\r\nTo: <sip:ping@{server}>\r\n\
+         Call-ID: flood-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn flood_is_throttled_then_dropped_while_others_call() {
+    let toml = "[sip.limits]\nrequests_per_second = 20\nburst = 20\nhard_limit = 40";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let flood = UdpSocket::bind("127.0.0.2:0").unwrap();
+    flood.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let local = flood.local_addr().unwrap();
+    for i in 0..100 {
+        flood.send_to(options(&i.to_string(), local, service.sip).as_bytes(), service.sip).unwrap();
+    }
+    // A caller from another address is not affected.
+    let mut caller = Uac::new(service.sip, "1000");
+    assert_eq!(caller.call(), 200);
+    assert_eq!(caller.hangup(), 200);
+
+    let (mut ok, mut busy) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = flood.recv_from(&mut buf) {
+            match SipText(String::from_utf8_lossy(&buf[..n]).to_string()).status() {
+                Some(200) => ok += 1,
+                Some(503) => busy += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(ok, 20, "the burst is served");
+    assert_eq!(busy, 20, "then 503 up to the hard limit, then silence");
+    let metrics = service.metrics();
+    assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"throttled\"} 20"), "{metrics}");
+    assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"dropped\"} 60"), "{metrics}");
+}
+
+#[test]
+fn address_outside_the_allow_list_is_refused() {
+    let service = Service::start(Options { toml: "[sip]\nallow = [\"127.0.0.1/32\"]".into(), ..Options::default() });
+    let mut outsider = Uac::new_from(service.sip, "1000", "127.0.0.3");
+    assert_eq!(outsider.call(), 403);
+    let mut insider = Uac::new(service.sip, "1000");
+    assert_eq!(insider.call(), 200);
+    assert_eq!(insider.hangup(), 200);
+    assert!(service.metrics().contains("roundtable_sip_refused_total{verdict=\"forbidden\"}"));
+}
