@@ -683,6 +683,7 @@ impl CallHandler for Bridge {
             EndReason::RemoteBye => "caller hung up",
             EndReason::Cancelled => "cancelled",
             EndReason::AckTimeout => "no ACK",
+            EndReason::SessionExpired => "session expired",
         };
         self.leave(call, why);
     }

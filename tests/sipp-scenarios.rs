@@ -116,3 +116,20 @@ fn hold_and_resume_by_reinvite() {
     assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
     assert_eq!(service.log().matches("re-offer answered").count(), 2, "{}", service.log());
 }
+
+#[test]
+fn session_timer_refresh_then_expiry() {
+    if !sipp_available() {
+        return;
+    }
+    // SIPp sends no RTP: keep the inactivity timeout out of the way for the 90 s this takes.
+    let service = Service::start(Options { toml: "[media]\ninactivity_timeout_s = 300".into(), ..Options::default() });
+    let work = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let child = sipp(&service, &scenario("session_timer.xml"), "1000", work.path(), &["-timeout", "150s"]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(140)), Some(0), "{}", sipp_logs(work.path()));
+    let took = started.elapsed();
+    // Refresh at 30 s; BYE at 30 + (90 - 30) = 90 s, not at 60 s as without the refresh.
+    assert!(took >= Duration::from_secs(88) && took <= Duration::from_secs(100), "BYE after {took:?}");
+    assert!(service.log().contains("reason=\"session expired\""), "{}", service.log());
+}

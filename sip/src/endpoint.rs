@@ -21,10 +21,13 @@ use std::time::Instant;
 use crate::admission::{Admission, Cidr, RateLimits, Verdict};
 use crate::error::{ParseError, Rejection};
 use crate::message::{Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
+use crate::session_timer::{self, Negotiation};
 use crate::timer::{TimerConfig, TimerKind};
 
 /// The methods we answer, for `Allow`.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// The option tags we support (`Require` with any other gets 420).
+const SUPPORTED: &[&str] = &["timer"];
 
 /// Transport protocol of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +110,8 @@ pub enum EndReason {
     Cancelled,
     /// No ACK arrived for our 2xx within 64*T1; we sent BYE.
     AckTimeout,
+    /// The caller did not refresh the session in time (RFC 4028); we sent BYE.
+    SessionExpired,
 }
 
 /// Something the application must know.
@@ -287,6 +292,8 @@ struct Dialog {
     confirmed: bool,
     /// The 2xx being retransmitted until its ACK, if any.
     unacked: Option<UnackedOk>,
+    /// RFC 4028: the session interval and when, without a refresh, the session ends.
+    session: Option<(u32, Instant)>,
 }
 
 /// The bridge's SIP user agent core. See the module docs for the driving loop.
@@ -349,11 +356,10 @@ impl Endpoint {
         let invites = self.invites.values().flat_map(|t| t.timers.iter().map(|(_, at)| *at));
         let non_invites = self.non_invites.values().map(|t| t.expires);
         let byes = self.byes.values().flat_map(|b| b.retransmit_at.into_iter().chain([b.expires]));
-        let dialogs = self
-            .dialogs
-            .values()
-            .filter_map(|d| d.unacked.as_ref())
-            .flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
+        let dialogs = self.dialogs.values().flat_map(|d| {
+            let unacked = d.unacked.iter().flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
+            unacked.chain(d.session.map(|(_, at)| at))
+        });
         invites.chain(non_invites).chain(byes).chain(dialogs).min()
     }
 
@@ -587,6 +593,13 @@ impl Endpoint {
             self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
             return;
         };
+        if let Some(response) = self.refuse_extensions_or_body(&request) {
+            match request.method() {
+                Some(Method::Invite) => self.start_invite_txn(now, peer, key, request, response),
+                _ => self.finish_non_invite(now, peer, key, response),
+            }
+            return;
+        }
         let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
         match method {
             Method::Bye => {
@@ -724,6 +737,7 @@ impl Endpoint {
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         response.headers.push("Contact", contact(peer));
         response.headers.push("Allow", ALLOW);
+        let session = add_session_expires(&request, &mut response);
         response.headers.push("Content-Type", "application/sdp");
         response.body = sdp;
         let bytes = response.to_bytes();
@@ -764,6 +778,7 @@ impl Endpoint {
                 invite_key: key.clone(),
                 confirmed: false,
                 unacked: Some(UnackedOk { response: bytes, cseq, txn: key, attempt: 0, retransmit_at, give_up_at }),
+                session: session.map(|interval| (interval, now + session_timer::expiry(interval))),
             },
         );
     }
@@ -778,6 +793,7 @@ impl Endpoint {
                 Ok(sdp) => {
                     let mut ok = self.response(&request, 200, "OK", None);
                     ok.headers.push("Contact", contact(peer));
+                    self.refresh_session(now, call, &request, &mut ok);
                     if !sdp.is_empty() {
                         ok.headers.push("Content-Type", "application/sdp");
                         ok.body = sdp;
@@ -803,6 +819,7 @@ impl Endpoint {
         let mut response = self.response(&request, 200, "OK", None);
         response.headers.push("Contact", contact(peer));
         response.headers.push("Allow", ALLOW);
+        self.refresh_session(now, call, &request, &mut response);
         response.headers.push("Content-Type", "application/sdp");
         response.body = sdp;
         let bytes = response.to_bytes();
@@ -822,6 +839,21 @@ impl Endpoint {
                 retransmit_at: timers.duration(TimerKind::Retransmit2xx, 0, reliable).map(|d| now + d),
                 give_up_at: now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default(),
             });
+        }
+    }
+
+    /// A refresh (re-INVITE or UPDATE answered 2xx) restarts the session timer, with the
+    /// interval the request asks for, or the one in force when it names none.
+    fn refresh_session(&mut self, now: Instant, call: CallKey, request: &Message, response: &mut Message) {
+        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let interval = match session_timer::negotiate(request) {
+            Negotiation::CallerRefreshes { interval } => Some(interval),
+            Negotiation::Off | Negotiation::TooSmall => dialog.session.map(|(interval, _)| interval),
+        };
+        if let Some(interval) = interval {
+            dialog.session = Some((interval, now + session_timer::expiry(interval)));
+            response.headers.push("Session-Expires", format!("{interval};refresher=uac"));
+            response.headers.push("Require", "timer");
         }
     }
 
@@ -936,7 +968,12 @@ impl Endpoint {
         self.byes.retain(|_, b| b.expires > now);
 
         let mut no_ack = Vec::new();
+        let mut expired = Vec::new();
         for (call, dialog) in &mut self.dialogs {
+            if dialog.session.is_some_and(|(_, at)| at <= now) {
+                expired.push(*call);
+                continue;
+            }
             let Some(u) = dialog.unacked.as_mut() else { continue };
             if u.give_up_at <= now {
                 no_ack.push(*call);
@@ -952,6 +989,10 @@ impl Endpoint {
         for call in no_ack {
             self.hangup(now, call);
             self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::AckTimeout)));
+        }
+        for call in expired {
+            self.hangup(now, call);
+            self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::SessionExpired)));
         }
     }
 
@@ -994,11 +1035,18 @@ impl Endpoint {
             .all("Require")
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| t.eq_ignore_ascii_case(s)))
             .collect();
         if !unsupported.is_empty() {
             let mut response = self.response(request, 420, "Bad Extension", None);
             response.headers.push("Unsupported", unsupported.join(", "));
+            return Some(response);
+        }
+        if matches!(method, Method::Invite | Method::Update)
+            && session_timer::negotiate(request) == Negotiation::TooSmall
+        {
+            let mut response = self.response(request, 422, "Session Interval Too Small", None);
+            response.headers.push("Min-SE", session_timer::MIN_SE.to_string());
             return Some(response);
         }
         if *method != Method::Invite {
@@ -1102,6 +1150,19 @@ fn reply_peer(peer: Peer, request: &Message) -> Peer {
             Peer { remote: SocketAddr::new(peer.remote.ip(), port), ..peer }
         }
         _ => peer,
+    }
+}
+
+/// Adds `Session-Expires` and `Require: timer` to the 2xx of an INVITE when the caller will
+/// refresh (RFC 4028 9); returns the interval.
+fn add_session_expires(request: &Message, response: &mut Message) -> Option<u32> {
+    match session_timer::negotiate(request) {
+        Negotiation::CallerRefreshes { interval } => {
+            response.headers.push("Session-Expires", format!("{interval};refresher=uac"));
+            response.headers.push("Require", "timer");
+            Some(interval)
+        }
+        Negotiation::Off | Negotiation::TooSmall => None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`message`]: parse and print SIP messages (pure).
 //! - [`sdp`]: SDP offer/answer for G.711 audio (pure).
 //! - [`timer`]: RFC 3261 timers in one table.
+//! - [`session_timer`]: RFC 4028 session timers, UAS side (pure).
 //! - [`admission`]: source allow-list and per-source rate limits (pure).
 //! - [`endpoint`]: the sans-IO user agent core (transactions and dialogs).
 //! - [`transport`]: the tokio driver: UDP and TCP sockets around an [`endpoint::Endpoint`].
@@ -15,6 +16,7 @@ pub mod error;
 pub mod message;
 pub mod metrics;
 pub mod sdp;
+pub mod session_timer;
 pub mod timer;
 pub mod transport;
 

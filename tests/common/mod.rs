@@ -690,7 +690,8 @@ pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path,
         .args(["-s", room, "-i", "127.0.0.1", "-nostdin"])
         .args(if extra.contains(&"-m") { &[][..] } else { &["-m", "1", "-l", "1"][..] })
         .args(["-p", &port.to_string(), "-mp", &(media - media % 2).to_string()])
-        .args(["-trace_err", "-trace_msg", "-timeout", "60s", "-timeout_error"])
+        .args(["-trace_err", "-trace_msg", "-timeout_error"])
+        .args(if extra.contains(&"-timeout") { &[][..] } else { &["-timeout", "60s"][..] })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -306,3 +306,41 @@ fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
     assert_eq!(codes(&drain(&mut ep)), [488]);
     assert_eq!(ep.active_calls(), 1);
 }
+
+#[test]
+fn session_timer_refresh_and_expiry() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let with_timer = String::from_utf8(invite("z9hG4bK1"))
+        .unwrap()
+        .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 90\r\n");
+    ep.handle_message(t0, peer(), with_timer.as_bytes());
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.accept(t0, call.call, b"v=0\r\n".to_vec());
+    let d = drain(&mut ep);
+    assert_eq!(d.sent[0].headers.get("Session-Expires"), Some("90;refresher=uac"));
+    assert_eq!(d.sent[0].headers.get("Require"), Some("timer"));
+    let tag = NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap().tag.unwrap();
+    ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
+    let _ = drain(&mut ep);
+    // A refresh by UPDATE at 50 s moves the end to 50 + 60 s.
+    let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK3")).unwrap();
+    ep.handle_message(t0 + Duration::from_secs(50), peer(), update.as_bytes());
+    let Some(Event::Reoffer(offer)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.answer_reoffer(t0 + Duration::from_secs(50), offer.id, Ok(Vec::new()));
+    let d = drain(&mut ep);
+    assert_eq!(d.sent[0].headers.get("Session-Expires"), Some("90;refresher=uac"));
+    let d = run_until(&mut ep, t0 + Duration::from_secs(100));
+    assert!(d.events.is_empty(), "still up at 100 s: {:?}", d.events);
+    let d = run_until(&mut ep, t0 + Duration::from_secs(111));
+    assert!(d.events.contains(&Event::CallEnded(call.call, EndReason::SessionExpired)));
+    assert!(d.sent.iter().any(|m| m.method() == Some(&Method::Bye)));
+
+    // Below Min-SE: 422 with Min-SE.
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let small = String::from_utf8(invite("z9hG4bK9")).unwrap().replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 30\r\n");
+    ep.handle_message(t0, peer(), small.as_bytes());
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [422]);
+    assert_eq!(d.sent[0].headers.get("Min-SE"), Some("90"));
+}
