@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use crate::admission::{Admission, Cidr, RateLimits, Verdict};
 use crate::error::{ParseError, Rejection};
-use crate::message::{Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
+use crate::message::{split_commas, Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
 use crate::session_timer::{self, Negotiation};
 use crate::timer::{TimerConfig, TimerKind};
 
@@ -285,6 +285,9 @@ struct Dialog {
     /// Our To header value with tag, our From for requests we send.
     local_party: String,
     remote_target: String,
+    /// The Record-Route set of the INVITE, in order (RFC 3261 12.1.1): our requests carry it as
+    /// Route and go to its first hop.
+    route_set: Vec<String>,
     local_cseq: u32,
     peer: Peer,
     invite_key: TxnKey,
@@ -717,7 +720,9 @@ impl Endpoint {
             self.send_ok(now, call, key, sdp, local_tag);
             return;
         }
-        let ringing = self.response(&txn.request, 180, "Ringing", Some(&local_tag)).to_bytes();
+        let mut ringing = self.response(&txn.request, 180, "Ringing", Some(&local_tag));
+        copy_record_route(&txn.request, &mut ringing);
+        let ringing = ringing.to_bytes();
         let Some(txn) = self.invites.get_mut(&key) else { return };
         let peer = txn.peer;
         txn.last_response = Some(ringing.clone());
@@ -735,6 +740,7 @@ impl Endpoint {
         let peer = txn.peer;
         let request = txn.request.clone();
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
+        copy_record_route(&request, &mut response);
         response.headers.push("Contact", contact(peer));
         response.headers.push("Allow", ALLOW);
         let session = add_session_expires(&request, &mut response);
@@ -773,6 +779,7 @@ impl Endpoint {
                 remote_party: from,
                 local_party,
                 remote_target,
+                route_set: request.headers.all("Record-Route").flat_map(split_commas).map(str::to_string).collect(),
                 local_cseq: 1,
                 peer,
                 invite_key: key.clone(),
@@ -881,19 +888,22 @@ impl Endpoint {
         dialog.local_cseq += 1;
         let branch = format!("z9hG4bK{}", self.random_token());
         let mut headers = Headers::default();
-        let peer = dialog.peer;
+        let (uri, peer) = next_hop(&dialog);
         headers.push(
             "Via",
             format!("SIP/2.0/{} {};branch={branch};rport", peer.transport.via_name(), peer.local),
         );
         headers.push("Max-Forwards", "70");
+        for route in route_headers(&dialog) {
+            headers.push("Route", route);
+        }
         headers.push("From", dialog.local_party.clone());
         headers.push("To", dialog.remote_party.clone());
         headers.push("Call-ID", dialog.call_id.clone());
         headers.push("CSeq", format!("{} BYE", dialog.local_cseq));
         headers.push("User-Agent", self.config.user_agent.clone());
         let bye = Message {
-            start: StartLine::Request { method: Method::Bye, uri: dialog.remote_target.clone(), version: "SIP/2.0".into() },
+            start: StartLine::Request { method: Method::Bye, uri, version: "SIP/2.0".into() },
             headers,
             body: Vec::new(),
         };
@@ -1163,6 +1173,54 @@ fn add_session_expires(request: &Message, response: &mut Message) -> Option<u32>
             Some(interval)
         }
         Negotiation::Off | Negotiation::TooSmall => None,
+    }
+}
+
+/// Copies the request's Record-Route values into a dialog-creating response (RFC 3261 12.1.1).
+fn copy_record_route(request: &Message, response: &mut Message) {
+    for value in request.headers.all("Record-Route") {
+        response.headers.push("Record-Route", value.to_string());
+    }
+}
+
+/// The Request-URI of our in-dialog requests and where they go (RFC 3261 12.2.1.1): with a
+/// loose-routing first hop, the remote target, sent to that hop; with a strict router, the hop
+/// itself is the Request-URI. Hops must be IP literals (the core does no DNS); otherwise, and
+/// without a route set, the request goes back where the INVITE came from.
+fn next_hop(dialog: &Dialog) -> (String, Peer) {
+    let Some(first) = dialog.route_set.first() else {
+        return (dialog.remote_target.clone(), dialog.peer);
+    };
+    let Ok(hop) = NameAddr::parse(first) else {
+        return (dialog.remote_target.clone(), dialog.peer);
+    };
+    let loose = hop.uri.split(';').any(|p| p.trim().eq_ignore_ascii_case("lr"));
+    let uri = if loose { dialog.remote_target.clone() } else { hop.uri.clone() };
+    let address = SipUri::parse(&hop.uri).ok().and_then(|u| {
+        let host_port = u.host_port;
+        host_port.parse::<SocketAddr>().ok().or_else(|| {
+            let ip: std::net::IpAddr = host_port.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+            Some(SocketAddr::new(ip, if u.scheme == "sips" { 5061 } else { 5060 }))
+        })
+    });
+    match address {
+        // Over TCP the request stays on the caller's connection (we open no new ones yet).
+        Some(remote) if dialog.peer.transport == Transport::Udp => (uri, Peer { remote, ..dialog.peer }),
+        _ => (uri, dialog.peer),
+    }
+}
+
+/// The Route headers of our in-dialog requests: the route set, minus the strict router that
+/// became the Request-URI, plus the remote target at the end in that case.
+fn route_headers(dialog: &Dialog) -> Vec<String> {
+    let Some(first) = dialog.route_set.first() else { return Vec::new() };
+    let loose = NameAddr::parse(first).is_ok_and(|h| h.uri.split(';').any(|p| p.trim().eq_ignore_ascii_case("lr")));
+    if loose {
+        dialog.route_set.clone()
+    } else {
+        let mut routes: Vec<String> = dialog.route_set[1..].to_vec();
+        routes.push(format!("<{}>", dialog.remote_target));
+        routes
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Service {
 #[derive(Default, Clone)]
 pub struct Options {
     pub toml: String,
+    /// Also listen for SIP on UDP [::1] (same port).
+    pub ipv6: bool,
     pub rtp_pairs: u16,
     pub env: Vec<(String, String)>,
 }
@@ -64,8 +66,9 @@ impl Service {
         let (low, high) = rtp_range(if options.rtp_pairs == 0 { 50 } else { options.rtp_pairs });
         let config = data.path().join("roundtable.toml");
         let store = data.path().join("store");
+        let v6 = if options.ipv6 { format!(", \"udp:[::1]:{port}\"") } else { String::new() };
         let mut toml = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"{v6}]\n\
              [media]\nrtp_ports = \"{low}-{high}\"\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
              [storage]\npath = {store:?}\n\
@@ -296,6 +299,10 @@ pub struct Uac {
     cseq: u32,
     pub remote_rtp: Option<SocketAddr>,
     room: String,
+    /// Extra header lines (each ending in CRLF) for the INVITE.
+    pub extra_headers: String,
+    /// The final response to the INVITE.
+    pub last_response: Option<SipText>,
 }
 
 static UAC_COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -321,6 +328,8 @@ impl Uac {
             cseq: 1,
             remote_rtp: None,
             room: room.to_string(),
+            extra_headers: String::new(),
+            last_response: None,
         }
     }
 
@@ -357,8 +366,9 @@ impl Uac {
         format!(
             "INVITE sip:{room}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: <sip:{room}@{server}>\r\n\
-             Call-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:tester@{local}>\r\n\
+             Call-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:tester@{local}>\r\n{extra}\
              Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            extra = self.extra_headers,
             room = self.room,
             server = self.server,
             tag = self.from_tag,
@@ -368,9 +378,11 @@ impl Uac {
     }
 
     pub fn offer(&self, payload_types: &str, rtpmaps: &str) -> String {
-        let port = self.rtp.local_addr().unwrap().port();
+        let local = self.rtp.local_addr().unwrap();
+        let (port, ip) = (local.port(), local.ip());
+        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         format!(
-            "v=0\r\no=tester 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=tester 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP {payload_types}\r\n{rtpmaps}a=sendrecv\r\n"
         )
     }
@@ -388,16 +400,21 @@ impl Uac {
         let status = response.status().unwrap_or(0);
         let to = response.header("To").unwrap_or_default();
         self.to_header = Some(to.clone());
+        self.last_response = Some(response.clone());
         if status == 200 {
             let body = response.body();
-            let ip = body.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).unwrap_or("127.0.0.1").trim();
+            let ip: std::net::IpAddr = body
+                .lines()
+                .find_map(|l| l.strip_prefix("c=IN IP4 ").or_else(|| l.strip_prefix("c=IN IP6 ")))
+                .and_then(|ip| ip.trim().parse().ok())
+                .expect("c= in answer");
             let port = body
                 .lines()
                 .find_map(|l| l.strip_prefix("m=audio "))
                 .and_then(|l| l.split(' ').next())
                 .and_then(|p| p.parse::<u16>().ok())
                 .expect("m=audio port in answer");
-            self.remote_rtp = Some(format!("{ip}:{port}").parse().unwrap());
+            self.remote_rtp = Some(SocketAddr::new(ip, port));
             self.send_in_dialog("ACK", 1);
         } else if status >= 300 {
             // ACK for a non-2xx belongs to the INVITE transaction: same branch (RFC 3261 17.1.1.3).

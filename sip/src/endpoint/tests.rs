@@ -344,3 +344,30 @@ fn session_timer_refresh_and_expiry() {
     assert_eq!(codes(&d), [422]);
     assert_eq!(d.sent[0].headers.get("Min-SE"), Some("90"));
 }
+
+#[test]
+fn record_route_is_echoed_and_bye_follows_the_route_set() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let routed = String::from_utf8(invite("z9hG4bK1")).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRecord-Route: <sip:127.0.0.1:5099;lr>, <sip:10.9.9.9;lr>\r\n",
+    );
+    ep.handle_message(t0, peer(), routed.as_bytes());
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    ep.accept(t0, call.call, b"v=0\r\n".to_vec());
+    let d = drain(&mut ep);
+    assert_eq!(d.sent[0].headers.get("Record-Route"), Some("<sip:127.0.0.1:5099;lr>, <sip:10.9.9.9;lr>"));
+    ep.hangup(t0, call.call);
+    let mut transmits = Vec::new();
+    while let Some(out) = ep.poll_output() {
+        if let Output::Transmit(t) = out {
+            transmits.push(t);
+        }
+    }
+    let bye = Message::parse(&transmits[0].bytes, Framing::Stream).unwrap().0;
+    assert_eq!(transmits[0].peer.remote, "127.0.0.1:5099".parse().unwrap(), "sent to the first hop");
+    assert_eq!(bye.request_uri(), Some("sip:alice@127.0.0.1:5070"), "the remote target stays the Request-URI");
+    let routes: Vec<&str> = bye.headers.all("Route").collect();
+    assert_eq!(routes, ["<sip:127.0.0.1:5099;lr>", "<sip:10.9.9.9;lr>"]);
+}
