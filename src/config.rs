@@ -23,6 +23,12 @@ timer_t1_ms = 500
 answer_delay_ms = 0
 allow = []
 
+[sip.auth]
+required = false
+realm = "roundtable"
+users = []
+algorithms = ["SHA-256", "MD5"]
+
 [sip.limits]
 requests_per_second = 50
 burst = 200
@@ -99,8 +105,31 @@ struct RawSip {
     timer_t1_ms: i64,
     answer_delay_ms: i64,
     allow: Vec<String>,
+    auth: RawAuth,
     limits: RawLimits,
     lockout: RawLockout,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    required: bool,
+    realm: String,
+    users: Vec<RawUser>,
+    algorithms: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password: String,
+}
+
+impl std::fmt::Debug for RawUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawUser({}, <password>)", self.name)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +294,8 @@ pub struct Config {
     pub sip_allow: Vec<roundtable_sip::admission::Cidr>,
     /// `[sip.limits]`.
     pub sip_limits: roundtable_sip::admission::RateLimits,
+    /// `[sip.auth]`.
+    pub sip_auth: roundtable_sip::digest::AuthConfig,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -442,6 +473,33 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         hard_limit: u32::try_from(positive("sip.limits.hard_limit", raw.sip.limits.hard_limit)?)
             .map_err(|_| ConfigError::new("sip.limits.hard_limit", "too large"))?,
     };
+    if raw.sip.auth.realm.is_empty() || raw.sip.auth.realm.contains('"') {
+        return Err(ConfigError::new("sip.auth.realm", "must be non-empty and without quotes"));
+    }
+    if raw.sip.auth.required && raw.sip.auth.users.is_empty() {
+        return Err(ConfigError::new("sip.auth.users", "required = true needs at least one user"));
+    }
+    let mut algorithms = Vec::new();
+    for name in &raw.sip.auth.algorithms {
+        let algorithm = roundtable_sip::digest::Algorithm::from_name(name)
+            .ok_or_else(|| ConfigError::new("sip.auth.algorithms", format!("{name:?} is not SHA-256 or MD5")))?;
+        algorithms.push(algorithm);
+    }
+    if algorithms.is_empty() {
+        return Err(ConfigError::new("sip.auth.algorithms", "needs at least one algorithm"));
+    }
+    let sip_auth = roundtable_sip::digest::AuthConfig {
+        algorithms,
+        required: raw.sip.auth.required,
+        realm: raw.sip.auth.realm.clone(),
+        users: raw
+            .sip
+            .auth
+            .users
+            .iter()
+            .map(|u| roundtable_sip::digest::User { name: u.name.clone(), password: u.password.clone() })
+            .collect(),
+    };
     let lockout = Lockout {
         max_failures: positive("sip.lockout.max_failures", raw.sip.lockout.max_failures)?,
         window: Duration::from_secs(positive("sip.lockout.window_s", raw.sip.lockout.window_s)? as u64),
@@ -510,6 +568,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         lockout,
         sip_allow,
         sip_limits,
+        sip_auth,
         rtp_ports,
         public_ip,
         max_legs_per_room,

@@ -161,6 +161,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     endpoint.answer_delay = config.answer_delay;
     endpoint.allow = config.sip_allow.clone();
     endpoint.limits = config.sip_limits;
+    endpoint.auth = config.sip_auth.clone();
     let (sip, bound, sip_task) =
         transport::spawn(&config.sip_listen, endpoint, handler, sip_metrics, sip_shutdown.clone())
             .await

@@ -133,3 +133,48 @@ fn session_timer_refresh_then_expiry() {
     assert!(took >= Duration::from_secs(88) && took <= Duration::from_secs(100), "BYE after {took:?}");
     assert!(service.log().contains("reason=\"session expired\""), "{}", service.log());
 }
+
+#[test]
+fn digest_challenge_and_success() {
+    if !sipp_available() {
+        return;
+    }
+    // Debian's SIPp answers MD5 challenges only; SHA-256 is covered with the test caller below.
+    let toml = "[sip.auth]\nrequired = true\nrealm = \"roundtable\"\nalgorithms = [\"MD5\"]\n\
+                users = [{ name = \"alice\", password = \"s3cret\" }]";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("digest_call.xml"), "1000", work.path(), &[]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    let metrics = service.metrics();
+    assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"401\"}"), 1.0, "{metrics}");
+}
+
+#[test]
+fn digest_sha256_by_the_test_caller() {
+    let toml = "[sip.auth]\nrequired = true\nrealm = \"roundtable\"\nusers = [{ name = \"alice\", password = \"s3cret\" }]";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let mut caller = Uac::new(service.sip, "1000");
+    assert_eq!(caller.call(), 401);
+    let challenges: Vec<String> = caller
+        .last_response
+        .clone()
+        .unwrap()
+        .0
+        .lines()
+        .filter_map(|l| l.strip_prefix("WWW-Authenticate: ").map(str::to_string))
+        .collect();
+    assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"), "{challenges:?}");
+    let user = roundtable_sip::digest::User { name: "alice".into(), password: "s3cret".into() };
+    let uri = format!("sip:1000@{}", service.sip);
+    let wrong = roundtable_sip::digest::User { name: "alice".into(), password: "nope".into() };
+    let mut intruder = Uac::new(service.sip, "1000");
+    intruder.extra_headers = format!("Authorization: {}\r\n", roundtable_sip::digest::answer(&challenges[0], "INVITE", &uri, &wrong, "c1").unwrap());
+    assert_eq!(intruder.call(), 401, "a wrong password is challenged again");
+    let mut authed = Uac::new(service.sip, "1000");
+    authed.extra_headers = format!("Authorization: {}\r\n", roundtable_sip::digest::answer(&challenges[0], "INVITE", &uri, &user, "c2").unwrap());
+    assert_eq!(authed.call(), 200);
+    assert_eq!(authed.hangup(), 200);
+    let metrics = service.metrics();
+    assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"auth_failed\"} 1"), "{metrics}");
+}

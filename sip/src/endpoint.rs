@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::admission::{Admission, Cidr, RateLimits, Verdict};
+use crate::digest::{AuthConfig, Authenticator, Verdict as DigestVerdict};
 use crate::error::{ParseError, Rejection};
 use crate::message::{split_commas, Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
 use crate::session_timer::{self, Negotiation};
@@ -190,6 +191,8 @@ pub struct EndpointConfig {
     pub answer_delay: std::time::Duration,
     /// Source networks allowed to send to us; empty allows all.
     pub allow: Vec<Cidr>,
+    /// Digest authentication of new calls.
+    pub auth: AuthConfig,
     /// Per-source rate limits.
     pub limits: RateLimits,
     /// Most server transactions and dialogs held at once. Beyond it, new requests are answered
@@ -205,6 +208,7 @@ impl Default for EndpointConfig {
             seed: None,
             answer_delay: std::time::Duration::ZERO,
             allow: Vec::new(),
+            auth: AuthConfig::default(),
             limits: RateLimits::default(),
             max_transactions: 50_000,
         }
@@ -319,6 +323,9 @@ pub struct Endpoint {
     pending_updates: HashMap<CallKey, (TxnKey, Peer, Message)>,
     outputs: VecDeque<Output>,
     admission: Admission,
+    auth: Authenticator,
+    /// The first `now` seen: nonce timestamps count seconds from it.
+    epoch: Option<Instant>,
 }
 
 impl Endpoint {
@@ -326,8 +333,11 @@ impl Endpoint {
     pub fn new(config: EndpointConfig) -> Endpoint {
         let rng = config.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64)) | 1;
         let admission = Admission::new(config.allow.clone(), config.limits);
+        let auth = Authenticator::new(config.auth.clone(), rng.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15);
         Endpoint {
             admission,
+            auth,
+            epoch: None,
             config,
             now: None,
             rng,
@@ -369,7 +379,13 @@ impl Endpoint {
     fn advance(&mut self, now: Instant) -> Instant {
         let now = self.now.map_or(now, |last| last.max(now));
         self.now = Some(now);
+        self.epoch.get_or_insert(now);
         now
+    }
+
+    /// Seconds since the first `now`, for nonce timestamps.
+    fn seconds(&self, now: Instant) -> u64 {
+        self.epoch.map_or(0, |e| now.saturating_duration_since(e).as_secs())
     }
 
     /// Handles bytes that arrived from `peer` (one datagram, or one framed message of a stream).
@@ -524,7 +540,19 @@ impl Endpoint {
         }
     }
 
-    fn handle_invite(&mut self, _now: Instant, peer: Peer, key: TxnKey, request: Message) {
+    fn handle_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
+        if self.auth.required() {
+            let authorizations: Vec<&str> = request.headers.all("Authorization").collect();
+            if let DigestVerdict::Challenge { stale } = self.auth.check("INVITE", &authorizations, self.seconds(now)) {
+                self.count(Count::Refused(if authorizations.is_empty() { "challenged" } else { "auth_failed" }));
+                let mut response = self.response(&request, 401, "Unauthorized", None);
+                for challenge in self.auth.challenges(self.seconds(now), stale) {
+                    response.headers.push("WWW-Authenticate", challenge);
+                }
+                self.start_invite_txn(now, peer, key, request, response);
+                return;
+            }
+        }
         let trying = self.response(&request, 100, "Trying", None);
         let call = CallKey(self.next_call);
         self.next_call += 1;

@@ -5,12 +5,14 @@
 //! - [`timer`]: RFC 3261 timers in one table.
 //! - [`session_timer`]: RFC 4028 session timers, UAS side (pure).
 //! - [`admission`]: source allow-list and per-source rate limits (pure).
+//! - [`digest`]: digest authentication of callers, SHA-256 and MD5 (pure).
 //! - [`endpoint`]: the sans-IO user agent core (transactions and dialogs).
 //! - [`transport`]: the tokio driver: UDP and TCP sockets around an [`endpoint::Endpoint`].
 //! - [`metrics`]: Prometheus counters for SIP traffic.
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod digest;
 pub mod endpoint;
 pub mod error;
 pub mod message;

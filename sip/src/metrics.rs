@@ -34,7 +34,7 @@ impl SipMetrics {
         let refused = IntCounterVec::new(
             Opts::new(
                 "roundtable_sip_refused_total",
-                "SIP messages refused by admission: throttled (503), dropped (over the hard limit), forbidden (403)",
+                "SIP messages refused: throttled (503), dropped (over the hard limit), forbidden (403), challenged and auth_failed (401)",
             ),
             &["verdict"],
         )?;
