@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
-use roundtable_api::{Control, ControlError, Participant, Readiness, RecordingAction, RoomDetail, RoomSummary};
+use roundtable_api::{
+    Control, ControlError, Participant, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+};
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
 use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd, LEG_INBOX};
@@ -29,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Config, DialAction};
+use crate::config::{Config, DialAction, RoomConfig};
+use crate::rooms::RoomBook;
 use crate::lobby::{Action as LobbyAction, Directory, Lobby, Prompt, RoomAccess};
 use crate::lockout::LockoutTracker;
 use crate::prompts::Prompts;
@@ -63,7 +66,7 @@ struct LobbyDirectory<'a> {
 
 impl Directory for LobbyDirectory<'_> {
     fn room(&self, id: &str) -> Option<RoomAccess> {
-        if let Some(room) = self.bridge.config.rooms.get(id) {
+        if let Some(room) = self.bridge.book().get(id) {
             let expose = |p: &Option<crate::config::Secret>| p.as_ref().map(|s| s.expose().to_string());
             return Some(RoomAccess { pin: expose(&room.pin), moderator_pin: expose(&room.moderator_pin) });
         }
@@ -146,6 +149,8 @@ pub struct Bridge {
     tasks: TaskTracker,
     prompts: Prompts,
     lockout: Mutex<LockoutTracker>,
+    /// Defined rooms (configuration and API); its own lock, never taken inside `state`'s.
+    book: Mutex<RoomBook>,
 }
 
 const STARTING: u8 = 0;
@@ -161,6 +166,7 @@ impl Bridge {
         clock: Arc<dyn WallClock>,
         metrics: BridgeMetrics,
         media_metrics: MediaMetrics,
+        book: RoomBook,
     ) -> Arc<Bridge> {
         Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
@@ -176,6 +182,7 @@ impl Bridge {
             tasks: TaskTracker::new(),
             prompts: Prompts::load(),
             lockout: Mutex::new(LockoutTracker::new(config.lockout)),
+            book: Mutex::new(book),
             config,
         })
     }
@@ -198,6 +205,11 @@ impl Bridge {
     /// Calls up now.
     pub fn active_calls(&self) -> usize {
         self.lock().legs.len()
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, RoomBook> {
+        // Writers restore the map when saving fails, so a poisoned lock still holds valid data.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -245,7 +257,7 @@ impl Bridge {
         if !valid_room_id(room) {
             return Err(not_found);
         }
-        if self.config.rooms.get(room).is_some_and(|r| r.pin.is_some() || r.moderator_pin.is_some()) {
+        if self.book().get(room).is_some_and(|r| r.pin.is_some() || r.moderator_pin.is_some()) {
             // PIN rooms are entered through the lobby only.
             return Err(Rejection::new(403, "Forbidden"));
         }
@@ -691,19 +703,58 @@ impl CallHandler for Bridge {
 
 impl Control for Bridge {
     fn rooms(&self) -> Vec<RoomSummary> {
+        let defined: Vec<String> = self.book().ids().cloned().collect();
         let state = self.lock();
         let mut rooms: Vec<RoomSummary> = state
             .rooms
             .iter()
             .map(|(id, r)| RoomSummary { id: id.to_string(), participants: r.legs.len(), recording: r.recording.is_some() })
             .collect();
+        for id in defined.into_iter().filter(|id| !state.rooms.contains_key(id.as_str())) {
+            rooms.push(RoomSummary { id, participants: 0, recording: false });
+        }
         rooms.sort_by(|a, b| a.id.cmp(&b.id));
         rooms
     }
 
     fn room(&self, id: &str) -> Option<RoomDetail> {
+        let defined = self.book().get(id).is_some();
         let state = self.lock();
         self.detail(&state, id)
+            .or_else(|| defined.then(|| RoomDetail { id: id.to_string(), recording: false, participants: Vec::new() }))
+    }
+
+    fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
+        if !valid_room_id(room) {
+            return Err(ControlError::Invalid("a room id is [A-Za-z0-9_.-]{1,64}".into()));
+        }
+        let pin = |p: Option<String>| -> Result<Option<crate::config::Secret>, ControlError> {
+            match p {
+                Some(p) if p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_digit()) => {
+                    Err(ControlError::Invalid("a PIN is 1 to 16 digits".into()))
+                }
+                p => Ok(p.map(crate::config::Secret::new)),
+            }
+        };
+        let config = RoomConfig { pin: pin(spec.pin)?, moderator_pin: pin(spec.moderator_pin)? };
+        self.book().put(room, config).map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        info!(room = %room, "room defined through the API");
+        self.room(room).ok_or(ControlError::RoomNotFound)
+    }
+
+    fn delete_room(&self, room: &str) -> Result<(), ControlError> {
+        let mut book = self.book();
+        if book.is_configured_only(room) {
+            return Err(ControlError::Conflict("the room is defined in the configuration file"));
+        }
+        match book.delete(room) {
+            Ok(true) => {
+                info!(room = %room, "room definition removed through the API");
+                Ok(())
+            }
+            Ok(false) => Err(ControlError::RoomNotFound),
+            Err(e) => Err(ControlError::Unavailable(e.to_string())),
+        }
     }
 
     fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {

@@ -214,6 +214,11 @@ struct RawLog {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -11,6 +11,7 @@ mod lobby;
 mod lockout;
 mod metrics;
 mod prompts;
+mod rooms;
 mod time;
 
 use std::path::PathBuf;
@@ -141,7 +142,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mixer = MixerPool::start(threads, mixer_metrics, media_metrics.clone()).context("starting mixer threads")?;
     let storage = Arc::new(LocalStorage::new(&config.storage_path));
-    let bridge = Bridge::new(config.clone(), mixer, storage, Arc::new(time::SystemClock), bridge_metrics, media_metrics);
+    let book_path = config.storage_path.join("rooms.json");
+    let book = rooms::RoomBook::load(config.rooms.clone(), book_path).context("storage.path: reading rooms.json")?;
+    let bridge =
+        Bridge::new(config.clone(), mixer, storage, Arc::new(time::SystemClock), bridge_metrics, media_metrics, book);
 
     let shutdown = CancellationToken::new();
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)

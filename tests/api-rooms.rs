@@ -68,3 +68,31 @@ fn bearer_token_guards_v1_and_never_reaches_the_logs() {
     }
     assert!(!service.log().contains(secret));
 }
+
+#[test]
+fn rooms_defined_through_the_api_survive_restarts() {
+    let mut service = Service::start(Options::default());
+    let (status, room) = service.http("PUT", "/v1/rooms/555", r#"{"pin":"4321"}"#);
+    assert_eq!((status, room["participants"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(service.http("PUT", "/v1/rooms/556", r#"{"pin":"43x1"}"#).0, 400);
+    assert_eq!(service.http("PUT", "/v1/rooms/a%20b", "{}").0, 400);
+    assert_eq!(service.http("PUT", "/v1/rooms/open", "{}").0, 200);
+    let (_, rooms) = service.http("GET", "/v1/rooms", "");
+    assert_eq!(rooms["rooms"][0], serde_json::json!({"id": "555", "participants": 0, "recording": false}));
+    // A PIN room is entered through the lobby only.
+    assert_eq!(Uac::new(service.sip, "555").call(), 403);
+    let mut open = Uac::new(service.sip, "open");
+    assert_eq!(open.call(), 200);
+    assert_eq!(open.hangup(), 200);
+    let saved = std::fs::read_to_string(service.storage().join("rooms.json")).unwrap();
+    assert!(saved.contains("555"));
+
+    service.restart();
+    let (_, rooms) = service.http("GET", "/v1/rooms", "");
+    let ids: Vec<&str> = rooms["rooms"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["555", "open"], "both survive the restart");
+    assert_eq!(Uac::new(service.sip, "555").call(), 403);
+    assert_eq!(service.http("DELETE", "/v1/rooms/555", "").0, 204);
+    assert_eq!(service.http("DELETE", "/v1/rooms/555", "").0, 404);
+    assert_eq!(service.http("GET", "/v1/rooms/555", "").0, 404);
+}

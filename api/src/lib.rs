@@ -76,6 +76,18 @@ pub enum RecordingAction {
     Stop,
 }
 
+/// The body of `PUT /v1/rooms/{room}`: a room that exists while empty and survives restarts.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSpec {
+    /// The PIN lobby callers enter; a room with one can only be entered through the lobby.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// The PIN that joins as moderator.
+    #[serde(default)]
+    pub moderator_pin: Option<String>,
+}
+
 /// The service's readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -102,6 +114,9 @@ pub enum ControlError {
     /// The service could not carry it out.
     #[error("{0}")]
     Unavailable(String),
+    /// The request names something invalid (a room id, a PIN).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ControlError {
@@ -111,6 +126,7 @@ impl ControlError {
             ControlError::RoomNotFound | ControlError::LegNotFound => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -125,6 +141,10 @@ pub trait Control: Send + Sync + 'static {
     fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError>;
     /// Removes a participant (the bridge sends BYE).
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError>;
+    /// Defines (or redefines) a room that exists while empty and survives restarts.
+    fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError>;
+    /// Removes a room defined through the API.
+    fn delete_room(&self, room: &str) -> Result<(), ControlError>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
 }
@@ -157,7 +177,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
     let state = AppState { control, registry, token: token.filter(|t| !t.is_empty()).map(Arc::from) };
     let v1 = Router::new()
         .route("/rooms", get(list_rooms))
-        .route("/rooms/{room}", get(show_room))
+        .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room))
         .route("/rooms/{room}/recording", post(recording))
         .route("/rooms/{room}/participants/{leg}", delete(kick))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -208,6 +228,20 @@ async fn recording(
     let request: RecordingRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     Ok(Json(state.control.recording(&room, request.action)?))
+}
+
+async fn put_room(State(state): State<AppState>, Path(room): Path<String>, body: Bytes) -> Result<Json<RoomDetail>, ApiError> {
+    let spec: RoomSpec = if body.is_empty() {
+        RoomSpec::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
+    };
+    Ok(Json(state.control.put_room(&room, spec)?))
+}
+
+async fn delete_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
+    state.control.delete_room(&room)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn kick(State(state): State<AppState>, Path((room, leg)): Path<(String, String)>) -> Result<StatusCode, ApiError> {

@@ -35,6 +35,15 @@ impl Control for Fake {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
         if leg == "7" { Ok(()) } else { Err(ControlError::LegNotFound) }
     }
+    fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
+        if spec.pin.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(ControlError::Invalid("a PIN is digits".into()));
+        }
+        Ok(RoomDetail { id: room.into(), recording: false, participants: vec![] })
+    }
+    fn delete_room(&self, room: &str) -> Result<(), ControlError> {
+        self.room(room).map(|_| ()).ok_or(ControlError::RoomNotFound)
+    }
     fn readiness(&self) -> Readiness {
         Readiness::Draining
     }
@@ -99,4 +108,15 @@ async fn token_guards_v1_only() {
     assert_eq!(call(&app, "GET", "/health", "", None).await.0, StatusCode::OK);
     let (s, body) = call(&app, "GET", "/ready", "", None).await;
     assert_eq!((s, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("draining")));
+}
+
+#[tokio::test]
+async fn put_and_delete_rooms() {
+    let app = app(None);
+    let (s, body) = call(&app, "PUT", "/v1/rooms/77", r#"{"pin":"1234"}"#, None).await;
+    assert_eq!((s, body["id"].as_str()), (StatusCode::OK, Some("77")));
+    assert_eq!(call(&app, "PUT", "/v1/rooms/77", r#"{"pin":"12x"}"#, None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&app, "PUT", "/v1/rooms/77", r#"{"pin":1}"#, None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&app, "DELETE", "/v1/rooms/1000", "", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(call(&app, "DELETE", "/v1/rooms/nope", "", None).await.0, StatusCode::NOT_FOUND);
 }

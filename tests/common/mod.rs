@@ -100,6 +100,30 @@ impl Service {
         panic!("service did not become ready:\n{}", service.log());
     }
 
+    /// Stops the service (SIGTERM) and starts it again on the same configuration and data.
+    pub fn restart(&mut self) {
+        let status = self.terminate(Duration::from_secs(12));
+        assert!(status.is_some_and(|s| s.success()), "clean exit before restart");
+        let config = self.data.path().join("roundtable.toml");
+        let log_file = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("respawn roundtable");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok((200, _)) = self.try_http("GET", "/ready", "", None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("service did not become ready again:\n{}", self.log());
+    }
+
     pub fn storage(&self) -> PathBuf {
         self.data.path().join("store")
     }
