@@ -57,6 +57,9 @@ fn call_without_ack_gets_bye() {
     assert_eq!(wait_sipp(child, Duration::from_secs(50)), Some(0), "{}", sipp_logs(work.path()));
     service.wait_participants("1000", 0);
     assert!(service.log().contains("reason=\"no ACK\""), "{}", service.log());
+    let metrics = service.metrics();
+    assert_eq!(metric(&metrics, "roundtable_sip_timeouts_total{kind=\"ack\"}"), 1.0, "{metrics}");
+    assert!(metric(&metrics, "roundtable_sip_retransmissions_total{kind=\"2xx\"}") >= 5.0, "{metrics}");
 }
 
 #[test]

@@ -164,6 +164,12 @@ pub enum Count {
     /// A message refused by admission: `throttled` (503), `dropped` (over the hard limit) or
     /// `forbidden` (outside `sip.allow`, 403).
     Refused(&'static str),
+    /// A retransmission: `final` (non-2xx to INVITE, Timer G), `2xx` (until the ACK), `bye`
+    /// (Timer E), or `answered` (a request retransmitted to us, answered from its transaction).
+    Retransmission(&'static str),
+    /// A timer that gave up: `ack` (no ACK for a 2xx), `ack_final` (Timer H), `bye` (Timer F
+    /// without a response), `session` (RFC 4028 expiry).
+    Timeout(&'static str),
 }
 
 /// What the endpoint wants done.
@@ -495,11 +501,13 @@ impl Endpoint {
                 let transmit = Transmit { peer, bytes: bytes.clone() };
                 self.outputs.push_back(Output::Transmit(transmit));
             }
+            self.count(Count::Retransmission("answered"));
             return;
         }
         if let Some(txn) = self.non_invites.get(&key) {
             let transmit = Transmit { peer, bytes: txn.last_response.clone() };
             self.outputs.push_back(Output::Transmit(transmit));
+            self.count(Count::Retransmission("answered"));
             return;
         }
         if request.tag("To").is_some() {
@@ -957,7 +965,8 @@ impl Endpoint {
         let timers = self.config.timers;
 
         let mut finished = Vec::new();
-        let mut resend = Vec::new();
+        let mut resend: Vec<(&'static str, Transmit)> = Vec::new();
+        let mut timeouts: Vec<&'static str> = Vec::new();
         let mut answer = Vec::new();
         for (key, txn) in &mut self.invites {
             let reliable = txn.peer.transport.reliable();
@@ -969,7 +978,7 @@ impl Endpoint {
                         if let InviteState::Completed { attempt } = &mut txn.state {
                             *attempt += 1;
                             if let Some(bytes) = &txn.last_response {
-                                resend.push(Transmit { peer: txn.peer, bytes: bytes.clone() });
+                                resend.push(("final", Transmit { peer: txn.peer, bytes: bytes.clone() }));
                             }
                             if let Some(d) = timers.duration(TimerKind::G, *attempt, reliable) {
                                 txn.timers.push((TimerKind::G, now + d));
@@ -980,6 +989,12 @@ impl Endpoint {
                         if let InviteState::Ringing { sdp, local_tag } = &mut txn.state {
                             answer.push((txn.call, key.clone(), std::mem::take(sdp), std::mem::take(local_tag)));
                         }
+                    }
+                    TimerKind::H => {
+                        if matches!(txn.state, InviteState::Completed { .. }) {
+                            timeouts.push("ack_final");
+                        }
+                        finished.push(key.clone());
                     }
                     _ => finished.push(key.clone()),
                 }
@@ -999,11 +1014,17 @@ impl Endpoint {
         for bye in self.byes.values_mut() {
             if bye.retransmit_at.is_some_and(|at| at <= now) {
                 bye.attempt += 1;
-                resend.push(Transmit { peer: bye.peer, bytes: bye.request.clone() });
+                resend.push(("bye", Transmit { peer: bye.peer, bytes: bye.request.clone() }));
                 bye.retransmit_at = timers.duration(TimerKind::E, bye.attempt, false).map(|d| now + d);
             }
         }
-        self.byes.retain(|_, b| b.expires > now);
+        self.byes.retain(|_, b| {
+            // Still retransmitting at Timer F: no final response ever came.
+            if b.expires <= now && b.retransmit_at.is_some() {
+                timeouts.push("bye");
+            }
+            b.expires > now
+        });
 
         let mut no_ack = Vec::new();
         let mut expired = Vec::new();
@@ -1017,18 +1038,24 @@ impl Endpoint {
                 no_ack.push(*call);
             } else if u.retransmit_at.is_some_and(|at| at <= now) {
                 u.attempt += 1;
-                resend.push(Transmit { peer: dialog.peer, bytes: u.response.clone() });
+                resend.push(("2xx", Transmit { peer: dialog.peer, bytes: u.response.clone() }));
                 u.retransmit_at = timers.duration(TimerKind::Retransmit2xx, u.attempt, false).map(|d| now + d);
             }
         }
-        for transmit in resend {
+        for (kind, transmit) in resend {
+            self.count(Count::Retransmission(kind));
             self.outputs.push_back(Output::Transmit(transmit));
         }
+        for kind in timeouts {
+            self.count(Count::Timeout(kind));
+        }
         for call in no_ack {
+            self.count(Count::Timeout("ack"));
             self.hangup(now, call);
             self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::AckTimeout)));
         }
         for call in expired {
+            self.count(Count::Timeout("session"));
             self.hangup(now, call);
             self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::SessionExpired)));
         }

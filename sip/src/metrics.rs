@@ -11,6 +11,8 @@ pub struct SipMetrics {
     responses: IntCounterVec,
     dropped: IntCounter,
     refused: IntCounterVec,
+    retransmissions: IntCounterVec,
+    timeouts: IntCounterVec,
 }
 
 impl SipMetrics {
@@ -39,7 +41,15 @@ impl SipMetrics {
             &["verdict"],
         )?;
         registry.register(Box::new(refused.clone()))?;
-        Ok(SipMetrics { requests, responses, dropped, refused })
+        let retransmissions = IntCounterVec::new(
+            Opts::new("roundtable_sip_retransmissions_total", "SIP retransmissions sent or answered, by kind"),
+            &["kind"],
+        )?;
+        let timeouts =
+            IntCounterVec::new(Opts::new("roundtable_sip_timeouts_total", "SIP timers that gave up, by kind"), &["kind"])?;
+        registry.register(Box::new(retransmissions.clone()))?;
+        registry.register(Box::new(timeouts.clone()))?;
+        Ok(SipMetrics { requests, responses, dropped, refused, retransmissions, timeouts })
     }
 
     /// Records one counted happening of the endpoint.
@@ -49,6 +59,8 @@ impl SipMetrics {
             Count::ResponseOut(code) => self.responses.with_label_values(&[&code.to_string()]).inc(),
             Count::Dropped => self.dropped.inc(),
             Count::Refused(verdict) => self.refused.with_label_values(&[verdict]).inc(),
+            Count::Retransmission(kind) => self.retransmissions.with_label_values(&[kind]).inc(),
+            Count::Timeout(kind) => self.timeouts.with_label_values(&[kind]).inc(),
         }
     }
 }
