@@ -528,6 +528,11 @@ impl Endpoint {
             self.send_response(peer, response);
             return;
         }
+        if method == Method::Invite && self.is_merged(&key, &request) {
+            let response = self.response(&request, 482, "Loop Detected", None);
+            self.start_invite_txn(now, peer, key, request, response);
+            return;
+        }
         match method {
             Method::Invite => self.handle_invite(now, peer, key, request),
             Method::Options => {
@@ -1086,6 +1091,19 @@ impl Endpoint {
         let peer = txn.peer;
         self.count(Count::ResponseOut(code));
         self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
+    }
+
+    /// RFC 3261 8.2.2.2: an INVITE with the From tag, Call-ID and CSeq of a transaction we hold,
+    /// arriving by another path (another branch or sent-by), is a fork merging back: 482.
+    fn is_merged(&self, key: &TxnKey, request: &Message) -> bool {
+        let from_tag = request.tag("From");
+        self.invites.iter().any(|(k, txn)| {
+            k.call_id == key.call_id
+                && k.cseq == key.cseq
+                && k.method == key.method
+                && (k.branch != key.branch || k.sent_by != key.sent_by)
+                && txn.request.tag("From") == from_tag
+        })
     }
 
     /// RFC 3261 8.2.2.3 and 8.2.3: a `Require` we do not support gets 420; an INVITE whose body

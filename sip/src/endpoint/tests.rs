@@ -371,3 +371,16 @@ fn record_route_is_echoed_and_bye_follows_the_route_set() {
     let routes: Vec<&str> = bye.headers.all("Route").collect();
     assert_eq!(routes, ["<sip:127.0.0.1:5099;lr>", "<sip:10.9.9.9;lr>"]);
 }
+
+#[test]
+fn merged_request_gets_482() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
+    let _ = drain(&mut ep);
+    // The same INVITE forked by a proxy arrives again with another branch.
+    ep.handle_message(t0, peer(), &invite("z9hG4bKother"));
+    let d = drain(&mut ep);
+    assert_eq!(codes(&d), [482]);
+    assert!(d.events.is_empty());
+}
