@@ -22,6 +22,8 @@ max_calls = 1000
 timer_t1_ms = 500
 answer_delay_ms = 0
 allow = []
+tls_cert = ""
+tls_key = ""
 
 [sip.auth]
 required = false
@@ -105,6 +107,8 @@ struct RawSip {
     timer_t1_ms: i64,
     answer_delay_ms: i64,
     allow: Vec<String>,
+    tls_cert: String,
+    tls_key: String,
     auth: RawAuth,
     limits: RawLimits,
     lockout: RawLockout,
@@ -301,6 +305,8 @@ pub struct Config {
     pub sip_limits: roundtable_sip::admission::RateLimits,
     /// `[sip.auth]`.
     pub sip_auth: roundtable_sip::digest::AuthConfig,
+    /// The TLS server configuration, when a `tls:` listener is configured.
+    pub sip_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -425,12 +431,24 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         let transport = match proto {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
-            "tls" => return Err(ConfigError::new("sip.listen", "tls is not supported yet")),
-            other => return Err(ConfigError::new("sip.listen", format!("unknown transport {other:?} (udp, tcp)"))),
+            "tls" => Transport::Tls,
+            other => return Err(ConfigError::new("sip.listen", format!("unknown transport {other:?} (udp, tcp, tls)"))),
         };
         sip_listen.push(ListenAddr { transport, addr: socket_addr("sip.listen", addr)? });
     }
     let max_calls = positive("sip.max_calls", raw.sip.max_calls)?;
+    let sip_tls = if sip_listen.iter().any(|l| l.transport == Transport::Tls) {
+        for (key, value) in [("sip.tls_cert", &raw.sip.tls_cert), ("sip.tls_key", &raw.sip.tls_key)] {
+            if value.is_empty() {
+                return Err(ConfigError::new(key, "required by the tls: listener"));
+            }
+        }
+        let config = roundtable_sip::transport::tls_config(raw.sip.tls_cert.as_ref(), raw.sip.tls_key.as_ref())
+            .map_err(|e| ConfigError::new("sip.tls_cert", e))?;
+        Some(config)
+    } else {
+        None
+    };
     let timer_t1_ms = positive("sip.timer_t1_ms", raw.sip.timer_t1_ms)?;
     if timer_t1_ms > 60_000 {
         return Err(ConfigError::new("sip.timer_t1_ms", "must be at most 60000"));
@@ -574,6 +592,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         sip_allow,
         sip_limits,
         sip_auth,
+        sip_tls,
         rtp_ports,
         public_ip,
         max_legs_per_room,
@@ -633,6 +652,8 @@ mod tests {
             ("[api]\nlisten = \"0.0.0.0:8080\"", &[], "api.token"),
             ("[api]\nbogus = 1", &[], "api.bogus"),
             ("[sip]\nlisten = [\"sctp:0.0.0.0:5060\"]", &[], "sip.listen"),
+            ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]", &[], "sip.tls_cert"),
+            ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.pem\"", &[], "sip.tls_cert"),
             ("[log]\nformat = \"xml\"", &[], "log.format"),
             ("", &[("ROUNDTABLE_SIP__MAX_CALLS", "zero")], "sip.max_calls"),
         ];

@@ -167,7 +167,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     endpoint.limits = config.sip_limits;
     endpoint.auth = config.sip_auth.clone();
     let (sip, bound, sip_task) =
-        transport::spawn(&config.sip_listen, endpoint, handler, sip_metrics, sip_shutdown.clone())
+        transport::spawn(&config.sip_listen, config.sip_tls.clone(), endpoint, handler, sip_metrics, sip_shutdown.clone())
             .await
             .context("sip.listen: cannot bind")?;
     for addr in &bound {

@@ -37,6 +37,8 @@ pub enum Transport {
     Udp,
     /// A stream: reliable, no retransmission.
     Tcp,
+    /// A TLS stream over TCP.
+    Tls,
 }
 
 impl Transport {
@@ -44,11 +46,12 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
     fn reliable(self) -> bool {
-        self == Transport::Tcp
+        self != Transport::Udp
     }
 }
 
@@ -399,7 +402,7 @@ impl Endpoint {
         let now = self.advance(now);
         let framing = match peer.transport {
             Transport::Udp => Framing::Datagram,
-            Transport::Tcp => Framing::Stream,
+            Transport::Tcp | Transport::Tls => Framing::Stream,
         };
         let verdict = self.admission.check(peer.remote.ip(), now);
         if verdict != Verdict::Admit {
@@ -1301,6 +1304,7 @@ fn contact(peer: Peer) -> String {
     match peer.transport {
         Transport::Udp => format!("<sip:roundtable@{}>", peer.local),
         Transport::Tcp => format!("<sip:roundtable@{};transport=tcp>", peer.local),
+        Transport::Tls => format!("<sips:roundtable@{}>", peer.local),
     }
 }
 

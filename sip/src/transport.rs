@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -99,9 +99,30 @@ enum FlowWriter {
 /// The addresses actually bound, in the order configured (port 0 resolved).
 pub type BoundAddrs = Vec<ListenAddr>;
 
+/// Loads a PEM certificate chain and private key into a TLS server configuration.
+pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
 /// Binds every listener and spawns the driver. Returns the handle and the bound addresses.
+/// `tls` is required when a listener is TLS.
 pub async fn spawn(
     listen: &[ListenAddr],
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: EndpointConfig,
     handler: Arc<dyn CallHandler>,
     metrics: SipMetrics,
@@ -123,15 +144,27 @@ pub async fn spawn(
                 bound.push(ListenAddr { transport: Transport::Udp, addr: local });
                 tokio::spawn(udp_reader(socket, flow, inbound_tx.clone(), shutdown.clone()));
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
+                let acceptor = match (l.transport, &tls) {
+                    (Transport::Tls, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+                    (Transport::Tls, None) => {
+                        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TLS listener needs a certificate"));
+                    }
+                    _ => None,
+                };
                 let listener = TcpListener::bind(l.addr).await?;
-                bound.push(ListenAddr { transport: Transport::Tcp, addr: listener.local_addr()? });
-                tokio::spawn(tcp_acceptor(
+                bound.push(ListenAddr { transport: l.transport, addr: listener.local_addr()? });
+                // Each stream listener numbers its connections from its own base, far above the
+                // UDP socket numbers.
+                tokio::spawn(stream_acceptor(
                     listener,
+                    acceptor,
+                    (next_flow + 1) << 48,
                     inbound_tx.clone(),
                     flow_tx.clone(),
                     shutdown.clone(),
                 ));
+                next_flow += 1;
             }
         }
     }
@@ -309,15 +342,20 @@ async fn udp_reader(socket: Arc<UdpSocket>, flow: FlowId, inbound: mpsc::Sender<
     }
 }
 
-async fn tcp_acceptor(
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn stream_acceptor(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    first_flow: u64,
     inbound: mpsc::Sender<Inbound>,
     flows: mpsc::UnboundedSender<(FlowId, Option<FlowWriter>)>,
     shutdown: CancellationToken,
 ) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
-    // TCP flows are numbered from the top so they never meet the UDP socket numbers.
-    let mut next = u64::MAX / 2;
+    let mut next = first_flow;
+    let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -335,24 +373,34 @@ async fn tcp_acceptor(
         let flow = FlowId(next);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
         let _ = flows.send((flow, Some(FlowWriter::Tcp(tx))));
-        let peer = Peer { transport: Transport::Tcp, remote, local, flow };
-        let (inbound, flows, shutdown) = (inbound.clone(), flows.clone(), shutdown.clone());
+        let peer = Peer { transport, remote, local, flow };
+        let (inbound, flows, shutdown, tls) = (inbound.clone(), flows.clone(), shutdown.clone(), tls.clone());
         tokio::spawn(async move {
-            tcp_connection(stream, peer, rx, inbound, shutdown).await;
+            match tls {
+                None => stream_connection(stream, peer, rx, inbound, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => stream_connection(tls_stream, peer, rx, inbound, shutdown).await,
+                    Ok(Err(error)) => debug!(%error, %remote, "TLS handshake failed"),
+                    Err(_) => debug!(%remote, "TLS handshake timed out"),
+                },
+            }
             let _ = flows.send((flow, None));
             drop(permit);
         });
     }
 }
 
-async fn tcp_connection(
-    stream: TcpStream,
+/// Reads framed SIP messages from a TCP or TLS stream and writes what the driver queues for it.
+async fn stream_connection<S>(
+    stream: S,
     peer: Peer,
     mut outbound: mpsc::Receiver<Vec<u8>>,
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
-) {
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -378,7 +426,7 @@ async fn tcp_connection(
                 }
             }
             Some(bytes) = outbound.recv() => {
-                if writer.write_all(&bytes).await.is_err() { return; }
+                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() { return; }
             }
             () = shutdown.cancelled() => {
                 // Let the driver's last BYEs out before closing.
@@ -386,6 +434,7 @@ async fn tcp_connection(
                 while let Ok(bytes) = outbound.try_recv() {
                     let _ = writer.write_all(&bytes).await;
                 }
+                let _ = writer.flush().await;
                 return;
             }
         }

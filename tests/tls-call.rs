@@ -1,0 +1,106 @@
+//! SIP over TLS (`tls:` listener, `sip.tls_cert` / `sip.tls_key`): a rustls test client places a
+//! call, is answered with a `sips:` Contact, shows up in the room, and hangs up. Debian's SIPp is
+//! built without TLS, hence our own client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn read_message(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>, pending: &mut Vec<u8>) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + length {
+                let message: Vec<u8> = pending.drain(..end + 4 + length).collect();
+                return Some(String::from_utf8_lossy(&message).to_string());
+            }
+        }
+        match tls.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn call_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let (udp, tls_port) = (free_port(), free_port());
+    let toml = format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:{udp}\", \"tls:127.0.0.1:{tls_port}\"]\ntls_cert = {:?}\ntls_key = {:?}",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    );
+    let service = Service::start(Options { toml, ..Options::default() });
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let socket = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let local = socket.local_addr().unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+        rtp.local_addr().unwrap().port()
+    );
+    let invite = format!(
+        "INVITE sips:1000@localhost:{tls_port} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls-1\r\n\
+         Max-Forwards: 70\r\nFrom: <sips:tls@localhost>;tag=t1\r\nTo: <sips:1000@localhost>\r\nCall-ID: tls-call\r\n\
+         CSeq: 1 INVITE\r\nContact: <sips:tls@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    tls.write_all(invite.as_bytes()).unwrap();
+    let mut pending = Vec::new();
+    let mut ok = None;
+    for _ in 0..5 {
+        let message = read_message(&mut tls, &mut pending).expect("a response over TLS");
+        if message.starts_with("SIP/2.0 200") {
+            ok = Some(message);
+            break;
+        }
+    }
+    let ok = ok.expect("200 OK over TLS");
+    assert!(ok.contains("Contact: <sips:roundtable@127.0.0.1:"), "{ok}");
+    let to = ok.lines().find_map(|l| l.strip_prefix("To: ")).unwrap().to_string();
+    let in_dialog = |method: &str, cseq: u32| {
+        format!(
+            "{method} sips:roundtable@127.0.0.1:{tls_port} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls-{method}\r\n\
+             Max-Forwards: 70\r\nFrom: <sips:tls@localhost>;tag=t1\r\nTo: {to}\r\nCall-ID: tls-call\r\n\
+             CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    tls.write_all(in_dialog("ACK", 1).as_bytes()).unwrap();
+    service.wait_participants("1000", 1);
+    tls.write_all(in_dialog("BYE", 2).as_bytes()).unwrap();
+    let bye_ok = read_message(&mut tls, &mut pending).expect("BYE answered");
+    assert!(bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
+    service.wait_participants("1000", 0);
+}
