@@ -785,17 +785,9 @@ impl Endpoint {
         let request = txn.request.clone();
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         copy_record_route(&request, &mut response);
-        response.headers.push("Contact", contact(peer));
-        response.headers.push("Allow", ALLOW);
         let session = add_session_expires(&request, &mut response);
-        response.headers.push("Content-Type", "application/sdp");
-        response.body = sdp;
-        let bytes = response.to_bytes();
-        if let Some(txn) = self.invites.get_mut(&key) {
-            txn.last_response = Some(bytes.clone());
-        }
-        self.count(Count::ResponseOut(200));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        let local_party = response.headers.get("To").unwrap_or_default().to_string();
+        let bytes = self.send_invite_ok(&key, peer, response, sdp);
 
         let from = request.headers.get("From").unwrap_or_default().to_string();
         let remote_tag = request.tag("From").unwrap_or_default();
@@ -812,7 +804,6 @@ impl Endpoint {
         let give_up_at = now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default();
         let call_id = request.call_id().unwrap_or_default().to_string();
         let cseq = request.cseq().map_or(0, |c| c.number);
-        let local_party = response.headers.get("To").unwrap_or_default().to_string();
         self.dialog_index.insert((call_id.clone(), remote_tag.clone(), local_tag.clone()), call);
         self.dialogs.insert(
             call,
@@ -868,17 +859,8 @@ impl Endpoint {
         txn.state = InviteState::Accepted;
         let (peer, request) = (txn.peer, txn.request.clone());
         let mut response = self.response(&request, 200, "OK", None);
-        response.headers.push("Contact", contact(peer));
-        response.headers.push("Allow", ALLOW);
         self.refresh_session(now, call, &request, &mut response);
-        response.headers.push("Content-Type", "application/sdp");
-        response.body = sdp;
-        let bytes = response.to_bytes();
-        if let Some(txn) = self.invites.get_mut(&key) {
-            txn.last_response = Some(bytes.clone());
-        }
-        self.count(Count::ResponseOut(200));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        let bytes = self.send_invite_ok(&key, peer, response, sdp);
         let reliable = peer.transport.reliable();
         let timers = self.config.timers;
         if let Some(dialog) = self.dialogs.get_mut(&call) {
@@ -891,6 +873,22 @@ impl Endpoint {
                 give_up_at: now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default(),
             });
         }
+    }
+
+    /// Sends a 200 to an INVITE (initial or re-INVITE) carrying our SDP, and keeps it to answer
+    /// retransmissions of that INVITE. Returns the bytes for the retransmissions until the ACK.
+    fn send_invite_ok(&mut self, key: &TxnKey, peer: Peer, mut response: Message, sdp: Vec<u8>) -> Vec<u8> {
+        response.headers.push("Contact", contact(peer));
+        response.headers.push("Allow", ALLOW);
+        response.headers.push("Content-Type", "application/sdp");
+        response.body = sdp;
+        let bytes = response.to_bytes();
+        if let Some(txn) = self.invites.get_mut(key) {
+            txn.last_response = Some(bytes.clone());
+        }
+        self.count(Count::ResponseOut(200));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        bytes
     }
 
     /// A refresh (re-INVITE or UPDATE answered 2xx) restarts the session timer, with the
