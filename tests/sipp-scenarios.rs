@@ -181,3 +181,15 @@ fn digest_sha256_by_the_test_caller() {
     let metrics = service.metrics();
     assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"auth_failed\"} 1"), "{metrics}");
 }
+
+#[test]
+fn bye_for_an_unknown_dialog_gets_481() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let child = sipp(&service, &scenario("bye_unknown_dialog.xml"), "1000", work.path(), &[]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(metric(&service.metrics(), "roundtable_sip_responses_total{code=\"481\"}"), 1.0);
+}

@@ -695,6 +695,10 @@ impl Endpoint {
                 self.reoffers.insert(id, call);
                 self.outputs.push_back(Output::Event(Event::Reoffer(Reoffer { call, id, body })));
             }
+            Method::Refer => {
+                // Transfers out of a conference are not offered (yet): decline, keep the call.
+                self.answer_non_invite(now, peer, key, &request, 603, "Declined");
+            }
             Method::Other(_) => {
                 self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");
             }

@@ -298,6 +298,11 @@ fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
     assert!(codes(&d).is_empty() && d.events.is_empty(), "{:?}", d.events);
     assert_eq!(ep.active_calls(), 1);
 
+    // REFER is declined and the call goes on.
+    let refer = String::from_utf8(request("REFER", &tag, "z9hG4bK6")).unwrap().replace("2 REFER", "4 REFER");
+    ep.handle_message(t0 + Duration::from_secs(40), peer(), refer.as_bytes());
+    assert_eq!(codes(&drain(&mut ep)), [603]);
+
     // An UPDATE is answered at once; a rejected re-offer keeps the call.
     let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK5")).unwrap().replace("2 UPDATE", "3 UPDATE");
     ep.handle_message(t0 + Duration::from_secs(41), peer(), update.as_bytes());
