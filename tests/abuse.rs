@@ -43,11 +43,16 @@ fn flood_is_throttled_then_dropped_while_others_call() {
             }
         }
     }
-    assert_eq!(ok, 20, "the burst is served");
-    assert_eq!(busy, 20, "then 503 up to the hard limit, then silence");
+    // The bucket refills at 20/s while the flood is sent, so a slow machine may admit one or two
+    // more than the burst.
+    assert!((20..=23).contains(&ok), "the burst is served: {ok}");
+    assert!((17..=20).contains(&busy), "then 503 up to the hard limit of 40 a second: {busy}");
     let metrics = service.metrics();
-    assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"throttled\"} 20"), "{metrics}");
-    assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"dropped\"} 60"), "{metrics}");
+    let value = |name: &str| -> u64 {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+    };
+    assert_eq!(value("roundtable_sip_refused_total{verdict=\"throttled\"}"), busy as u64, "{metrics}");
+    assert_eq!(value("roundtable_sip_refused_total{verdict=\"dropped\"}"), 100 - ok as u64 - busy as u64, "{metrics}");
 }
 
 #[test]
