@@ -557,9 +557,15 @@ impl CallHandler for Bridge {
         let cancel = CancellationToken::new();
 
         let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
+        let (receive_tx, receive_rx) = tokio::sync::watch::channel(ReceiveConfig {
+            audio_pt: answer.codec.payload_type(),
+            telephone_event: answer.telephone_event,
+            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
+        });
         let mut state = self.lock();
         state.next_leg += 1;
         let leg_id = LegId(state.next_leg);
+        let sdp = answer.to_sdp(advertised, leg_id.0, 1);
         let is_new_room = !in_lobby && !state.rooms.contains_key(&room);
         let auto_record = self.config.auto_record && is_new_room;
         let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
@@ -590,9 +596,9 @@ impl CallHandler for Bridge {
                 cancel: cancel.clone(),
                 rtp,
                 advertised,
-                answer_sdp: Vec::new(),
+                answer_sdp: sdp.clone(),
                 sdp_version: 1,
-                receive: tokio::sync::watch::channel(ReceiveConfig { audio_pt: 0, telephone_event: None, inactivity: None }).0,
+                receive: receive_tx,
             },
         );
         if is_new_room {
@@ -608,23 +614,13 @@ impl CallHandler for Bridge {
         drop(state);
         info!(call_id = %call.call_id, room = %room, leg = %leg_id, from = %call.from, codec = answer.codec.name(), rtp = %rtp, "joined room");
 
-        let receive = ReceiveConfig {
-            audio_pt: answer.codec.payload_type(),
-            telephone_event: answer.telephone_event,
-            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
-        };
-        let (receive_tx, receive_rx) = tokio::sync::watch::channel(receive);
-        let sdp = answer.to_sdp(advertised, leg_id.0, 1);
-        if let Some(leg) = self.lock().legs.get_mut(&call.call) {
-            leg.answer_sdp = sdp.clone();
-            leg.receive = receive_tx;
-        }
         let bridge = self.me.clone();
         let media_metrics = self.media_metrics.clone();
         let key = call.call;
         let MediaPorts { rtp: rtp_socket, rtcp, .. } = ports;
+        let receive_cancel = cancel.clone();
         self.tasks.spawn(async move {
-            let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, digits_tx, counters, media_metrics, cancel.clone()).await;
+            let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, digits_tx, counters, media_metrics, receive_cancel).await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
                 let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
                 if let Some(sip) = bridge.sip.get() {
@@ -636,7 +632,6 @@ impl CallHandler for Bridge {
         if in_lobby {
             if let Some(bridge) = self.me.upgrade() {
                 self.metrics.lobby_calls.inc();
-                let cancel = self.lock().legs.get(&call.call).map(|l| l.cancel.clone()).unwrap_or_default();
                 self.tasks.spawn(bridge.run_lobby(call.call, digits_rx, cancel));
             }
         }

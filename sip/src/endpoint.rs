@@ -569,34 +569,36 @@ impl Endpoint {
                 return;
             }
         }
-        let trying = self.response(&request, 100, "Trying", None);
-        let call = CallKey(self.next_call);
-        self.next_call += 1;
         let user = request.request_uri().and_then(|u| SipUri::parse(u).ok()).and_then(|u| u.user);
         let from = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok());
-        let incoming = IncomingCall {
-            call,
-            call_id: request.call_id().unwrap_or_default().to_string(),
-            request_uri: request.request_uri().unwrap_or_default().to_string(),
-            user,
-            from: from.map(|f| f.uri).unwrap_or_default(),
-            body: request.body.clone(),
-            peer,
-        };
-        let bytes = trying.to_bytes();
+        let call_id = request.call_id().unwrap_or_default().to_string();
+        let request_uri = request.request_uri().unwrap_or_default().to_string();
+        let body = request.body.clone();
+        let call = self.open_invite_txn(peer, key, request);
+        let incoming =
+            IncomingCall { call, call_id, request_uri, user, from: from.map(|f| f.uri).unwrap_or_default(), body, peer };
+        self.outputs.push_back(Output::Event(Event::IncomingCall(incoming)));
+    }
+
+    /// Sends 100 Trying and holds a Proceeding INVITE server transaction until the application
+    /// answers (initial INVITE or re-INVITE); returns its handle.
+    fn open_invite_txn(&mut self, peer: Peer, key: TxnKey, request: Message) -> CallKey {
+        let call = CallKey(self.next_call);
+        self.next_call += 1;
+        let trying = self.response(&request, 100, "Trying", None).to_bytes();
         self.count(Count::ResponseOut(100));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: trying.clone() }));
         let txn = InviteServer {
             call,
             request,
             peer,
-            last_response: Some(bytes),
+            last_response: Some(trying),
             state: InviteState::Proceeding,
             timers: Vec::new(),
         };
         self.calls.insert(call, key.clone());
         self.invites.insert(key, txn);
-        self.outputs.push_back(Output::Event(Event::IncomingCall(incoming)));
+        call
     }
 
     /// Creates an INVITE server transaction that answers at once with a non-2xx response.
@@ -672,26 +674,15 @@ impl Endpoint {
                 self.start_invite_txn(now, peer, key, request, response);
             }
             Method::Invite | Method::Update => {
-                let id = CallKey(self.next_call);
-                self.next_call += 1;
                 let body = request.body.clone();
-                if method == Method::Invite {
-                    let trying = self.response(&request, 100, "Trying", None).to_bytes();
-                    self.count(Count::ResponseOut(100));
-                    self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: trying.clone() }));
-                    let txn = InviteServer {
-                        call: id,
-                        request,
-                        peer,
-                        last_response: Some(trying),
-                        state: InviteState::Proceeding,
-                        timers: Vec::new(),
-                    };
-                    self.invites.insert(key.clone(), txn);
-                    self.calls.insert(id, key);
+                let id = if method == Method::Invite {
+                    self.open_invite_txn(peer, key, request)
                 } else {
+                    let id = CallKey(self.next_call);
+                    self.next_call += 1;
                     self.pending_updates.insert(id, (key, peer, request));
-                }
+                    id
+                };
                 self.reoffers.insert(id, call);
                 self.outputs.push_back(Output::Event(Event::Reoffer(Reoffer { call, id, body })));
             }
