@@ -66,12 +66,16 @@ struct LobbyDirectory<'a> {
 
 impl Directory for LobbyDirectory<'_> {
     fn room(&self, id: &str) -> Option<RoomAccess> {
-        if let Some(room) = self.bridge.book().get(id) {
-            let expose = |p: &Option<crate::config::Secret>| p.as_ref().map(|s| s.expose().to_string());
-            return Some(RoomAccess { pin: expose(&room.pin), moderator_pin: expose(&room.moderator_pin) });
+        // Defined rooms, and rooms that are up, can be entered from the lobby.
+        let (defined, settings) = {
+            let book = self.bridge.book();
+            (book.get(id).is_some(), book.settings(id))
+        };
+        if !defined && !self.bridge.lock().rooms.contains_key(id) {
+            return None;
         }
-        // A room that is up and has no PIN is open to lobby callers too.
-        self.bridge.lock().rooms.contains_key(id).then_some(RoomAccess { pin: None, moderator_pin: None })
+        let expose = |p: &Option<crate::config::Secret>| p.as_ref().map(|s| s.expose().to_string());
+        Some(RoomAccess { pin: expose(&settings.pin), moderator_pin: expose(&settings.moderator_pin) })
     }
 
     fn locked_out(&self, room: &str) -> bool {
@@ -257,7 +261,7 @@ impl Bridge {
         if !valid_room_id(room) {
             return Err(not_found);
         }
-        if self.book().get(room).is_some_and(|r| r.pin.is_some() || r.moderator_pin.is_some()) {
+        if self.book().settings(room).has_pin() {
             // PIN rooms are entered through the lobby only.
             return Err(Rejection::new(403, "Forbidden"));
         }
@@ -353,7 +357,8 @@ impl Bridge {
         if !state.legs.contains_key(&call) {
             return; // Hung up while moving.
         }
-        if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= self.config.max_legs_per_room) {
+        let settings = self.book().settings(&room);
+        if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= settings.max_participants) {
             drop(state);
             if let Some(sip) = self.sip.get() {
                 sip.hangup(call);
@@ -381,7 +386,7 @@ impl Bridge {
         };
         if is_new_room {
             self.metrics.rooms.inc();
-            if self.config.auto_record && self.start_recording(&mut state, &room).is_err() {
+            if settings.record && self.start_recording(&mut state, &room).is_err() {
                 self.metrics.recording_failures.inc();
             }
         }
@@ -522,6 +527,7 @@ impl CallHandler for Bridge {
             // A private mixer room per lobby caller; '~' keeps it apart from every room id.
             Destination::Lobby => Arc::from(format!("~lobby-{}", call.call.0)),
         };
+        let settings = self.book().settings(&room);
         {
             let state = self.lock();
             if state.legs.len() >= self.config.max_calls {
@@ -529,7 +535,7 @@ impl CallHandler for Bridge {
                 info!(call_id = %call.call_id, room = %room, "call refused: sip.max_calls reached");
                 return Err(self.refuse("max_calls", Rejection::new(503, "Service Unavailable")));
             }
-            if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= self.config.max_legs_per_room) {
+            if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= settings.max_participants) {
                 drop(state);
                 info!(call_id = %call.call_id, room = %room, "call refused: room full");
                 return Err(self.refuse("room_full", Rejection::new(486, "Busy Here")));
@@ -567,7 +573,7 @@ impl CallHandler for Bridge {
         let leg_id = LegId(state.next_leg);
         let sdp = answer.to_sdp(advertised, leg_id.0, 1);
         let is_new_room = !in_lobby && !state.rooms.contains_key(&room);
-        let auto_record = self.config.auto_record && is_new_room;
+        let auto_record = settings.record && is_new_room;
         let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
         if !in_lobby {
             let entry = state.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
@@ -691,6 +697,7 @@ impl CallHandler for Bridge {
             EndReason::Cancelled => "cancelled",
             EndReason::AckTimeout => "no ACK",
             EndReason::SessionExpired => "session expired",
+            EndReason::PeerUnreachable => "peer unreachable",
         };
         self.leave(call, why);
     }
@@ -724,14 +731,24 @@ impl Control for Bridge {
             return Err(ControlError::Invalid("a room id is [A-Za-z0-9_.-]{1,64}".into()));
         }
         let pin = |p: Option<String>| -> Result<Option<crate::config::Secret>, ControlError> {
-            match p {
-                Some(p) if p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_digit()) => {
-                    Err(ControlError::Invalid("a PIN is 1 to 16 digits".into()))
-                }
-                p => Ok(p.map(crate::config::Secret::new)),
+            match p.as_deref().and_then(crate::config::pin_problem) {
+                Some(reason) => Err(ControlError::Invalid(reason.into())),
+                None => Ok(p.map(crate::config::Secret::new)),
             }
         };
-        let config = RoomConfig { pin: pin(spec.pin)?, moderator_pin: pin(spec.moderator_pin)? };
+        let cap = self.config.max_legs_per_room;
+        let max_participants = match spec.max_participants {
+            Some(n) if n == 0 || n as usize > cap => {
+                return Err(ControlError::Invalid(format!("max_participants is 1 to {cap} (media.max_legs_per_room)")));
+            }
+            n => n.map(|n| n as usize),
+        };
+        let config = RoomConfig {
+            pin: pin(spec.pin)?,
+            moderator_pin: pin(spec.moderator_pin)?,
+            max_participants,
+            record: spec.record,
+        };
         self.book().put(room, config).map_err(|e| ControlError::Unavailable(e.to_string()))?;
         info!(room = %room, "room defined through the API");
         self.room(room).ok_or(ControlError::RoomNotFound)

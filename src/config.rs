@@ -21,6 +21,9 @@ listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
 max_calls = 1000
 timer_t1_ms = 500
 answer_delay_ms = 0
+session_expires_s = 1800
+options_ping_s = 0
+tcp_idle_timeout_s = 300
 allow = []
 tls_cert = ""
 tls_key = ""
@@ -90,6 +93,8 @@ struct Raw {
     dialplan: Vec<RawRule>,
     #[serde(default)]
     rooms: Vec<RawRoom>,
+    #[serde(default)]
+    room: RawRoomDefaults,
     sip: RawSip,
     media: RawMedia,
     api: RawApi,
@@ -106,6 +111,9 @@ struct RawSip {
     max_calls: i64,
     timer_t1_ms: i64,
     answer_delay_ms: i64,
+    session_expires_s: i64,
+    options_ping_s: i64,
+    tcp_idle_timeout_s: i64,
     allow: Vec<String>,
     tls_cert: String,
     tls_key: String,
@@ -168,6 +176,24 @@ struct RawRoom {
     pin: Option<String>,
     #[serde(default)]
     moderator_pin: Option<String>,
+    #[serde(default)]
+    max_participants: Option<i64>,
+    #[serde(default)]
+    record: Option<bool>,
+}
+
+/// The settings a `[[rooms]]` entry may give and `[room]` gives defaults for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoomDefaults {
+    #[serde(default)]
+    pin: Option<String>,
+    #[serde(default)]
+    moderator_pin: Option<String>,
+    #[serde(default)]
+    max_participants: Option<i64>,
+    #[serde(default)]
+    record: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,13 +279,51 @@ pub struct DialRule {
     pub action: DialAction,
 }
 
-/// One `[[rooms]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The settings of one room as written (`[[rooms]]`, `PUT /v1/rooms/{room}`) or the defaults
+/// of every room (`[room]`). `None` inherits the default; an empty PIN means "no PIN" even when
+/// the default has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomConfig {
     /// The PIN; rooms with one are entered only through the lobby.
     pub pin: Option<Secret>,
     /// The PIN that joins as moderator.
     pub moderator_pin: Option<Secret>,
+    /// Participants before new callers get 486 (at most `media.max_legs_per_room`).
+    pub max_participants: Option<usize>,
+    /// Record the room from its first join (default: `recording.auto_start`).
+    pub record: Option<bool>,
+}
+
+impl RoomConfig {
+    /// Validates settings read from `section` (`rooms` or `room`) for error messages.
+    fn from_raw(section: &str, raw: RawRoomDefaults, max_legs_per_room: usize) -> Result<RoomConfig, ConfigError> {
+        for (key, pin) in [("pin", &raw.pin), ("moderator_pin", &raw.moderator_pin)] {
+            if let Some(reason) = pin.as_deref().and_then(pin_problem) {
+                return Err(ConfigError::new(&format!("{section}.{key}"), reason));
+            }
+        }
+        let max_participants = match raw.max_participants {
+            None => None,
+            Some(n) => Some(usize::try_from(n).ok().filter(|n| (1..=max_legs_per_room).contains(n)).ok_or_else(|| {
+                ConfigError::new(
+                    &format!("{section}.max_participants"),
+                    format!("must be between 1 and media.max_legs_per_room ({max_legs_per_room})"),
+                )
+            })?),
+        };
+        Ok(RoomConfig {
+            pin: raw.pin.map(Secret),
+            moderator_pin: raw.moderator_pin.map(Secret),
+            max_participants,
+            record: raw.record,
+        })
+    }
+}
+
+/// Why a PIN is not acceptable, if it is not: 1 to 16 digits, or empty for "none".
+pub fn pin_problem(pin: &str) -> Option<&'static str> {
+    (pin.len() > 16 || !pin.bytes().all(|b| b.is_ascii_digit()))
+        .then_some("a PIN is 1 to 16 digits (empty: no PIN)")
 }
 
 /// `[sip.lockout]`: brute-force protection of PINs across calls.
@@ -293,10 +357,18 @@ pub struct Config {
     pub timer_t1: Duration,
     /// 180 Ringing, then this long before 200 OK.
     pub answer_delay: Duration,
+    /// RFC 4028 session interval in seconds for callers that name none (0: off).
+    pub session_expires: u32,
+    /// Interval of in-dialog OPTIONS pings; `None`: no pings.
+    pub options_ping: Option<Duration>,
+    /// A TCP or TLS connection that carries no call and no bytes for this long is closed.
+    pub tcp_idle_timeout: Duration,
     /// `[[dialplan]]`, in order; empty means "the user part is the room".
     pub dialplan: Vec<DialRule>,
     /// `[[rooms]]` by id.
     pub rooms: std::collections::HashMap<String, RoomConfig>,
+    /// `[room]`: defaults for every room.
+    pub room_defaults: RoomConfig,
     /// `[sip.lockout]`.
     pub lockout: Lockout,
     /// `sip.allow`: networks allowed to send SIP; empty allows all.
@@ -457,6 +529,18 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         .ok()
         .filter(|ms| *ms <= 60_000)
         .ok_or_else(|| ConfigError::new("sip.answer_delay_ms", "must be between 0 and 60000"))?;
+    let session_expires = u32::try_from(raw.sip.session_expires_s)
+        .ok()
+        .filter(|s| *s == 0 || (roundtable_sip::session_timer::MIN_SE..=86_400).contains(s))
+        .ok_or_else(|| ConfigError::new("sip.session_expires_s", "must be 0 (off) or between 90 (Min-SE) and 86400"))?;
+    let options_ping = u64::try_from(raw.sip.options_ping_s)
+        .ok()
+        .filter(|s| *s <= 86_400)
+        .ok_or_else(|| ConfigError::new("sip.options_ping_s", "must be between 0 (off) and 86400"))?;
+    let tcp_idle_timeout = u64::try_from(raw.sip.tcp_idle_timeout_s)
+        .ok()
+        .filter(|s| (1..=86_400).contains(s))
+        .ok_or_else(|| ConfigError::new("sip.tcp_idle_timeout_s", "must be between 1 and 86400"))?;
 
     let mut dialplan = Vec::new();
     for rule in &raw.dialplan {
@@ -469,17 +553,21 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         };
         dialplan.push(DialRule { pattern, action });
     }
+    let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
+    let room_defaults = RoomConfig::from_raw("room", raw.room, max_legs_per_room)?;
     let mut rooms = std::collections::HashMap::new();
     for room in raw.rooms {
         if !crate::bridge::valid_room_id(&room.id) {
             return Err(ConfigError::new("rooms.id", format!("{:?} is not [A-Za-z0-9_.-]{{1,64}}", room.id)));
         }
-        for (key, pin) in [("rooms.pin", &room.pin), ("rooms.moderator_pin", &room.moderator_pin)] {
-            if pin.as_ref().is_some_and(|p| p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_digit())) {
-                return Err(ConfigError::new(key, format!("room {}: a PIN is 1 to 16 digits", room.id)));
-            }
-        }
-        let entry = RoomConfig { pin: room.pin.map(Secret), moderator_pin: room.moderator_pin.map(Secret) };
+        let settings = RawRoomDefaults {
+            pin: room.pin,
+            moderator_pin: room.moderator_pin,
+            max_participants: room.max_participants,
+            record: room.record,
+        };
+        let entry = RoomConfig::from_raw("rooms", settings, max_legs_per_room)
+            .map_err(|e| ConfigError::new(&e.key, format!("room {}: {}", room.id, e.reason)))?;
         if rooms.insert(room.id.clone(), entry).is_some() {
             return Err(ConfigError::new("rooms.id", format!("room {} is defined twice", room.id)));
         }
@@ -546,7 +634,6 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         "" => None,
         ip => Some(ip.parse().map_err(|_| ConfigError::new("media.public_ip", format!("{ip:?} is not an IP address")))?),
     };
-    let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
     let inactivity = positive("media.inactivity_timeout_s", raw.media.inactivity_timeout_s)?;
 
     let api_listen = socket_addr("api.listen", &raw.api.listen)?;
@@ -586,8 +673,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         max_calls,
         timer_t1: Duration::from_millis(timer_t1_ms as u64),
         answer_delay: Duration::from_millis(answer_delay_ms),
+        session_expires,
+        options_ping: (options_ping > 0).then(|| Duration::from_secs(options_ping)),
+        tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
         dialplan,
         rooms,
+        room_defaults,
         lockout,
         sip_allow,
         sip_limits,
@@ -676,6 +767,24 @@ mod tests {
         assert_eq!(bad.key, "dialplan.match");
         let bad = load_toml("[[rooms]]\nid = \"1\"\npin = \"12a\"", &[]).unwrap_err();
         assert_eq!(bad.key, "rooms.pin");
+    }
+
+    #[test]
+    fn room_defaults_and_overrides() {
+        let toml = "[room]\npin = \"1111\"\nmax_participants = 10\nrecord = true\n\
+                    [[rooms]]\nid = \"open\"\npin = \"\"\nmax_participants = 3\n";
+        let c = load_toml(toml, &[]).unwrap();
+        assert_eq!(c.room_defaults.pin.as_ref().map(Secret::expose), Some("1111"));
+        assert_eq!(c.room_defaults.max_participants, Some(10));
+        assert_eq!(c.room_defaults.record, Some(true));
+        assert_eq!(c.rooms["open"].pin.as_ref().map(Secret::expose), Some(""), "explicitly no PIN");
+        assert_eq!(c.rooms["open"].record, None, "inherits");
+        let bad = load_toml("[room]\nmax_participants = 201", &[]).unwrap_err();
+        assert_eq!(bad.key, "room.max_participants");
+        let bad = load_toml("[[rooms]]\nid = \"1\"\nmax_participants = 0", &[]).unwrap_err();
+        assert_eq!(bad.key, "rooms.max_participants");
+        let bad = load_toml("[room]\nvolume = 3", &[]).unwrap_err();
+        assert_eq!(bad.key, "room.volume");
     }
 
     #[test]

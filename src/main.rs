@@ -143,7 +143,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mixer = MixerPool::start(threads, mixer_metrics, media_metrics.clone()).context("starting mixer threads")?;
     let storage = Arc::new(LocalStorage::new(&config.storage_path));
     let book_path = config.storage_path.join("rooms.json");
-    let book = rooms::RoomBook::load(config.rooms.clone(), book_path).context("storage.path: reading rooms.json")?;
+    let defaults = rooms::Defaults {
+        room: config.room_defaults.clone(),
+        max_legs_per_room: config.max_legs_per_room,
+        auto_record: config.auto_record,
+    };
+    let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path).context("storage.path: reading rooms.json")?;
     let bridge =
         Bridge::new(config.clone(), mixer, storage, Arc::new(time::SystemClock), bridge_metrics, media_metrics, book);
 
@@ -166,10 +171,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     endpoint.allow = config.sip_allow.clone();
     endpoint.limits = config.sip_limits;
     endpoint.auth = config.sip_auth.clone();
-    let (sip, bound, sip_task) =
-        transport::spawn(&config.sip_listen, config.sip_tls.clone(), endpoint, handler, sip_metrics, sip_shutdown.clone())
-            .await
-            .context("sip.listen: cannot bind")?;
+    endpoint.session_expires = config.session_expires;
+    endpoint.ping_interval = config.options_ping;
+    let transport_config = transport::TransportConfig {
+        listen: config.sip_listen.clone(),
+        tls: config.sip_tls.clone(),
+        tcp_idle_timeout: config.tcp_idle_timeout,
+    };
+    let (sip, bound, sip_task) = transport::spawn(transport_config, endpoint, handler, sip_metrics, sip_shutdown.clone())
+        .await
+        .context("sip.listen: cannot bind")?;
     for addr in &bound {
         info!(transport = ?addr.transport, addr = %addr.addr, "SIP listening");
     }

@@ -1,6 +1,7 @@
 //! Defined rooms: `[[rooms]]` from the configuration plus rooms made with `PUT /v1/rooms/{room}`,
 //! which are kept in `<storage.path>/rooms.json` and survive restarts. Defined rooms exist (and
-//! are listed) while empty; an API definition overrides a configured one of the same id.
+//! are listed) while empty; an API definition overrides a configured one of the same id. Every
+//! room, defined or made by dialling it, takes what its definition leaves out from `[room]`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -37,6 +38,53 @@ struct StoredRoom {
     id: String,
     pin: Option<String>,
     moderator_pin: Option<String>,
+    #[serde(default)]
+    max_participants: Option<usize>,
+    #[serde(default)]
+    record: Option<bool>,
+}
+
+impl StoredRoom {
+    fn into_config(self) -> (String, RoomConfig) {
+        let config = RoomConfig {
+            pin: self.pin.map(Secret::new),
+            moderator_pin: self.moderator_pin.map(Secret::new),
+            max_participants: self.max_participants,
+            record: self.record,
+        };
+        (self.id, config)
+    }
+}
+
+/// What applies to one room: its definition over the `[room]` defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// The PIN, if the room has one.
+    pub pin: Option<Secret>,
+    /// The moderator PIN, if the room has one.
+    pub moderator_pin: Option<Secret>,
+    /// Participants before new callers get 486.
+    pub max_participants: usize,
+    /// Record from the first join.
+    pub record: bool,
+}
+
+impl RoomSettings {
+    /// Whether the room is entered through the PIN lobby only.
+    pub fn has_pin(&self) -> bool {
+        self.pin.is_some() || self.moderator_pin.is_some()
+    }
+}
+
+/// The fallbacks below a room's definition.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// `[room]`.
+    pub room: RoomConfig,
+    /// `media.max_legs_per_room`: the cap on any room's size.
+    pub max_legs_per_room: usize,
+    /// `recording.auto_start`: the default of `record`.
+    pub auto_record: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,31 +97,48 @@ struct Stored {
 pub struct RoomBook {
     configured: HashMap<String, RoomConfig>,
     api: HashMap<String, RoomConfig>,
+    defaults: Defaults,
     path: PathBuf,
 }
 
 impl RoomBook {
     /// The configured rooms plus those saved in `path` (absent file: none).
-    pub fn load(configured: HashMap<String, RoomConfig>, path: PathBuf) -> Result<RoomBook, RoomBookError> {
+    pub fn load(configured: HashMap<String, RoomConfig>, defaults: Defaults, path: PathBuf) -> Result<RoomBook, RoomBookError> {
         let api = match std::fs::read(&path) {
             Ok(bytes) => {
                 let stored: Stored = serde_json::from_slice(&bytes)
                     .map_err(|e| RoomBookError::Load { path: path.clone(), reason: e.to_string() })?;
-                stored
-                    .rooms
-                    .into_iter()
-                    .map(|r| (r.id, RoomConfig { pin: r.pin.map(Secret::new), moderator_pin: r.moderator_pin.map(Secret::new) }))
-                    .collect()
+                stored.rooms.into_iter().map(StoredRoom::into_config).collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(e) => return Err(RoomBookError::Load { path, reason: e.to_string() }),
         };
-        Ok(RoomBook { configured, api, path })
+        Ok(RoomBook { configured, api, defaults, path })
     }
 
     /// A room's definition.
     pub fn get(&self, id: &str) -> Option<&RoomConfig> {
         self.api.get(id).or_else(|| self.configured.get(id))
+    }
+
+    /// What applies to room `id` (defined or not): its definition, then `[room]`, then the
+    /// service-wide settings. An empty PIN in the definition clears a default PIN.
+    pub fn settings(&self, id: &str) -> RoomSettings {
+        let own = self.get(id).cloned().unwrap_or_default();
+        let fallback = &self.defaults.room;
+        let pin = |own: Option<Secret>, fallback: &Option<Secret>| {
+            own.or_else(|| fallback.clone()).filter(|p| !p.expose().is_empty())
+        };
+        RoomSettings {
+            pin: pin(own.pin, &fallback.pin),
+            moderator_pin: pin(own.moderator_pin, &fallback.moderator_pin),
+            max_participants: own
+                .max_participants
+                .or(fallback.max_participants)
+                .unwrap_or(self.defaults.max_legs_per_room)
+                .min(self.defaults.max_legs_per_room),
+            record: own.record.or(fallback.record).unwrap_or(self.defaults.auto_record),
+        }
     }
 
     /// Every defined room id.
@@ -117,6 +182,8 @@ impl RoomBook {
                 id: id.clone(),
                 pin: r.pin.as_ref().map(|p| p.expose().to_string()),
                 moderator_pin: r.moderator_pin.as_ref().map(|p| p.expose().to_string()),
+                max_participants: r.max_participants,
+                record: r.record,
             })
             .collect();
         rooms.sort_by(|a, b| a.id.cmp(&b.id));
@@ -137,26 +204,54 @@ impl RoomBook {
 mod tests {
     use super::*;
 
+    fn defaults() -> Defaults {
+        Defaults { room: RoomConfig::default(), max_legs_per_room: 200, auto_record: false }
+    }
+
+    fn with_pin(pin: &str) -> RoomConfig {
+        RoomConfig { pin: Some(Secret::new(pin.into())), ..RoomConfig::default() }
+    }
+
     #[test]
     fn api_rooms_survive_a_reload_and_override_configured_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rooms.json");
-        let configured: HashMap<_, _> =
-            [("1".to_string(), RoomConfig { pin: Some(Secret::new("11".into())), moderator_pin: None })].into();
-        let mut book = RoomBook::load(configured.clone(), path.clone()).unwrap();
-        book.put("2", RoomConfig { pin: Some(Secret::new("22".into())), moderator_pin: None }).unwrap();
-        book.put("1", RoomConfig { pin: None, moderator_pin: None }).unwrap();
-        let book = RoomBook::load(configured.clone(), path.clone()).unwrap();
-        assert_eq!(book.get("2").and_then(|r| r.pin.as_ref()).map(Secret::expose), Some("22"));
-        assert_eq!(book.get("1").map(|r| r.pin.is_none()), Some(true), "the API definition wins");
+        let configured: HashMap<_, _> = [("1".to_string(), with_pin("11"))].into();
+        let mut book = RoomBook::load(configured.clone(), defaults(), path.clone()).unwrap();
+        book.put("2", RoomConfig { max_participants: Some(5), record: Some(true), ..with_pin("22") }).unwrap();
+        book.put("1", RoomConfig::default()).unwrap();
+        let book = RoomBook::load(configured.clone(), defaults(), path.clone()).unwrap();
+        assert_eq!(book.settings("2").pin.as_ref().map(Secret::expose), Some("22"));
+        assert_eq!((book.settings("2").max_participants, book.settings("2").record), (5, true));
+        assert!(!book.settings("1").has_pin(), "the API definition wins");
         let mut ids: Vec<_> = book.ids().cloned().collect();
         ids.sort();
         assert_eq!(ids, ["1", "2"]);
         let mut book = book;
         assert!(book.delete("2").unwrap());
         assert!(!book.delete("2").unwrap());
-        assert!(RoomBook::load(configured, path.clone()).unwrap().get("2").is_none());
+        assert!(RoomBook::load(configured, defaults(), path.clone()).unwrap().get("2").is_none());
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(RoomBook::load(HashMap::new(), path).is_err());
+        assert!(RoomBook::load(HashMap::new(), defaults(), path).is_err());
+    }
+
+    #[test]
+    fn settings_fall_back_to_room_defaults_then_service_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = RoomConfig { max_participants: Some(10), record: Some(true), ..with_pin("1111") };
+        let defaults = Defaults { room, max_legs_per_room: 50, auto_record: false };
+        let configured: HashMap<_, _> = [
+            ("open".to_string(), with_pin("")),
+            ("big".to_string(), RoomConfig { max_participants: Some(40), record: Some(false), ..RoomConfig::default() }),
+        ]
+        .into();
+        let book = RoomBook::load(configured, defaults, dir.path().join("rooms.json")).unwrap();
+        let adhoc = book.settings("anything");
+        assert_eq!((adhoc.pin.as_ref().map(Secret::expose), adhoc.max_participants, adhoc.record), (Some("1111"), 10, true));
+        assert!(!book.settings("open").has_pin(), "an empty PIN clears the default");
+        assert_eq!(book.settings("open").max_participants, 10);
+        assert_eq!((book.settings("big").max_participants, book.settings("big").record), (40, false));
+        let book = RoomBook::load(HashMap::new(), super::tests::defaults(), dir.path().join("x.json")).unwrap();
+        assert_eq!((book.settings("x").max_participants, book.settings("x").record, book.settings("x").has_pin()), (200, false, false));
     }
 }

@@ -1,5 +1,6 @@
-//! Caps answered with clear refusals: `sip.max_calls` (503), `media.max_legs_per_room` (486),
-//! RTP port exhaustion (503), and RTP inactivity (BYE).
+//! Caps answered with clear refusals: `sip.max_calls` (503), `media.max_legs_per_room` and
+//! `max_participants` from `[room]` / `[[rooms]]` / the API (486), RTP port exhaustion (503), and
+//! RTP inactivity (BYE).
 
 mod common;
 
@@ -29,6 +30,39 @@ fn max_legs_per_room_gives_486() {
     assert_eq!(a.call(), 200);
     assert_eq!(b.call(), 486);
     assert_eq!(c.call(), 200, "other rooms are not affected");
+}
+
+#[test]
+fn room_defaults_apply_to_every_room_and_definitions_override_them() {
+    let toml = "[room]\nmax_participants = 1\npin = \"4321\"\n\
+                [[rooms]]\nid = \"open\"\npin = \"\"\n\
+                [[rooms]]\nid = \"big\"\npin = \"\"\nmax_participants = 2\n\
+                [[rooms]]\nid = \"recorded\"\npin = \"\"\nrecord = true\n";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    // The default PIN makes any other room PIN-only: dialled directly, 403.
+    assert_eq!(Uac::new(service.sip, "1000").call(), 403);
+    // The default size applies where the definition says nothing.
+    let (mut a, mut b) = (Uac::new(service.sip, "open"), Uac::new(service.sip, "open"));
+    assert_eq!((a.call(), b.call()), (200, 486));
+    let (mut c, mut d) = (Uac::new(service.sip, "big"), Uac::new(service.sip, "big"));
+    assert_eq!((c.call(), d.call()), (200, 200));
+    // An API definition overrides both.
+    let (status, _) = service.http("PUT", "/v1/rooms/api", r#"{"pin":"","max_participants":2}"#);
+    assert_eq!(status, 200);
+    let (mut e, mut f) = (Uac::new(service.sip, "api"), Uac::new(service.sip, "api"));
+    assert_eq!((e.call(), f.call()), (200, 200));
+    assert_eq!(service.http("PUT", "/v1/rooms/bad", r#"{"max_participants":0}"#).0, 400);
+    assert_eq!(service.http("PUT", "/v1/rooms/bad", r#"{"max_participants":201}"#).0, 400);
+    // `record = true` records the room from its first join.
+    let mut g = Uac::new(service.sip, "recorded");
+    assert_eq!(g.call(), 200);
+    let (_, room) = service.http("GET", "/v1/rooms/recorded", "");
+    assert_eq!(room["recording"], true, "{room}");
+    let (_, room) = service.http("GET", "/v1/rooms/open", "");
+    assert_eq!(room["recording"], false, "{room}");
+    for caller in [&mut a, &mut c, &mut d, &mut e, &mut f, &mut g] {
+        assert_eq!(caller.hangup(), 200);
+    }
 }
 
 #[test]

@@ -137,6 +137,48 @@ fn session_timer_refresh_then_expiry() {
     assert!(service.log().contains("reason=\"session expired\""), "{}", service.log());
 }
 
+/// The bridge refreshes a caller that does not support session timers (`refresher=uas`, 90 s):
+/// by re-INVITE when the caller does not allow UPDATE.
+#[test]
+fn session_refreshed_by_the_bridge_with_reinvite() {
+    if !sipp_available() {
+        return;
+    }
+    let toml = "[sip]\nsession_expires_s = 90\n[media]\ninactivity_timeout_s = 300";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let work = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let child = sipp(&service, &scenario("session_refresh_reinvite.xml"), "1000", work.path(), &["-timeout", "90s"]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(85)), Some(0), "{}", sipp_logs(work.path()));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(44) && took <= Duration::from_secs(55), "refresh after {took:?}");
+    let metrics = service.metrics();
+    assert_eq!(metric(&metrics, "roundtable_sip_requests_sent_total{method=\"INVITE\"}"), 1.0, "{metrics}");
+    service.wait_participants("1000", 0);
+}
+
+/// A refresh the caller never answers (UPDATE over TCP, so not retransmitted) ends the call with
+/// BYE after Timer F (64*T1, T1 shortened to 100 ms here).
+#[test]
+fn missed_bridge_refresh_ends_the_call() {
+    if !sipp_available() {
+        return;
+    }
+    let toml = "[sip]\nsession_expires_s = 90\ntimer_t1_ms = 100\n[media]\ninactivity_timeout_s = 300";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let work = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let child =
+        sipp(&service, &scenario("session_refresh_missed.xml"), "1000", work.path(), &["-t", "t1", "-timeout", "90s"]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(85)), Some(0), "{}", sipp_logs(work.path()));
+    let took = started.elapsed();
+    // UPDATE at 45 s, BYE 6.4 s later.
+    assert!(took >= Duration::from_secs(50) && took <= Duration::from_secs(60), "BYE after {took:?}");
+    assert!(service.log().contains("reason=\"peer unreachable\""), "{}", service.log());
+    let metrics = service.metrics();
+    assert_eq!(metric(&metrics, "roundtable_sip_timeouts_total{kind=\"UPDATE\"}"), 1.0, "{metrics}");
+}
+
 #[test]
 fn digest_challenge_and_success() {
     if !sipp_available() {

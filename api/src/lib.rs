@@ -86,6 +86,12 @@ pub struct RoomSpec {
     /// The PIN that joins as moderator.
     #[serde(default)]
     pub moderator_pin: Option<String>,
+    /// Participants before new callers get 486; absent: the `[room]` default.
+    #[serde(default)]
+    pub max_participants: Option<u32>,
+    /// Record the room from its first join; absent: the `[room]` default.
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// The service's readiness.

@@ -1,5 +1,6 @@
 //! The sans-IO SIP user agent core of the bridge: server transactions, the dialogs of answered
-//! calls, and the client transactions of the BYEs we send.
+//! calls, and the client transactions of the requests we send in them (BYE, session refreshes
+//! by UPDATE or re-INVITE, OPTIONS pings; see [`client`]).
 //!
 //! # How to drive it
 //! The driver owns the sockets and the clock; [`Endpoint`] owns every transaction and dialog.
@@ -22,8 +23,11 @@ use crate::admission::{Admission, Cidr, RateLimits, Verdict};
 use crate::digest::{AuthConfig, Authenticator, Verdict as DigestVerdict};
 use crate::error::{ParseError, Rejection};
 use crate::message::{split_commas, Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
-use crate::session_timer::{self, Negotiation};
+use crate::session_timer::{self, Negotiation, Refresher};
 use crate::timer::{TimerConfig, TimerKind};
+
+mod client;
+use client::{ClientTxn, Outcome, Purpose};
 
 /// The methods we answer, for `Allow`.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
@@ -114,8 +118,11 @@ pub enum EndReason {
     Cancelled,
     /// No ACK arrived for our 2xx within 64*T1; we sent BYE.
     AckTimeout,
-    /// The caller did not refresh the session in time (RFC 4028); we sent BYE.
+    /// The session was not refreshed in time (RFC 4028); we sent BYE.
     SessionExpired,
+    /// A request we sent in the dialog (refresh or ping) got 408 or 481 or no answer at all
+    /// (RFC 3261 12.2.1.2): the peer is gone; we sent BYE unless it answered 481.
+    PeerUnreachable,
 }
 
 /// Something the application must know.
@@ -167,12 +174,17 @@ pub enum Count {
     /// A message refused by admission: `throttled` (503), `dropped` (over the hard limit) or
     /// `forbidden` (outside `sip.allow`, 403).
     Refused(&'static str),
-    /// A retransmission: `final` (non-2xx to INVITE, Timer G), `2xx` (until the ACK), `bye`
-    /// (Timer E), or `answered` (a request retransmitted to us, answered from its transaction).
+    /// We sent a request (first transmission only), by method.
+    RequestOut(&'static str),
+    /// A retransmission: `final` (non-2xx to INVITE, Timer G), `2xx` (until the ACK), a method
+    /// name for our own requests (Timers A and E), or `answered` (a request retransmitted to us,
+    /// answered from its transaction).
     Retransmission(&'static str),
-    /// A timer that gave up: `ack` (no ACK for a 2xx), `ack_final` (Timer H), `bye` (Timer F
-    /// without a response), `session` (RFC 4028 expiry).
+    /// A timer that gave up: `ack` (no ACK for a 2xx), `ack_final` (Timer H), a method name for
+    /// our own requests (Timers B and F without a final response), `session` (RFC 4028 expiry).
     Timeout(&'static str),
+    /// A request of ours came back to us (its Via carries our branch): answered 482.
+    Loop,
 }
 
 /// What the endpoint wants done.
@@ -207,6 +219,12 @@ pub struct EndpointConfig {
     /// Most server transactions and dialogs held at once. Beyond it, new requests are answered
     /// 503 without keeping state, so a flood cannot grow memory without bound.
     pub max_transactions: usize,
+    /// RFC 4028 session interval in seconds for callers that name none (0: no timer unless the
+    /// caller asks). Callers without timer support are refreshed by us.
+    pub session_expires: u32,
+    /// How often to send an in-dialog OPTIONS to each answered call; a 408, 481 or no answer
+    /// ends the call. `None` sends none.
+    pub ping_interval: Option<std::time::Duration>,
 }
 
 impl Default for EndpointConfig {
@@ -220,6 +238,8 @@ impl Default for EndpointConfig {
             auth: AuthConfig::default(),
             limits: RateLimits::default(),
             max_transactions: 50_000,
+            session_expires: 1800,
+            ping_interval: None,
         }
     }
 }
@@ -266,13 +286,44 @@ struct NonInviteServer {
     expires: Instant,
 }
 
-#[derive(Debug)]
-struct ByeClient {
-    peer: Peer,
-    request: Vec<u8>,
-    attempt: u32,
-    retransmit_at: Option<Instant>,
-    expires: Instant,
+/// A dialog's session timer (RFC 4028).
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    interval: u32,
+    refresher: Refresher,
+    /// Whether the caller supports the extension (our responses then `Require` it).
+    caller_supports: bool,
+    /// Without a refresh before this, the session is over.
+    expires_at: Instant,
+    /// When we refresh next (we are the refresher and none is in flight).
+    refresh_at: Option<Instant>,
+}
+
+impl Session {
+    fn start(now: Instant, negotiation: Negotiation) -> Option<Session> {
+        let Negotiation::Timer { interval, refresher, caller_supports } = negotiation else { return None };
+        let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
+        let (expires_at, refresh_at) = match refresher {
+            Refresher::Caller => (now + session_timer::expiry(interval), None),
+            Refresher::Bridge => (now + secs(interval), Some(now + secs(interval / 2))),
+        };
+        Some(Session { interval, refresher, caller_supports, expires_at, refresh_at })
+    }
+
+    /// The terms this session runs on.
+    fn terms(&self) -> Negotiation {
+        Negotiation::Timer { interval: self.interval, refresher: self.refresher, caller_supports: self.caller_supports }
+    }
+
+    /// Adds `Session-Expires` (and `Require: timer` when the caller knows it) to a 2xx.
+    fn annotate(&self, response: &mut Message) {
+        if let Some(value) = self.terms().header() {
+            response.headers.push("Session-Expires", value);
+        }
+        if self.caller_supports {
+            response.headers.push("Require", "timer");
+        }
+    }
 }
 
 /// A 2xx to an INVITE (initial or re-INVITE) that waits for its ACK (RFC 3261 13.3.1.4).
@@ -308,8 +359,17 @@ struct Dialog {
     confirmed: bool,
     /// The 2xx being retransmitted until its ACK, if any.
     unacked: Option<UnackedOk>,
-    /// RFC 4028: the session interval and when, without a refresh, the session ends.
-    session: Option<(u32, Instant)>,
+    /// RFC 4028 session timer, if one runs.
+    session: Option<Session>,
+    /// The branch of our session refresh in flight, if any (a re-offer from the peer meanwhile
+    /// gets 491).
+    pending_refresh: Option<String>,
+    /// The SDP we last sent, for a refresh by re-INVITE.
+    local_sdp: Vec<u8>,
+    /// Whether the caller's INVITE listed UPDATE in `Allow` (we then refresh with UPDATE).
+    peer_allows_update: bool,
+    /// When to send the next OPTIONS ping.
+    ping_at: Option<Instant>,
 }
 
 /// The bridge's SIP user agent core. See the module docs for the driving loop.
@@ -325,7 +385,11 @@ pub struct Endpoint {
     dialogs: HashMap<CallKey, Dialog>,
     /// (Call-ID, remote tag, local tag) to call.
     dialog_index: HashMap<(String, String, String), CallKey>,
-    byes: HashMap<String, ByeClient>,
+    /// Our client transactions, by branch.
+    clients: HashMap<String, ClientTxn>,
+    /// Starts every branch we generate, unique to this endpoint: a request carrying it in a Via
+    /// is one of ours that came back.
+    branch_prefix: String,
     /// Offers the application has not answered yet: offer id to dialog.
     reoffers: HashMap<CallKey, CallKey>,
     /// UPDATE transactions waiting for the application's answer.
@@ -356,7 +420,8 @@ impl Endpoint {
             non_invites: HashMap::new(),
             dialogs: HashMap::new(),
             dialog_index: HashMap::new(),
-            byes: HashMap::new(),
+            clients: HashMap::new(),
+            branch_prefix: format!("z9hG4bK{:08x}", rng.rotate_left(17) as u32),
             reoffers: HashMap::new(),
             pending_updates: HashMap::new(),
             outputs: VecDeque::new(),
@@ -368,6 +433,13 @@ impl Endpoint {
         self.calls.len().max(self.dialogs.len())
     }
 
+    /// Whether a transaction or call still uses `flow` (the driver keeps such connections open).
+    pub fn uses_flow(&self, flow: FlowId) -> bool {
+        self.dialogs.values().any(|d| d.peer.flow == flow)
+            || self.invites.values().any(|t| t.peer.flow == flow)
+            || self.clients.values().any(|t| t.peer.flow == flow)
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -377,12 +449,13 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let invites = self.invites.values().flat_map(|t| t.timers.iter().map(|(_, at)| *at));
         let non_invites = self.non_invites.values().map(|t| t.expires);
-        let byes = self.byes.values().flat_map(|b| b.retransmit_at.into_iter().chain([b.expires]));
+        let clients = self.clients.values().map(ClientTxn::deadline);
         let dialogs = self.dialogs.values().flat_map(|d| {
             let unacked = d.unacked.iter().flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
-            unacked.chain(d.session.map(|(_, at)| at))
+            let session = d.session.iter().flat_map(|s| s.refresh_at.into_iter().chain([s.expires_at]));
+            unacked.chain(session).chain(d.ping_at)
         });
-        invites.chain(non_invites).chain(byes).chain(dialogs).min()
+        invites.chain(non_invites).chain(clients).chain(dialogs).min()
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -496,6 +569,11 @@ impl Endpoint {
         let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
         if method == Method::Ack {
             self.handle_ack(now, &key, &request);
+            return;
+        }
+        if self.is_our_own(&request) {
+            self.count(Count::Loop);
+            self.answer_non_invite(now, peer, key, &request, 482, "Loop Detected");
             return;
         }
         // Retransmission of a request whose transaction we still hold: resend our last answer.
@@ -673,6 +751,14 @@ impl Endpoint {
                 response.headers.push("Retry-After", "1");
                 self.start_invite_txn(now, peer, key, request, response);
             }
+            Method::Invite | Method::Update if self.refresh_in_flight(call) => {
+                // RFC 3261 14.2 and RFC 3311 5.2: offers crossed (our refresh is out).
+                let response = self.response(&request, 491, "Request Pending", None);
+                match method {
+                    Method::Invite => self.start_invite_txn(now, peer, key, request, response),
+                    _ => self.finish_non_invite(now, peer, key, response),
+                }
+            }
             Method::Invite | Method::Update => {
                 let body = request.body.clone();
                 let id = if method == Method::Invite {
@@ -734,15 +820,100 @@ impl Endpoint {
         let Some(branch) = response.top_via().and_then(|v| v.branch) else {
             return;
         };
-        let Some(bye) = self.byes.get_mut(&branch) else {
+        let Some(mut txn) = self.clients.remove(&branch) else {
             return;
         };
-        if response.status().is_some_and(|c| c >= 200) {
-            let reliable = bye.peer.transport.reliable();
-            bye.retransmit_at = None;
-            let wait = self.config.timers.duration(TimerKind::K, 0, reliable).unwrap_or_default();
-            bye.expires = now + wait;
+        let timers = self.config.timers;
+        let purpose = txn.purpose;
+        let step = txn.on_response(now, &timers, &response, || self.ack_for_2xx(purpose, &response));
+        if let Some(bytes) = step.send {
+            self.outputs.push_back(Output::Transmit(Transmit { peer: txn.peer, bytes }));
         }
+        if !step.finished {
+            self.clients.insert(branch.clone(), txn);
+        }
+        if let Some(outcome) = step.outcome {
+            self.on_outcome(now, purpose, &branch, outcome);
+        }
+    }
+
+    /// The ACK of a 2xx to our re-INVITE (RFC 3261 13.2.2.4): a new transaction in the dialog
+    /// with the INVITE's CSeq number.
+    fn ack_for_2xx(&mut self, purpose: Purpose, response: &Message) -> Vec<u8> {
+        let Purpose::Refresh(call) = purpose else { return Vec::new() };
+        let number = response.cseq().map_or(0, |c| c.number);
+        let target = response.headers.get("Contact").and_then(|c| NameAddr::parse(c).ok()).map(|c| c.uri);
+        if let (Some(target), Some(dialog)) = (target, self.dialogs.get_mut(&call)) {
+            // 12.2.1.2: a 2xx to a target refresh updates the remote target.
+            dialog.remote_target = target;
+        }
+        match self.dialog_request(call, Method::Ack, Some(number), Vec::new(), Vec::new()) {
+            Some((ack, _, _)) => ack.to_bytes(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Acts on how one of our in-dialog requests ended.
+    fn on_outcome(&mut self, now: Instant, purpose: Purpose, branch: &str, outcome: Outcome) {
+        let call = match purpose {
+            Purpose::Bye => return,
+            Purpose::Refresh(call) | Purpose::Ping(call) => call,
+        };
+        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        if dialog.pending_refresh.as_deref() == Some(branch) {
+            dialog.pending_refresh = None;
+        }
+        match outcome {
+            Outcome::Failure(481) => {
+                self.remove_dialog(call);
+                self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::PeerUnreachable)));
+                return;
+            }
+            Outcome::Failure(408) | Outcome::Timeout => {
+                self.hangup(now, call);
+                self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::PeerUnreachable)));
+                return;
+            }
+            _ => {}
+        }
+        let ping_interval = self.config.ping_interval;
+        match (purpose, outcome) {
+            (Purpose::Ping(_), _) => dialog.ping_at = ping_interval.map(|d| now + d),
+            (Purpose::Refresh(_), Outcome::Success(response)) => {
+                // The peer may shorten the interval or take the refresher role (RFC 4028 7.4).
+                let current = dialog.session.map_or(0, |s| s.interval);
+                let mut negotiation = session_timer::negotiate(&response, current);
+                if let Negotiation::Timer { caller_supports, .. } = &mut negotiation {
+                    *caller_supports = dialog.session.is_some_and(|s| s.caller_supports);
+                }
+                dialog.session = Session::start(now, negotiation).or(dialog.session);
+            }
+            (Purpose::Refresh(_), _) => {
+                // Refused (e.g. 491 or 500): try again halfway to the expiry while there is
+                // time for a whole transaction; otherwise the expiry ends the call.
+                if let Some(session) = dialog.session.as_mut() {
+                    let left = session.expires_at.saturating_duration_since(now);
+                    let transaction = self.config.timers.t1 * 64;
+                    session.refresh_at = (left > transaction * 2).then(|| now + left / 2);
+                }
+            }
+            (Purpose::Bye, _) => {}
+        }
+    }
+
+    fn refresh_in_flight(&self, call: CallKey) -> bool {
+        self.dialogs.get(&call).is_some_and(|d| d.pending_refresh.is_some())
+    }
+
+    /// RFC 3261 8.2.2.2 (and 16.3 item 4 in spirit): a request whose Via list holds a branch we
+    /// generated is one of ours routed back to us.
+    fn is_our_own(&self, request: &Message) -> bool {
+        request.headers.all("Via").flat_map(split_commas).any(|via| {
+            crate::message::Via::parse(via)
+                .ok()
+                .and_then(|v| v.branch)
+                .is_some_and(|b| b.starts_with(&self.branch_prefix))
+        })
     }
 
     /// Answers the call with 200 OK carrying `sdp`; the dialog starts now.
@@ -780,9 +951,17 @@ impl Endpoint {
         let request = txn.request.clone();
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         copy_record_route(&request, &mut response);
-        let session = add_session_expires(&request, &mut response);
+        let session = Session::start(now, session_timer::negotiate(&request, self.config.session_expires));
+        if let Some(session) = &session {
+            session.annotate(&mut response);
+        }
         let local_party = response.headers.get("To").unwrap_or_default().to_string();
-        let bytes = self.send_invite_ok(&key, peer, response, sdp);
+        let bytes = self.send_invite_ok(&key, peer, response, sdp.clone());
+        let peer_allows_update = request
+            .headers
+            .all("Allow")
+            .flat_map(|v| v.split(','))
+            .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"));
 
         let from = request.headers.get("From").unwrap_or_default().to_string();
         let remote_tag = request.tag("From").unwrap_or_default();
@@ -815,7 +994,11 @@ impl Endpoint {
                 invite_key: key.clone(),
                 confirmed: false,
                 unacked: Some(UnackedOk { response: bytes, cseq, txn: key, attempt: 0, retransmit_at, give_up_at }),
-                session: session.map(|interval| (interval, now + session_timer::expiry(interval))),
+                session,
+                pending_refresh: None,
+                local_sdp: sdp,
+                peer_allows_update,
+                ping_at: self.config.ping_interval.map(|d| now + d),
             },
         );
     }
@@ -831,6 +1014,9 @@ impl Endpoint {
                     let mut ok = self.response(&request, 200, "OK", None);
                     ok.headers.push("Contact", contact(peer));
                     self.refresh_session(now, call, &request, &mut ok);
+                    if let Some(dialog) = self.dialogs.get_mut(&call).filter(|_| !sdp.is_empty()) {
+                        dialog.local_sdp = sdp.clone();
+                    }
                     if !sdp.is_empty() {
                         ok.headers.push("Content-Type", "application/sdp");
                         ok.body = sdp;
@@ -855,10 +1041,11 @@ impl Endpoint {
         let (peer, request) = (txn.peer, txn.request.clone());
         let mut response = self.response(&request, 200, "OK", None);
         self.refresh_session(now, call, &request, &mut response);
-        let bytes = self.send_invite_ok(&key, peer, response, sdp);
+        let bytes = self.send_invite_ok(&key, peer, response, sdp.clone());
         let reliable = peer.transport.reliable();
         let timers = self.config.timers;
         if let Some(dialog) = self.dialogs.get_mut(&call) {
+            dialog.local_sdp = sdp;
             dialog.unacked = Some(UnackedOk {
                 response: bytes,
                 cseq: request.cseq().map_or(0, |c| c.number),
@@ -887,17 +1074,17 @@ impl Endpoint {
     }
 
     /// A refresh (re-INVITE or UPDATE answered 2xx) restarts the session timer, with the
-    /// interval the request asks for, or the one in force when it names none.
+    /// interval and refresher the request asks for, or the interval in force when it names none.
     fn refresh_session(&mut self, now: Instant, call: CallKey, request: &Message, response: &mut Message) {
         let Some(dialog) = self.dialogs.get_mut(&call) else { return };
-        let interval = match session_timer::negotiate(request) {
-            Negotiation::CallerRefreshes { interval } => Some(interval),
-            Negotiation::Off | Negotiation::TooSmall => dialog.session.map(|(interval, _)| interval),
+        let negotiation = match dialog.session {
+            // A refresh that names nothing keeps the terms in force.
+            Some(s) if request.headers.get("Session-Expires").is_none() => s.terms(),
+            _ => session_timer::negotiate(request, 0),
         };
-        if let Some(interval) = interval {
-            dialog.session = Some((interval, now + session_timer::expiry(interval)));
-            response.headers.push("Session-Expires", format!("{interval};refresher=uac"));
-            response.headers.push("Require", "timer");
+        dialog.session = Session::start(now, negotiation);
+        if let Some(session) = &dialog.session {
+            session.annotate(response);
         }
     }
 
@@ -917,47 +1104,100 @@ impl Endpoint {
     /// [`Event::CallEnded`] follows; the application already knows.
     pub fn hangup(&mut self, now: Instant, call: CallKey) {
         let now = self.advance(now);
-        let Some(mut dialog) = self.remove_dialog(call) else {
+        if !self.dialogs.contains_key(&call) {
             // Not answered yet: refuse it instead.
             self.reject(now, call, Rejection::new(480, "Temporarily Unavailable"));
             return;
-        };
-        dialog.local_cseq += 1;
-        let branch = format!("z9hG4bK{}", self.random_token());
+        }
+        self.send_request(now, call, Purpose::Bye, Method::Bye, Vec::new(), Vec::new());
+        self.remove_dialog(call);
+    }
+
+    /// Builds a request in a dialog (RFC 3261 12.2.1.1) with a fresh branch: the next local CSeq,
+    /// or `cseq` (an ACK carries its INVITE's). Returns it with where it goes and its branch.
+    fn dialog_request(
+        &mut self,
+        call: CallKey,
+        method: Method,
+        cseq: Option<u32>,
+        extra: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Option<(Message, Peer, String)> {
+        let token = self.random_token();
+        let branch = format!("{}{token}", self.branch_prefix);
+        let user_agent = self.config.user_agent.clone();
+        let dialog = self.dialogs.get_mut(&call)?;
+        let number = cseq.unwrap_or_else(|| {
+            dialog.local_cseq += 1;
+            dialog.local_cseq
+        });
+        let (uri, peer) = next_hop(dialog);
         let mut headers = Headers::default();
-        let (uri, peer) = next_hop(&dialog);
-        headers.push(
-            "Via",
-            format!("SIP/2.0/{} {};branch={branch};rport", peer.transport.via_name(), peer.local),
-        );
+        headers.push("Via", format!("SIP/2.0/{} {};branch={branch};rport", peer.transport.via_name(), peer.local));
         headers.push("Max-Forwards", "70");
-        for route in route_headers(&dialog) {
+        for route in route_headers(dialog) {
             headers.push("Route", route);
         }
         headers.push("From", dialog.local_party.clone());
         headers.push("To", dialog.remote_party.clone());
         headers.push("Call-ID", dialog.call_id.clone());
-        headers.push("CSeq", format!("{} BYE", dialog.local_cseq));
-        headers.push("User-Agent", self.config.user_agent.clone());
-        let bye = Message {
-            start: StartLine::Request { method: Method::Bye, uri, version: "SIP/2.0".into() },
-            headers,
-            body: Vec::new(),
+        headers.push("CSeq", format!("{number} {}", method.as_str()));
+        headers.push("User-Agent", user_agent);
+        for (name, value) in extra {
+            headers.push(name, value);
+        }
+        if !body.is_empty() {
+            headers.push("Content-Type", "application/sdp");
+        }
+        let request = Message { start: StartLine::Request { method, uri, version: "SIP/2.0".into() }, headers, body };
+        Some((request, peer, branch))
+    }
+
+    /// Sends a request in a dialog through a new client transaction; returns its branch.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        purpose: Purpose,
+        method: Method,
+        extra: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Option<String> {
+        let (request, peer, branch) = self.dialog_request(call, method, None, extra, body)?;
+        let label = request.method().map_or("other", Method::metric_label);
+        let txn = ClientTxn::new(now, &self.config.timers, purpose, peer, request);
+        self.count(Count::RequestOut(label));
+        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: txn.bytes().to_vec() }));
+        self.clients.insert(branch.clone(), txn);
+        Some(branch)
+    }
+
+    /// Refreshes a session we are the refresher of (RFC 4028 7.4): UPDATE without a body when
+    /// the peer allows it, else a re-INVITE with our current SDP (same version: nothing changes).
+    fn send_refresh(&mut self, now: Instant, call: CallKey) {
+        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let Some(session) = dialog.session.as_mut() else { return };
+        session.refresh_at = None;
+        if dialog.pending_refresh.is_some() || dialog.unacked.is_some() {
+            // An offer is in flight; the exchange under way will settle first.
+            session.refresh_at = Some(now + self.config.timers.t1 * 2);
+            return;
+        }
+        let mut extra = vec![
+            ("Contact", contact(dialog.peer)),
+            ("Supported", "timer".to_string()),
+            ("Session-Expires", format!("{};refresher=uas", session.interval)),
+        ];
+        let (method, body) = if dialog.peer_allows_update {
+            (Method::Update, Vec::new())
+        } else {
+            extra.push(("Allow", ALLOW.to_string()));
+            (Method::Invite, dialog.local_sdp.clone())
         };
-        let bytes = bye.to_bytes();
-        let reliable = peer.transport.reliable();
-        let timers = self.config.timers;
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
-        self.byes.insert(
-            branch,
-            ByeClient {
-                peer,
-                request: bytes,
-                attempt: 0,
-                retransmit_at: timers.duration(TimerKind::E, 0, reliable).map(|d| now + d),
-                expires: now + timers.duration(TimerKind::F, 0, reliable).unwrap_or_default(),
-            },
-        );
+        let branch = self.send_request(now, call, Purpose::Refresh(call), method, extra, body);
+        if let Some(dialog) = self.dialogs.get_mut(&call) {
+            dialog.pending_refresh = branch;
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -1012,27 +1252,44 @@ impl Endpoint {
 
         self.non_invites.retain(|_, t| t.expires > now);
 
-        for bye in self.byes.values_mut() {
-            if bye.retransmit_at.is_some_and(|at| at <= now) {
-                bye.attempt += 1;
-                resend.push(("bye", Transmit { peer: bye.peer, bytes: bye.request.clone() }));
-                bye.retransmit_at = timers.duration(TimerKind::E, bye.attempt, false).map(|d| now + d);
+        let due: Vec<String> =
+            self.clients.iter().filter(|(_, t)| t.deadline() <= now).map(|(b, _)| b.clone()).collect();
+        let mut outcomes = Vec::new();
+        for branch in due {
+            let Some(mut txn) = self.clients.remove(&branch) else { continue };
+            let step = txn.on_timeout(now, &timers);
+            let label = txn.method_label();
+            if let Some(bytes) = step.send {
+                resend.push((label, Transmit { peer: txn.peer, bytes }));
+            }
+            if step.outcome == Some(Outcome::Timeout) {
+                timeouts.push(label);
+            }
+            if let Some(outcome) = step.outcome {
+                outcomes.push((txn.purpose, branch.clone(), outcome));
+            }
+            if !step.finished {
+                self.clients.insert(branch, txn);
             }
         }
-        self.byes.retain(|_, b| {
-            // Still retransmitting at Timer F: no final response ever came.
-            if b.expires <= now && b.retransmit_at.is_some() {
-                timeouts.push("bye");
-            }
-            b.expires > now
-        });
 
         let mut no_ack = Vec::new();
         let mut expired = Vec::new();
+        let mut refresh = Vec::new();
+        let mut ping = Vec::new();
         for (call, dialog) in &mut self.dialogs {
-            if dialog.session.is_some_and(|(_, at)| at <= now) {
-                expired.push(*call);
-                continue;
+            if let Some(session) = dialog.session {
+                if session.expires_at <= now {
+                    expired.push(*call);
+                    continue;
+                }
+                if session.refresh_at.is_some_and(|at| at <= now) {
+                    refresh.push(*call);
+                }
+            }
+            if dialog.ping_at.is_some_and(|at| at <= now) {
+                dialog.ping_at = None;
+                ping.push(*call);
             }
             let Some(u) = dialog.unacked.as_mut() else { continue };
             if u.give_up_at <= now {
@@ -1059,6 +1316,16 @@ impl Endpoint {
             self.count(Count::Timeout("session"));
             self.hangup(now, call);
             self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::SessionExpired)));
+        }
+        for (purpose, branch, outcome) in outcomes {
+            self.on_outcome(now, purpose, &branch, outcome);
+        }
+        for call in refresh {
+            self.send_refresh(now, call);
+        }
+        for call in ping {
+            let extra = vec![("Accept", "application/sdp".to_string())];
+            self.send_request(now, call, Purpose::Ping(call), Method::Options, extra, Vec::new());
         }
     }
 
@@ -1122,7 +1389,7 @@ impl Endpoint {
             return Some(response);
         }
         if matches!(method, Method::Invite | Method::Update)
-            && session_timer::negotiate(request) == Negotiation::TooSmall
+            && session_timer::negotiate(request, 0) == Negotiation::TooSmall
         {
             let mut response = self.response(request, 422, "Session Interval Too Small", None);
             response.headers.push("Min-SE", session_timer::MIN_SE.to_string());
@@ -1232,19 +1499,6 @@ fn reply_peer(peer: Peer, request: &Message) -> Peer {
     }
 }
 
-/// Adds `Session-Expires` and `Require: timer` to the 2xx of an INVITE when the caller will
-/// refresh (RFC 4028 9); returns the interval.
-fn add_session_expires(request: &Message, response: &mut Message) -> Option<u32> {
-    match session_timer::negotiate(request) {
-        Negotiation::CallerRefreshes { interval } => {
-            response.headers.push("Session-Expires", format!("{interval};refresher=uac"));
-            response.headers.push("Require", "timer");
-            Some(interval)
-        }
-        Negotiation::Off | Negotiation::TooSmall => None,
-    }
-}
-
 /// Copies the request's Record-Route values into a dialog-creating response (RFC 3261 12.1.1).
 fn copy_record_route(request: &Message, response: &mut Message) {
     for value in request.headers.all("Record-Route") {
@@ -1254,29 +1508,35 @@ fn copy_record_route(request: &Message, response: &mut Message) {
 
 /// The Request-URI of our in-dialog requests and where they go (RFC 3261 12.2.1.1): with a
 /// loose-routing first hop, the remote target, sent to that hop; with a strict router, the hop
-/// itself is the Request-URI. Hops must be IP literals (the core does no DNS); otherwise, and
-/// without a route set, the request goes back where the INVITE came from.
+/// itself is the Request-URI. Over UDP the request goes to that hop, or without a route set back
+/// where the INVITE came from (NAT-friendly). Over TCP and TLS it goes over the dialog's
+/// connection while that is open; the address given is where the driver connects otherwise: the
+/// first hop, or the remote target. Addresses must be IP literals (the core does no DNS); a
+/// hostname falls back to the INVITE's source.
 fn next_hop(dialog: &Dialog) -> (String, Peer) {
-    let Some(first) = dialog.route_set.first() else {
-        return (dialog.remote_target.clone(), dialog.peer);
-    };
-    let Ok(hop) = NameAddr::parse(first) else {
-        return (dialog.remote_target.clone(), dialog.peer);
+    let hop = dialog.route_set.first().and_then(|first| NameAddr::parse(first).ok());
+    let Some(hop) = hop else {
+        let remote = match dialog.peer.transport {
+            Transport::Udp => None,
+            Transport::Tcp | Transport::Tls => uri_address(&dialog.remote_target),
+        };
+        return (dialog.remote_target.clone(), Peer { remote: remote.unwrap_or(dialog.peer.remote), ..dialog.peer });
     };
     let loose = hop.uri.split(';').any(|p| p.trim().eq_ignore_ascii_case("lr"));
     let uri = if loose { dialog.remote_target.clone() } else { hop.uri.clone() };
-    let address = SipUri::parse(&hop.uri).ok().and_then(|u| {
-        let host_port = u.host_port;
-        host_port.parse::<SocketAddr>().ok().or_else(|| {
-            let ip: std::net::IpAddr = host_port.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-            Some(SocketAddr::new(ip, if u.scheme == "sips" { 5061 } else { 5060 }))
-        })
-    });
-    match address {
-        // Over TCP the request stays on the caller's connection (we open no new ones yet).
-        Some(remote) if dialog.peer.transport == Transport::Udp => (uri, Peer { remote, ..dialog.peer }),
-        _ => (uri, dialog.peer),
-    }
+    let remote = uri_address(&hop.uri).unwrap_or(dialog.peer.remote);
+    (uri, Peer { remote, ..dialog.peer })
+}
+
+/// The socket address of a SIP URI whose host is an IP literal (default port 5060, 5061 for
+/// `sips:`).
+fn uri_address(uri: &str) -> Option<SocketAddr> {
+    let uri = SipUri::parse(uri).ok()?;
+    let host_port = uri.host_port;
+    host_port.parse::<SocketAddr>().ok().or_else(|| {
+        let ip: std::net::IpAddr = host_port.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        Some(SocketAddr::new(ip, if uri.scheme == "sips" { 5061 } else { 5060 }))
+    })
 }
 
 /// The Route headers of our in-dialog requests: the route set, minus the strict router that

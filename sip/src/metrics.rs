@@ -13,6 +13,9 @@ pub struct SipMetrics {
     refused: IntCounterVec,
     retransmissions: IntCounterVec,
     timeouts: IntCounterVec,
+    requests_out: IntCounterVec,
+    loops: IntCounter,
+    send_failures: IntCounterVec,
 }
 
 impl SipMetrics {
@@ -49,7 +52,30 @@ impl SipMetrics {
             IntCounterVec::new(Opts::new("roundtable_sip_timeouts_total", "SIP timers that gave up, by kind"), &["kind"])?;
         registry.register(Box::new(retransmissions.clone()))?;
         registry.register(Box::new(timeouts.clone()))?;
-        Ok(SipMetrics { requests, responses, dropped, refused, retransmissions, timeouts })
+        let requests_out = IntCounterVec::new(
+            Opts::new("roundtable_sip_requests_sent_total", "SIP requests the bridge sent in its dialogs, by method"),
+            &["method"],
+        )?;
+        let loops = IntCounter::new(
+            "roundtable_sip_loops_total",
+            "SIP requests of our own that came back to us (answered 482)",
+        )?;
+        registry.register(Box::new(requests_out.clone()))?;
+        registry.register(Box::new(loops.clone()))?;
+        let send_failures = IntCounterVec::new(
+            Opts::new(
+                "roundtable_sip_send_failures_total",
+                "SIP messages that could not be sent (socket error, connection stuck, closed or not openable), by transport",
+            ),
+            &["transport"],
+        )?;
+        registry.register(Box::new(send_failures.clone()))?;
+        Ok(SipMetrics { requests, responses, dropped, refused, retransmissions, timeouts, requests_out, loops, send_failures })
+    }
+
+    /// Counts a message the driver could not send.
+    pub fn send_failed(&self, transport: &'static str) {
+        self.send_failures.with_label_values(&[transport]).inc();
     }
 
     /// Records one counted happening of the endpoint.
@@ -59,6 +85,8 @@ impl SipMetrics {
             Count::ResponseOut(code) => self.responses.with_label_values(&[&code.to_string()]).inc(),
             Count::Dropped => self.dropped.inc(),
             Count::Refused(verdict) => self.refused.with_label_values(&[verdict]).inc(),
+            Count::RequestOut(method) => self.requests_out.with_label_values(&[method]).inc(),
+            Count::Loop => self.loops.inc(),
             Count::Retransmission(kind) => self.retransmissions.with_label_values(&[kind]).inc(),
             Count::Timeout(kind) => self.timeouts.with_label_values(&[kind]).inc(),
         }

@@ -1,9 +1,10 @@
-//! Session timers (RFC 4028), UAS side: which `Session-Expires` to accept and when a session
-//! without a refresh is over.
+//! Session timers (RFC 4028): which interval and refresher a request and our configuration agree
+//! on, and when a session without a refresh is over.
 //!
-//! The bridge lets the caller refresh (`refresher=uac`) when the caller supports the extension.
-//! When it does not, or asks the bridge to refresh, the session runs without a timer: the
-//! bridge does not send refreshes yet (documented in docs/sip.md).
+//! A caller that supports the extension refreshes (`refresher=uac`) unless it asks the bridge to
+//! (`refresher=uas`). A caller that does not support it gets `refresher=uas` with our configured
+//! interval: the bridge then refreshes with UPDATE (when the caller allows it) or re-INVITE, and
+//! ends the call when a refresh fails.
 
 use std::time::Duration;
 
@@ -12,47 +13,80 @@ use crate::message::Message;
 /// Our Min-SE (RFC 4028 recommends 90 s): shorter intervals get 422.
 pub const MIN_SE: u32 = 90;
 
-/// What a request asks of the session timer.
+/// Who sends the refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresher {
+    /// The caller (`refresher=uac`).
+    Caller,
+    /// The bridge (`refresher=uas`).
+    Bridge,
+}
+
+/// What a request and our configuration agree on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Negotiation {
     /// No session timer for this session.
     Off,
-    /// The caller refreshes at least every `interval` seconds.
-    CallerRefreshes {
+    /// A session timer runs.
+    Timer {
         /// The session interval in seconds.
         interval: u32,
+        /// Who refreshes.
+        refresher: Refresher,
+        /// Whether the caller supports the extension (then our 2xx carries `Require: timer`).
+        caller_supports: bool,
     },
-    /// The interval is below our Min-SE: answer 422 with `Min-SE`.
+    /// The interval is below our Min-SE and the caller supports the extension: answer 422 with
+    /// `Min-SE`.
     TooSmall,
 }
 
-/// Reads `Session-Expires`, its `refresher` and `Supported`/`Require: timer` from a request.
-pub fn negotiate(request: &Message) -> Negotiation {
-    let Some(value) = request.headers.get("Session-Expires") else {
-        return Negotiation::Off;
-    };
-    let mut parts = value.split(';');
-    let Ok(interval) = parts.next().unwrap_or_default().trim().parse::<u32>() else {
-        return Negotiation::Off;
-    };
-    if interval < MIN_SE {
-        return Negotiation::TooSmall;
-    }
-    let refresher = parts
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher"))
-        .map(|(_, v)| v.trim().to_ascii_lowercase());
-    let supports_timer = ["Supported", "Require"].iter().any(|h| {
-        request.headers.all(h).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("timer"))
-    });
-    match refresher.as_deref() {
-        None | Some("uac") if supports_timer => Negotiation::CallerRefreshes { interval },
-        _ => Negotiation::Off,
+impl Negotiation {
+    /// The `Session-Expires` value of our 2xx, if a timer runs.
+    pub fn header(&self) -> Option<String> {
+        match self {
+            Negotiation::Timer { interval, refresher, .. } => {
+                let who = if *refresher == Refresher::Caller { "uac" } else { "uas" };
+                Some(format!("{interval};refresher={who}"))
+            }
+            Negotiation::Off | Negotiation::TooSmall => None,
+        }
     }
 }
 
+/// Reads `Session-Expires`, its `refresher`, `Min-SE` and `Supported`/`Require: timer` from a
+/// request. `default_interval` (0 = none) applies when the request names no interval.
+pub fn negotiate(request: &Message, default_interval: u32) -> Negotiation {
+    let caller_supports = ["Supported", "Require"].iter().any(|h| {
+        request.headers.all(h).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("timer"))
+    });
+    let their_min = request.headers.get("Min-SE").and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+    let asked = request.headers.get("Session-Expires").and_then(|value| {
+        let mut parts = value.split(';');
+        let interval = parts.next()?.trim().parse::<u32>().ok()?;
+        let refresher = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("refresher"))
+            .map(|(_, v)| v.trim().to_ascii_lowercase());
+        Some((interval, refresher))
+    });
+    let (interval, refresher) = match asked {
+        Some((interval, _)) if interval < MIN_SE && caller_supports => return Negotiation::TooSmall,
+        Some((interval, refresher)) => (interval.max(MIN_SE), refresher),
+        None if default_interval == 0 => return Negotiation::Off,
+        None => (default_interval.max(their_min.unwrap_or(0)).max(MIN_SE), None),
+    };
+    let refresher = match refresher.as_deref() {
+        Some("uas") => Refresher::Bridge,
+        _ if caller_supports => Refresher::Caller,
+        _ => Refresher::Bridge,
+    };
+    Negotiation::Timer { interval, refresher, caller_supports }
+}
+
 /// When to give up on a session that was last refreshed `interval` seconds ago: RFC 4028 10
-/// sends the BYE at the interval minus the lesser of 32 s and a third of it.
+/// sends the BYE at the interval minus the lesser of 32 s and a third of it. (When the bridge
+/// refreshes, it refreshes at half the interval and ends the call as soon as a refresh fails.)
 pub fn expiry(interval: u32) -> Duration {
     Duration::from_secs(u64::from(interval - (interval / 3).min(32)))
 }
@@ -70,16 +104,28 @@ mod tests {
         Message::parse(text.as_bytes(), Framing::Stream).unwrap().0
     }
 
+    fn timer(interval: u32, refresher: Refresher, caller_supports: bool) -> Negotiation {
+        Negotiation::Timer { interval, refresher, caller_supports }
+    }
+
     #[test]
     fn negotiation() {
-        assert_eq!(negotiate(&request("")), Negotiation::Off);
+        use Refresher::{Bridge, Caller};
+        assert_eq!(negotiate(&request(""), 0), Negotiation::Off);
+        assert_eq!(negotiate(&request(""), 1800), timer(1800, Bridge, false), "we refresh for old phones");
+        assert_eq!(negotiate(&request("Supported: timer\r\n"), 1800), timer(1800, Caller, true));
+        assert_eq!(negotiate(&request("Min-SE: 3600\r\n"), 1800), timer(3600, Bridge, false));
         let ok = request("Supported: timer, 100rel\r\nSession-Expires: 1800\r\n");
-        assert_eq!(negotiate(&ok), Negotiation::CallerRefreshes { interval: 1800 });
+        assert_eq!(negotiate(&ok, 0), timer(1800, Caller, true));
         let uac = request("Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n");
-        assert_eq!(negotiate(&uac), Negotiation::CallerRefreshes { interval: 120 });
-        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 60\r\n")), Negotiation::TooSmall);
-        assert_eq!(negotiate(&request("Session-Expires: 1800\r\n")), Negotiation::Off, "no timer support");
-        assert_eq!(negotiate(&request("Supported: timer\r\nx: 300;refresher=uas\r\n")), Negotiation::Off);
+        assert_eq!(negotiate(&uac, 0), timer(120, Caller, true));
+        let uas = request("Supported: timer\r\nSession-Expires: 120;refresher=uas\r\n");
+        assert_eq!(negotiate(&uas, 0), timer(120, Bridge, true));
+        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 60\r\n"), 0), Negotiation::TooSmall);
+        assert_eq!(negotiate(&request("Session-Expires: 60\r\n"), 0), timer(90, Bridge, false), "raised, not refused");
+        assert_eq!(negotiate(&request("Session-Expires: 1800\r\n"), 0), timer(1800, Bridge, false));
+        assert_eq!(timer(90, Bridge, false).header().as_deref(), Some("90;refresher=uas"));
+        assert_eq!(timer(90, Caller, true).header().as_deref(), Some("90;refresher=uac"));
     }
 
     #[test]

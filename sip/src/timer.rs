@@ -26,6 +26,14 @@ impl Default for TimerConfig {
 /// Every timer the endpoint runs, by its RFC 3261 letter where it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerKind {
+    /// INVITE client: retransmit the request (UDP); doubles without the T2 cap.
+    A,
+    /// INVITE client: transaction timeout.
+    B,
+    /// INVITE client: absorb retransmitted non-2xx finals (and ACK them again).
+    D,
+    /// INVITE client (RFC 6026): absorb retransmitted 2xx finals (and ACK them again).
+    M,
     /// INVITE server: retransmit a non-2xx final response (UDP).
     G,
     /// INVITE server: give up waiting for the ACK of a non-2xx final response.
@@ -54,6 +62,11 @@ impl TimerConfig {
     pub fn duration(&self, kind: TimerKind, attempt: u32, reliable: bool) -> Option<Duration> {
         let backoff = || self.t1.saturating_mul(1 << attempt.min(16)).min(self.t2);
         match kind {
+            TimerKind::A if reliable => None,
+            TimerKind::A => Some(self.t1.saturating_mul(1 << attempt.min(16))),
+            TimerKind::D if reliable => Some(Duration::ZERO),
+            TimerKind::D => Some((self.t1 * 64).max(Duration::from_secs(32))),
+            TimerKind::B | TimerKind::M => Some(self.t1 * 64),
             TimerKind::G | TimerKind::E | TimerKind::Retransmit2xx if reliable => None,
             TimerKind::G | TimerKind::E | TimerKind::Retransmit2xx => Some(backoff()),
             TimerKind::H | TimerKind::F | TimerKind::AckTimeout => Some(self.t1 * 64),

@@ -4,6 +4,13 @@
 //! writes to UDP sockets directly and to TCP connections through each connection's writer
 //! channel. The application sees calls through [`CallHandler`] (called on the driver task, so it
 //! must not block) and acts on them through [`SipHandle`].
+//!
+//! Stream connections: a request goes over the connection its dialog came in on while that is
+//! open; otherwise over an open connection to the same address (reuse), otherwise over a new TCP
+//! connection the driver opens (TLS connections are only accepted, not opened: a dialog whose TLS
+//! connection closed can no longer be reached). A connection that carries no transaction or call
+//! and no bytes for the idle timeout is closed; CRLF keep-alives (RFC 5626 4.4.1) count as
+//! traffic and a double CRLF is answered with a single one.
 
 use std::collections::HashMap;
 use std::io;
@@ -30,6 +37,22 @@ use crate::metrics::SipMetrics;
 pub const MAX_TCP_CONNECTIONS: usize = 4096;
 /// Queued outbound messages per TCP connection before the connection is considered stuck.
 const TCP_WRITE_QUEUE: usize = 256;
+/// How long opening an outbound TCP connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Flow numbers of the connections the driver opens start here (listeners use 1<<48 and up,
+/// one block each).
+const OUTBOUND_FLOWS: u64 = 1 << 62;
+
+/// Settings of the driver around the endpoint.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Listening sockets.
+    pub listen: Vec<ListenAddr>,
+    /// The TLS server configuration; required when a listener is TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A stream connection with no transaction, no call and no bytes for this long is closed.
+    pub tcp_idle_timeout: Duration,
+}
 
 /// A configured listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +116,18 @@ struct Inbound {
 /// How the driver writes to a flow.
 enum FlowWriter {
     Udp(Arc<UdpSocket>),
-    Tcp(mpsc::Sender<Vec<u8>>),
+    /// A TCP or TLS connection to `remote`.
+    Stream { transport: Transport, remote: SocketAddr, writer: mpsc::Sender<Vec<u8>> },
+}
+
+/// What connection tasks tell the driver.
+enum FlowUpdate {
+    /// A connection opened.
+    Opened(FlowId, FlowWriter),
+    /// A connection closed.
+    Closed(FlowId),
+    /// A connection saw no bytes for the idle timeout: close it unless calls use it.
+    Idle(FlowId),
 }
 
 /// The addresses actually bound, in the order configured (port 0 resolved).
@@ -119,21 +153,20 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<r
 }
 
 /// Binds every listener and spawns the driver. Returns the handle and the bound addresses.
-/// `tls` is required when a listener is TLS.
 pub async fn spawn(
-    listen: &[ListenAddr],
-    tls: Option<Arc<rustls::ServerConfig>>,
+    transport: TransportConfig,
     config: EndpointConfig,
     handler: Arc<dyn CallHandler>,
     metrics: SipMetrics,
     shutdown: CancellationToken,
 ) -> io::Result<(SipHandle, BoundAddrs, tokio::task::JoinHandle<()>)> {
+    let TransportConfig { listen, tls, tcp_idle_timeout } = transport;
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
-    let (flow_tx, flow_rx) = mpsc::unbounded_channel::<(FlowId, Option<FlowWriter>)>();
+    let (flow_tx, flow_rx) = mpsc::unbounded_channel::<FlowUpdate>();
     let mut flows = HashMap::new();
     let mut bound = Vec::new();
     let mut next_flow = 0u64;
-    for l in listen {
+    for l in &listen {
         match l.transport {
             Transport::Udp => {
                 let socket = Arc::new(UdpSocket::bind(l.addr).await?);
@@ -156,22 +189,20 @@ pub async fn spawn(
                 bound.push(ListenAddr { transport: l.transport, addr: listener.local_addr()? });
                 // Each stream listener numbers its connections from its own base, far above the
                 // UDP socket numbers.
-                tokio::spawn(stream_acceptor(
-                    listener,
-                    acceptor,
-                    (next_flow + 1) << 48,
-                    inbound_tx.clone(),
-                    flow_tx.clone(),
-                    shutdown.clone(),
-                ));
+                let links = Links { inbound: inbound_tx.clone(), flows: flow_tx.clone(), shutdown: shutdown.clone(), idle: tcp_idle_timeout };
+                tokio::spawn(stream_acceptor(listener, acceptor, (next_flow + 1) << 48, links));
                 next_flow += 1;
             }
         }
     }
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let links = Links { inbound: inbound_tx, flows: flow_tx, shutdown: shutdown.clone(), idle: tcp_idle_timeout };
     let driver = Driver {
         endpoint: Endpoint::new(config),
         flows,
+        streams: HashMap::new(),
+        next_outbound: OUTBOUND_FLOWS,
+        links,
         handler,
         metrics,
         clock_origin: (Instant::now(), std::time::Instant::now()),
@@ -180,9 +211,22 @@ pub async fn spawn(
     Ok((SipHandle { commands: commands_tx }, bound, task))
 }
 
+/// What a connection task needs to talk to the driver.
+#[derive(Clone)]
+struct Links {
+    inbound: mpsc::Sender<Inbound>,
+    flows: mpsc::UnboundedSender<FlowUpdate>,
+    shutdown: CancellationToken,
+    idle: Duration,
+}
+
 struct Driver {
     endpoint: Endpoint,
     flows: HashMap<FlowId, FlowWriter>,
+    /// Open stream connections by (transport, remote address), for reuse.
+    streams: HashMap<(Transport, SocketAddr), FlowId>,
+    next_outbound: u64,
+    links: Links,
     handler: Arc<dyn CallHandler>,
     metrics: SipMetrics,
     /// Maps tokio time (pausable in tests) onto the std `Instant` the core takes.
@@ -201,7 +245,7 @@ impl Driver {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut flow_updates: mpsc::UnboundedReceiver<(FlowId, Option<FlowWriter>)>,
+        mut flow_updates: mpsc::UnboundedReceiver<FlowUpdate>,
         mut commands: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
     ) {
@@ -218,12 +262,7 @@ impl Driver {
                     let now = self.now();
                     self.endpoint.handle_message(now, message.peer, &message.bytes);
                 }
-                Some((flow, writer)) = flow_updates.recv() => {
-                    match writer {
-                        Some(w) => { self.flows.insert(flow, w); }
-                        None => { self.flows.remove(&flow); }
-                    }
-                }
+                Some(update) = flow_updates.recv() => self.update_flow(update),
                 Some(command) = commands.recv() => {
                     let now = self.now();
                     match command {
@@ -282,20 +321,95 @@ impl Driver {
         }
     }
 
-    async fn transmit(&mut self, peer: Peer, bytes: Vec<u8>) {
-        match self.flows.get(&peer.flow) {
-            Some(FlowWriter::Udp(socket)) => {
-                if let Err(error) = socket.send_to(&bytes, peer.remote).await {
-                    warn!(%error, remote = %peer.remote, "SIP UDP send failed");
+    fn update_flow(&mut self, update: FlowUpdate) {
+        match update {
+            FlowUpdate::Opened(flow, writer) => {
+                if let FlowWriter::Stream { transport, remote, .. } = &writer {
+                    self.streams.insert((*transport, *remote), flow);
+                }
+                self.flows.insert(flow, writer);
+            }
+            FlowUpdate::Closed(flow) => self.forget_flow(flow),
+            FlowUpdate::Idle(flow) => {
+                if !self.endpoint.uses_flow(flow) {
+                    // Dropping the writer ends the connection task.
+                    self.forget_flow(flow);
                 }
             }
-            Some(FlowWriter::Tcp(writer)) => {
-                if writer.try_send(bytes).is_err() {
-                    warn!(remote = %peer.remote, "SIP TCP connection stuck or closed; message lost");
-                }
-            }
-            None => debug!(remote = %peer.remote, "SIP flow gone; message not sent"),
         }
+    }
+
+    fn forget_flow(&mut self, flow: FlowId) {
+        if let Some(FlowWriter::Stream { transport, remote, .. }) = self.flows.remove(&flow) {
+            if self.streams.get(&(transport, remote)) == Some(&flow) {
+                self.streams.remove(&(transport, remote));
+            }
+        }
+    }
+
+    async fn transmit(&mut self, peer: Peer, bytes: Vec<u8>) {
+        if peer.transport == Transport::Udp {
+            match self.flows.get(&peer.flow) {
+                Some(FlowWriter::Udp(socket)) => {
+                    if let Err(error) = socket.send_to(&bytes, peer.remote).await {
+                        self.metrics.send_failed("udp");
+                        warn!(%error, remote = %peer.remote, "SIP UDP send failed");
+                    }
+                }
+                _ => debug!(remote = %peer.remote, "SIP UDP flow unknown; message not sent"),
+            }
+            return;
+        }
+        // The flow the message belongs to, else an open connection to the address, else a new one.
+        let flow = Some(peer.flow)
+            .filter(|f| matches!(self.flows.get(f), Some(FlowWriter::Stream { .. })))
+            .or_else(|| self.streams.get(&(peer.transport, peer.remote)).copied());
+        let writer = match flow.and_then(|f| self.flows.get(&f)) {
+            Some(FlowWriter::Stream { writer, .. }) => writer.clone(),
+            _ if peer.transport == Transport::Tcp => self.connect(peer.remote),
+            _ => {
+                self.metrics.send_failed("tls");
+                warn!(remote = %peer.remote, "SIP TLS connection closed; the bridge does not open TLS connections; message lost");
+                return;
+            }
+        };
+        if writer.try_send(bytes).is_err() {
+            self.metrics.send_failed("tcp");
+            warn!(remote = %peer.remote, "SIP TCP connection stuck or closed; message lost");
+        }
+    }
+
+    /// Opens a TCP connection to `remote` in the background; messages queue until it is up.
+    fn connect(&mut self, remote: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+        self.next_outbound += 1;
+        let flow = FlowId(self.next_outbound);
+        let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        let writer = FlowWriter::Stream { transport: Transport::Tcp, remote, writer: tx.clone() };
+        self.update_flow(FlowUpdate::Opened(flow, writer));
+        let links = self.links.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(remote)).await {
+                Ok(Ok(stream)) => match stream.local_addr() {
+                    Ok(local) => {
+                        debug!(%remote, "SIP TCP connection opened");
+                        let peer = Peer { transport: Transport::Tcp, remote, local, flow };
+                        stream_connection(stream, peer, rx, &links).await;
+                    }
+                    Err(error) => debug!(%error, %remote, "SIP TCP connection unusable"),
+                },
+                Ok(Err(error)) => {
+                    metrics.send_failed("tcp");
+                    warn!(%error, %remote, "SIP TCP connect failed; queued messages lost");
+                }
+                Err(_) => {
+                    metrics.send_failed("tcp");
+                    warn!(%remote, "SIP TCP connect timed out; queued messages lost");
+                }
+            }
+            let _ = links.flows.send(FlowUpdate::Closed(flow));
+        });
+        tx
     }
 }
 
@@ -345,14 +459,7 @@ async fn udp_reader(socket: Arc<UdpSocket>, flow: FlowId, inbound: mpsc::Sender<
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn stream_acceptor(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    first_flow: u64,
-    inbound: mpsc::Sender<Inbound>,
-    flows: mpsc::UnboundedSender<(FlowId, Option<FlowWriter>)>,
-    shutdown: CancellationToken,
-) {
+async fn stream_acceptor(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, first_flow: u64, links: Links) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     let mut next = first_flow;
     let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
@@ -362,7 +469,7 @@ async fn stream_acceptor(
                 Ok(r) => r,
                 Err(error) => { debug!(%error, "SIP TCP accept error"); continue; }
             },
-            () = shutdown.cancelled() => return,
+            () = links.shutdown.cancelled() => return,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%remote, "SIP TCP connection limit reached; closing");
@@ -372,49 +479,51 @@ async fn stream_acceptor(
         next += 1;
         let flow = FlowId(next);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-        let _ = flows.send((flow, Some(FlowWriter::Tcp(tx))));
+        let _ = links.flows.send(FlowUpdate::Opened(flow, FlowWriter::Stream { transport, remote, writer: tx }));
         let peer = Peer { transport, remote, local, flow };
-        let (inbound, flows, shutdown, tls) = (inbound.clone(), flows.clone(), shutdown.clone(), tls.clone());
+        let (links, tls) = (links.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => stream_connection(stream, peer, rx, inbound, shutdown).await,
+                None => stream_connection(stream, peer, rx, &links).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => stream_connection(tls_stream, peer, rx, inbound, shutdown).await,
+                    Ok(Ok(tls_stream)) => stream_connection(tls_stream, peer, rx, &links).await,
                     Ok(Err(error)) => debug!(%error, %remote, "TLS handshake failed"),
                     Err(_) => debug!(%remote, "TLS handshake timed out"),
                 },
             }
-            let _ = flows.send((flow, None));
+            let _ = links.flows.send(FlowUpdate::Closed(flow));
             drop(permit);
         });
     }
 }
 
-/// Reads framed SIP messages from a TCP or TLS stream and writes what the driver queues for it.
-async fn stream_connection<S>(
-    stream: S,
-    peer: Peer,
-    mut outbound: mpsc::Receiver<Vec<u8>>,
-    inbound: mpsc::Sender<Inbound>,
-    shutdown: CancellationToken,
-) where
+/// Reads framed SIP messages from a TCP or TLS stream and writes what the driver queues for it,
+/// until either side closes, framing is lost, the driver drops the writer (idle), or shutdown.
+async fn stream_connection<S>(stream: S, peer: Peer, mut outbound: mpsc::Receiver<Vec<u8>>, links: &Links)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut idle_at = Instant::now() + links.idle;
     loop {
         tokio::select! {
             r = reader.read(&mut chunk) => {
                 let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
+                idle_at = Instant::now() + links.idle;
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
                     let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    if buf[..skip].windows(4).any(|w| w == b"\r\n\r\n") {
+                        // RFC 5626 4.4.1 keep-alive ping: answer with a pong.
+                        if writer.write_all(b"\r\n").await.is_err() { return; }
+                    }
                     buf.drain(..skip);
                     match stream_frame_len(&buf) {
                         Ok(Some(len)) => {
                             let bytes: Vec<u8> = buf.drain(..len).collect();
-                            if inbound.send(Inbound { peer, bytes }).await.is_err() { return; }
+                            if links.inbound.send(Inbound { peer, bytes }).await.is_err() { return; }
                         }
                         Ok(None) => break,
                         Err(error) => {
@@ -425,10 +534,17 @@ async fn stream_connection<S>(
                     }
                 }
             }
-            Some(bytes) = outbound.recv() => {
+            message = outbound.recv() => {
+                // `None`: the driver forgot this connection (idle, unused): close it.
+                let Some(bytes) = message else { return };
+                idle_at = Instant::now() + links.idle;
                 if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() { return; }
             }
-            () = shutdown.cancelled() => {
+            () = tokio::time::sleep_until(idle_at) => {
+                idle_at = Instant::now() + links.idle;
+                if links.flows.send(FlowUpdate::Idle(peer.flow)).is_err() { return; }
+            }
+            () = links.shutdown.cancelled() => {
                 // Let the driver's last BYEs out before closing.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while let Ok(bytes) = outbound.try_recv() {

@@ -389,3 +389,143 @@ fn merged_request_gets_482() {
     assert_eq!(codes(&d), [482]);
     assert!(d.events.is_empty());
 }
+
+/// Answers an INVITE carrying `extra` headers and ACKs it; returns the call, our tag and the 200.
+fn answered_with(ep: &mut Endpoint, now: Instant, extra: &str) -> (CallKey, String, Message) {
+    let text = String::from_utf8(invite("z9hG4bK1")).unwrap().replace("Max-Forwards: 70\r\n", &format!("Max-Forwards: 70\r\n{extra}"));
+    ep.handle_message(now, peer(), text.as_bytes());
+    let Some(Event::IncomingCall(call)) = drain(ep).events.pop() else { panic!("no call") };
+    ep.accept(now, call.call, b"v=0\r\n".to_vec());
+    let ok = drain(ep).sent.remove(0);
+    let tag = NameAddr::parse(ok.headers.get("To").unwrap()).unwrap().tag.unwrap();
+    ep.handle_message(now, peer(), &request("ACK", &tag, "z9hG4bK2"));
+    assert_eq!(drain(ep).events, [Event::CallConfirmed(call.call)]);
+    (call.call, tag, ok)
+}
+
+/// A response from the phone to a request we sent.
+fn answer_to(request: &Message, code: u16, extra: &str) -> Vec<u8> {
+    let mut text = format!("SIP/2.0 {code} X\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        text.push_str(&format!("{name}: {}\r\n", request.headers.get(name).unwrap()));
+    }
+    format!("{text}{extra}Content-Length: 0\r\n\r\n").into_bytes()
+}
+
+fn config_with(f: impl FnOnce(&mut EndpointConfig)) -> EndpointConfig {
+    let mut config = EndpointConfig::default();
+    f(&mut config);
+    config
+}
+
+#[test]
+fn bridge_refreshes_callers_without_timer_support_by_update() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(config_with(|c| c.session_expires = 120));
+    let (call, _, ok) = answered_with(&mut ep, t0, "Allow: INVITE, ACK, BYE, UPDATE\r\n");
+    assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uas"));
+    assert_eq!(ok.headers.get("Require"), None, "the caller does not know the extension");
+    // Refreshes at half the interval, by UPDATE without a body, and again after each success.
+    let d = run_until(&mut ep, t0 + Duration::from_secs(60));
+    let update = d.sent.iter().find(|m| m.method() == Some(&Method::Update)).expect("UPDATE sent at 60 s");
+    assert_eq!(update.headers.get("Session-Expires"), Some("120;refresher=uas"));
+    assert_eq!(update.headers.get("CSeq"), Some("2 UPDATE"));
+    assert_eq!(update.request_uri(), Some("sip:alice@127.0.0.1:5070"));
+    assert!(update.body.is_empty());
+    ep.handle_message(t0 + Duration::from_secs(60), peer(), &answer_to(update, 200, ""));
+    let d = run_until(&mut ep, t0 + Duration::from_secs(120));
+    assert!(d.events.is_empty(), "{:?}", d.events);
+    let second = d.sent.iter().find(|m| m.method() == Some(&Method::Update)).expect("second refresh at 120 s");
+    assert_eq!(second.headers.get("CSeq"), Some("3 UPDATE"));
+    // No answer to it: Timer F ends the call with BYE.
+    let d = run_until(&mut ep, t0 + Duration::from_secs(160));
+    assert!(d.events.contains(&Event::CallEnded(call, EndReason::PeerUnreachable)), "{:?}", d.events);
+    assert!(d.sent.iter().any(|m| m.method() == Some(&Method::Bye)));
+    assert_eq!(ep.active_calls(), 0);
+}
+
+#[test]
+fn refresh_by_reinvite_is_acked_and_a_crossing_reinvite_gets_491() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(config_with(|c| c.session_expires = 90));
+    let (call, tag, _) = answered_with(&mut ep, t0, "");
+    let d = run_until(&mut ep, t0 + Duration::from_secs(45));
+    let reinvite = d.sent.iter().find(|m| m.method() == Some(&Method::Invite)).expect("re-INVITE at 45 s");
+    assert_eq!(reinvite.body, b"v=0\r\n", "our current SDP, unchanged");
+    assert_eq!(reinvite.headers.get("Content-Type"), Some("application/sdp"));
+    // The phone's own re-INVITE crosses ours: 491.
+    let theirs = String::from_utf8(request("INVITE", &tag, "z9hG4bK7")).unwrap();
+    ep.handle_message(t0 + Duration::from_secs(45), peer(), theirs.as_bytes());
+    assert_eq!(codes(&drain(&mut ep)), [491]);
+    // Our re-INVITE's 200 gets an ACK with the same CSeq number and a new branch, again for
+    // each retransmission of the 200.
+    let ok = answer_to(reinvite, 200, "Contact: <sip:alice@127.0.0.1:5071>\r\n");
+    ep.handle_message(t0 + Duration::from_secs(45), peer(), &ok);
+    let d = drain(&mut ep);
+    let ack = &d.sent[0];
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(ack.headers.get("CSeq"), Some("2 ACK"));
+    assert_eq!(ack.request_uri(), Some("sip:alice@127.0.0.1:5071"), "the 2xx refreshed the target");
+    assert_ne!(ack.top_via().unwrap().branch, reinvite.top_via().unwrap().branch);
+    ep.handle_message(t0 + Duration::from_secs(46), peer(), &ok);
+    assert_eq!(drain(&mut ep).sent[0].method(), Some(&Method::Ack));
+    // Refreshed: still up well past the first interval.
+    let d = run_until(&mut ep, t0 + Duration::from_secs(89));
+    assert!(!d.events.iter().any(|e| matches!(e, Event::CallEnded(..))), "{:?}", d.events);
+    assert_eq!(ep.active_calls(), 1);
+    let _ = call;
+}
+
+#[test]
+fn a_refused_refresh_is_retried_and_a_non_2xx_is_acked() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(config_with(|c| c.session_expires = 1800));
+    let (_, _, _) = answered_with(&mut ep, t0, "");
+    let d = run_until(&mut ep, t0 + Duration::from_secs(900));
+    let reinvite = d.sent.iter().find(|m| m.method() == Some(&Method::Invite)).unwrap();
+    ep.handle_message(t0 + Duration::from_secs(900), peer(), &answer_to(reinvite, 500, ""));
+    let d = drain(&mut ep);
+    assert_eq!(d.sent[0].method(), Some(&Method::Ack));
+    assert_eq!(d.sent[0].top_via().unwrap().branch, reinvite.top_via().unwrap().branch, "same transaction");
+    let d = run_until(&mut ep, t0 + Duration::from_secs(1350));
+    assert!(d.sent.iter().any(|m| m.method() == Some(&Method::Invite)), "retried halfway to the expiry");
+}
+
+#[test]
+fn ping_481_ends_the_call_without_bye_and_a_200_keeps_pinging() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(config_with(|c| {
+        c.session_expires = 0;
+        c.ping_interval = Some(Duration::from_secs(30));
+    }));
+    let (call, _, ok) = answered_with(&mut ep, t0, "");
+    assert_eq!(ok.headers.get("Session-Expires"), None);
+    let d = run_until(&mut ep, t0 + Duration::from_secs(30));
+    let ping = d.sent.iter().find(|m| m.method() == Some(&Method::Options)).expect("OPTIONS at 30 s");
+    ep.handle_message(t0 + Duration::from_secs(30), peer(), &answer_to(ping, 200, ""));
+    let d = run_until(&mut ep, t0 + Duration::from_secs(60));
+    let ping = d.sent.iter().find(|m| m.method() == Some(&Method::Options)).expect("OPTIONS at 60 s");
+    ep.handle_message(t0 + Duration::from_secs(60), peer(), &answer_to(ping, 481, ""));
+    let d = drain(&mut ep);
+    assert_eq!(d.events, [Event::CallEnded(call, EndReason::PeerUnreachable)]);
+    assert!(d.sent.is_empty(), "no BYE for a dialog the peer does not know");
+    assert_eq!(ep.active_calls(), 0);
+}
+
+#[test]
+fn our_own_request_routed_back_gets_482() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let (call, _, _) = answered_with(&mut ep, t0, "");
+    ep.hangup(t0, call);
+    let mut bye = Vec::new();
+    while let Some(out) = ep.poll_output() {
+        if let Output::Transmit(t) = out {
+            bye = t.bytes;
+        }
+    }
+    // A misconfigured proxy sends our BYE back to us with its own Via on top.
+    let text = String::from_utf8(bye).unwrap().replacen("Via: ", "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKproxy\r\nVia: ", 1);
+    ep.handle_message(t0, peer(), text.as_bytes());
+    assert_eq!(codes(&drain(&mut ep)), [482]);
+}
