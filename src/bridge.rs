@@ -17,7 +17,7 @@ use roundtable_api::{
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
 use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd, LEG_INBOX};
-use roundtable_media::G711;
+use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::dtmf::{Digit, digit_from_info};
 use roundtable_mixer::pool::{Command, LegIo, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
 use roundtable_mixer::LegId;
@@ -42,6 +42,25 @@ use crate::time::{self, WallClock};
 /// Whether a phone that offered `direction` sends us RTP (else the inactivity timer pauses).
 fn expects_rtp(direction: Direction) -> bool {
     matches!(direction, Direction::SendRecv | Direction::SendOnly)
+}
+
+/// The media codec an SDP codec names.
+fn media_codec(codec: AudioCodec) -> Codec {
+    match codec {
+        AudioCodec::Pcmu => Codec::Pcmu,
+        AudioCodec::Pcma => Codec::Pcma,
+        AudioCodec::G722 => Codec::G722,
+        AudioCodec::Opus => Codec::Opus,
+    }
+}
+
+/// What the mixer needs to know of a negotiated codec.
+fn leg_codec(answer: &roundtable_sip::sdp::Answer) -> LegCodec {
+    LegCodec {
+        codec: media_codec(answer.codec),
+        payload_type: answer.payload_type,
+        opus: OpusOptions { fec: answer.opus_fec, dtx: answer.opus_dtx },
+    }
 }
 
 /// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
@@ -184,11 +203,17 @@ impl Bridge {
             metrics,
             media_metrics,
             tasks: TaskTracker::new(),
-            prompts: Prompts::load(),
+            prompts: Prompts::load(config.audio_rate),
             lockout: Mutex::new(LockoutTracker::new(config.lockout)),
             book: Mutex::new(book),
             config,
         })
+    }
+
+    /// `media.codecs` as SDP codecs, in our order of preference.
+    fn sdp_codecs(&self) -> Vec<AudioCodec> {
+        const ALL: [AudioCodec; 4] = [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::G722, AudioCodec::Opus];
+        self.config.codecs.iter().filter_map(|c| ALL.into_iter().find(|a| media_codec(*a) == *c)).collect()
     }
 
     /// Gives the bridge the SIP handle it sends BYEs through.
@@ -281,7 +306,7 @@ impl Bridge {
             return Err(Rejection::new(488, "Not Acceptable Here"));
         }
         let offer = Offer::parse(&call.body).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
-        let answer = offer.answer().map_err(|e| match e {
+        let answer = offer.answer(&self.sdp_codecs()).map_err(|e| match e {
             NegotiationError::NoAudio | NegotiationError::NoCommonCodec => Rejection::new(488, "Not Acceptable Here"),
         })?;
         Ok((destination, offer, answer))
@@ -462,7 +487,7 @@ impl Bridge {
             let key = ObjectKey::new(format!("recordings/{room}/{folder}/mix.wav"))
                 .map_err(|e| ControlError::Unavailable(e.to_string()))?;
             let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
-            match Recording::start(self.storage.as_ref(), key, rx) {
+            match Recording::start(self.storage.as_ref(), key, self.config.audio_rate, rx) {
                 Ok(recording) => {
                     info!(room = %room, key = %recording.key(), "recording started");
                     entry.recording = Some(recording);
@@ -517,10 +542,7 @@ impl CallHandler for Bridge {
                 return Err(self.refuse(reason, rejection));
             }
         };
-        let codec = match answer.codec {
-            AudioCodec::Pcmu => G711::Ulaw,
-            AudioCodec::Pcma => G711::Alaw,
-        };
+        let codec = leg_codec(&answer);
         let in_lobby = destination == Destination::Lobby;
         let room: RoomKey = match &destination {
             Destination::Room(room) => room.clone(),
@@ -564,7 +586,7 @@ impl CallHandler for Bridge {
 
         let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
         let (receive_tx, receive_rx) = tokio::sync::watch::channel(ReceiveConfig {
-            audio_pt: answer.codec.payload_type(),
+            audio_pt: answer.payload_type,
             telephone_event: answer.telephone_event,
             inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
         });
@@ -658,11 +680,8 @@ impl CallHandler for Bridge {
             return Ok(leg.answer_sdp.clone());
         }
         let offer = Offer::parse(offer).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
-        let answer = offer.answer().map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
-        let codec = match answer.codec {
-            AudioCodec::Pcmu => G711::Ulaw,
-            AudioCodec::Pcma => G711::Alaw,
-        };
+        let answer = offer.answer(&self.sdp_codecs()).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        let codec = leg_codec(&answer);
         // Hold (sendonly or inactive) takes the leg out of the conference both ways; recvonly
         // lets it listen without being heard (RFC 3264 8.4).
         let (hears, heard) = match offer.direction {
@@ -674,7 +693,7 @@ impl CallHandler for Bridge {
         leg.sdp_version += 1;
         leg.answer_sdp = answer.to_sdp(leg.advertised, leg.id.0, leg.sdp_version);
         leg.receive.send_replace(ReceiveConfig {
-            audio_pt: answer.codec.payload_type(),
+            audio_pt: answer.payload_type,
             telephone_event: answer.telephone_event,
             inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
         });

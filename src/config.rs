@@ -49,6 +49,12 @@ rtp_ports = "16384-32767"
 public_ip = ""
 max_legs_per_room = 200
 inactivity_timeout_s = 30
+codecs = ["opus", "g722", "pcmu", "pcma"]
+jitter_min_ms = 20
+jitter_max_ms = 200
+
+[audio]
+rate = 16000
 
 [api]
 listen = "127.0.0.1:8080"
@@ -97,6 +103,7 @@ struct Raw {
     room: RawRoomDefaults,
     sip: RawSip,
     media: RawMedia,
+    audio: RawAudio,
     api: RawApi,
     storage: RawStorage,
     recording: RawRecording,
@@ -203,6 +210,15 @@ struct RawMedia {
     public_ip: String,
     max_legs_per_room: i64,
     inactivity_timeout_s: i64,
+    codecs: Vec<String>,
+    jitter_min_ms: i64,
+    jitter_max_ms: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudio {
+    rate: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +403,12 @@ pub struct Config {
     pub max_legs_per_room: usize,
     /// A leg without RTP for this long gets BYE.
     pub inactivity_timeout: Duration,
+    /// `media.codecs`: the codecs we answer with, in our order of preference.
+    pub codecs: Vec<roundtable_media::codec::Codec>,
+    /// `audio.rate`: every room's internal rate (and its recordings' rate).
+    pub audio_rate: u32,
+    /// `media.jitter_min_ms`, `media.jitter_max_ms`: the adaptive jitter buffer's bounds.
+    pub jitter: roundtable_media::jitter::JitterConfig,
     /// REST API address.
     pub api_listen: SocketAddr,
     /// Bearer token for `/v1`; never logged.
@@ -635,6 +657,34 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         ip => Some(ip.parse().map_err(|_| ConfigError::new("media.public_ip", format!("{ip:?} is not an IP address")))?),
     };
     let inactivity = positive("media.inactivity_timeout_s", raw.media.inactivity_timeout_s)?;
+    let mut codecs = Vec::new();
+    for name in &raw.media.codecs {
+        let codec = roundtable_media::codec::Codec::from_config_name(name)
+            .ok_or_else(|| ConfigError::new("media.codecs", format!("{name:?} is not one of opus, g722, pcmu, pcma")))?;
+        if codecs.contains(&codec) {
+            return Err(ConfigError::new("media.codecs", format!("{name:?} is listed twice")));
+        }
+        codecs.push(codec);
+    }
+    if codecs.is_empty() {
+        return Err(ConfigError::new("media.codecs", "must list at least one codec"));
+    }
+    let jitter_min = u64::try_from(raw.media.jitter_min_ms)
+        .ok()
+        .filter(|ms| (20..=1000).contains(ms))
+        .ok_or_else(|| ConfigError::new("media.jitter_min_ms", "must be between 20 and 1000"))?;
+    let jitter_max = u64::try_from(raw.media.jitter_max_ms)
+        .ok()
+        .filter(|ms| (jitter_min..=1000).contains(ms))
+        .ok_or_else(|| ConfigError::new("media.jitter_max_ms", "must be between media.jitter_min_ms and 1000"))?;
+    let jitter = roundtable_media::jitter::JitterConfig {
+        min: Duration::from_millis(jitter_min),
+        max: Duration::from_millis(jitter_max),
+    };
+    let audio_rate = match raw.audio.rate {
+        8000 | 16000 | 48000 => raw.audio.rate as u32,
+        other => return Err(ConfigError::new("audio.rate", format!("{other} is not 8000, 16000 or 48000"))),
+    };
 
     let api_listen = socket_addr("api.listen", &raw.api.listen)?;
     let api_token = Some(raw.api.token.clone()).filter(|t| !t.is_empty()).map(Secret);
@@ -688,6 +738,9 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         public_ip,
         max_legs_per_room,
         inactivity_timeout: Duration::from_secs(inactivity as u64),
+        codecs,
+        audio_rate,
+        jitter,
         api_listen,
         api_token,
         storage_path,

@@ -140,7 +140,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mixer_metrics = MixerMetrics::register(&registry)?;
     let bridge_metrics = metrics::BridgeMetrics::register(&registry)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mixer = MixerPool::start(threads, mixer_metrics, media_metrics.clone()).context("starting mixer threads")?;
+    let mixer = MixerPool::start(
+        threads,
+        roundtable_mixer::RoomConfig { rate: config.audio_rate, jitter: config.jitter },
+        mixer_metrics,
+        media_metrics.clone(),
+    ).context("starting mixer threads")?;
     let storage = Arc::new(LocalStorage::new(&config.storage_path));
     let book_path = config.storage_path.join("rooms.json");
     let defaults = rooms::Defaults {

@@ -1,16 +1,23 @@
-//! The lobby's prompts: the WAVs `scripts/make-prompts.sh` generates (built into the binary),
-//! decoded once to 8 kHz samples, with a tone pattern for any prompt that is missing or unreadable.
+//! The lobby's prompts: the WAVs `scripts/make-prompts.sh` generates (8 kHz, built into the
+//! binary), decoded and resampled once to the rooms' rate, with a tone pattern for any prompt
+//! that is missing or unreadable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use roundtable_media::resample::{Resampler, frame_len};
+
 use crate::lobby::Prompt;
+
+/// The rate the prompt WAVs are made at.
+const PROMPT_RATE: u32 = 8000;
 
 /// Every prompt, ready to hand to the mixer.
 #[derive(Debug, Clone)]
 pub struct Prompts {
     samples: HashMap<Prompt, Arc<[i16]>>,
+    rate: u32,
 }
 
 fn embedded(prompt: Prompt) -> &'static [u8] {
@@ -24,19 +31,37 @@ fn embedded(prompt: Prompt) -> &'static [u8] {
     }
 }
 
-/// Decodes an 8 kHz mono 16-bit WAV; anything else is refused (the mixer plays raw 8 kHz).
-fn decode(bytes: &[u8]) -> Option<Arc<[i16]>> {
+/// Decodes an 8 kHz mono 16-bit WAV; anything else is refused.
+fn decode(bytes: &[u8]) -> Option<Vec<i16>> {
     let reader = hound::WavReader::new(bytes).ok()?;
     let spec = reader.spec();
-    if spec.sample_rate != 8000 || spec.channels != 1 || spec.bits_per_sample != 16 {
+    if spec.sample_rate != PROMPT_RATE || spec.channels != 1 || spec.bits_per_sample != 16 {
         return None;
     }
     let samples: Result<Vec<i16>, _> = reader.into_samples::<i16>().collect();
-    samples.ok().filter(|s| !s.is_empty()).map(Arc::from)
+    samples.ok().filter(|s| !s.is_empty())
+}
+
+/// Brings 8 kHz samples to `rate`, dropping the resampler's delay so the prompt starts at once.
+fn resample(samples: &[i16], rate: u32) -> Option<Vec<i16>> {
+    let mut resampler = Resampler::new(PROMPT_RATE, rate).ok()?;
+    let (inp, out) = (frame_len(PROMPT_RATE), frame_len(rate));
+    let mut padded = samples.to_vec();
+    // Whole frames, plus one more to flush the delay out.
+    padded.resize(samples.len().div_ceil(inp) * inp + inp, 0);
+    let mut result = Vec::with_capacity(padded.len() / inp * out);
+    let mut frame = vec![0i16; out];
+    for chunk in padded.chunks(inp) {
+        resampler.process(chunk, &mut frame);
+        result.extend_from_slice(&frame);
+    }
+    let delay = resampler.delay();
+    let wanted = samples.len() * rate as usize / PROMPT_RATE as usize;
+    Some(result[delay..(delay + wanted).min(result.len())].to_vec())
 }
 
 /// A tone pattern standing in for a missing prompt: (frequency, milliseconds) pairs, 0 Hz = pause.
-fn tones(prompt: Prompt) -> Arc<[i16]> {
+fn tones(prompt: Prompt, rate: u32) -> Arc<[i16]> {
     let pattern: &[(f64, u32)] = match prompt {
         Prompt::Welcome => &[(440.0, 300), (0.0, 100), (660.0, 300)],
         Prompt::EnterPin => &[(660.0, 150), (0.0, 100), (660.0, 150), (0.0, 100), (660.0, 150)],
@@ -46,8 +71,8 @@ fn tones(prompt: Prompt) -> Arc<[i16]> {
     };
     let mut out = Vec::new();
     for &(freq, ms) in pattern {
-        for n in 0..ms * 8 {
-            let t = f64::from(n) / 8000.0;
+        for n in 0..ms * rate / 1000 {
+            let t = f64::from(n) / f64::from(rate);
             out.push((8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16);
         }
     }
@@ -55,23 +80,26 @@ fn tones(prompt: Prompt) -> Arc<[i16]> {
 }
 
 impl Prompts {
-    /// Loads every prompt (built-in WAV, else tones).
-    pub fn load() -> Prompts {
+    /// Loads every prompt (built-in WAV, else tones) at the rooms' `rate`.
+    pub fn load(rate: u32) -> Prompts {
         let samples = Prompt::ALL
             .iter()
-            .map(|&p| (p, decode(embedded(p)).unwrap_or_else(|| tones(p))))
+            .map(|&p| {
+                let wav = decode(embedded(p)).and_then(|s| resample(&s, rate)).map(Arc::from);
+                (p, wav.unwrap_or_else(|| tones(p, rate)))
+            })
             .collect();
-        Prompts { samples }
+        Prompts { samples, rate }
     }
 
-    /// The samples of a prompt.
+    /// The samples of a prompt, at the rooms' rate.
     pub fn samples(&self, prompt: Prompt) -> Arc<[i16]> {
-        self.samples.get(&prompt).cloned().unwrap_or_else(|| tones(prompt))
+        self.samples.get(&prompt).cloned().unwrap_or_else(|| tones(prompt, self.rate))
     }
 
     /// How long a prompt plays.
     pub fn length(&self, prompt: Prompt) -> Duration {
-        Duration::from_millis(self.samples(prompt).len() as u64 / 8)
+        Duration::from_millis(self.samples(prompt).len() as u64 * 1000 / u64::from(self.rate))
     }
 }
 
@@ -81,12 +109,15 @@ mod tests {
 
     #[test]
     fn built_in_prompts_decode_and_goodbye_is_short() {
-        let prompts = Prompts::load();
+        let narrow = Prompts::load(8000);
+        let wide = Prompts::load(16000);
         for p in Prompt::ALL {
             assert!(decode(embedded(p)).is_some(), "{p:?} decodes");
+            assert_eq!(wide.samples(p).len(), narrow.samples(p).len() * 2, "{p:?} at 16 kHz");
+            assert_eq!(wide.length(p), narrow.length(p));
         }
-        assert!(prompts.length(Prompt::Goodbye) < Duration::from_millis(2500), "BYE within 3 s");
+        assert!(narrow.length(Prompt::Goodbye) < Duration::from_millis(2500), "BYE within 3 s");
         assert!(decode(b"not a wav").is_none());
-        assert!(tones(Prompt::Welcome).len() > 4000);
+        assert!(tones(Prompt::Welcome, 8000).len() > 4000);
     }
 }

@@ -36,7 +36,7 @@ fn sigterm_drains_then_hangs_up_and_finalizes_the_recording() {
 
     let wavs: Vec<_> = files_under(&service.storage()).into_iter().filter(|p| p.ends_with("mix.wav")).collect();
     assert_eq!(wavs.len(), 1);
-    let (_, samples) = read_wav(&wavs[0]);
-    let seconds = samples.len() as f64 / 8000.0;
+    let (spec, samples) = read_wav(&wavs[0]);
+    let seconds = samples.len() as f64 / f64::from(spec.sample_rate);
     assert!((2.5..5.0).contains(&seconds), "recording of {seconds} s covers the call");
 }

@@ -2,11 +2,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roundtable_sip::sdp::Offer;
+use roundtable_sip::sdp::{AudioCodec, Offer};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(offer) = Offer::parse(data) {
-        if let Ok(answer) = offer.answer() {
+        if let Ok(answer) = offer.answer(&[AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu, AudioCodec::Pcma]) {
             let _ = answer.to_sdp(offer.rtp_addr, 1, 1);
         }
     }

@@ -1,5 +1,6 @@
-//! Random sequences of datagrams, timeouts and application commands against the endpoint's
-//! transaction and dialog state machines never panic, and time never runs backwards.
+//! Random sequences of datagrams, timeouts, application commands and answers to the endpoint's
+//! own requests (BYE, refreshes, pings) against the endpoint's transaction and dialog state
+//! machines never panic, and time never runs backwards.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,12 @@ From: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: c1\r\nCSe
 Content-Length: 0\r\n\r\n";
 
 fuzz_target!(|data: &[u8]| {
-    let mut ep = Endpoint::new(EndpointConfig { seed: Some(1), ..EndpointConfig::default() });
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: Some(1),
+        session_expires: 90,
+        ping_interval: Some(Duration::from_secs(20)),
+        ..EndpointConfig::default()
+    });
     let peer = Peer {
         transport: Transport::Udp,
         remote: "127.0.0.1:5070".parse().unwrap(),
@@ -23,9 +29,17 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
     let mut calls: Vec<CallKey> = Vec::new();
+    // The last request the endpoint sent, to answer with a fuzzed status.
+    let mut last_request: Option<Vec<u8>> = None;
     for chunk in data.chunks(64).take(64) {
         let (op, rest) = chunk.split_first().unwrap_or((&0, &[]));
-        match op % 6 {
+        match op % 7 {
+            6 => {
+                if let Some(request) = &last_request {
+                    let code = 100 + u16::from_le_bytes([rest.first().copied().unwrap_or(0), rest.get(1).copied().unwrap_or(0)]) % 600;
+                    ep.handle_message(now, peer, &answer(request, code));
+                }
+            }
             0 => ep.handle_message(now, peer, INVITE.as_bytes()),
             1 => ep.handle_message(now, peer, rest),
             2 => {
@@ -37,8 +51,10 @@ fuzz_target!(|data: &[u8]| {
             _ => if let Some(c) = calls.pop() { ep.hangup(now, c) },
         }
         while let Some(out) = ep.poll_output() {
-            if let Output::Event(Event::IncomingCall(call)) = out {
-                calls.push(call.call);
+            match out {
+                Output::Event(Event::IncomingCall(call)) => calls.push(call.call),
+                Output::Transmit(t) if !t.bytes.starts_with(b"SIP/2.0") => last_request = Some(t.bytes),
+                _ => {}
             }
         }
         if let Some(at) = ep.poll_timeout() {
@@ -46,3 +62,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A response with `code` to `request`, copying the headers that match it to its transaction.
+fn answer(request: &[u8], code: u16) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    let mut out = format!("SIP/2.0 {code} X\r\n");
+    for line in text.lines().take_while(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default();
+        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}

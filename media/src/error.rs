@@ -2,7 +2,8 @@
 
 use thiserror::Error;
 
-/// Why media input was refused. Every case is counted and the packet dropped.
+/// Why media input was refused (every such case is counted and the packet dropped), or why a
+/// leg's media could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum MediaError {
     /// Shorter than its headers say.
@@ -26,4 +27,10 @@ pub enum MediaError {
     /// The port range has no free pair left.
     #[error("RTP port range exhausted")]
     PortsExhausted,
+    /// A resampler could not be built for a pair of rates.
+    #[error("resampler: {0}")]
+    Resampler(&'static str),
+    /// A codec could not be set up, or a payload could not be decoded.
+    #[error("codec: {0}")]
+    Codec(&'static str),
 }

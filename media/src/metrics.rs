@@ -53,6 +53,8 @@ impl MediaMetrics {
             MediaError::UnexpectedPayloadType(_) => "payload_type",
             MediaError::UnexpectedSsrc(_) => "ssrc",
             MediaError::PortsExhausted => "ports",
+            MediaError::Resampler(_) => "resampler",
+            MediaError::Codec(_) => "codec",
         };
         self.invalid.with_label_values(&[reason]).inc();
     }

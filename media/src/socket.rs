@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dtmf::{Digit, DtmfDetector};
 use crate::error::MediaError;
+use crate::jitter::{JitterStats, PacketInfo};
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
 use crate::rtp::RtpPacket;
@@ -19,19 +20,40 @@ use crate::rtp::RtpPacket;
 /// Packets a leg's inbox holds before the receiver drops (the mixer is 1 s behind by then).
 pub const LEG_INBOX: usize = 50;
 
-/// Per-leg packet counters, shared with the API.
+/// Per-leg counters, shared with the API: packet counts kept by the receive task and the mixer,
+/// and the receive quality the mixer publishes every half second.
 #[derive(Debug, Default)]
 pub struct LegCounters {
     /// Valid RTP packets received.
     pub packets_in: AtomicU64,
     /// RTP packets sent.
     pub packets_out: AtomicU64,
+    quality: std::sync::Mutex<LegQuality>,
+}
+
+/// How one leg's incoming audio fares.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegQuality {
+    /// The jitter buffer's counters and gauges.
+    pub jitter: JitterStats,
+    /// Lost frames rebuilt from Opus in-band FEC (not counted as concealed).
+    pub fec_recovered: u64,
 }
 
 impl LegCounters {
-    /// Reads both counters.
+    /// Reads both packet counters.
     pub fn snapshot(&self) -> (u64, u64) {
         (self.packets_in.load(Ordering::Relaxed), self.packets_out.load(Ordering::Relaxed))
+    }
+
+    /// The latest published receive quality.
+    pub fn quality(&self) -> LegQuality {
+        *self.quality.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the receive quality (the mixer, twice a second; the lock is uncontended).
+    pub fn publish(&self, quality: LegQuality) {
+        *self.quality.lock().unwrap_or_else(|p| p.into_inner()) = quality;
     }
 }
 
@@ -40,8 +62,8 @@ impl LegCounters {
 pub enum LegInput {
     /// One audio packet's payload.
     Audio {
-        /// RTP sequence number, for reordering.
-        sequence: u16,
+        /// Its RTP header fields and arrival time, for the jitter buffer.
+        info: PacketInfo,
         /// Encoded payload.
         payload: Vec<u8>,
     },
@@ -207,7 +229,14 @@ pub async fn receive(
             }
             continue;
         }
-        let input = LegInput::Audio { sequence: packet.sequence, payload: packet.payload.to_vec() };
+        let info = PacketInfo {
+            sequence: packet.sequence,
+            timestamp: packet.timestamp,
+            ssrc: packet.ssrc,
+            marker: packet.marker,
+            arrival: std::time::Instant::now(),
+        };
+        let input = LegInput::Audio { info, payload: packet.payload.to_vec() };
         match inbox.try_send(input) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => metrics.inbox_overflow(),

@@ -11,4 +11,4 @@ pub mod mix;
 pub mod pool;
 pub mod room;
 
-pub use room::{LegId, Room};
+pub use room::{LegId, Room, RoomConfig};

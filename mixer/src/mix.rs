@@ -1,11 +1,9 @@
 //! The N-1 mixing step (pure): sum every input into a wide accumulator once, then give each
 //! listener the sum minus its own input, saturated to 16 bits.
 
-use roundtable_media::{FRAME_SAMPLES, Frame};
-
 /// Adds `input` into the accumulator.
 #[inline]
-pub fn accumulate(acc: &mut [i32; FRAME_SAMPLES], input: &Frame) {
+pub fn accumulate(acc: &mut [i32], input: &[i16]) {
     for (a, &s) in acc.iter_mut().zip(input) {
         *a += i32::from(s);
     }
@@ -13,7 +11,7 @@ pub fn accumulate(acc: &mut [i32; FRAME_SAMPLES], input: &Frame) {
 
 /// Writes `acc - own`, saturated, into `out`: what a listener hears.
 #[inline]
-pub fn minus_own(acc: &[i32; FRAME_SAMPLES], own: &Frame, out: &mut Frame) {
+pub fn minus_own(acc: &[i32], own: &[i16], out: &mut [i16]) {
     for ((o, &a), &s) in out.iter_mut().zip(acc).zip(own) {
         *o = saturate(a - i32::from(s));
     }
@@ -21,7 +19,7 @@ pub fn minus_own(acc: &[i32; FRAME_SAMPLES], own: &Frame, out: &mut Frame) {
 
 /// Writes the whole sum, saturated: what a recorder of the room hears.
 #[inline]
-pub fn total(acc: &[i32; FRAME_SAMPLES], out: &mut Frame) {
+pub fn total(acc: &[i32], out: &mut [i16]) {
     for (o, &a) in out.iter_mut().zip(acc) {
         *o = saturate(a);
     }
@@ -36,6 +34,9 @@ fn saturate(value: i32) -> i16 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const FRAME_SAMPLES: usize = 160;
+    type Frame = [i16; FRAME_SAMPLES];
 
     fn mix_all(inputs: &[Frame]) -> Vec<Frame> {
         let mut acc = [0i32; FRAME_SAMPLES];

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::socket::{LegCounters, LegInput};
-use roundtable_media::{Frame, G711};
+use roundtable_media::MediaError;
+use roundtable_media::codec::LegCodec;
 
 use crate::metrics::MixerMetrics;
-use crate::room::{LegId, Room};
+use crate::room::{LegId, Room, RoomConfig};
 
 /// The tick period.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -31,6 +32,8 @@ pub const TICK: Duration = Duration::from_millis(20);
 pub const MAX_CATCH_UP: Duration = Duration::from_millis(100);
 /// Frames a recorder may fall behind before the mixer drops frames for it (2 s).
 pub const RECORDER_QUEUE: usize = 100;
+/// Ticks between two publications of each leg's receive quality (0.5 s).
+const QUALITY_EVERY: u64 = 25;
 
 /// A room's name, validated by the caller.
 pub type RoomKey = Arc<str>;
@@ -40,8 +43,8 @@ pub type RoomKey = Arc<str>;
 pub struct MixFrame {
     /// The mixer thread's tick number; consecutive frames differ by one unless frames were lost.
     pub tick: u64,
-    /// The samples.
-    pub samples: Box<Frame>,
+    /// The samples, at the room's rate.
+    pub samples: Box<[i16]>,
 }
 
 /// The I/O side of a leg the mixer thread needs.
@@ -56,7 +59,7 @@ pub struct LegIo {
     /// Counters shared with the API.
     pub counters: Arc<LegCounters>,
     /// The leg's codec.
-    pub codec: G711,
+    pub codec: LegCodec,
 }
 
 /// What a mixer thread can be told.
@@ -77,7 +80,7 @@ pub enum Command {
         /// The leg.
         leg: LegId,
         /// The codec now negotiated.
-        codec: G711,
+        codec: LegCodec,
         /// Where to send its RTP now.
         remote: SocketAddr,
         /// Whether it receives the mix.
@@ -91,7 +94,7 @@ pub enum Command {
         room: RoomKey,
         /// The leg.
         leg: LegId,
-        /// 8 kHz samples.
+        /// Samples at the room's rate.
         samples: Arc<[i16]>,
     },
     /// Stop a leg's prompt.
@@ -181,13 +184,14 @@ pub struct MixerPool {
 pub struct WorkerId(usize);
 
 impl MixerPool {
-    /// Starts `threads` mixer threads (at least one).
-    pub fn start(threads: usize, metrics: MixerMetrics, media: MediaMetrics) -> std::io::Result<MixerPool> {
+    /// Starts `threads` mixer threads (at least one) whose rooms are set up with `config`.
+    pub fn start(threads: usize, config: RoomConfig, metrics: MixerMetrics, media: MediaMetrics) -> std::io::Result<MixerPool> {
         let mut workers = Vec::new();
         let mut handles = Vec::new();
         for index in 0..threads.max(1) {
             let (tx, rx) = mpsc::channel();
-            let worker = Worker { rooms: HashMap::new(), metrics: metrics.clone(), media: media.clone(), seed: index as u64 };
+            let worker =
+                Worker { rooms: HashMap::new(), config, metrics: metrics.clone(), media: media.clone(), seed: index as u64 };
             let handle = std::thread::Builder::new()
                 .name(format!("mixer-{index}"))
                 .spawn(move || worker.run(rx))?;
@@ -220,6 +224,7 @@ impl MixerPool {
 
 struct Worker {
     rooms: HashMap<RoomKey, RoomSlot>,
+    config: RoomConfig,
     metrics: MixerMetrics,
     media: MediaMetrics,
     seed: u64,
@@ -263,19 +268,27 @@ impl Worker {
     fn apply(&mut self, command: Command) {
         match command {
             Command::AddLeg { room, leg, io } => {
+                let config = self.config;
                 let slot = self.rooms.entry(room).or_insert_with(|| RoomSlot {
-                    room: Room::new(),
+                    room: Room::new(config),
                     legs: HashMap::new(),
                     recorder: None,
                 });
                 self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(leg.0 | 1);
-                slot.room.add_leg(leg, io.codec, self.seed ^ leg.0.rotate_left(17));
+                if let Err(error) = slot.room.add_leg(leg, io.codec, self.seed ^ leg.0.rotate_left(17)) {
+                    // The leg stays silent both ways; its call goes on and can be ended.
+                    tracing::warn!(%leg, %error, "leg media could not be set up");
+                    self.media.invalid(error);
+                }
                 let remote = io.remote;
                 slot.legs.insert(leg, LegSlot { io, remote });
             }
             Command::UpdateLeg { room, leg, codec, remote, hears, heard } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
-                    slot.room.update_leg(leg, codec, hears, heard);
+                    if let Err(error) = slot.room.update_leg(leg, codec, hears, heard) {
+                        tracing::warn!(%leg, %error, "leg codec change failed; keeping the old one");
+                        self.media.invalid(error);
+                    }
                     if let Some(l) = slot.legs.get_mut(&leg) {
                         l.remote = remote;
                     }
@@ -330,12 +343,15 @@ fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &Med
         // Bounded by the inbox capacity: the receiver cannot outrun this loop forever.
         while let Ok(input) = leg.io.inbox.try_recv() {
             match input {
-                LegInput::Audio { sequence, payload } => slot.room.handle_audio(*id, sequence, payload),
+                LegInput::Audio { info, payload } => slot.room.handle_audio(*id, info, payload),
                 LegInput::Remote(addr) => leg.remote = addr,
             }
         }
     }
     slot.room.tick();
+    for _ in 0..slot.room.take_codec_errors() {
+        media.invalid(MediaError::Codec("decode or encode"));
+    }
     for (id, packet) in slot.room.packets() {
         let Some(leg) = slot.legs.get(&id) else { continue };
         match leg.io.socket.send_to(packet, leg.remote) {
@@ -346,8 +362,15 @@ fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &Med
             Err(_) => metrics.send_errors.inc(),
         }
     }
+    if tick % QUALITY_EVERY == 0 {
+        for (id, quality) in slot.room.quality() {
+            if let Some(leg) = slot.legs.get(&id) {
+                leg.io.counters.publish(quality);
+            }
+        }
+    }
     if let Some(sink) = &slot.recorder {
-        let frame = MixFrame { tick, samples: Box::new(*slot.room.mix()) };
+        let frame = MixFrame { tick, samples: slot.room.mix().into() };
         match sink.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => metrics.recorder_frames_dropped.inc(),

@@ -13,15 +13,12 @@
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
-use roundtable_media::FRAME_SAMPLES;
 use roundtable_mixer::pool::MixFrame;
 use roundtable_storage::{ObjectKey, ObjectWriter, Storage, StorageError};
 use thiserror::Error;
 
 /// Frames between flushes (1 s): the most a crash can lose.
 pub const FLUSH_EVERY: u64 = 50;
-/// The sample rate of recordings.
-pub const SAMPLE_RATE: u32 = 8000;
 
 /// Why a recording failed.
 #[derive(Debug, Error)]
@@ -68,13 +65,14 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Creates the object and starts the writer thread consuming `frames`.
-    pub fn start(storage: &dyn Storage, key: ObjectKey, frames: Receiver<MixFrame>) -> Result<Recording, RecordError> {
+    /// Creates the object and starts the writer thread consuming `frames` of `rate` Hz audio
+    /// (a mono 16-bit WAV at that rate).
+    pub fn start(storage: &dyn Storage, key: ObjectKey, rate: u32, frames: Receiver<MixFrame>) -> Result<Recording, RecordError> {
         let object = storage.create(&key)?;
         let thread_key = key.clone();
         let thread = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || write_wav(object, thread_key, frames))
+            .spawn(move || write_wav(object, thread_key, rate, frames))
             .map_err(|_| RecordError::Thread)?;
         Ok(Recording { key, thread })
     }
@@ -93,12 +91,13 @@ impl Recording {
 fn write_wav(
     mut object: Box<dyn ObjectWriter>,
     key: ObjectKey,
+    rate: u32,
     frames: Receiver<MixFrame>,
 ) -> Result<RecordingSummary, RecordError> {
     let wav_error = |source| RecordError::Wav { key: key.to_string(), source };
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: SAMPLE_RATE,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
@@ -113,7 +112,7 @@ fn write_wav(
                 continue; // Never happens with one mixer thread per room; be safe anyway.
             }
             let missing = frame.tick - expected;
-            for _ in 0..missing * FRAME_SAMPLES as u64 {
+            for _ in 0..missing * u64::from(rate / 50) {
                 writer.write_sample(0i16).map_err(wav_error)?;
             }
             gaps += missing;
@@ -139,26 +138,28 @@ mod tests {
     use roundtable_storage::LocalStorage;
     use std::sync::mpsc::sync_channel;
 
+    const FRAME_SAMPLES: usize = 320;
+
     #[test]
     fn gaps_become_silence_and_the_file_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path());
         let key = ObjectKey::new("recordings/r/1/mix.wav").unwrap();
         let (tx, rx) = sync_channel(10);
-        let rec = Recording::start(&storage, key.clone(), rx).unwrap();
+        let rec = Recording::start(&storage, key.clone(), 16000, rx).unwrap();
         for tick in [100u64, 101, 104] {
-            tx.send(MixFrame { tick, samples: Box::new([1000; FRAME_SAMPLES]) }).unwrap();
+            tx.send(MixFrame { tick, samples: vec![1000; FRAME_SAMPLES].into() }).unwrap();
         }
         drop(tx);
         let summary = rec.join().unwrap();
         assert_eq!((summary.frames, summary.gap_frames), (5, 2));
         let reader = hound::WavReader::open(storage.path_of(&key)).unwrap();
-        assert_eq!(reader.spec().sample_rate, 8000);
+        assert_eq!(reader.spec().sample_rate, 16000);
         let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
         assert_eq!(samples.len(), 5 * FRAME_SAMPLES);
-        assert!(samples[..320].iter().all(|&s| s == 1000));
-        assert!(samples[320..640].iter().all(|&s| s == 0));
-        assert!(samples[640..].iter().all(|&s| s == 1000));
+        assert!(samples[..640].iter().all(|&s| s == 1000));
+        assert!(samples[640..1280].iter().all(|&s| s == 0));
+        assert!(samples[1280..].iter().all(|&s| s == 1000));
     }
 
     #[test]
@@ -167,9 +168,9 @@ mod tests {
         let storage = LocalStorage::new(dir.path());
         let key = ObjectKey::new("live.wav").unwrap();
         let (tx, rx) = sync_channel(200);
-        let rec = Recording::start(&storage, key.clone(), rx).unwrap();
+        let rec = Recording::start(&storage, key.clone(), 16000, rx).unwrap();
         for tick in 0..FLUSH_EVERY {
-            tx.send(MixFrame { tick, samples: Box::new([7; FRAME_SAMPLES]) }).unwrap();
+            tx.send(MixFrame { tick, samples: vec![7; FRAME_SAMPLES].into() }).unwrap();
         }
         let path = storage.path_of(&key);
         let mut len = 0;

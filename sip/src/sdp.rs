@@ -1,7 +1,7 @@
-//! SDP offer/answer for audio (RFC 4566, RFC 3264): just what a G.711 bridge needs.
+//! SDP offer/answer for audio (RFC 4566, RFC 3264, RFC 7587 for Opus).
 //!
-//! [`Offer::parse`] reads the caller's first audio stream; [`Offer::answer`] picks a codec we
-//! support, in the caller's order of preference, plus telephone-event when offered, and
+//! [`Offer::parse`] reads the caller's media lines; [`Offer::answer`] picks, in our order of
+//! preference, the first codec the caller offered, plus telephone-event when offered, and
 //! [`Answer::to_sdp`] prints our side.
 
 use std::fmt::Write as _;
@@ -16,6 +16,10 @@ pub enum AudioCodec {
     Pcmu,
     /// G.711 A-law, static payload type 8.
     Pcma,
+    /// G.722, static payload type 9; `G722/8000` in SDP although it carries 16 kHz audio.
+    G722,
+    /// Opus, `opus/48000/2` with a dynamic payload type (RFC 7587).
+    Opus,
 }
 
 impl AudioCodec {
@@ -24,14 +28,35 @@ impl AudioCodec {
         match self {
             AudioCodec::Pcmu => "PCMU",
             AudioCodec::Pcma => "PCMA",
+            AudioCodec::G722 => "G722",
+            AudioCodec::Opus => "opus",
         }
     }
 
-    /// The static RTP payload type.
-    pub fn payload_type(self) -> u8 {
+    /// The RTP clock rate written in `a=rtpmap`.
+    pub fn clock_rate(self) -> u32 {
         match self {
-            AudioCodec::Pcmu => 0,
-            AudioCodec::Pcma => 8,
+            AudioCodec::Opus => 48000,
+            _ => 8000,
+        }
+    }
+
+    /// The static RTP payload type, if the codec has one.
+    pub fn static_payload_type(self) -> Option<u8> {
+        match self {
+            AudioCodec::Pcmu => Some(0),
+            AudioCodec::Pcma => Some(8),
+            AudioCodec::G722 => Some(9),
+            AudioCodec::Opus => None,
+        }
+    }
+
+    /// Whether an offered format is this codec: by rtpmap name and clock rate, or by static
+    /// payload type without an rtpmap.
+    fn matches(self, format: &OfferedFormat) -> bool {
+        match (&format.encoding, format.clock_rate) {
+            (Some(name), Some(rate)) => name.eq_ignore_ascii_case(self.name()) && rate == self.clock_rate(),
+            _ => self.static_payload_type() == Some(format.payload_type),
         }
     }
 }
@@ -70,12 +95,22 @@ impl Direction {
     }
 }
 
-/// One offered payload type with its rtpmap, if given.
+/// One offered payload type with its rtpmap and fmtp, if given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OfferedFormat {
     payload_type: u8,
     encoding: Option<String>,
     clock_rate: Option<u32>,
+    fmtp: Option<String>,
+}
+
+impl OfferedFormat {
+    /// Whether the fmtp sets `name=1` (RFC 7587 parameters are `;`-separated).
+    fn flag(&self, name: &str) -> bool {
+        self.fmtp.as_deref().is_some_and(|f| {
+            f.split(';').filter_map(|p| p.split_once('=')).any(|(k, v)| k.trim().eq_ignore_ascii_case(name) && v.trim() == "1")
+        })
+    }
 }
 
 /// One `m=` line of an offer with what we need to answer or decline it.
@@ -118,8 +153,17 @@ pub enum NegotiationError {
 pub struct Answer {
     /// The chosen audio codec.
     pub codec: AudioCodec,
-    /// The caller's telephone-event payload type, if it offered one at 8000 Hz.
+    /// Its payload type in this call (the caller's, for a dynamic one).
+    pub payload_type: u8,
+    /// Opus: the caller decodes in-band FEC (`useinbandfec=1`), so we send it.
+    pub opus_fec: bool,
+    /// Opus: the caller prefers DTX (`usedtx=1`).
+    pub opus_dtx: bool,
+    /// The caller's telephone-event payload type, if it offered one at the codec's clock rate
+    /// or at 8000 Hz.
     pub telephone_event: Option<u8>,
+    /// The clock rate of that telephone-event.
+    telephone_event_rate: u32,
     /// Our direction.
     pub direction: Direction,
     /// Every offered m-line in order: `None` for the audio line we accept, else (media, proto,
@@ -136,6 +180,7 @@ impl Offer {
         let mut session_direction: Option<Direction> = None;
         let mut lines: Vec<MediaLine> = Vec::new();
         let mut maps: Vec<Vec<(u8, String, u32)>> = Vec::new();
+        let mut fmtps: Vec<Vec<(u8, String)>> = Vec::new();
         let mut saw_version = false;
         for line in text.lines() {
             let line = line.trim_end_matches('\r');
@@ -168,6 +213,7 @@ impl Offer {
                         direction: None,
                     });
                     maps.push(Vec::new());
+                    fmtps.push(Vec::new());
                 }
                 "c" => {
                     let mut parts = value.split(' ');
@@ -202,6 +248,13 @@ impl Offer {
                                     m.push(parsed);
                                 }
                             }
+                            if let (Some(fmtp), Some(f)) = (value.strip_prefix("fmtp:"), fmtps.last_mut()) {
+                                if let Some((pt, params)) = fmtp.split_once(' ') {
+                                    if let Ok(pt) = pt.trim().parse::<u8>() {
+                                        f.push((pt, params.trim().to_string()));
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -211,7 +264,7 @@ impl Offer {
         if !saw_version {
             return Err(ParseError::BadSdp("missing v=0"));
         }
-        for (line, maps) in lines.iter_mut().zip(&maps) {
+        for ((line, maps), fmtps) in lines.iter_mut().zip(&maps).zip(&fmtps) {
             line.formats = line
                 .formats_text
                 .iter()
@@ -222,6 +275,7 @@ impl Offer {
                         payload_type: pt,
                         encoding: map.map(|(_, e, _)| e.clone()),
                         clock_rate: map.map(|(_, _, r)| *r),
+                        fmtp: fmtps.iter().find(|(p, _)| *p == pt).map(|(_, f)| f.clone()),
                     }
                 })
                 .collect();
@@ -237,31 +291,24 @@ impl Offer {
         Ok(Offer { rtp_addr: SocketAddr::new(ip, chosen.port), direction, lines, audio })
     }
 
-    /// Chooses what we answer: the first offered codec we support, plus telephone-event/8000;
-    /// every other m-line is declined.
-    pub fn answer(&self) -> Result<Answer, NegotiationError> {
+    /// Chooses what we answer: of the codecs in `preference` (our order), the first the caller
+    /// offered, at the caller's payload type; plus telephone-event; every other m-line is
+    /// declined.
+    pub fn answer(&self, preference: &[AudioCodec]) -> Result<Answer, NegotiationError> {
         let audio = &self.lines[self.audio];
         if audio.proto != "RTP/AVP" || audio.port == 0 {
             return Err(NegotiationError::NoAudio);
         }
-        let codec = audio
-            .formats
+        let (codec, format) = preference
             .iter()
-            .find_map(|f| {
-                let name = f.encoding.as_deref().map(str::to_ascii_uppercase);
-                let rate_ok = f.clock_rate.is_none_or(|r| r == 8000);
-                match (f.payload_type, name.as_deref()) {
-                    (_, Some("PCMU")) if rate_ok => Some(AudioCodec::Pcmu),
-                    (_, Some("PCMA")) if rate_ok => Some(AudioCodec::Pcma),
-                    (0, None) => Some(AudioCodec::Pcmu),
-                    (8, None) => Some(AudioCodec::Pcma),
-                    _ => None,
-                }
-            })
+            .find_map(|codec| audio.formats.iter().find(|f| codec.matches(f)).map(|f| (*codec, f)))
             .ok_or(NegotiationError::NoCommonCodec)?;
-        let telephone_event = audio.formats.iter().find_map(|f| {
-            let is_te = f.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("telephone-event"));
-            (is_te && f.clock_rate == Some(8000) && f.payload_type >= 96).then_some(f.payload_type)
+        // RFC 4733: telephone-event at the audio clock; many phones offer only 8000 beside Opus.
+        let telephone_event = [codec.clock_rate(), 8000].into_iter().find_map(|rate| {
+            audio.formats.iter().find_map(|f| {
+                let is_te = f.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("telephone-event"));
+                (is_te && f.clock_rate == Some(rate) && f.payload_type >= 96).then_some((f.payload_type, rate))
+            })
         });
         let lines = self
             .lines
@@ -271,7 +318,16 @@ impl Offer {
                 (i != self.audio).then(|| (m.media.clone(), m.proto.clone(), m.formats_text[0].clone()))
             })
             .collect();
-        Ok(Answer { codec, telephone_event, direction: self.direction.answer(), lines })
+        Ok(Answer {
+            codec,
+            payload_type: format.payload_type,
+            opus_fec: codec == AudioCodec::Opus && format.flag("useinbandfec"),
+            opus_dtx: codec == AudioCodec::Opus && format.flag("usedtx"),
+            telephone_event: telephone_event.map(|(pt, _)| pt),
+            telephone_event_rate: telephone_event.map_or(8000, |(_, rate)| rate),
+            direction: self.direction.answer(),
+            lines,
+        })
     }
 }
 
@@ -290,7 +346,7 @@ impl Answer {
     pub fn to_sdp(&self, rtp: SocketAddr, session_id: u64, version: u64) -> Vec<u8> {
         let family = if rtp.is_ipv4() { "IP4" } else { "IP6" };
         let ip = rtp.ip();
-        let pt = self.codec.payload_type();
+        let pt = self.payload_type;
         let mut s = String::with_capacity(256);
         let _ = write!(s, "v=0\r\no=roundtable {session_id} {version} IN {family} {ip}\r\n");
         let _ = write!(s, "s=Roundtable\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
@@ -300,9 +356,15 @@ impl Answer {
                 if let Some(te) = self.telephone_event {
                     let _ = write!(s, " {te}");
                 }
-                let _ = write!(s, "\r\na=rtpmap:{pt} {}/8000\r\n", self.codec.name());
+                let _ = write!(s, "\r\na=rtpmap:{pt} {}/{}", self.codec.name(), self.codec.clock_rate());
+                if self.codec == AudioCodec::Opus {
+                    // RFC 7587: always two channels in rtpmap; we decode in-band FEC.
+                    let _ = write!(s, "/2\r\na=fmtp:{pt} useinbandfec=1");
+                }
+                s.push_str("\r\n");
                 if let Some(te) = self.telephone_event {
-                    let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
+                    let rate = self.telephone_event_rate;
+                    let _ = write!(s, "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-16\r\n");
                 }
                 let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
                 continue;
@@ -317,15 +379,18 @@ impl Answer {
 mod tests {
     use super::*;
 
+    const G711: &[AudioCodec] = &[AudioCodec::Pcmu, AudioCodec::Pcma];
+    const ALL: &[AudioCodec] = &[AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu, AudioCodec::Pcma];
+
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
         m=audio 40000 RTP/AVP 9 8 0 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:8 PCMA/8000\r\n\
         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
 
     #[test]
-    fn picks_first_supported_codec_and_dtmf() {
+    fn picks_our_first_supported_codec_and_dtmf() {
         let offer = Offer::parse(OFFER.as_bytes()).unwrap();
         assert_eq!(offer.rtp_addr, "192.0.2.1:40000".parse().unwrap());
-        let answer = offer.answer().unwrap();
+        let answer = offer.answer(&[AudioCodec::Pcma, AudioCodec::Pcmu]).unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcma);
         assert_eq!(answer.telephone_event, Some(101));
         let sdp = String::from_utf8(answer.to_sdp("10.0.0.5:16384".parse().unwrap(), 7, 1)).unwrap();
@@ -335,9 +400,32 @@ mod tests {
     }
 
     #[test]
+    fn our_preference_decides_and_opus_keeps_its_payload_type_and_options() {
+        let offer = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0 9 111 101 102\r\n\
+                     a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10; useinbandfec=1; usedtx=1\r\n\
+                     a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n";
+        let offer = Offer::parse(offer.as_bytes()).unwrap();
+        let answer = offer.answer(ALL).unwrap();
+        assert_eq!((answer.codec, answer.payload_type, answer.opus_fec, answer.opus_dtx), (AudioCodec::Opus, 111, true, true));
+        assert_eq!(answer.telephone_event, Some(101), "telephone-event at the Opus clock");
+        let sdp = String::from_utf8(answer.to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        assert!(sdp.contains("m=audio 4000 RTP/AVP 111 101\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:101 telephone-event/48000\r\n"), "{sdp}");
+        // G.722 by static type, in the caller's list but chosen by our order.
+        let answer = offer.answer(&[AudioCodec::G722, AudioCodec::Pcmu]).unwrap();
+        assert_eq!((answer.codec, answer.payload_type, answer.telephone_event), (AudioCodec::G722, 9, Some(102)));
+        let sdp = String::from_utf8(answer.to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        assert!(sdp.contains("a=rtpmap:9 G722/8000\r\n"), "{sdp}");
+        // Opus at a wrong clock rate is not Opus.
+        let odd = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 opus/16000\r\n";
+        assert_eq!(Offer::parse(odd.as_bytes()).unwrap().answer(ALL), Err(NegotiationError::NoCommonCodec));
+    }
+
+    #[test]
     fn static_payload_type_without_rtpmap() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n";
-        let answer = Offer::parse(sdp.as_bytes()).unwrap().answer().unwrap();
+        let answer = Offer::parse(sdp.as_bytes()).unwrap().answer(G711).unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcmu);
         assert_eq!(answer.telephone_event, None);
     }
@@ -346,7 +434,7 @@ mod tests {
     fn no_common_codec() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
         let offer = Offer::parse(sdp.as_bytes()).unwrap();
-        assert_eq!(offer.answer(), Err(NegotiationError::NoCommonCodec));
+        assert_eq!(offer.answer(G711), Err(NegotiationError::NoCommonCodec));
     }
 
     #[test]
@@ -354,7 +442,7 @@ mod tests {
         let sdp = "v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 0\r\nc=IN IP4 2.2.2.2\r\na=sendonly\r\n";
         let offer = Offer::parse(sdp.as_bytes()).unwrap();
         assert_eq!(offer.rtp_addr.ip().to_string(), "2.2.2.2");
-        assert_eq!(offer.answer().unwrap().direction, Direction::RecvOnly);
+        assert_eq!(offer.answer(G711).unwrap().direction, Direction::RecvOnly);
     }
 
     #[test]
@@ -363,7 +451,7 @@ mod tests {
                    m=audio 5004 RTP/SAVP 0\r\n";
         let offer = Offer::parse(sdp.as_bytes()).unwrap();
         assert_eq!(offer.rtp_addr.port(), 5000);
-        let answer = String::from_utf8(offer.answer().unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        let answer = String::from_utf8(offer.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(m_lines, ["m=video 0 RTP/AVP 31", "m=audio 4000 RTP/AVP 0", "m=audio 0 RTP/SAVP 0"]);
     }
@@ -373,7 +461,7 @@ mod tests {
         let sdp = "v=0\r\nc=IN IP6 2001:db8::1\r\na=inactive\r\nm=audio 5000 RTP/AVP 8\r\n";
         let offer = Offer::parse(sdp.as_bytes()).unwrap();
         assert_eq!(offer.rtp_addr, "[2001:db8::1]:5000".parse().unwrap());
-        let answer = offer.answer().unwrap();
+        let answer = offer.answer(G711).unwrap();
         assert_eq!(answer.direction, Direction::Inactive);
         let text = String::from_utf8(answer.to_sdp("[::1]:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
@@ -383,7 +471,7 @@ mod tests {
     #[test]
     fn declined_or_secure_audio_alone_is_no_audio() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\n";
-        assert_eq!(Offer::parse(sdp.as_bytes()).unwrap().answer(), Err(NegotiationError::NoAudio));
+        assert_eq!(Offer::parse(sdp.as_bytes()).unwrap().answer(G711), Err(NegotiationError::NoAudio));
     }
 
     #[test]

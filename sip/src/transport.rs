@@ -258,11 +258,16 @@ impl Driver {
                 }
             };
             tokio::select! {
+                Some(update) = flow_updates.recv() => self.update_flow(update),
                 Some(message) = inbound.recv() => {
+                    // A connection's `Opened` is queued before anything it reads: take it first,
+                    // so an answer never finds its connection unknown.
+                    while let Ok(update) = flow_updates.try_recv() {
+                        self.update_flow(update);
+                    }
                     let now = self.now();
                     self.endpoint.handle_message(now, message.peer, &message.bytes);
                 }
-                Some(update) = flow_updates.recv() => self.update_flow(update),
                 Some(command) = commands.recv() => {
                     let now = self.now();
                     match command {
@@ -364,8 +369,16 @@ impl Driver {
         let flow = Some(peer.flow)
             .filter(|f| matches!(self.flows.get(f), Some(FlowWriter::Stream { .. })))
             .or_else(|| self.streams.get(&(peer.transport, peer.remote)).copied());
+        // Responses go back over the request's connection only (RFC 3261 18.2.2 would connect
+        // to the Via's sent-by; a TCP client that lost its connection retries the request).
+        let is_response = bytes.starts_with(b"SIP/2.0 ");
         let writer = match flow.and_then(|f| self.flows.get(&f)) {
             Some(FlowWriter::Stream { writer, .. }) => writer.clone(),
+            _ if is_response => {
+                self.metrics.send_failed("tcp");
+                debug!(remote = %peer.remote, "SIP connection closed before its response; response not sent");
+                return;
+            }
             _ if peer.transport == Transport::Tcp => self.connect(peer.remote),
             _ => {
                 self.metrics.send_failed("tls");

@@ -268,9 +268,14 @@ pub fn tone_frame(freq: f64, n0: usize, amplitude: f64) -> [i16; 160] {
     f
 }
 
-/// Power of `freq` in `samples` (Goertzel), normalised by length.
+/// Power of `freq` in 8 kHz `samples` (Goertzel), normalised by length.
 pub fn goertzel(samples: &[i16], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
+    goertzel_at(samples, freq, RATE)
+}
+
+/// Power of `freq` in `samples` at `rate` Hz (Goertzel), normalised by length.
+pub fn goertzel_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &x in samples {
         let s0 = f64::from(x) + k * s1 - s2;
@@ -283,10 +288,33 @@ pub fn goertzel(samples: &[i16], freq: f64) -> f64 {
 
 /// `goertzel` in dB (floored at -100 dB so silence compares).
 pub fn tone_db(samples: &[i16], freq: f64) -> f64 {
-    10.0 * goertzel(samples, freq).max(1e-10).log10()
+    tone_db_at(samples, freq, RATE)
 }
 
-pub use roundtable_media::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
+/// `goertzel_at` in dB.
+pub fn tone_db_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
+    10.0 * goertzel_at(samples, freq, rate).max(1e-10).log10()
+}
+
+pub use roundtable_media::codec::{Codec, Decoder, Encoder, OpusOptions};
+use roundtable_media::g711::ulaw_encode;
+
+/// The payload type the test caller uses for a codec (111 for Opus).
+pub fn payload_type(codec: Codec) -> u8 {
+    codec.static_payload_type().unwrap_or(111)
+}
+
+/// The codec of a payload type the test caller uses.
+pub fn codec_of(pt: u8) -> Option<Codec> {
+    Codec::ALL.into_iter().find(|c| payload_type(*c) == pt)
+}
+
+/// `len` samples from `n0` of a sine tone at `rate` Hz.
+pub fn tone_at(freq: f64, n0: usize, len: usize, rate: u32, amplitude: f64) -> Vec<i16> {
+    (n0..n0 + len)
+        .map(|n| (amplitude * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as i16)
+        .collect()
+}
 
 // ---------------------------------------------------------------------------------------------
 // A minimal SIP caller over UDP with an RTP stream
@@ -413,7 +441,18 @@ impl Uac {
 
     /// Places the call (PCMU + telephone-event) and ACKs a 200. Returns the final status.
     pub fn call(&mut self) -> u16 {
-        let sdp = self.offer("0 101", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n");
+        self.call_codec(Codec::Pcmu)
+    }
+
+    /// Places the call offering only `codec` (at [`payload_type`]) + telephone-event.
+    pub fn call_codec(&mut self, codec: Codec) -> u16 {
+        let pt = payload_type(codec);
+        let mut maps = format!("a=rtpmap:{pt} {}/{}", codec.sdp_name(), codec.clock_rate());
+        if codec == Codec::Opus {
+            maps.push_str(&format!("/2\r\na=fmtp:{pt} useinbandfec=1"));
+        }
+        maps.push_str("\r\na=rtpmap:101 telephone-event/8000\r\n");
+        let sdp = self.offer(&format!("{pt} 101"), &maps);
         self.call_with(&sdp)
     }
 
@@ -581,14 +620,22 @@ impl Uac {
         self.start_media_with(freq, duration, Arc::new(std::sync::atomic::AtomicU8::new(0)))
     }
 
-    /// Like [`Uac::start_media`], sending with the payload type in `pt` (0 PCMU, 8 PCMA), which the
-    /// test may change mid-stream (after a re-INVITE changed the codec).
+    /// Sends and receives media in `codec` (the one [`Uac::call_codec`] offered).
+    pub fn start_media_codec(&self, freq: f64, duration: Duration, codec: Codec) -> Media {
+        self.start_media_with(freq, duration, Arc::new(std::sync::atomic::AtomicU8::new(payload_type(codec))))
+    }
+
+    /// Like [`Uac::start_media`], sending with the payload type in `pt` (see [`payload_type`]),
+    /// which the test may change mid-stream (after a re-INVITE changed the codec). Heard audio
+    /// is decoded at its codec's rate (48 kHz for Opus, as a phone would).
     pub fn start_media_with(&self, freq: f64, duration: Duration, pt: Arc<std::sync::atomic::AtomicU8>) -> Media {
         let remote = self.remote_rtp.expect("call is up");
         let socket = self.rtp.try_clone().unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let heard = Arc::new(Mutex::new(Vec::<(Instant, u8, Vec<i16>)>::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let first = codec_of(pt.load(Ordering::SeqCst)).unwrap_or(Codec::Pcmu);
+        let rate = first.audio_rate(48000);
         let sender = {
             let socket = socket.try_clone().unwrap();
             let stop = stop.clone();
@@ -596,21 +643,27 @@ impl Uac {
                 let start = Instant::now();
                 let frames = (duration.as_millis() / 20) as usize;
                 let ssrc: u32 = 0x1234_0000 | (remote.port() as u32);
+                let mut encoders = std::collections::HashMap::new();
+                let (mut timestamp, mut payload) = (0u32, Vec::new());
                 for i in 0..frames {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let samples = if freq > 0.0 { tone_frame(freq, i * 160, 6000.0) } else { [0; 160] };
                     let payload_type = pt.load(Ordering::SeqCst);
+                    let codec = codec_of(payload_type).unwrap_or(Codec::Pcmu);
+                    let rate = codec.audio_rate(48000);
+                    let n = rate as usize / 50;
+                    let samples = tone_at(freq, i * n, n, rate, 6000.0);
+                    let encoder = encoders
+                        .entry(payload_type)
+                        .or_insert_with(|| Encoder::new(codec, 48000, OpusOptions { fec: true, dtx: false }).unwrap());
+                    encoder.encode(&samples, &mut payload).unwrap();
                     let mut packet = vec![0x80, payload_type];
                     packet.extend_from_slice(&(i as u16).to_be_bytes());
-                    packet.extend_from_slice(&((i * 160) as u32).to_be_bytes());
+                    packet.extend_from_slice(&timestamp.to_be_bytes());
                     packet.extend_from_slice(&ssrc.to_be_bytes());
-                    if payload_type == 8 {
-                        packet.extend(samples.iter().map(|&s| alaw_encode(s)));
-                    } else {
-                        packet.extend(samples.iter().map(|&s| ulaw_encode(s)));
-                    }
+                    packet.extend_from_slice(&payload);
+                    timestamp = timestamp.wrapping_add(codec.timestamp_step());
                     let _ = socket.send_to(&packet, remote);
                     let next = start + Duration::from_millis(20 * (i as u64 + 1));
                     if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -625,19 +678,20 @@ impl Uac {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 let deadline = Instant::now() + duration + Duration::from_secs(2);
+                let mut decoders = std::collections::HashMap::new();
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                     if let Ok((n, _)) = socket.recv_from(&mut buf) {
                         let pt = buf[1] & 0x7F;
-                        if n > 12 && (pt == 0 || pt == 8) {
-                            let decode = if pt == 8 { alaw_decode } else { ulaw_decode };
-                            let samples = buf[12..n].iter().map(|&b| decode(b)).collect();
-                            heard.lock().unwrap().push((Instant::now(), pt, samples));
-                        }
+                        let Some(codec) = codec_of(pt).filter(|_| n > 12) else { continue };
+                        let decoder = decoders.entry(pt).or_insert_with(|| Decoder::new(codec, 48000).unwrap());
+                        let mut samples = vec![0i16; decoder.frame_len()];
+                        let _ = decoder.decode(&buf[12..n], &mut samples);
+                        heard.lock().unwrap().push((Instant::now(), pt, samples));
                     }
                 }
             })
         };
-        Media { heard, stop, threads: vec![sender, receiver], started: Instant::now() }
+        Media { heard, stop, threads: vec![sender, receiver], started: Instant::now(), rate }
     }
 }
 
@@ -647,6 +701,7 @@ pub struct Media {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     pub started: Instant,
+    rate: u32,
 }
 
 impl Media {
@@ -660,7 +715,7 @@ impl Media {
             let _ = t.join();
         }
         let packets = std::mem::take(&mut *self.heard.lock().unwrap());
-        Heard { packets, started: self.started }
+        Heard { packets, started: self.started, rate: self.rate }
     }
 }
 
@@ -668,6 +723,8 @@ impl Media {
 pub struct Heard {
     packets: Vec<(Instant, u8, Vec<i16>)>,
     started: Instant,
+    /// The sample rate of the heard audio (that of the codec the stream started with).
+    pub rate: u32,
 }
 
 impl Heard {
