@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    Control, ControlError, Participant, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+    Control, ControlError, Participant, ReceiveQuality, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -42,6 +42,11 @@ use crate::time::{self, WallClock};
 /// Whether a phone that offered `direction` sends us RTP (else the inactivity timer pauses).
 fn expects_rtp(direction: Direction) -> bool {
     matches!(direction, Direction::SendRecv | Direction::SendOnly)
+}
+
+/// `x` rounded to one decimal, for display.
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// The media codec an SDP codec names.
@@ -513,6 +518,8 @@ impl Bridge {
             .filter_map(|call| state.legs.get(call))
             .map(|leg| {
                 let (packets_in, packets_out) = leg.counters.snapshot();
+                let quality = leg.counters.quality();
+                let jitter = quality.jitter;
                 Participant {
                     id: leg.id.to_string(),
                     from: leg.from.clone(),
@@ -520,6 +527,17 @@ impl Bridge {
                     joined_at: time::rfc3339(leg.joined_at),
                     packets_in,
                     packets_out,
+                    receive: ReceiveQuality {
+                        jitter_ms: round1(jitter.jitter_ms),
+                        buffer_ms: jitter.depth_ms,
+                        buffer_target_ms: jitter.target_ms,
+                        received: jitter.received,
+                        lost: jitter.lost,
+                        late: jitter.late,
+                        duplicated: jitter.duplicated,
+                        concealed: jitter.concealed,
+                        fec_recovered: quality.fec_recovered,
+                    },
                 }
             })
             .collect();

@@ -30,14 +30,37 @@ pub struct RoomSummary {
     pub recording: bool,
 }
 
+/// How a participant's audio reaches the bridge, from its jitter buffer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReceiveQuality {
+    /// RFC 3550 interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Audio waiting in the jitter buffer now, ms.
+    pub buffer_ms: f64,
+    /// The depth the adaptive buffer aims at now, ms.
+    pub buffer_target_ms: f64,
+    /// Packets received.
+    pub received: u64,
+    /// Packets never received (expected minus received).
+    pub lost: u64,
+    /// Packets that came after their turn.
+    pub late: u64,
+    /// Packets received twice.
+    pub duplicated: u64,
+    /// Frames made up by loss concealment.
+    pub concealed: u64,
+    /// Lost frames rebuilt from Opus in-band FEC.
+    pub fec_recovered: u64,
+}
+
 /// One participant (leg) of a room.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Participant {
     /// The leg id, used to kick it.
     pub id: String,
     /// The caller's From URI.
     pub from: String,
-    /// The negotiated codec (`PCMU`, `PCMA`).
+    /// The negotiated codec (`opus`, `G722`, `PCMU`, `PCMA`).
     pub codec: String,
     /// When it joined, RFC 3339 UTC.
     pub joined_at: String,
@@ -45,10 +68,12 @@ pub struct Participant {
     pub packets_in: u64,
     /// RTP packets sent to it.
     pub packets_out: u64,
+    /// How its audio reaches us.
+    pub receive: ReceiveQuality,
 }
 
 /// A room with its participants.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoomDetail {
     /// The room id.
     pub id: String,

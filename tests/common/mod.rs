@@ -886,3 +886,103 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// A loopback network impairer
+
+/// What the impairer does to each packet from the caller (the other direction passes clean).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impairment {
+    /// Share of packets dropped at random.
+    pub loss: f64,
+    /// Drop every Nth packet (isolated losses), 0 for none.
+    pub drop_every: u64,
+    /// Extra delay, uniform in [0, jitter_ms] per packet (RFC 3550 jitter is about a third).
+    pub jitter_ms: f64,
+    /// Share of packets sent twice.
+    pub duplicate: f64,
+}
+
+/// A UDP relay between a test caller's RTP socket and the bridge: the caller sends to
+/// `addr()`, the relay forwards to the bridge with loss, delay (hence reordering) and
+/// duplication, and relays the bridge's packets back untouched.
+pub struct Impairer {
+    socket: UdpSocket,
+    pub settings: Arc<Mutex<Impairment>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Impairer {
+    /// Relays between `caller` (the caller's RTP address) and `bridge` (the bridge's).
+    pub fn start(caller: SocketAddr, bridge: SocketAddr, seed: u64) -> Impairer {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let settings = Arc::new(Mutex::new(Impairment::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (socket, settings, stop) = (socket.try_clone().unwrap(), settings.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = seed | 1;
+                let mut random = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    (rng >> 11) as f64 / (1u64 << 53) as f64
+                };
+                let mut queue: Vec<(Instant, Vec<u8>)> = Vec::new();
+                let mut count = 0u64;
+                let mut buf = [0u8; 2048];
+                // Bounded: the relay lives at most 10 minutes.
+                let end = Instant::now() + Duration::from_secs(600);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        if from == caller {
+                            let s = *settings.lock().unwrap();
+                            count += 1;
+                            let dropped = random() < s.loss || (s.drop_every > 0 && count % s.drop_every == 0);
+                            if !dropped {
+                                let copies = if random() < s.duplicate { 2 } else { 1 };
+                                for _ in 0..copies {
+                                    let delay = Duration::from_secs_f64(random() * s.jitter_ms / 1000.0);
+                                    queue.push((Instant::now() + delay, buf[..n].to_vec()));
+                                }
+                            }
+                        } else {
+                            let _ = socket.send_to(&buf[..n], caller);
+                        }
+                    }
+                    let now = Instant::now();
+                    queue.retain(|(at, packet)| {
+                        if *at <= now {
+                            let _ = socket.send_to(packet, bridge);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+            })
+        };
+        Impairer { socket, settings, stop, thread: Some(thread) }
+    }
+
+    /// Where the caller sends its RTP.
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Changes the impairment from now on.
+    pub fn set(&self, impairment: Impairment) {
+        *self.settings.lock().unwrap() = impairment;
+    }
+}
+
+impl Drop for Impairer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
