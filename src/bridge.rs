@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    Control, ControlError, Participant, ReceiveQuality, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+    Control, ControlError, Participant, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -519,7 +519,13 @@ impl Bridge {
             .map(|leg| {
                 let (packets_in, packets_out) = leg.counters.snapshot();
                 let quality = leg.counters.quality();
+                let rtcp = leg.counters.rtcp();
                 let jitter = quality.jitter;
+                let expected = jitter.received + jitter.lost;
+                let loss_percent = if expected == 0 { 0.0 } else { jitter.lost as f64 * 100.0 / expected as f64 };
+                // One-way delay: half the round trip when known, the jitter buffer, one frame.
+                let delay = rtcp.rtt_ms.unwrap_or(0.0) / 2.0 + jitter.depth_ms + 20.0;
+                let (r_factor, mos) = roundtable_media::quality::emodel(loss_percent, delay);
                 Participant {
                     id: leg.id.to_string(),
                     from: leg.from.clone(),
@@ -537,6 +543,17 @@ impl Bridge {
                         duplicated: jitter.duplicated,
                         concealed: jitter.concealed,
                         fec_recovered: quality.fec_recovered,
+                        loss_percent: round1(loss_percent * 10.0) / 10.0,
+                        r_factor: round1(r_factor),
+                        mos: (mos * 100.0).round() / 100.0,
+                    },
+                    rtcp: RtcpReport {
+                        reports_sent: rtcp.reports_sent,
+                        reports_received: rtcp.reports_received,
+                        rtt_ms: rtcp.rtt_ms.map(round1),
+                        remote_loss_percent: round1(rtcp.remote_fraction_lost * 100.0),
+                        remote_lost: rtcp.remote_cumulative_lost,
+                        remote_jitter_ms: round1(rtcp.remote_jitter_ms),
                     },
                 }
             })
@@ -607,6 +624,9 @@ impl CallHandler for Bridge {
             audio_pt: answer.payload_type,
             telephone_event: answer.telephone_event,
             inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
+            clock_rate: answer.codec.clock_rate(),
+            rtcp_mux: answer.rtcp_mux,
+            rtcp_remote: offer.rtcp_addr,
         });
         let mut state = self.lock();
         state.next_leg += 1;
@@ -714,6 +734,9 @@ impl CallHandler for Bridge {
             audio_pt: answer.payload_type,
             telephone_event: answer.telephone_event,
             inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
+            clock_rate: answer.codec.clock_rate(),
+            rtcp_mux: answer.rtcp_mux,
+            rtcp_remote: offer.rtcp_addr,
         });
         let (room, id, sdp) = (leg.room.clone(), leg.id, leg.answer_sdp.clone());
         if let Some(entry) = state.rooms.get(&room) {

@@ -51,6 +51,29 @@ pub struct ReceiveQuality {
     pub concealed: u64,
     /// Lost frames rebuilt from Opus in-band FEC.
     pub fec_recovered: u64,
+    /// `lost` as a share of the packets expected, percent.
+    pub loss_percent: f64,
+    /// ITU-T G.107 transmission rating of this audio (simplified E-model: loss and delay).
+    pub r_factor: f64,
+    /// The E-model's estimated mean opinion score, 1 to 4.5.
+    pub mos: f64,
+}
+
+/// What RTCP says about a participant's call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RtcpReport {
+    /// Compound RTCP reports we sent to it.
+    pub reports_sent: u64,
+    /// Compound RTCP reports we got from it.
+    pub reports_received: u64,
+    /// Round-trip time from its reports on our stream; absent until it reports one.
+    pub rtt_ms: Option<f64>,
+    /// The share of our packets it lost in its last interval, percent.
+    pub remote_loss_percent: f64,
+    /// Our packets it lost in all.
+    pub remote_lost: i64,
+    /// The jitter it measures on our stream, ms.
+    pub remote_jitter_ms: f64,
 }
 
 /// One participant (leg) of a room.
@@ -70,6 +93,8 @@ pub struct Participant {
     pub packets_out: u64,
     /// How its audio reaches us.
     pub receive: ReceiveQuality,
+    /// What RTCP says (its view of our audio, the round trip).
+    pub rtcp: RtcpReport,
 }
 
 /// A room with its participants.

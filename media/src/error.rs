@@ -27,6 +27,9 @@ pub enum MediaError {
     /// The port range has no free pair left.
     #[error("RTP port range exhausted")]
     PortsExhausted,
+    /// An RTCP packet that does not parse.
+    #[error("malformed RTCP packet")]
+    BadRtcp,
     /// A resampler could not be built for a pair of rates.
     #[error("resampler: {0}")]
     Resampler(&'static str),

@@ -7,7 +7,9 @@
 //! - [`jitter`]: reordering jitter buffer (pure).
 //! - [`dtmf`]: RFC 4733 events and SIP INFO bodies to key presses (pure).
 //! - [`ports`]: RTP port pair allocator (pure).
+//! - [`quality`]: the E-model: loss and delay to R and MOS (pure).
 //! - [`resample`]: 20 ms frames between codec and room rates.
+//! - [`rtcp`]: RTCP reports, sent and read (pure).
 //! - [`socket`]: binding a leg's ports and its tokio receive task.
 //! - [`metrics`]: Prometheus counters.
 #![deny(missing_docs)]
@@ -20,7 +22,9 @@ pub mod jitter;
 pub mod metrics;
 pub mod plc;
 pub mod ports;
+pub mod quality;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod socket;
 

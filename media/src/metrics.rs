@@ -11,6 +11,7 @@ pub struct MediaMetrics {
     packets_out: IntCounter,
     invalid: IntCounterVec,
     inbox_overflow: IntCounter,
+    rtcp: IntCounterVec,
 }
 
 impl MediaMetrics {
@@ -30,7 +31,12 @@ impl MediaMetrics {
         registry.register(Box::new(packets_out.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
         registry.register(Box::new(inbox_overflow.clone()))?;
-        Ok(MediaMetrics { packets_in, packets_out, invalid, inbox_overflow })
+        let rtcp = IntCounterVec::new(
+            Opts::new("roundtable_rtcp_reports_total", "RTCP compound reports, by direction (sent, received)"),
+            &["direction"],
+        )?;
+        registry.register(Box::new(rtcp.clone()))?;
+        Ok(MediaMetrics { packets_in, packets_out, invalid, inbox_overflow, rtcp })
     }
 
     /// One valid packet in.
@@ -41,6 +47,16 @@ impl MediaMetrics {
     /// One packet out.
     pub fn packet_out(&self) {
         self.packets_out.inc();
+    }
+
+    /// One RTCP report sent.
+    pub fn rtcp_sent(&self) {
+        self.rtcp.with_label_values(&["sent"]).inc();
+    }
+
+    /// One RTCP report received and read.
+    pub fn rtcp_received(&self) {
+        self.rtcp.with_label_values(&["received"]).inc();
     }
 
     /// One invalid packet.
@@ -54,6 +70,7 @@ impl MediaMetrics {
             MediaError::UnexpectedSsrc(_) => "ssrc",
             MediaError::PortsExhausted => "ports",
             MediaError::Resampler(_) => "resampler",
+            MediaError::BadRtcp => "rtcp_malformed",
             MediaError::Codec(_) => "codec",
         };
         self.invalid.with_label_values(&[reason]).inc();

@@ -73,6 +73,21 @@ pub struct RtpSender {
     timestamp: u32,
     payload_type: u8,
     first: bool,
+    packets: u32,
+    octets: u32,
+}
+
+/// What an RTCP sender report tells of our stream (RFC 3550 6.4.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Our SSRC.
+    pub ssrc: u32,
+    /// Packets sent (wrapping).
+    pub packets: u32,
+    /// Payload octets sent (wrapping).
+    pub octets: u32,
+    /// The RTP timestamp of the next packet.
+    pub timestamp: u32,
 }
 
 impl RtpSender {
@@ -84,7 +99,14 @@ impl RtpSender {
             timestamp: (seed >> 16) as u32,
             payload_type,
             first: true,
+            packets: 0,
+            octets: 0,
         }
+    }
+
+    /// Counts and position of the stream so far, for RTCP.
+    pub fn stats(&self) -> SenderStats {
+        SenderStats { ssrc: self.ssrc, packets: self.packets, octets: self.octets, timestamp: self.timestamp }
     }
 
     /// Our SSRC.
@@ -107,6 +129,8 @@ impl RtpSender {
         out.extend_from_slice(&self.ssrc.to_be_bytes());
         out.extend_from_slice(payload);
         self.first = false;
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(payload.len() as u32);
         self.sequence = self.sequence.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(samples);
     }

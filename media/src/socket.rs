@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::dtmf::{Digit, DtmfDetector};
 use crate::error::MediaError;
 use crate::jitter::{JitterStats, PacketInfo};
+use crate::rtcp::{self, RtcpSession, RtcpStats};
+use crate::rtp::SenderStats;
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
 use crate::rtp::RtpPacket;
@@ -29,6 +31,7 @@ pub struct LegCounters {
     /// RTP packets sent.
     pub packets_out: AtomicU64,
     quality: std::sync::Mutex<LegQuality>,
+    rtcp: std::sync::Mutex<RtcpStats>,
 }
 
 /// How one leg's incoming audio fares.
@@ -38,6 +41,8 @@ pub struct LegQuality {
     pub jitter: JitterStats,
     /// Lost frames rebuilt from Opus in-band FEC (not counted as concealed).
     pub fec_recovered: u64,
+    /// Our stream to the leg, for RTCP sender reports (`None` while it hears nothing).
+    pub sender: Option<SenderStats>,
 }
 
 impl LegCounters {
@@ -54,6 +59,11 @@ impl LegCounters {
     /// Publishes the receive quality (the mixer, twice a second; the lock is uncontended).
     pub fn publish(&self, quality: LegQuality) {
         *self.quality.lock().unwrap_or_else(|p| p.into_inner()) = quality;
+    }
+
+    /// What the peer's RTCP reports said so far.
+    pub fn rtcp(&self) -> RtcpStats {
+        *self.rtcp.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -131,6 +141,13 @@ pub struct ReceiveConfig {
     /// No RTP for this long ends the receiver with [`ReceiveEnd::Inactive`]; `None` while the
     /// phone is not expected to send (on hold).
     pub inactivity: Option<Duration>,
+    /// The RTP clock rate of the audio codec (RTCP jitter units).
+    pub clock_rate: u32,
+    /// RTCP shares the RTP port (RFC 5761, `a=rtcp-mux`).
+    pub rtcp_mux: bool,
+    /// Where to send RTCP until RTCP arrives from somewhere (the SDP's RTP port + 1, its
+    /// `a=rtcp` port, or the RTP address with rtcp-mux).
+    pub rtcp_remote: SocketAddr,
 }
 
 /// Why a receive task ended.
@@ -166,6 +183,10 @@ pub async fn receive(
     let mut ssrc: Option<u32> = None;
     let mut remote: Option<SocketAddr> = None;
     let mut config = *settings.borrow_and_update();
+    let seed = Arc::as_ptr(&counters) as usize as u64 ^ 0x5eed;
+    let mut session = RtcpSession::new(config.clock_rate, seed);
+    // Where RTCP from the peer last came from (symmetric RTCP), else where the SDP says.
+    let mut rtcp_from: Option<SocketAddr> = None;
     loop {
         let inactivity = async {
             match config.inactivity {
@@ -173,23 +194,50 @@ pub async fn receive(
                 None => std::future::pending().await,
             }
         };
+        let report_at = tokio::time::Instant::from_std(session.next_report(std::time::Instant::now()));
         let (len, from) = tokio::select! {
             r = rtp.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(_) => continue,
             },
-            // RTCP is read and ignored for now (reports come with the media-plane issue).
-            _ = rtcp.recv_from(&mut rtcp_buf) => continue,
+            r = rtcp.recv_from(&mut rtcp_buf) => {
+                if let Ok((n, from)) = r {
+                    read_rtcp(&mut session, &rtcp_buf[..n], &counters, &metrics);
+                    rtcp_from = Some(from);
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(report_at) => {
+                let quality = counters.quality();
+                let received = ssrc.map(|s| (s, &quality.jitter));
+                let report = session.report(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), quality.sender, received);
+                let target = match (config.rtcp_mux, remote, rtcp_from) {
+                    (true, Some(latched), _) => latched,
+                    (false, _, Some(from)) => from,
+                    _ => config.rtcp_remote,
+                };
+                let socket = if config.rtcp_mux { &rtp } else { &rtcp };
+                if !report.is_empty() && socket.send_to(&report, target).await.is_ok() {
+                    metrics.rtcp_sent();
+                }
+                publish_rtcp(&counters, &session);
+                continue;
+            }
             changed = settings.changed() => {
                 if changed.is_err() {
                     return ReceiveEnd::Cancelled;
                 }
                 config = *settings.borrow_and_update();
+                session.set_clock_rate(config.clock_rate);
                 continue;
             }
             () = inactivity => return ReceiveEnd::Inactive,
             () = cancel.cancelled() => return ReceiveEnd::Cancelled,
         };
+        if config.rtcp_mux && rtcp::is_rtcp(&buf[..len]) {
+            read_rtcp(&mut session, &buf[..len], &counters, &metrics);
+            continue;
+        }
         let packet = match RtpPacket::parse(&buf[..len]) {
             Ok(p) => p,
             Err(error) => {
@@ -243,4 +291,18 @@ pub async fn receive(
             Err(TrySendError::Disconnected(_)) => return ReceiveEnd::Cancelled,
         }
     }
+}
+
+/// Reads one RTCP datagram into the session; malformed ones are counted.
+fn read_rtcp(session: &mut RtcpSession, bytes: &[u8], counters: &LegCounters, metrics: &MediaMetrics) {
+    let local = counters.quality().sender.map(|s| s.ssrc);
+    match session.handle(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), local, bytes) {
+        Ok(()) => metrics.rtcp_received(),
+        Err(error) => metrics.invalid(error),
+    }
+    publish_rtcp(counters, session);
+}
+
+fn publish_rtcp(counters: &LegCounters, session: &RtcpSession) {
+    *counters.rtcp.lock().unwrap_or_else(|p| p.into_inner()) = session.stats();
 }

@@ -245,7 +245,8 @@ impl Room {
         self.legs.iter().map(|l| {
             let mut jitter = l.jitter.stats();
             jitter.concealed = jitter.concealed.saturating_sub(l.fec_recovered);
-            (l.id, LegQuality { jitter, fec_recovered: l.fec_recovered })
+            let sender = l.hears.then(|| l.sender.stats());
+            (l.id, LegQuality { jitter, fec_recovered: l.fec_recovered, sender })
         })
     }
 

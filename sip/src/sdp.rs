@@ -124,6 +124,10 @@ struct MediaLine {
     formats: Vec<OfferedFormat>,
     connection: Option<IpAddr>,
     direction: Option<Direction>,
+    /// `a=rtcp-mux` (RFC 5761).
+    rtcp_mux: bool,
+    /// `a=rtcp:PORT` (RFC 3605).
+    rtcp_port: Option<u16>,
 }
 
 /// A caller's SDP offer (RFC 4566), every media line kept so the answer can mirror them
@@ -134,6 +138,11 @@ pub struct Offer {
     pub rtp_addr: SocketAddr,
     /// The offered direction of the audio stream.
     pub direction: Direction,
+    /// Where the caller wants RTCP: its RTP address with rtcp-mux, the `a=rtcp` port, or the
+    /// RTP port + 1 (RFC 3550 11).
+    pub rtcp_addr: SocketAddr,
+    /// The caller offered `a=rtcp-mux`; we accept it.
+    pub rtcp_mux: bool,
     lines: Vec<MediaLine>,
     /// Index in `lines` of the audio stream we answer.
     audio: usize,
@@ -164,6 +173,8 @@ pub struct Answer {
     pub telephone_event: Option<u8>,
     /// The clock rate of that telephone-event.
     telephone_event_rate: u32,
+    /// We multiplex RTCP on the RTP port (the offer asked).
+    pub rtcp_mux: bool,
     /// Our direction.
     pub direction: Direction,
     /// Every offered m-line in order: `None` for the audio line we accept, else (media, proto,
@@ -211,6 +222,8 @@ impl Offer {
                         formats: Vec::new(),
                         connection: None,
                         direction: None,
+                        rtcp_mux: false,
+                        rtcp_port: None,
                     });
                     maps.push(Vec::new());
                     fmtps.push(Vec::new());
@@ -243,6 +256,13 @@ impl Offer {
                         (Some(d), Some(m)) => m.direction = Some(d),
                         (Some(d), None) => session_direction = Some(d),
                         (None, _) => {
+                            if let Some(m) = lines.last_mut() {
+                                if value == "rtcp-mux" {
+                                    m.rtcp_mux = true;
+                                } else if let Some(rtcp) = value.strip_prefix("rtcp:") {
+                                    m.rtcp_port = rtcp.split_whitespace().next().and_then(|p| p.parse().ok()).filter(|p| *p != 0);
+                                }
+                            }
                             if let (Some(map), Some(m)) = (value.strip_prefix("rtpmap:"), maps.last_mut()) {
                                 if let Some(parsed) = parse_rtpmap(map) {
                                     m.push(parsed);
@@ -288,7 +308,20 @@ impl Offer {
         let chosen = &lines[audio];
         let ip = chosen.connection.or(session_addr).ok_or(ParseError::BadSdp("no connection address"))?;
         let direction = chosen.direction.or(session_direction).unwrap_or(Direction::SendRecv);
-        Ok(Offer { rtp_addr: SocketAddr::new(ip, chosen.port), direction, lines, audio })
+        let rtcp_port = match (chosen.rtcp_mux, chosen.rtcp_port) {
+            (true, _) => chosen.port,
+            (false, Some(port)) => port,
+            (false, None) => chosen.port.saturating_add(1),
+        };
+        let rtcp_mux = chosen.rtcp_mux;
+        Ok(Offer {
+            rtp_addr: SocketAddr::new(ip, chosen.port),
+            direction,
+            rtcp_addr: SocketAddr::new(ip, rtcp_port),
+            rtcp_mux,
+            lines,
+            audio,
+        })
     }
 
     /// Chooses what we answer: of the codecs in `preference` (our order), the first the caller
@@ -325,6 +358,7 @@ impl Offer {
             opus_dtx: codec == AudioCodec::Opus && format.flag("usedtx"),
             telephone_event: telephone_event.map(|(pt, _)| pt),
             telephone_event_rate: telephone_event.map_or(8000, |(_, rate)| rate),
+            rtcp_mux: self.rtcp_mux,
             direction: self.direction.answer(),
             lines,
         })
@@ -365,6 +399,9 @@ impl Answer {
                 if let Some(te) = self.telephone_event {
                     let rate = self.telephone_event_rate;
                     let _ = write!(s, "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-16\r\n");
+                }
+                if self.rtcp_mux {
+                    s.push_str("a=rtcp-mux\r\n");
                 }
                 let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
                 continue;
@@ -420,6 +457,20 @@ mod tests {
         // Opus at a wrong clock rate is not Opus.
         let odd = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 opus/16000\r\n";
         assert_eq!(Offer::parse(odd.as_bytes()).unwrap().answer(ALL), Err(NegotiationError::NoCommonCodec));
+    }
+
+    #[test]
+    fn rtcp_address_mux_and_port_attribute() {
+        let plain = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n").unwrap();
+        assert_eq!((plain.rtcp_addr.port(), plain.rtcp_mux), (5001, false));
+        let port = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:6000 IN IP4 1.2.3.4\r\n").unwrap();
+        assert_eq!(port.rtcp_addr.port(), 6000);
+        let mux = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\n").unwrap();
+        assert_eq!((mux.rtcp_addr.port(), mux.rtcp_mux), (5000, true));
+        let answer = String::from_utf8(mux.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        assert!(answer.contains("a=rtcp-mux\r\n"), "{answer}");
+        let answer = String::from_utf8(plain.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        assert!(!answer.contains("rtcp-mux"));
     }
 
     #[test]

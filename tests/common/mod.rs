@@ -446,12 +446,18 @@ impl Uac {
 
     /// Places the call offering only `codec` (at [`payload_type`]) + telephone-event.
     pub fn call_codec(&mut self, codec: Codec) -> u16 {
+        self.call_codec_with(codec, "")
+    }
+
+    /// Like [`Uac::call_codec`], with extra SDP attribute lines (each ending in CRLF).
+    pub fn call_codec_with(&mut self, codec: Codec, attributes: &str) -> u16 {
         let pt = payload_type(codec);
         let mut maps = format!("a=rtpmap:{pt} {}/{}", codec.sdp_name(), codec.clock_rate());
         if codec == Codec::Opus {
             maps.push_str(&format!("/2\r\na=fmtp:{pt} useinbandfec=1"));
         }
         maps.push_str("\r\na=rtpmap:101 telephone-event/8000\r\n");
+        maps.push_str(attributes);
         let sdp = self.offer(&format!("{pt} 101"), &maps);
         self.call_with(&sdp)
     }
@@ -642,7 +648,7 @@ impl Uac {
             std::thread::spawn(move || {
                 let start = Instant::now();
                 let frames = (duration.as_millis() / 20) as usize;
-                let ssrc: u32 = 0x1234_0000 | (remote.port() as u32);
+                let ssrc = media_ssrc(remote);
                 let mut encoders = std::collections::HashMap::new();
                 let (mut timestamp, mut payload) = (0u32, Vec::new());
                 for i in 0..frames {
@@ -672,8 +678,10 @@ impl Uac {
                 }
             })
         };
+        let rtcp = Arc::new(Mutex::new(Vec::new()));
         let receiver = {
             let heard = heard.clone();
+            let rtcp = rtcp.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
@@ -681,6 +689,10 @@ impl Uac {
                 let mut decoders = std::collections::HashMap::new();
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                     if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                        if n >= 8 && (192..=223).contains(&buf[1]) {
+                            rtcp.lock().unwrap().push(buf[..n].to_vec());
+                            continue;
+                        }
                         let pt = buf[1] & 0x7F;
                         let Some(codec) = codec_of(pt).filter(|_| n > 12) else { continue };
                         let decoder = decoders.entry(pt).or_insert_with(|| Decoder::new(codec, 48000).unwrap());
@@ -691,13 +703,19 @@ impl Uac {
                 }
             })
         };
-        Media { heard, stop, threads: vec![sender, receiver], started: Instant::now(), rate }
+        Media { heard, rtcp, stop, threads: vec![sender, receiver], started: Instant::now(), rate }
     }
+}
+
+/// The SSRC a test caller's stream to `remote` uses.
+pub fn media_ssrc(remote: SocketAddr) -> u32 {
+    0x1234_0000 | u32::from(remote.port())
 }
 
 /// A running media stream of a [`Uac`].
 pub struct Media {
     heard: Arc<Mutex<Vec<(Instant, u8, Vec<i16>)>>>,
+    rtcp: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     pub started: Instant,
@@ -715,7 +733,8 @@ impl Media {
             let _ = t.join();
         }
         let packets = std::mem::take(&mut *self.heard.lock().unwrap());
-        Heard { packets, started: self.started, rate: self.rate }
+        let rtcp = std::mem::take(&mut *self.rtcp.lock().unwrap());
+        Heard { packets, started: self.started, rate: self.rate, rtcp }
     }
 }
 
@@ -725,6 +744,8 @@ pub struct Heard {
     started: Instant,
     /// The sample rate of the heard audio (that of the codec the stream started with).
     pub rate: u32,
+    /// RTCP datagrams that arrived on the RTP port (rtcp-mux).
+    pub rtcp: Vec<Vec<u8>>,
 }
 
 impl Heard {
