@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    Control, ControlError, Participant, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+    Control, ControlError, EventsPage, Participant, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -179,6 +179,8 @@ pub struct Bridge {
     lockout: Mutex<LockoutTracker>,
     /// Defined rooms (configuration and API); its own lock, never taken inside `state`'s.
     book: Mutex<RoomBook>,
+    /// What happened in rooms, for `GET /v1/events`.
+    events: crate::events::EventLog,
 }
 
 const STARTING: u8 = 0;
@@ -211,6 +213,7 @@ impl Bridge {
             prompts: Prompts::load(config.audio_rate),
             lockout: Mutex::new(LockoutTracker::new(config.lockout)),
             book: Mutex::new(book),
+            events: crate::events::EventLog::default(),
             config,
         })
     }
@@ -219,6 +222,31 @@ impl Bridge {
     fn sdp_codecs(&self) -> Vec<AudioCodec> {
         const ALL: [AudioCodec; 4] = [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::G722, AudioCodec::Opus];
         self.config.codecs.iter().filter_map(|c| ALL.into_iter().find(|a| media_codec(*a) == *c)).collect()
+    }
+
+    /// Records an event of `kind` in `room` with `fields` (a JSON object literal's entries).
+    fn event(&self, kind: &str, room: &str, fields: serde_json::Value) {
+        let fields = match fields {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        self.events.push(kind, room, time::rfc3339(self.clock.now()), fields);
+    }
+
+    /// Reads a room leg's key presses (RFC 4733 and INFO) as `dtmf` events until it leaves.
+    async fn run_room_digits(self: Arc<Self>, call: CallKey, mut digits: tokio::sync::mpsc::Receiver<Digit>, cancel: CancellationToken) {
+        loop {
+            let digit = tokio::select! {
+                d = digits.recv() => match d { Some(d) => d, None => return },
+                () = cancel.cancelled() => return,
+            };
+            let Some((room, leg, call_id)) = self.lock().legs.get(&call).map(|l| (l.room.clone(), l.id, l.call_id.clone())) else {
+                return;
+            };
+            self.metrics.dtmf_digits.inc();
+            info!(call_id = %call_id, room = %room, leg = %leg, digit = %digit.as_char(), "DTMF key");
+            self.event("dtmf", &room, serde_json::json!({"participant": leg.to_string(), "digit": digit.as_char().to_string()}));
+        }
     }
 
     /// Gives the bridge the SIP handle it sends BYEs through.
@@ -339,6 +367,7 @@ impl Bridge {
                     LobbyAction::Join { room: target, moderator } => {
                         self.metrics.lobby_outcomes.with_label_values(&["joined"]).inc();
                         self.join_from_lobby(call, Arc::from(target.as_str()), moderator).await;
+                        self.run_room_digits(call, digits, cancel).await;
                         return;
                     }
                     LobbyAction::Hangup => {
@@ -422,6 +451,7 @@ impl Bridge {
         }
         drop(state);
         info!(call_id = %call_id, room = %room, leg = %leg, moderator, "joined room from the lobby");
+        self.event("participant_joined", &room, serde_json::json!({"participant": leg.to_string(), "moderator": moderator}));
     }
 
     fn refuse(&self, reason: &'static str, rejection: Rejection) -> Rejection {
@@ -452,6 +482,9 @@ impl Bridge {
         self.ports.lock().unwrap_or_else(|p| p.into_inner()).release(leg.rtp.port());
         self.metrics.active_calls.dec();
         info!(call_id = %leg.call_id, room = %leg.room, leg = %leg.id, reason = why, "left room");
+        if !leg.in_lobby {
+            self.event("participant_left", &leg.room, serde_json::json!({"participant": leg.id.to_string(), "reason": why}));
+        }
         if let Some((room, worker, recording)) = closed {
             self.mixer.send(worker, Command::CloseRoom { room: room.clone() });
             self.metrics.rooms.dec();
@@ -463,6 +496,7 @@ impl Bridge {
     }
 
     fn finish_recording(&self, room: RoomKey, recording: Recording) {
+        self.event("recording_stopped", &room, serde_json::json!({"object": recording.key().to_string()}));
         let gauge = self.metrics.recordings_active.clone();
         self.tasks.spawn_blocking(move || {
             match recording.join() {
@@ -495,6 +529,7 @@ impl Bridge {
             match Recording::start(self.storage.as_ref(), key, self.config.audio_rate, rx) {
                 Ok(recording) => {
                     info!(room = %room, key = %recording.key(), "recording started");
+                    self.event("recording_started", room, serde_json::json!({"object": recording.key().to_string()}));
                     entry.recording = Some(recording);
                     self.mixer.send(entry.worker, Command::StartRecording { room: room.clone(), sink: tx });
                     self.metrics.recordings_active.inc();
@@ -679,6 +714,13 @@ impl CallHandler for Bridge {
         }
         drop(state);
         info!(call_id = %call.call_id, room = %room, leg = %leg_id, from = %call.from, codec = answer.codec.name(), rtp = %rtp, "joined room");
+        if !in_lobby {
+            self.event(
+                "participant_joined",
+                &room,
+                serde_json::json!({"participant": leg_id.to_string(), "from": call.from, "codec": answer.codec.name()}),
+            );
+        }
 
         let bridge = self.me.clone();
         let media_metrics = self.media_metrics.clone();
@@ -695,10 +737,12 @@ impl CallHandler for Bridge {
                 bridge.leave(key, why);
             }
         });
-        if in_lobby {
-            if let Some(bridge) = self.me.upgrade() {
+        if let Some(bridge) = self.me.upgrade() {
+            if in_lobby {
                 self.metrics.lobby_calls.inc();
                 self.tasks.spawn(bridge.run_lobby(call.call, digits_rx, cancel));
+            } else {
+                self.tasks.spawn(bridge.run_room_digits(call.call, digits_rx, cancel));
             }
         }
         Ok(sdp)
@@ -856,6 +900,15 @@ impl Control for Bridge {
         }
         self.leave(call, "kicked");
         Ok(())
+    }
+
+    fn events(&self, after: u64, room: Option<&str>) -> EventsPage {
+        let page = self.events.since(after, room);
+        EventsPage { events: page.events, next: page.next, missed: page.missed }
+    }
+
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
     }
 
     fn readiness(&self) -> Readiness {

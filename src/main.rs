@@ -7,6 +7,7 @@
 
 mod bridge;
 mod config;
+mod events;
 mod lobby;
 mod lockout;
 mod metrics;

@@ -23,6 +23,8 @@ pub struct BridgeMetrics {
     pub lockouts: IntCounterVec,
     /// INVITEs refused because their source address is locked out.
     pub lockout_refusals: IntCounter,
+    /// DTMF keys pressed by participants in rooms (RFC 4733 or INFO).
+    pub dtmf_digits: IntCounter,
 }
 
 impl BridgeMetrics {
@@ -57,6 +59,8 @@ impl BridgeMetrics {
         registry.register(Box::new(lobby_outcomes.clone()))?;
         registry.register(Box::new(lockouts.clone()))?;
         registry.register(Box::new(lockout_refusals.clone()))?;
+        let dtmf_digits = IntCounter::new("roundtable_dtmf_digits_total", "DTMF keys pressed by participants in rooms")?;
+        registry.register(Box::new(dtmf_digits.clone()))?;
         Ok(BridgeMetrics {
             active_calls,
             rooms,
@@ -67,6 +71,7 @@ impl BridgeMetrics {
             lobby_outcomes,
             lockouts,
             lockout_refusals,
+            dtmf_digits,
         })
     }
 }

@@ -155,6 +155,21 @@ pub enum Readiness {
     Draining,
 }
 
+/// One page of `GET /v1/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EventsPage {
+    /// Events after the cursor, oldest first: objects with `id`, `at`, `type`, `room` and the
+    /// type's fields.
+    pub events: Vec<serde_json::Value>,
+    /// The cursor for the next request (`after`).
+    pub next: u64,
+    /// Events after the cursor that were dropped before this read (the reader fell behind).
+    pub missed: u64,
+}
+
+/// Most seconds `GET /v1/events` waits for a first event.
+pub const MAX_EVENT_WAIT_S: u64 = 30;
+
 /// Why a control request failed.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -203,6 +218,10 @@ pub trait Control: Send + Sync + 'static {
     fn delete_room(&self, room: &str) -> Result<(), ControlError>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
+    /// Events after cursor `after`, optionally of one room.
+    fn events(&self, after: u64, room: Option<&str>) -> EventsPage;
+    /// Changes whenever an event is appended (so a reader can wait for one).
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 #[derive(Clone)]
@@ -236,6 +255,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room))
         .route("/rooms/{room}/recording", post(recording))
         .route("/rooms/{room}/participants/{leg}", delete(kick))
+        .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)
@@ -270,6 +290,42 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn list_rooms(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "rooms": state.control.rooms() }))
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    room: Option<String>,
+    #[serde(default)]
+    wait_s: u64,
+}
+
+/// `GET /v1/events?after=N[&room=R][&wait_s=S]`: events after cursor N; with `wait_s`, waits up
+/// to that many seconds (at most 30) for one when there is none yet (long polling).
+async fn events(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if query.wait_s > MAX_EVENT_WAIT_S {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("wait_s is at most {MAX_EVENT_WAIT_S}")));
+    }
+    let mut changes = state.control.event_changes();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(query.wait_s);
+    loop {
+        changes.borrow_and_update();
+        let page = state.control.events(query.after, query.room.as_deref());
+        if !page.events.is_empty() || page.missed > 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(page));
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(Json(state.control.events(query.after, query.room.as_deref()))),
+        }
+    }
 }
 
 async fn show_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<Json<RoomDetail>, ApiError> {

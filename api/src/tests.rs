@@ -10,6 +10,7 @@ use super::*;
 
 struct Fake {
     recording: Mutex<bool>,
+    events: tokio::sync::watch::Sender<u64>,
 }
 
 impl Control for Fake {
@@ -47,10 +48,17 @@ impl Control for Fake {
     fn readiness(&self) -> Readiness {
         Readiness::Draining
     }
+    fn events(&self, after: u64, _room: Option<&str>) -> EventsPage {
+        let events = if after == 0 { vec![serde_json::json!({"id": 1, "type": "dtmf"})] } else { Vec::new() };
+        EventsPage { next: if after == 0 { 1 } else { after }, events, missed: 0 }
+    }
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
 }
 
 fn app(token: Option<&str>) -> Router {
-    router(Arc::new(Fake { recording: Mutex::new(false) }), Registry::new(), token.map(str::to_string))
+    router(Arc::new(Fake { recording: Mutex::new(false), events: tokio::sync::watch::channel(0).0 }), Registry::new(), token.map(str::to_string))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: &str, token: Option<&str>) -> (StatusCode, serde_json::Value) {
@@ -119,4 +127,21 @@ async fn put_and_delete_rooms() {
     assert_eq!(call(&app, "PUT", "/v1/rooms/77", r#"{"pin":1}"#, None).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(call(&app, "DELETE", "/v1/rooms/1000", "", None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(call(&app, "DELETE", "/v1/rooms/nope", "", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_page_long_poll_and_bad_queries() {
+    let app = app(None);
+    let (s, page) = call(&app, "GET", "/v1/events", "", None).await;
+    assert_eq!((s, page["next"].as_u64(), page["events"][0]["type"].as_str()), (StatusCode::OK, Some(1), Some("dtmf")));
+    // Nothing after 1: waits the full 2 s (virtual time), then an empty page with the same cursor.
+    let started = tokio::time::Instant::now();
+    let (s, page) = call(&app, "GET", "/v1/events?after=1&wait_s=2&room=1000", "", None).await;
+    assert_eq!((s, page["next"].as_u64(), page["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(1), Some(0)));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    for bad in ["/v1/events?wait_s=31", "/v1/events?after=x", "/v1/events?color=red"] {
+        let (s, body) = call(&app, "GET", bad, "", None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].is_string(), "{bad}");
+    }
 }

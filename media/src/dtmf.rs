@@ -44,7 +44,9 @@ impl TelephoneEvent {
 }
 
 /// Turns a stream of telephone-event packets into key presses. All packets of one event share
-/// its RTP timestamp (RFC 4733 2.5.1), so a new timestamp is a new press.
+/// its RTP timestamp (RFC 4733 2.5.1), so a new timestamp is a new press: it is reported once,
+/// whether its first packet is a begin, an update or one of the three redundant end packets,
+/// and a late packet of an earlier event (an older timestamp) is not a new press.
 #[derive(Debug, Default)]
 pub struct DtmfDetector {
     last_timestamp: Option<u32>,
@@ -54,8 +56,11 @@ impl DtmfDetector {
     /// Feeds one telephone-event packet; returns the digit when it starts a new press.
     pub fn handle(&mut self, timestamp: u32, payload: &[u8]) -> Option<Digit> {
         let event = TelephoneEvent::parse(payload)?;
-        if self.last_timestamp == Some(timestamp) {
-            return None;
+        if let Some(last) = self.last_timestamp {
+            // The same event again, or one from before it (wrapping comparison).
+            if (timestamp.wrapping_sub(last) as i32) <= 0 {
+                return None;
+            }
         }
         self.last_timestamp = Some(timestamp);
         Digit::from_event(event.event)
@@ -100,6 +105,14 @@ mod tests {
         assert_eq!(d.handle(2600, &[11, 0x0a, 0, 160]).map(Digit::as_char), Some('#'));
         assert_eq!(d.handle(4000, &[16, 0x0a, 0, 160]), None, "flash is not a key");
         assert_eq!(d.handle(5000, &[1, 2]), None, "short payload");
+        // A late end packet of the '#' event after the next press started is not a press.
+        assert_eq!(d.handle(6000, &[2, 0x8a, 3, 32]).map(Digit::as_char), Some('2'), "first seen at its end");
+        assert_eq!(d.handle(2600, &[11, 0x8a, 3, 32]), None, "stale");
+        // Timestamps wrap.
+        let mut w = DtmfDetector::default();
+        assert!(w.handle(u32::MAX - 100, &start).is_some());
+        assert!(w.handle(200, &start).is_some(), "after the wrap");
+        assert!(w.handle(u32::MAX - 100, &end).is_none(), "before the wrap: stale");
     }
 
     #[test]
