@@ -135,7 +135,6 @@ struct LegEntry {
     joined_at: SystemTime,
     counters: Arc<LegCounters>,
     cancel: CancellationToken,
-    rtp: SocketAddr,
     /// The address our SDP advertises.
     advertised: SocketAddr,
     /// Our current SDP answer and its version (RFC 3264 8: bumped on every change).
@@ -166,7 +165,7 @@ pub struct Bridge {
     config: Config,
     state: Mutex<State>,
     mixer: MixerPool,
-    ports: Mutex<PortAllocator>,
+    ports: Arc<Mutex<PortAllocator>>,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn WallClock>,
     sip: OnceLock<SipHandle>,
@@ -200,7 +199,7 @@ impl Bridge {
     ) -> Arc<Bridge> {
         Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
-            ports: Mutex::new(PortAllocator::new(config.rtp_ports)),
+            ports: Arc::new(Mutex::new(PortAllocator::new(config.rtp_ports))),
             state: Mutex::new(State::default()),
             mixer,
             storage,
@@ -479,7 +478,6 @@ impl Bridge {
             leg
         };
         leg.cancel.cancel();
-        self.ports.lock().unwrap_or_else(|p| p.into_inner()).release(leg.rtp.port());
         self.metrics.active_calls.dec();
         info!(call_id = %leg.call_id, room = %leg.room, leg = %leg.id, reason = why, "left room");
         if !leg.in_lobby {
@@ -644,7 +642,6 @@ impl CallHandler for Bridge {
             Ok(s) => s,
             Err(error) => {
                 warn!(call_id = %call.call_id, %error, "call refused: socket clone failed");
-                ports.release(&self.ports);
                 return Err(self.refuse("rtp_ports", Rejection::new(503, "Service Unavailable")));
             }
         };
@@ -678,7 +675,14 @@ impl CallHandler for Bridge {
             });
             entry.legs.insert(leg_id, call.call);
         }
-        let io = LegIo { socket: mixer_socket, remote: offer.rtp_addr, inbox: inbox_rx, counters: counters.clone(), codec };
+        let io = LegIo {
+            socket: mixer_socket,
+            remote: offer.rtp_addr,
+            inbox: inbox_rx,
+            counters: counters.clone(),
+            codec,
+            lease: ports.lease.clone(),
+        };
         self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg: leg_id, io });
         state.legs.insert(
             call.call,
@@ -695,7 +699,6 @@ impl CallHandler for Bridge {
                 joined_at: self.clock.now(),
                 counters: counters.clone(),
                 cancel: cancel.clone(),
-                rtp,
                 advertised,
                 answer_sdp: sdp.clone(),
                 sdp_version: 1,
@@ -725,9 +728,11 @@ impl CallHandler for Bridge {
         let bridge = self.me.clone();
         let media_metrics = self.media_metrics.clone();
         let key = call.call;
-        let MediaPorts { rtp: rtp_socket, rtcp, .. } = ports;
+        let MediaPorts { rtp: rtp_socket, rtcp, lease, .. } = ports;
         let receive_cancel = cancel.clone();
         self.tasks.spawn(async move {
+            // Dropped when this task ends, after the receive task's sockets closed.
+            let _lease = lease;
             let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, digits_tx, counters, media_metrics, receive_cancel).await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
                 let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };

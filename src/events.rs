@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn cursor_room_filter_and_overflow() {
         let log = EventLog::default();
-        let mut changes = log.subscribe();
+        let changes = log.subscribe();
         log.push("dtmf", "1000", "t".into(), fields("5"));
         log.push("dtmf", "2000", "t".into(), fields("6"));
         assert!(changes.has_changed().unwrap());

@@ -27,6 +27,9 @@ pub enum MediaError {
     /// The port range has no free pair left.
     #[error("RTP port range exhausted")]
     PortsExhausted,
+    /// RTP from another address than the latched one while that one is alive.
+    #[error("RTP from an unlatched address")]
+    Hijack,
     /// An RTCP packet that does not parse.
     #[error("malformed RTCP packet")]
     BadRtcp,

@@ -4,6 +4,7 @@
 //! - [`codec`]: PCMU, PCMA, G.722 and Opus decoders and encoders of 20 ms frames.
 //! - [`g711`]: mu-law and A-law tables (pure).
 //! - [`plc`]: loss concealment for codecs without their own (pure).
+//! - [`latch`]: symmetric RTP with a guard against hijacking (pure).
 //! - [`jitter`]: reordering jitter buffer (pure).
 //! - [`dtmf`]: RFC 4733 events and SIP INFO bodies to key presses (pure).
 //! - [`ports`]: RTP port pair allocator (pure).
@@ -19,6 +20,7 @@ pub mod dtmf;
 pub mod error;
 pub mod g711;
 pub mod jitter;
+pub mod latch;
 pub mod metrics;
 pub mod plc;
 pub mod ports;

@@ -71,6 +71,7 @@ impl MediaMetrics {
             MediaError::PortsExhausted => "ports",
             MediaError::Resampler(_) => "resampler",
             MediaError::BadRtcp => "rtcp_malformed",
+            MediaError::Hijack => "hijack",
             MediaError::Codec(_) => "codec",
         };
         self.invalid.with_label_values(&[reason]).inc();

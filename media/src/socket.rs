@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dtmf::{Digit, DtmfDetector};
 use crate::error::MediaError;
 use crate::jitter::{JitterStats, PacketInfo};
+use crate::latch::{Latch, Verdict};
 use crate::rtcp::{self, RtcpSession, RtcpStats};
 use crate::rtp::SenderStats;
 use crate::metrics::MediaMetrics;
@@ -81,21 +82,39 @@ pub enum LegInput {
     Remote(SocketAddr),
 }
 
-/// A leg's bound port pair. Dropping it closes the sockets; give the port back to the
-/// allocator with [`MediaPorts::release`].
+/// A leg's bound port pair. Whoever holds one of its sockets (the receive task, the mixer
+/// thread's clone) also holds a clone of `lease`: the pair goes back to the allocator when the
+/// last lease drops, after the sockets closed, so the next leg can bind it.
 #[derive(Debug)]
 pub struct MediaPorts {
     /// The RTP socket (also used by the mixer thread to send, non-blocking).
     pub rtp: UdpSocket,
-    /// The RTCP socket; bound so nobody else takes the port, and drained.
+    /// The RTCP socket.
     pub rtcp: UdpSocket,
     /// The local RTP address.
     pub local: SocketAddr,
+    /// Returns the pair to the allocator when the last clone drops.
+    pub lease: Arc<PortLease>,
+}
+
+/// A claim on one RTP/RTCP port pair; dropping the last one frees the pair. Keep it after
+/// (declared after) the sockets it covers, so they close first.
+#[derive(Debug)]
+pub struct PortLease {
+    port: u16,
+    allocator: Arc<Mutex<PortAllocator>>,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        // The lock guards only the allocator's set; a poisoned one still holds a valid set.
+        self.allocator.lock().unwrap_or_else(|p| p.into_inner()).release(self.port);
+    }
 }
 
 impl MediaPorts {
     /// Binds the next free pair on `ip`, skipping ports other programs hold.
-    pub fn bind(ip: IpAddr, allocator: &Mutex<PortAllocator>) -> Result<MediaPorts, MediaError> {
+    pub fn bind(ip: IpAddr, allocator: &Arc<Mutex<PortAllocator>>) -> Result<MediaPorts, MediaError> {
         let mut skipped = Vec::new();
         let result = loop {
             // The lock guards only the allocator's set; a poisoned one still holds a valid set.
@@ -105,7 +124,10 @@ impl MediaPorts {
                 Err(e) => break Err(e),
             };
             match bind_pair(ip, port) {
-                Ok(ports) => break Ok(ports),
+                Ok((rtp, rtcp, local)) => {
+                    let lease = Arc::new(PortLease { port, allocator: allocator.clone() });
+                    break Ok(MediaPorts { rtp, rtcp, local, lease });
+                }
                 Err(_) => skipped.push(port),
             }
         };
@@ -116,19 +138,15 @@ impl MediaPorts {
         result
     }
 
-    /// Gives the pair back to the allocator (the sockets close when `self` drops).
-    pub fn release(self, allocator: &Mutex<PortAllocator>) {
-        allocator.lock().unwrap_or_else(|p| p.into_inner()).release(self.local.port());
-    }
 }
 
-fn bind_pair(ip: IpAddr, port: u16) -> io::Result<MediaPorts> {
+fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(UdpSocket, UdpSocket, SocketAddr)> {
     let rtp = UdpSocket::bind(SocketAddr::new(ip, port))?;
     let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
     let local = rtp.local_addr()?;
-    Ok(MediaPorts { rtp, rtcp, local })
+    Ok((rtp, rtcp, local))
 }
 
 /// What a leg's receiver accepts. Updated through a watch channel when a re-offer changes it.
@@ -180,8 +198,7 @@ pub async fn receive(
     };
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
-    let mut ssrc: Option<u32> = None;
-    let mut remote: Option<SocketAddr> = None;
+    let mut latch = Latch::default();
     let mut config = *settings.borrow_and_update();
     let seed = Arc::as_ptr(&counters) as usize as u64 ^ 0x5eed;
     let mut session = RtcpSession::new(config.clock_rate, seed);
@@ -209,9 +226,9 @@ pub async fn receive(
             }
             () = tokio::time::sleep_until(report_at) => {
                 let quality = counters.quality();
-                let received = ssrc.map(|s| (s, &quality.jitter));
+                let received = latch.ssrc().map(|s| (s, &quality.jitter));
                 let report = session.report(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), quality.sender, received);
-                let target = match (config.rtcp_mux, remote, rtcp_from) {
+                let target = match (config.rtcp_mux, latch.remote(), rtcp_from) {
                     (true, Some(latched), _) => latched,
                     (false, _, Some(from)) => from,
                     _ => config.rtcp_remote,
@@ -249,27 +266,24 @@ pub async fn receive(
             metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
             continue;
         }
-        match ssrc {
-            None => ssrc = Some(packet.ssrc),
-            Some(s) if s != packet.ssrc => {
-                // A new source on the same port (a phone restarting its stream): follow it only
-                // from the address we already latched, so a stray sender cannot take the leg.
-                if remote != Some(from) {
-                    metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
-                    continue;
+        match latch.check(std::time::Instant::now(), from, packet.ssrc, packet.sequence) {
+            Verdict::Accept => {}
+            Verdict::Latch(addr) => {
+                if inbox.try_send(LegInput::Remote(addr)).is_err() {
+                    latch.reset();
                 }
-                ssrc = Some(packet.ssrc);
             }
-            Some(_) => {}
+            Verdict::Hijack => {
+                metrics.invalid(MediaError::Hijack);
+                continue;
+            }
+            Verdict::ForeignSsrc => {
+                metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
+                continue;
+            }
         }
         counters.packets_in.fetch_add(1, Ordering::Relaxed);
         metrics.packet_in();
-        if remote != Some(from) {
-            remote = Some(from);
-            if inbox.try_send(LegInput::Remote(from)).is_err() {
-                remote = None;
-            }
-        }
         if packet.payload_type != config.audio_pt {
             if let Some(digit) = dtmf.handle(packet.timestamp, packet.payload) {
                 // A full digit queue means nobody reads digits for this leg: drop them.

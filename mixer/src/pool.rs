@@ -60,6 +60,8 @@ pub struct LegIo {
     pub counters: Arc<LegCounters>,
     /// The leg's codec.
     pub codec: LegCodec,
+    /// Keeps the leg's port pair taken until this (and the socket above) is dropped.
+    pub lease: Arc<roundtable_media::socket::PortLease>,
 }
 
 /// What a mixer thread can be told.
