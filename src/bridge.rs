@@ -18,12 +18,13 @@ use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
 use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd, LEG_INBOX};
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
+use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use roundtable_media::dtmf::{Digit, digit_from_info};
 use roundtable_mixer::pool::{Command, LegIo, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
 use roundtable_mixer::LegId;
 use roundtable_recorder::{RecordError, Recording};
-use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall};
-use roundtable_sip::sdp::{AudioCodec, Direction, NegotiationError, Offer};
+use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall, Transport};
+use roundtable_sip::sdp::{AudioCodec, Direction, NegotiationError, Offer, SrtpPolicy};
 use roundtable_sip::transport::{CallHandler, SipHandle};
 use roundtable_sip::Rejection;
 use roundtable_storage::{ObjectKey, Storage, StorageError};
@@ -66,6 +67,23 @@ fn leg_codec(answer: &roundtable_sip::sdp::Answer) -> LegCodec {
         payload_type: answer.payload_type,
         opus: OpusOptions { fec: answer.opus_fec, dtx: answer.opus_dtx },
     }
+}
+
+/// The SRTP contexts of a leg from the accepted crypto line: our fresh key, a context that
+/// protects our RTP (for the mixer), and one that unprotects the caller's RTP and RTCP and
+/// protects our RTCP (for the receive task).
+fn srtp_contexts(
+    srtp: &roundtable_sip::sdp::SrtpAnswer,
+) -> Result<(MasterKey, Protector, (Unprotector, Protector)), Rejection> {
+    let bad = Rejection::new(488, "Not Acceptable Here");
+    let suite = Suite::from_name(&srtp.offer.suite).ok_or(bad.clone())?;
+    let remote = MasterKey::from_key_params(&srtp.offer.key_params).ok_or(bad.clone())?;
+    let local = MasterKey::random().map_err(|_| Rejection::new(500, "Server Internal Error"))?;
+    let contexts = (|| -> Result<_, roundtable_media::MediaError> {
+        Ok((Protector::new(suite, &local)?, (Unprotector::new(suite, &remote)?, Protector::new(suite, &local)?)))
+    })()
+    .map_err(|_| bad)?;
+    Ok((local, contexts.0, contexts.1))
 }
 
 /// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
@@ -121,6 +139,8 @@ impl Directory for LobbyDirectory<'_> {
 
 struct LegEntry {
     id: LegId,
+    /// The SRTP line we answered (the caller's key and ours; Debug shows no key), if SRTP.
+    srtp: Option<roundtable_sip::sdp::SrtpAnswer>,
     /// The mixer room the leg is in: a room id, or a private lobby room while in the lobby.
     room: RoomKey,
     /// The mixer thread serving that room.
@@ -337,9 +357,14 @@ impl Bridge {
         if call.body.is_empty() {
             return Err(Rejection::new(488, "Not Acceptable Here"));
         }
-        let offer = Offer::parse(&call.body).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
+        let policy = match call.peer.transport {
+            Transport::Tls if self.config.srtp_required_over_tls => SrtpPolicy::Required,
+            _ => self.config.srtp,
+        };
+        let offer = Offer::parse(&call.body, policy).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
         let answer = offer.answer(&self.sdp_codecs()).map_err(|e| match e {
             NegotiationError::NoAudio | NegotiationError::NoCommonCodec => Rejection::new(488, "Not Acceptable Here"),
+            NegotiationError::SrtpRequired => Rejection::new(488, "SRTP Required"),
         })?;
         Ok((destination, offer, answer))
     }
@@ -611,6 +636,18 @@ impl CallHandler for Bridge {
             }
         };
         let codec = leg_codec(&answer);
+        let mut answer = answer;
+        let srtp = match answer.srtp.as_ref().map(srtp_contexts) {
+            None => None,
+            Some(Ok(contexts)) => Some(contexts),
+            Some(Err(rejection)) => {
+                info!(call_id = %call.call_id, code = rejection.code, "call refused: unusable SRTP key");
+                return Err(self.refuse("sdp", rejection));
+            }
+        };
+        if let Some((local, ..)) = &srtp {
+            answer.set_local_key(local.key_params());
+        }
         let in_lobby = destination == Destination::Lobby;
         let room: RoomKey = match &destination {
             Destination::Room(room) => room.clone(),
@@ -675,12 +712,17 @@ impl CallHandler for Bridge {
             });
             entry.legs.insert(leg_id, call.call);
         }
+        let (srtp_mixer, srtp_receive) = match srtp {
+            Some((_, mixer, receive)) => (Some(mixer), Some(receive)),
+            None => (None, None),
+        };
         let io = LegIo {
             socket: mixer_socket,
             remote: offer.rtp_addr,
             inbox: inbox_rx,
             counters: counters.clone(),
             codec,
+            protect: srtp_mixer,
             lease: ports.lease.clone(),
         };
         self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg: leg_id, io });
@@ -701,6 +743,7 @@ impl CallHandler for Bridge {
                 cancel: cancel.clone(),
                 advertised,
                 answer_sdp: sdp.clone(),
+                srtp: answer.srtp.clone(),
                 sdp_version: 1,
                 receive: receive_tx,
             },
@@ -733,7 +776,17 @@ impl CallHandler for Bridge {
         self.tasks.spawn(async move {
             // Dropped when this task ends, after the receive task's sockets closed.
             let _lease = lease;
-            let end = socket::receive((rtp_socket, rtcp), receive_rx, inbox_tx, digits_tx, counters, media_metrics, receive_cancel).await;
+            let end = socket::receive(
+                (rtp_socket, rtcp),
+                receive_rx,
+                srtp_receive,
+                inbox_tx,
+                digits_tx,
+                counters,
+                media_metrics,
+                receive_cancel,
+            )
+            .await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
                 let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
                 if let Some(sip) = bridge.sip.get() {
@@ -766,8 +819,16 @@ impl CallHandler for Bridge {
         if offer.is_empty() {
             return Ok(leg.answer_sdp.clone());
         }
-        let offer = Offer::parse(offer).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
-        let answer = offer.answer(&self.sdp_codecs()).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        // A call keeps its transport: SRTP stays SRTP, with the same keys (no rekeying yet).
+        let policy = if leg.srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
+        let offer = Offer::parse(offer, policy).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        let mut answer = offer.answer(&self.sdp_codecs()).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        if let (Some(ours), Some(theirs)) = (&leg.srtp, &answer.srtp) {
+            if ours.offer.suite != theirs.offer.suite || ours.offer.key_params != theirs.offer.key_params {
+                return Err(Rejection::new(488, "Not Acceptable Here"));
+            }
+            answer.set_local_key(ours.local_key_params.clone());
+        }
         let codec = leg_codec(&answer);
         // Hold (sendonly or inactive) takes the leg out of the conference both ways; recvonly
         // lets it listen without being heard (RFC 3264 8.4).

@@ -52,6 +52,8 @@ inactivity_timeout_s = 30
 codecs = ["opus", "g722", "pcmu", "pcma"]
 jitter_min_ms = 20
 jitter_max_ms = 200
+srtp = "optional"
+srtp_required_over_tls = false
 
 [audio]
 rate = 16000
@@ -213,6 +215,8 @@ struct RawMedia {
     codecs: Vec<String>,
     jitter_min_ms: i64,
     jitter_max_ms: i64,
+    srtp: String,
+    srtp_required_over_tls: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +413,10 @@ pub struct Config {
     pub audio_rate: u32,
     /// `media.jitter_min_ms`, `media.jitter_max_ms`: the adaptive jitter buffer's bounds.
     pub jitter: roundtable_media::jitter::JitterConfig,
+    /// `media.srtp`: whether calls may, must or must not use SRTP.
+    pub srtp: roundtable_sip::sdp::SrtpPolicy,
+    /// `media.srtp_required_over_tls`: calls that came over TLS must use SRTP.
+    pub srtp_required_over_tls: bool,
     /// REST API address.
     pub api_listen: SocketAddr,
     /// Bearer token for `/v1`; never logged.
@@ -681,6 +689,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         min: Duration::from_millis(jitter_min),
         max: Duration::from_millis(jitter_max),
     };
+    let srtp = match raw.media.srtp.as_str() {
+        "off" => roundtable_sip::sdp::SrtpPolicy::Off,
+        "optional" => roundtable_sip::sdp::SrtpPolicy::Optional,
+        "required" => roundtable_sip::sdp::SrtpPolicy::Required,
+        other => return Err(ConfigError::new("media.srtp", format!("{other:?} is not off, optional or required"))),
+    };
     let audio_rate = match raw.audio.rate {
         8000 | 16000 | 48000 => raw.audio.rate as u32,
         other => return Err(ConfigError::new("audio.rate", format!("{other} is not 8000, 16000 or 48000"))),
@@ -741,6 +755,8 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         codecs,
         audio_rate,
         jitter,
+        srtp,
+        srtp_required_over_tls: raw.media.srtp_required_over_tls,
         api_listen,
         api_token,
         storage_path,

@@ -58,7 +58,7 @@ fn sip_parse(c: &mut Criterion) {
         b.iter(|| {
             let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram).expect("valid INVITE");
             m.validate_request().expect("valid INVITE");
-            let answer = Offer::parse(&m.body).expect("valid SDP").answer(&[roundtable_sip::sdp::AudioCodec::Pcmu, roundtable_sip::sdp::AudioCodec::Pcma]).expect("common codec");
+            let answer = Offer::parse(&m.body, roundtable_sip::sdp::SrtpPolicy::Optional).expect("valid SDP").answer(&[roundtable_sip::sdp::AudioCodec::Pcmu, roundtable_sip::sdp::AudioCodec::Pcma]).expect("common codec");
             std::hint::black_box(answer);
         })
     });

@@ -30,6 +30,9 @@ pub enum MediaError {
     /// RTP from another address than the latched one while that one is alive.
     #[error("RTP from an unlatched address")]
     Hijack,
+    /// SRTP: a packet failed authentication or replay checks, or a key was unusable.
+    #[error("SRTP: {0}")]
+    Srtp(&'static str),
     /// An RTCP packet that does not parse.
     #[error("malformed RTCP packet")]
     BadRtcp,

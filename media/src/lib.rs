@@ -11,6 +11,7 @@
 //! - [`quality`]: the E-model: loss and delay to R and MOS (pure).
 //! - [`resample`]: 20 ms frames between codec and room rates.
 //! - [`rtcp`]: RTCP reports, sent and read (pure).
+//! - [`srtp`]: SDES keys and SRTP/SRTCP contexts.
 //! - [`socket`]: binding a leg's ports and its tokio receive task.
 //! - [`metrics`]: Prometheus counters.
 #![deny(missing_docs)]
@@ -29,5 +30,6 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod socket;
+pub mod srtp;
 
 pub use error::MediaError;

@@ -72,6 +72,7 @@ impl MediaMetrics {
             MediaError::Resampler(_) => "resampler",
             MediaError::BadRtcp => "rtcp_malformed",
             MediaError::Hijack => "hijack",
+            MediaError::Srtp(_) => "srtp",
             MediaError::Codec(_) => "codec",
         };
         self.invalid.with_label_values(&[reason]).inc();

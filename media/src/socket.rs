@@ -16,6 +16,7 @@ use crate::jitter::{JitterStats, PacketInfo};
 use crate::latch::{Latch, Verdict};
 use crate::rtcp::{self, RtcpSession, RtcpStats};
 use crate::rtp::SenderStats;
+use crate::srtp::{Protector, Unprotector};
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
 use crate::rtp::RtpPacket;
@@ -182,9 +183,11 @@ pub enum ReceiveEnd {
 /// Receives the leg's RTP until cancelled or inactive. Valid audio goes to `inbox` (the mixer
 /// drains it each tick), RFC 4733 key presses to `digits`; invalid packets are counted and
 /// dropped.
+#[allow(clippy::too_many_arguments)]
 pub async fn receive(
     ports: (UdpSocket, UdpSocket),
     mut settings: tokio::sync::watch::Receiver<ReceiveConfig>,
+    mut srtp: Option<(Unprotector, Protector)>,
     inbox: SyncSender<LegInput>,
     digits: tokio::sync::mpsc::Sender<Digit>,
     counters: Arc<LegCounters>,
@@ -219,15 +222,20 @@ pub async fn receive(
             },
             r = rtcp.recv_from(&mut rtcp_buf) => {
                 if let Ok((n, from)) = r {
-                    read_rtcp(&mut session, &rtcp_buf[..n], &counters, &metrics);
-                    rtcp_from = Some(from);
+                    if let Some(clear) = unprotect_rtcp(&mut srtp, &rtcp_buf[..n], &metrics) {
+                        read_rtcp(&mut session, &clear, &counters, &metrics);
+                        rtcp_from = Some(from);
+                    }
                 }
                 continue;
             }
             () = tokio::time::sleep_until(report_at) => {
                 let quality = counters.quality();
                 let received = latch.ssrc().map(|s| (s, &quality.jitter));
-                let report = session.report(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), quality.sender, received);
+                let mut report = session.report(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), quality.sender, received);
+                if let Some((_, protect)) = srtp.as_mut() {
+                    report = protect.rtcp(&report).unwrap_or_default();
+                }
                 let target = match (config.rtcp_mux, latch.remote(), rtcp_from) {
                     (true, Some(latched), _) => latched,
                     (false, _, Some(from)) => from,
@@ -252,10 +260,24 @@ pub async fn receive(
             () = cancel.cancelled() => return ReceiveEnd::Cancelled,
         };
         if config.rtcp_mux && rtcp::is_rtcp(&buf[..len]) {
-            read_rtcp(&mut session, &buf[..len], &counters, &metrics);
+            if let Some(clear) = unprotect_rtcp(&mut srtp, &buf[..len], &metrics) {
+                read_rtcp(&mut session, &clear, &counters, &metrics);
+            }
             continue;
         }
-        let packet = match RtpPacket::parse(&buf[..len]) {
+        let clear;
+        let datagram = match srtp.as_mut().map(|(unprotect, _)| unprotect.rtp(&buf[..len])) {
+            None => &buf[..len],
+            Some(Ok(decrypted)) => {
+                clear = decrypted;
+                &clear[..]
+            }
+            Some(Err(error)) => {
+                metrics.invalid(error);
+                continue;
+            }
+        };
+        let packet = match RtpPacket::parse(datagram) {
             Ok(p) => p,
             Err(error) => {
                 metrics.invalid(error);
@@ -319,4 +341,18 @@ fn read_rtcp(session: &mut RtcpSession, bytes: &[u8], counters: &LegCounters, me
 
 fn publish_rtcp(counters: &LegCounters, session: &RtcpSession) {
     *counters.rtcp.lock().unwrap_or_else(|p| p.into_inner()) = session.stats();
+}
+
+/// The clear RTCP of a datagram: as is without SRTP, else decrypted (failures counted, `None`).
+fn unprotect_rtcp(srtp: &mut Option<(Unprotector, Protector)>, bytes: &[u8], metrics: &MediaMetrics) -> Option<Vec<u8>> {
+    match srtp.as_mut() {
+        None => Some(bytes.to_vec()),
+        Some((unprotect, _)) => match unprotect.rtcp(bytes) {
+            Ok(clear) => Some(clear),
+            Err(error) => {
+                metrics.invalid(error);
+                None
+            }
+        },
+    }
 }

@@ -60,6 +60,8 @@ pub struct LegIo {
     pub counters: Arc<LegCounters>,
     /// The leg's codec.
     pub codec: LegCodec,
+    /// Protects the leg's RTP when the call uses SRTP.
+    pub protect: Option<roundtable_media::srtp::Protector>,
     /// Keeps the leg's port pair taken until this (and the socket above) is dropped.
     pub lease: Arc<roundtable_media::socket::PortLease>,
 }
@@ -355,7 +357,19 @@ fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &Med
         media.invalid(MediaError::Codec("decode or encode"));
     }
     for (id, packet) in slot.room.packets() {
-        let Some(leg) = slot.legs.get(&id) else { continue };
+        let Some(leg) = slot.legs.get_mut(&id) else { continue };
+        let protected;
+        let packet = match leg.io.protect.as_mut().map(|p| p.rtp(packet)) {
+            None => packet,
+            Some(Ok(p)) => {
+                protected = p;
+                &protected[..]
+            }
+            Some(Err(error)) => {
+                media.invalid(error);
+                continue;
+            }
+        };
         match leg.io.socket.send_to(packet, leg.remote) {
             Ok(_) => {
                 leg.io.counters.packets_out.fetch_add(1, Ordering::Relaxed);

@@ -61,6 +61,47 @@ impl AudioCodec {
     }
 }
 
+/// The SDES crypto suites we accept (RFC 4568), in our order of preference.
+pub const SRTP_SUITES: [&str; 2] = ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"];
+
+/// Whether calls may, must or must not use SRTP (`media.srtp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpPolicy {
+    /// Plain RTP only; `RTP/SAVP` offers are declined.
+    Off,
+    /// SRTP when the caller offers it with a suite we speak, plain RTP otherwise.
+    Optional,
+    /// SRTP only; a plain offer gets 488.
+    Required,
+}
+
+/// One `a=crypto` line of the chosen stream (RFC 4568 9.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoOffer {
+    /// The tag our answer repeats.
+    pub tag: u32,
+    /// The suite, one of [`SRTP_SUITES`].
+    pub suite: String,
+    /// The caller's key-params (`inline:...`): its sending key.
+    pub key_params: String,
+}
+
+/// Our side of an SDES negotiation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpAnswer {
+    /// The crypto line of the offer we accepted (the caller's key).
+    pub offer: CryptoOffer,
+    /// Our key-params (`inline:...`), which protect what we send.
+    pub local_key_params: String,
+}
+
+impl std::fmt::Debug for SrtpAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never reach a log.
+        write!(f, "SrtpAnswer {{ tag: {}, suite: {} }}", self.offer.tag, self.offer.suite)
+    }
+}
+
 /// Which way media flows (RFC 3264 section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -128,6 +169,8 @@ struct MediaLine {
     rtcp_mux: bool,
     /// `a=rtcp:PORT` (RFC 3605).
     rtcp_port: Option<u16>,
+    /// `a=crypto` lines we could use, in offer order.
+    crypto: Vec<CryptoOffer>,
 }
 
 /// A caller's SDP offer (RFC 4566), every media line kept so the answer can mirror them
@@ -143,6 +186,10 @@ pub struct Offer {
     pub rtcp_addr: SocketAddr,
     /// The caller offered `a=rtcp-mux`; we accept it.
     pub rtcp_mux: bool,
+    /// The SDES crypto chosen for the stream, when it is `RTP/SAVP`.
+    pub crypto: Option<CryptoOffer>,
+    /// The policy the stream was chosen under.
+    policy: SrtpPolicy,
     lines: Vec<MediaLine>,
     /// Index in `lines` of the audio stream we answer.
     audio: usize,
@@ -153,6 +200,8 @@ pub struct Offer {
 pub enum NegotiationError {
     /// No audio stream in plain RTP/AVP with a non-zero port.
     NoAudio,
+    /// SRTP is required and the offer has no `RTP/SAVP` audio with a suite we speak.
+    SrtpRequired,
     /// No codec in common: answer 488.
     NoCommonCodec,
 }
@@ -177,6 +226,9 @@ pub struct Answer {
     pub rtcp_mux: bool,
     /// Our direction.
     pub direction: Direction,
+    /// SRTP: the tag and suite we accept, and our key-params (set by the caller with
+    /// [`Answer::set_local_key`]; until then the answer carries no usable crypto line).
+    pub srtp: Option<SrtpAnswer>,
     /// Every offered m-line in order: `None` for the audio line we accept, else (media, proto,
     /// first format) to decline with port 0.
     lines: Vec<Option<(String, String, String)>>,
@@ -184,8 +236,10 @@ pub struct Answer {
 
 impl Offer {
     /// Parses an SDP body: every `m=` line, connection addresses at session or media level
-    /// (IPv4 or IPv6), rtpmap and direction attributes.
-    pub fn parse(body: &[u8]) -> Result<Offer, ParseError> {
+    /// (IPv4 or IPv6), rtpmap, fmtp, rtcp, crypto and direction attributes. The audio stream to
+    /// answer is chosen under `policy`: `RTP/SAVP` with a suite we speak when SRTP is allowed
+    /// (preferred when optional), else `RTP/AVP`.
+    pub fn parse(body: &[u8], policy: SrtpPolicy) -> Result<Offer, ParseError> {
         let text = std::str::from_utf8(body).map_err(|_| ParseError::BadSdp("not UTF-8"))?;
         let mut session_addr: Option<IpAddr> = None;
         let mut session_direction: Option<Direction> = None;
@@ -224,6 +278,7 @@ impl Offer {
                         direction: None,
                         rtcp_mux: false,
                         rtcp_port: None,
+                        crypto: Vec::new(),
                     });
                     maps.push(Vec::new());
                     fmtps.push(Vec::new());
@@ -261,6 +316,15 @@ impl Offer {
                                     m.rtcp_mux = true;
                                 } else if let Some(rtcp) = value.strip_prefix("rtcp:") {
                                     m.rtcp_port = rtcp.split_whitespace().next().and_then(|p| p.parse().ok()).filter(|p| *p != 0);
+                                } else if let Some(crypto) = value.strip_prefix("crypto:") {
+                                    let mut fields = crypto.split_whitespace();
+                                    let tag = fields.next().and_then(|t| t.parse::<u32>().ok());
+                                    let suite = fields.next().filter(|s| SRTP_SUITES.contains(s));
+                                    let key = fields.next().filter(|k| k.starts_with("inline:"));
+                                    // Session parameters (a fourth field) are not supported.
+                                    if let (Some(tag), Some(suite), Some(key), None) = (tag, suite, key, fields.next()) {
+                                        m.crypto.push(CryptoOffer { tag, suite: suite.to_string(), key_params: key.to_string() });
+                                    }
                                 }
                             }
                             if let (Some(map), Some(m)) = (value.strip_prefix("rtpmap:"), maps.last_mut()) {
@@ -300,11 +364,16 @@ impl Offer {
                 })
                 .collect();
         }
-        let audio = lines
-            .iter()
-            .position(|m| m.media == "audio" && m.proto == "RTP/AVP" && m.port != 0)
-            .or_else(|| lines.iter().position(|m| m.media == "audio"))
-            .ok_or(ParseError::BadSdp("no audio stream"))?;
+        let usable = |m: &MediaLine, proto: &str| m.media == "audio" && m.proto == proto && m.port != 0;
+        let secure = lines.iter().position(|m| usable(m, "RTP/SAVP") && !m.crypto.is_empty());
+        let plain = lines.iter().position(|m| usable(m, "RTP/AVP"));
+        let audio = match policy {
+            SrtpPolicy::Off => plain,
+            SrtpPolicy::Optional => secure.or(plain),
+            SrtpPolicy::Required => secure,
+        }
+        .or_else(|| lines.iter().position(|m| m.media == "audio"))
+        .ok_or(ParseError::BadSdp("no audio stream"))?;
         let chosen = &lines[audio];
         let ip = chosen.connection.or(session_addr).ok_or(ParseError::BadSdp("no connection address"))?;
         let direction = chosen.direction.or(session_direction).unwrap_or(Direction::SendRecv);
@@ -314,7 +383,13 @@ impl Offer {
             (false, None) => chosen.port.saturating_add(1),
         };
         let rtcp_mux = chosen.rtcp_mux;
+        // Our preferred suite among those offered.
+        let crypto = (chosen.proto == "RTP/SAVP")
+            .then(|| SRTP_SUITES.iter().find_map(|suite| chosen.crypto.iter().find(|c| c.suite == *suite)).cloned())
+            .flatten();
         Ok(Offer {
+            crypto,
+            policy,
             rtp_addr: SocketAddr::new(ip, chosen.port),
             direction,
             rtcp_addr: SocketAddr::new(ip, rtcp_port),
@@ -329,7 +404,11 @@ impl Offer {
     /// declined.
     pub fn answer(&self, preference: &[AudioCodec]) -> Result<Answer, NegotiationError> {
         let audio = &self.lines[self.audio];
-        if audio.proto != "RTP/AVP" || audio.port == 0 {
+        let secure = audio.proto == "RTP/SAVP" && self.crypto.is_some() && self.policy != SrtpPolicy::Off;
+        if self.policy == SrtpPolicy::Required && !secure {
+            return Err(NegotiationError::SrtpRequired);
+        }
+        if !(audio.proto == "RTP/AVP" || secure) || audio.port == 0 {
             return Err(NegotiationError::NoAudio);
         }
         let (codec, format) = preference
@@ -359,6 +438,7 @@ impl Offer {
             telephone_event: telephone_event.map(|(pt, _)| pt),
             telephone_event_rate: telephone_event.map_or(8000, |(_, rate)| rate),
             rtcp_mux: self.rtcp_mux,
+            srtp: secure.then(|| SrtpAnswer { offer: self.crypto.clone().expect("secure has crypto"), local_key_params: String::new() }),
             direction: self.direction.answer(),
             lines,
         })
@@ -375,6 +455,13 @@ fn parse_rtpmap(map: &str) -> Option<(u8, String, u32)> {
 }
 
 impl Answer {
+    /// Sets the key-params of our `a=crypto` line (an SRTP answer needs one).
+    pub fn set_local_key(&mut self, key_params: String) {
+        if let Some(srtp) = self.srtp.as_mut() {
+            srtp.local_key_params = key_params;
+        }
+    }
+
     /// Prints our SDP: `rtp` is the address and port we receive on; `session_id` identifies the
     /// session and `version` grows with every changed answer in it.
     pub fn to_sdp(&self, rtp: SocketAddr, session_id: u64, version: u64) -> Vec<u8> {
@@ -386,7 +473,8 @@ impl Answer {
         let _ = write!(s, "s=Roundtable\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
         for line in &self.lines {
             let Some((media, proto, format)) = line else {
-                let _ = write!(s, "m=audio {} RTP/AVP {pt}", rtp.port());
+                let proto = if self.srtp.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
+                let _ = write!(s, "m=audio {} {proto} {pt}", rtp.port());
                 if let Some(te) = self.telephone_event {
                     let _ = write!(s, " {te}");
                 }
@@ -402,6 +490,9 @@ impl Answer {
                 }
                 if self.rtcp_mux {
                     s.push_str("a=rtcp-mux\r\n");
+                }
+                if let Some(srtp) = &self.srtp {
+                    let _ = write!(s, "a=crypto:{} {} {}\r\n", srtp.offer.tag, srtp.offer.suite, srtp.local_key_params);
                 }
                 let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
                 continue;
@@ -425,7 +516,7 @@ mod tests {
 
     #[test]
     fn picks_our_first_supported_codec_and_dtmf() {
-        let offer = Offer::parse(OFFER.as_bytes()).unwrap();
+        let offer = Offer::parse(OFFER.as_bytes(), SrtpPolicy::Off).unwrap();
         assert_eq!(offer.rtp_addr, "192.0.2.1:40000".parse().unwrap());
         let answer = offer.answer(&[AudioCodec::Pcma, AudioCodec::Pcmu]).unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcma);
@@ -441,7 +532,7 @@ mod tests {
         let offer = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0 9 111 101 102\r\n\
                      a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10; useinbandfec=1; usedtx=1\r\n\
                      a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n";
-        let offer = Offer::parse(offer.as_bytes()).unwrap();
+        let offer = Offer::parse(offer.as_bytes(), SrtpPolicy::Optional).unwrap();
         let answer = offer.answer(ALL).unwrap();
         assert_eq!((answer.codec, answer.payload_type, answer.opus_fec, answer.opus_dtx), (AudioCodec::Opus, 111, true, true));
         assert_eq!(answer.telephone_event, Some(101), "telephone-event at the Opus clock");
@@ -456,16 +547,16 @@ mod tests {
         assert!(sdp.contains("a=rtpmap:9 G722/8000\r\n"), "{sdp}");
         // Opus at a wrong clock rate is not Opus.
         let odd = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 opus/16000\r\n";
-        assert_eq!(Offer::parse(odd.as_bytes()).unwrap().answer(ALL), Err(NegotiationError::NoCommonCodec));
+        assert_eq!(Offer::parse(odd.as_bytes(), SrtpPolicy::Optional).unwrap().answer(ALL), Err(NegotiationError::NoCommonCodec));
     }
 
     #[test]
     fn rtcp_address_mux_and_port_attribute() {
-        let plain = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n").unwrap();
+        let plain = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n", SrtpPolicy::Optional).unwrap();
         assert_eq!((plain.rtcp_addr.port(), plain.rtcp_mux), (5001, false));
-        let port = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:6000 IN IP4 1.2.3.4\r\n").unwrap();
+        let port = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:6000 IN IP4 1.2.3.4\r\n", SrtpPolicy::Optional).unwrap();
         assert_eq!(port.rtcp_addr.port(), 6000);
-        let mux = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\n").unwrap();
+        let mux = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\n", SrtpPolicy::Optional).unwrap();
         assert_eq!((mux.rtcp_addr.port(), mux.rtcp_mux), (5000, true));
         let answer = String::from_utf8(mux.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(answer.contains("a=rtcp-mux\r\n"), "{answer}");
@@ -474,9 +565,36 @@ mod tests {
     }
 
     #[test]
+    fn sdes_srtp_by_policy() {
+        let both = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\nm=audio 5002 RTP/SAVP 0\r\n\
+                    a=crypto:1 AES_CM_256_HMAC_SHA1_80 inline:AAAA\r\n\
+                    a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:c2VjcmV0|2^31\r\n\
+                    a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:a2V5\r\n";
+        // Optional prefers the secure stream and our preferred suite.
+        let offer = Offer::parse(both.as_bytes(), SrtpPolicy::Optional).unwrap();
+        assert_eq!(offer.rtp_addr.port(), 5002);
+        let crypto = offer.crypto.clone().unwrap();
+        assert_eq!((crypto.tag, crypto.suite.as_str(), crypto.key_params.as_str()), (3, "AES_CM_128_HMAC_SHA1_80", "inline:a2V5"));
+        let mut answer = offer.answer(G711).unwrap();
+        answer.set_local_key("inline:b3Vy".into());
+        assert!(!format!("{answer:?}").contains("b3Vy"), "keys stay out of Debug");
+        let sdp = String::from_utf8(answer.to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        let m: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m, ["m=audio 0 RTP/AVP 0", "m=audio 4000 RTP/SAVP 0"]);
+        assert!(sdp.contains("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:b3Vy\r\n"), "{sdp}");
+        // Off keeps to plain RTP; Required refuses a plain-only offer.
+        assert_eq!(Offer::parse(both.as_bytes(), SrtpPolicy::Off).unwrap().rtp_addr.port(), 5000);
+        let plain = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n";
+        let required = Offer::parse(plain.as_bytes(), SrtpPolicy::Required).unwrap();
+        assert_eq!(required.answer(G711), Err(NegotiationError::SrtpRequired));
+        let secure_only = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:a2V5\r\n";
+        assert_eq!(Offer::parse(secure_only.as_bytes(), SrtpPolicy::Off).unwrap().answer(G711), Err(NegotiationError::NoAudio));
+    }
+
+    #[test]
     fn static_payload_type_without_rtpmap() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n";
-        let answer = Offer::parse(sdp.as_bytes()).unwrap().answer(G711).unwrap();
+        let answer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap().answer(G711).unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcmu);
         assert_eq!(answer.telephone_event, None);
     }
@@ -484,14 +602,14 @@ mod tests {
     #[test]
     fn no_common_codec() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
-        let offer = Offer::parse(sdp.as_bytes()).unwrap();
+        let offer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap();
         assert_eq!(offer.answer(G711), Err(NegotiationError::NoCommonCodec));
     }
 
     #[test]
     fn media_level_connection_wins_and_hold_is_answered() {
         let sdp = "v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 0\r\nc=IN IP4 2.2.2.2\r\na=sendonly\r\n";
-        let offer = Offer::parse(sdp.as_bytes()).unwrap();
+        let offer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap();
         assert_eq!(offer.rtp_addr.ip().to_string(), "2.2.2.2");
         assert_eq!(offer.answer(G711).unwrap().direction, Direction::RecvOnly);
     }
@@ -500,7 +618,7 @@ mod tests {
     fn other_streams_are_declined_in_order() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 5002 RTP/AVP 31\r\nm=audio 5000 RTP/AVP 0\r\n\
                    m=audio 5004 RTP/SAVP 0\r\n";
-        let offer = Offer::parse(sdp.as_bytes()).unwrap();
+        let offer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap();
         assert_eq!(offer.rtp_addr.port(), 5000);
         let answer = String::from_utf8(offer.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
@@ -510,25 +628,25 @@ mod tests {
     #[test]
     fn ipv6_connection_and_session_level_direction() {
         let sdp = "v=0\r\nc=IN IP6 2001:db8::1\r\na=inactive\r\nm=audio 5000 RTP/AVP 8\r\n";
-        let offer = Offer::parse(sdp.as_bytes()).unwrap();
+        let offer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap();
         assert_eq!(offer.rtp_addr, "[2001:db8::1]:5000".parse().unwrap());
         let answer = offer.answer(G711).unwrap();
         assert_eq!(answer.direction, Direction::Inactive);
         let text = String::from_utf8(answer.to_sdp("[::1]:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
-        assert!(Offer::parse(b"v=0\r\nc=IN IP4 2001:db8::1\r\nm=audio 1 RTP/AVP 0\r\n").is_err());
+        assert!(Offer::parse(b"v=0\r\nc=IN IP4 2001:db8::1\r\nm=audio 1 RTP/AVP 0\r\n", SrtpPolicy::Optional).is_err());
     }
 
     #[test]
     fn declined_or_secure_audio_alone_is_no_audio() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\n";
-        assert_eq!(Offer::parse(sdp.as_bytes()).unwrap().answer(G711), Err(NegotiationError::NoAudio));
+        assert_eq!(Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap().answer(G711), Err(NegotiationError::NoAudio));
     }
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(Offer::parse(b"hello").is_err());
-        assert!(Offer::parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n").is_err());
-        assert!(Offer::parse(&[0xff, 0xfe]).is_err());
+        assert!(Offer::parse(b"hello", SrtpPolicy::Optional).is_err());
+        assert!(Offer::parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n", SrtpPolicy::Optional).is_err());
+        assert!(Offer::parse(&[0xff, 0xfe], SrtpPolicy::Optional).is_err());
     }
 }

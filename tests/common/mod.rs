@@ -297,6 +297,7 @@ pub fn tone_db_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
 }
 
 pub use roundtable_media::codec::{Codec, Decoder, Encoder, OpusOptions};
+pub use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use roundtable_media::g711::ulaw_encode;
 
 /// The payload type the test caller uses for a codec (111 for Opus).
@@ -355,6 +356,8 @@ pub struct Uac {
     pub extra_headers: String,
     /// The final response to the INVITE.
     pub last_response: Option<SipText>,
+    /// SDES-SRTP: our key (offered with `RTP/SAVP`), and the bridge's from its answer.
+    pub srtp: Option<(MasterKey, Option<MasterKey>)>,
 }
 
 static UAC_COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -382,6 +385,7 @@ impl Uac {
             room: room.to_string(),
             extra_headers: String::new(),
             last_response: None,
+            srtp: None,
         }
     }
 
@@ -433,9 +437,13 @@ impl Uac {
         let local = self.rtp.local_addr().unwrap();
         let (port, ip) = (local.port(), local.ip());
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let (proto, crypto) = match &self.srtp {
+            Some((key, _)) => ("RTP/SAVP", format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {}\r\n", key.key_params())),
+            None => ("RTP/AVP", String::new()),
+        };
         format!(
             "v=0\r\no=tester 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-             m=audio {port} RTP/AVP {payload_types}\r\n{rtpmaps}a=sendrecv\r\n"
+             m=audio {port} {proto} {payload_types}\r\n{rtpmaps}{crypto}a=sendrecv\r\n"
         )
     }
 
@@ -484,6 +492,12 @@ impl Uac {
                 .and_then(|p| p.parse::<u16>().ok())
                 .expect("m=audio port in answer");
             self.remote_rtp = Some(SocketAddr::new(ip, port));
+            if let Some((_, remote)) = self.srtp.as_mut() {
+                *remote = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("a=crypto:1 AES_CM_128_HMAC_SHA1_80 "))
+                    .and_then(|k| MasterKey::from_key_params(k.trim()));
+            }
             self.send_in_dialog("ACK", 1);
         } else if status >= 300 {
             // ACK for a non-2xx belongs to the INVITE transaction: same branch (RFC 3261 17.1.1.3).
@@ -642,6 +656,11 @@ impl Uac {
         let stop = Arc::new(AtomicBool::new(false));
         let first = codec_of(pt.load(Ordering::SeqCst)).unwrap_or(Codec::Pcmu);
         let rate = first.audio_rate(48000);
+        let suite = Suite::AesCm128Sha1_80;
+        let mut protect = self.srtp.as_ref().map(|(local, _)| Protector::new(suite, local).unwrap());
+        let mut unprotect = self.srtp.as_ref().map(|(_, remote)| {
+            Unprotector::new(suite, remote.as_ref().expect("the bridge's key from the answer")).unwrap()
+        });
         let sender = {
             let socket = socket.try_clone().unwrap();
             let stop = stop.clone();
@@ -670,6 +689,9 @@ impl Uac {
                     packet.extend_from_slice(&ssrc.to_be_bytes());
                     packet.extend_from_slice(&payload);
                     timestamp = timestamp.wrapping_add(codec.timestamp_step());
+                    if let Some(p) = protect.as_mut() {
+                        packet = p.rtp(&packet).unwrap();
+                    }
                     let _ = socket.send_to(&packet, remote);
                     let next = start + Duration::from_millis(20 * (i as u64 + 1));
                     if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -693,11 +715,19 @@ impl Uac {
                             rtcp.lock().unwrap().push(buf[..n].to_vec());
                             continue;
                         }
-                        let pt = buf[1] & 0x7F;
+                        let clear = match unprotect.as_mut() {
+                            Some(u) => match u.rtp(&buf[..n]) {
+                                Ok(clear) => clear,
+                                Err(_) => continue,
+                            },
+                            None => buf[..n].to_vec(),
+                        };
+                        let n = clear.len();
+                        let pt = clear[1] & 0x7F;
                         let Some(codec) = codec_of(pt).filter(|_| n > 12) else { continue };
                         let decoder = decoders.entry(pt).or_insert_with(|| Decoder::new(codec, 48000).unwrap());
                         let mut samples = vec![0i16; decoder.frame_len()];
-                        let _ = decoder.decode(&buf[12..n], &mut samples);
+                        let _ = decoder.decode(&clear[12..n], &mut samples);
                         heard.lock().unwrap().push((Instant::now(), pt, samples));
                     }
                 }
