@@ -46,23 +46,29 @@ impl TelephoneEvent {
 /// Turns a stream of telephone-event packets into key presses. All packets of one event share
 /// its RTP timestamp (RFC 4733 2.5.1), so a new timestamp is a new press: it is reported once,
 /// whether its first packet is a begin, an update or one of the three redundant end packets,
-/// and a late packet of an earlier event (an older timestamp) is not a new press.
+/// and a late packet of an earlier event (a timestamp shortly before) is not a new press. A
+/// timestamp far behind, or a new SSRC, is a restarted stream: a new press.
 #[derive(Debug, Default)]
 pub struct DtmfDetector {
-    last_timestamp: Option<u32>,
+    last: Option<(u32, u32)>,
 }
 
+/// How far behind the last event's timestamp a packet still counts as a late copy (2^20 units:
+/// 131 s at 8 kHz, 22 s at 48 kHz).
+const STALE_WINDOW: u32 = 1 << 20;
+
 impl DtmfDetector {
-    /// Feeds one telephone-event packet; returns the digit when it starts a new press.
-    pub fn handle(&mut self, timestamp: u32, payload: &[u8]) -> Option<Digit> {
+    /// Feeds one telephone-event packet of stream `ssrc`; returns the digit when it starts a
+    /// new press.
+    pub fn handle(&mut self, ssrc: u32, timestamp: u32, payload: &[u8]) -> Option<Digit> {
         let event = TelephoneEvent::parse(payload)?;
-        if let Some(last) = self.last_timestamp {
-            // The same event again, or one from before it (wrapping comparison).
-            if (timestamp.wrapping_sub(last) as i32) <= 0 {
+        if let Some((last_ssrc, last)) = self.last {
+            // The same event again, or a late copy of one before it.
+            if last_ssrc == ssrc && last.wrapping_sub(timestamp) < STALE_WINDOW {
                 return None;
             }
         }
-        self.last_timestamp = Some(timestamp);
+        self.last = Some((ssrc, timestamp));
         Digit::from_event(event.event)
     }
 }
@@ -97,22 +103,26 @@ mod tests {
         let mut d = DtmfDetector::default();
         let start = [5, 0x0a, 0, 160];
         let end = [5, 0x8a, 3, 32];
-        assert_eq!(d.handle(1000, &start).map(Digit::as_char), Some('5'));
-        assert_eq!(d.handle(1000, &[5, 0x0a, 1, 64]), None);
+        assert_eq!(d.handle(1, 1000, &start).map(Digit::as_char), Some('5'));
+        assert_eq!(d.handle(1, 1000, &[5, 0x0a, 1, 64]), None);
         for _ in 0..3 {
-            assert_eq!(d.handle(1000, &end), None);
+            assert_eq!(d.handle(1, 1000, &end), None);
         }
-        assert_eq!(d.handle(2600, &[11, 0x0a, 0, 160]).map(Digit::as_char), Some('#'));
-        assert_eq!(d.handle(4000, &[16, 0x0a, 0, 160]), None, "flash is not a key");
-        assert_eq!(d.handle(5000, &[1, 2]), None, "short payload");
+        assert_eq!(d.handle(1, 2600, &[11, 0x0a, 0, 160]).map(Digit::as_char), Some('#'));
+        assert_eq!(d.handle(1, 4000, &[16, 0x0a, 0, 160]), None, "flash is not a key");
+        assert_eq!(d.handle(1, 5000, &[1, 2]), None, "short payload");
         // A late end packet of the '#' event after the next press started is not a press.
-        assert_eq!(d.handle(6000, &[2, 0x8a, 3, 32]).map(Digit::as_char), Some('2'), "first seen at its end");
-        assert_eq!(d.handle(2600, &[11, 0x8a, 3, 32]), None, "stale");
+        assert_eq!(d.handle(1, 6000, &[2, 0x8a, 3, 32]).map(Digit::as_char), Some('2'), "first seen at its end");
+        assert_eq!(d.handle(1, 2600, &[11, 0x8a, 3, 32]), None, "stale");
         // Timestamps wrap.
         let mut w = DtmfDetector::default();
-        assert!(w.handle(u32::MAX - 100, &start).is_some());
-        assert!(w.handle(200, &start).is_some(), "after the wrap");
-        assert!(w.handle(u32::MAX - 100, &end).is_none(), "before the wrap: stale");
+        assert!(w.handle(1, u32::MAX - 100, &start).is_some());
+        assert!(w.handle(1, 200, &start).is_some(), "after the wrap");
+        assert!(w.handle(1, u32::MAX - 100, &end).is_none(), "before the wrap: stale");
+        // A restarted stream: far-behind timestamps or a new SSRC are new presses.
+        assert!(w.handle(1, 100_000_000, &start).is_some());
+        assert!(w.handle(1, 5, &start).is_some(), "far behind: a restart");
+        assert!(w.handle(2, 5, &start).is_some(), "new SSRC");
     }
 
     #[test]

@@ -307,7 +307,7 @@ pub async fn receive(
         counters.packets_in.fetch_add(1, Ordering::Relaxed);
         metrics.packet_in();
         if packet.payload_type != config.audio_pt {
-            if let Some(digit) = dtmf.handle(packet.timestamp, packet.payload) {
+            if let Some(digit) = dtmf.handle(packet.ssrc, packet.timestamp, packet.payload) {
                 // A full digit queue means nobody reads digits for this leg: drop them.
                 let _ = digits.try_send(digit);
             }

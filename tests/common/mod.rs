@@ -361,6 +361,8 @@ pub struct Uac {
 }
 
 static UAC_COUNTER: AtomicU16 = AtomicU16::new(0);
+/// Key presses sent by test callers, for increasing RFC 4733 timestamps.
+static DTMF_PRESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Uac {
     pub fn new(server: SocketAddr, room: &str) -> Uac {
@@ -562,7 +564,8 @@ impl Uac {
         let ssrc: u32 = 0x1234_0000 | (remote.port() as u32);
         for (k, key) in keys.chars().enumerate() {
             let code = "0123456789*#".find(key).expect("a DTMF key") as u8;
-            let timestamp = 1_000_000u32 + k as u32 * 8000;
+            // Every press gets a later timestamp than the last, across calls of this function.
+            let timestamp = 1_000_000u32 + DTMF_PRESSES.fetch_add(1, Ordering::SeqCst) * 8000;
             for i in 0..6u16 {
                 let end = i >= 3;
                 let duration = 160 * (i.min(3) + 1);
