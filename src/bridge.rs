@@ -45,6 +45,17 @@ fn expects_rtp(direction: Direction) -> bool {
     matches!(direction, Direction::SendRecv | Direction::SendOnly)
 }
 
+/// A leg's incoming audio rated: loss percent, E-model R and MOS, from its jitter buffer and
+/// RTCP (one-way delay: half the round trip when known, the jitter buffer, one frame).
+fn rating(counters: &LegCounters) -> (f64, f64, f64) {
+    let (jitter, rtcp) = (counters.quality().jitter, counters.rtcp());
+    let expected = jitter.received + jitter.lost;
+    let loss_percent = if expected == 0 { 0.0 } else { jitter.lost as f64 * 100.0 / expected as f64 };
+    let delay = rtcp.rtt_ms.unwrap_or(0.0) / 2.0 + jitter.depth_ms + 20.0;
+    let (r, mos) = roundtable_media::quality::emodel(loss_percent, delay);
+    (loss_percent, r, mos)
+}
+
 /// `x` rounded to one decimal, for display.
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
@@ -508,6 +519,17 @@ impl Bridge {
         if !leg.in_lobby {
             self.event("participant_left", &leg.room, serde_json::json!({"participant": leg.id.to_string(), "reason": why}));
         }
+        // The leg's call quality, once it received audio.
+        let quality = leg.counters.quality().jitter;
+        if quality.received > 0 {
+            let (loss_percent, _, mos) = rating(&leg.counters);
+            self.metrics.leg_mos.observe(mos);
+            self.metrics.leg_loss_percent.observe(loss_percent);
+            self.metrics.leg_jitter_ms.observe(quality.jitter_ms);
+            if let Some(rtt) = leg.counters.rtcp().rtt_ms {
+                self.metrics.leg_rtt_ms.observe(rtt);
+            }
+        }
         if let Some((room, worker, recording)) = closed {
             self.mixer.send(worker, Command::CloseRoom { room: room.clone() });
             self.metrics.rooms.dec();
@@ -579,11 +601,7 @@ impl Bridge {
                 let quality = leg.counters.quality();
                 let rtcp = leg.counters.rtcp();
                 let jitter = quality.jitter;
-                let expected = jitter.received + jitter.lost;
-                let loss_percent = if expected == 0 { 0.0 } else { jitter.lost as f64 * 100.0 / expected as f64 };
-                // One-way delay: half the round trip when known, the jitter buffer, one frame.
-                let delay = rtcp.rtt_ms.unwrap_or(0.0) / 2.0 + jitter.depth_ms + 20.0;
-                let (r_factor, mos) = roundtable_media::quality::emodel(loss_percent, delay);
+                let (loss_percent, r_factor, mos) = rating(&leg.counters);
                 Participant {
                     id: leg.id.to_string(),
                     from: leg.from.clone(),

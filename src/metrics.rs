@@ -1,6 +1,6 @@
 //! Service-level metrics: calls, rooms, recordings, refusals.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Gauges and counters the bridge keeps.
 #[derive(Clone, Debug)]
@@ -25,6 +25,14 @@ pub struct BridgeMetrics {
     pub lockout_refusals: IntCounter,
     /// DTMF keys pressed by participants in rooms (RFC 4733 or INFO).
     pub dtmf_digits: IntCounter,
+    /// Per ended leg: the estimated MOS of its audio as received.
+    pub leg_mos: Histogram,
+    /// Per ended leg: the share of its packets lost, percent.
+    pub leg_loss_percent: Histogram,
+    /// Per ended leg: its RFC 3550 jitter, ms.
+    pub leg_jitter_ms: Histogram,
+    /// Per ended leg with RTCP round trips: the last round-trip time, ms.
+    pub leg_rtt_ms: Histogram,
 }
 
 impl BridgeMetrics {
@@ -61,6 +69,31 @@ impl BridgeMetrics {
         registry.register(Box::new(lockout_refusals.clone()))?;
         let dtmf_digits = IntCounter::new("roundtable_dtmf_digits_total", "DTMF keys pressed by participants in rooms")?;
         registry.register(Box::new(dtmf_digits.clone()))?;
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<Histogram> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let leg_mos = histogram(
+            "roundtable_leg_mos",
+            "Estimated MOS (G.107 simplified E-model) of each ended leg's audio as the bridge received it",
+            vec![1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4, 4.5],
+        )?;
+        let leg_loss_percent = histogram(
+            "roundtable_leg_loss_percent",
+            "Share of each ended leg's RTP packets lost on the way in, percent",
+            vec![0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0],
+        )?;
+        let leg_jitter_ms = histogram(
+            "roundtable_leg_jitter_ms",
+            "RFC 3550 interarrival jitter of each ended leg's RTP, ms",
+            vec![1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0],
+        )?;
+        let leg_rtt_ms = histogram(
+            "roundtable_leg_rtt_ms",
+            "Last RTCP round-trip time of each ended leg that reported one, ms",
+            vec![5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0],
+        )?;
         Ok(BridgeMetrics {
             active_calls,
             rooms,
@@ -72,6 +105,10 @@ impl BridgeMetrics {
             lockouts,
             lockout_refusals,
             dtmf_digits,
+            leg_mos,
+            leg_loss_percent,
+            leg_jitter_ms,
+            leg_rtt_ms,
         })
     }
 }

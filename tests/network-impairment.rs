@@ -1,8 +1,9 @@
-//! Audio over a bad network, through a loopback impairer between one caller and the bridge:
-//! at 5 % random loss and about 40 ms of jitter (RFC 3550; uniform 0-120 ms extra delay) the
-//! caller's tone still reaches the room, the losses are concealed and counted, and the adaptive
-//! jitter buffer grows above 60 ms, then falls below 40 ms within 10 s once the network calms
-//! down. An Opus caller with in-band FEC has its isolated losses rebuilt, not concealed.
+//! Audio over a bad network, through a loopback impairer between one caller and the bridge: at
+//! 5 % random loss, 2 % duplication and about 40 ms of jitter (RFC 3550; uniform 0-120 ms extra
+//! delay, which also reorders) the caller's tone still reaches the room, losses are concealed and
+//! counted, duplicates counted, and the adaptive jitter buffer grows above 60 ms, then falls
+//! below 40 ms within 10 s once the network calms down. An Opus caller with in-band FEC has its
+//! isolated losses rebuilt, not concealed.
 
 mod common;
 
@@ -26,7 +27,7 @@ fn tones_survive_loss_and_jitter_and_the_buffer_adapts() {
     let bridge_rtp = impaired.remote_rtp.unwrap();
     let impairer = Impairer::start(impaired.rtp.local_addr().unwrap(), bridge_rtp, 42);
     impaired.remote_rtp = Some(impairer.addr());
-    impairer.set(Impairment { loss: 0.05, jitter_ms: 120.0, ..Impairment::default() });
+    impairer.set(Impairment { loss: 0.05, jitter_ms: 120.0, duplicate: 0.02, ..Impairment::default() });
 
     let talk = impaired.start_media(440.0, Duration::from_secs(22));
     let listen = clean.start_media(0.0, Duration::from_secs(22));
@@ -45,6 +46,7 @@ fn tones_survive_loss_and_jitter_and_the_buffer_adapts() {
     let (lost, concealed) = (stressed["lost"].as_u64().unwrap(), stressed["concealed"].as_u64().unwrap());
     assert!(lost >= 8, "about 5 % of ~400 packets lost: {stressed}");
     assert!(concealed >= lost, "every loss concealed: {stressed}");
+    assert!(stressed["duplicated"].as_u64().unwrap() >= 2, "duplicates counted, not played twice: {stressed}");
 
     // The network calms down: within 10 s the buffer is back below 40 ms.
     impairer.set(Impairment::default());

@@ -963,6 +963,8 @@ pub struct Impairment {
 pub struct Impairer {
     socket: UdpSocket,
     pub settings: Arc<Mutex<Impairment>>,
+    /// Packets from the caller seen, and how many of them were dropped.
+    pub counts: Arc<Mutex<(u64, u64)>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -974,8 +976,10 @@ impl Impairer {
         socket.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
         let settings = Arc::new(Mutex::new(Impairment::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Mutex::new((0u64, 0u64)));
         let thread = {
             let (socket, settings, stop) = (socket.try_clone().unwrap(), settings.clone(), stop.clone());
+            let counts = counts.clone();
             std::thread::spawn(move || {
                 let mut rng = seed | 1;
                 let mut random = move || {
@@ -995,6 +999,11 @@ impl Impairer {
                             let s = *settings.lock().unwrap();
                             count += 1;
                             let dropped = random() < s.loss || (s.drop_every > 0 && count % s.drop_every == 0);
+                            {
+                                let mut c = counts.lock().unwrap();
+                                c.0 += 1;
+                                c.1 += u64::from(dropped);
+                            }
                             if !dropped {
                                 let copies = if random() < s.duplicate { 2 } else { 1 };
                                 for _ in 0..copies {
@@ -1018,7 +1027,7 @@ impl Impairer {
                 }
             })
         };
-        Impairer { socket, settings, stop, thread: Some(thread) }
+        Impairer { socket, settings, counts, stop, thread: Some(thread) }
     }
 
     /// Where the caller sends its RTP.
