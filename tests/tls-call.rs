@@ -4,38 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-fn read_message(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>, pending: &mut Vec<u8>) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if pending.len() >= end + 4 + length {
-                let message: Vec<u8> = pending.drain(..end + 4 + length).collect();
-                return Some(String::from_utf8_lossy(&message).to_string());
-            }
-        }
-        match tls.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
 
 #[test]
 fn call_over_tls() {
@@ -81,7 +55,7 @@ fn call_over_tls() {
     let mut pending = Vec::new();
     let mut ok = None;
     for _ in 0..5 {
-        let message = read_message(&mut tls, &mut pending).expect("a response over TLS");
+        let message = read_stream_message(&mut tls, &mut pending).expect("a response over TLS");
         if message.starts_with("SIP/2.0 200") {
             ok = Some(message);
             break;
@@ -100,7 +74,7 @@ fn call_over_tls() {
     tls.write_all(in_dialog("ACK", 1).as_bytes()).unwrap();
     service.wait_participants("1000", 1);
     tls.write_all(in_dialog("BYE", 2).as_bytes()).unwrap();
-    let bye_ok = read_message(&mut tls, &mut pending).expect("BYE answered");
+    let bye_ok = read_stream_message(&mut tls, &mut pending).expect("BYE answered");
     assert!(bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
     service.wait_participants("1000", 0);
 }

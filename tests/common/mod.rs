@@ -1049,3 +1049,34 @@ impl Drop for Impairer {
         }
     }
 }
+
+/// Reads one SIP message (headers and a Content-Length body) from a stream within 5 s, keeping
+/// what follows in `pending`; CRLF keep-alives before it are skipped. The stream should have a
+/// short read timeout.
+pub fn read_stream_message(stream: &mut impl std::io::Read, pending: &mut Vec<u8>) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let skip = pending.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        pending.drain(..skip);
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + length {
+                let message: Vec<u8> = pending.drain(..end + 4 + length).collect();
+                return Some(String::from_utf8_lossy(&message).to_string());
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
