@@ -34,7 +34,7 @@ fn room_of(service: &Service, room: &str, callers: &[(Codec, f64)]) {
         assert_eq!(p.uac.call_codec(p.codec), 200, "{} answered", p.name);
         let answer = p.uac.last_response.clone().unwrap();
         let pt = payload_type(p.codec);
-        assert!(answer.body().contains(&format!("m=audio ")) && answer.body().contains(&format!("a=rtpmap:{pt} ")), "{}", answer.body());
+        assert!(answer.body().contains("m=audio ") && answer.body().contains(&format!("a=rtpmap:{pt} ")), "{}", answer.body());
     }
     service.wait_participants(room, callers.len());
     let media: Vec<Media> = parties.iter().map(|p| p.uac.start_media_codec(p.tone, Duration::from_secs(3), p.codec)).collect();

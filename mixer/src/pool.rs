@@ -378,7 +378,7 @@ fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &Med
             Err(_) => metrics.send_errors.inc(),
         }
     }
-    if tick % QUALITY_EVERY == 0 {
+    if tick.is_multiple_of(QUALITY_EVERY) {
         for (id, quality) in slot.room.quality() {
             if let Some(leg) = slot.legs.get(&id) {
                 leg.io.counters.publish(quality);

@@ -998,7 +998,7 @@ impl Impairer {
                         if from == caller {
                             let s = *settings.lock().unwrap();
                             count += 1;
-                            let dropped = random() < s.loss || (s.drop_every > 0 && count % s.drop_every == 0);
+                            let dropped = random() < s.loss || (s.drop_every > 0 && count.is_multiple_of(s.drop_every));
                             {
                                 let mut c = counts.lock().unwrap();
                                 c.0 += 1;
