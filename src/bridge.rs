@@ -248,6 +248,18 @@ impl Bridge {
         })
     }
 
+    /// What a leg's receive task accepts under an offer and our answer to it.
+    fn receive_config(&self, offer: &Offer, answer: &roundtable_sip::sdp::Answer) -> ReceiveConfig {
+        ReceiveConfig {
+            audio_pt: answer.payload_type,
+            telephone_event: answer.telephone_event,
+            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
+            clock_rate: answer.codec.clock_rate(),
+            rtcp_mux: answer.rtcp_mux,
+            rtcp_remote: offer.rtcp_addr,
+        }
+    }
+
     /// `media.codecs` as SDP codecs, in our order of preference.
     fn sdp_codecs(&self) -> Vec<AudioCodec> {
         const ALL: [AudioCodec; 4] = [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::G722, AudioCodec::Opus];
@@ -707,14 +719,7 @@ impl CallHandler for Bridge {
         let cancel = CancellationToken::new();
 
         let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
-        let (receive_tx, receive_rx) = tokio::sync::watch::channel(ReceiveConfig {
-            audio_pt: answer.payload_type,
-            telephone_event: answer.telephone_event,
-            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
-            clock_rate: answer.codec.clock_rate(),
-            rtcp_mux: answer.rtcp_mux,
-            rtcp_remote: offer.rtcp_addr,
-        });
+        let (receive_tx, receive_rx) = tokio::sync::watch::channel(self.receive_config(&offer, &answer));
         let mut state = self.lock();
         state.next_leg += 1;
         let leg_id = LegId(state.next_leg);
@@ -858,14 +863,7 @@ impl CallHandler for Bridge {
         leg.codec = answer.codec;
         leg.sdp_version += 1;
         leg.answer_sdp = answer.to_sdp(leg.advertised, leg.id.0, leg.sdp_version);
-        leg.receive.send_replace(ReceiveConfig {
-            audio_pt: answer.payload_type,
-            telephone_event: answer.telephone_event,
-            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
-            clock_rate: answer.codec.clock_rate(),
-            rtcp_mux: answer.rtcp_mux,
-            rtcp_remote: offer.rtcp_addr,
-        });
+        leg.receive.send_replace(self.receive_config(&offer, &answer));
         let (room, id, sdp) = (leg.room.clone(), leg.id, leg.answer_sdp.clone());
         if let Some(entry) = state.rooms.get(&room) {
             let command = Command::UpdateLeg { room: room.clone(), leg: id, codec, remote: offer.rtp_addr, hears, heard };

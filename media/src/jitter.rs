@@ -123,6 +123,10 @@ pub struct JitterBuffer<T> {
     fastest: VecDeque<(Instant, f64)>,
     /// Forgetting histogram of delays relative to the fastest packet.
     histogram: [f64; BINS],
+    /// The weight of the newest packet in `histogram`.
+    weight: f64,
+    /// Packets arrived since the target was last computed.
+    target_stale: bool,
     /// RFC 3550 state: last (arrival seconds, timestamp) and J in timestamp units.
     last_transit: Option<f64>,
     jitter: f64,
@@ -153,6 +157,8 @@ impl<T> JitterBuffer<T> {
             consecutive_missing: 0,
             fastest: VecDeque::new(),
             histogram: [0.0; BINS],
+            weight: 1.0,
+            target_stale: false,
             last_transit: None,
             jitter: 0.0,
             timestamp_base: None,
@@ -253,6 +259,7 @@ impl<T> JitterBuffer<T> {
 
     /// The packet for this tick.
     pub fn pop(&mut self) -> Playout<T> {
+        self.update_target();
         let next = match self.next {
             Some(next) => next,
             None if self.depth_frames() >= self.target_frames => match self.packets.keys().next() {
@@ -352,7 +359,8 @@ impl<T> JitterBuffer<T> {
         }
     }
 
-    /// Updates the delay histogram, the target and RFC 3550 jitter with one arrival.
+    /// Updates the delay histogram and RFC 3550 jitter with one arrival (the target follows in
+    /// the next `pop`).
     fn measure(&mut self, info: PacketInfo) {
         let epoch = *self.epoch.get_or_insert(info.arrival);
         let arrival_s = info.arrival.saturating_duration_since(epoch).as_secs_f64();
@@ -375,11 +383,24 @@ impl<T> JitterBuffer<T> {
         self.fastest.push_back((info.arrival, transit));
         let fastest = self.fastest.front().map_or(transit, |(_, t)| *t);
         let delay = (transit - fastest).max(0.0);
-        for bin in &mut self.histogram {
-            *bin *= FORGET;
+        // Forgetting without touching every bin: each new packet weighs 1/FORGET times the one
+        // before (only the bins' proportions matter); rescale before the weights overflow.
+        self.weight /= FORGET;
+        if self.weight > 1e200 {
+            for bin in &mut self.histogram {
+                *bin /= self.weight;
+            }
+            self.weight = 1.0;
         }
-        self.histogram[((delay / BIN_MS) as usize).min(BINS - 1)] += 1.0 - FORGET;
+        self.histogram[((delay / BIN_MS) as usize).min(BINS - 1)] += self.weight;
+        self.target_stale = true;
+    }
 
+    /// Recomputes the target from the histogram, once per tick at most (on the mixer thread).
+    fn update_target(&mut self) {
+        if !std::mem::take(&mut self.target_stale) {
+            return;
+        }
         let total: f64 = self.histogram.iter().sum();
         let mut cumulative = 0.0;
         let mut quantile_ms = 0.0;

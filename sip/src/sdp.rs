@@ -438,7 +438,11 @@ impl Offer {
             telephone_event: telephone_event.map(|(pt, _)| pt),
             telephone_event_rate: telephone_event.map_or(8000, |(_, rate)| rate),
             rtcp_mux: self.rtcp_mux,
-            srtp: secure.then(|| SrtpAnswer { offer: self.crypto.clone().expect("secure has crypto"), local_key_params: String::new() }),
+            srtp: self
+                .crypto
+                .clone()
+                .filter(|_| secure)
+                .map(|offer| SrtpAnswer { offer, local_key_params: String::new() }),
             direction: self.direction.answer(),
             lines,
         })
