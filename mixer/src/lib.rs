@@ -1,14 +1,25 @@
 //! Roundtable's mixer.
 //!
 //! - [`mix`]: the N-1 mixing step (pure).
-//! - [`room`]: the room core: legs, jitter buffers, codecs, one tick (pure).
+//! - [`room`]: the room core: legs, jitter buffers, codecs, voice processing, talker selection
+//!   and one tick (pure).
+//! - [`vad`], [`agc`], [`noise`], [`echo`], [`limiter`]: the per-leg and per-output audio stages.
 //! - [`pool`]: the real-time mixer threads that tick rooms every 20 ms.
 //! - [`metrics`]: tick lateness and loss metrics.
 #![deny(missing_docs)]
 
+pub mod agc;
+pub mod echo;
+mod error;
+pub mod limiter;
 pub mod metrics;
 pub mod mix;
+pub mod noise;
 pub mod pool;
 pub mod room;
+pub mod vad;
+#[cfg(test)]
+mod test_audio;
 
+pub use error::MixerError;
 pub use room::{LegId, Room, RoomConfig};

@@ -1,0 +1,141 @@
+//! Does a leg echo? (pure) The test `auto` mode runs on every leg, so that big rooms pay for
+//! echo cancellation only on the legs that send the room back.
+//!
+//! It keeps the last 3 s of two level envelopes (10 ms blocks, in dB): what the leg was sent
+//! and what it sent back, before any cancellation. Every 0.5 s it correlates the received
+//! envelope with the sent one delayed by 0 to 500 ms. An echo path (network, phone, room)
+//! changes levels and colour but keeps the envelope's shape, so a leg echoes when the best
+//! correlation passes 0.5 twice in a row; it stops echoing after 10 s of evaluations below
+//! that, counted only while it was sent something to echo. Levels in dB make the test blind
+//! to the echo's attenuation. Cost: about 15 k multiply-adds per leg per 0.5 s, staggered by a
+//! per-leg phase so that a thousand legs do not evaluate on the same tick.
+
+use crate::vad::level_db;
+
+/// Envelope blocks kept (3 s).
+const WINDOW: usize = 300;
+/// Largest delay tried, in blocks (500 ms).
+const MAX_LAG: usize = 50;
+/// Blocks between evaluations (0.5 s).
+const EVERY: u64 = 50;
+/// Lowest level counted, so digital silence does not dominate the statistics.
+const FLOOR_DB: f32 = -80.0;
+/// Correlation that counts as echo.
+const THRESHOLD: f32 = 0.5;
+/// Positive evaluations in a row that turn echo on.
+const ON_AFTER: u32 = 2;
+/// Negative evaluations in a row (with something sent) that turn it off.
+const OFF_AFTER: u32 = 20;
+/// Spread in dB the sent envelope needs over the window to be worth testing.
+const MIN_SENT_SPREAD_DB: f32 = 6.0;
+
+/// One leg's echo detector.
+#[derive(Debug, Clone)]
+pub struct EchoDetector {
+    sent: Vec<f32>,
+    heard: Vec<f32>,
+    /// Blocks written so far (the rings' write position).
+    blocks: u64,
+    phase: u64,
+    echo: bool,
+    positives: u32,
+    negatives: u32,
+    score: f32,
+}
+
+impl EchoDetector {
+    /// A detector evaluating at block offset `phase` (spreads the work over ticks).
+    pub fn new(phase: u64) -> EchoDetector {
+        EchoDetector {
+            sent: vec![FLOOR_DB; WINDOW + MAX_LAG],
+            heard: vec![FLOOR_DB; WINDOW + MAX_LAG],
+            blocks: 0,
+            phase: phase % EVERY,
+            echo: false,
+            positives: 0,
+            negatives: 0,
+            score: 0.0,
+        }
+    }
+
+    /// Whether the leg echoes, as last decided.
+    pub fn echo(&self) -> bool {
+        self.echo
+    }
+
+    /// The best correlation of the last evaluation (0 when there was nothing to test).
+    pub fn score(&self) -> f32 {
+        self.score
+    }
+
+    /// Takes one tick: what the leg sent (before any cancellation) and what it was sent, both
+    /// 20 ms at the same rate. Returns the new decision when it changed.
+    pub fn observe(&mut self, received: &[i16], sent: &[i16]) -> Option<bool> {
+        let mut changed = None;
+        let halves = received.len() / 2;
+        for half in 0..2 {
+            let range = half * halves..(half + 1) * halves;
+            let slot = (self.blocks % self.sent.len() as u64) as usize;
+            self.heard[slot] = level_db(&received[range.clone()]).max(FLOOR_DB);
+            self.sent[slot] = level_db(sent.get(range).unwrap_or_default()).max(FLOOR_DB);
+            self.blocks += 1;
+            if self.blocks >= (WINDOW + MAX_LAG) as u64 && self.blocks % EVERY == self.phase {
+                changed = changed.or(self.evaluate());
+            }
+        }
+        changed
+    }
+
+    fn evaluate(&mut self) -> Option<bool> {
+        let len = self.sent.len();
+        let newest = (self.blocks - 1) as usize;
+        // Block `i` blocks ago in a ring.
+        let at = |ring: &[f32], ago: usize| ring[(newest - ago) % len];
+        let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+        for ago in 0..WINDOW + MAX_LAG {
+            let s = at(&self.sent, ago);
+            lo = lo.min(s);
+            hi = hi.max(s);
+        }
+        if hi - lo < MIN_SENT_SPREAD_DB {
+            self.score = 0.0;
+            return None; // Nothing was sent worth echoing: no evidence either way.
+        }
+        let mut best = f32::MIN;
+        for lag in 0..=MAX_LAG {
+            let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
+            for ago in 0..WINDOW {
+                let y = at(&self.heard, ago);
+                let x = at(&self.sent, ago + lag);
+                sx += x;
+                sy += y;
+                sxx += x * x;
+                syy += y * y;
+                sxy += x * y;
+            }
+            let n = WINDOW as f32;
+            let cov = sxy - sx * sy / n;
+            let var = (sxx - sx * sx / n) * (syy - sy * sy / n);
+            if var > 1e-3 {
+                best = best.max(cov / var.sqrt());
+            }
+        }
+        self.score = best.max(0.0);
+        if self.score > THRESHOLD {
+            self.negatives = 0;
+            self.positives += 1;
+            if !self.echo && self.positives >= ON_AFTER {
+                self.echo = true;
+                return Some(true);
+            }
+        } else {
+            self.positives = 0;
+            self.negatives += 1;
+            if self.echo && self.negatives >= OFF_AFTER {
+                self.echo = false;
+                return Some(false);
+            }
+        }
+        None
+    }
+}

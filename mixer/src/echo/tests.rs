@@ -1,0 +1,148 @@
+//! Echo cancellation and detection on simulated time, with recorded speech through a synthetic
+//! echo path (delayed, filtered, attenuated).
+
+use super::detector::EchoDetector;
+use super::*;
+use crate::test_audio::{Noise, speech};
+
+const RATE: u32 = 16000;
+const FRAME: usize = 320;
+
+/// A phone's echo path: a delay, a low-pass (a 3-tap FIR), and an attenuation.
+struct EchoPath {
+    line: std::collections::VecDeque<f32>,
+    gain: f32,
+    last: [f32; 2],
+}
+
+impl EchoPath {
+    fn new(delay_ms: usize, attenuation_db: f32) -> EchoPath {
+        let line = std::iter::repeat_n(0.0, delay_ms * RATE as usize / 1000).collect();
+        EchoPath { line, gain: 10f32.powf(-attenuation_db / 20.0), last: [0.0; 2] }
+    }
+
+    /// What comes back for one frame sent.
+    fn echo(&mut self, sent: &[i16]) -> Vec<f32> {
+        sent.iter()
+            .map(|&s| {
+                self.line.push_back(f32::from(s));
+                let x = self.line.pop_front().unwrap_or(0.0);
+                let y = 0.5 * x + 0.3 * self.last[0] + 0.2 * self.last[1];
+                self.last = [x, self.last[0]];
+                y * self.gain
+            })
+            .collect()
+    }
+}
+
+fn power(x: &[i16]) -> f64 {
+    x.iter().map(|&s| f64::from(s).powi(2)).sum()
+}
+
+fn frame_of(signal: &[i16], index: usize) -> &[i16] {
+    let frames = signal.len() / FRAME;
+    let i = index % frames;
+    &signal[i * FRAME..(i + 1) * FRAME]
+}
+
+struct Outcome {
+    /// Echo reduction over 5 s to 8 s of far-end speech only.
+    erle_db: f64,
+    /// Near-end speech level change during double talk (8 s to 16 s).
+    near_change_db: f64,
+}
+
+/// Runs 16 s: far-end speech always; near-end speech from 8 s on.
+fn run(backend: EchoBackend, delay_ms: usize, attenuation_db: f32) -> Outcome {
+    let far = speech(0);
+    let near = speech(1);
+    let mut aec = canceller(backend, RATE).unwrap();
+    let mut path = EchoPath::new(delay_ms, attenuation_db);
+    let mut noise = Noise::new(3);
+    let (mut echo_in, mut echo_out, mut near_in, mut near_out) = (0.0, 0.0, 0.0, 0.0);
+    for f in 0..800 {
+        let sent = frame_of(&far, f);
+        let echo = path.echo(sent);
+        let own: Vec<i16> = if f >= 400 { frame_of(&near, f - 400).to_vec() } else { vec![0; FRAME] };
+        let mut input: Vec<i16> =
+            echo.iter().zip(&own).map(|(e, &o)| (e + f32::from(o) + f32::from(noise.sample(3.0))) as i16).collect();
+        let before = input.clone();
+        aec.capture(&mut input).unwrap();
+        aec.render(sent).unwrap();
+        if (250..400).contains(&f) {
+            echo_in += power(&before);
+            echo_out += power(&input);
+        }
+        if f >= 450 && power(&own) > 1e6 {
+            near_in += power(&own);
+            near_out += power(&input);
+        }
+    }
+    Outcome {
+        erle_db: 10.0 * (echo_in / echo_out.max(1.0)).log10(),
+        near_change_db: 10.0 * (near_out / near_in).log10(),
+    }
+}
+
+fn check(backend: EchoBackend) {
+    for (delay, attenuation) in [(40, 6.0), (120, 10.0), (200, 20.0)] {
+        let outcome = run(backend, delay, attenuation);
+        println!(
+            "{}: {delay} ms, -{attenuation} dB: echo reduced by {:.1} dB, near-end speech changed by {:.1} dB",
+            backend.name(),
+            outcome.erle_db,
+            outcome.near_change_db
+        );
+        assert!(outcome.erle_db >= 25.0, "{delay} ms: only {:.1} dB of echo reduction", outcome.erle_db);
+        assert!(outcome.near_change_db >= -6.0, "{delay} ms: near-end speech dropped {:.1} dB", outcome.near_change_db);
+    }
+}
+
+#[test]
+fn sonora_removes_echo_and_keeps_double_talk() {
+    check(EchoBackend::Sonora);
+}
+
+#[cfg(feature = "webrtc-aec")]
+#[test]
+fn webrtc_removes_echo_and_keeps_double_talk() {
+    check(EchoBackend::WebRtc);
+}
+
+#[test]
+fn the_detector_finds_an_echoing_leg_and_not_a_clean_one() {
+    let far = speech(0);
+    let near = speech(1);
+    let mut path = EchoPath::new(150, 15.0);
+    let mut echoing = EchoDetector::new(0);
+    let mut clean = EchoDetector::new(7);
+    let mut found = None;
+    for f in 0..500 {
+        let sent = frame_of(&far, f);
+        let echo: Vec<i16> = path.echo(sent).iter().map(|&e| e as i16).collect();
+        if echoing.observe(&echo, sent) == Some(true) {
+            found.get_or_insert(f);
+        }
+        // The clean leg talks on its own (in turns with the far end: here, at random).
+        let own = if (f / 40) % 2 == 0 { frame_of(&near, f).to_vec() } else { vec![0; FRAME] };
+        assert_eq!(clean.observe(&own, sent), None, "clean leg at frame {f}, score {}", clean.score());
+    }
+    let found = found.expect("echo found");
+    assert!(found < 250, "echo found only after {} s", found as f32 / 50.0);
+    assert!(echoing.echo() && !clean.echo());
+    // The echo stops (the caller picked up the handset): the detector lets go within 15 s.
+    let mut released = None;
+    for f in 500..1300 {
+        if echoing.observe(&[0; FRAME], frame_of(&far, f)) == Some(false) {
+            released.get_or_insert(f);
+        }
+    }
+    assert!(released.is_some_and(|f| f < 500 + 750), "{released:?}");
+}
+
+#[test]
+fn unsupported_frame_sizes_are_errors() {
+    let mut aec = canceller(EchoBackend::Sonora, RATE).unwrap();
+    assert!(matches!(aec.capture(&mut [0; 100]), Err(MixerError::FrameSize(100))));
+    assert!(matches!(aec.render(&[]), Err(MixerError::FrameSize(0))));
+}
