@@ -9,8 +9,11 @@
 #![deny(missing_docs)]
 
 pub mod agc;
+pub mod controls;
 pub mod echo;
 mod error;
+pub mod governor;
+mod leg;
 pub mod limiter;
 pub mod metrics;
 pub mod mix;
@@ -22,4 +25,6 @@ pub mod vad;
 mod test_audio;
 
 pub use error::MixerError;
-pub use room::{LegId, Room, RoomConfig};
+pub use controls::{AudioConfig, Degradation, LegControls};
+pub use echo::{AecMode, EchoBackend};
+pub use room::{LegId, LegStatus, Room, RoomConfig, RoomEvent};

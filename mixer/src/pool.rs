@@ -352,7 +352,7 @@ fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &Med
             }
         }
     }
-    slot.room.tick();
+    slot.room.tick(Instant::now());
     for _ in 0..slot.room.take_codec_errors() {
         media.invalid(MediaError::Codec("decode or encode"));
     }

@@ -51,13 +51,14 @@ pub struct VoiceDetector {
     level_db: f32,
     speech_run: u32,
     silence_run: u32,
+    speech: bool,
     active: bool,
     talking: bool,
 }
 
 impl Default for VoiceDetector {
     fn default() -> Self {
-        VoiceDetector { floor_db: FLOOR_MAX_DB, level_db: SILENCE_DB, speech_run: 0, silence_run: u32::MAX / 2, active: false, talking: false }
+        VoiceDetector { floor_db: FLOOR_MAX_DB, level_db: SILENCE_DB, speech_run: 0, silence_run: u32::MAX / 2, speech: false, active: false, talking: false }
     }
 }
 
@@ -65,6 +66,7 @@ impl VoiceDetector {
     /// Takes one frame's level (from [`level_db`]) and returns a talking change, if any.
     pub fn update(&mut self, level_db: f32) -> Option<Talk> {
         let speech = level_db > (self.floor_db + ABOVE_FLOOR_DB).max(MIN_SPEECH_DB);
+        self.speech = speech;
         if level_db < self.floor_db {
             self.floor_db = level_db.max(SILENCE_DB);
         } else {
@@ -89,6 +91,11 @@ impl VoiceDetector {
             return Some(Talk::Stopped);
         }
         None
+    }
+
+    /// Whether the last frame was speech.
+    pub fn speech(&self) -> bool {
+        self.speech
     }
 
     /// Whether the leg is speaking or was within the hangover: it may be mixed.

@@ -1,0 +1,147 @@
+//! The overload policy of a mixer thread (pure): when ticks run long or late, shed voice
+//! processing in a fixed order ([`Degradation`]), one stage at a time; give it back one stage
+//! at a time once ticks have been cheap for a while.
+//!
+//! - Overloaded: a tick cost more than 75 % of the 20 ms budget, or started more than 10 ms
+//!   late. Three overloaded ticks in a row drop one more stage, at most one stage per second
+//!   (so each step can take effect before the next).
+//! - Recovered: a stage comes back after 10 s in a row of ticks whose cost, plus what dropping
+//!   that stage saved (measured on the tick after the step), stays under 60 % of the budget;
+//!   so a stage that would overload the thread again stays off.
+//! - Past the last stage nothing more can be shed: late ticks are made up or skipped, and
+//!   counted, by the thread.
+
+use std::time::{Duration, Instant};
+
+use crate::controls::Degradation;
+
+/// Tick cost that counts as overload.
+pub const HOT: Duration = Duration::from_millis(15);
+/// Lateness that counts as overload.
+pub const LATE: Duration = Duration::from_millis(10);
+/// Tick cost, with the stage added back, under which a stage may be restored.
+pub const RESTORE: Duration = Duration::from_millis(12);
+const HOT_TICKS: u32 = 3;
+const STEP_GAP: Duration = Duration::from_secs(1);
+const COOL_FOR: Duration = Duration::from_secs(10);
+
+/// One mixer thread's degradation state.
+#[derive(Debug, Clone, Default)]
+pub struct Governor {
+    level: Degradation,
+    hot: u32,
+    cool_since: Option<Instant>,
+    last_step: Option<Instant>,
+    /// What dropping each stage saved per tick.
+    saved: [Duration; Degradation::ALL.len()],
+    /// The stage just dropped and the tick cost before, to measure the saving next tick.
+    measuring: Option<(Degradation, Duration)>,
+}
+
+impl Governor {
+    /// The current stage.
+    pub fn level(&self) -> Degradation {
+        self.level
+    }
+
+    /// Takes one tick's cost and lateness at `now`; returns the new stage when it changed.
+    pub fn observe(&mut self, now: Instant, cost: Duration, lateness: Duration) -> Option<Degradation> {
+        if let Some((stage, before)) = self.measuring.take() {
+            self.saved[stage as usize] = before.saturating_sub(cost);
+        }
+        let overloaded = cost > HOT || lateness > LATE;
+        let stepped_recently = self.last_step.is_some_and(|t| now.saturating_duration_since(t) < STEP_GAP);
+        if overloaded {
+            self.hot += 1;
+            self.cool_since = None;
+            if self.hot >= HOT_TICKS && !stepped_recently {
+                let worse = self.level.worse()?;
+                self.level = worse;
+                self.last_step = Some(now);
+                self.hot = 0;
+                self.measuring = Some((worse, cost));
+                return Some(worse);
+            }
+            return None;
+        }
+        self.hot = 0;
+        if cost + self.saved[self.level as usize] >= RESTORE {
+            self.cool_since = None;
+            return None;
+        }
+        let since = *self.cool_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= COOL_FOR {
+            let better = self.level.better()?;
+            self.level = better;
+            self.last_step = Some(now);
+            self.cool_since = Some(now);
+            return Some(better);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread's tick cost at each stage: 1 ms base, 4 ms of noise suppression, 3 ms of
+    /// `auto` echo cancellation and 2 ms of forced echo cancellation, plus an injected slow
+    /// stage.
+    fn cost(level: Degradation, slow: Duration) -> Duration {
+        let mut ms = 1;
+        if level < Degradation::NoNoiseSuppression {
+            ms += 4;
+        }
+        if level < Degradation::NoAutoAec {
+            ms += 3;
+        }
+        if level < Degradation::NoAec {
+            ms += 2;
+        }
+        Duration::from_millis(ms) + slow
+    }
+
+    #[test]
+    fn an_injected_slow_stage_sheds_work_in_order_and_recovers() {
+        let start = Instant::now();
+        let mut governor = Governor::default();
+        let mut steps = Vec::new();
+        for tick in 0..3000u64 {
+            let now = start + Duration::from_millis(20 * tick);
+            // A slow stage of 10 ms from 2 s to 20 s.
+            let slow = if (100..1000).contains(&tick) { Duration::from_millis(10) } else { Duration::ZERO };
+            let cost = cost(governor.level(), slow);
+            if let Some(level) = governor.observe(now, cost, Duration::ZERO) {
+                steps.push((tick, level));
+            }
+        }
+        let levels: Vec<Degradation> = steps.iter().map(|s| s.1).collect();
+        assert_eq!(
+            levels,
+            [
+                Degradation::NoNoiseSuppression, // 20 ms: overload
+                Degradation::NoAutoAec,          // 16 ms: still overloaded one second later
+                Degradation::NoNoiseSuppression, // slow stage gone at 20 s: 3 + 3 ms for 10 s
+                Degradation::Full,               // 6 + 4 ms for 10 s
+            ],
+            "{steps:?}"
+        );
+        assert_eq!(steps[0].0, 102, "three hot ticks");
+        assert_eq!(steps[1].0, 152, "one second later");
+        assert_eq!((steps[2].0, steps[3].0), (1500, 2000), "{steps:?}");
+    }
+
+    #[test]
+    fn lateness_alone_counts_as_overload_and_the_last_stage_holds() {
+        let start = Instant::now();
+        let mut governor = Governor::default();
+        let mut changes = 0;
+        for tick in 0..1000u64 {
+            let now = start + Duration::from_millis(20 * tick);
+            changes += governor.observe(now, Duration::from_millis(1), Duration::from_millis(30)).is_some() as u32;
+        }
+        assert_eq!(governor.level(), Degradation::NoAec);
+        assert_eq!(changes, 3);
+    }
+}

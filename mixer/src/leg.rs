@@ -1,0 +1,312 @@
+//! One leg of a room (pure): its codec pipelines, jitter buffer, RTP sender and the voice
+//! processing of its input (gain, echo cancellation, voice activity, noise suppression, level
+//! control), in that order.
+
+use std::sync::Arc;
+
+use roundtable_media::MediaError;
+use roundtable_media::codec::{Decoder, Encoder, LegCodec};
+use roundtable_media::jitter::{JitterBuffer, JitterConfig, Playout};
+use roundtable_media::resample::{Resampler, frame_len};
+use roundtable_media::rtp::RtpSender;
+
+use crate::MixerError;
+use crate::agc::{LevelControl, db_to_gain};
+use crate::controls::{AudioConfig, Degradation, LegControls};
+use crate::echo::detector::EchoDetector;
+use crate::echo::{AecMode, EchoCanceller, canceller};
+use crate::limiter::Limiter;
+use crate::noise::NoiseSuppressor;
+use crate::room::LegId;
+use crate::vad::{Talk, VoiceDetector, level_db};
+
+/// Most packets a leg's jitter buffer holds (1 s).
+const JITTER_CAPACITY: usize = 50;
+
+/// Payload -> codec-rate audio -> room-rate audio.
+#[derive(Debug)]
+pub(crate) struct Decoding {
+    decoder: Decoder,
+    up: Resampler,
+    native: Vec<i16>,
+}
+
+impl Decoding {
+    fn new(codec: LegCodec, room_rate: u32) -> Result<Decoding, MediaError> {
+        let rate = codec.codec.audio_rate(room_rate);
+        Ok(Decoding { decoder: Decoder::new(codec.codec, room_rate)?, up: Resampler::new(rate, room_rate)?, native: vec![0; frame_len(rate)] })
+    }
+}
+
+/// Room-rate audio -> codec-rate audio -> payload. Legs own one; shared outputs own one each.
+#[derive(Debug)]
+pub(crate) struct Encoding {
+    pub(crate) codec: LegCodec,
+    encoder: Encoder,
+    down: Resampler,
+    native: Vec<i16>,
+    /// The last frame's payload.
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Encoding {
+    pub(crate) fn new(codec: LegCodec, room_rate: u32) -> Result<Encoding, MediaError> {
+        let rate = codec.codec.audio_rate(room_rate);
+        Ok(Encoding {
+            codec,
+            encoder: Encoder::new(codec.codec, room_rate, codec.opus)?,
+            down: Resampler::new(room_rate, rate)?,
+            native: vec![0; frame_len(rate)],
+            payload: Vec::with_capacity(1500),
+        })
+    }
+
+    /// Encodes one room-rate frame into `payload`.
+    pub(crate) fn encode(&mut self, frame: &[i16]) -> Result<(), MediaError> {
+        self.down.process(frame, &mut self.native);
+        self.encoder.encode(&self.native, &mut self.payload)
+    }
+}
+
+/// What a leg hears this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Nothing is sent (on hold).
+    Nothing,
+    /// Its own frame: the mix without itself, or a prompt.
+    Private,
+    /// A shared output's frame (index into the room's outputs).
+    Shared(usize),
+}
+
+/// What changed on a leg during a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegChange {
+    Talk(Talk),
+    Aec(bool),
+}
+
+/// How the room wants this tick's input processed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stages {
+    pub(crate) audio: AudioConfig,
+    pub(crate) room_aec: Option<AecMode>,
+    pub(crate) degradation: Degradation,
+    pub(crate) rate: u32,
+}
+
+pub(crate) struct Leg {
+    pub(crate) id: LegId,
+    decoding: Decoding,
+    pub(crate) encoding: Encoding,
+    pub(crate) jitter: JitterBuffer<Vec<u8>>,
+    pub(crate) sender: RtpSender,
+    /// This tick's input at the room rate, after processing.
+    pub(crate) input: Vec<i16>,
+    /// This tick's input before echo cancellation (for the echo detector).
+    raw: Vec<i16>,
+    /// What the leg was sent this tick (room rate): the echo reference.
+    pub(crate) sent: Vec<i16>,
+    pub(crate) packet: Vec<u8>,
+    /// Whether the leg receives audio (false on hold).
+    pub(crate) hears: bool,
+    /// Whether the leg's audio may be mixed (false on hold or when it only listens).
+    pub(crate) heard: bool,
+    pub(crate) controls: LegControls,
+    /// A prompt playing to this leg instead of the mix, and how far it got.
+    pub(crate) prompt: Option<(Arc<[i16]>, usize)>,
+    /// Lost frames Opus FEC rebuilt.
+    pub(crate) fec_recovered: u64,
+    vad: VoiceDetector,
+    level: LevelControl,
+    noise: Option<NoiseSuppressor>,
+    aec: Option<Box<dyn EchoCanceller>>,
+    aec_active: bool,
+    detector: EchoDetector,
+    /// Limits its private output.
+    pub(crate) limiter: Limiter,
+    /// Whether it was among the mixed talkers in the last tick.
+    pub(crate) mixed: bool,
+    pub(crate) route: Route,
+}
+
+impl std::fmt::Debug for Leg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leg").field("id", &self.id).field("codec", &self.encoding.codec).field("controls", &self.controls).finish_non_exhaustive()
+    }
+}
+
+impl Leg {
+    pub(crate) fn new(id: LegId, codec: LegCodec, seed: u64, rate: u32, jitter: JitterConfig, limiter: bool) -> Result<Leg, MediaError> {
+        let frame = frame_len(rate);
+        Ok(Leg {
+            id,
+            decoding: Decoding::new(codec, rate)?,
+            encoding: Encoding::new(codec, rate)?,
+            jitter: JitterBuffer::new(jitter, codec.codec.clock_rate(), JITTER_CAPACITY),
+            sender: RtpSender::new(codec.payload_type, seed),
+            input: vec![0; frame],
+            raw: vec![0; frame],
+            sent: vec![0; frame],
+            packet: Vec::with_capacity(1500),
+            hears: true,
+            heard: true,
+            controls: LegControls::default(),
+            prompt: None,
+            fec_recovered: 0,
+            vad: VoiceDetector::default(),
+            level: LevelControl::default(),
+            noise: None,
+            aec: None,
+            aec_active: false,
+            detector: EchoDetector::new(seed),
+            limiter: Limiter::new(limiter),
+            mixed: false,
+            route: Route::Nothing,
+        })
+    }
+
+    /// Switches to a new codec; on error the leg keeps its old pipelines.
+    pub(crate) fn set_codec(&mut self, codec: LegCodec, rate: u32, jitter: JitterConfig) -> Result<(), MediaError> {
+        if self.encoding.codec == codec {
+            return Ok(());
+        }
+        let decoding = Decoding::new(codec, rate)?;
+        let encoding = Encoding::new(codec, rate)?;
+        if self.encoding.codec.codec.clock_rate() != codec.codec.clock_rate() {
+            self.jitter = JitterBuffer::new(jitter, codec.codec.clock_rate(), JITTER_CAPACITY);
+        }
+        self.decoding = decoding;
+        self.encoding = encoding;
+        self.sender.set_payload_type(codec.payload_type);
+        Ok(())
+    }
+
+    /// Whether its voice detector says it is talking.
+    pub(crate) fn talking(&self) -> bool {
+        self.vad.talking()
+    }
+
+    /// Whether echo cancellation runs on it.
+    pub(crate) fn aec_active(&self) -> bool {
+        self.aec_active
+    }
+
+    /// Whether the echo detector finds it echoing.
+    pub(crate) fn echo_detected(&self) -> bool {
+        self.detector.echo()
+    }
+
+    /// Whether it may be mixed this tick, and how loud it is for ranking (dBFS).
+    pub(crate) fn candidate(&self) -> Option<f32> {
+        (self.heard && !self.controls.muted && self.vad.active()).then(|| self.vad.speech_level_db() + self.level.gain_db())
+    }
+
+    /// Decodes (or conceals) this tick's input and brings it to the room rate.
+    pub(crate) fn take_input(&mut self) -> Result<(), MediaError> {
+        let d = &mut self.decoding;
+        let result = match self.jitter.pop() {
+            Playout::Packet(payload) => d.decoder.decode(&payload, &mut d.native),
+            Playout::Missing => {
+                let next = self.jitter.upcoming().map(Vec::as_slice);
+                if d.decoder.conceal(next, &mut d.native) {
+                    self.fec_recovered += 1;
+                }
+                Ok(())
+            }
+            Playout::Idle => {
+                d.native.fill(0);
+                Ok(())
+            }
+        };
+        if self.heard {
+            d.up.process(&d.native, &mut self.input);
+        } else {
+            self.input.fill(0);
+        }
+        result
+    }
+
+    /// Runs the input stages on this tick's input; returns what changed, in order.
+    pub(crate) fn process_input(&mut self, stages: Stages, changes: &mut Vec<LegChange>) -> Result<(), MixerError> {
+        let mut result = Ok(());
+        if self.controls.input_gain_db != 0.0 {
+            let gain = db_to_gain(self.controls.input_gain_db);
+            for s in &mut self.input {
+                *s = (f32::from(*s) * gain) as i16;
+            }
+        }
+        let mode = self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec);
+        if mode == AecMode::Auto {
+            self.raw.copy_from_slice(&self.input);
+        }
+        let wanted = match mode {
+            AecMode::Off => false,
+            AecMode::On => stages.degradation < Degradation::NoAec,
+            AecMode::Auto => self.detector.echo() && stages.degradation < Degradation::NoAutoAec,
+        };
+        if mode == AecMode::Off {
+            self.aec = None;
+        }
+        if wanted && self.aec.is_none() {
+            match canceller(stages.audio.aec_backend, stages.rate) {
+                Ok(aec) => self.aec = Some(aec),
+                Err(error) => result = Err(error),
+            }
+        }
+        let active = wanted && self.aec.is_some();
+        if active != self.aec_active {
+            self.aec_active = active;
+            changes.push(LegChange::Aec(active));
+        }
+        if let Some(aec) = self.aec.as_mut().filter(|_| active)
+            && let Err(error) = aec.capture(&mut self.input)
+        {
+            result = Err(error);
+        }
+
+        let level = level_db(&self.input);
+        if let Some(talk) = self.vad.update(level) {
+            changes.push(LegChange::Talk(talk));
+        }
+        if self.candidate().is_none() {
+            return result;
+        }
+        let suppress = self.controls.noise_suppression.unwrap_or(stages.audio.noise_suppression)
+            && stages.degradation < Degradation::NoNoiseSuppression;
+        if suppress && let Err(error) = self.noise.get_or_insert_with(|| NoiseSuppressor::new(stages.rate)).process(&mut self.input) {
+            result = Err(error);
+        }
+        if self.controls.agc.unwrap_or(stages.audio.agc) {
+            self.level.process(&mut self.input, level, self.vad.speech());
+        }
+        result
+    }
+
+    /// Records what the leg was sent this tick: the echo reference, and the echo detector's
+    /// other half (its decision takes effect at the next tick's input).
+    pub(crate) fn sent(&mut self, frame: &[i16], stages: Stages) -> Result<(), MixerError> {
+        self.sent.copy_from_slice(frame);
+        if self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec) == AecMode::Auto {
+            self.detector.observe(&self.raw, frame);
+        }
+        match self.aec.as_mut().filter(|_| self.aec_active) {
+            Some(aec) => aec.render(frame),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the next prompt frame into `out`, if a prompt plays; ends it after its last frame.
+    pub(crate) fn prompt_frame(&mut self, out: &mut [i16]) -> bool {
+        let Some((samples, position)) = &mut self.prompt else { return false };
+        let chunk = samples.get(*position..).unwrap_or_default();
+        let n = chunk.len().min(out.len());
+        out[..n].copy_from_slice(&chunk[..n]);
+        out[n..].fill(0);
+        *position += out.len();
+        if *position >= samples.len() {
+            self.prompt = None;
+        }
+        true
+    }
+}
