@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    Control, ControlError, EventsPage, Participant, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+    AecSetting, Control, ControlError, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -20,8 +20,8 @@ use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, Rec
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use roundtable_media::dtmf::{Digit, digit_from_info};
-use roundtable_mixer::pool::{Command, LegIo, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
-use roundtable_mixer::LegId;
+use roundtable_mixer::pool::{Command, LegIo, MixerEvent, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
+use roundtable_mixer::{AecMode, LegControls, LegId, RoomEvent};
 use roundtable_recorder::{RecordError, Recording};
 use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall, Transport};
 use roundtable_sip::sdp::{AudioCodec, Direction, NegotiationError, Offer, SrtpPolicy};
@@ -95,6 +95,24 @@ fn srtp_contexts(
     })()
     .map_err(|_| bad)?;
     Ok((local, contexts.0, contexts.1))
+}
+
+/// The API's name for an echo cancellation mode.
+fn aec_setting(mode: AecMode) -> AecSetting {
+    match mode {
+        AecMode::Off => AecSetting::Off,
+        AecMode::On => AecSetting::On,
+        AecMode::Auto => AecSetting::Auto,
+    }
+}
+
+/// The mixer's echo cancellation mode for an API setting.
+fn aec_mode(setting: AecSetting) -> AecMode {
+    match setting {
+        AecSetting::Off => AecMode::Off,
+        AecSetting::On => AecMode::On,
+        AecSetting::Auto => AecMode::Auto,
+    }
 }
 
 /// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
@@ -173,6 +191,11 @@ struct LegEntry {
     sdp_version: u64,
     /// What the leg's receive task accepts; changed by re-offers.
     receive: tokio::sync::watch::Sender<ReceiveConfig>,
+    /// Its audio controls (API, DTMF).
+    controls: LegControls,
+    /// What the mixer last reported: talking, echo cancellation running.
+    talking: bool,
+    aec_active: bool,
 }
 
 struct RoomEntry {
@@ -492,6 +515,7 @@ impl Bridge {
         };
         if is_new_room {
             self.metrics.rooms.inc();
+            self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
             if settings.record && self.start_recording(&mut state, &room).is_err() {
                 self.metrics.recording_failures.inc();
             }
@@ -527,6 +551,12 @@ impl Bridge {
         };
         leg.cancel.cancel();
         self.metrics.active_calls.dec();
+        if leg.talking {
+            self.metrics.legs_talking.dec();
+        }
+        if leg.aec_active {
+            self.metrics.legs_aec_active.dec();
+        }
         info!(call_id = %leg.call_id, room = %leg.room, leg = %leg.id, reason = why, "left room");
         if !leg.in_lobby {
             self.event("participant_left", &leg.room, serde_json::json!({"participant": leg.id.to_string(), "reason": why}));
@@ -602,8 +632,62 @@ impl Bridge {
         Err(ControlError::Unavailable("no free recording name".into()))
     }
 
+    /// A room's echo cancellation setting: its own, else the service's.
+    fn room_aec(&self, room: &str) -> AecMode {
+        self.book().settings(room).aec.unwrap_or(self.config.audio.aec)
+    }
+
+    fn participant_audio(&self, leg: &LegEntry, room_aec: AecMode) -> ParticipantAudio {
+        let c = &leg.controls;
+        ParticipantAudio {
+            muted: c.muted,
+            deaf: c.deaf,
+            input_gain_db: c.input_gain_db,
+            output_gain_db: c.output_gain_db,
+            aec: aec_setting(c.aec.unwrap_or(room_aec)),
+            aec_active: leg.aec_active,
+            noise_suppression: c.noise_suppression.unwrap_or(self.config.audio.noise_suppression),
+            agc: c.agc.unwrap_or(self.config.audio.agc),
+            talking: leg.talking,
+        }
+    }
+
+    /// Takes an event from a mixer thread: updates the leg and logs the event.
+    pub fn mixer_event(&self, event: MixerEvent) {
+        let (leg_id, kind, fields) = match event.event {
+            RoomEvent::Talking(leg) => (leg, "participant_talking", serde_json::json!({})),
+            RoomEvent::StoppedTalking(leg) => (leg, "participant_stopped_talking", serde_json::json!({})),
+            RoomEvent::EchoCancellation(leg, active) => (leg, "echo_cancellation", serde_json::json!({"active": active})),
+        };
+        {
+            let mut state = self.lock();
+            let Some(call) = state.rooms.get(&event.room).and_then(|r| r.legs.get(&leg_id)).copied() else { return };
+            let Some(leg) = state.legs.get_mut(&call) else { return };
+            match event.event {
+                RoomEvent::Talking(_) | RoomEvent::StoppedTalking(_) => {
+                    let talking = matches!(event.event, RoomEvent::Talking(_));
+                    if leg.talking != talking {
+                        leg.talking = talking;
+                        if talking { self.metrics.legs_talking.inc() } else { self.metrics.legs_talking.dec() }
+                    }
+                }
+                RoomEvent::EchoCancellation(_, active) => {
+                    if leg.aec_active != active {
+                        leg.aec_active = active;
+                        if active { self.metrics.legs_aec_active.inc() } else { self.metrics.legs_aec_active.dec() }
+                    }
+                    info!(room = %event.room, leg = %leg_id, active, "echo cancellation changed");
+                }
+            }
+        }
+        let mut fields = fields;
+        fields["participant"] = serde_json::json!(leg_id.to_string());
+        self.event(kind, &event.room, fields);
+    }
+
     fn detail(&self, state: &State, room: &str) -> Option<RoomDetail> {
         let entry = state.rooms.get(room)?;
+        let room_aec = self.room_aec(room);
         let participants = entry
             .legs
             .values()
@@ -643,10 +727,11 @@ impl Bridge {
                         remote_lost: rtcp.remote_cumulative_lost,
                         remote_jitter_ms: round1(rtcp.remote_jitter_ms),
                     },
+                    audio: self.participant_audio(leg, room_aec),
                 }
             })
             .collect();
-        Some(RoomDetail { id: room.to_string(), recording: entry.recording.is_some(), participants })
+        Some(RoomDetail { id: room.to_string(), recording: entry.recording.is_some(), aec: aec_setting(room_aec), participants })
     }
 }
 
@@ -769,10 +854,14 @@ impl CallHandler for Bridge {
                 srtp: answer.srtp.clone(),
                 sdp_version: 1,
                 receive: receive_tx,
+                controls: LegControls::default(),
+                talking: false,
+                aec_active: false,
             },
         );
         if is_new_room {
             self.metrics.rooms.inc();
+            self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
         }
         self.metrics.active_calls.inc();
         if auto_record {
@@ -909,7 +998,14 @@ impl Control for Bridge {
         let defined = self.book().get(id).is_some();
         let state = self.lock();
         self.detail(&state, id)
-            .or_else(|| defined.then(|| RoomDetail { id: id.to_string(), recording: false, participants: Vec::new() }))
+            .or_else(|| {
+                defined.then(|| RoomDetail {
+                    id: id.to_string(),
+                    recording: false,
+                    aec: aec_setting(self.room_aec(id)),
+                    participants: Vec::new(),
+                })
+            })
     }
 
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
@@ -934,8 +1030,13 @@ impl Control for Bridge {
             moderator_pin: pin(spec.moderator_pin)?,
             max_participants,
             record: spec.record,
+            aec: spec.aec.map(aec_mode),
         };
+        let aec = config.aec;
         self.book().put(room, config).map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        if let Some((key, entry)) = self.lock().rooms.get_key_value(room) {
+            self.mixer.send(entry.worker, Command::SetRoomAec { room: key.clone(), mode: aec });
+        }
         info!(room = %room, "room defined through the API");
         self.room(room).ok_or(ControlError::RoomNotFound)
     }
@@ -982,6 +1083,34 @@ impl Control for Bridge {
         }
         self.leave(call, "kicked");
         Ok(())
+    }
+
+    fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError> {
+        {
+            let mut state = self.lock();
+            let entry = state.rooms.get_key_value(room).ok_or(ControlError::RoomNotFound)?;
+            let (key, worker) = (entry.0.clone(), entry.1.worker);
+            let id = LegId(leg.parse().map_err(|_| ControlError::LegNotFound)?);
+            let call = *entry.1.legs.get(&id).ok_or(ControlError::LegNotFound)?;
+            let entry = state.legs.get_mut(&call).ok_or(ControlError::LegNotFound)?;
+            let c = &mut entry.controls;
+            c.muted = patch.muted.unwrap_or(c.muted);
+            c.deaf = patch.deaf.unwrap_or(c.deaf);
+            c.input_gain_db = patch.input_gain_db.unwrap_or(c.input_gain_db);
+            c.output_gain_db = patch.output_gain_db.unwrap_or(c.output_gain_db);
+            c.aec = patch.aec.map(aec_mode).or(c.aec);
+            c.noise_suppression = patch.noise_suppression.or(c.noise_suppression);
+            c.agc = patch.agc.or(c.agc);
+            let controls = *c;
+            self.mixer.send(worker, Command::SetControls { room: key, leg: id, controls });
+            info!(room = %room, leg = %id, ?controls, "participant controls changed");
+        }
+        let fields = serde_json::to_value(patch).unwrap_or_default();
+        let mut fields = fields;
+        fields["participant"] = serde_json::json!(leg);
+        self.event("participant_updated", room, fields);
+        let detail = self.room(room).ok_or(ControlError::RoomNotFound)?;
+        detail.participants.into_iter().find(|p| p.id == leg).ok_or(ControlError::LegNotFound)
     }
 
     fn events(&self, after: u64, room: Option<&str>) -> EventsPage {

@@ -57,6 +57,13 @@ srtp_required_over_tls = false
 
 [audio]
 rate = 16000
+aec = "auto"
+aec_backend = "sonora"
+noise_suppression = true
+agc = true
+limiter = true
+top_k = 4
+mixer_threads = 0
 
 [api]
 listen = "127.0.0.1:8080"
@@ -189,6 +196,8 @@ struct RawRoom {
     max_participants: Option<i64>,
     #[serde(default)]
     record: Option<bool>,
+    #[serde(default)]
+    aec: Option<String>,
 }
 
 /// The settings a `[[rooms]]` entry may give and `[room]` gives defaults for.
@@ -203,6 +212,8 @@ struct RawRoomDefaults {
     max_participants: Option<i64>,
     #[serde(default)]
     record: Option<bool>,
+    #[serde(default)]
+    aec: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +234,13 @@ struct RawMedia {
 #[serde(deny_unknown_fields)]
 struct RawAudio {
     rate: i64,
+    aec: String,
+    aec_backend: String,
+    noise_suppression: bool,
+    agc: bool,
+    limiter: bool,
+    top_k: i64,
+    mixer_threads: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +330,8 @@ pub struct RoomConfig {
     pub max_participants: Option<usize>,
     /// Record the room from its first join (default: `recording.auto_start`).
     pub record: Option<bool>,
+    /// Echo cancellation in the room (default: `audio.aec`).
+    pub aec: Option<roundtable_mixer::AecMode>,
 }
 
 impl RoomConfig {
@@ -331,11 +351,18 @@ impl RoomConfig {
                 )
             })?),
         };
+        let aec = match raw.aec.as_deref() {
+            None => None,
+            Some(name) => Some(roundtable_mixer::AecMode::parse(name).ok_or_else(|| {
+                ConfigError::new(&format!("{section}.aec"), format!("{name:?} is not off, on or auto"))
+            })?),
+        };
         Ok(RoomConfig {
             pin: raw.pin.map(Secret),
             moderator_pin: raw.moderator_pin.map(Secret),
             max_participants,
             record: raw.record,
+            aec,
         })
     }
 }
@@ -411,6 +438,10 @@ pub struct Config {
     pub codecs: Vec<roundtable_media::codec::Codec>,
     /// `audio.rate`: every room's internal rate (and its recordings' rate).
     pub audio_rate: u32,
+    /// `audio.*`: the voice processing every room starts with.
+    pub audio: roundtable_mixer::AudioConfig,
+    /// `audio.mixer_threads`: mixer threads (0 in the file: one per core).
+    pub mixer_threads: usize,
     /// `media.jitter_min_ms`, `media.jitter_max_ms`: the adaptive jitter buffer's bounds.
     pub jitter: roundtable_media::jitter::JitterConfig,
     /// `media.srtp`: whether calls may, must or must not use SRTP.
@@ -595,6 +626,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             moderator_pin: room.moderator_pin,
             max_participants: room.max_participants,
             record: room.record,
+            aec: room.aec,
         };
         let entry = RoomConfig::from_raw("rooms", settings, max_legs_per_room)
             .map_err(|e| ConfigError::new(&e.key, format!("room {}: {}", room.id, e.reason)))?;
@@ -699,6 +731,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         8000 | 16000 | 48000 => raw.audio.rate as u32,
         other => return Err(ConfigError::new("audio.rate", format!("{other} is not 8000, 16000 or 48000"))),
     };
+    let audio = audio_config(&raw.audio)?;
+    let mixer_threads = match raw.audio.mixer_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n @ 1..=256 => n as usize,
+        other => return Err(ConfigError::new("audio.mixer_threads", format!("{other} is not 0 (one per core) to 256"))),
+    };
 
     let api_listen = socket_addr("api.listen", &raw.api.listen)?;
     let api_token = Some(raw.api.token.clone()).filter(|t| !t.is_empty()).map(Secret);
@@ -754,6 +792,8 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         inactivity_timeout: Duration::from_secs(inactivity as u64),
         codecs,
         audio_rate,
+        audio,
+        mixer_threads,
         jitter,
         srtp,
         srtp_required_over_tls: raw.media.srtp_required_over_tls,
@@ -866,4 +906,31 @@ mod tests {
         let err = load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "storage.path");
     }
+}
+
+/// The `[audio]` voice processing switches.
+fn audio_config(raw: &RawAudio) -> Result<roundtable_mixer::AudioConfig, ConfigError> {
+    use roundtable_mixer::{AecMode, EchoBackend};
+    let aec = AecMode::parse(&raw.aec)
+        .ok_or_else(|| ConfigError::new("audio.aec", format!("{:?} is not off, on or auto", raw.aec)))?;
+    let aec_backend = EchoBackend::parse(&raw.aec_backend)
+        .ok_or_else(|| ConfigError::new("audio.aec_backend", format!("{:?} is not sonora or webrtc", raw.aec_backend)))?;
+    if !aec_backend.available() {
+        return Err(ConfigError::new(
+            "audio.aec_backend",
+            format!("{:?} is not built into this binary (build with --features webrtc-aec)", raw.aec_backend),
+        ));
+    }
+    let top_k = match raw.top_k {
+        k @ 0..=64 => k as usize,
+        other => return Err(ConfigError::new("audio.top_k", format!("{other} is not 0 (every talker) to 64"))),
+    };
+    Ok(roundtable_mixer::AudioConfig {
+        aec,
+        aec_backend,
+        noise_suppression: raw.noise_suppression,
+        agc: raw.agc,
+        limiter: raw.limiter,
+        top_k,
+    })
 }

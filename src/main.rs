@@ -140,12 +140,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let media_metrics = MediaMetrics::register(&registry)?;
     let mixer_metrics = MixerMetrics::register(&registry)?;
     let bridge_metrics = metrics::BridgeMetrics::register(&registry)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mixer_events, mixer_events_rx) = std::sync::mpsc::sync_channel(roundtable_mixer::pool::EVENT_QUEUE);
     let mixer = MixerPool::start(
-        threads,
-        roundtable_mixer::RoomConfig { rate: config.audio_rate, jitter: config.jitter },
+        config.mixer_threads,
+        roundtable_mixer::RoomConfig { rate: config.audio_rate, jitter: config.jitter, audio: config.audio },
         mixer_metrics,
         media_metrics.clone(),
+        mixer_events,
     ).context("starting mixer threads")?;
     let storage = Arc::new(LocalStorage::new(&config.storage_path));
     let book_path = config.storage_path.join("rooms.json");
@@ -157,6 +158,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path).context("storage.path: reading rooms.json")?;
     let bridge =
         Bridge::new(config.clone(), mixer, storage, Arc::new(time::SystemClock), bridge_metrics, media_metrics, book);
+    // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
+    let weak = Arc::downgrade(&bridge);
+    std::thread::Builder::new()
+        .name("mixer-events".into())
+        .spawn(move || {
+            while let Ok(event) = mixer_events_rx.recv() {
+                let Some(bridge) = weak.upgrade() else { break };
+                bridge.mixer_event(event);
+            }
+        })
+        .context("starting the mixer event thread")?;
 
     let shutdown = CancellationToken::new();
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)

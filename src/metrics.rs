@@ -33,6 +33,10 @@ pub struct BridgeMetrics {
     pub leg_jitter_ms: Histogram,
     /// Per ended leg with RTCP round trips: the last round-trip time, ms.
     pub leg_rtt_ms: Histogram,
+    /// Legs with echo cancellation running now.
+    pub legs_aec_active: IntGauge,
+    /// Legs talking now.
+    pub legs_talking: IntGauge,
 }
 
 impl BridgeMetrics {
@@ -94,7 +98,13 @@ impl BridgeMetrics {
             "Last RTCP round-trip time of each ended leg that reported one, ms",
             vec![5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0],
         )?;
+        let legs_aec_active = IntGauge::new("roundtable_legs_aec_active", "Legs with echo cancellation running now")?;
+        let legs_talking = IntGauge::new("roundtable_legs_talking", "Legs talking now")?;
+        registry.register(Box::new(legs_aec_active.clone()))?;
+        registry.register(Box::new(legs_talking.clone()))?;
         Ok(BridgeMetrics {
+            legs_aec_active,
+            legs_talking,
             active_calls,
             rooms,
             recordings_active,

@@ -42,6 +42,8 @@ struct StoredRoom {
     max_participants: Option<usize>,
     #[serde(default)]
     record: Option<bool>,
+    #[serde(default)]
+    aec: Option<String>,
 }
 
 impl StoredRoom {
@@ -51,6 +53,7 @@ impl StoredRoom {
             moderator_pin: self.moderator_pin.map(Secret::new),
             max_participants: self.max_participants,
             record: self.record,
+            aec: self.aec.as_deref().and_then(roundtable_mixer::AecMode::parse),
         };
         (self.id, config)
     }
@@ -67,6 +70,8 @@ pub struct RoomSettings {
     pub max_participants: usize,
     /// Record from the first join.
     pub record: bool,
+    /// Echo cancellation in the room (`None`: `audio.aec`).
+    pub aec: Option<roundtable_mixer::AecMode>,
 }
 
 impl RoomSettings {
@@ -138,6 +143,7 @@ impl RoomBook {
                 .unwrap_or(self.defaults.max_legs_per_room)
                 .min(self.defaults.max_legs_per_room),
             record: own.record.or(fallback.record).unwrap_or(self.defaults.auto_record),
+            aec: own.aec.or(fallback.aec),
         }
     }
 
@@ -184,6 +190,7 @@ impl RoomBook {
                 moderator_pin: r.moderator_pin.as_ref().map(|p| p.expose().to_string()),
                 max_participants: r.max_participants,
                 record: r.record,
+                aec: r.aec.map(|m| m.name().to_string()),
             })
             .collect();
         rooms.sort_by(|a, b| a.id.cmp(&b.id));

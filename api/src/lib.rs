@@ -95,6 +95,85 @@ pub struct Participant {
     pub receive: ReceiveQuality,
     /// What RTCP says (its view of our audio, the round trip).
     pub rtcp: RtcpReport,
+    /// Its audio controls and what the mixer does with it.
+    pub audio: ParticipantAudio,
+}
+
+/// Echo cancellation setting: always, never, or where the echo detector finds echo.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AecSetting {
+    /// Never.
+    Off,
+    /// Always.
+    On,
+    /// Only on legs that echo.
+    Auto,
+}
+
+/// A participant's audio controls and state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ParticipantAudio {
+    /// Its audio is dropped: nobody hears it.
+    pub muted: bool,
+    /// It hears nothing.
+    pub deaf: bool,
+    /// Gain on what it says, dB.
+    pub input_gain_db: f32,
+    /// Gain on what it hears, dB.
+    pub output_gain_db: f32,
+    /// Its echo cancellation setting (its own, else the room's, else the service's).
+    pub aec: AecSetting,
+    /// Whether echo cancellation runs on it now.
+    pub aec_active: bool,
+    /// Whether noise suppression is on for it.
+    pub noise_suppression: bool,
+    /// Whether level control is on for it.
+    pub agc: bool,
+    /// Whether it is talking.
+    pub talking: bool,
+}
+
+/// The body of `PATCH /v1/rooms/{room}/participants/{leg}`: the controls to change.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantPatch {
+    /// Mute (nobody hears it) or unmute.
+    #[serde(default)]
+    pub muted: Option<bool>,
+    /// Deafen (it hears nothing) or undeafen.
+    #[serde(default)]
+    pub deaf: Option<bool>,
+    /// Gain on what it says, -30 to +20 dB.
+    #[serde(default)]
+    pub input_gain_db: Option<f32>,
+    /// Gain on what it hears, -30 to +20 dB.
+    #[serde(default)]
+    pub output_gain_db: Option<f32>,
+    /// Its echo cancellation.
+    #[serde(default)]
+    pub aec: Option<AecSetting>,
+    /// Its noise suppression.
+    #[serde(default)]
+    pub noise_suppression: Option<bool>,
+    /// Its level control.
+    #[serde(default)]
+    pub agc: Option<bool>,
+}
+
+/// The range of participant gains, dB.
+pub const GAIN_RANGE_DB: std::ops::RangeInclusive<f32> = -30.0..=20.0;
+
+impl ParticipantPatch {
+    /// Why the patch cannot be applied, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        for (name, gain) in [("input_gain_db", self.input_gain_db), ("output_gain_db", self.output_gain_db)] {
+            if gain.is_some_and(|g| !GAIN_RANGE_DB.contains(&g)) {
+                return Some(format!("{name} is -30 to 20"));
+            }
+        }
+        None
+    }
 }
 
 /// A room with its participants.
@@ -104,6 +183,8 @@ pub struct RoomDetail {
     pub id: String,
     /// Whether it is being recorded.
     pub recording: bool,
+    /// Its echo cancellation setting (its own, else the service's).
+    pub aec: AecSetting,
     /// Its legs.
     pub participants: Vec<Participant>,
 }
@@ -142,6 +223,9 @@ pub struct RoomSpec {
     /// Record the room from its first join; absent: the `[room]` default.
     #[serde(default)]
     pub record: Option<bool>,
+    /// Echo cancellation in the room; absent: the `[room]` default, else `audio.aec`.
+    #[serde(default)]
+    pub aec: Option<AecSetting>,
 }
 
 /// The service's readiness.
@@ -212,6 +296,8 @@ pub trait Control: Send + Sync + 'static {
     fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError>;
     /// Removes a participant (the bridge sends BYE).
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError>;
+    /// Changes a participant's audio controls, returning the participant.
+    fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError>;
     /// Defines (or redefines) a room that exists while empty and survives restarts.
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError>;
     /// Removes a room defined through the API.
@@ -254,7 +340,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route("/rooms", get(list_rooms))
         .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room))
         .route("/rooms/{room}/recording", post(recording))
-        .route("/rooms/{room}/participants/{leg}", delete(kick))
+        .route("/rooms/{room}/participants/{leg}", delete(kick).patch(update_participant))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -359,6 +445,19 @@ async fn delete_room(State(state): State<AppState>, Path(room): Path<String>) ->
 async fn kick(State(state): State<AppState>, Path((room, leg)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     state.control.kick(&room, &leg)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_participant(
+    State(state): State<AppState>,
+    Path((room, leg)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Participant>, ApiError> {
+    let patch: ParticipantPatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    if let Some(problem) = patch.problem() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, problem));
+    }
+    Ok(Json(state.control.update_participant(&room, &leg, patch)?))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -18,7 +18,7 @@ impl Control for Fake {
         vec![RoomSummary { id: "1000".into(), participants: 1, recording: *self.recording.lock().unwrap() }]
     }
     fn room(&self, id: &str) -> Option<RoomDetail> {
-        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), participants: vec![] })
+        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), aec: AecSetting::Auto, participants: vec![] })
     }
     fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
@@ -36,11 +36,39 @@ impl Control for Fake {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
         if leg == "7" { Ok(()) } else { Err(ControlError::LegNotFound) }
     }
+    fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError> {
+        self.room(room).ok_or(ControlError::RoomNotFound)?;
+        if leg != "7" {
+            return Err(ControlError::LegNotFound);
+        }
+        let audio = ParticipantAudio {
+            muted: patch.muted.unwrap_or(false),
+            deaf: patch.deaf.unwrap_or(false),
+            input_gain_db: patch.input_gain_db.unwrap_or(0.0),
+            output_gain_db: patch.output_gain_db.unwrap_or(0.0),
+            aec: patch.aec.unwrap_or(AecSetting::Auto),
+            aec_active: false,
+            noise_suppression: patch.noise_suppression.unwrap_or(true),
+            agc: patch.agc.unwrap_or(true),
+            talking: false,
+        };
+        Ok(Participant {
+            id: leg.into(),
+            from: "sip:a@b".into(),
+            codec: "PCMU".into(),
+            joined_at: "2026-01-01T00:00:00Z".into(),
+            packets_in: 0,
+            packets_out: 0,
+            receive: Default::default(),
+            rtcp: Default::default(),
+            audio,
+        })
+    }
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
         if spec.pin.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
             return Err(ControlError::Invalid("a PIN is digits".into()));
         }
-        Ok(RoomDetail { id: room.into(), recording: false, participants: vec![] })
+        Ok(RoomDetail { id: room.into(), recording: false, aec: spec.aec.unwrap_or(AecSetting::Auto), participants: vec![] })
     }
     fn delete_room(&self, room: &str) -> Result<(), ControlError> {
         self.room(room).map(|_| ()).ok_or(ControlError::RoomNotFound)
@@ -144,4 +172,22 @@ async fn events_page_long_poll_and_bad_queries() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
         assert!(body["error"].is_string(), "{bad}");
     }
+}
+
+#[tokio::test]
+async fn patch_participant_controls() {
+    let app = app(None);
+    let (s, body) = call(&app, "PATCH", "/v1/rooms/1000/participants/7", r#"{"muted":true,"aec":"on","output_gain_db":-6}"#, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((body["audio"]["muted"].as_bool(), body["audio"]["aec"].as_str()), (Some(true), Some("on")));
+    assert_eq!(body["audio"]["output_gain_db"].as_f64(), Some(-6.0));
+    for bad in [r#"{"aec":"sometimes"}"#, r#"{"input_gain_db":40}"#, r#"{"volume":3}"#, "not json"] {
+        let (s, body) = call(&app, "PATCH", "/v1/rooms/1000/participants/7", bad, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {body}");
+    }
+    let (s, _) = call(&app, "PATCH", "/v1/rooms/1000/participants/8", "{}", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, body) = call(&app, "PUT", "/v1/rooms/2000", r#"{"aec":"off"}"#, None).await;
+    assert_eq!((s, body["aec"].as_str()), (StatusCode::OK, Some("off")));
 }

@@ -1,53 +1,141 @@
-//! One mixer tick (jitter pop, decode, resample to the room rate, N-1 mix, resample back,
-//! encode, RTP packetise) at N legs, against the 20 ms budget. Reported per tick; divide by N for
-//! ns per leg per tick (see README.md). G.711 legs in an 8 kHz room need no resampling; in a
-//! 16 kHz room (the default) each leg resamples both ways.
+//! One mixer tick of one room at N G.711 legs (half mu-law, half A-law), with the default voice
+//! processing (noise suppression, level control, top-4 mixing, limiter): three legs speak
+//! recorded speech, the others send near-silence. Three echo cancellation set-ups:
+//! - `aec_off`: no leg echoes, no AEC;
+//! - `aec_on_<backend>`: AEC on every leg;
+//! - `aec_auto_10pct`: 10 % of the legs echo what the room sends them (100 ms late, -10 dB)
+//!   and `auto` mode finds them.
+//!
+//! Reported per tick; ns per leg per tick = time / N (see README.md).
+
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use roundtable_media::codec::{Codec, Encoder, LegCodec};
 use roundtable_media::jitter::PacketInfo;
-use roundtable_mixer::{LegId, Room, RoomConfig};
+use roundtable_mixer::{AecMode, AudioConfig, EchoBackend, LegId, Room, RoomConfig};
 
-fn tone_payload(codec: Codec, room_rate: u32, freq: f64) -> Vec<u8> {
-    let rate = codec.audio_rate(room_rate);
-    let frame: Vec<i16> = (0..rate as usize / 50)
-        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin()) as i16)
-        .collect();
-    let mut out = Vec::new();
-    Encoder::new(codec, room_rate, Default::default()).unwrap().encode(&frame, &mut out).unwrap();
-    out
+/// Talkers in every room.
+const TALKERS: usize = 3;
+/// Speech frames cycled through (8 s).
+const FRAMES: usize = 400;
+
+/// Fixture speech, 8 kHz (pairs averaged), as 20 ms frames.
+fn speech(name: &str, offset: usize) -> Vec<Vec<i16>> {
+    let path = format!("{}/../mixer/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut reader = hound::WavReader::open(&path).expect("speech fixture");
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("sample")).collect();
+    let half: Vec<i16> = samples.chunks(2).map(|p| ((i32::from(p[0]) + i32::from(*p.last().unwrap_or(&0))) / 2) as i16).collect();
+    (0..FRAMES).map(|i| half[(offset + i * 160) % (half.len() - 160)..][..160].to_vec()).collect()
 }
 
-fn mixer_tick(c: &mut Criterion) {
-    let mut group = c.benchmark_group("mixer_tick");
-    for (rate, legs) in [(8000, 2usize), (8000, 10), (8000, 100), (8000, 1000), (16000, 2), (16000, 10), (16000, 100)] {
-        let mut room = Room::new(RoomConfig::at(rate));
+/// One room's per-leg input: an encoded payload per frame index.
+struct Inputs {
+    payloads: Vec<[Vec<u8>; 2]>,
+}
+
+impl Inputs {
+    fn new(frames: &[Vec<i16>]) -> Inputs {
+        let mut mu = Encoder::new(Codec::Pcmu, 8000, Default::default()).unwrap();
+        let mut a = Encoder::new(Codec::Pcma, 8000, Default::default()).unwrap();
+        let payloads = frames
+            .iter()
+            .map(|f| {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                mu.encode(f, &mut x).unwrap();
+                a.encode(f, &mut y).unwrap();
+                [x, y]
+            })
+            .collect();
+        Inputs { payloads }
+    }
+}
+
+struct Setup {
+    room: Room,
+    legs: usize,
+    talkers: Vec<Inputs>,
+    echo: Inputs,
+    quiet: Inputs,
+    echoing: usize,
+    seq: u16,
+    start: Instant,
+}
+
+impl Setup {
+    fn new(rate: u32, legs: usize, aec: AecMode, backend: EchoBackend, echoing: usize) -> Setup {
+        let audio = AudioConfig { aec, aec_backend: backend, ..AudioConfig::default() };
+        let mut room = Room::new(RoomConfig { audio, ..RoomConfig::at(rate) });
         for i in 0..legs {
             let codec = if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma };
             room.add_leg(LegId(i as u64), LegCodec::plain(codec), i as u64 + 1).unwrap();
         }
-        let payloads = [tone_payload(Codec::Pcmu, rate, 440.0), tone_payload(Codec::Pcma, rate, 440.0)];
-        let mut sequence = 0u16;
+        let voices: Vec<Vec<Vec<i16>>> =
+            (0..TALKERS).map(|t| speech(if t % 2 == 0 { "speech-a.wav" } else { "speech-b.wav" }, t * 24_000)).collect();
+        // What an echoing leg sends back: the talkers' mix, 100 ms (5 frames) late, at -10 dB.
+        let echo: Vec<Vec<i16>> = (0..FRAMES)
+            .map(|i| {
+                let j = (i + FRAMES - 5) % FRAMES;
+                (0..160).map(|k| (voices.iter().map(|v| f32::from(v[j][k])).sum::<f32>() * 0.316) as i16).collect()
+            })
+            .collect();
+        let quiet: Vec<Vec<i16>> = (0..FRAMES).map(|i| (0..160).map(|k| ((i * 7 + k * 13) % 9) as i16 - 4).collect()).collect();
+        Setup {
+            room,
+            legs,
+            talkers: voices.iter().map(|v| Inputs::new(v)).collect(),
+            echo: Inputs::new(&echo),
+            quiet: Inputs::new(&quiet),
+            echoing,
+            seq: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// One tick on simulated time: every leg delivers its packet, then the room ticks.
+    fn tick(&mut self) {
+        let now = self.start + Duration::from_millis(20 * u64::from(self.seq));
+        let frame = usize::from(self.seq) % FRAMES;
+        for i in 0..self.legs {
+            let inputs = if i < TALKERS {
+                &self.talkers[i]
+            } else if i >= self.legs - self.echoing {
+                &self.echo
+            } else {
+                &self.quiet
+            };
+            let info = PacketInfo { sequence: self.seq, timestamp: u32::from(self.seq) * 160, ssrc: i as u32, marker: false, arrival: now };
+            self.room.handle_audio(LegId(i as u64), info, inputs.payloads[frame][i % 2].clone());
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.room.tick(now);
+        while self.room.poll_event().is_some() {}
+    }
+}
+
+fn mixer_tick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mixer_tick");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let mut setups = vec![];
+    for legs in [10usize, 100, 1000] {
+        setups.push(("aec_off", 16000, legs, AecMode::Off, EchoBackend::Sonora, 0));
+        setups.push(("aec_auto_10pct", 16000, legs, AecMode::Auto, EchoBackend::Sonora, legs / 10));
+        setups.push(("aec_on_sonora", 16000, legs, AecMode::On, EchoBackend::Sonora, 0));
+        if EchoBackend::WebRtc.available() {
+            setups.push(("aec_on_webrtc", 16000, legs, AecMode::On, EchoBackend::WebRtc, 0));
+        }
+        setups.push(("aec_off_8k", 8000, legs, AecMode::Off, EchoBackend::Sonora, 0));
+    }
+    for (name, rate, legs, aec, backend, echoing) in setups {
+        let mut setup = Setup::new(rate, legs, aec, backend, echoing);
+        // Let the echo detector find the echoing legs (3.5 s of history, two checks) and the
+        // cancellers start.
+        let warm = if aec == AecMode::Auto { 400 } else { 25 };
+        for _ in 0..warm {
+            setup.tick();
+        }
         group.throughput(Throughput::Elements(legs as u64));
-        let id = BenchmarkId::new(format!("g711_room_{}k", rate / 1000), legs);
-        group.bench_with_input(id, &legs, |b, &legs| {
-            b.iter(|| {
-                // Every leg delivers one packet per tick, as in a room where everyone talks.
-                let info = PacketInfo {
-                    sequence,
-                    timestamp: u32::from(sequence) * 160,
-                    ssrc: 1,
-                    marker: false,
-                    arrival: std::time::Instant::now(),
-                };
-                for i in 0..legs {
-                    room.handle_audio(LegId(i as u64), info, payloads[i % 2].clone());
-                }
-                sequence = sequence.wrapping_add(1);
-                room.tick();
-                std::hint::black_box(room.mix()[0]);
-            });
-        });
+        group.bench_with_input(BenchmarkId::new(name, legs), &legs, |b, _| b.iter(|| setup.tick()));
     }
     group.finish();
 }

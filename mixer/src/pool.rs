@@ -9,10 +9,17 @@
 //! Missed ticks: a thread late by up to [`MAX_CATCH_UP`] runs the ticks it owes back to back
 //! (the jitter buffers absorb it); later than that, it skips the owed ticks, counts them, and
 //! advances tick numbers so recorders fill the hole with silence and stay aligned.
+//!
+//! Overload: each thread's [`Governor`] watches its tick cost and lateness and sheds voice
+//! processing in a fixed order (see [`crate::governor`]), counted in metrics, and restores it
+//! when the thread has room again.
+//!
+//! Placement: a new room goes to the thread with the least measured load (its smoothed tick
+//! cost plus an allowance per room not yet measured).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,8 +30,11 @@ use roundtable_media::socket::{LegCounters, LegInput};
 use roundtable_media::MediaError;
 use roundtable_media::codec::LegCodec;
 
-use crate::metrics::MixerMetrics;
-use crate::room::{LegId, Room, RoomConfig};
+use crate::controls::LegControls;
+use crate::echo::AecMode;
+use crate::governor::Governor;
+use crate::metrics::{MixerMetrics, ThreadMetrics};
+use crate::room::{LegId, Room, RoomConfig, RoomEvent};
 
 /// The tick period.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -34,6 +44,19 @@ pub const MAX_CATCH_UP: Duration = Duration::from_millis(100);
 pub const RECORDER_QUEUE: usize = 100;
 /// Ticks between two publications of each leg's receive quality (0.5 s).
 const QUALITY_EVERY: u64 = 25;
+/// Room events that may wait for their consumer before new ones are dropped (and counted).
+pub const EVENT_QUEUE: usize = 4096;
+/// Load assumed for a room placed on a thread until its cost shows in the thread's ticks.
+const ROOM_ALLOWANCE_NS: u64 = 50_000;
+
+/// A room event, with its room.
+#[derive(Debug, Clone)]
+pub struct MixerEvent {
+    /// The room.
+    pub room: RoomKey,
+    /// What happened.
+    pub event: RoomEvent,
+}
 
 /// A room's name, validated by the caller.
 pub type RoomKey = Arc<str>;
@@ -101,6 +124,22 @@ pub enum Command {
         /// Samples at the room's rate.
         samples: Arc<[i16]>,
     },
+    /// Set a leg's controls (mute, deaf, gains, per-leg switches).
+    SetControls {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+        /// Its controls.
+        controls: LegControls,
+    },
+    /// Set a room's echo cancellation mode (`None`: the service's).
+    SetRoomAec {
+        /// The room.
+        room: RoomKey,
+        /// The mode.
+        mode: Option<AecMode>,
+    },
     /// Stop a leg's prompt.
     StopPrompt {
         /// The room.
@@ -163,6 +202,8 @@ impl std::fmt::Debug for Command {
             Command::AddLeg { .. } => "AddLeg",
             Command::UpdateLeg { .. } => "UpdateLeg",
             Command::Play { .. } => "Play",
+            Command::SetControls { .. } => "SetControls",
+            Command::SetRoomAec { .. } => "SetRoomAec",
             Command::StopPrompt { .. } => "StopPrompt",
             Command::DetachLeg { .. } => "DetachLeg",
             Command::RemoveLeg { .. } => "RemoveLeg",
@@ -175,12 +216,21 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// What a thread publishes about its load, for placement.
+#[derive(Debug, Default)]
+struct Load {
+    /// Smoothed tick cost in nanoseconds.
+    cost_ns: AtomicU64,
+    /// Rooms placed on it and not yet measured in its cost.
+    recent_rooms: AtomicU64,
+}
+
 /// A handle to the mixer threads.
 #[derive(Debug)]
 pub struct MixerPool {
     workers: Vec<Sender<Command>>,
     threads: Vec<JoinHandle<()>>,
-    next: AtomicUsize,
+    loads: Vec<Arc<Load>>,
 }
 
 /// Which mixer thread serves a room.
@@ -188,26 +238,52 @@ pub struct MixerPool {
 pub struct WorkerId(usize);
 
 impl MixerPool {
-    /// Starts `threads` mixer threads (at least one) whose rooms are set up with `config`.
-    pub fn start(threads: usize, config: RoomConfig, metrics: MixerMetrics, media: MediaMetrics) -> std::io::Result<MixerPool> {
+    /// Starts `threads` mixer threads (at least one) whose rooms are set up with `config`;
+    /// room events go to `events` (dropped and counted when it is full).
+    pub fn start(
+        threads: usize,
+        config: RoomConfig,
+        metrics: MixerMetrics,
+        media: MediaMetrics,
+        events: SyncSender<MixerEvent>,
+    ) -> std::io::Result<MixerPool> {
         let mut workers = Vec::new();
         let mut handles = Vec::new();
+        let mut loads = Vec::new();
         for index in 0..threads.max(1) {
             let (tx, rx) = mpsc::channel();
-            let worker =
-                Worker { rooms: HashMap::new(), config, metrics: metrics.clone(), media: media.clone(), seed: index as u64 };
+            let load = Arc::new(Load::default());
+            let worker = Worker {
+                rooms: HashMap::new(),
+                config,
+                thread: metrics.for_thread(index),
+                metrics: metrics.clone(),
+                media: media.clone(),
+                seed: index as u64,
+                governor: Governor::default(),
+                events: events.clone(),
+                load: load.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("mixer-{index}"))
                 .spawn(move || worker.run(rx))?;
             workers.push(tx);
             handles.push(handle);
+            loads.push(load);
         }
-        Ok(MixerPool { workers, threads: handles, next: AtomicUsize::new(0) })
+        Ok(MixerPool { workers, threads: handles, loads })
     }
 
-    /// The thread a new room should go to (round robin).
+    /// The thread a new room should go to: the least loaded by measured tick cost.
     pub fn assign(&self) -> WorkerId {
-        WorkerId(self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len())
+        let load = |l: &Load| {
+            l.cost_ns.load(Ordering::Relaxed) + l.recent_rooms.load(Ordering::Relaxed) * ROOM_ALLOWANCE_NS
+        };
+        let index = (0..self.loads.len()).min_by_key(|&i| load(&self.loads[i])).unwrap_or(0);
+        if let Some(l) = self.loads.get(index) {
+            l.recent_rooms.fetch_add(1, Ordering::Relaxed);
+        }
+        WorkerId(index)
     }
 
     /// Sends a command to a thread; `false` if it has stopped.
@@ -230,8 +306,12 @@ struct Worker {
     rooms: HashMap<RoomKey, RoomSlot>,
     config: RoomConfig,
     metrics: MixerMetrics,
+    thread: ThreadMetrics,
     media: MediaMetrics,
     seed: u64,
+    governor: Governor,
+    events: SyncSender<MixerEvent>,
+    load: Arc<Load>,
 }
 
 impl Worker {
@@ -250,22 +330,44 @@ impl Worker {
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
-            let now = Instant::now();
-            let late = now.saturating_duration_since(deadline);
-            self.metrics.tick_lateness.observe(late.as_secs_f64());
+            let started = Instant::now();
+            let late = started.saturating_duration_since(deadline);
+            self.thread.lateness.observe(late.as_secs_f64());
             if late > MAX_CATCH_UP {
                 let owed = (late.as_nanos() / TICK.as_nanos()) as u32;
                 self.metrics.ticks_skipped.inc_by(u64::from(owed));
                 tick += u64::from(owed);
                 deadline += TICK * owed;
             }
-            let started = Instant::now();
-            for (_, slot) in self.rooms.iter_mut() {
-                tick_room(slot, tick, &self.metrics, &self.media);
+            for (key, slot) in self.rooms.iter_mut() {
+                tick_room(key, slot, started, tick, &self.metrics, &self.media, &self.events);
             }
-            self.metrics.tick_duration.observe(started.elapsed().as_secs_f64());
+            let cost = started.elapsed();
+            self.thread.duration.observe(cost.as_secs_f64());
+            self.account(started, cost, late);
             tick += 1;
             deadline += TICK;
+        }
+    }
+
+    /// Publishes the thread's load and lets the governor shed or restore work.
+    fn account(&mut self, now: Instant, cost: Duration, late: Duration) {
+        let old = self.load.cost_ns.load(Ordering::Relaxed);
+        let cost_ns = cost.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.load.cost_ns.store(old - old / 16 + cost_ns / 16, Ordering::Relaxed);
+        self.load.recent_rooms.store(0, Ordering::Relaxed);
+        let previous = self.governor.level();
+        let Some(level) = self.governor.observe(now, cost, late) else { return };
+        self.thread.level.set(level as i64);
+        if level > previous {
+            self.metrics.degradations.with_label_values(&[level.name()]).inc();
+            tracing::warn!(stage = level.name(), cost_ms = cost.as_secs_f64() * 1e3, "mixer thread overloaded: shedding work");
+        } else {
+            self.metrics.restorations.inc();
+            tracing::info!(stage = level.name(), "mixer thread recovered a stage");
+        }
+        for slot in self.rooms.values_mut() {
+            slot.room.set_degradation(level);
         }
     }
 
@@ -273,10 +375,11 @@ impl Worker {
         match command {
             Command::AddLeg { room, leg, io } => {
                 let config = self.config;
-                let slot = self.rooms.entry(room).or_insert_with(|| RoomSlot {
-                    room: Room::new(config),
-                    legs: HashMap::new(),
-                    recorder: None,
+                let degradation = self.governor.level();
+                let slot = self.rooms.entry(room).or_insert_with(|| {
+                    let mut room = Room::new(config);
+                    room.set_degradation(degradation);
+                    RoomSlot { room, legs: HashMap::new(), recorder: None }
                 });
                 self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(leg.0 | 1);
                 if let Err(error) = slot.room.add_leg(leg, io.codec, self.seed ^ leg.0.rotate_left(17)) {
@@ -301,6 +404,16 @@ impl Worker {
             Command::Play { room, leg, samples } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.room.play(leg, samples);
+                }
+            }
+            Command::SetControls { room, leg, controls } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.set_controls(leg, controls);
+                }
+            }
+            Command::SetRoomAec { room, mode } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.set_aec(mode);
                 }
             }
             Command::StopPrompt { room, leg } => {
@@ -341,8 +454,16 @@ impl Worker {
     }
 }
 
-/// One tick of one room: drain inboxes, mix, send, feed the recorder.
-fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &MediaMetrics) {
+/// One tick of one room: drain inboxes, mix, send, feed the recorder, pass on events.
+fn tick_room(
+    key: &RoomKey,
+    slot: &mut RoomSlot,
+    now: Instant,
+    tick: u64,
+    metrics: &MixerMetrics,
+    media: &MediaMetrics,
+    events: &SyncSender<MixerEvent>,
+) {
     for (id, leg) in slot.legs.iter_mut() {
         // Bounded by the inbox capacity: the receiver cannot outrun this loop forever.
         while let Ok(input) = leg.io.inbox.try_recv() {
@@ -352,9 +473,15 @@ fn tick_room(slot: &mut RoomSlot, tick: u64, metrics: &MixerMetrics, media: &Med
             }
         }
     }
-    slot.room.tick(Instant::now());
+    slot.room.tick(now);
     for _ in 0..slot.room.take_codec_errors() {
         media.invalid(MediaError::Codec("decode or encode"));
+    }
+    metrics.processing_errors.inc_by(slot.room.take_processing_errors());
+    while let Some(event) = slot.room.poll_event() {
+        if events.try_send(MixerEvent { room: key.clone(), event }).is_err() {
+            metrics.events_dropped.inc();
+        }
     }
     for (id, packet) in slot.room.packets() {
         let Some(leg) = slot.legs.get_mut(&id) else { continue };

@@ -71,6 +71,7 @@ impl Service {
             "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"{v6}]\n\
              [media]\nrtp_ports = \"{low}-{high}\"\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+             [audio]\nnoise_suppression = false\nagc = false\n\
              [storage]\npath = {store:?}\n\
              [log]\nlevel = \"debug\"\n"
         );
