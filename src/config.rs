@@ -807,6 +807,33 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     })
 }
 
+/// The `[audio]` voice processing switches.
+fn audio_config(raw: &RawAudio) -> Result<roundtable_mixer::AudioConfig, ConfigError> {
+    use roundtable_mixer::{AecMode, EchoBackend};
+    let aec = AecMode::parse(&raw.aec)
+        .ok_or_else(|| ConfigError::new("audio.aec", format!("{:?} is not off, on or auto", raw.aec)))?;
+    let aec_backend = EchoBackend::parse(&raw.aec_backend)
+        .ok_or_else(|| ConfigError::new("audio.aec_backend", format!("{:?} is not sonora or webrtc", raw.aec_backend)))?;
+    if !aec_backend.available() {
+        return Err(ConfigError::new(
+            "audio.aec_backend",
+            format!("{:?} is not built into this binary (build with --features webrtc-aec)", raw.aec_backend),
+        ));
+    }
+    let top_k = match raw.top_k {
+        k @ 0..=64 => k as usize,
+        other => return Err(ConfigError::new("audio.top_k", format!("{other} is not 0 (every talker) to 64"))),
+    };
+    Ok(roundtable_mixer::AudioConfig {
+        aec,
+        aec_backend,
+        noise_suppression: raw.noise_suppression,
+        agc: raw.agc,
+        limiter: raw.limiter,
+        top_k,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,6 +882,11 @@ mod tests {
             ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]", &[], "sip.tls_cert"),
             ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.pem\"", &[], "sip.tls_cert"),
             ("[log]\nformat = \"xml\"", &[], "log.format"),
+            ("[audio]\naec = \"sometimes\"", &[], "audio.aec"),
+            ("[audio]\ntop_k = -1", &[], "audio.top_k"),
+            ("[audio]\nmixer_threads = 1000", &[], "audio.mixer_threads"),
+            ("[room]\naec = \"yes\"", &[], "room.aec"),
+            ("", &[("ROUNDTABLE_AUDIO__AEC", "loud")], "audio.aec"),
             ("", &[("ROUNDTABLE_SIP__MAX_CALLS", "zero")], "sip.max_calls"),
         ];
         for (toml, env, key) in cases {
@@ -876,6 +908,18 @@ mod tests {
         assert_eq!(bad.key, "dialplan.match");
         let bad = load_toml("[[rooms]]\nid = \"1\"\npin = \"12a\"", &[]).unwrap_err();
         assert_eq!(bad.key, "rooms.pin");
+    }
+
+    #[test]
+    fn audio_switches() {
+        let c = load_toml("[audio]\naec = \"on\"\nnoise_suppression = false\ntop_k = 0\n[[rooms]]\nid = \"x\"\naec = \"off\"", &[]).unwrap();
+        assert_eq!((c.audio.aec, c.audio.noise_suppression, c.audio.top_k), (roundtable_mixer::AecMode::On, false, 0));
+        assert_eq!(c.rooms["x"].aec, Some(roundtable_mixer::AecMode::Off));
+        let defaults = load_toml("", &[]).unwrap();
+        assert_eq!(defaults.audio, roundtable_mixer::AudioConfig::default());
+        assert!(defaults.mixer_threads >= 1);
+        let webrtc = load_toml("[audio]\naec_backend = \"webrtc\"", &[]);
+        assert_eq!(webrtc.is_ok(), roundtable_mixer::EchoBackend::WebRtc.available(), "{webrtc:?}");
     }
 
     #[test]
@@ -908,29 +952,3 @@ mod tests {
     }
 }
 
-/// The `[audio]` voice processing switches.
-fn audio_config(raw: &RawAudio) -> Result<roundtable_mixer::AudioConfig, ConfigError> {
-    use roundtable_mixer::{AecMode, EchoBackend};
-    let aec = AecMode::parse(&raw.aec)
-        .ok_or_else(|| ConfigError::new("audio.aec", format!("{:?} is not off, on or auto", raw.aec)))?;
-    let aec_backend = EchoBackend::parse(&raw.aec_backend)
-        .ok_or_else(|| ConfigError::new("audio.aec_backend", format!("{:?} is not sonora or webrtc", raw.aec_backend)))?;
-    if !aec_backend.available() {
-        return Err(ConfigError::new(
-            "audio.aec_backend",
-            format!("{:?} is not built into this binary (build with --features webrtc-aec)", raw.aec_backend),
-        ));
-    }
-    let top_k = match raw.top_k {
-        k @ 0..=64 => k as usize,
-        other => return Err(ConfigError::new("audio.top_k", format!("{other} is not 0 (every talker) to 64"))),
-    };
-    Ok(roundtable_mixer::AudioConfig {
-        aec,
-        aec_backend,
-        noise_suppression: raw.noise_suppression,
-        agc: raw.agc,
-        limiter: raw.limiter,
-        top_k,
-    })
-}

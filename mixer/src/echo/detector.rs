@@ -2,8 +2,9 @@
 //! echo cancellation only on the legs that send the room back.
 //!
 //! It keeps the last 3 s of two level envelopes (10 ms blocks, in dB): what the leg was sent
-//! and what it sent back, before any cancellation. Every 0.5 s it correlates the received
-//! envelope with the sent one delayed by 0 to 500 ms. An echo path (network, phone, room)
+//! and what it sent back, before any cancellation. Every 0.5 s (from 1.5 s of history on) it
+//! correlates the received envelope with the sent one delayed by 0 to 500 ms. The best delay
+//! is kept too: it is the echo path's bulk delay, which a canceller with a short reach needs. An echo path (network, phone, room)
 //! changes levels and colour but keeps the envelope's shape, so a leg echoes when the best
 //! correlation passes 0.5 twice in a row; it stops echoing after 10 s of evaluations below
 //! that, counted only while it was sent something to echo. Levels in dB make the test blind
@@ -12,8 +13,10 @@
 
 use crate::vad::level_db;
 
-/// Envelope blocks kept (3 s).
+/// Envelope blocks correlated at most (3 s).
 const WINDOW: usize = 300;
+/// Envelope blocks correlated at least (1 s).
+const MIN_WINDOW: usize = 100;
 /// Largest delay tried, in blocks (500 ms).
 const MAX_LAG: usize = 50;
 /// Blocks between evaluations (0.5 s).
@@ -41,6 +44,8 @@ pub struct EchoDetector {
     positives: u32,
     negatives: u32,
     score: f32,
+    /// The delay (blocks) of the best correlation, when it counted as echo.
+    lag: Option<usize>,
 }
 
 impl EchoDetector {
@@ -55,6 +60,7 @@ impl EchoDetector {
             positives: 0,
             negatives: 0,
             score: 0.0,
+            lag: None,
         }
     }
 
@@ -68,6 +74,11 @@ impl EchoDetector {
         self.score
     }
 
+    /// The echo path's delay found by the last evaluation, in ms, if it found echo.
+    pub fn delay_ms(&self) -> Option<u32> {
+        self.lag.map(|blocks| blocks as u32 * 10)
+    }
+
     /// Takes one tick: what the leg sent (before any cancellation) and what it was sent, both
     /// 20 ms at the same rate. Returns the new decision when it changed.
     pub fn observe(&mut self, received: &[i16], sent: &[i16]) -> Option<bool> {
@@ -79,7 +90,7 @@ impl EchoDetector {
             self.heard[slot] = level_db(&received[range.clone()]).max(FLOOR_DB);
             self.sent[slot] = level_db(sent.get(range).unwrap_or_default()).max(FLOOR_DB);
             self.blocks += 1;
-            if self.blocks >= (WINDOW + MAX_LAG) as u64 && self.blocks % EVERY == self.phase {
+            if self.blocks >= (MIN_WINDOW + MAX_LAG) as u64 && self.blocks % EVERY == self.phase {
                 changed = changed.or(self.evaluate());
             }
         }
@@ -89,10 +100,11 @@ impl EchoDetector {
     fn evaluate(&mut self) -> Option<bool> {
         let len = self.sent.len();
         let newest = (self.blocks - 1) as usize;
+        let window = (self.blocks as usize - MAX_LAG).min(WINDOW);
         // Block `i` blocks ago in a ring.
         let at = |ring: &[f32], ago: usize| ring[(newest - ago) % len];
         let (mut lo, mut hi) = (f32::MAX, f32::MIN);
-        for ago in 0..WINDOW + MAX_LAG {
+        for ago in 0..window + MAX_LAG {
             let s = at(&self.sent, ago);
             lo = lo.min(s);
             hi = hi.max(s);
@@ -102,9 +114,10 @@ impl EchoDetector {
             return None; // Nothing was sent worth echoing: no evidence either way.
         }
         let mut best = f32::MIN;
+        let mut best_lag = 0;
         for lag in 0..=MAX_LAG {
             let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
-            for ago in 0..WINDOW {
+            for ago in 0..window {
                 let y = at(&self.heard, ago);
                 let x = at(&self.sent, ago + lag);
                 sx += x;
@@ -113,14 +126,16 @@ impl EchoDetector {
                 syy += y * y;
                 sxy += x * y;
             }
-            let n = WINDOW as f32;
+            let n = window as f32;
             let cov = sxy - sx * sy / n;
             let var = (sxx - sx * sx / n) * (syy - sy * sy / n);
-            if var > 1e-3 {
-                best = best.max(cov / var.sqrt());
+            if var > 1e-3 && cov / var.sqrt() > best {
+                best = cov / var.sqrt();
+                best_lag = lag;
             }
         }
         self.score = best.max(0.0);
+        self.lag = (self.score > THRESHOLD).then_some(best_lag);
         if self.score > THRESHOLD {
             self.negatives = 0;
             self.positives += 1;
