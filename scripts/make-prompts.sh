@@ -21,4 +21,5 @@ say invalid-room "That conference number is not valid."
 say wrong-pin "That PIN is not correct."
 say joining "You are now joining the conference."
 say goodbye "Goodbye."
+say alone "You are currently the only participant in this conference."
 ls -l prompts/*.wav

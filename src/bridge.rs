@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    AecSetting, Control, ControlError, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+    AecSetting, Control, ControlError, RoomPatch, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -36,7 +36,8 @@ use crate::config::{Config, DialAction, RoomConfig};
 use crate::rooms::RoomBook;
 use crate::lobby::{Action as LobbyAction, Directory, Lobby, Prompt, RoomAccess};
 use crate::lockout::LockoutTracker;
-use crate::prompts::Prompts;
+use crate::policy::{PolicyAction, RoomPolicy};
+use crate::prompts::{Prompts, Tones};
 use crate::metrics::BridgeMetrics;
 use crate::time::{self, WallClock};
 
@@ -123,8 +124,8 @@ pub fn valid_room_id(id: &str) -> bool {
 /// Where the dial plan sends a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Destination {
-    /// Straight into this room.
-    Room(RoomKey),
+    /// Straight into this room, as a moderator or not.
+    Room(RoomKey, bool),
     /// Into the PIN lobby.
     Lobby,
 }
@@ -193,6 +194,8 @@ struct LegEntry {
     receive: tokio::sync::watch::Sender<ReceiveConfig>,
     /// Its audio controls (API, DTMF).
     controls: LegControls,
+    /// It joined with the moderator PIN or through a moderator dial plan rule.
+    moderator: bool,
     /// What the mixer last reported: talking, echo cancellation running.
     talking: bool,
     aec_active: bool,
@@ -202,6 +205,10 @@ struct RoomEntry {
     worker: WorkerId,
     legs: BTreeMap<LegId, CallKey>,
     recording: Option<Recording>,
+    /// Joins, leaves, moderators, hold (see `crate::policy`).
+    policy: RoomPolicy,
+    /// New callers are refused.
+    locked: bool,
 }
 
 #[derive(Default)]
@@ -229,6 +236,8 @@ pub struct Bridge {
     /// Recorder joins and leg receive tasks, awaited at shutdown.
     tasks: TaskTracker,
     prompts: Prompts,
+    /// Join, leave and hold tones.
+    tones: Tones,
     lockout: Mutex<LockoutTracker>,
     /// Defined rooms (configuration and API); its own lock, never taken inside `state`'s.
     book: Mutex<RoomBook>,
@@ -264,6 +273,7 @@ impl Bridge {
             media_metrics,
             tasks: TaskTracker::new(),
             prompts: Prompts::load(config.audio_rate),
+            tones: Tones::new(config.audio_rate),
             lockout: Mutex::new(LockoutTracker::new(config.lockout)),
             book: Mutex::new(book),
             events: crate::events::EventLog::default(),
@@ -298,19 +308,38 @@ impl Bridge {
         self.events.push(kind, room, time::rfc3339(self.clock.now()), fields);
     }
 
-    /// Reads a room leg's key presses (RFC 4733 and INFO) as `dtmf` events until it leaves.
+    /// Reads a room leg's key presses (RFC 4733 and INFO) as `dtmf` events until it leaves, and
+    /// carries out in-room key commands: `*6` mutes or unmutes oneself, `*5` (moderators only)
+    /// locks or unlocks the room.
     async fn run_room_digits(self: Arc<Self>, call: CallKey, mut digits: tokio::sync::mpsc::Receiver<Digit>, cancel: CancellationToken) {
+        let mut star = false;
         loop {
             let digit = tokio::select! {
                 d = digits.recv() => match d { Some(d) => d, None => return },
                 () = cancel.cancelled() => return,
             };
-            let Some((room, leg, call_id)) = self.lock().legs.get(&call).map(|l| (l.room.clone(), l.id, l.call_id.clone())) else {
+            let Some((room, leg, call_id, moderator)) =
+                self.lock().legs.get(&call).map(|l| (l.room.clone(), l.id, l.call_id.clone(), l.moderator))
+            else {
                 return;
             };
             self.metrics.dtmf_digits.inc();
             info!(call_id = %call_id, room = %room, leg = %leg, digit = %digit.as_char(), "DTMF key");
             self.event("dtmf", &room, serde_json::json!({"participant": leg.to_string(), "digit": digit.as_char().to_string()}));
+            let key = digit.as_char();
+            match (star, key) {
+                (true, '6') => {
+                    let muted = self.lock().legs.get(&call).is_some_and(|l| l.controls.muted);
+                    let patch = ParticipantPatch { muted: Some(!muted), ..Default::default() };
+                    let _ = self.update_participant(&room, &leg.to_string(), patch);
+                }
+                (true, '5') if moderator => {
+                    let locked = self.lock().rooms.get(&room).is_some_and(|r| r.locked);
+                    let _ = self.set_locked(&room, !locked);
+                }
+                _ => {}
+            }
+            star = key == '*';
         }
     }
 
@@ -371,15 +400,15 @@ impl Bridge {
     fn route(&self, user: Option<&str>) -> Result<Destination, Rejection> {
         let not_found = Rejection::new(404, "Not Found");
         let user = user.ok_or(not_found)?;
-        let room = if self.config.dialplan.is_empty() {
-            user
+        let (room, moderator) = if self.config.dialplan.is_empty() {
+            (user, false)
         } else {
             let rule = self.config.dialplan.iter().find(|r| r.pattern.is_match(user)).ok_or(not_found)?;
             if rule.action == DialAction::Lobby {
                 return Ok(Destination::Lobby);
             }
             let captures = rule.pattern.captures(user).ok_or(not_found)?;
-            captures.get(1).or_else(|| captures.get(0)).map_or(user, |m| m.as_str())
+            (captures.get(1).or_else(|| captures.get(0)).map_or(user, |m| m.as_str()), rule.moderator)
         };
         if !valid_room_id(room) {
             return Err(not_found);
@@ -388,7 +417,7 @@ impl Bridge {
             // PIN rooms are entered through the lobby only.
             return Err(Rejection::new(403, "Forbidden"));
         }
-        Ok(Destination::Room(Arc::from(room)))
+        Ok(Destination::Room(Arc::from(room), moderator))
     }
 
     fn admit(&self, call: &IncomingCall) -> Result<(Destination, Offer, roundtable_sip::sdp::Answer), Rejection> {
@@ -487,12 +516,17 @@ impl Bridge {
             return; // Hung up while moving.
         }
         let settings = self.book().settings(&room);
-        if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= settings.max_participants) {
+        let refusal = match state.rooms.get(&room) {
+            Some(r) if r.legs.len() >= settings.max_participants => Some("room full"),
+            Some(r) if r.locked => Some("room locked"),
+            _ => None,
+        };
+        if let Some(why) = refusal {
             drop(state);
             if let Some(sip) = self.sip.get() {
                 sip.hangup(call);
             }
-            self.leave(call, "room full");
+            self.leave(call, why);
             return;
         }
         let is_new_room = !state.rooms.contains_key(&room);
@@ -500,7 +534,13 @@ impl Bridge {
         state
             .rooms
             .entry(room.clone())
-            .or_insert_with(|| RoomEntry { worker, legs: BTreeMap::new(), recording: None })
+            .or_insert_with(|| RoomEntry {
+                worker,
+                legs: BTreeMap::new(),
+                recording: None,
+                policy: RoomPolicy::new(settings.policy),
+                locked: false,
+            })
             .legs
             .insert(leg, call);
         self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg, io });
@@ -509,6 +549,7 @@ impl Bridge {
                 entry.room = room.clone();
                 entry.worker = worker;
                 entry.in_lobby = false;
+                entry.moderator = moderator;
                 entry.call_id.clone()
             }
             None => String::new(),
@@ -516,6 +557,10 @@ impl Bridge {
         if is_new_room {
             self.metrics.rooms.inc();
             self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
+        }
+        let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg, moderator)).unwrap_or_default();
+        self.apply_policy(&room, worker, actions);
+        if is_new_room {
             if settings.record && self.start_recording(&mut state, &room).is_err() {
                 self.metrics.recording_failures.inc();
             }
@@ -533,6 +578,7 @@ impl Bridge {
     /// Removes a leg from its room (and the room if it empties). Idempotent.
     fn leave(&self, call: CallKey, why: &str) {
         let mut closed: Option<(RoomKey, WorkerId, Option<Recording>)> = None;
+        let mut ended: Vec<CallKey> = Vec::new();
         let leg = {
             let mut state = self.lock();
             let Some(leg) = state.legs.remove(&call) else { return };
@@ -541,6 +587,11 @@ impl Bridge {
             } else if let Some(room) = state.rooms.get_mut(&leg.room) {
                 room.legs.remove(&leg.id);
                 self.mixer.send(room.worker, Command::RemoveLeg { room: leg.room.clone(), leg: leg.id });
+                let actions = room.policy.left(leg.id);
+                if actions.contains(&PolicyAction::End) {
+                    ended = room.legs.values().copied().collect();
+                }
+                self.apply_policy(&leg.room, room.worker, actions);
                 if room.legs.is_empty() {
                     if let Some(room_entry) = state.rooms.remove(&leg.room) {
                         closed = Some((leg.room.clone(), room_entry.worker, room_entry.recording));
@@ -571,6 +622,15 @@ impl Bridge {
             if let Some(rtt) = leg.counters.rtcp().rtt_ms {
                 self.metrics.leg_rtt_ms.observe(rtt);
             }
+        }
+        if !ended.is_empty() {
+            info!(room = %leg.room, "the last moderator left: ending the conference");
+        }
+        for other in ended {
+            if let Some(sip) = self.sip.get() {
+                sip.hangup(other);
+            }
+            self.leave(other, "moderator left");
         }
         if let Some((room, worker, recording)) = closed {
             self.mixer.send(worker, Command::CloseRoom { room: room.clone() });
@@ -630,6 +690,40 @@ impl Bridge {
             }
         }
         Err(ControlError::Unavailable("no free recording name".into()))
+    }
+
+    /// Locks or unlocks a running room.
+    fn set_locked(&self, room: &str, locked: bool) -> Result<(), ControlError> {
+        let changed = {
+            let mut state = self.lock();
+            let entry = state.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
+            std::mem::replace(&mut entry.locked, locked) != locked
+        };
+        if changed {
+            info!(room = %room, locked, "room lock changed");
+            self.event(if locked { "room_locked" } else { "room_unlocked" }, room, serde_json::json!({}));
+        }
+        Ok(())
+    }
+
+    /// Carries out a room policy's actions in the mixer.
+    fn apply_policy(&self, room: &RoomKey, worker: WorkerId, actions: Vec<PolicyAction>) {
+        for action in actions {
+            let command = match action {
+                PolicyAction::JoinTone => Command::Announce { room: room.clone(), samples: self.tones.join.clone() },
+                PolicyAction::LeaveTone => Command::Announce { room: room.clone(), samples: self.tones.leave.clone() },
+                PolicyAction::Hold(on) => {
+                    info!(room = %room, waiting = on, "room waits for its moderator");
+                    self.event(if on { "waiting_for_moderator" } else { "moderator_arrived" }, room, serde_json::json!({}));
+                    Command::SetHold { room: room.clone(), sound: on.then(|| self.tones.hold.clone()) }
+                }
+                PolicyAction::Alone(leg) => {
+                    Command::Play { room: room.clone(), leg, samples: self.prompts.samples(Prompt::Alone) }
+                }
+                PolicyAction::End => continue,
+            };
+            self.mixer.send(worker, command);
+        }
     }
 
     /// A room's echo cancellation setting: its own, else the service's.
@@ -728,10 +822,18 @@ impl Bridge {
                         remote_jitter_ms: round1(rtcp.remote_jitter_ms),
                     },
                     audio: self.participant_audio(leg, room_aec),
+                    moderator: leg.moderator,
                 }
             })
             .collect();
-        Some(RoomDetail { id: room.to_string(), recording: entry.recording.is_some(), aec: aec_setting(room_aec), participants })
+        Some(RoomDetail {
+            id: room.to_string(),
+            recording: entry.recording.is_some(),
+            aec: aec_setting(room_aec),
+            locked: entry.locked,
+            waiting_for_moderator: entry.policy.on_hold(),
+            participants,
+        })
     }
 }
 
@@ -764,8 +866,9 @@ impl CallHandler for Bridge {
             answer.set_local_key(local.key_params());
         }
         let in_lobby = destination == Destination::Lobby;
+        let moderator = matches!(destination, Destination::Room(_, true));
         let room: RoomKey = match &destination {
-            Destination::Room(room) => room.clone(),
+            Destination::Room(room, _) => room.clone(),
             // A private mixer room per lobby caller; '~' keeps it apart from every room id.
             Destination::Lobby => Arc::from(format!("~lobby-{}", call.call.0)),
         };
@@ -781,6 +884,11 @@ impl CallHandler for Bridge {
                 drop(state);
                 info!(call_id = %call.call_id, room = %room, "call refused: room full");
                 return Err(self.refuse("room_full", Rejection::new(486, "Busy Here")));
+            }
+            if state.rooms.get(&room).is_some_and(|r| r.locked) {
+                drop(state);
+                info!(call_id = %call.call_id, room = %room, "call refused: room locked");
+                return Err(self.refuse("room_locked", Rejection::new(403, "Conference Locked")));
             }
         }
         let ports = match MediaPorts::bind(call.peer.local.ip(), &self.ports) {
@@ -817,6 +925,8 @@ impl CallHandler for Bridge {
                 worker,
                 legs: BTreeMap::new(),
                 recording: None,
+                policy: RoomPolicy::new(settings.policy),
+                locked: false,
             });
             entry.legs.insert(leg_id, call.call);
         }
@@ -855,6 +965,7 @@ impl CallHandler for Bridge {
                 sdp_version: 1,
                 receive: receive_tx,
                 controls: LegControls::default(),
+                moderator,
                 talking: false,
                 aec_active: false,
             },
@@ -862,6 +973,10 @@ impl CallHandler for Bridge {
         if is_new_room {
             self.metrics.rooms.inc();
             self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
+        }
+        if !in_lobby {
+            let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg_id, moderator)).unwrap_or_default();
+            self.apply_policy(&room, worker, actions);
         }
         self.metrics.active_calls.inc();
         if auto_record {
@@ -1003,6 +1118,8 @@ impl Control for Bridge {
                     id: id.to_string(),
                     recording: false,
                     aec: aec_setting(self.room_aec(id)),
+                    locked: false,
+                    waiting_for_moderator: false,
                     participants: Vec::new(),
                 })
             })
@@ -1031,6 +1148,10 @@ impl Control for Bridge {
             max_participants,
             record: spec.record,
             aec: spec.aec.map(aec_mode),
+            join_leave_tones: spec.join_leave_tones,
+            alone_prompt: spec.alone_prompt,
+            wait_for_moderator: spec.wait_for_moderator,
+            end_with_moderator: spec.end_with_moderator,
         };
         let aec = config.aec;
         self.book().put(room, config).map_err(|e| ControlError::Unavailable(e.to_string()))?;
@@ -1083,6 +1204,13 @@ impl Control for Bridge {
         }
         self.leave(call, "kicked");
         Ok(())
+    }
+
+    fn update_room(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError> {
+        if let Some(locked) = patch.locked {
+            self.set_locked(room, locked)?;
+        }
+        self.room(room).ok_or(ControlError::RoomNotFound)
     }
 
     fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError> {

@@ -182,6 +182,8 @@ struct RawRule {
     #[serde(rename = "match")]
     pattern: String,
     action: String,
+    #[serde(default)]
+    moderator: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +200,14 @@ struct RawRoom {
     record: Option<bool>,
     #[serde(default)]
     aec: Option<String>,
+    #[serde(default)]
+    join_leave_tones: Option<bool>,
+    #[serde(default)]
+    alone_prompt: Option<bool>,
+    #[serde(default)]
+    wait_for_moderator: Option<bool>,
+    #[serde(default)]
+    end_with_moderator: Option<bool>,
 }
 
 /// The settings a `[[rooms]]` entry may give and `[room]` gives defaults for.
@@ -214,6 +224,14 @@ struct RawRoomDefaults {
     record: Option<bool>,
     #[serde(default)]
     aec: Option<String>,
+    #[serde(default)]
+    join_leave_tones: Option<bool>,
+    #[serde(default)]
+    alone_prompt: Option<bool>,
+    #[serde(default)]
+    wait_for_moderator: Option<bool>,
+    #[serde(default)]
+    end_with_moderator: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +333,8 @@ pub struct DialRule {
     pub pattern: regex::Regex,
     /// What to do on a match.
     pub action: DialAction,
+    /// Callers routed to a room by this rule join as moderators.
+    pub moderator: bool,
 }
 
 /// The settings of one room as written (`[[rooms]]`, `PUT /v1/rooms/{room}`) or the defaults
@@ -332,6 +352,14 @@ pub struct RoomConfig {
     pub record: Option<bool>,
     /// Echo cancellation in the room (default: `audio.aec`).
     pub aec: Option<roundtable_mixer::AecMode>,
+    /// Tones to the room when someone joins or leaves (default: on).
+    pub join_leave_tones: Option<bool>,
+    /// "You are the only participant" to a caller alone in the room (default: on).
+    pub alone_prompt: Option<bool>,
+    /// Until a moderator joins, nobody is mixed and everyone hears a hold tone (default: off).
+    pub wait_for_moderator: Option<bool>,
+    /// When the last moderator leaves, everyone else is hung up (default: off).
+    pub end_with_moderator: Option<bool>,
 }
 
 impl RoomConfig {
@@ -363,6 +391,10 @@ impl RoomConfig {
             max_participants,
             record: raw.record,
             aec,
+            join_leave_tones: raw.join_leave_tones,
+            alone_prompt: raw.alone_prompt,
+            wait_for_moderator: raw.wait_for_moderator,
+            end_with_moderator: raw.end_with_moderator,
         })
     }
 }
@@ -612,7 +644,10 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             "room" => DialAction::Room,
             other => return Err(ConfigError::new("dialplan.action", format!("{other:?} is not lobby or room"))),
         };
-        dialplan.push(DialRule { pattern, action });
+        if rule.moderator && action != DialAction::Room {
+            return Err(ConfigError::new("dialplan.moderator", "only a room rule makes moderators (the lobby uses moderator_pin)"));
+        }
+        dialplan.push(DialRule { pattern, action, moderator: rule.moderator });
     }
     let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
     let room_defaults = RoomConfig::from_raw("room", raw.room, max_legs_per_room)?;
@@ -627,6 +662,10 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             max_participants: room.max_participants,
             record: room.record,
             aec: room.aec,
+            join_leave_tones: room.join_leave_tones,
+            alone_prompt: room.alone_prompt,
+            wait_for_moderator: room.wait_for_moderator,
+            end_with_moderator: room.end_with_moderator,
         };
         let entry = RoomConfig::from_raw("rooms", settings, max_legs_per_room)
             .map_err(|e| ConfigError::new(&e.key, format!("room {}: {}", room.id, e.reason)))?;

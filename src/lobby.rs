@@ -30,12 +30,21 @@ pub enum Prompt {
     Joining,
     /// "Goodbye."
     Goodbye,
+    /// "You are currently the only participant in this conference." (played in rooms)
+    Alone,
 }
 
 impl Prompt {
     /// Every prompt, for loading and generating them.
-    pub const ALL: [Prompt; 6] =
-        [Prompt::Welcome, Prompt::EnterPin, Prompt::InvalidRoom, Prompt::WrongPin, Prompt::Joining, Prompt::Goodbye];
+    pub const ALL: [Prompt; 7] = [
+        Prompt::Welcome,
+        Prompt::EnterPin,
+        Prompt::InvalidRoom,
+        Prompt::WrongPin,
+        Prompt::Joining,
+        Prompt::Goodbye,
+        Prompt::Alone,
+    ];
 
 }
 

@@ -11,6 +11,7 @@ mod events;
 mod lobby;
 mod lockout;
 mod metrics;
+mod policy;
 mod prompts;
 mod rooms;
 mod time;

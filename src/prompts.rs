@@ -1,6 +1,6 @@
-//! The lobby's prompts: the WAVs `scripts/make-prompts.sh` generates (8 kHz, built into the
-//! binary), decoded and resampled once to the rooms' rate, with a tone pattern for any prompt
-//! that is missing or unreadable.
+//! The lobby's and rooms' prompts: the WAVs `scripts/make-prompts.sh` generates (8 kHz, built
+//! into the binary), decoded and resampled once to the rooms' rate, with a tone pattern for any
+//! prompt that is missing or unreadable; and the rooms' tones (join, leave, hold).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ fn embedded(prompt: Prompt) -> &'static [u8] {
         Prompt::WrongPin => include_bytes!("../prompts/wrong-pin.wav"),
         Prompt::Joining => include_bytes!("../prompts/joining.wav"),
         Prompt::Goodbye => include_bytes!("../prompts/goodbye.wav"),
+        Prompt::Alone => include_bytes!("../prompts/alone.wav"),
     }
 }
 
@@ -68,15 +69,48 @@ fn tones(prompt: Prompt, rate: u32) -> Arc<[i16]> {
         Prompt::InvalidRoom | Prompt::WrongPin => &[(300.0, 600)],
         Prompt::Joining => &[(660.0, 200), (880.0, 200)],
         Prompt::Goodbye => &[(880.0, 200), (660.0, 200), (440.0, 300)],
+        Prompt::Alone => &[(440.0, 200), (0.0, 200), (440.0, 200)],
     };
+    pattern_samples(pattern, rate, 8000.0)
+}
+
+/// Tone pairs (frequency, milliseconds; 0 Hz = pause) as samples, with 5 ms fades so that no
+/// tone clicks.
+fn pattern_samples(pattern: &[(f64, u32)], rate: u32, amplitude: f64) -> Arc<[i16]> {
     let mut out = Vec::new();
     for &(freq, ms) in pattern {
-        for n in 0..ms * rate / 1000 {
+        let len = ms * rate / 1000;
+        let fade = (rate / 200).min(len / 2).max(1);
+        for n in 0..len {
             let t = f64::from(n) / f64::from(rate);
-            out.push((8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16);
+            let envelope = f64::from(n.min(len - 1 - n).min(fade)) / f64::from(fade);
+            out.push((amplitude * envelope * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16);
         }
     }
     Arc::from(out)
+}
+
+/// The rooms' tones, at the rooms' rate (about -20 dBFS, under speech).
+#[derive(Debug, Clone)]
+pub struct Tones {
+    /// Someone joined: rising.
+    pub join: Arc<[i16]>,
+    /// Someone left: falling.
+    pub leave: Arc<[i16]>,
+    /// Waiting for the moderator: a soft two-note chime every 3 s, looped.
+    pub hold: Arc<[i16]>,
+}
+
+impl Tones {
+    /// The tones at `rate`.
+    pub fn new(rate: u32) -> Tones {
+        let amplitude = 3300.0;
+        Tones {
+            join: pattern_samples(&[(600.0, 120), (900.0, 160)], rate, amplitude),
+            leave: pattern_samples(&[(900.0, 120), (600.0, 160)], rate, amplitude),
+            hold: pattern_samples(&[(523.0, 250), (659.0, 350), (0.0, 2400)], rate, amplitude * 0.7),
+        }
+    }
 }
 
 impl Prompts {

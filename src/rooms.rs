@@ -44,6 +44,14 @@ struct StoredRoom {
     record: Option<bool>,
     #[serde(default)]
     aec: Option<String>,
+    #[serde(default)]
+    join_leave_tones: Option<bool>,
+    #[serde(default)]
+    alone_prompt: Option<bool>,
+    #[serde(default)]
+    wait_for_moderator: Option<bool>,
+    #[serde(default)]
+    end_with_moderator: Option<bool>,
 }
 
 impl StoredRoom {
@@ -54,6 +62,10 @@ impl StoredRoom {
             max_participants: self.max_participants,
             record: self.record,
             aec: self.aec.as_deref().and_then(roundtable_mixer::AecMode::parse),
+            join_leave_tones: self.join_leave_tones,
+            alone_prompt: self.alone_prompt,
+            wait_for_moderator: self.wait_for_moderator,
+            end_with_moderator: self.end_with_moderator,
         };
         (self.id, config)
     }
@@ -72,6 +84,8 @@ pub struct RoomSettings {
     pub record: bool,
     /// Echo cancellation in the room (`None`: `audio.aec`).
     pub aec: Option<roundtable_mixer::AecMode>,
+    /// Who joins and leaves, what the room hears (see `crate::policy`).
+    pub policy: crate::policy::PolicySettings,
 }
 
 impl RoomSettings {
@@ -144,6 +158,12 @@ impl RoomBook {
                 .min(self.defaults.max_legs_per_room),
             record: own.record.or(fallback.record).unwrap_or(self.defaults.auto_record),
             aec: own.aec.or(fallback.aec),
+            policy: crate::policy::PolicySettings {
+                join_leave_tones: own.join_leave_tones.or(fallback.join_leave_tones).unwrap_or(true),
+                alone_prompt: own.alone_prompt.or(fallback.alone_prompt).unwrap_or(true),
+                wait_for_moderator: own.wait_for_moderator.or(fallback.wait_for_moderator).unwrap_or(false),
+                end_with_moderator: own.end_with_moderator.or(fallback.end_with_moderator).unwrap_or(false),
+            },
         }
     }
 
@@ -191,6 +211,10 @@ impl RoomBook {
                 max_participants: r.max_participants,
                 record: r.record,
                 aec: r.aec.map(|m| m.name().to_string()),
+                join_leave_tones: r.join_leave_tones,
+                alone_prompt: r.alone_prompt,
+                wait_for_moderator: r.wait_for_moderator,
+                end_with_moderator: r.end_with_moderator,
             })
             .collect();
         rooms.sort_by(|a, b| a.id.cmp(&b.id));

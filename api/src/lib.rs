@@ -97,6 +97,8 @@ pub struct Participant {
     pub rtcp: RtcpReport,
     /// Its audio controls and what the mixer does with it.
     pub audio: ParticipantAudio,
+    /// Whether it joined as a moderator (moderator PIN or dial plan).
+    pub moderator: bool,
 }
 
 /// Echo cancellation setting: always, never, or where the echo detector finds echo.
@@ -185,8 +187,21 @@ pub struct RoomDetail {
     pub recording: bool,
     /// Its echo cancellation setting (its own, else the service's).
     pub aec: AecSetting,
+    /// Whether new callers are refused.
+    pub locked: bool,
+    /// Whether it waits for its moderator (nobody is mixed; everyone hears a hold tone).
+    pub waiting_for_moderator: bool,
     /// Its legs.
     pub participants: Vec<Participant>,
+}
+
+/// The body of `PATCH /v1/rooms/{room}`: live changes to a running room.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomPatch {
+    /// Lock (new callers get 403) or unlock.
+    #[serde(default)]
+    pub locked: Option<bool>,
 }
 
 /// The body of `POST /v1/rooms/{room}/recording`.
@@ -226,6 +241,18 @@ pub struct RoomSpec {
     /// Echo cancellation in the room; absent: the `[room]` default, else `audio.aec`.
     #[serde(default)]
     pub aec: Option<AecSetting>,
+    /// Join and leave tones; absent: the `[room]` default, else on.
+    #[serde(default)]
+    pub join_leave_tones: Option<bool>,
+    /// The "only participant" prompt; absent: the `[room]` default, else on.
+    #[serde(default)]
+    pub alone_prompt: Option<bool>,
+    /// Hold everyone until a moderator joins; absent: the `[room]` default, else off.
+    #[serde(default)]
+    pub wait_for_moderator: Option<bool>,
+    /// Hang up everyone when the last moderator leaves; absent: the `[room]` default, else off.
+    #[serde(default)]
+    pub end_with_moderator: Option<bool>,
 }
 
 /// The service's readiness.
@@ -296,6 +323,8 @@ pub trait Control: Send + Sync + 'static {
     fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError>;
     /// Removes a participant (the bridge sends BYE).
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError>;
+    /// Changes a running room (lock), returning the room.
+    fn update_room(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError>;
     /// Changes a participant's audio controls, returning the participant.
     fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError>;
     /// Defines (or redefines) a room that exists while empty and survives restarts.
@@ -338,7 +367,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
     let state = AppState { control, registry, token: token.filter(|t| !t.is_empty()).map(Arc::from) };
     let v1 = Router::new()
         .route("/rooms", get(list_rooms))
-        .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room))
+        .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room).patch(update_room))
         .route("/rooms/{room}/recording", post(recording))
         .route("/rooms/{room}/participants/{leg}", delete(kick).patch(update_participant))
         .route("/events", get(events))
@@ -445,6 +474,12 @@ async fn delete_room(State(state): State<AppState>, Path(room): Path<String>) ->
 async fn kick(State(state): State<AppState>, Path((room, leg)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     state.control.kick(&room, &leg)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_room(State(state): State<AppState>, Path(room): Path<String>, body: Bytes) -> Result<Json<RoomDetail>, ApiError> {
+    let patch: RoomPatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    Ok(Json(state.control.update_room(&room, patch)?))
 }
 
 async fn update_participant(

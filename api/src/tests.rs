@@ -18,7 +18,7 @@ impl Control for Fake {
         vec![RoomSummary { id: "1000".into(), participants: 1, recording: *self.recording.lock().unwrap() }]
     }
     fn room(&self, id: &str) -> Option<RoomDetail> {
-        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), aec: AecSetting::Auto, participants: vec![] })
+        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), aec: AecSetting::Auto, locked: false, waiting_for_moderator: false, participants: vec![] })
     }
     fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
@@ -62,13 +62,19 @@ impl Control for Fake {
             receive: Default::default(),
             rtcp: Default::default(),
             audio,
+            moderator: false,
         })
+    }
+    fn update_room(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError> {
+        let mut detail = self.room(room).ok_or(ControlError::RoomNotFound)?;
+        detail.locked = patch.locked.unwrap_or(false);
+        Ok(detail)
     }
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
         if spec.pin.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
             return Err(ControlError::Invalid("a PIN is digits".into()));
         }
-        Ok(RoomDetail { id: room.into(), recording: false, aec: spec.aec.unwrap_or(AecSetting::Auto), participants: vec![] })
+        Ok(RoomDetail { id: room.into(), recording: false, aec: spec.aec.unwrap_or(AecSetting::Auto), locked: false, waiting_for_moderator: false, participants: vec![] })
     }
     fn delete_room(&self, room: &str) -> Result<(), ControlError> {
         self.room(room).map(|_| ()).ok_or(ControlError::RoomNotFound)
@@ -190,4 +196,10 @@ async fn patch_participant_controls() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, body) = call(&app, "PUT", "/v1/rooms/2000", r#"{"aec":"off"}"#, None).await;
     assert_eq!((s, body["aec"].as_str()), (StatusCode::OK, Some("off")));
+    let (s, body) = call(&app, "PATCH", "/v1/rooms/1000", r#"{"locked":true}"#, None).await;
+    assert_eq!((s, body["locked"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, _) = call(&app, "PATCH", "/v1/rooms/1000", r#"{"locked":"yes"}"#, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(&app, "PATCH", "/v1/rooms/9", r#"{"locked":true}"#, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -133,6 +133,20 @@ pub enum Command {
         /// Its controls.
         controls: LegControls,
     },
+    /// Play a sound once to everyone in a room (join and leave tones).
+    Announce {
+        /// The room.
+        room: RoomKey,
+        /// Samples at the room's rate.
+        samples: Arc<[i16]>,
+    },
+    /// Put a room on hold with a looped sound, or take it off hold (`None`).
+    SetHold {
+        /// The room.
+        room: RoomKey,
+        /// The hold sound at the room's rate.
+        sound: Option<Arc<[i16]>>,
+    },
     /// Set a room's echo cancellation mode (`None`: the service's).
     SetRoomAec {
         /// The room.
@@ -204,6 +218,8 @@ impl std::fmt::Debug for Command {
             Command::Play { .. } => "Play",
             Command::SetControls { .. } => "SetControls",
             Command::SetRoomAec { .. } => "SetRoomAec",
+            Command::Announce { .. } => "Announce",
+            Command::SetHold { .. } => "SetHold",
             Command::StopPrompt { .. } => "StopPrompt",
             Command::DetachLeg { .. } => "DetachLeg",
             Command::RemoveLeg { .. } => "RemoveLeg",
@@ -409,6 +425,16 @@ impl Worker {
             Command::SetControls { room, leg, controls } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.room.set_controls(leg, controls);
+                }
+            }
+            Command::Announce { room, samples } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.announce(samples);
+                }
+            }
+            Command::SetHold { room, sound } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.set_hold(sound);
                 }
             }
             Command::SetRoomAec { room, mode } => {

@@ -13,6 +13,10 @@
 //! other leg hears the whole mix, limited and encoded once per codec and output gain and shared
 //! (a 100-leg room with 3 talkers encodes 3 + 1 frames per codec). Deaf legs share a silent
 //! output; legs playing a prompt hear the prompt.
+//!
+//! A room can be put on hold ([`Room::set_hold`]: waiting for its moderator): nobody is mixed
+//! and everyone hears the hold sound, looped; the recording gets silence. An announcement
+//! ([`Room::announce`]: join and leave tones) is added to what everyone hears.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -96,6 +100,37 @@ enum Content {
     Mix(i32),
     /// Silence (deaf legs).
     Silence,
+    /// The hold sound (a room waiting for its moderator).
+    Hold,
+}
+
+/// A sound played from a position (looped or once).
+#[derive(Debug, Clone)]
+struct Playing {
+    samples: Arc<[i16]>,
+    position: usize,
+}
+
+impl Playing {
+    /// Adds (or writes) the next frame of the sound; returns false when a one-shot sound ended.
+    fn next_into(&mut self, out: &mut [i16], looped: bool) -> bool {
+        let len = self.samples.len();
+        if len == 0 {
+            return false;
+        }
+        for o in out.iter_mut() {
+            if self.position >= len {
+                if !looped {
+                    *o = 0;
+                    continue;
+                }
+                self.position = 0;
+            }
+            *o = self.samples[self.position];
+            self.position += 1;
+        }
+        looped || self.position < len
+    }
 }
 
 /// One frame encoded once for every leg with the same codec and content.
@@ -116,6 +151,10 @@ pub struct Room {
     config: RoomConfig,
     aec: Option<AecMode>,
     degradation: Degradation,
+    hold: Option<Playing>,
+    announcement: Option<Playing>,
+    /// This tick's frame of the hold sound or the announcement.
+    sound: Vec<i16>,
     legs: Vec<Leg>,
     shared: Vec<SharedOutput>,
     acc: Vec<i32>,
@@ -143,6 +182,9 @@ impl Room {
             config,
             aec: None,
             degradation: Degradation::Full,
+            hold: None,
+            announcement: None,
+            sound: vec![0; frame],
             legs: Vec::new(),
             shared: Vec::new(),
             acc: vec![0; frame],
@@ -225,6 +267,21 @@ impl Room {
         self.aec = mode;
     }
 
+    /// Puts the room on hold with `sound` looped to everyone (`None`: mixing again).
+    pub fn set_hold(&mut self, sound: Option<Arc<[i16]>>) {
+        self.hold = sound.map(|samples| Playing { samples, position: 0 });
+    }
+
+    /// Whether the room is on hold.
+    pub fn on_hold(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// Plays `sound` once to everyone in the room, on top of the mix (replacing one playing).
+    pub fn announce(&mut self, sound: Arc<[i16]>) {
+        self.announcement = Some(Playing { samples: sound, position: 0 });
+    }
+
     /// Sheds (or restores) work under overload; see [`Degradation`].
     pub fn set_degradation(&mut self, degradation: Degradation) {
         self.degradation = degradation;
@@ -283,6 +340,14 @@ impl Room {
         for leg in self.legs.iter().filter(|l| l.mixed) {
             mix::accumulate(&mut self.acc, &leg.input);
         }
+        if let Some(hold) = &mut self.hold {
+            hold.next_into(&mut self.sound, true);
+        } else if let Some(announcement) = &mut self.announcement {
+            if !announcement.next_into(&mut self.sound, false) {
+                self.announcement = None;
+            }
+            mix::accumulate(&mut self.acc, &self.sound);
+        }
         mix::widen(&self.acc, 1.0, &mut self.scratch);
         self.mix_limiter.process(&self.scratch, &mut self.mix);
 
@@ -315,7 +380,7 @@ impl Room {
     fn select_talkers(&mut self) {
         self.ranking.clear();
         for (i, leg) in self.legs.iter().enumerate() {
-            if let Some(level) = leg.candidate() {
+            if let Some(level) = leg.candidate().filter(|_| self.hold.is_none()) {
                 self.ranking.push((level + if leg.mixed { 6.0 } else { 0.0 }, i));
             }
         }
@@ -346,7 +411,13 @@ impl Room {
             } else if leg.prompt.is_some() || (leg.mixed && !leg.controls.deaf) {
                 Route::Private
             } else {
-                let content = if leg.controls.deaf { Content::Silence } else { Content::Mix((leg.controls.output_gain_db * 100.0).round() as i32) };
+                let content = if leg.controls.deaf {
+                    Content::Silence
+                } else if self.hold.is_some() {
+                    Content::Hold
+                } else {
+                    Content::Mix((leg.controls.output_gain_db * 100.0).round() as i32)
+                };
                 let codec = leg.encoding.codec;
                 let found = self.shared.iter().position(|s| s.codec == codec.codec && s.opus == codec.opus && s.content == content);
                 let index = match found {
@@ -376,6 +447,7 @@ impl Room {
         for output in self.shared.iter_mut().filter(|s| s.last_used == self.ticks) {
             match output.content {
                 Content::Silence => output.frame.fill(0),
+                Content::Hold => output.frame.copy_from_slice(&self.sound),
                 Content::Mix(0) => output.frame.copy_from_slice(&self.mix),
                 Content::Mix(centi_db) => {
                     mix::widen(&self.acc, db_to_gain(centi_db as f32 / 100.0), &mut self.scratch);

@@ -72,6 +72,7 @@ impl Service {
              [media]\nrtp_ports = \"{low}-{high}\"\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
              [audio]\nnoise_suppression = false\nagc = false\n\
+             [room]\njoin_leave_tones = false\nalone_prompt = false\n\
              [storage]\npath = {store:?}\n\
              [log]\nlevel = \"debug\"\n"
         );

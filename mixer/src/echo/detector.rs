@@ -31,6 +31,11 @@ const ON_AFTER: u32 = 2;
 const OFF_AFTER: u32 = 20;
 /// Spread in dB the sent envelope needs over the window to be worth testing.
 const MIN_SENT_SPREAD_DB: f32 = 6.0;
+/// Level steps (of at least [`STEP_DB`] between blocks) the sent envelope needs: speech has
+/// dozens in a few seconds; a tone that starts (and the answer that starts with it) has one,
+/// which would otherwise correlate perfectly.
+const MIN_SENT_STEPS: usize = 20;
+const STEP_DB: f32 = 3.0;
 
 /// One leg's echo detector.
 #[derive(Debug, Clone)]
@@ -103,13 +108,16 @@ impl EchoDetector {
         let window = (self.blocks as usize - MAX_LAG).min(WINDOW);
         // Block `i` blocks ago in a ring.
         let at = |ring: &[f32], ago: usize| ring[(newest - ago) % len];
-        let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+        let (mut lo, mut hi, mut steps) = (f32::MAX, f32::MIN, 0);
         for ago in 0..window + MAX_LAG {
             let s = at(&self.sent, ago);
             lo = lo.min(s);
             hi = hi.max(s);
+            if ago > 0 && (s - at(&self.sent, ago - 1)).abs() >= STEP_DB {
+                steps += 1;
+            }
         }
-        if hi - lo < MIN_SENT_SPREAD_DB {
+        if hi - lo < MIN_SENT_SPREAD_DB || steps < MIN_SENT_STEPS {
             self.score = 0.0;
             return None; // Nothing was sent worth echoing: no evidence either way.
         }

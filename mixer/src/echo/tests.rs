@@ -146,3 +146,17 @@ fn unsupported_frame_sizes_are_errors() {
     assert!(matches!(aec.capture(&mut [0; 100]), Err(MixerError::FrameSize(100))));
     assert!(matches!(aec.render(&[]), Err(MixerError::FrameSize(0))));
 }
+
+#[test]
+fn tones_starting_together_are_not_echo() {
+    // Two callers start steady tones at the same moment: the envelopes step together once,
+    // which is no evidence of an echo path.
+    let mut detector = EchoDetector::new(0);
+    let tone = |freq: f32, f: usize| -> Vec<i16> {
+        (0..FRAME).map(|i| (6000.0 * (std::f32::consts::TAU * freq * (f * FRAME + i) as f32 / RATE as f32).sin()) as i16).collect()
+    };
+    for f in 0..500 {
+        let (heard, sent) = if f < 50 { (vec![0; FRAME], vec![0; FRAME]) } else { (tone(440.0, f), tone(1000.0, f)) };
+        assert_eq!(detector.observe(&heard, &sent), None, "frame {f}, score {}", detector.score());
+    }
+}

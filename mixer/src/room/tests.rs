@@ -425,3 +425,49 @@ fn without_aec_the_echo_comes_back() {
     let (below, _) = echo_room(AecMode::Off);
     assert!(below < 15.0, "without AEC a hears itself {below:.1} dB down");
 }
+
+#[test]
+fn a_room_on_hold_hears_only_the_hold_sound_until_released() {
+    let mut sim = Sim::new(plain(8000));
+    let a = sim.add(1, Codec::Pcmu);
+    let b = sim.add(2, Codec::Pcmu);
+    let hold: Arc<[i16]> = tone(8000, 425.0, 4000.0, 0).into_iter().chain(vec![0; 160]).collect();
+    sim.room.set_hold(Some(hold));
+    for t in 0..20 {
+        let heard = sim.step(&HashMap::from([(a, tone(8000, 1000.0, 8000.0, 160 * t))]));
+        let leak = power_at(&heard[&b], 8000, 1000.0);
+        assert!(leak < 1e5, "b does not hear a while on hold: {leak}");
+        assert!(sim.room.mix().iter().all(|&s| s == 0), "the recording is silent on hold");
+        if t % 2 == 0 {
+            assert!(power_at(&heard[&b], 8000, 425.0) > 1e5, "b hears the hold tone");
+            assert!(power_at(&heard[&a], 8000, 425.0) > 1e5, "a hears the hold tone");
+        }
+    }
+    assert_eq!(sim.room.mixed_talkers().count(), 0);
+    sim.room.set_hold(None);
+    let mut heard = HashMap::new();
+    for t in 20..25 {
+        heard = sim.step(&HashMap::from([(a, tone(8000, 1000.0, 8000.0, 160 * t))]));
+    }
+    assert!(power_at(&heard[&b], 8000, 1000.0) > 1e6, "mixing again");
+}
+
+#[test]
+fn an_announcement_reaches_everyone_once() {
+    let mut sim = Sim::new(plain(8000));
+    let a = sim.add(1, Codec::Pcmu);
+    let b = sim.add(2, Codec::Pcmu);
+    let beep: Arc<[i16]> = (0..3).flat_map(|i| tone(8000, 800.0, 6000.0, 160 * i)).collect();
+    sim.room.announce(beep);
+    let mut levels = Vec::new();
+    for t in 0..5 {
+        let heard = sim.step(&HashMap::from([(a, tone(8000, 300.0, 6000.0, 160 * t))]));
+        levels.push((power_at(&heard[&a], 8000, 800.0), power_at(&heard[&b], 8000, 800.0), power_at(&heard[&b], 8000, 300.0)));
+    }
+    for (t, (at_a, at_b, talker)) in levels.iter().enumerate() {
+        let playing = t < 3;
+        assert_eq!(*at_a > 1e5, playing, "a at {t}: {levels:?}");
+        assert_eq!(*at_b > 1e5, playing, "b at {t}: {levels:?}");
+        assert!(t == 0 || *talker > 1e6, "b hears a throughout");
+    }
+}
