@@ -991,7 +991,7 @@ impl CallHandler for Bridge {
             self.event(
                 "participant_joined",
                 &room,
-                serde_json::json!({"participant": leg_id.to_string(), "from": call.from, "codec": answer.codec.name()}),
+                serde_json::json!({"participant": leg_id.to_string(), "from": call.from, "codec": answer.codec.name(), "moderator": moderator}),
             );
         }
 
