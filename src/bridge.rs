@@ -543,7 +543,7 @@ impl Bridge {
             })
             .legs
             .insert(leg, call);
-        self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg, io });
+        self.mixer.send(worker, self.mixer.add_leg(room.clone(), leg, io));
         let call_id = match state.legs.get_mut(&call) {
             Some(entry) => {
                 entry.room = room.clone();
@@ -943,7 +943,7 @@ impl CallHandler for Bridge {
             protect: srtp_mixer,
             lease: ports.lease.clone(),
         };
-        self.mixer.send(worker, Command::AddLeg { room: room.clone(), leg: leg_id, io });
+        self.mixer.send(worker, self.mixer.add_leg(room.clone(), leg_id, io));
         state.legs.insert(
             call.call,
             LegEntry {

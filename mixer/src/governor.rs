@@ -2,9 +2,11 @@
 //! processing in a fixed order ([`Degradation`]), one stage at a time; give it back one stage
 //! at a time once ticks have been cheap for a while.
 //!
-//! - Overloaded: a tick cost more than 75 % of the 20 ms budget, or started more than 10 ms
-//!   late. Three overloaded ticks in a row drop one more stage, at most one stage per second
-//!   (so each step can take effect before the next).
+//! - Overloaded: three ticks in a row cost more than 75 % of the 20 ms budget, or ticks
+//!   started more than 10 ms late for half a second in a row (a thread that cannot keep up; a
+//!   single stall of the process, which shedding work would not cure, does not count). Each
+//!   overload drops one more stage, at most one stage per second (so each step can take effect
+//!   before the next).
 //! - Recovered: a stage comes back after 10 s in a row of ticks whose cost, plus what dropping
 //!   that stage saved (measured on the tick after the step), stays under 60 % of the budget;
 //!   so a stage that would overload the thread again stays off.
@@ -22,6 +24,7 @@ pub const LATE: Duration = Duration::from_millis(10);
 /// Tick cost, with the stage added back, under which a stage may be restored.
 pub const RESTORE: Duration = Duration::from_millis(12);
 const HOT_TICKS: u32 = 3;
+const LATE_TICKS: u32 = 25;
 const STEP_GAP: Duration = Duration::from_secs(1);
 const COOL_FOR: Duration = Duration::from_secs(10);
 
@@ -30,6 +33,7 @@ const COOL_FOR: Duration = Duration::from_secs(10);
 pub struct Governor {
     level: Degradation,
     hot: u32,
+    late: u32,
     cool_since: Option<Instant>,
     last_step: Option<Instant>,
     /// What dropping each stage saved per tick.
@@ -49,22 +53,23 @@ impl Governor {
         if let Some((stage, before)) = self.measuring.take() {
             self.saved[stage as usize] = before.saturating_sub(cost);
         }
+        self.hot = if cost > HOT { self.hot + 1 } else { 0 };
+        self.late = if lateness > LATE { self.late + 1 } else { 0 };
         let overloaded = cost > HOT || lateness > LATE;
         let stepped_recently = self.last_step.is_some_and(|t| now.saturating_duration_since(t) < STEP_GAP);
         if overloaded {
-            self.hot += 1;
             self.cool_since = None;
-            if self.hot >= HOT_TICKS && !stepped_recently {
+            if (self.hot >= HOT_TICKS || self.late >= LATE_TICKS) && !stepped_recently {
                 let worse = self.level.worse()?;
                 self.level = worse;
                 self.last_step = Some(now);
                 self.hot = 0;
+                self.late = 0;
                 self.measuring = Some((worse, cost));
                 return Some(worse);
             }
             return None;
         }
-        self.hot = 0;
         if cost + self.saved[self.level as usize] >= RESTORE {
             self.cool_since = None;
             return None;
@@ -130,6 +135,18 @@ mod tests {
         assert_eq!(steps[0].0, 102, "three hot ticks");
         assert_eq!(steps[1].0, 152, "one second later");
         assert_eq!((steps[2].0, steps[3].0), (1500, 2000), "{steps:?}");
+    }
+
+    #[test]
+    fn a_single_stall_sheds_nothing() {
+        let start = Instant::now();
+        let mut governor = Governor::default();
+        for tick in 0..100u64 {
+            let now = start + Duration::from_millis(20 * tick);
+            // A 60 ms stall at tick 50: three ticks run late back to back, then it caught up.
+            let late = if (50..53).contains(&tick) { Duration::from_millis(60 - 20 * (tick - 50)) } else { Duration::ZERO };
+            assert_eq!(governor.observe(now, Duration::from_millis(2), late), None);
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::controls::LegControls;
 use crate::echo::AecMode;
 use crate::governor::Governor;
 use crate::metrics::{MixerMetrics, ThreadMetrics};
-use crate::room::{LegId, Room, RoomConfig, RoomEvent};
+use crate::room::{LegId, PreparedLeg, Room, RoomConfig, RoomEvent};
 
 /// The tick period.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -99,6 +99,8 @@ pub enum Command {
         leg: LegId,
         /// Its sockets and inbox.
         io: LegIo,
+        /// Its media pipelines, built by [`MixerPool::add_leg`] off the mixer thread.
+        media: Result<PreparedLeg, MediaError>,
     },
     /// Change a leg's media after a re-offer (hold, resume, codec or address change).
     UpdateLeg {
@@ -247,6 +249,9 @@ pub struct MixerPool {
     workers: Vec<Sender<Command>>,
     threads: Vec<JoinHandle<()>>,
     loads: Vec<Arc<Load>>,
+    config: RoomConfig,
+    /// Seeds each leg's RTP stream (SSRC, sequence, timestamp) differently.
+    seed: AtomicU64,
 }
 
 /// Which mixer thread serves a room.
@@ -275,7 +280,6 @@ impl MixerPool {
                 thread: metrics.for_thread(index),
                 metrics: metrics.clone(),
                 media: media.clone(),
-                seed: index as u64,
                 governor: Governor::default(),
                 events: events.clone(),
                 load: load.clone(),
@@ -287,7 +291,8 @@ impl MixerPool {
             handles.push(handle);
             loads.push(load);
         }
-        Ok(MixerPool { workers, threads: handles, loads })
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        Ok(MixerPool { workers, threads: handles, loads, config, seed: AtomicU64::new(seed) })
     }
 
     /// The thread a new room should go to: the least loaded by measured tick cost.
@@ -300,6 +305,14 @@ impl MixerPool {
             l.recent_rooms.fetch_add(1, Ordering::Relaxed);
         }
         WorkerId(index)
+    }
+
+    /// The command that adds `leg` to `room`, with its media pipelines built here, on the
+    /// caller's thread: a burst of joins then costs the mixer threads nothing but a move.
+    pub fn add_leg(&self, room: RoomKey, leg: LegId, io: LegIo) -> Command {
+        let seed = self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ leg.0.rotate_left(17);
+        let media = Room::prepare_leg(&self.config, leg, io.codec, seed);
+        Command::AddLeg { room, leg, io, media }
     }
 
     /// Sends a command to a thread; `false` if it has stopped.
@@ -324,7 +337,6 @@ struct Worker {
     metrics: MixerMetrics,
     thread: ThreadMetrics,
     media: MediaMetrics,
-    seed: u64,
     governor: Governor,
     events: SyncSender<MixerEvent>,
     load: Arc<Load>,
@@ -389,7 +401,7 @@ impl Worker {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::AddLeg { room, leg, io } => {
+            Command::AddLeg { room, leg, io, media } => {
                 let config = self.config;
                 let degradation = self.governor.level();
                 let slot = self.rooms.entry(room).or_insert_with(|| {
@@ -397,11 +409,13 @@ impl Worker {
                     room.set_degradation(degradation);
                     RoomSlot { room, legs: HashMap::new(), recorder: None }
                 });
-                self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(leg.0 | 1);
-                if let Err(error) = slot.room.add_leg(leg, io.codec, self.seed ^ leg.0.rotate_left(17)) {
-                    // The leg stays silent both ways; its call goes on and can be ended.
-                    tracing::warn!(%leg, %error, "leg media could not be set up");
-                    self.media.invalid(error);
+                match media {
+                    Ok(prepared) => slot.room.add_prepared(prepared),
+                    Err(error) => {
+                        // The leg stays silent both ways; its call goes on and can be ended.
+                        tracing::warn!(%leg, %error, "leg media could not be set up");
+                        self.media.invalid(error);
+                    }
                 }
                 let remote = io.remote;
                 slot.legs.insert(leg, LegSlot { io, remote });

@@ -67,6 +67,10 @@ impl std::fmt::Display for LegId {
     }
 }
 
+/// A leg ready to join a room ([`Room::prepare_leg`]).
+#[derive(Debug)]
+pub struct PreparedLeg(Box<Leg>);
+
 /// Something that happened to a leg during a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomEvent {
@@ -220,10 +224,21 @@ impl Room {
 
     /// Adds a leg speaking `codec`; `seed` randomises its outgoing RTP stream.
     pub fn add_leg(&mut self, id: LegId, codec: LegCodec, seed: u64) -> Result<(), MediaError> {
-        self.remove_leg(id);
-        let leg = Leg::new(id, codec, seed, self.config.rate, self.config.jitter, self.config.audio.limiter)?;
-        self.legs.push(leg);
+        let leg = Room::prepare_leg(&self.config, id, codec, seed)?;
+        self.add_prepared(leg);
         Ok(())
+    }
+
+    /// Builds a leg's codec pipelines and state for a room set up with `config`, so that the
+    /// work (resampler plans, codec state) happens on the caller's thread, not in a tick.
+    pub fn prepare_leg(config: &RoomConfig, id: LegId, codec: LegCodec, seed: u64) -> Result<PreparedLeg, MediaError> {
+        Leg::new(id, codec, seed, config.rate, config.jitter, config.audio.limiter).map(|leg| PreparedLeg(Box::new(leg)))
+    }
+
+    /// Adds a leg built by [`Room::prepare_leg`] (replacing one with the same id).
+    pub fn add_prepared(&mut self, leg: PreparedLeg) {
+        self.remove_leg(leg.0.id);
+        self.legs.push(*leg.0);
     }
 
     fn leg_mut(&mut self, id: LegId) -> Option<&mut Leg> {

@@ -1,0 +1,351 @@
+//! RTP load tool: places N G.711 (PCMU) calls to a Roundtable bridge over SIP/UDP, in rooms of
+//! `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
+//! each room speak recorded speech, the others send near-silence, as in a real conference), and
+//! measures what comes back: packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
+//! `--pid` it reports the bridge's CPU seconds per participant-second; with `--api` its tick
+//! lateness p99 from `/metrics`.
+//!
+//! ```sh
+//! target/release/roundtable serve --config load.toml &
+//! target/release/rtp_load --sip 127.0.0.1:5060 --legs 600 --room-size 10 --seconds 30 \
+//!     --pid $(pgrep -n roundtable) --api 127.0.0.1:8080
+//! ```
+//!
+//! One thread sends every leg's packet at absolute 20 ms deadlines; receiving runs on a tokio
+//! runtime (one task per leg). Every wait is bounded.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use roundtable_media::codec::{Codec, Encoder};
+
+/// What each leg saw of its incoming stream.
+#[derive(Default)]
+struct Received {
+    packets: AtomicU64,
+    lost: AtomicU64,
+    /// RFC 3550 jitter, in microseconds (x16 fixed point as in the RFC's integer form).
+    jitter_us16: AtomicU64,
+}
+
+struct Args {
+    sip: SocketAddr,
+    legs: usize,
+    room_size: usize,
+    seconds: u64,
+    local: IpAddr,
+    pid: Option<u32>,
+    api: Option<SocketAddr>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        sip: "127.0.0.1:5060".parse().map_err(|e| format!("{e}"))?,
+        legs: 100,
+        room_size: 10,
+        seconds: 30,
+        local: "127.0.0.1".parse().map_err(|e| format!("{e}"))?,
+        pid: None,
+        api: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--sip" => args.sip = value.parse().map_err(|e| bad(&e))?,
+            "--legs" => args.legs = value.parse().map_err(|e| bad(&e))?,
+            "--room-size" => args.room_size = value.parse().map_err(|e| bad(&e))?,
+            "--seconds" => args.seconds = value.parse().map_err(|e| bad(&e))?,
+            "--local" => args.local = value.parse().map_err(|e| bad(&e))?,
+            "--pid" => args.pid = Some(value.parse().map_err(|e| bad(&e))?),
+            "--api" => args.api = Some(value.parse().map_err(|e| bad(&e))?),
+            "--bench" => {} // cargo bench passes it to every target
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.legs == 0 || args.room_size == 0 || args.seconds == 0 {
+        return Err("--legs, --room-size and --seconds must be positive".into());
+    }
+    Ok(args)
+}
+
+/// One call's SIP and media state.
+struct Leg {
+    rtp: std::net::UdpSocket,
+    remote: SocketAddr,
+    call_id: String,
+    to_tag: String,
+    room: String,
+}
+
+fn invite(args: &Args, sip_local: SocketAddr, call_id: &str, room: &str, rtp_port: u16) -> String {
+    let sdp = format!(
+        "v=0\r\no=load 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        ip = args.local
+    );
+    format!(
+        "INVITE sip:{room}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {sip_local};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\n\
+         From: <sip:load@{local}>;tag=f{call_id}\r\nTo: <sip:{room}@{sip}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:load@{sip_local}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        sip = args.sip,
+        local = args.local,
+    )
+}
+
+fn in_dialog(args: &Args, sip_local: SocketAddr, leg: &Leg, method: &str, cseq: u32, branch: &str) -> String {
+    format!(
+        "{method} sip:{room}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {sip_local};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+         From: <sip:load@{local}>;tag=f{id}\r\nTo: <sip:{room}@{sip}>;tag={to}\r\nCall-ID: {id}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n",
+        room = leg.room,
+        sip = args.sip,
+        local = args.local,
+        id = leg.call_id,
+        to = leg.to_tag,
+    )
+}
+
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Places every call, one at a time (each within 5 s).
+fn place_calls(args: &Args, sip: &std::net::UdpSocket) -> Result<Vec<Leg>, String> {
+    let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
+    sip.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    let mut legs = Vec::with_capacity(args.legs);
+    let mut buf = vec![0u8; 65536];
+    for i in 0..args.legs {
+        let rtp = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
+        let port = rtp.local_addr().map_err(|e| e.to_string())?.port();
+        let room = format!("load{}", i / args.room_size);
+        let call_id = format!("load{}x{}", std::process::id(), i);
+        sip.send_to(invite(args, sip_local, &call_id, &room, port).as_bytes(), args.sip).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            if Instant::now() > deadline {
+                return Err(format!("call {i}: no final response within 5 s"));
+            }
+            let Ok((n, _)) = sip.recv_from(&mut buf) else { continue };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if header(&text, "Call-ID") != Some(call_id.as_str()) {
+                continue;
+            }
+            let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if code >= 200 {
+                if code != 200 {
+                    return Err(format!("call {i}: {}", text.lines().next().unwrap_or_default()));
+                }
+                break text;
+            }
+        };
+        let to_tag = header(&answer, "To").and_then(|t| t.split(";tag=").nth(1)).unwrap_or_default().to_string();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let ip = body.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).and_then(|a| a.trim().parse::<IpAddr>().ok());
+        let media_port = body.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|m| m.split(' ').next()?.parse::<u16>().ok());
+        let (Some(ip), Some(media_port)) = (ip, media_port) else { return Err(format!("call {i}: no media address in the answer")) };
+        let leg = Leg { rtp, remote: SocketAddr::new(ip, media_port), call_id, to_tag, room };
+        sip.send_to(in_dialog(args, sip_local, &leg, "ACK", 1, &format!("{}a", leg.call_id)).as_bytes(), args.sip)
+            .map_err(|e| e.to_string())?;
+        legs.push(leg);
+    }
+    Ok(legs)
+}
+
+/// 8 kHz speech frames from the mixer's fixture (pairs of 16 kHz samples averaged).
+fn speech_frames() -> Vec<Vec<i16>> {
+    let path = format!("{}/../mixer/tests/fixtures/speech-a.wav", env!("CARGO_MANIFEST_DIR"));
+    let samples: Vec<i16> = match hound::WavReader::open(&path) {
+        Ok(mut r) => r.samples::<i16>().filter_map(Result::ok).collect(),
+        Err(_) => Vec::new(),
+    };
+    let half: Vec<i16> = samples.chunks(2).map(|p| ((i32::from(p[0]) + i32::from(*p.last().unwrap_or(&0))) / 2) as i16).collect();
+    half.chunks_exact(160).map(<[i16]>::to_vec).collect()
+}
+
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// p99 of a Prometheus histogram family (summed over its label sets), from its buckets.
+fn histogram_p99(metrics: &str, name: &str) -> Option<f64> {
+    let mut buckets: HashMap<String, f64> = HashMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket"))) {
+        let le = line.split("le=\"").nth(1)?.split('"').next()?.to_string();
+        let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        *buckets.entry(le).or_default() += count;
+    }
+    let mut sorted: Vec<(f64, f64)> =
+        buckets.into_iter().map(|(le, c)| (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) }, c)).collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = sorted.last()?.1;
+    sorted.iter().find(|(_, c)| *c >= 0.99 * total).map(|(le, _)| *le)
+}
+
+fn fetch_metrics(api: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rtp_load: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("rtp_load: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let sip = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let legs = place_calls(args, &sip)?;
+    println!("placed {} calls in {:.1} s", legs.len(), started.elapsed().as_secs_f64());
+
+    let received: Arc<Vec<Received>> = Arc::new((0..legs.len()).map(|_| Received::default()).collect());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| e.to_string())?;
+    let stop_at = Instant::now() + Duration::from_secs(args.seconds);
+    let mut senders = Vec::with_capacity(legs.len());
+    for (i, leg) in legs.iter().enumerate() {
+        let socket = leg.rtp.try_clone().map_err(|e| e.to_string())?;
+        senders.push(leg.rtp.try_clone().map_err(|e| e.to_string())?);
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let received = received.clone();
+        runtime.spawn(async move {
+            let Ok(socket) = tokio::net::UdpSocket::from_std(socket) else { return };
+            let mut buf = [0u8; 1500];
+            let (mut last_seq, mut transit0): (Option<u16>, Option<i64>) = (None, None);
+            let clock = Instant::now();
+            let mut jitter = 0f64;
+            while let Ok(Ok(n)) = tokio::time::timeout_at(tokio::time::Instant::from_std(stop_at + Duration::from_secs(1)), socket.recv(&mut buf)).await {
+                if n < 12 || buf[1] & 0x7F != 0 {
+                    continue;
+                }
+                let r = &received[i];
+                r.packets.fetch_add(1, Ordering::Relaxed);
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                if let Some(last) = last_seq {
+                    let gap = seq.wrapping_sub(last);
+                    if (2..1000).contains(&gap) {
+                        r.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+                    }
+                }
+                last_seq = Some(seq);
+                // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units).
+                let ts = i64::from(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]));
+                let arrival = (clock.elapsed().as_micros() as i64) * 8 / 1000;
+                let transit = arrival - ts;
+                if let Some(previous) = transit0 {
+                    let d = (transit - previous).abs() as f64;
+                    jitter += (d - jitter) / 16.0;
+                    r.jitter_us16.store((jitter * 125.0 * 16.0) as u64, Ordering::Relaxed);
+                }
+                transit0 = Some(transit);
+            }
+        });
+    }
+
+    // Media: every leg one packet per 20 ms, at absolute deadlines.
+    let speech = speech_frames();
+    let mut encoder = Encoder::new(Codec::Pcmu, 8000, Default::default()).map_err(|e| e.to_string())?;
+    let mut payloads = Vec::new();
+    for frame in &speech {
+        let mut p = Vec::new();
+        encoder.encode(frame, &mut p).map_err(|e| e.to_string())?;
+        payloads.push(p);
+    }
+    let quiet = {
+        let mut p = Vec::new();
+        encoder.encode(&[1i16; 160], &mut p).map_err(|e| e.to_string())?;
+        p
+    };
+    let cpu_start = args.pid.and_then(cpu_seconds);
+    let media_start = Instant::now();
+    let ticks = args.seconds * 50;
+    let mut late_sends = 0u64;
+    let mut packet = Vec::with_capacity(200);
+    for tick in 0..ticks {
+        let deadline = media_start + Duration::from_millis(20 * tick);
+        if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        } else if Instant::now() - deadline > Duration::from_millis(10) {
+            late_sends += 1;
+        }
+        for (i, (leg, socket)) in legs.iter().zip(&senders).enumerate() {
+            let talker = i % args.room_size < 3;
+            let payload = if talker && !payloads.is_empty() { &payloads[(tick as usize + i * 37) % payloads.len()] } else { &quiet };
+            packet.clear();
+            packet.extend_from_slice(&[0x80, 0]);
+            packet.extend_from_slice(&(tick as u16).to_be_bytes());
+            packet.extend_from_slice(&((tick as u32) * 160).to_be_bytes());
+            packet.extend_from_slice(&(0x4c00_0000u32 | i as u32).to_be_bytes());
+            packet.extend_from_slice(payload);
+            let _ = socket.send_to(&packet, leg.remote);
+        }
+    }
+    let elapsed = media_start.elapsed().as_secs_f64();
+    let cpu = args.pid.and_then(cpu_seconds).zip(cpu_start).map(|(end, start)| end - start);
+    std::thread::sleep(Duration::from_millis(1200));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+
+    let metrics = args.api.and_then(fetch_metrics);
+    let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
+    for (i, leg) in legs.iter().enumerate() {
+        let _ = sip.send_to(in_dialog(args, sip_local, leg, "BYE", 2, &format!("{}b{i}", leg.call_id)).as_bytes(), args.sip);
+    }
+
+    let total: u64 = received.iter().map(|r| r.packets.load(Ordering::Relaxed)).sum();
+    let lost: u64 = received.iter().map(|r| r.lost.load(Ordering::Relaxed)).sum();
+    let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_us16.load(Ordering::Relaxed) as f64 / 16.0 / 1000.0).collect();
+    jitters.sort_by(f64::total_cmp);
+    let expected = legs.len() as f64 * elapsed * 50.0;
+    println!("legs {} (rooms of {}), {:.1} s of media", legs.len(), args.room_size, elapsed);
+    println!(
+        "received {total} packets ({:.1} % of {expected:.0}), lost {lost} ({:.3} %), sender late ticks {late_sends}",
+        100.0 * total as f64 / expected,
+        100.0 * lost as f64 / (total + lost).max(1) as f64
+    );
+    println!(
+        "receive jitter ms: median {:.2}, p99 {:.2}, max {:.2}",
+        jitters.get(jitters.len() / 2).copied().unwrap_or(0.0),
+        jitters.get(jitters.len() * 99 / 100).copied().unwrap_or(0.0),
+        jitters.last().copied().unwrap_or(0.0)
+    );
+    if let Some(cpu) = cpu {
+        let participant_seconds = legs.len() as f64 * elapsed;
+        println!(
+            "bridge CPU {cpu:.1} s over {elapsed:.1} s ({:.0} % of a core): {:.2} ms of CPU per participant-second",
+            100.0 * cpu / elapsed,
+            1000.0 * cpu / participant_seconds
+        );
+    }
+    if let Some(metrics) = metrics {
+        let p99 = histogram_p99(&metrics, "roundtable_mixer_tick_lateness_seconds");
+        let skipped = metrics.lines().find(|l| l.starts_with("roundtable_mixer_ticks_skipped_total")).unwrap_or_default();
+        let degradations: Vec<&str> = metrics.lines().filter(|l| l.starts_with("roundtable_mixer_degradations_total{")).collect();
+        println!("bridge tick lateness p99 <= {} s; {skipped}; {degradations:?}", p99.map_or("?".into(), |p| p.to_string()));
+    }
+    Ok(())
+}
