@@ -1,5 +1,6 @@
-//! RTP load tool: places N G.711 (PCMU) calls to a Roundtable bridge over SIP/UDP, in rooms of
-//! `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
+//! RTP load tool: places N G.711 (PCMU) calls to a Roundtable bridge over SIP/UDP (or, with
+//! `--janus http://127.0.0.1:8088/janus`, joins N plain-RTP participants to Janus AudioBridge
+//! rooms through its HTTP API, for comparison), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
 //! each room speak recorded speech, the others send near-silence, as in a real conference), and
 //! measures what comes back: packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
 //! `--pid` it reports the bridge's CPU seconds per participant-second; with `--api` its tick
@@ -39,6 +40,8 @@ struct Args {
     local: IpAddr,
     pid: Option<u32>,
     api: Option<SocketAddr>,
+    /// Janus's HTTP API (host:port and base path), when measuring Janus instead.
+    janus: Option<(SocketAddr, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         local: "127.0.0.1".parse().map_err(|e| format!("{e}"))?,
         pid: None,
         api: None,
+        janus: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +67,11 @@ fn parse_args() -> Result<Args, String> {
             "--local" => args.local = value.parse().map_err(|e| bad(&e))?,
             "--pid" => args.pid = Some(value.parse().map_err(|e| bad(&e))?),
             "--api" => args.api = Some(value.parse().map_err(|e| bad(&e))?),
+            "--janus" => {
+                let rest = value.strip_prefix("http://").ok_or_else(|| bad(&"not an http:// URL"))?;
+                let (host, path) = rest.split_once('/').unwrap_or((rest, "janus"));
+                args.janus = Some((host.parse().map_err(|e| bad(&e))?, format!("/{path}")));
+            }
             "--bench" => {} // cargo bench passes it to every target
             other => return Err(format!("unknown flag {other}")),
         }
@@ -204,6 +213,77 @@ fn fetch_metrics(api: SocketAddr) -> Option<String> {
     Some(text)
 }
 
+/// One HTTP/1.1 request to Janus; returns the JSON body.
+fn janus_http(addr: SocketAddr, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("janus: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(40))).map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(|e| format!("janus: {e}"))?;
+    let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(json).map_err(|e| format!("janus: {e}: {json}"))
+}
+
+/// Joins every leg as a plain-RTP participant of Janus AudioBridge rooms (PCMU, 16 kHz mixing).
+fn join_janus(args: &Args, addr: SocketAddr, base: &str) -> Result<(Vec<Leg>, u64), String> {
+    let tx = || serde_json::json!(format!("t{}", Instant::now().elapsed().as_nanos()));
+    let created = janus_http(addr, "POST", base, Some(&serde_json::json!({"janus": "create", "transaction": tx()})))?;
+    let session = created["data"]["id"].as_u64().ok_or_else(|| format!("janus create: {created}"))?;
+    let session_path = format!("{base}/{session}");
+    let mut legs = Vec::with_capacity(args.legs);
+    for i in 0..args.legs {
+        let attached = janus_http(
+            addr,
+            "POST",
+            &session_path,
+            Some(&serde_json::json!({"janus": "attach", "plugin": "janus.plugin.audiobridge", "transaction": tx()})),
+        )?;
+        let handle = attached["data"]["id"].as_u64().ok_or_else(|| format!("janus attach: {attached}"))?;
+        let handle_path = format!("{session_path}/{handle}");
+        let room = u64::from(std::process::id()) * 10_000 + (i / args.room_size) as u64;
+        if i % args.room_size == 0 {
+            let body = serde_json::json!({"request": "create", "room": room, "sampling_rate": 16000, "audiocodec": "pcmu",
+                "allow_rtp_participants": true, "permanent": false});
+            let reply = janus_http(addr, "POST", &handle_path, Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})))?;
+            if reply["plugindata"]["data"]["audiobridge"] != "created" {
+                return Err(format!("janus create room: {reply}"));
+            }
+        }
+        let rtp = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
+        let port = rtp.local_addr().map_err(|e| e.to_string())?.port();
+        let body = serde_json::json!({"request": "join", "room": room, "display": format!("load{i}"), "codec": "pcmu",
+            "rtp": {"ip": args.local.to_string(), "port": port, "payload_type": 0}});
+        janus_http(addr, "POST", &handle_path, Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})))?;
+        // The join's answer (where to send) arrives as an event on the session.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let remote = loop {
+            if Instant::now() > deadline {
+                return Err(format!("janus join {i}: no answer within 10 s"));
+            }
+            let events = janus_http(addr, "GET", &format!("{session_path}?maxev=50"), None)?;
+            let events = match events {
+                serde_json::Value::Array(list) => list,
+                one => vec![one],
+            };
+            let found = events.iter().find_map(|e| {
+                let data = &e["plugindata"]["data"];
+                (e["sender"].as_u64() == Some(handle) && data["audiobridge"] == "joined").then(|| {
+                    let ip = data["rtp"]["ip"].as_str()?.parse::<IpAddr>().ok()?;
+                    Some(SocketAddr::new(ip, u16::try_from(data["rtp"]["port"].as_u64()?).ok()?))
+                })
+            });
+            if let Some(found) = found {
+                break found.ok_or_else(|| format!("janus join {i}: no rtp address in the answer"))?;
+            }
+        };
+        legs.push(Leg { rtp, remote, call_id: String::new(), to_tag: String::new(), room: room.to_string() });
+    }
+    Ok((legs, session))
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -221,7 +301,10 @@ fn main() {
 fn run(args: &Args) -> Result<(), String> {
     let sip = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let legs = place_calls(args, &sip)?;
+    let (legs, janus_session) = match &args.janus {
+        Some((addr, base)) => join_janus(args, *addr, base).map(|(legs, session)| (legs, Some(session)))?,
+        None => (place_calls(args, &sip)?, None),
+    };
     println!("placed {} calls in {:.1} s", legs.len(), started.elapsed().as_secs_f64());
 
     let received: Arc<Vec<Received>> = Arc::new((0..legs.len()).map(|_| Received::default()).collect());
@@ -311,16 +394,24 @@ fn run(args: &Args) -> Result<(), String> {
     runtime.shutdown_timeout(Duration::from_secs(2));
 
     let metrics = args.api.and_then(fetch_metrics);
-    let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
-    for (i, leg) in legs.iter().enumerate() {
-        let _ = sip.send_to(in_dialog(args, sip_local, leg, "BYE", 2, &format!("{}b{i}", leg.call_id)).as_bytes(), args.sip);
+    match (&args.janus, janus_session) {
+        (Some((addr, base)), Some(session)) => {
+            let _ = janus_http(*addr, "POST", &format!("{base}/{session}"), Some(&serde_json::json!({"janus": "destroy", "transaction": "end"})));
+        }
+        _ => {
+            let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
+            for (i, leg) in legs.iter().enumerate() {
+                let _ = sip.send_to(in_dialog(args, sip_local, leg, "BYE", 2, &format!("{}b{i}", leg.call_id)).as_bytes(), args.sip);
+            }
+        }
     }
 
     let total: u64 = received.iter().map(|r| r.packets.load(Ordering::Relaxed)).sum();
     let lost: u64 = received.iter().map(|r| r.lost.load(Ordering::Relaxed)).sum();
     let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_us16.load(Ordering::Relaxed) as f64 / 16.0 / 1000.0).collect();
     jitters.sort_by(f64::total_cmp);
-    let expected = legs.len() as f64 * elapsed * 50.0;
+    // The bridge keeps sending until the calls end, 1.2 s after the media stopped.
+    let expected = legs.len() as f64 * (elapsed + 1.2) * 50.0;
     println!("legs {} (rooms of {}), {:.1} s of media", legs.len(), args.room_size, elapsed);
     println!(
         "received {total} packets ({:.1} % of {expected:.0}), lost {lost} ({:.3} %), sender late ticks {late_sends}",
