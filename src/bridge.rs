@@ -560,10 +560,8 @@ impl Bridge {
         }
         let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg, moderator)).unwrap_or_default();
         self.apply_policy(&room, worker, actions);
-        if is_new_room {
-            if settings.record && self.start_recording(&mut state, &room).is_err() {
-                self.metrics.recording_failures.inc();
-            }
+        if is_new_room && settings.record && self.start_recording(&mut state, &room).is_err() {
+            self.metrics.recording_failures.inc();
         }
         drop(state);
         info!(call_id = %call_id, room = %room, leg = %leg, moderator, "joined room from the lobby");
@@ -592,10 +590,10 @@ impl Bridge {
                     ended = room.legs.values().copied().collect();
                 }
                 self.apply_policy(&leg.room, room.worker, actions);
-                if room.legs.is_empty() {
-                    if let Some(room_entry) = state.rooms.remove(&leg.room) {
-                        closed = Some((leg.room.clone(), room_entry.worker, room_entry.recording));
-                    }
+                if room.legs.is_empty()
+                    && let Some(room_entry) = state.rooms.remove(&leg.room)
+                {
+                    closed = Some((leg.room.clone(), room_entry.worker, room_entry.recording));
                 }
             }
             leg

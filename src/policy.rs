@@ -106,10 +106,12 @@ impl RoomPolicy {
                 actions.push(PolicyAction::Hold(true));
             }
         }
-        if self.settings.alone_prompt && self.legs.len() == 1 && !self.on_hold {
-            if let Some(&remaining) = self.legs.keys().next() {
-                actions.push(PolicyAction::Alone(remaining));
-            }
+        if self.settings.alone_prompt
+            && self.legs.len() == 1
+            && !self.on_hold
+            && let Some(&remaining) = self.legs.keys().next()
+        {
+            actions.push(PolicyAction::Alone(remaining));
         }
         actions
     }

@@ -119,6 +119,13 @@ impl RtpSender {
         self.payload_type = payload_type;
     }
 
+    /// Moves the timestamp on by `samples` without sending (time the sender skipped), and
+    /// marks the next packet as the start of a talkspurt so the receiver resynchronises.
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        self.first = true;
+    }
+
     /// Writes the next packet carrying `samples` samples of `payload` into `out` (cleared first).
     pub fn write(&mut self, payload: &[u8], samples: u32, out: &mut Vec<u8>) {
         out.clear();

@@ -89,7 +89,9 @@ pub struct LegIo {
     pub lease: Arc<roundtable_media::socket::PortLease>,
 }
 
-/// What a mixer thread can be told.
+/// What a mixer thread can be told. Commands come per call and per control action, never per
+/// packet, so the size of `AddLeg` (a leg's sockets and prepared pipelines) does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Add a leg to a room, creating the room on first join.
     AddLeg {
@@ -366,6 +368,9 @@ impl Worker {
                 self.metrics.ticks_skipped.inc_by(u64::from(owed));
                 tick += u64::from(owed);
                 deadline += TICK * owed;
+                for slot in self.rooms.values_mut() {
+                    slot.room.skip(owed);
+                }
             }
             for (key, slot) in self.rooms.iter_mut() {
                 tick_room(key, slot, started, tick, &self.metrics, &self.media, &self.events);

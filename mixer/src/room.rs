@@ -506,6 +506,16 @@ impl Room {
         }
     }
 
+    /// Accounts for `ticks` ticks the driver could not run (it fell too far behind): every
+    /// outgoing stream's timestamp jumps by that much audio, so receivers play the gap as the
+    /// time it was instead of drifting.
+    pub fn skip(&mut self, ticks: u32) {
+        for leg in &mut self.legs {
+            let step = leg.encoding.codec.codec.timestamp_step();
+            leg.sender.skip(step.wrapping_mul(ticks));
+        }
+    }
+
     /// The next event of the last ticks, oldest first.
     pub fn poll_event(&mut self) -> Option<RoomEvent> {
         self.events.pop_front()

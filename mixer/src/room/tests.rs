@@ -471,3 +471,23 @@ fn an_announcement_reaches_everyone_once() {
         assert!(t == 0 || *talker > 1e6, "b hears a throughout");
     }
 }
+
+#[test]
+fn skipped_ticks_move_the_rtp_timestamps_on() {
+    let mut sim = Sim::new(plain(16000));
+    let a = sim.add(1, Codec::Pcmu);
+    let b = sim.add(2, Codec::Opus);
+    sim.step(&HashMap::new());
+    let before: HashMap<LegId, (u16, u32)> =
+        sim.room.packets().map(|(l, p)| { let p = RtpPacket::parse(p).unwrap(); (l, (p.sequence, p.timestamp)) }).collect();
+    sim.room.skip(10);
+    sim.step(&HashMap::new());
+    for (leg, packet) in sim.room.packets() {
+        let p = RtpPacket::parse(packet).unwrap();
+        let step = if leg == a { 160 } else { 960 };
+        assert_eq!(p.sequence, before[&leg].0.wrapping_add(1), "sequence numbers stay contiguous");
+        assert_eq!(p.timestamp, before[&leg].1.wrapping_add(11 * step), "timestamp jumps by the skipped audio");
+        assert!(p.marker, "marker on the packet after the gap");
+    }
+    let _ = b;
+}
