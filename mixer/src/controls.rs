@@ -10,9 +10,9 @@ pub struct AudioConfig {
     pub aec: AecMode,
     /// Which echo canceller.
     pub aec_backend: EchoBackend,
-    /// Noise suppression on legs that may be mixed.
+    /// Noise suppression on the mixed talkers.
     pub noise_suppression: bool,
-    /// Level control on legs that may be mixed.
+    /// Level control on the mixed talkers.
     pub agc: bool,
     /// A limiter on every output and on the recording mix (off: plain 16-bit saturation).
     pub limiter: bool,

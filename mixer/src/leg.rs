@@ -1,6 +1,6 @@
 //! One leg of a room (pure): its codec pipelines, jitter buffer, RTP sender and the voice
-//! processing of its input (gain, echo cancellation, voice activity, noise suppression, level
-//! control), in that order.
+//! processing of its input: gain, echo cancellation and voice activity on every leg, then noise
+//! suppression and level control on the legs that are mixed.
 
 use std::sync::Arc;
 
@@ -118,6 +118,8 @@ pub(crate) struct Leg {
     /// Lost frames Opus FEC rebuilt.
     pub(crate) fec_recovered: u64,
     vad: VoiceDetector,
+    /// This tick's input level before noise suppression and level control (dBFS).
+    level_db: f32,
     level: LevelControl,
     noise: Option<NoiseSuppressor>,
     aec: Option<Box<dyn EchoCanceller>>,
@@ -155,6 +157,7 @@ impl Leg {
             prompt: None,
             fec_recovered: 0,
             vad: VoiceDetector::default(),
+            level_db: crate::vad::SILENCE_DB,
             level: LevelControl::default(),
             noise: None,
             aec: None,
@@ -227,7 +230,8 @@ impl Leg {
         result
     }
 
-    /// Runs the input stages on this tick's input; returns what changed, in order.
+    /// Runs the input stages every leg needs (gain, echo cancellation, voice activity) on this
+    /// tick's input; returns what changed, in order.
     pub(crate) fn process_input(&mut self, stages: Stages, changes: &mut Vec<LegChange>) -> Result<(), MixerError> {
         let mut result = Ok(());
         if self.controls.input_gain_db != 0.0 {
@@ -265,20 +269,24 @@ impl Leg {
             result = Err(error);
         }
 
-        let level = level_db(&self.input);
-        if let Some(talk) = self.vad.update(level) {
+        self.level_db = level_db(&self.input);
+        if let Some(talk) = self.vad.update(self.level_db) {
             changes.push(LegChange::Talk(talk));
         }
-        if self.candidate().is_none() {
-            return result;
-        }
+        result
+    }
+
+    /// The input stages that only matter for legs that are mixed: noise suppression and level
+    /// control. Run on the mixed talkers only, so a room pays for them on at most `top_k` legs.
+    pub(crate) fn finish_input(&mut self, stages: Stages) -> Result<(), MixerError> {
+        let mut result = Ok(());
         let suppress = self.controls.noise_suppression.unwrap_or(stages.audio.noise_suppression)
             && stages.degradation < Degradation::NoNoiseSuppression;
         if suppress && let Err(error) = self.noise.get_or_insert_with(|| NoiseSuppressor::new(stages.rate)).process(&mut self.input) {
             result = Err(error);
         }
         if self.controls.agc.unwrap_or(stages.audio.agc) {
-            self.level.process(&mut self.input, level, self.vad.speech());
+            self.level.process(&mut self.input, self.level_db, self.vad.speech());
         }
         result
     }

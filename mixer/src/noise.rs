@@ -1,8 +1,8 @@
 //! Noise suppression per leg: WebRTC's suppressor (through sonora), which learns the noise
 //! spectrum and attenuates it under and between words.
 //!
-//! The room runs it only on legs whose voice detector is active (those that may be mixed), so a
-//! big room pays for it on a handful of legs, not all of them.
+//! The room runs it only on the talkers it mixes (at most `top_k`), so a big room pays for it on
+//! a handful of legs, not all of them.
 
 use sonora::config::{NoiseSuppression, NoiseSuppressionLevel};
 use sonora::{AudioProcessing, Config, StreamConfig};

@@ -8,7 +8,8 @@
 //!   recorder of the whole room receives) and [`Room::poll_event`] until it returns `None`.
 //!
 //! A tick: every leg's input is decoded and processed (gain, echo cancellation, voice
-//! activity, noise suppression, level control); the `top_k` loudest talkers are mixed; each
+//! activity); the `top_k` loudest talkers are chosen, and only their input goes through noise
+//! suppression and level control before it is mixed; each
 //! mixed talker hears the mix without itself through its own limiter and encoder, while every
 //! other leg hears the whole mix, limited and encoded once per codec and output gain and shared
 //! (a 100-leg room with 3 talkers encodes 3 + 1 frames per codec). Deaf legs share a silent
@@ -350,6 +351,11 @@ impl Room {
         let stages = self.stages();
         self.take_inputs(stages);
         self.select_talkers();
+        for leg in self.legs.iter_mut().filter(|l| l.mixed) {
+            if leg.finish_input(stages).is_err() {
+                self.processing_errors += 1;
+            }
+        }
 
         self.acc.fill(0);
         for leg in self.legs.iter().filter(|l| l.mixed) {
