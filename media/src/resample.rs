@@ -1,8 +1,12 @@
 //! Sample-rate conversion of 20 ms frames between a leg's codec rate and its room's rate.
 //!
-//! Telephony rates (8, 16, 48 kHz) are fixed and locked to each other, so a synchronous FFT
-//! resampler (rubato `Fft`) fits: exact ratio, no drift, >100 dB SNR. Each direction of each leg
-//! owns one; equal rates pass through untouched.
+//! Telephony rates (8, 16, 48 kHz) are fixed and locked to each other, so synchronous
+//! resamplers fit: exact ratio, no drift. 8 <-> 16 kHz (G.711 legs in the default 16 kHz rooms,
+//! the common case) uses a half-band FIR ([`halfband`], about 80 dB, five times cheaper); the
+//! other pairs rubato's `Fft` (>100 dB). Each direction of each leg owns one; equal rates pass
+//! through untouched.
+
+mod halfband;
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler as _};
@@ -20,6 +24,7 @@ const SUB_CHUNKS: usize = 4;
 /// Converts 20 ms frames from one rate to another.
 pub struct Resampler {
     fft: Option<Fft<f32>>,
+    halfband: Option<halfband::HalfBand>,
     input: Vec<f32>,
     output: Vec<f32>,
     from: u32,
@@ -36,7 +41,12 @@ impl Resampler {
     /// A resampler of 20 ms frames from `from` Hz to `to` Hz.
     pub fn new(from: u32, to: u32) -> Result<Resampler, MediaError> {
         let (in_len, out_len) = (frame_len(from), frame_len(to));
-        let fft = if from == to {
+        let halfband = match (from, to) {
+            (8000, 16000) => Some(halfband::HalfBand::new(true)),
+            (16000, 8000) => Some(halfband::HalfBand::new(false)),
+            _ => None,
+        };
+        let fft = if from == to || halfband.is_some() {
             None
         } else {
             // Four FFT blocks per 20 ms frame: the delay is half a block (2.5 ms of output)
@@ -57,7 +67,7 @@ impl Resampler {
             }
             Some(fft)
         };
-        Ok(Resampler { fft, input: vec![0.0; in_len], output: vec![0.0; out_len], from, to })
+        Ok(Resampler { fft, halfband, input: vec![0.0; in_len], output: vec![0.0; out_len], from, to })
     }
 
     /// The input rate.
@@ -72,11 +82,24 @@ impl Resampler {
 
     /// The delay this resampler adds, in output samples.
     pub fn delay(&self) -> usize {
-        self.fft.as_ref().map_or(0, |f| f.output_delay())
+        match (&self.halfband, &self.fft) {
+            (Some(h), _) => h.delay(),
+            (None, Some(f)) => f.output_delay(),
+            (None, None) => 0,
+        }
     }
 
     /// Converts one frame: `input` holds `from / 50` samples, `output` receives `to / 50`.
     pub fn process(&mut self, input: &[i16], output: &mut [i16]) {
+        if let Some(halfband) = self.halfband.as_mut() {
+            let (n, m) = (frame_len(self.from), frame_len(self.to));
+            if input.len() == n && output.len() == m {
+                halfband.process(input, output);
+            } else {
+                output.fill(0);
+            }
+            return;
+        }
         let Some(fft) = self.fft.as_mut() else {
             let n = input.len().min(output.len());
             output[..n].copy_from_slice(&input[..n]);
@@ -152,7 +175,14 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trips_keep_a_tone_clean() {
-        for (from, to, freq) in [(8000, 16000, 1000.0), (48000, 16000, 1000.0), (8000, 48000, 440.0), (16000, 48000, 3000.0)] {
+        for (from, to, freq) in [
+            (8000, 16000, 1000.0),
+            (8000, 16000, 3000.0),
+            (16000, 8000, 3000.0),
+            (48000, 16000, 1000.0),
+            (8000, 48000, 440.0),
+            (16000, 48000, 3000.0),
+        ] {
             let out = round_trip(from, to, &tone(from, freq, 50));
             let snr = tone_snr(&out, from, freq);
             eprintln!("{from} -> {to} -> {from} Hz, {freq} Hz tone: SNR {snr:.1} dB");
