@@ -2,7 +2,8 @@
 //! `--janus http://127.0.0.1:8088/janus`, joins N plain-RTP participants to Janus AudioBridge
 //! rooms through its HTTP API, for comparison), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
 //! each room speak recorded speech, the others send near-silence, as in a real conference), and
-//! measures what comes back: packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
+//! measures what comes back (`--talkers N` sets how many legs of each room speak; 3 by
+//! default): packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
 //! `--pid` it reports the bridge's CPU seconds per participant-second; with `--api` its tick
 //! lateness p99 from `/metrics`.
 //!
@@ -36,6 +37,8 @@ struct Args {
     sip: SocketAddr,
     legs: usize,
     room_size: usize,
+    /// Legs per room that speak (the others send near-silence).
+    talkers: usize,
     seconds: u64,
     local: IpAddr,
     pid: Option<u32>,
@@ -49,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         sip: "127.0.0.1:5060".parse().map_err(|e| format!("{e}"))?,
         legs: 100,
         room_size: 10,
+        talkers: 3,
         seconds: 30,
         local: "127.0.0.1".parse().map_err(|e| format!("{e}"))?,
         pid: None,
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--sip" => args.sip = value.parse().map_err(|e| bad(&e))?,
             "--legs" => args.legs = value.parse().map_err(|e| bad(&e))?,
             "--room-size" => args.room_size = value.parse().map_err(|e| bad(&e))?,
+            "--talkers" => args.talkers = value.parse().map_err(|e| bad(&e))?,
             "--seconds" => args.seconds = value.parse().map_err(|e| bad(&e))?,
             "--local" => args.local = value.parse().map_err(|e| bad(&e))?,
             "--pid" => args.pid = Some(value.parse().map_err(|e| bad(&e))?),
@@ -377,7 +382,7 @@ fn run(args: &Args) -> Result<(), String> {
             late_sends += 1;
         }
         for (i, (leg, socket)) in legs.iter().zip(&senders).enumerate() {
-            let talker = i % args.room_size < 3;
+            let talker = i % args.room_size < args.talkers;
             let payload = if talker && !payloads.is_empty() { &payloads[(tick as usize + i * 37) % payloads.len()] } else { &quiet };
             packet.clear();
             packet.extend_from_slice(&[0x80, 0]);
