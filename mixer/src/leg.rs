@@ -105,8 +105,6 @@ pub(crate) struct Leg {
     pub(crate) input: Vec<i16>,
     /// This tick's input before echo cancellation (for the echo detector).
     raw: Vec<i16>,
-    /// What the leg was sent this tick (room rate): the echo reference.
-    pub(crate) sent: Vec<i16>,
     pub(crate) packet: Vec<u8>,
     /// Whether the leg receives audio (false on hold).
     pub(crate) hears: bool,
@@ -149,7 +147,6 @@ impl Leg {
             sender: RtpSender::new(codec.payload_type, seed),
             input: vec![0; frame],
             raw: vec![0; frame],
-            sent: vec![0; frame],
             packet: Vec::with_capacity(1500),
             hears: true,
             heard: true,
@@ -294,7 +291,6 @@ impl Leg {
     /// Records what the leg was sent this tick: the echo reference, and the echo detector's
     /// other half (its decision takes effect at the next tick's input).
     pub(crate) fn sent(&mut self, frame: &[i16], stages: Stages) -> Result<(), MixerError> {
-        self.sent.copy_from_slice(frame);
         if self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec) == AecMode::Auto {
             self.detector.observe(&self.raw, frame);
         }

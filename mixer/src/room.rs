@@ -13,7 +13,10 @@
 //! mixed talker hears the mix without itself through its own limiter and encoder, while every
 //! other leg hears the whole mix, limited and encoded once per codec and output gain and shared
 //! (a 100-leg room with 3 talkers encodes 3 + 1 frames per codec). Deaf legs share a silent
-//! output; legs playing a prompt hear the prompt.
+//! output; legs playing a prompt hear the prompt. A leg that starts or stops being a mixed
+//! talker switches between its own encoder and the shared one: stateless G.711 does not
+//! notice; G.722 and Opus decoders may make a few milliseconds of artefact at that moment,
+//! which falls while the leg itself starts or stops talking.
 //!
 //! A room can be put on hold ([`Room::set_hold`]: waiting for its moderator): nobody is mixed
 //! and everyone hears the hold sound, looped; the recording gets silence. An announcement
