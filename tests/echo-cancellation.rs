@@ -132,7 +132,7 @@ fn echo_power(track: &Track, range: std::ops::Range<usize>) -> f64 {
 
 /// Runs the three callers; returns, for a and b, how far their own echo is below the other
 /// talker as each heard it (dB).
-fn echo_margins(toml: &str) -> (f64, f64, String) {
+fn echo_margins(toml: &str) -> (f64, f64, String, Vec<bool>, String) {
     let service = Service::start(Options { toml: toml.into(), ..Default::default() });
     let mut callers: Vec<Uac> = (0..3).map(|_| Uac::new(service.sip, "echo")).collect();
     for c in &mut callers {
@@ -157,6 +157,11 @@ fn echo_margins(toml: &str) -> (f64, f64, String) {
         })
         .collect();
     let tracks: Vec<Track> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Which legs run echo cancellation now, as the API and the metrics show it.
+    let (_, room) = service.http("GET", "/v1/rooms/echo", "");
+    let active: Vec<bool> =
+        room["participants"].as_array().unwrap().iter().map(|p| p["audio"]["aec_active"] == true).collect();
+    let gauge = service.metrics().lines().find(|l| l.starts_with("roundtable_legs_aec_active ")).unwrap_or_default().to_string();
     for c in &mut callers {
         c.hangup();
     }
@@ -168,20 +173,23 @@ fn echo_margins(toml: &str) -> (f64, f64, String) {
     let b_other = power(&tracks[1].heard[turn / 8..turn]);
     let margin = |echo: f64, other: f64| 10.0 * (other / echo.max(1e-6)).log10();
     let (_, events) = service.http("GET", "/v1/events?room=echo", "");
-    (margin(a_echo, a_other), margin(b_echo, b_other), events.to_string())
+    (margin(a_echo, a_other), margin(b_echo, b_other), events.to_string(), active, gauge)
 }
 
 #[test]
 fn with_echo_cancellation_no_one_hears_their_own_speech_back() {
-    let (a, b, events) = echo_margins("");
+    let (a, b, events, active, gauge) = echo_margins("");
     println!("own echo below the other talker: a {a:.1} dB, b {b:.1} dB");
     assert!(a >= 25.0 && b >= 25.0, "echo only {a:.1} / {b:.1} dB below the other talker; events {events}");
     assert!(events.contains("\"echo_cancellation\""), "{events}");
+    assert_eq!(active, [false, false, true], "only the speakerphone gets AEC (auto)");
+    assert_eq!(gauge, "roundtable_legs_aec_active 1");
 }
 
 #[test]
 fn without_echo_cancellation_the_echo_comes_back() {
-    let (a, b, _) = echo_margins("[audio]\naec = \"off\"\n");
+    let (a, b, _, active, _) = echo_margins("[audio]\naec = \"off\"\n");
+    assert_eq!(active, [false, false, false]);
     println!("own echo below the other talker without AEC: a {a:.1} dB, b {b:.1} dB");
     assert!(a < 20.0 && b < 20.0, "the echo should be audible without AEC: {a:.1} / {b:.1} dB");
 }
