@@ -29,12 +29,18 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
-/// A distinct RTP range for each service a test process starts, so parallel tests never share.
+/// A distinct RTP range for each service (and SIPp instance) a test process starts, so parallel
+/// tests never share. Every block lies in 20000-32287, below the kernel's ephemeral ports
+/// (32768 and up), so no socket bound to port 0 can take one; each test process (cargo runs them
+/// one at a time) has a block of 2048 ports chosen by its pid, and wraps around within it.
 pub fn rtp_range(pairs: u16) -> (u16, u16) {
-    static BASE: AtomicU16 = AtomicU16::new(0);
-    let pid_slot = (std::process::id() % 40) as u16;
-    let offset = BASE.fetch_add(pairs * 2 + 2, Ordering::SeqCst);
-    let low = 20000 + pid_slot * 1000 + offset;
+    const BLOCK: u16 = 2048;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let size = pairs * 2 + 2;
+    assert!(size < BLOCK, "at most {} RTP pairs per service", BLOCK / 2 - 1);
+    let block_start = 20000 + (std::process::id() % 6) as u16 * BLOCK;
+    let offset = NEXT.fetch_add(size, Ordering::SeqCst) % (BLOCK - size);
+    let low = block_start + offset;
     let low = low + low % 2;
     (low, low + pairs * 2 - 1)
 }
@@ -835,7 +841,9 @@ pub fn scenario(name: &str) -> PathBuf {
 /// Starts SIPp against `service` with a scenario; `extra` adds arguments.
 pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path, extra: &[&str]) -> Child {
     let port = free_port();
-    let media = free_port();
+    // SIPp binds four media ports from -mp (audio and video RTP and RTCP): take them from this
+    // process's own RTP block, below the ephemeral range, so no other socket can hold them.
+    let (media, _) = rtp_range(2);
     let mut cmd = Command::new("sipp");
     cmd.current_dir(workdir)
         .arg(service.sip.to_string())
@@ -843,7 +851,7 @@ pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path,
         .arg(scenario_file)
         .args(["-s", room, "-i", "127.0.0.1", "-nostdin"])
         .args(if extra.contains(&"-m") { &[][..] } else { &["-m", "1", "-l", "1"][..] })
-        .args(["-p", &port.to_string(), "-mp", &(media - media % 2).to_string()])
+        .args(["-p", &port.to_string(), "-mp", &media.to_string()])
         .args(["-trace_err", "-trace_msg", "-timeout_error"])
         .args(if extra.contains(&"-timeout") { &[][..] } else { &["-timeout", "60s"][..] })
         .args(extra)
