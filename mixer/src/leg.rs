@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use roundtable_media::MediaError;
-use roundtable_media::codec::{Decoder, Encoder, LegCodec};
+use roundtable_media::codec::{Codec, Decoder, Encoder, LegCodec};
 use roundtable_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use roundtable_media::resample::{Resampler, frame_len};
 use roundtable_media::rtp::RtpSender;
@@ -22,6 +22,16 @@ use crate::vad::{Talk, VoiceDetector, level_db};
 
 /// Most packets a leg's jitter buffer holds (1 s).
 const JITTER_CAPACITY: usize = 50;
+
+/// A leg's jitter bounds: Opus legs keep one frame more, so that when a packet is lost the next
+/// one (which carries its in-band FEC copy) is usually already there to rebuild it from.
+fn jitter_for(codec: LegCodec, jitter: JitterConfig) -> JitterConfig {
+    if codec.codec != Codec::Opus {
+        return jitter;
+    }
+    let frame = std::time::Duration::from_millis(20);
+    JitterConfig { min: jitter.min + frame, max: jitter.max.max(jitter.min + frame) }
+}
 
 /// Payload -> codec-rate audio -> room-rate audio.
 #[derive(Debug)]
@@ -143,7 +153,7 @@ impl Leg {
             id,
             decoding: Decoding::new(codec, rate)?,
             encoding: Encoding::new(codec, rate)?,
-            jitter: JitterBuffer::new(jitter, codec.codec.clock_rate(), JITTER_CAPACITY),
+            jitter: JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY),
             sender: RtpSender::new(codec.payload_type, seed),
             input: vec![0; frame],
             raw: vec![0; frame],
@@ -174,7 +184,7 @@ impl Leg {
         let decoding = Decoding::new(codec, rate)?;
         let encoding = Encoding::new(codec, rate)?;
         if self.encoding.codec.codec.clock_rate() != codec.codec.clock_rate() {
-            self.jitter = JitterBuffer::new(jitter, codec.codec.clock_rate(), JITTER_CAPACITY);
+            self.jitter = JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY);
         }
         self.decoding = decoding;
         self.encoding = encoding;
