@@ -746,7 +746,7 @@ impl Bridge {
 
     /// Takes an event from a mixer thread: updates the leg and logs the event.
     pub fn mixer_event(&self, event: MixerEvent) {
-        let (leg_id, kind, fields) = match event.event {
+        let (leg_id, kind, mut fields) = match event.event {
             RoomEvent::Talking(leg) => (leg, "participant_talking", serde_json::json!({})),
             RoomEvent::StoppedTalking(leg) => (leg, "participant_stopped_talking", serde_json::json!({})),
             RoomEvent::EchoCancellation(leg, active) => (leg, "echo_cancellation", serde_json::json!({"active": active})),
@@ -772,7 +772,6 @@ impl Bridge {
                 }
             }
         }
-        let mut fields = fields;
         fields["participant"] = serde_json::json!(leg_id.to_string());
         self.event(kind, &event.room, fields);
     }
@@ -1231,8 +1230,7 @@ impl Control for Bridge {
             self.mixer.send(worker, Command::SetControls { room: key, leg: id, controls });
             info!(room = %room, leg = %id, ?controls, "participant controls changed");
         }
-        let fields = serde_json::to_value(patch).unwrap_or_default();
-        let mut fields = fields;
+        let mut fields = serde_json::to_value(patch).unwrap_or_default();
         fields["participant"] = serde_json::json!(leg);
         self.event("participant_updated", room, fields);
         let detail = self.room(room).ok_or(ControlError::RoomNotFound)?;

@@ -197,6 +197,11 @@ impl Leg {
         self.vad.talking()
     }
 
+    /// Its echo cancellation mode: its own, else the room's, else the service's.
+    fn aec_mode(&self, stages: Stages) -> AecMode {
+        self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec)
+    }
+
     /// Whether echo cancellation runs on it.
     pub(crate) fn aec_active(&self) -> bool {
         self.aec_active
@@ -247,7 +252,7 @@ impl Leg {
                 *s = (f32::from(*s) * gain) as i16;
             }
         }
-        let mode = self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec);
+        let mode = self.aec_mode(stages);
         if mode == AecMode::Auto {
             self.raw.copy_from_slice(&self.input);
         }
@@ -301,7 +306,7 @@ impl Leg {
     /// Records what the leg was sent this tick: the echo reference, and the echo detector's
     /// other half (its decision takes effect at the next tick's input).
     pub(crate) fn sent(&mut self, frame: &[i16], stages: Stages) -> Result<(), MixerError> {
-        if self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec) == AecMode::Auto {
+        if self.aec_mode(stages) == AecMode::Auto {
             self.detector.observe(&self.raw, frame);
         }
         match self.aec.as_mut().filter(|_| self.aec_active) {
