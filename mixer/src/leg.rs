@@ -23,14 +23,21 @@ use crate::vad::{Talk, VoiceDetector, level_db};
 /// Most packets a leg's jitter buffer holds (1 s).
 const JITTER_CAPACITY: usize = 50;
 
-/// A leg's jitter bounds: Opus legs keep one frame more, so that when a packet is lost the next
-/// one (which carries its in-band FEC copy) is usually already there to rebuild it from.
+/// Frames of jitter buffer an Opus leg keeps beyond `media.jitter_min_ms`. The buffer only grows
+/// once it is more than a frame short of its target, so one extra frame still left the next
+/// packet (which carries a lost packet's in-band FEC copy) arriving just after its turn whenever
+/// the sender's phase drifted a little (seen as concealed losses on a loaded CI machine); two
+/// keep it there.
+const OPUS_FEC_FRAMES: u32 = 2;
+
+/// A leg's jitter bounds: Opus legs keep [`OPUS_FEC_FRAMES`] more, so that when a packet is lost
+/// the next one is already there to rebuild it from.
 fn jitter_for(codec: LegCodec, jitter: JitterConfig) -> JitterConfig {
     if codec.codec != Codec::Opus {
         return jitter;
     }
-    let frame = std::time::Duration::from_millis(20);
-    JitterConfig { min: jitter.min + frame, max: jitter.max.max(jitter.min + frame) }
+    let min = jitter.min + std::time::Duration::from_millis(20) * OPUS_FEC_FRAMES;
+    JitterConfig { min, max: jitter.max.max(min) }
 }
 
 /// Payload -> codec-rate audio -> room-rate audio.
