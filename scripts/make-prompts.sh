@@ -22,4 +22,5 @@ say wrong-pin "That PIN is not correct."
 say joining "You are now joining the conference."
 say goodbye "Goodbye."
 say alone "You are currently the only participant in this conference."
+say recording "This call is being recorded."
 ls -l prompts/*.wav

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    AecSetting, Control, ControlError, RoomPatch, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, RecordingAction, RoomDetail, RoomSpec, RoomSummary,
+    AecSetting, Control, ControlError, RoomPatch, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, Download, RecordingQuery, RecordingRequest, RecordingSummary, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -20,15 +20,17 @@ use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, Rec
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use roundtable_media::dtmf::{Digit, digit_from_info};
-use roundtable_mixer::pool::{Command, LegIo, MixerEvent, MixerPool, RoomKey, WorkerId, RECORDER_QUEUE};
+use roundtable_mixer::pool::{Command, LegIo, MixerEvent, MixerPool, RoomKey, WorkerId};
 use roundtable_mixer::{AecMode, LegControls, LegId, RoomEvent};
-use roundtable_recorder::{RecordError, Recording};
+use roundtable_recorder::{Archive, Control as RecordControl};
 use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall, Transport};
 use roundtable_sip::sdp::{AudioCodec, Direction, NegotiationError, Offer, SrtpPolicy};
 use roundtable_sip::transport::{CallHandler, SipHandle};
 use roundtable_sip::Rejection;
-use roundtable_storage::{ObjectKey, Storage, StorageError};
 use tokio_util::sync::CancellationToken;
+
+mod recording;
+use recording::ActiveRecording;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -204,7 +206,7 @@ struct LegEntry {
 struct RoomEntry {
     worker: WorkerId,
     legs: BTreeMap<LegId, CallKey>,
-    recording: Option<Recording>,
+    recording: Option<ActiveRecording>,
     /// Joins, leaves, moderators, hold (see `crate::policy`).
     policy: RoomPolicy,
     /// New callers are refused.
@@ -227,7 +229,9 @@ pub struct Bridge {
     state: Mutex<State>,
     mixer: MixerPool,
     ports: Arc<Mutex<PortAllocator>>,
-    storage: Arc<dyn Storage>,
+    archive: Arc<Archive>,
+    /// Recording ids this process started in the current second (names are per second).
+    recent_recordings: Mutex<std::collections::HashSet<String>>,
     clock: Arc<dyn WallClock>,
     sip: OnceLock<SipHandle>,
     readiness: AtomicU8,
@@ -254,7 +258,7 @@ impl Bridge {
     pub fn new(
         config: Config,
         mixer: MixerPool,
-        storage: Arc<dyn Storage>,
+        archive: Arc<Archive>,
         clock: Arc<dyn WallClock>,
         metrics: BridgeMetrics,
         media_metrics: MediaMetrics,
@@ -265,14 +269,15 @@ impl Bridge {
             ports: Arc::new(Mutex::new(PortAllocator::new(config.rtp_ports))),
             state: Mutex::new(State::default()),
             mixer,
-            storage,
+            archive,
+            recent_recordings: Mutex::default(),
             clock,
             sip: OnceLock::new(),
             readiness: AtomicU8::new(STARTING),
             metrics,
             media_metrics,
             tasks: TaskTracker::new(),
-            prompts: Prompts::load(config.audio_rate),
+            prompts: Prompts::load(config.audio_rate, config.consent_prompt.as_deref()),
             tones: Tones::new(config.audio_rate),
             lockout: Mutex::new(LockoutTracker::new(config.lockout)),
             book: Mutex::new(book),
@@ -559,9 +564,11 @@ impl Bridge {
             self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
         }
         let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg, moderator)).unwrap_or_default();
-        self.apply_policy(&room, worker, actions);
-        if is_new_room && settings.record && self.start_recording(&mut state, &room).is_err() {
-            self.metrics.recording_failures.inc();
+        self.apply_policy(&room, worker, actions, state.rooms.get(&room).and_then(|r| r.recording.as_ref()));
+        self.recording_joined(&state, &room, call);
+        if is_new_room && settings.record {
+            // A failed auto-start is logged and counted; the call itself goes on.
+            let _ = self.start_recording(&mut state, &room, self.config.recording_mode, None);
         }
         drop(state);
         info!(call_id = %call_id, room = %room, leg = %leg, moderator, "joined room from the lobby");
@@ -575,7 +582,7 @@ impl Bridge {
 
     /// Removes a leg from its room (and the room if it empties). Idempotent.
     fn leave(&self, call: CallKey, why: &str) {
-        let mut closed: Option<(RoomKey, WorkerId, Option<Recording>)> = None;
+        let mut closed: Option<(RoomKey, WorkerId, Option<ActiveRecording>)> = None;
         let mut ended: Vec<CallKey> = Vec::new();
         let leg = {
             let mut state = self.lock();
@@ -585,11 +592,14 @@ impl Bridge {
             } else if let Some(room) = state.rooms.get_mut(&leg.room) {
                 room.legs.remove(&leg.id);
                 self.mixer.send(room.worker, Command::RemoveLeg { room: leg.room.clone(), leg: leg.id });
+                if let Some(active) = &room.recording {
+                    active.recording.control(RecordControl::Left { leg: leg.id.to_string() });
+                }
                 let actions = room.policy.left(leg.id);
                 if actions.contains(&PolicyAction::End) {
                     ended = room.legs.values().copied().collect();
                 }
-                self.apply_policy(&leg.room, room.worker, actions);
+                self.apply_policy(&leg.room, room.worker, actions, room.recording.as_ref());
                 if room.legs.is_empty()
                     && let Some(room_entry) = state.rooms.remove(&leg.room)
                 {
@@ -640,56 +650,6 @@ impl Bridge {
         }
     }
 
-    fn finish_recording(&self, room: RoomKey, recording: Recording) {
-        self.event("recording_stopped", &room, serde_json::json!({"object": recording.key().to_string()}));
-        let gauge = self.metrics.recordings_active.clone();
-        self.tasks.spawn_blocking(move || {
-            match recording.join() {
-                Ok(summary) => info!(
-                    room = %room,
-                    key = %summary.key,
-                    duration_ms = summary.duration_ms(),
-                    gap_frames = summary.gap_frames,
-                    "recording finished"
-                ),
-                Err(error) => warn!(room = %room, %error, "recording failed"),
-            }
-            gauge.dec();
-        });
-    }
-
-    /// Starts recording `room` (state already locked by the caller).
-    fn start_recording(&self, state: &mut State, room: &RoomKey) -> Result<(), ControlError> {
-        let entry = state.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
-        if entry.recording.is_some() {
-            return Err(ControlError::Conflict("room is already being recorded"));
-        }
-        let start = time::iso_basic(self.clock.now());
-        // Two recordings of one room started within the same second get suffixed names.
-        for attempt in 0..10 {
-            let folder = if attempt == 0 { start.clone() } else { format!("{start}-{attempt}") };
-            let key = ObjectKey::new(format!("recordings/{room}/{folder}/mix.wav"))
-                .map_err(|e| ControlError::Unavailable(e.to_string()))?;
-            let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
-            match Recording::start(self.storage.as_ref(), key, self.config.audio_rate, rx) {
-                Ok(recording) => {
-                    info!(room = %room, key = %recording.key(), "recording started");
-                    self.event("recording_started", room, serde_json::json!({"object": recording.key().to_string()}));
-                    entry.recording = Some(recording);
-                    self.mixer.send(entry.worker, Command::StartRecording { room: room.clone(), sink: tx });
-                    self.metrics.recordings_active.inc();
-                    return Ok(());
-                }
-                Err(RecordError::Storage(StorageError::AlreadyExists(_))) => continue,
-                Err(error) => {
-                    warn!(room = %room, %error, "recording not started");
-                    return Err(ControlError::Unavailable(format!("recording not started: {error}")));
-                }
-            }
-        }
-        Err(ControlError::Unavailable("no free recording name".into()))
-    }
-
     /// Locks or unlocks a running room.
     fn set_locked(&self, room: &str, locked: bool) -> Result<(), ControlError> {
         let changed = {
@@ -705,12 +665,15 @@ impl Bridge {
     }
 
     /// Carries out a room policy's actions in the mixer.
-    fn apply_policy(&self, room: &RoomKey, worker: WorkerId, actions: Vec<PolicyAction>) {
+    fn apply_policy(&self, room: &RoomKey, worker: WorkerId, actions: Vec<PolicyAction>, recording: Option<&ActiveRecording>) {
         for action in actions {
             let command = match action {
                 PolicyAction::JoinTone => Command::Announce { room: room.clone(), samples: self.tones.join.clone() },
                 PolicyAction::LeaveTone => Command::Announce { room: room.clone(), samples: self.tones.leave.clone() },
                 PolicyAction::Hold(on) => {
+                    if let Some(active) = recording {
+                        active.recording.control(RecordControl::Hold(on));
+                    }
                     info!(room = %room, waiting = on, "room waits for its moderator");
                     self.event(if on { "waiting_for_moderator" } else { "moderator_arrived" }, room, serde_json::json!({}));
                     Command::SetHold { room: room.clone(), sound: on.then(|| self.tones.hold.clone()) }
@@ -826,6 +789,8 @@ impl Bridge {
         Some(RoomDetail {
             id: room.to_string(),
             recording: entry.recording.is_some(),
+            recording_id: entry.recording.as_ref().map(|r| r.recording.id().to_string()),
+            recording_paused: entry.recording.as_ref().is_some_and(|r| r.paused),
             aec: aec_setting(room_aec),
             locked: entry.locked,
             waiting_for_moderator: entry.policy.on_hold(),
@@ -973,14 +938,15 @@ impl CallHandler for Bridge {
         }
         if !in_lobby {
             let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg_id, moderator)).unwrap_or_default();
-            self.apply_policy(&room, worker, actions);
+            self.apply_policy(&room, worker, actions, state.rooms.get(&room).and_then(|r| r.recording.as_ref()));
         }
         self.metrics.active_calls.inc();
+        if !in_lobby {
+            self.recording_joined(&state, &room, call.call);
+        }
         if auto_record {
             // A failed auto-start is logged and counted; the call itself goes on.
-            if self.start_recording(&mut state, &room).is_err() {
-                self.metrics.recording_failures.inc();
-            }
+            let _ = self.start_recording(&mut state, &room, self.config.recording_mode, None);
         }
         drop(state);
         info!(call_id = %call.call_id, room = %room, leg = %leg_id, from = %call.from, codec = answer.codec.name(), rtp = %rtp, "joined room");
@@ -1114,6 +1080,8 @@ impl Control for Bridge {
                 defined.then(|| RoomDetail {
                     id: id.to_string(),
                     recording: false,
+                    recording_id: None,
+                    recording_paused: false,
                     aec: aec_setting(self.room_aec(id)),
                     locked: false,
                     waiting_for_moderator: false,
@@ -1174,19 +1142,21 @@ impl Control for Bridge {
         }
     }
 
-    fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {
-        let mut state = self.lock();
-        let key: RoomKey = state.rooms.get_key_value(room).map(|(k, _)| k.clone()).ok_or(ControlError::RoomNotFound)?;
-        match action {
-            RecordingAction::Start => self.start_recording(&mut state, &key)?,
-            RecordingAction::Stop => {
-                let entry = state.rooms.get_mut(&key).ok_or(ControlError::RoomNotFound)?;
-                let recording = entry.recording.take().ok_or(ControlError::Conflict("room is not being recorded"))?;
-                self.mixer.send(entry.worker, Command::StopRecording { room: key.clone() });
-                self.finish_recording(key.clone(), recording);
-            }
-        }
-        self.detail(&state, room).ok_or(ControlError::RoomNotFound)
+    fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError> {
+        self.recording_request(room, request, by)?;
+        self.room(room).ok_or(ControlError::RoomNotFound)
+    }
+
+    fn recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError> {
+        self.list_recordings(query)
+    }
+
+    fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError> {
+        self.manifest_json(id)
+    }
+
+    fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError> {
+        self.object(id, object)
     }
 
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError> {
@@ -1219,6 +1189,7 @@ impl Control for Bridge {
             let call = *entry.1.legs.get(&id).ok_or(ControlError::LegNotFound)?;
             let entry = state.legs.get_mut(&call).ok_or(ControlError::LegNotFound)?;
             let c = &mut entry.controls;
+            let was_muted = c.muted;
             c.muted = patch.muted.unwrap_or(c.muted);
             c.deaf = patch.deaf.unwrap_or(c.deaf);
             c.input_gain_db = patch.input_gain_db.unwrap_or(c.input_gain_db);
@@ -1227,6 +1198,11 @@ impl Control for Bridge {
             c.noise_suppression = patch.noise_suppression.or(c.noise_suppression);
             c.agc = patch.agc.or(c.agc);
             let controls = *c;
+            if controls.muted != was_muted
+                && let Some(active) = state.rooms.get(room).and_then(|r| r.recording.as_ref())
+            {
+                active.recording.control(RecordControl::Muted { leg: id.to_string(), muted: controls.muted });
+            }
             self.mixer.send(worker, Command::SetControls { room: key, leg: id, controls });
             info!(room = %room, leg = %id, ?controls, "participant controls changed");
         }

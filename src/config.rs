@@ -10,7 +10,7 @@ use std::time::Duration;
 use roundtable_media::ports::PortRange;
 use roundtable_sip::endpoint::Transport;
 use roundtable_sip::transport::ListenAddr;
-use roundtable_storage::{LocalStorage, Storage};
+use roundtable_storage::{LocalStore, ObjectStore};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -72,10 +72,28 @@ token = ""
 [storage]
 backend = "local"
 path = "./roundtable-data"
+spool_quota_mib = 1024
+
+[storage.s3]
+endpoint = ""
+region = "us-east-1"
+bucket = ""
+prefix = ""
+path_style = true
+access_key = ""
+secret_key = ""
+part_size_mib = 5
+sse = ""
+kms_key_id = ""
+object_lock_mode = ""
+retention_days = 0
 
 [recording]
 auto_start = false
 mode = "mixed"
+signing_key = ""
+consent_notice = true
+consent_prompt = ""
 
 [shutdown]
 drain_s = 0
@@ -273,6 +291,25 @@ struct RawApi {
 struct RawStorage {
     backend: String,
     path: String,
+    spool_quota_mib: i64,
+    s3: RawS3,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    endpoint: String,
+    region: String,
+    bucket: String,
+    prefix: String,
+    path_style: bool,
+    access_key: String,
+    secret_key: String,
+    part_size_mib: i64,
+    sse: String,
+    kms_key_id: String,
+    object_lock_mode: String,
+    retention_days: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +317,9 @@ struct RawStorage {
 struct RawRecording {
     auto_start: bool,
     mode: String,
+    signing_key: String,
+    consent_notice: bool,
+    consent_prompt: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,10 +524,22 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Bearer token for `/v1`; never logged.
     pub api_token: Option<Secret>,
-    /// Local storage root.
+    /// `storage.path`: the local store and spool root.
     pub storage_path: PathBuf,
+    /// `storage.spool_quota_mib`, in bytes.
+    pub spool_quota: u64,
+    /// `[storage.s3]` when `storage.backend = "s3"`.
+    pub s3: Option<roundtable_storage::s3::S3Config>,
     /// Record every room from its first join.
     pub auto_record: bool,
+    /// `recording.mode`.
+    pub recording_mode: roundtable_recorder::Mode,
+    /// `recording.signing_key`, or `signing-key.pk8` in `storage.path` (generated if missing).
+    pub signing_key: PathBuf,
+    /// `recording.consent_notice`: everyone in a recorded room hears the recording notice.
+    pub consent_notice: bool,
+    /// `recording.consent_prompt`: the notice's samples (8 kHz) if not the shipped one.
+    pub consent_prompt: Option<std::sync::Arc<[i16]>>,
     /// How long shutdown waits for calls to end before sending BYE.
     pub drain: Duration,
     /// Log level filter.
@@ -783,22 +835,34 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         return Err(ConfigError::new("api.token", "required when api.listen is not a loopback address"));
     }
 
-    match raw.storage.backend.as_str() {
-        "local" => {}
-        "s3" => return Err(ConfigError::new("storage.backend", "s3 is not supported yet (use local)")),
-        other => return Err(ConfigError::new("storage.backend", format!("unknown backend {other:?} (local)"))),
-    }
+    let s3 = match raw.storage.backend.as_str() {
+        "local" => None,
+        "s3" => Some(s3_config(&raw.storage.s3)?),
+        other => return Err(ConfigError::new("storage.backend", format!("unknown backend {other:?} (local or s3)"))),
+    };
     if raw.storage.path.is_empty() {
         return Err(ConfigError::new("storage.path", "must not be empty"));
     }
     let storage_path = PathBuf::from(&raw.storage.path);
-    LocalStorage::new(&storage_path)
+    LocalStore::new(&storage_path)
         .check_writable()
         .map_err(|e| ConfigError::new("storage.path", format!("data dir not writable: {e}")))?;
+    let spool_quota = u64::try_from(raw.storage.spool_quota_mib)
+        .ok()
+        .filter(|q| (1..=1 << 30).contains(q))
+        .ok_or_else(|| ConfigError::new("storage.spool_quota_mib", "must be at least 1"))?
+        << 20;
 
-    if raw.recording.mode != "mixed" {
-        return Err(ConfigError::new("recording.mode", format!("{:?} is not supported yet (mixed)", raw.recording.mode)));
-    }
+    let recording_mode = roundtable_recorder::Mode::parse(&raw.recording.mode)
+        .ok_or_else(|| ConfigError::new("recording.mode", format!("{:?} is not mixed, tracks or both", raw.recording.mode)))?;
+    let signing_key = match raw.recording.signing_key.as_str() {
+        "" => storage_path.join("signing-key.pk8"),
+        path => PathBuf::from(path),
+    };
+    let consent_prompt = match raw.recording.consent_prompt.as_str() {
+        "" => None,
+        path => Some(crate::prompts::load_wav(Path::new(path)).map_err(|reason| ConfigError::new("recording.consent_prompt", reason))?),
+    };
     let drain = u64::try_from(raw.shutdown.drain_s).map_err(|_| ConfigError::new("shutdown.drain_s", "must not be negative"))?;
     let log_level = raw.log.level.to_ascii_lowercase();
     if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
@@ -839,11 +903,43 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         api_listen,
         api_token,
         storage_path,
+        spool_quota,
+        s3,
         auto_record: raw.recording.auto_start,
+        recording_mode,
+        signing_key,
+        consent_notice: raw.recording.consent_notice,
+        consent_prompt,
         drain: Duration::from_secs(drain),
         log_level,
         log_format,
     })
+}
+
+/// `[storage.s3]`, checked.
+fn s3_config(raw: &RawS3) -> Result<roundtable_storage::s3::S3Config, ConfigError> {
+    let part_mib = u64::try_from(raw.part_size_mib).ok().filter(|p| (5..=5120).contains(p));
+    let part_size = part_mib.ok_or_else(|| ConfigError::new("storage.s3.part_size_mib", "must be between 5 and 5120"))? << 20;
+    let retention_days = u32::try_from(raw.retention_days)
+        .ok()
+        .filter(|d| *d <= 36_500)
+        .ok_or_else(|| ConfigError::new("storage.s3.retention_days", "must be between 0 and 36500"))?;
+    let config = roundtable_storage::s3::S3Config {
+        endpoint: raw.endpoint.clone(),
+        region: raw.region.clone(),
+        bucket: raw.bucket.clone(),
+        prefix: raw.prefix.clone(),
+        path_style: raw.path_style,
+        access_key: raw.access_key.clone(),
+        secret_key: raw.secret_key.clone(),
+        part_size,
+        sse: raw.sse.clone(),
+        kms_key_id: raw.kms_key_id.clone(),
+        object_lock_mode: raw.object_lock_mode.clone(),
+        retention_days,
+    };
+    config.validate().map_err(|(key, reason)| ConfigError::new(&format!("storage.s3.{key}"), reason))?;
+    Ok(config)
 }
 
 /// The `[audio]` voice processing switches.

@@ -32,11 +32,13 @@ pub enum Prompt {
     Goodbye,
     /// "You are currently the only participant in this conference." (played in rooms)
     Alone,
+    /// "This call is being recorded." (`recording.consent_notice`)
+    Recording,
 }
 
 impl Prompt {
     /// Every prompt, for loading and generating them.
-    pub const ALL: [Prompt; 7] = [
+    pub const ALL: [Prompt; 8] = [
         Prompt::Welcome,
         Prompt::EnterPin,
         Prompt::InvalidRoom,
@@ -44,6 +46,7 @@ impl Prompt {
         Prompt::Joining,
         Prompt::Goodbye,
         Prompt::Alone,
+        Prompt::Recording,
     ];
 
 }

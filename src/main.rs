@@ -5,6 +5,7 @@
 //! - [`metrics`]: service-level metrics.
 //! - [`time`]: wall-clock formatting.
 
+mod archive;
 mod bridge;
 mod config;
 mod events;
@@ -13,6 +14,7 @@ mod lockout;
 mod metrics;
 mod policy;
 mod prompts;
+mod recordings_cli;
 mod rooms;
 mod time;
 
@@ -30,7 +32,6 @@ use roundtable_mixer::pool::MixerPool;
 use roundtable_sip::endpoint::EndpointConfig;
 use roundtable_sip::metrics::SipMetrics;
 use roundtable_sip::transport::{self, CallHandler};
-use roundtable_storage::LocalStorage;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -51,6 +52,42 @@ enum Command {
     Serve(ServeArgs),
     /// Validate the configuration (including the data dir) and exit.
     CheckConfig(ConfigArgs),
+    /// Finished recordings in the configured store: list, download, verify.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordingsCommand {
+    /// List finished recordings (`<room>/<START>`), with their length and objects.
+    List {
+        /// Only this room's.
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// Download a recording's objects (and manifest) into a folder.
+    Get {
+        /// `<room>/<START>`.
+        id: String,
+        /// Where to put them (default: the current folder); files go under `<room>/<START>/`.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Re-read every object of a recording and check sizes, hashes, the hash chain and the
+    /// manifest's signature; exits 1 at the first mismatch.
+    Verify {
+        /// `<room>/<START>`.
+        id: String,
+        /// The public key (hex) the manifest must be signed with (default: this service's).
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
+    },
+    /// Print the public key manifests are signed with (hex).
+    Pubkey,
 }
 
 #[derive(Debug, Args, Default)]
@@ -85,7 +122,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let (file, overrides, serve) = match &command {
-        Command::CheckConfig(args) => (args.config.clone(), Overrides::default(), false),
+        Command::CheckConfig(args) | Command::Recordings { config: args, .. } => (args.config.clone(), Overrides::default(), false),
         Command::Serve(args) => (
             args.config.config.clone(),
             Overrides {
@@ -105,7 +142,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Recordings { command, .. } = command {
+        return match recordings_cli::run(&config, command) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("roundtable: {error:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if !serve {
+        if let Err(error) = archive::open(&config, false).map_err(anyhow::Error::from).and_then(|s| Ok(archive::check(&s)?)) {
+            // A missing signing key is created by the first start, not an error here.
+            if !matches!(error.downcast_ref::<archive::ArchiveError>(), Some(archive::ArchiveError::Key(_))) {
+                eprintln!("roundtable: {error:#}");
+                return ExitCode::from(2);
+            }
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
@@ -149,7 +202,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         media_metrics.clone(),
         mixer_events,
     ).context("starting mixer threads")?;
-    let storage = Arc::new(LocalStorage::new(&config.storage_path));
+    let storage = archive::open(&config, true).context("opening the recording archive")?;
+    archive::check(&storage).context("storage: the store is not usable")?;
+    archive::sample_metrics(&storage, metrics::StorageMetrics::register(&registry)?);
+    {
+        // Recordings the last run left open are finished while the service runs.
+        let archive = storage.archive.clone();
+        std::thread::Builder::new()
+            .name("recovery".into())
+            .spawn(move || archive::recover(&archive))
+            .context("starting recording recovery")?;
+    }
     let book_path = config.storage_path.join("rooms.json");
     let defaults = rooms::Defaults {
         room: config.room_defaults.clone(),
@@ -158,7 +221,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path).context("storage.path: reading rooms.json")?;
     let bridge =
-        Bridge::new(config.clone(), mixer, storage, Arc::new(time::SystemClock), bridge_metrics, media_metrics, book);
+        Bridge::new(config.clone(), mixer, storage.archive.clone(), Arc::new(time::SystemClock), bridge_metrics, media_metrics, book);
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
     let weak = Arc::downgrade(&bridge);
     std::thread::Builder::new()
@@ -179,7 +242,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let router = roundtable_api::router(bridge.clone(), registry, config.api_token.as_ref().map(|t| t.expose().to_string()));
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
-        axum::serve(api_listener, router).with_graceful_shutdown(api_shutdown.cancelled_owned()).await
+        axum::serve(api_listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(api_shutdown.cancelled_owned()).await
     });
 
     let sip_shutdown = CancellationToken::new();
@@ -219,9 +282,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(calls = remaining, "drain time over: sending BYE to remaining calls");
     }
     bridge.hang_up_all();
+    // Recordings close (spooled, fsynced, ledger closed) at once; their uploads get a few
+    // seconds, then stop and resume at the next start.
     if tokio::time::timeout(Duration::from_secs(8), bridge.wait_for_tasks()).await.is_err() {
-        warn!("recordings did not finish within 8 s");
+        storage.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if tokio::time::timeout(Duration::from_secs(3), bridge.wait_for_tasks()).await.is_err() {
+            warn!("recordings did not close within 11 s");
+        }
     }
+    storage.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // A round trip through the SIP driver: every BYE queued before it has been sent.
     let _ = tokio::time::timeout(Duration::from_secs(1), sip.active_calls()).await;
     sip_shutdown.cancel();

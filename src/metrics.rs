@@ -13,8 +13,10 @@ pub struct BridgeMetrics {
     pub recordings_active: IntGauge,
     /// INVITEs refused, by reason.
     pub calls_rejected: IntCounterVec,
-    /// Recordings that could not start.
+    /// Recordings that could not start, or could not be stored.
     pub recording_failures: IntCounter,
+    /// Recordings refused because the spool is over 80 % of its quota.
+    pub recordings_refused: IntCounter,
     /// Calls answered by the PIN lobby.
     pub lobby_calls: IntCounter,
     /// Lobby outcomes: joined, wrong_pin, invalid_room, hung_up.
@@ -50,7 +52,12 @@ impl BridgeMetrics {
             &["reason"],
         )?;
         let recording_failures =
-            IntCounter::new("roundtable_recording_failures_total", "Recordings that could not be started")?;
+            IntCounter::new("roundtable_recording_failures_total", "Recordings that could not be started or stored")?;
+        let recordings_refused = IntCounter::new(
+            "roundtable_recordings_refused_total",
+            "Recordings refused because the spool is over 80% of storage.spool_quota_mib",
+        )?;
+        registry.register(Box::new(recordings_refused.clone()))?;
         registry.register(Box::new(active_calls.clone()))?;
         registry.register(Box::new(rooms.clone()))?;
         registry.register(Box::new(recordings_active.clone()))?;
@@ -110,6 +117,7 @@ impl BridgeMetrics {
             recordings_active,
             calls_rejected,
             recording_failures,
+            recordings_refused,
             lobby_calls,
             lobby_outcomes,
             lockouts,
@@ -119,6 +127,47 @@ impl BridgeMetrics {
             leg_loss_percent,
             leg_jitter_ms,
             leg_rtt_ms,
+        })
+    }
+}
+
+/// The recording spool and upload pipeline, sampled from the archive once a second.
+#[derive(Clone, Debug)]
+pub struct StorageMetrics {
+    /// Bytes in the spool not yet safe in the store.
+    pub spool_bytes: IntGauge,
+    /// The spool quota.
+    pub spool_quota_bytes: IntGauge,
+    /// 1 while the spool is over 80 % of its quota (new recordings refused).
+    pub spool_alert: IntGauge,
+    /// S3 calls that failed.
+    pub upload_errors: IntCounter,
+    /// Bytes sent to S3.
+    pub upload_bytes: IntCounter,
+    /// The S3 circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGauge,
+}
+
+impl StorageMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<StorageMetrics> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(StorageMetrics {
+            spool_bytes: gauge("roundtable_spool_bytes", "Recording bytes in the spool not yet safe in the store (the upload backlog)")?,
+            spool_quota_bytes: gauge("roundtable_spool_quota_bytes", "storage.spool_quota_mib in bytes")?,
+            spool_alert: gauge("roundtable_spool_alert", "1 while the spool is over 80% of its quota and new recordings are refused")?,
+            upload_errors: counter("roundtable_upload_errors_total", "S3 calls that failed (each retry counts)")?,
+            upload_bytes: counter("roundtable_upload_bytes_total", "Bytes sent to S3")?,
+            breaker_state: gauge("roundtable_storage_breaker_state", "S3 circuit breaker: 0 closed, 1 open, 2 half-open")?,
         })
     }
 }

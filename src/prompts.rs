@@ -29,6 +29,7 @@ fn embedded(prompt: Prompt) -> &'static [u8] {
         Prompt::Joining => include_bytes!("../prompts/joining.wav"),
         Prompt::Goodbye => include_bytes!("../prompts/goodbye.wav"),
         Prompt::Alone => include_bytes!("../prompts/alone.wav"),
+        Prompt::Recording => include_bytes!("../prompts/recording.wav"),
     }
 }
 
@@ -41,6 +42,12 @@ fn decode(bytes: &[u8]) -> Option<Vec<i16>> {
     }
     let samples: Result<Vec<i16>, _> = reader.into_samples::<i16>().collect();
     samples.ok().filter(|s| !s.is_empty())
+}
+
+/// Reads a prompt WAV an operator supplies (8 kHz, mono, 16-bit), for config validation.
+pub fn load_wav(path: &std::path::Path) -> Result<Arc<[i16]>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    decode(&bytes).map(Arc::from).ok_or_else(|| format!("{}: not an 8 kHz mono 16-bit PCM WAV with audio", path.display()))
 }
 
 /// Brings 8 kHz samples to `rate`, dropping the resampler's delay so the prompt starts at once.
@@ -70,6 +77,7 @@ fn tones(prompt: Prompt, rate: u32) -> Arc<[i16]> {
         Prompt::Joining => &[(660.0, 200), (880.0, 200)],
         Prompt::Goodbye => &[(880.0, 200), (660.0, 200), (440.0, 300)],
         Prompt::Alone => &[(440.0, 200), (0.0, 200), (440.0, 200)],
+        Prompt::Recording => &[(1400.0, 400), (0.0, 200), (1400.0, 400)],
     };
     pattern_samples(pattern, rate, 8000.0)
 }
@@ -114,12 +122,17 @@ impl Tones {
 }
 
 impl Prompts {
-    /// Loads every prompt (built-in WAV, else tones) at the rooms' `rate`.
-    pub fn load(rate: u32) -> Prompts {
+    /// Loads every prompt (built-in WAV, else tones) at the rooms' `rate`; `recording` (8 kHz
+    /// samples) replaces the shipped recording notice.
+    pub fn load(rate: u32, recording: Option<&[i16]>) -> Prompts {
         let samples = Prompt::ALL
             .iter()
             .map(|&p| {
-                let wav = decode(embedded(p)).and_then(|s| resample(&s, rate)).map(Arc::from);
+                let source = match (p, recording) {
+                    (Prompt::Recording, Some(custom)) => Some(custom.to_vec()),
+                    _ => decode(embedded(p)),
+                };
+                let wav = source.and_then(|s| resample(&s, rate)).map(Arc::from);
                 (p, wav.unwrap_or_else(|| tones(p, rate)))
             })
             .collect();
@@ -143,8 +156,8 @@ mod tests {
 
     #[test]
     fn built_in_prompts_decode_and_goodbye_is_short() {
-        let narrow = Prompts::load(8000);
-        let wide = Prompts::load(16000);
+        let narrow = Prompts::load(8000, None);
+        let wide = Prompts::load(16000, None);
         for p in Prompt::ALL {
             assert!(decode(embedded(p)).is_some(), "{p:?} decodes");
             assert_eq!(wide.samples(p).len(), narrow.samples(p).len() * 2, "{p:?} at 16 kHz");

@@ -6,6 +6,7 @@
 //! ([`ControlError::status`]). Every error body is `{"error":"<message>"}`.
 #![deny(missing_docs)]
 
+use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -185,6 +186,12 @@ pub struct RoomDetail {
     pub id: String,
     /// Whether it is being recorded.
     pub recording: bool,
+    /// The running recording's id (`<room>/<start>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<String>,
+    /// Whether the running recording is paused.
+    #[serde(default)]
+    pub recording_paused: bool,
     /// Its echo cancellation setting (its own, else the service's).
     pub aec: AecSetting,
     /// Whether new callers are refused.
@@ -208,18 +215,70 @@ pub struct RoomPatch {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingRequest {
-    /// Start or stop.
+    /// Start, stop, pause or resume.
     pub action: RecordingAction,
+    /// For `start`: what to record (default `recording.mode`).
+    #[serde(default)]
+    pub mode: Option<RecordingMode>,
 }
 
 /// What to do with a room's recording.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordingAction {
-    /// Start recording the room's mix.
+    /// Start recording the room.
     Start,
     /// Stop and finalize the recording.
     Stop,
+    /// Write silence until resumed (noted in the ledger).
+    Pause,
+    /// Write the room's audio again.
+    Resume,
+}
+
+/// What a recording writes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingMode {
+    /// The room's mix (`mix.wav`).
+    Mixed,
+    /// One time-aligned track per leg (`legs/<leg>.wav`).
+    Tracks,
+    /// Both.
+    Both,
+}
+
+/// A finished recording in `GET /v1/recordings`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordingSummary {
+    /// `<room>/<start>`.
+    pub id: String,
+    /// The room.
+    pub room: String,
+    /// Its folder name: the UTC start, ISO 8601 basic (`20261122T093000Z`, maybe suffixed).
+    pub start: String,
+}
+
+/// Filters of `GET /v1/recordings`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingQuery {
+    /// Only this room's.
+    pub room: Option<String>,
+    /// Only those started at or after this instant (RFC 3339 or ISO 8601 basic, UTC).
+    pub since: Option<String>,
+    /// Only those started before this instant.
+    pub until: Option<String>,
+}
+
+/// A stored object being streamed out: its size and bytes.
+pub struct Download {
+    /// Bytes in the object.
+    pub size: u64,
+    /// Its content type.
+    pub content_type: &'static str,
+    /// The bytes (read on a blocking thread).
+    pub body: Box<dyn std::io::Read + Send>,
 }
 
 /// The body of `PUT /v1/rooms/{room}`: a room that exists while empty and survives restarts.
@@ -290,6 +349,9 @@ pub enum ControlError {
     /// No such participant in the room.
     #[error("participant not found")]
     LegNotFound,
+    /// No such finished recording (or object of one).
+    #[error("recording not found")]
+    RecordingNotFound,
     /// The request conflicts with the room's state (e.g. already recording).
     #[error("{0}")]
     Conflict(&'static str),
@@ -305,7 +367,7 @@ impl ControlError {
     /// The HTTP status for this error: the one place errors become statuses.
     pub fn status(&self) -> StatusCode {
         match self {
-            ControlError::RoomNotFound | ControlError::LegNotFound => StatusCode::NOT_FOUND,
+            ControlError::RoomNotFound | ControlError::LegNotFound | ControlError::RecordingNotFound => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -319,8 +381,15 @@ pub trait Control: Send + Sync + 'static {
     fn rooms(&self) -> Vec<RoomSummary>;
     /// One room.
     fn room(&self, id: &str) -> Option<RoomDetail>;
-    /// Starts or stops a room's recording, returning the room.
-    fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError>;
+    /// Starts, stops, pauses or resumes a room's recording (`by`: the API caller's address, for
+    /// the ledger), returning the room.
+    fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError>;
+    /// Finished recordings, filtered.
+    fn recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError>;
+    /// A finished recording's manifest (signature checked).
+    fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError>;
+    /// One object of a finished recording (`mix.wav`, `legs/7.wav`, `manifest.json`).
+    fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError>;
     /// Removes a participant (the bridge sends BYE).
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError>;
     /// Changes a running room (lock), returning the room.
@@ -369,6 +438,9 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route("/rooms", get(list_rooms))
         .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room).patch(update_room))
         .route("/rooms/{room}/recording", post(recording))
+        .route("/recordings", get(list_recordings))
+        .route("/recordings/{room}/{start}", get(show_recording))
+        .route("/recordings/{room}/{start}/{*object}", get(download))
         .route("/rooms/{room}/participants/{leg}", delete(kick).patch(update_participant))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -450,11 +522,76 @@ async fn show_room(State(state): State<AppState>, Path(room): Path<String>) -> R
 async fn recording(
     State(state): State<AppState>,
     Path(room): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let request: RecordingRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
-    Ok(Json(state.control.recording(&room, request.action)?))
+    if request.mode.is_some() && request.action != RecordingAction::Start {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "mode is only for start".into()));
+    }
+    let by = peer.map_or_else(|| "unknown".to_string(), |p| p.0.0.to_string());
+    Ok(Json(state.control.recording(&room, request, &by)?))
+}
+
+/// `GET /v1/recordings[?room=R][&since=T][&until=T]`.
+async fn list_recordings(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let control = state.control.clone();
+    let recordings = blocking(move || control.recordings(&query)).await?;
+    Ok(Json(serde_json::json!({ "recordings": recordings })))
+}
+
+/// `GET /v1/recordings/{room}/{start}`: the signed manifest.
+async fn show_recording(State(state): State<AppState>, Path((room, start)): Path<(String, String)>) -> Result<Json<serde_json::Value>, ApiError> {
+    let control = state.control.clone();
+    Ok(Json(blocking(move || control.recording_manifest(&format!("{room}/{start}"))).await?))
+}
+
+/// `GET /v1/recordings/{room}/{start}/{object}`: an object, streamed.
+async fn download(State(state): State<AppState>, Path((room, start, object)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+    let control = state.control.clone();
+    let download = blocking(move || control.recording_object(&format!("{room}/{start}"), &object)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let mut body = download.body;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let chunk = match body.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, download.content_type.to_string()), (header::CONTENT_LENGTH, download.size.to_string())],
+        axum::body::Body::from_stream(ChannelStream(rx)),
+    )
+        .into_response())
+}
+
+/// Runs a storage call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ControlError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "storage task failed".into()))?.map_err(ApiError::from)
+}
+
+/// A channel's receiving end as a stream of body chunks.
+struct ChannelStream(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl futures_core::Stream for ChannelStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 async fn put_room(State(state): State<AppState>, Path(room): Path<String>, body: Bytes) -> Result<Json<RoomDetail>, ApiError> {

@@ -18,19 +18,37 @@ impl Control for Fake {
         vec![RoomSummary { id: "1000".into(), participants: 1, recording: *self.recording.lock().unwrap() }]
     }
     fn room(&self, id: &str) -> Option<RoomDetail> {
-        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), aec: AecSetting::Auto, locked: false, waiting_for_moderator: false, participants: vec![] })
+        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), recording_id: None, recording_paused: false, aec: AecSetting::Auto, locked: false, waiting_for_moderator: false, participants: vec![] })
     }
-    fn recording(&self, room: &str, action: RecordingAction) -> Result<RoomDetail, ControlError> {
+    fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
+        assert_eq!(by, "unknown", "no connection info under oneshot");
         let mut r = self.recording.lock().unwrap();
-        match (action, *r) {
+        match (request.action, *r) {
             (RecordingAction::Start, true) => return Err(ControlError::Conflict("already recording")),
-            (RecordingAction::Stop, false) => return Err(ControlError::Conflict("not recording")),
+            (RecordingAction::Stop | RecordingAction::Pause | RecordingAction::Resume, false) => {
+                return Err(ControlError::Conflict("not recording"));
+            }
             (RecordingAction::Start, false) => *r = true,
             (RecordingAction::Stop, true) => *r = false,
+            (RecordingAction::Pause | RecordingAction::Resume, true) => {}
         }
         drop(r);
         Ok(self.room(room).unwrap())
+    }
+    fn recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError> {
+        let all = vec![RecordingSummary { id: "1000/20261122T093000Z".into(), room: "1000".into(), start: "20261122T093000Z".into() }];
+        Ok(all.into_iter().filter(|r| query.room.as_ref().is_none_or(|room| room == &r.room)).collect())
+    }
+    fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError> {
+        if id == "1000/20261122T093000Z" { Ok(serde_json::json!({"id": id})) } else { Err(ControlError::RecordingNotFound) }
+    }
+    fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError> {
+        self.recording_manifest(id)?;
+        if object != "legs/7.wav" {
+            return Err(ControlError::RecordingNotFound);
+        }
+        Ok(Download { size: 5, content_type: "audio/wav", body: Box::new(std::io::Cursor::new(b"RIFF!".to_vec())) })
     }
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
@@ -74,7 +92,7 @@ impl Control for Fake {
         if spec.pin.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
             return Err(ControlError::Invalid("a PIN is digits".into()));
         }
-        Ok(RoomDetail { id: room.into(), recording: false, aec: spec.aec.unwrap_or(AecSetting::Auto), locked: false, waiting_for_moderator: false, participants: vec![] })
+        Ok(RoomDetail { id: room.into(), recording: false, recording_id: None, recording_paused: false, aec: spec.aec.unwrap_or(AecSetting::Auto), locked: false, waiting_for_moderator: false, participants: vec![] })
     }
     fn delete_room(&self, room: &str) -> Result<(), ControlError> {
         self.room(room).map(|_| ()).ok_or(ControlError::RoomNotFound)
@@ -121,9 +139,34 @@ async fn recording_start_stop_and_conflicts() {
 }
 
 #[tokio::test]
+async fn recordings_are_listed_read_and_streamed() {
+    let app = app(None);
+    let (s, body) = call(&app, "GET", "/v1/recordings?room=1000", "", None).await;
+    assert_eq!((s, body["recordings"][0]["id"].as_str()), (StatusCode::OK, Some("1000/20261122T093000Z")));
+    let (_, body) = call(&app, "GET", "/v1/recordings?room=2000", "", None).await;
+    assert_eq!(body["recordings"].as_array().unwrap().len(), 0);
+    assert_eq!(call(&app, "GET", "/v1/recordings?colour=red", "", None).await.0, StatusCode::BAD_REQUEST);
+    let (s, body) = call(&app, "GET", "/v1/recordings/1000/20261122T093000Z", "", None).await;
+    assert_eq!((s, body["id"].as_str()), (StatusCode::OK, Some("1000/20261122T093000Z")));
+    assert_eq!(call(&app, "GET", "/v1/recordings/1000/19990101T000000Z", "", None).await.0, StatusCode::NOT_FOUND);
+    let response = app
+        .clone()
+        .oneshot(Request::builder().uri("/v1/recordings/1000/20261122T093000Z/legs/7.wav").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    assert_eq!(response.headers()["content-length"], "5");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(&bytes[..], b"RIFF!");
+    let (s, _) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"pause","mode":"mixed"}"#, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "mode only with start");
+}
+
+#[tokio::test]
 async fn malformed_bodies_are_400_json() {
     let app = app(None);
-    for body in ["", "{", r#"{"action":"pause"}"#, r#"{"action":"start","x":1}"#, "[]"] {
+    for body in ["", "{", r#"{"action":"rewind"}"#, r#"{"action":"start","x":1}"#, r#"{"action":"start","mode":"stereo"}"#, "[]"] {
         let (s, json) = call(&app, "POST", "/v1/rooms/1000/recording", body, None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
         assert!(json["error"].as_str().unwrap().starts_with("invalid body"), "{body}");

@@ -17,7 +17,7 @@ use crate::echo::detector::EchoDetector;
 use crate::echo::{AecMode, EchoCanceller, canceller};
 use crate::limiter::Limiter;
 use crate::noise::NoiseSuppressor;
-use crate::room::LegId;
+use crate::room::{FrameSource, LegId};
 use crate::vad::{Talk, VoiceDetector, level_db};
 
 /// Most packets a leg's jitter buffer holds (1 s).
@@ -122,6 +122,11 @@ pub(crate) struct Leg {
     pub(crate) input: Vec<i16>,
     /// This tick's input before echo cancellation (for the echo detector).
     raw: Vec<i16>,
+    /// This tick's input before noise suppression and level control, when the room records
+    /// per-leg tracks.
+    pub(crate) track: Vec<i16>,
+    /// Where this tick's input came from.
+    pub(crate) source: FrameSource,
     pub(crate) packet: Vec<u8>,
     /// Whether the leg receives audio (false on hold).
     pub(crate) hears: bool,
@@ -164,6 +169,8 @@ impl Leg {
             sender: RtpSender::new(codec.payload_type, seed),
             input: vec![0; frame],
             raw: vec![0; frame],
+            track: Vec::new(),
+            source: FrameSource::Missing,
             packet: Vec::with_capacity(1500),
             hears: true,
             heard: true,
@@ -228,15 +235,22 @@ impl Leg {
     pub(crate) fn take_input(&mut self) -> Result<(), MediaError> {
         let d = &mut self.decoding;
         let result = match self.jitter.pop() {
-            Playout::Packet(payload) => d.decoder.decode(&payload, &mut d.native),
+            Playout::Packet(payload) => {
+                self.source = FrameSource::Received;
+                d.decoder.decode(&payload, &mut d.native)
+            }
             Playout::Missing => {
                 let next = self.jitter.upcoming().map(Vec::as_slice);
-                if d.decoder.conceal(next, &mut d.native) {
+                self.source = if d.decoder.conceal(next, &mut d.native) {
                     self.fec_recovered += 1;
-                }
+                    FrameSource::Received
+                } else {
+                    FrameSource::Concealed
+                };
                 Ok(())
             }
             Playout::Idle => {
+                self.source = FrameSource::Missing;
                 d.native.fill(0);
                 Ok(())
             }

@@ -61,11 +61,26 @@ pub struct MixerEvent {
 /// A room's name, validated by the caller.
 pub type RoomKey = Arc<str>;
 
+pub use crate::room::FrameSource;
+
 /// One 20 ms frame of a room's mix, numbered by tick so a listener can see gaps.
 #[derive(Debug)]
 pub struct MixFrame {
     /// The mixer thread's tick number; consecutive frames differ by one unless frames were lost.
     pub tick: u64,
+    /// The samples, at the room's rate.
+    pub samples: Box<[i16]>,
+    /// Every leg's input this tick, when the recording asked for per-leg tracks.
+    pub legs: Vec<LegFrame>,
+}
+
+/// One leg's input in a [`MixFrame`].
+#[derive(Debug)]
+pub struct LegFrame {
+    /// The leg.
+    pub leg: LegId,
+    /// Whether it arrived, was concealed or is silence.
+    pub source: FrameSource,
     /// The samples, at the room's rate.
     pub samples: Box<[i16]>,
 }
@@ -188,6 +203,8 @@ pub enum Command {
         room: RoomKey,
         /// Where mix frames go.
         sink: SyncSender<MixFrame>,
+        /// Whether frames carry every leg's input too.
+        tracks: bool,
     },
     /// Stop sending the mix; dropping the sink tells the recorder to finish.
     StopRecording {
@@ -481,14 +498,16 @@ impl Worker {
                     slot.legs.remove(&leg);
                 }
             }
-            Command::StartRecording { room, sink } => {
+            Command::StartRecording { room, sink, tracks } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.recorder = Some(sink);
+                    slot.room.set_tracks(tracks);
                 }
             }
             Command::StopRecording { room } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.recorder = None;
+                    slot.room.set_tracks(false);
                 }
             }
             Command::CloseRoom { room } => {
@@ -558,11 +577,15 @@ fn tick_room(
         }
     }
     if let Some(sink) = &slot.recorder {
-        let frame = MixFrame { tick, samples: slot.room.mix().into() };
+        let legs = slot.room.tracks().map(|(leg, source, samples)| LegFrame { leg, source, samples: samples.into() }).collect();
+        let frame = MixFrame { tick, samples: slot.room.mix().into(), legs };
         match sink.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => metrics.recorder_frames_dropped.inc(),
-            Err(TrySendError::Disconnected(_)) => slot.recorder = None,
+            Err(TrySendError::Disconnected(_)) => {
+                slot.recorder = None;
+                slot.room.set_tracks(false);
+            }
         }
     }
 }

@@ -176,10 +176,24 @@ pub struct Room {
     ticks: u64,
     now: Option<Instant>,
     encodes: usize,
+    /// Whether each leg's input is kept for per-leg recording tracks.
+    tracks: bool,
     /// Payloads that failed to decode or frames that failed to encode, since the last read.
     codec_errors: u64,
     /// Frames a voice processing stage refused, since the last read.
     processing_errors: u64,
+}
+
+/// Where a leg's frame of a tick came from (for a recording's ledger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameSource {
+    /// Its packet arrived in time (or was rebuilt from the next packet's FEC).
+    #[default]
+    Received,
+    /// Its packet was lost and the frame was concealed.
+    Concealed,
+    /// No packet (the sender paused, or has not started): silence.
+    Missing,
 }
 
 impl Room {
@@ -206,6 +220,7 @@ impl Room {
             ticks: 0,
             now: None,
             encodes: 0,
+            tracks: false,
             codec_errors: 0,
             processing_errors: 0,
         }
@@ -389,6 +404,10 @@ impl Room {
             if leg.process_input(stages, &mut self.changes).is_err() {
                 self.processing_errors += 1;
             }
+            if self.tracks {
+                leg.track.clear();
+                leg.track.extend_from_slice(&leg.input);
+            }
             for change in &self.changes {
                 self.events.push_back(match change {
                     LegChange::Talk(Talk::Started) => RoomEvent::Talking(leg.id),
@@ -558,6 +577,18 @@ impl Room {
     /// The whole room's mix of the last tick (the mixed talkers, limited), at the room's rate.
     pub fn mix(&self) -> &[i16] {
         &self.mix
+    }
+
+    /// Keeps each leg's input for per-leg recording tracks (or stops).
+    pub fn set_tracks(&mut self, on: bool) {
+        self.tracks = on;
+    }
+
+    /// Each leg's input this tick, after gain and echo cancellation but before noise
+    /// suppression and level control (what the leg said, as a per-leg track records it), and
+    /// where it came from. Empty unless [`Room::set_tracks`] is on.
+    pub fn tracks(&self) -> impl Iterator<Item = (LegId, FrameSource, &[i16])> {
+        self.legs.iter().filter(|_| self.tracks).map(|l| (l.id, l.source, l.track.as_slice()))
     }
 }
 

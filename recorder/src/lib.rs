@@ -1,190 +1,222 @@
-//! Roundtable's recorder: a listener of a room's mix that writes a 16-bit PCM WAV to storage.
+//! Roundtable's compliance recorder.
 //!
-//! Each recording runs on its own thread, fed by the mixer through a bounded channel of
-//! [`MixFrame`]s, so disk IO never runs on a mixer thread. Frames carry tick numbers; a hole in
-//! the numbers (the mixer dropped frames because this recorder fell behind, or the mixer itself
-//! skipped ticks) is written as silence and counted as a gap, so the file's duration always
-//! matches the time recorded. The file is flushed (header included) every
-//! [`FLUSH_EVERY`] frames, so it is a valid, growing WAV while the call runs; when the mixer
-//! drops its end of the channel the recorder finalizes, makes the file durable and returns a
-//! [`RecordingSummary`].
+//! A recording runs on its own thread ([`Recording`]), fed by the mixer through a bounded
+//! channel of frames (the room's mix and, for per-leg tracks, every leg's input) and by the
+//! bridge with what happens in the room ([`Control`]). It writes WAV tracks and a ledger into
+//! the spool (`storage.path`), fsyncing them once a second, so a crash loses at most the last
+//! second. When it closes, the [`Archive`] stores the objects with a signed [`Manifest`]; at
+//! start-up the archive finishes whatever a crash left open.
+//!
+//! Every track of a recording has the same length: the recording's timeline starts at its
+//! first frame and runs at 20 ms per mixer tick; a leg's track is silent before it joined,
+//! after it left, while it was muted and while the recording was paused, and frames the mixer
+//! could not deliver are silence in every track, marked in the ledger.
 #![deny(missing_docs)]
 
-use std::sync::mpsc::Receiver;
+pub mod archive;
+pub mod breaker;
+pub mod ledger;
+pub mod manifest;
+pub mod spec;
+pub mod spool;
+pub mod time;
+mod track;
+pub mod upload;
+pub mod wav;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
 use roundtable_mixer::pool::MixFrame;
-use roundtable_storage::{ObjectKey, ObjectWriter, Storage, StorageError};
+use roundtable_storage::{ObjectKey, ObjectStore, StorageError};
 use thiserror::Error;
 
-/// Frames between flushes (1 s): the most a crash can lose.
-pub const FLUSH_EVERY: u64 = 50;
+pub use archive::{Archive, MANIFEST, Target};
+pub use manifest::{Manifest, Signer};
+pub use spec::{Mode, Spec};
+pub use spool::{Progress, SpoolAccount};
+pub use writer::{CHECKPOINT_FRAMES, Closed, Control};
 
-/// Why a recording failed.
+/// Why recording, archiving or verifying failed.
 #[derive(Debug, Error)]
 pub enum RecordError {
-    /// Storage refused the object or its IO failed.
+    /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// Writing WAV data failed.
-    #[error("WAV write failed for {key}: {source}")]
-    Wav {
+    /// A spool file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A recording with this name exists already.
+    #[error("recording {0} exists")]
+    Exists(String),
+    /// A ledger cannot be read back.
+    #[error("ledger {path}: {reason}")]
+    Ledger {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A manifest cannot be read or its signature fails.
+    #[error("manifest {key}: {reason}")]
+    Manifest {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An object differs from its manifest.
+    #[error("{key}: {mismatch}")]
+    Mismatch {
         /// The object.
         key: String,
-        /// The cause.
-        source: hound::Error,
+        /// How.
+        mismatch: manifest::Mismatch,
     },
+    /// Uploading did not finish.
+    #[error(transparent)]
+    Upload(#[from] upload::UploadError),
     /// The recorder thread could not start or panicked.
     #[error("recorder thread failed")]
     Thread,
 }
 
-/// What a finished recording holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordingSummary {
-    /// The object written.
-    pub key: ObjectKey,
-    /// Frames in the file, silence for gaps included.
-    pub frames: u64,
-    /// Frames written as silence because they never arrived.
-    pub gap_frames: u64,
-}
-
-impl RecordingSummary {
-    /// The recording's length in milliseconds.
-    pub fn duration_ms(&self) -> u64 {
-        self.frames * 20
+impl RecordError {
+    fn io(path: &Path, source: std::io::Error) -> RecordError {
+        RecordError::Io { path: path.to_path_buf(), source }
     }
 }
 
-/// A running recording; join it after the mixer dropped the sending side.
+/// A running recording; join it after the mixer dropped its end of the frame channel.
 #[derive(Debug)]
 pub struct Recording {
-    key: ObjectKey,
-    thread: JoinHandle<Result<RecordingSummary, RecordError>>,
+    id: String,
+    controls: Sender<Control>,
+    progress: Arc<Progress>,
+    thread: JoinHandle<Closed>,
+    uploader: Option<JoinHandle<Result<(), upload::UploadError>>>,
 }
 
 impl Recording {
-    /// Creates the object and starts the writer thread consuming `frames` of `rate` Hz audio
-    /// (a mono 16-bit WAV at that rate).
-    pub fn start(storage: &dyn Storage, key: ObjectKey, rate: u32, frames: Receiver<MixFrame>) -> Result<Recording, RecordError> {
-        let object = storage.create(&key)?;
-        let thread_key = key.clone();
+    /// Creates the recording's spool folder, ledger and tracks, and starts the thread that
+    /// writes `frames` into them. Fails if the folder exists ([`RecordError::Exists`]).
+    pub fn start(spec: Spec, frames: Receiver<MixFrame>, account: Arc<SpoolAccount>) -> Result<Recording, RecordError> {
+        let id = spec.id();
+        let dir = spec.dir();
+        let progress = Arc::new(Progress::default());
+        let writer = writer::open(spec, account, progress.clone()).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RecordError::Exists(id.clone()),
+            _ => RecordError::io(&dir, e),
+        })?;
+        let (controls, control_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || write_wav(object, thread_key, rate, frames))
+            .spawn(move || writer.run(frames, control_rx))
             .map_err(|_| RecordError::Thread)?;
-        Ok(Recording { key, thread })
+        Ok(Recording { id, controls, progress, thread, uploader: None })
     }
 
-    /// The object being written.
-    pub fn key(&self) -> &ObjectKey {
-        &self.key
+    /// `<room>/<start>`.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
-    /// Waits for the writer to finish (the mixer must have dropped its sender).
-    pub fn join(self) -> Result<RecordingSummary, RecordError> {
-        self.thread.join().map_err(|_| RecordError::Thread)?
+    /// Tells the recording what happened in the room (it lands in the ledger, and pauses and
+    /// resumes the audio).
+    pub fn control(&self, control: Control) {
+        let _ = self.controls.send(control);
+    }
+
+    /// How far its objects are durable in the spool.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    fn set_uploader(&mut self, thread: JoinHandle<Result<(), upload::UploadError>>) {
+        self.uploader = Some(thread);
+    }
+
+    /// Waits for the thread to close the files (the mixer must have dropped its sender), and
+    /// for the parts streaming to the store while it ran.
+    pub fn join(self) -> Result<Closed, RecordError> {
+        let closed = self.thread.join().map_err(|_| RecordError::Thread)?;
+        if let Some(uploader) = self.uploader {
+            uploader.join().map_err(|_| RecordError::Thread)??;
+        }
+        Ok(closed)
     }
 }
 
-fn write_wav(
-    mut object: Box<dyn ObjectWriter>,
-    key: ObjectKey,
-    rate: u32,
-    frames: Receiver<MixFrame>,
-) -> Result<RecordingSummary, RecordError> {
-    let wav_error = |source| RecordError::Wav { key: key.to_string(), source };
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::new(&mut object, spec).map_err(wav_error)?;
-    writer.flush().map_err(wav_error)?;
-    let mut next_tick: Option<u64> = None;
-    let (mut written, mut gaps) = (0u64, 0u64);
-    // Ends when the mixer drops the sender (recording stopped or room closed).
-    while let Ok(frame) = frames.recv() {
-        if let Some(expected) = next_tick {
-            if frame.tick < expected {
-                continue; // Never happens with one mixer thread per room; be safe anyway.
-            }
-            let missing = frame.tick - expected;
-            for _ in 0..missing * u64::from(rate / 50) {
-                writer.write_sample(0i16).map_err(wav_error)?;
-            }
-            gaps += missing;
-            written += missing;
-        }
-        for &s in frame.samples.iter() {
-            writer.write_sample(s).map_err(wav_error)?;
-        }
-        written += 1;
-        next_tick = Some(frame.tick + 1);
-        if written % FLUSH_EVERY == 0 {
-            writer.flush().map_err(wav_error)?;
-        }
+/// The manifest of recording `id` (`<room>/<start>`) in `store`, signature checked (against
+/// `trusted`, a hex public key, when given).
+pub fn read_manifest(store: &dyn ObjectStore, prefix: &str, id: &str, trusted: Option<&str>) -> Result<Manifest, RecordError> {
+    let key = ObjectKey::new(format!("{prefix}recordings/{id}/{MANIFEST}"))?;
+    let manifest_error = |reason: String| RecordError::Manifest { key: key.to_string(), reason };
+    let mut reader = store.open(&key)?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut reader.body, &mut text).map_err(|e| manifest_error(e.to_string()))?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| manifest_error(e.to_string()))?;
+    manifest.verify_signature(trusted).map_err(|e| manifest_error(e.to_string()))?;
+    // The signature covers what the fields say; the bytes must also be exactly what was
+    // written, so that nothing (an extra field in a ledger entry) was slipped in around them.
+    if serde_json::to_vec_pretty(&manifest).ok().as_deref() != Some(text.as_slice()) {
+        return Err(manifest_error("the manifest was altered (its bytes are not the signed document's)".into()));
     }
-    writer.finalize().map_err(wav_error)?;
-    object.finish()?;
-    Ok(RecordingSummary { key, frames: written, gap_frames: gaps })
+    Ok(manifest)
+}
+
+/// Re-reads every object of a manifest and checks its size, hash and chain; `progress` is told
+/// the bytes read so far. Returns the first mismatch.
+pub fn verify_objects(store: &dyn ObjectStore, manifest: &Manifest, mut progress: impl FnMut(u64)) -> Result<(), RecordError> {
+    let mut total = 0;
+    for record in &manifest.objects {
+        let key = ObjectKey::new(record.key.clone())?;
+        let reader = store.open(&key)?;
+        let mut counting = CountingReader { inner: reader.body, count: &mut |n| {
+            total += n;
+            progress(total);
+        } };
+        let found = manifest::Fingerprint::of_reader(record.key.clone(), &mut counting).map_err(|e| RecordError::Manifest {
+            key: record.key.clone(),
+            reason: format!("reading failed: {e}"),
+        })?;
+        record.compare(&found).map_err(|mismatch| RecordError::Mismatch { key: record.key.clone(), mismatch })?;
+    }
+    Ok(())
+}
+
+/// Ids (`<room>/<start>`) of the finished recordings in `store`, oldest folder name first per
+/// room.
+pub fn list_recordings(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>, RecordError> {
+    let base = format!("{prefix}recordings/");
+    Ok(store
+        .list(&base)?
+        .into_iter()
+        .filter_map(|o| o.key.as_str().strip_prefix(&base)?.strip_suffix(&format!("/{MANIFEST}")).map(str::to_string))
+        .filter(|id| id.split('/').count() == 2)
+        .collect())
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    count: &'a mut dyn FnMut(u64),
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.count)(n as u64);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use roundtable_storage::LocalStorage;
-    use std::sync::mpsc::sync_channel;
-
-    const FRAME_SAMPLES: usize = 320;
-
-    #[test]
-    fn gaps_become_silence_and_the_file_is_valid() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = LocalStorage::new(dir.path());
-        let key = ObjectKey::new("recordings/r/1/mix.wav").unwrap();
-        let (tx, rx) = sync_channel(10);
-        let rec = Recording::start(&storage, key.clone(), 16000, rx).unwrap();
-        for tick in [100u64, 101, 104] {
-            tx.send(MixFrame { tick, samples: vec![1000; FRAME_SAMPLES].into() }).unwrap();
-        }
-        drop(tx);
-        let summary = rec.join().unwrap();
-        assert_eq!((summary.frames, summary.gap_frames), (5, 2));
-        let reader = hound::WavReader::open(storage.path_of(&key)).unwrap();
-        assert_eq!(reader.spec().sample_rate, 16000);
-        let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
-        assert_eq!(samples.len(), 5 * FRAME_SAMPLES);
-        assert!(samples[..640].iter().all(|&s| s == 1000));
-        assert!(samples[640..1280].iter().all(|&s| s == 0));
-        assert!(samples[1280..].iter().all(|&s| s == 1000));
-    }
-
-    #[test]
-    fn file_is_readable_while_recording() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = LocalStorage::new(dir.path());
-        let key = ObjectKey::new("live.wav").unwrap();
-        let (tx, rx) = sync_channel(200);
-        let rec = Recording::start(&storage, key.clone(), 16000, rx).unwrap();
-        for tick in 0..FLUSH_EVERY {
-            tx.send(MixFrame { tick, samples: vec![7; FRAME_SAMPLES].into() }).unwrap();
-        }
-        let path = storage.path_of(&key);
-        let mut len = 0;
-        for _ in 0..200 {
-            if let Ok(r) = hound::WavReader::open(&path) {
-                len = r.len();
-                if len > 0 {
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(len as usize, FLUSH_EVERY as usize * FRAME_SAMPLES, "header valid mid-recording");
-        drop(tx);
-        rec.join().unwrap();
-    }
-}
+mod tests;

@@ -1,13 +1,15 @@
-//! Roundtable's object storage: where recordings go.
+//! Roundtable's object storage: where finished recordings live and are read back from.
 //!
-//! [`Storage`] hands out [`ObjectWriter`]s for validated [`ObjectKey`]s; [`LocalStorage`] keeps
-//! objects as files under a folder (the default backend). An object is complete and durable
-//! once [`ObjectWriter::finish`] returned; before that, it grows in place so that a crash loses
-//! at most the unflushed tail.
+//! [`ObjectStore`] is what the recorder's archive step, `roundtable recordings list|get|verify`
+//! and the API's downloads need from a backend: put, open, size and list objects under
+//! validated [`ObjectKey`]s. [`LocalStore`] keeps objects as files under a folder (the default
+//! backend); the S3 backend lives in [`s3`].
 #![deny(missing_docs)]
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+pub mod s3;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -18,9 +20,9 @@ pub enum StorageError {
     /// The key is not a safe relative path of `[A-Za-z0-9_.-]` segments.
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
-    /// An object with this key exists; objects are never overwritten.
-    #[error("object {0} already exists")]
-    AlreadyExists(String),
+    /// No object has this key.
+    #[error("object {0} not found")]
+    NotFound(String),
     /// The backend's IO failed.
     #[error("storage IO error on {path}: {source}")]
     Io {
@@ -29,10 +31,23 @@ pub enum StorageError {
         /// The underlying error.
         source: io::Error,
     },
+    /// An S3 request failed.
+    #[error("S3 {operation} {key}: {message}")]
+    S3 {
+        /// The S3 operation.
+        operation: &'static str,
+        /// The key (or bucket) involved.
+        key: String,
+        /// What the service or the connection said.
+        message: String,
+    },
+    /// The S3 settings are unusable.
+    #[error("S3 configuration: {0}")]
+    Config(String),
 }
 
 /// A validated object key: `/`-separated segments of `[A-Za-z0-9_.-]`, none of them `.`/`..`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey(String);
 
 impl ObjectKey {
@@ -62,30 +77,52 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// An object being written. `Seek` lets WAV writers patch their header.
-pub trait ObjectWriter: Write + Seek + Send {
-    /// Flushes, makes the object durable and closes it.
-    fn finish(self: Box<Self>) -> Result<(), StorageError>;
+/// An object found by [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
-/// A place to put recordings.
-pub trait Storage: Send + Sync + 'static {
-    /// Creates a new object; fails if it exists.
-    fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StorageError>;
-    /// Checks that objects can be written (used at startup and by `check-config`).
+/// A readable object: its size and a stream of its bytes.
+pub struct ObjectReader {
+    /// Bytes in the object.
+    pub size: u64,
+    /// Its content.
+    pub body: Box<dyn Read + Send>,
+}
+
+/// A place finished recordings are kept and read back from.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// `local` or `s3`.
+    fn backend(&self) -> &'static str;
+    /// Stores a whole small object (a manifest), replacing any object of that key.
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Opens an object for reading.
+    fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError>;
+    /// Every object whose key starts with `prefix`, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// Checks that objects can be written (at startup and by `check-config`).
     fn check_writable(&self) -> Result<(), StorageError>;
 }
 
-/// Objects as files under a root folder.
+/// Objects as files under a root folder (`storage.path`).
 #[derive(Debug, Clone)]
-pub struct LocalStorage {
+pub struct LocalStore {
     root: PathBuf,
 }
 
-impl LocalStorage {
+impl LocalStore {
     /// Storage rooted at `root` (created on first write).
-    pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
-        LocalStorage { root: root.into() }
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { root: root.into() }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The file path of a key.
@@ -98,19 +135,76 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     move |source| StorageError::Io { path: path.to_path_buf(), source }
 }
 
-impl Storage for LocalStorage {
-    fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StorageError> {
+/// Writes `bytes` to `path` so that the file is either absent, the old one, or complete and
+/// durable: a temporary file, fsynced, renamed over, and the folder fsynced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_error(parent))?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(StorageError::Io { path: tmp, source: e });
+    }
+    fs::rename(&tmp, path).map_err(io_error(path))?;
+    File::open(parent).and_then(|d| d.sync_all()).map_err(io_error(parent))
+}
+
+impl ObjectStore for LocalStore {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
+        write_atomically(&self.path_of(key), bytes)
+    }
+
+    fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {
         let path = self.path_of(key);
-        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
-        let file = OpenOptions::new().write(true).read(true).create_new(true).open(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                StorageError::AlreadyExists(key.to_string())
-            } else {
-                StorageError::Io { path: path.clone(), source: e }
-            }
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound(key.to_string()),
+            _ => StorageError::Io { path: path.clone(), source: e },
         })?;
-        Ok(Box::new(LocalObject { file: BufWriter::with_capacity(64 * 1024, file), path, parent }))
+        let size = file.metadata().map_err(io_error(&path))?.len();
+        Ok(ObjectReader { size, body: Box::new(io::BufReader::with_capacity(256 * 1024, file)) })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        // Walk from the deepest folder the prefix names.
+        let folder = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = if folder.is_empty() { self.root.clone() } else { self.root.join(folder) };
+        let mut found = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::Io { path: dir, source: e }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_error(&dir))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(io_error(&path))?;
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Some(rel) = path.strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else { continue };
+                if let Ok(key) = ObjectKey::new(rel) {
+                    if key.as_str().starts_with(prefix) {
+                        found.push(ObjectInfo { key, size: meta.len() });
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
@@ -119,39 +213,6 @@ impl Storage for LocalStorage {
         let result = File::create(&probe).and_then(|mut f| f.write_all(b"ok")).map_err(io_error(&probe));
         let _ = fs::remove_file(&probe);
         result
-    }
-}
-
-/// A file being written under [`LocalStorage`].
-struct LocalObject {
-    file: BufWriter<File>,
-    path: PathBuf,
-    parent: PathBuf,
-}
-
-impl Write for LocalObject {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl Seek for LocalObject {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file.seek(pos)
-    }
-}
-
-impl ObjectWriter for LocalObject {
-    fn finish(self: Box<Self>) -> Result<(), StorageError> {
-        let LocalObject { file, path, parent } = *self;
-        let file = file.into_inner().map_err(|e| StorageError::Io { path: path.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(io_error(&path))?;
-        // Make the directory entry durable too.
-        File::open(&parent).and_then(|d| d.sync_all()).map_err(io_error(&parent))
     }
 }
 
@@ -168,18 +229,24 @@ mod tests {
     }
 
     #[test]
-    fn writes_seeks_and_never_overwrites() {
+    fn puts_opens_and_lists() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = LocalStorage::new(dir.path());
-        storage.check_writable().unwrap();
-        let key = ObjectKey::new("a/b/c.bin").unwrap();
-        let mut w = storage.create(&key).unwrap();
-        w.write_all(b"hello world").unwrap();
-        w.seek(SeekFrom::Start(0)).unwrap();
-        w.write_all(b"J").unwrap();
-        w.finish().unwrap();
-        assert_eq!(fs::read(dir.path().join("a/b/c.bin")).unwrap(), b"Jello world");
-        assert!(matches!(storage.create(&key), Err(StorageError::AlreadyExists(_))));
+        let store = LocalStore::new(dir.path());
+        store.check_writable().unwrap();
+        let key = ObjectKey::new("recordings/r/1/manifest.json").unwrap();
+        store.put(&key, b"first").unwrap();
+        store.put(&key, b"second").unwrap();
+        store.put(&ObjectKey::new("recordings/r/2/mix.wav").unwrap(), b"x").unwrap();
+        store.put(&ObjectKey::new("other/y").unwrap(), b"y").unwrap();
+        let mut body = String::new();
+        let reader = store.open(&key).unwrap();
+        assert_eq!(reader.size, 6);
+        { reader.body }.read_to_string(&mut body).unwrap();
+        assert_eq!(body, "second");
+        let listed: Vec<String> = store.list("recordings/r/").unwrap().into_iter().map(|o| o.key.to_string()).collect();
+        assert_eq!(listed, ["recordings/r/1/manifest.json", "recordings/r/2/mix.wav"]);
+        assert!(matches!(store.open(&ObjectKey::new("nope").unwrap()), Err(StorageError::NotFound(_))));
+        assert_eq!(fs::read_dir(dir.path().join("recordings/r/1")).unwrap().count(), 1, "no temporary file left");
     }
 
     #[test]
@@ -187,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         fs::write(&file, b"x").unwrap();
-        let storage = LocalStorage::new(file.join("sub"));
-        assert!(matches!(storage.check_writable(), Err(StorageError::Io { .. })));
+        let store = LocalStore::new(file.join("sub"));
+        assert!(matches!(store.check_writable(), Err(StorageError::Io { .. })));
     }
 }

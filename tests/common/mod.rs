@@ -80,6 +80,7 @@ impl Service {
              [audio]\nnoise_suppression = false\nagc = false\n\
              [room]\njoin_leave_tones = false\nalone_prompt = false\n\
              [storage]\npath = {store:?}\n\
+             [recording]\nconsent_notice = false\n\
              [log]\nlevel = \"debug\"\n"
         );
         toml = merge_toml(&toml, &options.toml);
