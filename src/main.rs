@@ -93,7 +93,7 @@ enum RecordingsCommand {
 #[derive(Debug, Args, Default)]
 struct ConfigArgs {
     /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 }
 
@@ -184,11 +184,14 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // The store's calls block (S3 on a runtime of its own): open and check it before tokio.
+    let storage = archive::open(&config, true).context("opening the recording archive")?;
+    archive::check(&storage).context("storage: the store is not usable")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, storage))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> {
     let registry = Registry::new();
     let sip_metrics = SipMetrics::register(&registry)?;
     let media_metrics = MediaMetrics::register(&registry)?;
@@ -202,8 +205,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         media_metrics.clone(),
         mixer_events,
     ).context("starting mixer threads")?;
-    let storage = archive::open(&config, true).context("opening the recording archive")?;
-    archive::check(&storage).context("storage: the store is not usable")?;
     archive::sample_metrics(&storage, metrics::StorageMetrics::register(&registry)?);
     {
         // Recordings the last run left open are finished while the service runs.

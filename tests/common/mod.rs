@@ -113,6 +113,35 @@ impl Service {
     pub fn restart(&mut self) {
         let status = self.terminate(Duration::from_secs(12));
         assert!(status.is_some_and(|s| s.success()), "clean exit before restart");
+        self.start_again();
+    }
+
+    /// Kills the service with SIGKILL (no shutdown at all) and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The configuration file the service runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.data.path().join("roundtable.toml")
+    }
+
+    /// Runs `roundtable <args> --config <its config>` to the end: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let output = Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run roundtable");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Starts the service again (after [`Service::kill9`] or [`Service::terminate`]) on the same
+    /// configuration and data, and waits until it is ready.
+    pub fn start_again(&mut self) {
         let config = self.data.path().join("roundtable.toml");
         let log_file = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
         let child = Command::new(BIN)

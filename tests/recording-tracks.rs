@@ -1,0 +1,163 @@
+//! Compliance recording on the local store, end to end: four callers joining and leaving at
+//! different times get one track each, every track exactly as long as the mix and each caller's
+//! tone at the same frames in its track as in the mix; a pause is silence in every track and in
+//! the ledger with who asked; everyone hears the recording notice and the manifest says so; the
+//! signed manifest verifies, and the CLI finds a changed byte. Then a `kill -9` mid-recording:
+//! the next start closes the recording at its last durable second, says so in the ledger, and
+//! `verify` passes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FRAME_MS: u64 = 20;
+
+/// Waits (at most 60 s) for a finished recording of `room` and returns its manifest.
+fn finished_recording(service: &Service, room: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (_, list) = service.http("GET", &format!("/v1/recordings?room={room}"), "");
+        if let Some(id) = list["recordings"][0]["id"].as_str() {
+            let (status, manifest) = service.http("GET", &format!("/v1/recordings/{id}"), "");
+            assert_eq!(status, 200, "{manifest}");
+            return manifest;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no finished recording of room {room}\n{}", service.log());
+}
+
+/// The frames (20 ms) of a track in which `freq` stands out (within 10 dB of the loudest).
+fn tone_frames(samples: &[i16], rate: u32, freq: f64) -> Vec<usize> {
+    let n = rate as usize / 50;
+    let levels: Vec<f64> = samples.chunks(n).map(|c| tone_db_at(c, freq, f64::from(rate))).collect();
+    let loudest = levels.iter().copied().fold(f64::MIN, f64::max);
+    levels.iter().enumerate().filter(|(_, l)| **l > loudest - 10.0 && **l > 20.0).map(|(i, _)| i).collect()
+}
+
+fn span(frames: &[usize]) -> (usize, usize) {
+    (*frames.first().expect("tone present"), *frames.last().expect("tone present"))
+}
+
+#[test]
+fn four_legs_get_aligned_tracks_and_a_verifiable_manifest() {
+    let toml = "[recording]\nauto_start = true\nmode = \"both\"\nconsent_notice = true";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let tones = [300.0, 500.0, 700.0, 900.0];
+    // Leg i joins at i s; legs 0-3 leave at 7, 6, 5 and 4 s (leg 3 is in for 1 s).
+    let started = Instant::now();
+    let mut talking = Vec::new();
+    for (i, tone) in tones.iter().enumerate() {
+        let at = started + Duration::from_secs(i as u64);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let mut uac = Uac::new(service.sip, "1000");
+        assert_eq!(uac.call(), 200);
+        let media = uac.start_media(*tone, Duration::from_secs(7 - 2 * i as u64));
+        talking.push((uac, media));
+    }
+    // A pause through the API from 4.4 s to 4.8 s.
+    std::thread::sleep((started + Duration::from_millis(4400)).saturating_duration_since(Instant::now()));
+    assert_eq!(service.http("POST", "/v1/rooms/1000/recording", r#"{"action":"pause"}"#).0, 200);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(service.http("POST", "/v1/rooms/1000/recording", r#"{"action":"resume"}"#).0, 200);
+    // Everyone hangs up once their tone ended (leg 3 first).
+    let mut heard = Vec::new();
+    for (mut uac, media) in talking.into_iter().rev() {
+        heard.push(media.finish());
+        assert_eq!(uac.hangup(), 200);
+    }
+    heard.reverse();
+    let manifest = finished_recording(&service, "1000");
+    let id = manifest["id"].as_str().unwrap().to_string();
+    let dir: PathBuf = service.storage().join("recordings").join(&id);
+
+    // Every track is as long as the mix.
+    let (spec, mix) = read_wav(&dir.join("mix.wav"));
+    assert_eq!(spec.sample_rate, 16000);
+    let legs = manifest["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 4, "{manifest}");
+    assert_eq!(mix.len() as u64, manifest["duration_ms"].as_u64().unwrap() * 16);
+    for (i, leg) in legs.iter().enumerate() {
+        let (_, track) = read_wav(&dir.join(format!("legs/{}.wav", leg["id"].as_str().unwrap())));
+        assert_eq!(track.len(), mix.len(), "leg {i}'s track is as long as the mix");
+        // Its tone sits at the same frames as in the mix, starts after it joined (by at most
+        // the jitter buffer and a frame), and nothing of it is before or after.
+        let (first, last) = span(&tone_frames(&track, 16000, tones[i]));
+        let in_mix = tone_frames(&mix, 16000, tones[i]);
+        let (mix_first, mix_last) = span(&in_mix);
+        assert!(first.abs_diff(mix_first) <= 1 && last.abs_diff(mix_last) <= 1, "leg {i}: track {first}-{last}, mix {mix_first}-{mix_last}");
+        let joined = leg["joined_ms"].as_u64().unwrap() / FRAME_MS;
+        let left = leg["left_ms"].as_u64().unwrap() / FRAME_MS;
+        assert!((joined as usize..=joined as usize + 5).contains(&first), "leg {i} tone from frame {first}, joined at {joined}");
+        assert!(last as u64 <= left, "leg {i} tone until frame {last}, left at {left}");
+        assert_eq!(leg["consent_notice"], true, "leg {i} heard the notice");
+        // The others' tones are not in its track.
+        for (j, other) in tones.iter().enumerate().filter(|(j, _)| *j != i) {
+            let db = tone_db_at(&track, *other, 16000.0);
+            assert!(db < tone_db_at(&track, tones[i], 16000.0) - 30.0, "leg {j}'s tone in leg {i}'s track at {db:.1} dB");
+        }
+    }
+    // The pause is silence everywhere, and in the ledger with who asked.
+    let ledger = manifest["ledger"].as_array().unwrap();
+    let paused = ledger.iter().find(|e| e["event"] == "paused").expect("pause in the ledger")["t_ms"].as_u64().unwrap();
+    let resumed = ledger.iter().find(|e| e["event"] == "resumed").expect("resume in the ledger")["t_ms"].as_u64().unwrap();
+    assert!((300..=500).contains(&(resumed - paused)), "paused {paused}..{resumed} ms");
+    assert!(ledger.iter().any(|e| e["event"] == "action" && e["action"] == "pause" && e["by"].as_str().unwrap().starts_with("127.0.0.1:")), "{ledger:?}");
+    let quiet = &mix[(paused as usize + 40) * 16..(resumed as usize - 20) * 16];
+    assert!(quiet.iter().all(|&s| s == 0), "silence while paused");
+    // The first caller heard the notice before anyone else was in the room.
+    let notice = heard[0].window(Duration::from_millis(200), Duration::from_millis(900));
+    let rms = (notice.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / notice.len().max(1) as f64).sqrt();
+    assert!(rms > 300.0, "recording notice heard at RMS {rms:.0}");
+
+    // The CLI verifies it, and finds one changed byte.
+    let (code, out, err) = service.cli(&["recordings", "verify", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("OK "), "{out}");
+    let (code, out, _) = service.cli(&["recordings", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id), "{out}");
+    let (code, key, _) = service.cli(&["recordings", "pubkey"]);
+    assert_eq!((code, key.trim().len()), (0, 64));
+    assert_eq!(manifest["signature"]["public_key"].as_str(), Some(key.trim()));
+    let leg_path = dir.join(format!("legs/{}.wav", legs[1]["id"].as_str().unwrap()));
+    let mut bytes = std::fs::read(&leg_path).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&leg_path, bytes).unwrap();
+    let (code, _, err) = service.cli(&["recordings", "verify", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("FAILED") && err.contains("legs/") && err.contains("chain link 0"), "{err}");
+}
+
+#[test]
+fn kill_9_mid_recording_is_closed_at_the_next_start() {
+    let toml = "[recording]\nauto_start = true\nmode = \"both\"";
+    let mut service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let mut uac = Uac::new(service.sip, "2000");
+    assert_eq!(uac.call(), 200);
+    let media = uac.start_media(440.0, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_millis(3500));
+    let killed = Instant::now();
+    service.kill9();
+    drop(media);
+    let spool = service.storage().join("recordings/2000");
+    assert!(files_under(&spool).iter().any(|p| p.ends_with("ledger.jsonl")), "left open in the spool");
+    service.start_again();
+    let manifest = finished_recording(&service, "2000");
+    assert!(killed.elapsed() < Duration::from_secs(60), "recovered within 60 s of the restart");
+    let duration = manifest["duration_ms"].as_u64().unwrap();
+    // Audio up to the last fsync (once a second) survived: 2.5-3.5 s of the 3.5 s recorded.
+    assert!((2400..=3600).contains(&duration), "recovered {duration} ms");
+    let lost = manifest["ledger"].as_array().unwrap().iter().find(|e| e["event"] == "lost").expect("the loss is in the ledger");
+    assert_eq!(lost["t_ms"].as_u64(), Some(duration));
+    assert_eq!(lost["at_most_ms"].as_u64(), Some(1000));
+    let id = manifest["id"].as_str().unwrap();
+    let (_, mix) = read_wav(&service.storage().join("recordings").join(id).join("mix.wav"));
+    assert_eq!(mix.len() as u64, duration * 16);
+    assert!(tone_db_at(&mix[16000..32000], 440.0, 16000.0) > 40.0, "the tone survived");
+    let (code, out, err) = service.cli(&["recordings", "verify", id]);
+    assert_eq!(code, 0, "{out}{err}");
+}
