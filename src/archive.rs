@@ -81,7 +81,7 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
 /// durable frame) and, with S3, aborts day-old multipart uploads nobody knows of. Blocking.
 pub fn recover(archive: &Archive) {
     let started = Instant::now();
-    let known = archive.account_existing();
+    let inventory = archive.account_existing();
     for (dir, result) in archive.recover() {
         match result {
             Ok(manifest) => info!(recording = %manifest.id, duration_ms = manifest.duration_ms, "recovered recording stored"),
@@ -89,7 +89,7 @@ pub fn recover(archive: &Archive) {
         }
     }
     if let Some(uploader) = archive.uploader() {
-        match uploader.abort_orphans(&format!("{}recordings/", archive.prefix()), &known) {
+        match uploader.abort_orphans(&format!("{}recordings/", archive.prefix()), &inventory) {
             Ok(0) => {}
             Ok(n) => warn!(aborted = n, "aborted orphaned multipart uploads"),
             Err(error) => info!(%error, "orphaned multipart uploads not checked (the server does not list uploads)"),

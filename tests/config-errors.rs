@@ -21,6 +21,9 @@ fn run(args: &[&str], toml: &str, env: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
+/// An S3 store that is complete but for the key a case adds.
+const S3: &str = "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\naccess_key = \"a\"\nsecret_key = \"s\"\n";
+
 #[test]
 fn each_invalid_case_exits_non_zero_and_names_the_key() {
     let blocker = tempfile::NamedTempFile::new().unwrap();
@@ -35,6 +38,15 @@ fn each_invalid_case_exits_non_zero_and_names_the_key() {
         ("[nosuchsection]\nx = 1".into(), vec![], "nosuchsection"),
         ("[log]\nformat = \"xml\"".into(), vec![], "log.format"),
         ("".into(), vec![("ROUNDTABLE_API__LISTEN", "nonsense")], "api.listen"),
+        ("[recording]\nmode = \"stereo\"".into(), vec![], "recording.mode"),
+        ("[recording]\nconsent_prompt = \"/nonexistent.wav\"".into(), vec![], "recording.consent_prompt"),
+        ("[storage]\nspool_quota_mib = 0".into(), vec![], "storage.spool_quota_mib"),
+        ("[storage]\nbackend = \"ftp\"".into(), vec![], "storage.backend"),
+        ("[storage]\nbackend = \"s3\"".into(), vec![], "storage.s3.bucket"),
+        (format!("{S3}part_size_mib = 4"), vec![], "storage.s3.part_size_mib"),
+        (format!("{S3}sse = \"DES\""), vec![], "storage.s3.sse"),
+        (format!("{S3}object_lock_mode = \"COMPLIANCE\""), vec![], "storage.s3.retention_days"),
+        (format!("{S3}prefix = \"no-slash\""), vec![], "storage.s3.prefix"),
     ];
     for (toml, env, key) in &cases {
         for sub in [&["check-config"][..], &["serve"][..]] {

@@ -177,19 +177,33 @@ impl Archive {
     }
 
     /// Counts what unfinished recordings hold in the spool and have not uploaded (at start-up,
-    /// before recovery); returns the upload ids the spool knows of.
-    pub fn account_existing(&self) -> Vec<String> {
-        let mut uploads = Vec::new();
-        for dir in open_recordings(&self.spool.join("recordings")) {
+    /// before recovery), and says which uploads and key folders they own.
+    pub fn account_existing(&self) -> SpoolInventory {
+        let mut inventory = SpoolInventory::default();
+        let recordings = self.spool.join("recordings");
+        for dir in open_recordings(&recordings) {
             if let Ok(names) = object_names(&dir) {
                 let bytes: u64 = names.iter().filter_map(|n| std::fs::metadata(dir.join(n)).ok()).map(|m| m.len()).sum();
                 let state = UploadState::load(&dir);
                 self.account.add(bytes.saturating_sub(state.uploaded()));
-                uploads.extend(state.objects.values().map(|o| o.upload_id.clone()));
+                inventory.upload_ids.extend(state.objects.values().map(|o| o.upload_id.clone()));
+            }
+            if let Some(folder) = dir.strip_prefix(&self.spool).ok().and_then(|f| f.to_str()) {
+                inventory.key_folders.push(format!("{}{folder}/", self.prefix));
             }
         }
-        uploads
+        inventory
     }
+}
+
+/// What the spool held at start-up.
+#[derive(Debug, Default, Clone)]
+pub struct SpoolInventory {
+    /// Multipart uploads its recordings started (completed by recovery).
+    pub upload_ids: Vec<String>,
+    /// Its recordings' key folders (`<prefix>recordings/<room>/<start>/`): an upload there that
+    /// is not in `upload_ids` was started by a run killed before it noted it.
+    pub key_folders: Vec<String>,
 }
 
 /// The audio objects in a recording folder: `mix.wav` and `legs/*.wav`, in that order.

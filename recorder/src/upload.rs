@@ -198,10 +198,12 @@ impl S3Uploader {
             let size = std::fs::metadata(&path).map_err(|source| UploadError::Spool { path: path.clone(), source })?.len();
             self.send_parts(dir, key_base, name, size, true, &mut state, account)?;
             let upload = state.objects.get(name).cloned().unwrap_or_default();
+            let key = ObjectKey::new(upload.key.clone())?;
             if upload.completed {
+                // A run stopped after completing it may not have set its retention.
+                self.call(|s| s.apply_retention(&key))?;
                 continue;
             }
-            let key = ObjectKey::new(upload.key.clone())?;
             if !upload.sealed && upload.parts.len() > 1 {
                 let first = upload.parts[0].2;
                 let bytes = read_at(&path, 0, first)?;
@@ -217,6 +219,7 @@ impl S3Uploader {
             self.call(|s| s.complete_multipart(&key, &upload.upload_id, &parts))?;
             state.objects.get_mut(name).expect("present").completed = true;
             state.save(dir)?;
+            self.call(|s| s.apply_retention(&key))?;
         }
         Ok(())
     }
@@ -259,14 +262,17 @@ impl S3Uploader {
         }
     }
 
-    /// Aborts multipart uploads under `prefix` that no spool folder knows of and that began
-    /// more than a day ago (younger ones may belong to another instance's running call).
-    pub fn abort_orphans(&self, prefix: &str, known: &[String]) -> Result<usize, StorageError> {
+    /// Aborts multipart uploads under `prefix` that the spool does not know of: those in the
+    /// folder of a recording this spool holds (a run killed between starting the upload and
+    /// noting it), and any that began more than a day ago (younger ones elsewhere may belong to
+    /// another instance's running call).
+    pub fn abort_orphans(&self, prefix: &str, inventory: &crate::archive::SpoolInventory) -> Result<usize, StorageError> {
         let uploads = self.store.list_multipart_uploads(prefix)?;
         let mut aborted = 0;
         for (key, upload_id, initiated) in uploads {
             let old = initiated.is_some_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86_400));
-            if known.contains(&upload_id) || !old {
+            let ours = inventory.key_folders.iter().any(|f| key.starts_with(f.as_str()));
+            if inventory.upload_ids.contains(&upload_id) || !(old || ours) {
                 continue;
             }
             if let Ok(k) = ObjectKey::new(key.clone()) {

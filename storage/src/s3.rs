@@ -15,7 +15,9 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectLockMode, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, ServerSideEncryption,
+};
 
 use crate::{ObjectInfo, ObjectKey, ObjectReader, ObjectStore, StorageError};
 
@@ -207,9 +209,11 @@ impl S3Store {
     /// Uploads part `number` (1-based; sending a number again replaces that part); returns its
     /// ETag.
     pub fn upload_part(&self, key: &ObjectKey, upload_id: &str, number: i32, bytes: Vec<u8>) -> Result<String, StorageError> {
-        let request = self
-            .client
-            .upload_part()
+        let mut request = self.client.upload_part();
+        if self.lock().is_some() {
+            request = request.content_md5(content_md5(&bytes));
+        }
+        let request = request
             .bucket(&self.config.bucket)
             .key(key.as_str())
             .upload_id(upload_id)
@@ -230,6 +234,20 @@ impl S3Store {
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
         self.block_on(request.send()).map_err(|e| s3_error("CompleteMultipartUpload", key.as_str(), e))?;
+        Ok(())
+    }
+
+    /// Puts the configured object-lock retention on an object, as a separate call: a multipart
+    /// upload's completed object does not get the lock its CreateMultipartUpload asked for on
+    /// every S3 implementation (moto drops it). Idempotent; a no-op without object lock.
+    pub fn apply_retention(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let Some((_, until)) = self.lock() else { return Ok(()) };
+        let retention = ObjectLockRetention::builder()
+            .mode(ObjectLockRetentionMode::from(self.config.object_lock_mode.as_str()))
+            .retain_until_date(until)
+            .build();
+        let request = self.client.put_object_retention().bucket(&self.config.bucket).key(key.as_str()).retention(retention);
+        self.block_on(request.send()).map_err(|e| s3_error("PutObjectRetention", key.as_str(), e))?;
         Ok(())
     }
 
@@ -297,6 +315,31 @@ impl S3Store {
     }
 }
 
+/// The `Content-MD5` of a body (base64 of its MD5): S3 requires it, or a checksum, on every
+/// upload to a bucket with Object Lock.
+fn content_md5(bytes: &[u8]) -> String {
+    use md5::Digest;
+    base64(&md5::Md5::digest(bytes))
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn content_type(key: &ObjectKey) -> &'static str {
     if key.as_str().ends_with(".wav") {
         "audio/wav"
@@ -355,7 +398,7 @@ impl ObjectStore for S3Store {
             }
         }
         if let Some((mode, until)) = self.lock() {
-            request = request.object_lock_mode(mode).object_lock_retain_until_date(until);
+            request = request.object_lock_mode(mode).object_lock_retain_until_date(until).content_md5(content_md5(bytes));
         }
         self.block_on(request.send()).map_err(|e| s3_error("PutObject", key.as_str(), e))?;
         Ok(())
@@ -400,5 +443,30 @@ impl ObjectStore for S3Store {
         let request = self.client.head_bucket().bucket(&self.config.bucket);
         self.block_on(request.send()).map_err(|e| s3_error("HeadBucket", &self.config.bucket, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_content_md5_match_rfc_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        // The MD5 of an empty body, base64.
+        assert_eq!(content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+    }
+
+    #[test]
+    fn settings_are_checked_by_key() {
+        let good = S3Config { bucket: "b".into(), part_size: MIN_PART, ..S3Config::default() };
+        assert_eq!(good.validate(), Ok(()));
+        assert_eq!(S3Config { part_size: 1 << 20, ..good.clone() }.validate().unwrap_err().0, "part_size_mib");
+        assert_eq!(S3Config { object_lock_mode: "GOVERNANCE".into(), ..good.clone() }.validate().unwrap_err().0, "retention_days");
+        assert_eq!(S3Config { prefix: "a/../".into(), ..good.clone() }.validate().unwrap_err().0, "prefix");
+        assert!(!format!("{:?}", S3Config { secret_key: "hunter2".into(), ..good }).contains("hunter2"));
     }
 }
