@@ -130,6 +130,50 @@ fn four_legs_get_aligned_tracks_and_a_verifiable_manifest() {
     let (code, _, err) = service.cli(&["recordings", "verify", &id]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("FAILED") && err.contains("legs/") && err.contains("chain link 0"), "{err}");
+    // Rewriting the manifest's hashes to match the edit breaks its signature instead.
+    let manifest_path = dir.join("manifest.json");
+    let mut doctored: roundtable_recorder::Manifest = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let record = doctored.objects.iter_mut().find(|o| leg_path.ends_with(&o.key)).expect("the edited object");
+    *record = roundtable_recorder::manifest::Fingerprint::of_reader(record.key.clone(), std::fs::File::open(&leg_path).unwrap()).unwrap();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&doctored).unwrap()).unwrap();
+    let (code, _, err) = service.cli(&["recordings", "verify", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("signature"), "{err}");
+}
+
+#[test]
+fn a_full_spool_alerts_and_refuses_new_recordings_but_never_cuts_one() {
+    // 1 MiB of spool; a 48 kHz recording with one track spools 192 kB/s: past 80 % in 4.4 s.
+    let toml = "[storage]\nspool_quota_mib = 1\n[audio]\nrate = 48000\n[recording]\nauto_start = true\nmode = \"both\"";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let mut first = Uac::new(service.sip, "6000");
+    assert_eq!(first.call(), 200);
+    let talk = first.start_media(440.0, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(7));
+    let metrics = service.metrics();
+    assert!(metrics.contains("roundtable_spool_alert 1"), "{metrics}");
+    assert!(service.log().contains("over 80% of its quota"), "alert logged");
+    // A new room's auto-start and an API start are refused; the call itself goes on.
+    let mut second = Uac::new(service.sip, "6001");
+    assert_eq!(second.call(), 200);
+    let (status, body) = service.http("POST", "/v1/rooms/6001/recording", r#"{"action":"start"}"#);
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("quota"), "{body}");
+    assert!(service.metrics().contains("roundtable_recordings_refused_total 2"), "{}", service.metrics());
+    assert_eq!(second.hangup(), 200);
+    let _ = talk.finish();
+    assert_eq!(first.hangup(), 200);
+    let manifest = finished_recording(&service, "6000");
+    let duration = manifest["duration_ms"].as_u64().unwrap();
+    assert!(duration >= 9_500, "the running recording was not cut: {duration} ms");
+    assert!(!manifest["ledger"].as_array().unwrap().iter().any(|e| e["event"] == "gap"), "{manifest}");
+    // Stored, the recording leaves the spool: the alert clears.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !service.metrics().contains("roundtable_spool_alert 0") {
+        assert!(Instant::now() < deadline, "alert never cleared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(service.http("GET", "/v1/recordings?room=6001", "").1["recordings"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]
