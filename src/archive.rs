@@ -106,10 +106,16 @@ pub fn sample_metrics(storage: &Storage, metrics: StorageMetrics) {
     let spawned = std::thread::Builder::new().name("storage-metrics".into()).spawn(move || {
         let account = archive.account();
         metrics.spool_quota_bytes.set(account.quota() as i64);
-        let (mut errors, mut bytes) = (0, 0);
+        let (mut errors, mut bytes, mut written, mut failed) = (0, 0, 0, 0);
         let mut alerting = false;
         while !stop.load(Ordering::Relaxed) {
             metrics.spool_bytes.set(account.used() as i64);
+            let now_written = account.written();
+            metrics.spool_written_bytes.inc_by(now_written - written);
+            written = now_written;
+            let now_failed = account.failed_writes();
+            metrics.spool_write_failures.inc_by(now_failed - failed);
+            failed = now_failed;
             let alert = !account.accepts_new();
             if alert != alerting {
                 alerting = alert;

@@ -152,12 +152,19 @@ fn main() -> ExitCode {
         };
     }
     if !serve {
-        if let Err(error) = archive::open(&config, false).map_err(anyhow::Error::from).and_then(|s| Ok(archive::check(&s)?)) {
-            // A missing signing key is created by the first start, not an error here.
-            if !matches!(error.downcast_ref::<archive::ArchiveError>(), Some(archive::ArchiveError::Key(_))) {
-                eprintln!("roundtable: {error:#}");
-                return ExitCode::from(2);
-            }
+        // The store must answer; a signing key, if there is one yet, must load.
+        let checked = archive::open_store(&config)
+            .and_then(|(store, _)| store.check_writable())
+            .map_err(|e| format!("storage: {e}"))
+            .and_then(|()| {
+                if !config.signing_key.exists() {
+                    return Ok(());
+                }
+                roundtable_recorder::Signer::load(&config.signing_key, false).map(drop).map_err(|e| format!("recording.signing_key: {e}"))
+            });
+        if let Err(error) = checked {
+            eprintln!("roundtable: {error}");
+            return ExitCode::from(2);
         }
         println!("configuration OK");
         return ExitCode::SUCCESS;

@@ -136,6 +136,10 @@ impl BridgeMetrics {
 pub struct StorageMetrics {
     /// Bytes in the spool not yet safe in the store.
     pub spool_bytes: IntGauge,
+    /// Bytes recorders wrote into the spool.
+    pub spool_written_bytes: IntCounter,
+    /// Spool writes that failed (a full disk); their audio is a gap in the ledger.
+    pub spool_write_failures: IntCounter,
     /// The spool quota.
     pub spool_quota_bytes: IntGauge,
     /// 1 while the spool is over 80 % of its quota (new recordings refused).
@@ -163,6 +167,11 @@ impl StorageMetrics {
         };
         Ok(StorageMetrics {
             spool_bytes: gauge("roundtable_spool_bytes", "Recording bytes in the spool not yet safe in the store (the upload backlog)")?,
+            spool_written_bytes: counter("roundtable_spool_written_bytes_total", "Recording bytes written into the spool")?,
+            spool_write_failures: counter(
+                "roundtable_spool_write_failures_total",
+                "Recording writes to the spool that failed (a full disk); their audio is a gap in the ledger",
+            )?,
             spool_quota_bytes: gauge("roundtable_spool_quota_bytes", "storage.spool_quota_mib in bytes")?,
             spool_alert: gauge("roundtable_spool_alert", "1 while the spool is over 80% of its quota and new recordings are refused")?,
             upload_errors: counter("roundtable_upload_errors_total", "S3 calls that failed (each retry counts)")?,

@@ -84,17 +84,6 @@ fn service_on(moto: &Moto, extra: &str) -> Service {
     Service::start(Options { toml, ..Options::default() })
 }
 
-fn finished(service: &Service, room: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let (_, list) = service.http("GET", &format!("/v1/recordings?room={room}"), "");
-        if let Some(id) = list["recordings"][0]["id"].as_str() {
-            return service.http("GET", &format!("/v1/recordings/{id}"), "").1;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("no finished recording of {room}\n{}", service.log());
-}
 
 #[test]
 fn finished_objects_carry_retention_and_encryption() {
@@ -104,7 +93,7 @@ fn finished_objects_carry_retention_and_encryption() {
     assert_eq!(uac.call(), 200);
     let _ = uac.start_media(440.0, Duration::from_secs(3)).finish();
     assert_eq!(uac.hangup(), 200);
-    let manifest = finished(&service, "5100");
+    let manifest = service.finished_recording("5100", Duration::from_secs(60));
     assert_eq!(manifest["retention"]["object_lock_mode"], "GOVERNANCE");
     assert_eq!(manifest["retention"]["retention_days"], 2);
     let mut keys: Vec<String> = manifest["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap().to_string()).collect();
@@ -147,7 +136,7 @@ fn uploads_left_open_by_a_killed_process_are_completed_or_aborted() {
     assert!(open.matches("<UploadId>").count() >= 3, "mix, a track and the stray are open: {open}");
 
     service.start_again();
-    let manifest = finished(&service, "5200");
+    let manifest = service.finished_recording("5200", Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut open = String::new();
     while Instant::now() < deadline {

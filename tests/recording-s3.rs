@@ -7,7 +7,6 @@ mod common;
 #[path = "common/s3.rs"]
 mod s3;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -38,22 +37,6 @@ fn upload_state(service: &Service, room: &str) -> Option<(String, serde_json::Va
     Some((format!("{room}/{start}"), serde_json::from_str(&text).ok()?))
 }
 
-/// Waits (at most `within`) for a finished recording of `room`; returns its manifest.
-fn finished(service: &Service, room: &str, within: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        let (_, list) = service.http("GET", &format!("/v1/recordings?room={room}"), "");
-        if let Some(id) = list["recordings"][0]["id"].as_str() {
-            return service.http("GET", &format!("/v1/recordings/{id}"), "").1;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("no finished recording of {room}\n{}", service.log());
-}
-
-fn wav_of(path: &Path) -> (hound::WavSpec, Vec<i16>) {
-    read_wav(path)
-}
 
 /// The 440 Hz level of every second of `samples` (at `rate`).
 fn levels_per_second(samples: &[i16], rate: u32) -> Vec<f64> {
@@ -86,10 +69,10 @@ fn parts_stream_during_a_70_s_call_and_the_object_is_a_valid_wav() {
     assert_eq!(uac.hangup(), 200);
     let call = began.elapsed();
 
-    let manifest = finished(&service, "4800", Duration::from_secs(30));
+    let manifest = service.finished_recording("4800", Duration::from_secs(30));
     assert_eq!(manifest["id"].as_str(), Some(id.as_str()));
     let mix = server.object_path(&format!("recordings/{id}/mix.wav"));
-    let (spec, samples) = wav_of(&mix);
+    let (spec, samples) = read_wav(&mix);
     assert_eq!(spec.sample_rate, 48000);
     let seconds = samples.len() as f64 / 48000.0;
     assert!((seconds - call.as_secs_f64()).abs() < 0.5, "object holds {seconds:.2} s of a {call:?} call");
@@ -123,11 +106,11 @@ fn a_30_s_outage_mid_call_loses_nothing() {
     let _ = media.finish();
     assert_eq!(uac.hangup(), 200);
     let call = began.elapsed();
-    let manifest = finished(&service, "4801", Duration::from_secs(60));
+    let manifest = service.finished_recording("4801", Duration::from_secs(60));
     let ledger = manifest["ledger"].as_array().unwrap();
     assert!(!ledger.iter().any(|e| e["event"] == "gap" || e["event"] == "lost"), "{ledger:?}");
     let id = manifest["id"].as_str().unwrap();
-    let (_, samples) = wav_of(&server.object_path(&format!("recordings/{id}/mix.wav")));
+    let (_, samples) = read_wav(&server.object_path(&format!("recordings/{id}/mix.wav")));
     let seconds = samples.len() as f64 / 48000.0;
     assert!((seconds - call.as_secs_f64()).abs() < 0.5, "{seconds:.2} s of a {call:?} call");
     let levels = levels_per_second(&samples, 48000);
@@ -156,14 +139,14 @@ fn kill_9_mid_recording_is_uploaded_at_the_next_start() {
     service.kill9();
     drop(media);
     service.start_again();
-    let manifest = finished(&service, "4802", Duration::from_secs(60));
+    let manifest = service.finished_recording("4802", Duration::from_secs(60));
     let duration = manifest["duration_ms"].as_u64().unwrap();
     assert!((3400..=4600).contains(&duration), "recovered {duration} ms of 4.5 s");
     let lost = manifest["ledger"].as_array().unwrap().iter().find(|e| e["event"] == "lost").expect("loss in the ledger");
     assert_eq!(lost["at_most_ms"].as_u64(), Some(1000));
     let id = manifest["id"].as_str().unwrap();
     for object in manifest["objects"].as_array().unwrap() {
-        let (_, samples) = wav_of(&server.object_path(object["key"].as_str().unwrap()));
+        let (_, samples) = read_wav(&server.object_path(object["key"].as_str().unwrap()));
         assert_eq!(samples.len() as u64, duration * 16, "{object}");
     }
     let (code, out, err) = service.cli(&["recordings", "verify", id]);

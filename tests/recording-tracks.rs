@@ -4,7 +4,8 @@
 //! the ledger with who asked; everyone hears the recording notice and the manifest says so; the
 //! signed manifest verifies, and the CLI finds a changed byte. Then a `kill -9` mid-recording:
 //! the next start closes the recording at its last durable second, says so in the ledger, and
-//! `verify` passes.
+//! `verify` passes. A spool quota smaller than a call refuses new recordings but cuts none, and
+//! a disk that stops taking writes leaves gaps in the ledger, not a dead service.
 
 mod common;
 
@@ -15,20 +16,6 @@ use common::*;
 
 const FRAME_MS: u64 = 20;
 
-/// Waits (at most 60 s) for a finished recording of `room` and returns its manifest.
-fn finished_recording(service: &Service, room: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let (_, list) = service.http("GET", &format!("/v1/recordings?room={room}"), "");
-        if let Some(id) = list["recordings"][0]["id"].as_str() {
-            let (status, manifest) = service.http("GET", &format!("/v1/recordings/{id}"), "");
-            assert_eq!(status, 200, "{manifest}");
-            return manifest;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("no finished recording of room {room}\n{}", service.log());
-}
 
 /// The frames (20 ms) of a track in which `freq` stands out (within 10 dB of the loudest).
 fn tone_frames(samples: &[i16], rate: u32, freq: f64) -> Vec<usize> {
@@ -70,7 +57,7 @@ fn four_legs_get_aligned_tracks_and_a_verifiable_manifest() {
         assert_eq!(uac.hangup(), 200);
     }
     heard.reverse();
-    let manifest = finished_recording(&service, "1000");
+    let manifest = service.finished_recording("1000", Duration::from_secs(60));
     let id = manifest["id"].as_str().unwrap().to_string();
     let dir: PathBuf = service.storage().join("recordings").join(&id);
 
@@ -163,7 +150,7 @@ fn a_full_spool_alerts_and_refuses_new_recordings_but_never_cuts_one() {
     assert_eq!(second.hangup(), 200);
     let _ = talk.finish();
     assert_eq!(first.hangup(), 200);
-    let manifest = finished_recording(&service, "6000");
+    let manifest = service.finished_recording("6000", Duration::from_secs(60));
     let duration = manifest["duration_ms"].as_u64().unwrap();
     assert!(duration >= 9_500, "the running recording was not cut: {duration} ms");
     assert!(!manifest["ledger"].as_array().unwrap().iter().any(|e| e["event"] == "gap"), "{manifest}");
@@ -190,7 +177,7 @@ fn kill_9_mid_recording_is_closed_at_the_next_start() {
     let spool = service.storage().join("recordings/2000");
     assert!(files_under(&spool).iter().any(|p| p.ends_with("ledger.jsonl")), "left open in the spool");
     service.start_again();
-    let manifest = finished_recording(&service, "2000");
+    let manifest = service.finished_recording("2000", Duration::from_secs(60));
     assert!(killed.elapsed() < Duration::from_secs(60), "recovered within 60 s of the restart");
     let duration = manifest["duration_ms"].as_u64().unwrap();
     // Audio up to the last fsync (once a second) survived: 2.5-3.5 s of the 3.5 s recorded.
@@ -202,6 +189,35 @@ fn kill_9_mid_recording_is_closed_at_the_next_start() {
     let (_, mix) = read_wav(&service.storage().join("recordings").join(id).join("mix.wav"));
     assert_eq!(mix.len() as u64, duration * 16);
     assert!(tone_db_at(&mix[16000..32000], 440.0, 16000.0) > 40.0, "the tone survived");
+    let (code, out, err) = service.cli(&["recordings", "verify", id]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_full_disk_becomes_gaps_in_the_ledger_and_the_service_lives_on() {
+    // Files stop growing at 160 KiB (ulimit -f): the 16 kHz mix (32 kB/s) fills that in 5 s.
+    let toml = "[recording]\nauto_start = true\n[log]\nlevel = \"info\"";
+    let service = Service::start(Options { toml: toml.into(), file_size_limit_kib: Some(160), ..Options::default() });
+    let mut uac = Uac::new(service.sip, "7000");
+    assert_eq!(uac.call(), 200);
+    let _ = uac.start_media(440.0, Duration::from_secs(9)).finish();
+    assert_eq!(uac.hangup(), 200);
+    let manifest = service.finished_recording("7000", Duration::from_secs(30));
+    let gaps: Vec<&serde_json::Value> = manifest["ledger"].as_array().unwrap().iter().filter(|e| e["event"] == "gap").collect();
+    assert!(!gaps.is_empty(), "{manifest}");
+    assert!(gaps.iter().all(|g| g["reason"].as_str().unwrap().contains("failed")), "{gaps:?}");
+    let metrics = service.metrics();
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("roundtable_spool_write_failures_total"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures > 0.0, "{metrics}");
+    assert_eq!(service.try_http("GET", "/health", "", None).unwrap().0, 200, "alive");
+    // What reached the disk is a valid WAV holding the first seconds, and verifies.
+    let id = manifest["id"].as_str().unwrap();
+    let (_, mix) = read_wav(&service.storage().join("recordings").join(id).join("mix.wav"));
+    assert!(mix.len() >= 16000 * 4, "{} samples kept", mix.len());
     let (code, out, err) = service.cli(&["recordings", "verify", id]);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -12,13 +12,15 @@ pub const REFUSE_AT: f64 = 0.8;
 #[derive(Debug)]
 pub struct SpoolAccount {
     used: AtomicU64,
+    written: AtomicU64,
+    failed_writes: AtomicU64,
     quota: u64,
 }
 
 impl SpoolAccount {
     /// An empty spool with `quota` bytes.
     pub fn new(quota: u64) -> SpoolAccount {
-        SpoolAccount { used: AtomicU64::new(0), quota }
+        SpoolAccount { used: AtomicU64::new(0), written: AtomicU64::new(0), failed_writes: AtomicU64::new(0), quota }
     }
 
     /// Bytes now held.
@@ -31,9 +33,24 @@ impl SpoolAccount {
         self.quota
     }
 
+    /// Bytes ever counted in (written by recorders, or found at start-up).
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Spool writes that failed (a full disk): their audio became a gap.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn write_failed(&self) {
+        self.failed_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts bytes written.
     pub fn add(&self, bytes: u64) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
+        self.written.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts bytes that left the spool (uploaded, or kept as the final local object).

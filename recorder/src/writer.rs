@@ -362,6 +362,7 @@ impl Writer {
     }
 
     fn log_lost(&mut self, object: &str, lost: Lost) {
+        self.account.write_failed();
         self.gap_frames += lost.frames;
         self.log(lost.from * 20, Event::Gap { ms: lost.frames * 20, reason: format!("writing {object} to the spool failed (disk full?)") });
         tracing::error!(recording = %self.spec.id(), object, ms = lost.frames * 20, "spool write failed: audio lost");

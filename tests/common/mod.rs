@@ -62,6 +62,8 @@ pub struct Options {
     pub ipv6: bool,
     pub rtp_pairs: u16,
     pub env: Vec<(String, String)>,
+    /// Run under `ulimit -f` (KiB), with SIGXFSZ ignored: writes past it fail like a full disk.
+    pub file_size_limit_kib: Option<u64>,
 }
 
 impl Service {
@@ -87,7 +89,14 @@ impl Service {
         std::fs::write(&config, toml).unwrap();
         let log = data.path().join("service.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = match options.file_size_limit_kib {
+            None => Command::new(BIN),
+            Some(kib) => {
+                let mut c = Command::new("bash");
+                c.arg("-c").arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"")).arg(BIN);
+                c
+            }
+        };
         command.arg("serve").arg("--config").arg(&config).stdout(Stdio::null()).stderr(log_file);
         for (k, v) in &options.env {
             command.env(k, v);
@@ -201,6 +210,22 @@ impl Service {
 
     pub fn metrics(&self) -> String {
         self.try_http("GET", "/metrics", "", None).expect("metrics").1
+    }
+
+    /// Waits (at most `within`) for a finished recording of `room` in `GET /v1/recordings` and
+    /// returns its manifest.
+    pub fn finished_recording(&self, room: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let (_, list) = self.http("GET", &format!("/v1/recordings?room={room}"), "");
+            if let Some(id) = list["recordings"][0]["id"].as_str() {
+                let (status, manifest) = self.http("GET", &format!("/v1/recordings/{id}"), "");
+                assert_eq!(status, 200, "{manifest}");
+                return manifest;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("no finished recording of room {room}\n{}", self.log());
     }
 
     /// Waits (at most 20 s) until the room has `n` participants (0: the room is gone).
