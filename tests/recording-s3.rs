@@ -1,7 +1,8 @@
 //! Compliance recording to S3 (s3s-fs, in-process on loopback, SigV4 checked), end to end:
 //! parts go up while the call runs and the finished object is a valid WAV of the call's
 //! length; a 30 s outage mid-call loses nothing; a `kill -9` mid-recording is finished by the
-//! next start; and `roundtable recordings verify` passes against the bucket.
+//! next start; a shutdown during an outage closes the recording in the spool and the next start
+//! uploads it; and `roundtable recordings verify` passes against the bucket.
 
 mod common;
 #[path = "common/s3.rs"]
@@ -152,4 +153,32 @@ fn kill_9_mid_recording_is_uploaded_at_the_next_start() {
     let (code, out, err) = service.cli(&["recordings", "verify", id]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(client(&server).list(&format!("recordings/{id}/")).unwrap().len() >= 3, "mix, one track, manifest");
+}
+
+#[test]
+fn shutdown_during_an_outage_closes_the_recording_and_the_next_start_uploads_it() {
+    let bucket = tempfile::tempdir().unwrap();
+    let mut server = S3Server::start(bucket.path());
+    let mut service = service_on(&server, "");
+    let mut uac = Uac::new(service.sip, "4803");
+    assert_eq!(uac.call(), 200);
+    let media = uac.start_media(440.0, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(2));
+    server.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGTERM: the call gets BYE, the recording closes in the spool, the upload gives up.
+    let status = service.terminate(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "clean exit during the outage\n{}", service.log());
+    drop(media);
+    assert!(service.log().contains("resumes at the next start"), "{}", service.log());
+    let ledger = files_under(&service.storage().join("spool/recordings/4803")).into_iter().find(|p| p.ends_with("ledger.jsonl")).expect("spooled");
+    assert!(std::fs::read_to_string(ledger).unwrap().contains("\"stopped\""), "ledger closed");
+    server.resume();
+    service.start_again();
+    let manifest = service.finished_recording("4803", Duration::from_secs(60));
+    let duration = manifest["duration_ms"].as_u64().unwrap();
+    assert!((2500..=4000).contains(&duration), "{duration} ms recorded before the shutdown");
+    assert!(!manifest["ledger"].as_array().unwrap().iter().any(|e| e["event"] == "lost" || e["event"] == "gap"), "{manifest}");
+    let (code, out, err) = service.cli(&["recordings", "verify", manifest["id"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -221,3 +221,36 @@ fn a_full_disk_becomes_gaps_in_the_ledger_and_the_service_lives_on() {
     let (code, out, err) = service.cli(&["recordings", "verify", id]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn a_recording_started_through_the_api_notifies_everyone_present() {
+    let toml = "[recording]\nconsent_notice = true";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let (mut a, mut b) = (Uac::new(service.sip, "8000"), Uac::new(service.sip, "8000"));
+    assert_eq!(a.call(), 200);
+    assert_eq!(b.call(), 200);
+    let (heard_a, heard_b) = (a.start_media(0.0, Duration::from_secs(4)), b.start_media(0.0, Duration::from_secs(4)));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (status, room) = service.http("POST", "/v1/rooms/8000/recording", r#"{"action":"start","mode":"tracks"}"#);
+    assert_eq!(status, 200, "{room}");
+    assert_eq!(room["recording_id"].as_str().map(|id| id.starts_with("8000/")), Some(true), "{room}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(service.http("POST", "/v1/rooms/8000/recording", r#"{"action":"stop"}"#).0, 200);
+    // Nobody talks: what each hears after the start is the notice.
+    for (name, heard) in [("a", heard_a.finish()), ("b", heard_b.finish())] {
+        let before = heard.window(Duration::from_millis(200), Duration::from_millis(900));
+        let after = heard.window(Duration::from_millis(1300), Duration::from_millis(2300));
+        let rms = |s: &[i16]| (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt();
+        assert!(rms(&before) < 50.0 && rms(&after) > 300.0, "{name}: RMS {:.0} before, {:.0} after the start", rms(&before), rms(&after));
+    }
+    let manifest = service.finished_recording("8000", Duration::from_secs(30));
+    let legs = manifest["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{manifest}");
+    assert!(legs.iter().all(|l| l["consent_notice"] == true), "{manifest}");
+    assert_eq!(manifest["mode"], "tracks");
+    assert!(manifest["objects"].as_array().unwrap().iter().all(|o| o["key"].as_str().unwrap().contains("/legs/")), "tracks only");
+    let actions: Vec<&str> = manifest["ledger"].as_array().unwrap().iter().filter(|e| e["event"] == "action").map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["start tracks", "stop"]);
+    assert_eq!(a.hangup(), 200);
+    assert_eq!(b.hangup(), 200);
+}

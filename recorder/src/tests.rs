@@ -193,3 +193,32 @@ fn the_quota_refuses_new_recordings_past_eighty_percent() {
     account.release(5000);
     assert_eq!(account.used(), 0);
 }
+
+proptest::proptest! {
+    /// What the recorder reads back from disk or a store (ledgers after a crash, manifests,
+    /// WAV headers) may be torn or hostile: reading it gives an error, never a panic.
+    #[test]
+    fn readers_of_stored_data_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4000)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = ledger::parse(&text);
+        let _ = serde_json::from_slice::<Manifest>(&bytes);
+        let _ = wav::parse_header(&bytes);
+        let _ = serde_json::from_slice::<upload::UploadState>(&bytes);
+    }
+
+    /// Ledger lines cut anywhere: the entries before the cut come back (and the last one too if
+    /// the cut fell just after its closing brace).
+    #[test]
+    fn a_ledger_cut_anywhere_keeps_its_whole_lines(cut in 0usize..400) {
+        let entries: Vec<ledger::Entry> = (0..6)
+            .map(|i| ledger::Entry { t_ms: i * 20, event: Event::Muted { leg: i.to_string(), muted: i % 2 == 0 } })
+            .collect();
+        let text: String = entries.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+        let cut = cut.min(text.len());
+        let parsed = ledger::parse(&text[..cut]).unwrap();
+        let whole = text[..cut].matches('\n').count();
+        let complete_tail = usize::from(text[..cut].ends_with('}'));
+        proptest::prop_assert_eq!(parsed.len(), whole + complete_tail);
+        proptest::prop_assert_eq!(&parsed[..], &entries[..parsed.len()]);
+    }
+}
