@@ -234,7 +234,12 @@ fn a_recording_started_through_the_api_notifies_everyone_present() {
     let (status, room) = service.http("POST", "/v1/rooms/8000/recording", r#"{"action":"start","mode":"tracks"}"#);
     assert_eq!(status, 200, "{room}");
     assert_eq!(room["recording_id"].as_str().map(|id| id.starts_with("8000/")), Some(true), "{room}");
-    std::thread::sleep(Duration::from_millis(2500));
+    // A mute through the API lands in the ledger.
+    let muted = room["participants"][0]["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(2000));
+    let path = format!("/v1/rooms/8000/participants/{muted}");
+    assert_eq!(service.http("PATCH", &path, r#"{"muted":true}"#).0, 200);
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(service.http("POST", "/v1/rooms/8000/recording", r#"{"action":"stop"}"#).0, 200);
     // Nobody talks: what each hears after the start is the notice.
     for (name, heard) in [("a", heard_a.finish()), ("b", heard_b.finish())] {
@@ -251,6 +256,8 @@ fn a_recording_started_through_the_api_notifies_everyone_present() {
     assert!(manifest["objects"].as_array().unwrap().iter().all(|o| o["key"].as_str().unwrap().contains("/legs/")), "tracks only");
     let actions: Vec<&str> = manifest["ledger"].as_array().unwrap().iter().filter(|e| e["event"] == "action").map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["start tracks", "stop"]);
+    let mute = manifest["ledger"].as_array().unwrap().iter().find(|e| e["event"] == "muted").expect("the mute is in the ledger");
+    assert_eq!((mute["leg"].as_str(), mute["muted"].as_bool()), (Some(muted.as_str()), Some(true)));
     assert_eq!(a.hangup(), 200);
     assert_eq!(b.hangup(), 200);
 }

@@ -79,8 +79,8 @@ impl Archive {
         }
     }
 
-    /// Starts a recording of `spec` fed by `frames`; with S3, also the thread that streams its
-    /// parts while it runs.
+    /// Starts a recording of `spec` (its `spool` is replaced by this archive's) fed by `frames`;
+    /// with S3, also the thread that streams its parts while it runs.
     pub fn start(self: &Arc<Self>, spec: Spec, frames: std::sync::mpsc::Receiver<MixFrame>) -> Result<Recording, RecordError> {
         let spec = Spec { spool: self.spool.clone(), ..spec };
         let mut recording = Recording::start(spec.clone(), frames, self.account.clone())?;

@@ -201,7 +201,10 @@ impl Writer {
     fn log(&mut self, t_ms: u64, event: Event) {
         let entry = Entry { t_ms, event };
         self.ledger.append(&entry);
-        self.entries.push(entry);
+        // Checkpoints matter only on disk (recovery); the manifest leaves them out.
+        if entry.event != Event::Checkpoint {
+            self.entries.push(entry);
+        }
     }
 
     /// Runs until the mixer drops its end of `frames`.
