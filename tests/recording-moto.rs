@@ -1,6 +1,7 @@
 //! Recording to S3 features s3s-fs does not have, against moto (`moto[server]` from PyPI, which
-//! .ci/run installs): object-lock retention and server-side encryption on finished objects, and
-//! a multipart upload left open by a killed process, found and dealt with at the next start.
+//! .ci/run installs): object-lock retention and server-side encryption (SSE-S3 and SSE-KMS with
+//! a key id) on finished objects, and a multipart upload left open by a killed process, found
+//! and dealt with at the next start.
 
 mod common;
 
@@ -72,23 +73,40 @@ fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bod
     Ok((status, head.to_string(), body.to_string()))
 }
 
-fn service_on(moto: &Moto, extra: &str) -> Service {
+/// Object Lock (GOVERNANCE, 2 days) and SSE-S3.
+const LOCKED: &str = "sse = \"AES256\"\nobject_lock_mode = \"GOVERNANCE\"\nretention_days = 2\n";
+
+/// A service recording every room (mix and tracks) to moto with `s3` settings.
+fn service_on(moto: &Moto, s3: &str) -> Service {
     let (status, _, body) = raw(moto.addr, "PUT", &format!("/{BUCKET}"), &[("x-amz-bucket-object-lock-enabled", "true")], b"").unwrap();
     assert!(status == 200 || body.contains("BucketAlreadyOwnedByYou"), "{status} {body}");
     let toml = format!(
         "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://{}\"\nbucket = \"{BUCKET}\"\naccess_key = \"test\"\n\
-         secret_key = \"test\"\nsse = \"AES256\"\nobject_lock_mode = \"GOVERNANCE\"\nretention_days = 2\n\
-         [recording]\nauto_start = true\nmode = \"both\"\n{extra}",
+         secret_key = \"test\"\n{s3}[recording]\nauto_start = true\nmode = \"both\"\n",
         moto.addr
     );
     Service::start(Options { toml, ..Options::default() })
+}
+
+/// The response headers of HeadObject on `key`.
+fn head(moto: &Moto, key: &str) -> impl Fn(&str) -> Option<String> {
+    let (status, head, _) = raw(moto.addr, "HEAD", &format!("/{BUCKET}/{key}"), &[], b"").unwrap();
+    assert_eq!(status, 200, "{key}: {head}");
+    move |name: &str| head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+}
+
+/// Every object of a finished recording, the manifest included.
+fn all_keys(manifest: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = manifest["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap().to_string()).collect();
+    keys.push(format!("recordings/{}/manifest.json", manifest["id"].as_str().unwrap()));
+    keys
 }
 
 
 #[test]
 fn finished_objects_carry_retention_and_encryption() {
     let Some(moto) = moto() else { return };
-    let service = service_on(&moto, "");
+    let service = service_on(&moto, LOCKED);
     let mut uac = Uac::new(service.sip, "5100");
     assert_eq!(uac.call(), 200);
     let _ = uac.start_media(440.0, Duration::from_secs(3)).finish();
@@ -96,20 +114,14 @@ fn finished_objects_carry_retention_and_encryption() {
     let manifest = service.finished_recording("5100", Duration::from_secs(60));
     assert_eq!(manifest["retention"]["object_lock_mode"], "GOVERNANCE");
     assert_eq!(manifest["retention"]["retention_days"], 2);
-    let mut keys: Vec<String> = manifest["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap().to_string()).collect();
-    keys.push(format!("recordings/{}/manifest.json", manifest["id"].as_str().unwrap()));
     let tomorrow = roundtable_recorder::time::rfc3339(std::time::SystemTime::now() + Duration::from_secs(86_400));
     // HeadObject carries what GetObjectRetention would say (moto implements only the former).
-    for key in keys {
-        let (status, head, _) = raw(moto.addr, "HEAD", &format!("/{BUCKET}/{key}"), &[], b"").unwrap();
-        assert_eq!(status, 200, "{key}: {head}");
-        let header = |name: &str| {
-            head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
-        };
-        assert_eq!(header("x-amz-object-lock-mode").as_deref(), Some("GOVERNANCE"), "{key}: {head}");
+    for key in all_keys(&manifest) {
+        let header = head(&moto, &key);
+        assert_eq!(header("x-amz-object-lock-mode").as_deref(), Some("GOVERNANCE"), "{key}");
         let until = header("x-amz-object-lock-retain-until-date").unwrap_or_default();
         assert!(until.as_str() > tomorrow.as_str(), "{key} retained until {until}: at least two days");
-        assert_eq!(header("x-amz-server-side-encryption").as_deref(), Some("AES256"), "{key}: {head}");
+        assert_eq!(header("x-amz-server-side-encryption").as_deref(), Some("AES256"), "{key}");
     }
     let (code, out, err) = service.cli(&["recordings", "verify", manifest["id"].as_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -118,7 +130,7 @@ fn finished_objects_carry_retention_and_encryption() {
 #[test]
 fn uploads_left_open_by_a_killed_process_are_completed_or_aborted() {
     let Some(moto) = moto() else { return };
-    let mut service = service_on(&moto, "");
+    let mut service = service_on(&moto, LOCKED);
     let mut uac = Uac::new(service.sip, "5200");
     assert_eq!(uac.call(), 200);
     let media = uac.start_media(440.0, Duration::from_secs(6));
@@ -150,4 +162,23 @@ fn uploads_left_open_by_a_killed_process_are_completed_or_aborted() {
     assert!(manifest["objects"].as_array().unwrap().iter().all(|o| !o["key"].as_str().unwrap().ends_with("99.wav")));
     let (code, out, err) = service.cli(&["recordings", "verify", manifest["id"].as_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn sse_kms_names_its_key_on_every_object() {
+    let Some(moto) = moto() else { return };
+    let key_id = "arn:aws:kms:us-east-1:123456789012:key/roundtable-test";
+    let service = service_on(&moto, &format!("sse = \"aws:kms\"\nkms_key_id = \"{key_id}\"\n"));
+    let mut uac = Uac::new(service.sip, "5300");
+    assert_eq!(uac.call(), 200);
+    let _ = uac.start_media(440.0, Duration::from_secs(2)).finish();
+    assert_eq!(uac.hangup(), 200);
+    let manifest = service.finished_recording("5300", Duration::from_secs(60));
+    assert_eq!(manifest["retention"]["sse"], "aws:kms");
+    for key in all_keys(&manifest) {
+        let header = head(&moto, &key);
+        assert_eq!(header("x-amz-server-side-encryption").as_deref(), Some("aws:kms"), "{key}");
+        assert_eq!(header("x-amz-server-side-encryption-aws-kms-key-id").as_deref(), Some(key_id), "{key}");
+        assert_eq!(header("x-amz-object-lock-mode"), None, "{key}: no lock asked for");
+    }
 }

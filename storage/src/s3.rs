@@ -209,11 +209,10 @@ impl S3Store {
     /// Uploads part `number` (1-based; sending a number again replaces that part); returns its
     /// ETag.
     pub fn upload_part(&self, key: &ObjectKey, upload_id: &str, number: i32, bytes: Vec<u8>) -> Result<String, StorageError> {
-        let mut request = self.client.upload_part();
-        if self.lock().is_some() {
-            request = request.content_md5(content_md5(&bytes));
-        }
-        let request = request
+        let request = self
+            .client
+            .upload_part()
+            .content_md5(content_md5(&bytes))
             .bucket(&self.config.bucket)
             .key(key.as_str())
             .upload_id(upload_id)
@@ -315,8 +314,8 @@ impl S3Store {
     }
 }
 
-/// The `Content-MD5` of a body (base64 of its MD5): S3 requires it, or a checksum, on every
-/// upload to a bucket with Object Lock.
+/// The `Content-MD5` of a body (base64 of its MD5), sent with every upload: the server refuses
+/// a body corrupted on the way, and S3 requires it (or a checksum) on uploads with Object Lock.
 fn content_md5(bytes: &[u8]) -> String {
     use md5::Digest;
     base64(&md5::Md5::digest(bytes))
@@ -390,6 +389,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.config.bucket)
             .key(key.as_str())
             .content_type(content_type(key))
+            .content_md5(content_md5(bytes))
             .body(ByteStream::from(bytes.to_vec()));
         if let Some(sse) = self.sse() {
             request = request.server_side_encryption(sse);
@@ -398,7 +398,7 @@ impl ObjectStore for S3Store {
             }
         }
         if let Some((mode, until)) = self.lock() {
-            request = request.object_lock_mode(mode).object_lock_retain_until_date(until).content_md5(content_md5(bytes));
+            request = request.object_lock_mode(mode).object_lock_retain_until_date(until);
         }
         self.block_on(request.send()).map_err(|e| s3_error("PutObject", key.as_str(), e))?;
         Ok(())
