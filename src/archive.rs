@@ -106,16 +106,13 @@ pub fn sample_metrics(storage: &Storage, metrics: StorageMetrics) {
     let spawned = std::thread::Builder::new().name("storage-metrics".into()).spawn(move || {
         let account = archive.account();
         metrics.spool_quota_bytes.set(account.quota() as i64);
-        let (mut errors, mut bytes, mut written, mut failed) = (0, 0, 0, 0);
         let mut alerting = false;
         while !stop.load(Ordering::Relaxed) {
             metrics.spool_bytes.set(account.used() as i64);
-            let now_written = account.written();
-            metrics.spool_written_bytes.inc_by(now_written - written);
-            written = now_written;
-            let now_failed = account.failed_writes();
-            metrics.spool_write_failures.inc_by(now_failed - failed);
-            failed = now_failed;
+            mirror(&metrics.spool_written_bytes, account.written());
+            mirror(&metrics.spool_write_failures, account.failed_writes());
+            mirror(&metrics.upload_errors, counters.errors.load(Ordering::Relaxed));
+            mirror(&metrics.upload_bytes, counters.bytes.load(Ordering::Relaxed));
             let alert = !account.accepts_new();
             if alert != alerting {
                 alerting = alert;
@@ -126,12 +123,6 @@ pub fn sample_metrics(storage: &Storage, metrics: StorageMetrics) {
                 }
             }
             metrics.spool_alert.set(i64::from(alert));
-            let now_errors = counters.errors.load(Ordering::Relaxed);
-            metrics.upload_errors.inc_by(now_errors - errors);
-            errors = now_errors;
-            let now_bytes = counters.bytes.load(Ordering::Relaxed);
-            metrics.upload_bytes.inc_by(now_bytes - bytes);
-            bytes = now_bytes;
             if let Some(uploader) = archive.uploader() {
                 metrics.breaker_state.set(uploader.breaker().state(Instant::now()).value());
             }
@@ -141,6 +132,11 @@ pub fn sample_metrics(storage: &Storage, metrics: StorageMetrics) {
     if let Err(error) = spawned {
         warn!(%error, "storage metrics thread not started");
     }
+}
+
+/// Brings a Prometheus counter up to a running total kept elsewhere.
+fn mirror(counter: &prometheus::IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 /// Checks the store answers (startup and `check-config`).

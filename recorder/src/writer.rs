@@ -120,6 +120,8 @@ struct LegTrack {
     track: Option<Track>,
     /// Where its file is.
     path: PathBuf,
+    /// Bytes of its timeline when it was closed (`None`: it never got a file).
+    closed_len: Option<u64>,
     /// A run of frames that did not arrive: (first frame, concealed).
     missing: Option<(u64, bool)>,
 }
@@ -292,13 +294,13 @@ impl Writer {
                 match Track::create(&path, self.spec.rate, frames) {
                     Ok(track) => {
                         self.new_files = true;
-                        self.legs.insert(id.clone(), LegTrack { track: Some(track), path, missing: None });
+                        self.legs.insert(id.clone(), LegTrack { track: Some(track), path, closed_len: None, missing: None });
                     }
                     Err(error) => {
                         tracing::warn!(%error, path = %path.display(), "leg track not created");
                         // Remember the leg so it is not retried every frame; its track stays
                         // absent and the gap is in the ledger.
-                        self.legs.insert(id.clone(), LegTrack { track: None, path, missing: None });
+                        self.legs.insert(id.clone(), LegTrack { track: None, path, closed_len: None, missing: None });
                         self.log(frames * 20, Event::Gap { ms: 0, reason: format!("track of leg {id} not created: {error}") });
                         continue;
                     }
@@ -349,17 +351,22 @@ impl Writer {
     }
 
     fn close_leg(&mut self, id: &str) {
-        let frames = self.frames;
+        self.end_missing_span(id);
         let Some(leg) = self.legs.get_mut(id) else { return };
-        let missing = leg.missing.take();
         if let Some(mut track) = leg.track.take() {
             let lost = track.flush();
             let _ = track.sync();
+            leg.closed_len = Some(track.len());
             if let Err(lost) = lost {
                 self.log_lost(id, lost);
             }
         }
-        if let Some((start, concealed)) = missing {
+    }
+
+    /// Logs a run of missing frames a leg was in when it left or the recording closed.
+    fn end_missing_span(&mut self, id: &str) {
+        let frames = self.frames;
+        if let Some((start, concealed)) = self.legs.get_mut(id).and_then(|l| l.missing.take()) {
             self.log(start * 20, Event::Missing { leg: id.to_string(), ms: (frames - start) * 20, concealed });
         }
     }
@@ -422,34 +429,31 @@ impl Writer {
     }
 
     fn closed_bytes(&self) -> u64 {
-        self.legs
-            .values()
-            .filter(|l| l.track.is_none())
-            .filter_map(|l| std::fs::metadata(&l.path).ok())
-            .map(|m| m.len())
-            .sum()
+        self.legs.values().filter(|l| l.track.is_none()).filter_map(|l| l.closed_len).sum()
     }
 
     fn close(mut self) -> Closed {
-        let frames = self.frames;
-        let ids: Vec<String> = self.legs.keys().cloned().collect();
-        for id in &ids {
-            self.close_leg(id);
-        }
+        let (frames, rate) = (self.frames, self.spec.rate);
         let mut failures = Vec::new();
         if let Some(mix) = &mut self.mix {
             if let Err(lost) = mix.finish(frames) {
                 failures.push(("mix.wav".to_string(), lost));
             }
         }
-        // Tracks of legs that left are padded with silence to the recording's length.
-        for (id, leg) in &self.legs {
-            let done = std::fs::metadata(&leg.path)
-                .map_err(|_| ())
-                .and_then(|m| Track::reopen(&leg.path, self.spec.rate, Track::frames_in(m.len(), self.spec.rate)).map_err(|_| ()))
-                .and_then(|mut t| t.finish(frames).map_err(|_| ()));
-            if done.is_err() {
-                failures.push((format!("legs/{id}.wav"), Lost { from: frames, frames: 0 }));
+        // Every track is padded with silence to the recording's length; those of legs that
+        // left are reopened for it.
+        let ids: Vec<String> = self.legs.keys().cloned().collect();
+        for id in &ids {
+            self.end_missing_span(id);
+            let Some(leg) = self.legs.get_mut(id) else { continue };
+            let track = match (leg.track.take(), leg.closed_len) {
+                (Some(track), _) => Ok(track),
+                (None, Some(len)) => Track::reopen(&leg.path, rate, Track::frames_in(len, rate)).map_err(|_| Lost { from: frames, frames: 0 }),
+                (None, None) => continue,
+            };
+            match track.and_then(|mut t| t.finish(frames).map(|()| t)) {
+                Ok(track) => leg.closed_len = Some(track.len()),
+                Err(lost) => failures.push((format!("legs/{id}.wav"), lost)),
             }
         }
         for (object, lost) in failures {

@@ -192,16 +192,18 @@ impl S3Store {
 
     /// Starts a multipart upload for `key`, with the configured encryption and object lock.
     pub fn create_multipart(&self, key: &ObjectKey) -> Result<String, StorageError> {
-        let mut request = self.client.create_multipart_upload().bucket(&self.config.bucket).key(key.as_str()).content_type(content_type(key));
-        if let Some(sse) = self.sse() {
-            request = request.server_side_encryption(sse);
-            if !self.config.kms_key_id.is_empty() {
-                request = request.ssekms_key_id(&self.config.kms_key_id);
-            }
-        }
-        if let Some((mode, until)) = self.lock() {
-            request = request.object_lock_mode(mode).object_lock_retain_until_date(until);
-        }
+        let (sse, kms_key_id) = self.sse();
+        let (lock_mode, until) = self.lock().unzip();
+        let request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key.as_str())
+            .content_type(content_type(key))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(until);
         let output = self.block_on(request.send()).map_err(|e| s3_error("CreateMultipartUpload", key.as_str(), e))?;
         output.upload_id.ok_or_else(|| StorageError::S3 { operation: "CreateMultipartUpload", key: key.to_string(), message: "no upload id".into() })
     }
@@ -298,11 +300,11 @@ impl S3Store {
             .collect())
     }
 
-    fn sse(&self) -> Option<ServerSideEncryption> {
-        match self.config.sse.as_str() {
-            "" => None,
-            other => Some(ServerSideEncryption::from(other)),
-        }
+    /// The configured server-side encryption and its KMS key id, for a request's `set_*` calls.
+    fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        let sse = Some(self.config.sse.as_str()).filter(|s| !s.is_empty()).map(ServerSideEncryption::from);
+        let kms_key_id = Some(self.config.kms_key_id.clone()).filter(|k| !k.is_empty());
+        (sse, kms_key_id)
     }
 
     fn lock(&self) -> Option<(ObjectLockMode, DateTime)> {
@@ -383,23 +385,20 @@ impl ObjectStore for S3Store {
     }
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
-        let mut request = self
+        let (sse, kms_key_id) = self.sse();
+        let (lock_mode, until) = self.lock().unzip();
+        let request = self
             .client
             .put_object()
             .bucket(&self.config.bucket)
             .key(key.as_str())
             .content_type(content_type(key))
             .content_md5(content_md5(bytes))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(until)
             .body(ByteStream::from(bytes.to_vec()));
-        if let Some(sse) = self.sse() {
-            request = request.server_side_encryption(sse);
-            if !self.config.kms_key_id.is_empty() {
-                request = request.ssekms_key_id(&self.config.kms_key_id);
-            }
-        }
-        if let Some((mode, until)) = self.lock() {
-            request = request.object_lock_mode(mode).object_lock_retain_until_date(until);
-        }
         self.block_on(request.send()).map_err(|e| s3_error("PutObject", key.as_str(), e))?;
         Ok(())
     }
