@@ -16,7 +16,7 @@ use roundtable_api::{
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
-use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd, LEG_INBOX};
+use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd};
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use roundtable_media::dtmf::{Digit, digit_from_info};
@@ -860,21 +860,34 @@ impl CallHandler for Bridge {
                 return Err(self.refuse("rtp_ports", Rejection::new(503, "Service Unavailable")));
             }
         };
-        let mixer_socket = match ports.rtp.try_clone() {
-            Ok(s) => s,
+        let rtp = ports.local;
+        let advertised = SocketAddr::new(self.config.public_ip.unwrap_or(rtp.ip()), rtp.port());
+        let counters = Arc::new(LegCounters::default());
+        let cancel = CancellationToken::new();
+        let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
+        let (receive_tx, receive_rx) = tokio::sync::watch::channel(self.receive_config(&offer, &answer));
+        let (srtp_mixer, srtp_receive) = match srtp {
+            Some((_, mixer, receive)) => (Some(mixer), Some(receive)),
+            None => (None, None),
+        };
+        let MediaPorts { rtp: rtp_socket, rtcp, lease, .. } = ports;
+        let split = socket::split_receive(
+            rtp_socket,
+            rtcp,
+            receive_rx,
+            srtp_receive,
+            digits_tx.clone(),
+            counters.clone(),
+            self.media_metrics.clone(),
+            cancel.clone(),
+        );
+        let (intake, supervision) = match split {
+            Ok(parts) => parts,
             Err(error) => {
-                warn!(call_id = %call.call_id, %error, "call refused: socket clone failed");
+                warn!(call_id = %call.call_id, %error, "call refused: RTP socket set-up failed");
                 return Err(self.refuse("rtp_ports", Rejection::new(503, "Service Unavailable")));
             }
         };
-        let rtp = ports.local;
-        let advertised = SocketAddr::new(self.config.public_ip.unwrap_or(rtp.ip()), rtp.port());
-        let (inbox_tx, inbox_rx) = std::sync::mpsc::sync_channel(LEG_INBOX);
-        let counters = Arc::new(LegCounters::default());
-        let cancel = CancellationToken::new();
-
-        let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
-        let (receive_tx, receive_rx) = tokio::sync::watch::channel(self.receive_config(&offer, &answer));
         let mut state = self.lock();
         state.next_leg += 1;
         let leg_id = LegId(state.next_leg);
@@ -892,18 +905,13 @@ impl CallHandler for Bridge {
             });
             entry.legs.insert(leg_id, call.call);
         }
-        let (srtp_mixer, srtp_receive) = match srtp {
-            Some((_, mixer, receive)) => (Some(mixer), Some(receive)),
-            None => (None, None),
-        };
         let io = LegIo {
-            socket: mixer_socket,
+            intake,
             remote: offer.rtp_addr,
-            inbox: inbox_rx,
             counters: counters.clone(),
             codec,
             protect: srtp_mixer,
-            lease: ports.lease.clone(),
+            lease: lease.clone(),
         };
         self.mixer.send(worker, self.mixer.add_leg(room.clone(), leg_id, io));
         state.legs.insert(
@@ -959,24 +967,11 @@ impl CallHandler for Bridge {
         }
 
         let bridge = self.me.clone();
-        let media_metrics = self.media_metrics.clone();
         let key = call.call;
-        let MediaPorts { rtp: rtp_socket, rtcp, lease, .. } = ports;
-        let receive_cancel = cancel.clone();
         self.tasks.spawn(async move {
-            // Dropped when this task ends, after the receive task's sockets closed.
+            // Dropped when this task ends, after the supervisor's sockets closed.
             let _lease = lease;
-            let end = socket::receive(
-                (rtp_socket, rtcp),
-                receive_rx,
-                srtp_receive,
-                inbox_tx,
-                digits_tx,
-                counters,
-                media_metrics,
-                receive_cancel,
-            )
-            .await;
+            let end = socket::supervise(supervision).await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
                 let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
                 if let Some(sip) = bridge.sip.get() {

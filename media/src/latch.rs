@@ -70,11 +70,6 @@ impl Latch {
         self.last_seen = Some(now);
         verdict
     }
-
-    /// Forgets the latch (the inbox refused the new address; try again with the next packet).
-    pub fn reset(&mut self) {
-        self.remote = None;
-    }
 }
 
 #[cfg(test)]

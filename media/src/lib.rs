@@ -12,7 +12,8 @@
 //! - [`resample`]: 20 ms frames between codec and room rates.
 //! - [`rtcp`]: RTCP reports, sent and read (pure).
 //! - [`srtp`]: SDES keys and SRTP/SRTCP contexts.
-//! - [`socket`]: binding a leg's ports and its tokio receive task.
+//! - [`socket`]: binding a leg's ports; its RTP intake (read by the mixer thread) and its RTCP task.
+//! - [`udp`]: batched, kernel-timestamped UDP reads and batched sends.
 //! - [`metrics`]: Prometheus counters.
 #![deny(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod socket;
+pub mod udp;
 pub mod srtp;
 
 pub use error::MediaError;

@@ -10,7 +10,7 @@ pub struct MediaMetrics {
     packets_in: IntCounter,
     packets_out: IntCounter,
     invalid: IntCounterVec,
-    inbox_overflow: IntCounter,
+    receive_overflow: IntCounter,
     rtcp: IntCounterVec,
 }
 
@@ -23,20 +23,20 @@ impl MediaMetrics {
             Opts::new("roundtable_rtp_invalid_total", "RTP packets dropped as invalid, by reason"),
             &["reason"],
         )?;
-        let inbox_overflow = IntCounter::new(
-            "roundtable_rtp_inbox_overflow_total",
-            "RTP packets dropped because the mixer had not drained the leg's inbox",
+        let receive_overflow = IntCounter::new(
+            "roundtable_rtp_receive_overflow_total",
+            "RTP packets the kernel dropped because a leg's socket buffer was full (its mixer thread fell behind)",
         )?;
         registry.register(Box::new(packets_in.clone()))?;
         registry.register(Box::new(packets_out.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
-        registry.register(Box::new(inbox_overflow.clone()))?;
+        registry.register(Box::new(receive_overflow.clone()))?;
         let rtcp = IntCounterVec::new(
             Opts::new("roundtable_rtcp_reports_total", "RTCP compound reports, by direction (sent, received)"),
             &["direction"],
         )?;
         registry.register(Box::new(rtcp.clone()))?;
-        Ok(MediaMetrics { packets_in, packets_out, invalid, inbox_overflow, rtcp })
+        Ok(MediaMetrics { packets_in, packets_out, invalid, receive_overflow, rtcp })
     }
 
     /// One valid packet in.
@@ -78,8 +78,8 @@ impl MediaMetrics {
         self.invalid.with_label_values(&[reason]).inc();
     }
 
-    /// One packet lost to a full inbox.
-    pub fn inbox_overflow(&self) {
-        self.inbox_overflow.inc();
+    /// Packets the kernel dropped on a leg's full socket.
+    pub fn receive_overflow(&self, packets: u64) {
+        self.receive_overflow.inc_by(packets);
     }
 }

@@ -1,10 +1,10 @@
-//! The tokio side of a leg's media: binding its RTP/RTCP port pair and the receive task that
-//! validates RTP and forwards audio payloads to the mixer thread that serves the leg.
+//! A leg's media sockets: binding its RTP/RTCP port pair; the [`RtpIntake`] through which the
+//! mixer thread serving the leg reads and validates its RTP at each tick; and the tokio task
+//! ([`supervise`]) that runs its RTCP and notices when its RTP stops.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +20,9 @@ use crate::srtp::{Protector, Unprotector};
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
 use crate::rtp::RtpPacket;
+use crate::udp::{ClockPair, Datagram, RecvBatch};
 
-/// Packets a leg's inbox holds before the receiver drops (the mixer is 1 s behind by then).
+/// Packets a leg's intake reads in one tick at most (a second's worth).
 pub const LEG_INBOX: usize = 50;
 
 /// Per-leg counters, shared with the API: packet counts kept by the receive task and the mixer,
@@ -34,6 +35,8 @@ pub struct LegCounters {
     pub packets_out: AtomicU64,
     quality: std::sync::Mutex<LegQuality>,
     rtcp: std::sync::Mutex<RtcpStats>,
+    /// The latched peer address and its SSRC (set by the intake, read for RTCP).
+    peer: std::sync::Mutex<Option<(SocketAddr, u32)>>,
 }
 
 /// How one leg's incoming audio fares.
@@ -63,13 +66,18 @@ impl LegCounters {
         *self.quality.lock().unwrap_or_else(|p| p.into_inner()) = quality;
     }
 
+    /// The address RTP is latched to and the SSRC it carries, once RTP arrived.
+    pub fn peer(&self) -> Option<(SocketAddr, u32)> {
+        *self.peer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// What the peer's RTCP reports said so far.
     pub fn rtcp(&self) -> RtcpStats {
         *self.rtcp.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// What the receive task hands the mixer.
+/// What a leg's intake hands the mixer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegInput {
     /// One audio packet's payload.
@@ -180,151 +188,285 @@ pub enum ReceiveEnd {
     SocketError,
 }
 
-/// Receives the leg's RTP until cancelled or inactive. Valid audio goes to `inbox` (the mixer
-/// drains it each tick), RFC 4733 key presses to `digits`; invalid packets are counted and
-/// dropped.
+/// A leg's RTP receive side, read by the mixer thread that serves the leg at each tick: one
+/// batched, kernel-timestamped read per leg per tick instead of a task wake-up per packet.
+/// It validates RTP (SRTP, payload type, latch), turns RFC 4733 events into key presses, and
+/// hands audio to the mixer; RTCP arriving on the RTP port (rtcp-mux) goes to the leg's
+/// [`supervise`] task.
+pub struct RtpIntake {
+    socket: UdpSocket,
+    settings: tokio::sync::watch::Receiver<ReceiveConfig>,
+    config: ReceiveConfig,
+    unprotect: Option<Arc<Mutex<Unprotector>>>,
+    latch: Latch,
+    dtmf: DtmfDetector,
+    digits: tokio::sync::mpsc::Sender<Digit>,
+    rtcp: tokio::sync::mpsc::Sender<Vec<u8>>,
+    counters: Arc<LegCounters>,
+    metrics: MediaMetrics,
+    /// The socket's kernel drop count last seen.
+    dropped: u32,
+}
+
+impl std::fmt::Debug for RtpIntake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtpIntake").field("socket", &self.socket).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The tokio side of a leg's receive path, for [`supervise`].
+#[derive(Debug)]
+pub struct Supervision {
+    /// The RTCP socket (unused with rtcp-mux).
+    pub rtcp: UdpSocket,
+    /// A clone of the RTP socket, to send reports on with rtcp-mux (never read here).
+    pub rtp: UdpSocket,
+    /// What the receive side accepts, and its inactivity limit.
+    pub settings: tokio::sync::watch::Receiver<ReceiveConfig>,
+    /// Shared with the intake: RTCP is decrypted here, RTP there.
+    pub unprotect: Option<Arc<Mutex<Unprotector>>>,
+    /// Protects our RTCP.
+    pub protect: Option<Protector>,
+    /// RTCP the intake found on the RTP port.
+    pub muxed: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    /// Shared with the intake and the mixer.
+    pub counters: Arc<LegCounters>,
+    /// Media counters.
+    pub metrics: MediaMetrics,
+    /// Ends the task.
+    pub cancel: CancellationToken,
+}
+
+/// Builds a leg's intake (for its mixer thread) and the matching [`Supervision`] (for its
+/// tokio task) around its port pair.
 #[allow(clippy::too_many_arguments)]
-pub async fn receive(
-    ports: (UdpSocket, UdpSocket),
-    mut settings: tokio::sync::watch::Receiver<ReceiveConfig>,
-    mut srtp: Option<(Unprotector, Protector)>,
-    inbox: SyncSender<LegInput>,
+pub fn split_receive(
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    settings: tokio::sync::watch::Receiver<ReceiveConfig>,
+    srtp: Option<(Unprotector, Protector)>,
     digits: tokio::sync::mpsc::Sender<Digit>,
     counters: Arc<LegCounters>,
     metrics: MediaMetrics,
     cancel: CancellationToken,
-) -> ReceiveEnd {
-    let mut dtmf = DtmfDetector::default();
-    let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(ports.0), tokio::net::UdpSocket::from_std(ports.1))
-    else {
-        return ReceiveEnd::SocketError;
+) -> io::Result<(RtpIntake, Supervision)> {
+    crate::udp::enable_stamps(&rtp)?;
+    let rtp_for_reports = rtp.try_clone()?;
+    let (unprotect, protect) = match srtp {
+        Some((u, p)) => (Some(Arc::new(Mutex::new(u))), Some(p)),
+        None => (None, None),
     };
-    let mut buf = vec![0u8; 2048];
-    let mut rtcp_buf = vec![0u8; 2048];
-    let mut latch = Latch::default();
-    let mut config = *settings.borrow_and_update();
-    let seed = Arc::as_ptr(&counters) as usize as u64 ^ 0x5eed;
-    let mut session = RtcpSession::new(config.clock_rate, seed);
-    // Where RTCP from the peer last came from (symmetric RTCP), else where the SDP says.
-    let mut rtcp_from: Option<SocketAddr> = None;
-    loop {
-        let inactivity = async {
-            match config.inactivity {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
+    let (muxed_tx, muxed_rx) = tokio::sync::mpsc::channel(8);
+    let config = *settings.borrow();
+    let intake = RtpIntake {
+        socket: rtp,
+        settings: settings.clone(),
+        config,
+        unprotect: unprotect.clone(),
+        latch: Latch::default(),
+        dtmf: DtmfDetector::default(),
+        digits,
+        rtcp: muxed_tx,
+        counters: counters.clone(),
+        metrics: metrics.clone(),
+        dropped: 0,
+    };
+    let supervision =
+        Supervision { rtcp, rtp: rtp_for_reports, settings, unprotect, protect, muxed: muxed_rx, counters, metrics, cancel };
+    Ok((intake, supervision))
+}
+
+impl RtpIntake {
+    /// The leg's RTP socket (non-blocking), which the mixer thread also sends from.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Reads what arrived since the last call (at most [`LEG_INBOX`] datagrams) into
+    /// `out`: audio with its kernel arrival time, and a new latched address. Invalid packets are
+    /// counted and dropped.
+    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput)) {
+        if self.settings.has_changed().unwrap_or(false) {
+            self.config = *self.settings.borrow_and_update();
+        }
+        let mut read = 0;
+        while read < LEG_INBOX {
+            let n = match batch.recv(&self.socket, false) {
+                Ok(0) => break,
+                Ok(n) => n,
+                // Unconnected UDP sockets report no ICMP errors; anything else is transient: try
+                // again next tick.
+                Err(_) => break,
+            };
+            read += n;
+            for datagram in batch.datagrams() {
+                self.accept(datagram, clock, &mut out);
             }
-        };
-        let report_at = tokio::time::Instant::from_std(session.next_report(std::time::Instant::now()));
-        let (len, from) = tokio::select! {
-            r = rtp.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(_) => continue,
-            },
-            r = rtcp.recv_from(&mut rtcp_buf) => {
-                if let Ok((n, from)) = r {
-                    if let Some(clear) = unprotect_rtcp(&mut srtp, &rtcp_buf[..n], &metrics) {
-                        read_rtcp(&mut session, &clear, &counters, &metrics);
-                        rtcp_from = Some(from);
-                    }
-                }
-                continue;
+            if n < batch.capacity() {
+                break;
             }
-            () = tokio::time::sleep_until(report_at) => {
-                let quality = counters.quality();
-                let received = latch.ssrc().map(|s| (s, &quality.jitter));
-                let mut report = session.report(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), quality.sender, received);
-                if let Some((_, protect)) = srtp.as_mut() {
-                    report = protect.rtcp(&report).unwrap_or_default();
-                }
-                let target = match (config.rtcp_mux, latch.remote(), rtcp_from) {
-                    (true, Some(latched), _) => latched,
-                    (false, _, Some(from)) => from,
-                    _ => config.rtcp_remote,
-                };
-                let socket = if config.rtcp_mux { &rtp } else { &rtcp };
-                if !report.is_empty() && socket.send_to(&report, target).await.is_ok() {
-                    metrics.rtcp_sent();
-                }
-                publish_rtcp(&counters, &session);
-                continue;
+        }
+    }
+
+    fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput)) {
+        if let Some(dropped) = datagram.dropped {
+            let lost = dropped.wrapping_sub(self.dropped);
+            if lost > 0 && lost < u32::MAX / 2 {
+                self.metrics.receive_overflow(u64::from(lost));
             }
-            changed = settings.changed() => {
-                if changed.is_err() {
-                    return ReceiveEnd::Cancelled;
-                }
-                config = *settings.borrow_and_update();
-                session.set_clock_rate(config.clock_rate);
-                continue;
-            }
-            () = inactivity => return ReceiveEnd::Inactive,
-            () = cancel.cancelled() => return ReceiveEnd::Cancelled,
-        };
-        if config.rtcp_mux && rtcp::is_rtcp(&buf[..len]) {
-            if let Some(clear) = unprotect_rtcp(&mut srtp, &buf[..len], &metrics) {
-                read_rtcp(&mut session, &clear, &counters, &metrics);
-            }
-            continue;
+            self.dropped = dropped;
+        }
+        if datagram.truncated {
+            self.metrics.invalid(MediaError::Truncated);
+            return;
+        }
+        let bytes = datagram.bytes;
+        if self.config.rtcp_mux && rtcp::is_rtcp(bytes) {
+            // The supervisor is behind by 8 reports only if it is gone; drop then.
+            let _ = self.rtcp.try_send(bytes.to_vec());
+            return;
         }
         let clear;
-        let datagram = match srtp.as_mut().map(|(unprotect, _)| unprotect.rtp(&buf[..len])) {
-            None => &buf[..len],
-            Some(Ok(decrypted)) => {
-                clear = decrypted;
-                &clear[..]
-            }
-            Some(Err(error)) => {
-                metrics.invalid(error);
-                continue;
-            }
+        let bytes = match &self.unprotect {
+            None => bytes,
+            Some(unprotect) => match unprotect.lock().unwrap_or_else(|p| p.into_inner()).rtp(bytes) {
+                Ok(decrypted) => {
+                    clear = decrypted;
+                    &clear[..]
+                }
+                Err(error) => {
+                    self.metrics.invalid(error);
+                    return;
+                }
+            },
         };
-        let packet = match RtpPacket::parse(datagram) {
+        let packet = match RtpPacket::parse(bytes) {
             Ok(p) => p,
             Err(error) => {
-                metrics.invalid(error);
-                continue;
+                self.metrics.invalid(error);
+                return;
             }
         };
+        let config = &self.config;
         if packet.payload_type != config.audio_pt && Some(packet.payload_type) != config.telephone_event {
-            metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
-            continue;
+            self.metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
+            return;
         }
-        match latch.check(std::time::Instant::now(), from, packet.ssrc, packet.sequence) {
+        let arrival = clock.arrival(datagram.stamp);
+        match self.latch.check(arrival, datagram.from, packet.ssrc, packet.sequence) {
             Verdict::Accept => {}
             Verdict::Latch(addr) => {
-                if inbox.try_send(LegInput::Remote(addr)).is_err() {
-                    latch.reset();
-                }
+                *self.counters.peer.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr, packet.ssrc));
+                out(LegInput::Remote(addr));
             }
             Verdict::Hijack => {
-                metrics.invalid(MediaError::Hijack);
-                continue;
+                self.metrics.invalid(MediaError::Hijack);
+                return;
             }
             Verdict::ForeignSsrc => {
-                metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
-                continue;
+                self.metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
+                return;
             }
         }
-        counters.packets_in.fetch_add(1, Ordering::Relaxed);
-        metrics.packet_in();
+        self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics.packet_in();
         if packet.payload_type != config.audio_pt {
-            if let Some(digit) = dtmf.handle(packet.ssrc, packet.timestamp, packet.payload) {
+            if let Some(digit) = self.dtmf.handle(packet.ssrc, packet.timestamp, packet.payload) {
                 // A full digit queue means nobody reads digits for this leg: drop them.
-                let _ = digits.try_send(digit);
+                let _ = self.digits.try_send(digit);
             }
-            continue;
+            return;
         }
         let info = PacketInfo {
             sequence: packet.sequence,
             timestamp: packet.timestamp,
             ssrc: packet.ssrc,
             marker: packet.marker,
-            arrival: std::time::Instant::now(),
+            arrival,
         };
-        let input = LegInput::Audio { info, payload: packet.payload.to_vec() };
-        match inbox.try_send(input) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics.inbox_overflow(),
-            Err(TrySendError::Disconnected(_)) => return ReceiveEnd::Cancelled,
+        out(LegInput::Audio { info, payload: packet.payload.to_vec() });
+    }
+}
+
+/// How often a leg's supervisor checks whether RTP still flows (a quarter of the limit, at
+/// least this).
+const INACTIVITY_CHECK_MIN: Duration = Duration::from_millis(100);
+
+/// Runs a leg's RTCP (reads reports on the RTCP port or from the intake, sends ours) and
+/// watches for RTP inactivity, until cancelled or inactive. It wakes for RTCP, its report
+/// timer and a few inactivity checks per limit: nothing per packet.
+pub async fn supervise(mut s: Supervision) -> ReceiveEnd {
+    let Ok(rtcp_socket) = tokio::net::UdpSocket::from_std(s.rtcp) else {
+        return ReceiveEnd::SocketError;
+    };
+    let mut rtcp_buf = vec![0u8; 2048];
+    let mut config = *s.settings.borrow_and_update();
+    let seed = Arc::as_ptr(&s.counters) as usize as u64 ^ 0x5eed;
+    let mut session = RtcpSession::new(config.clock_rate, seed);
+    // Where RTCP from the peer last came from (symmetric RTCP), else where the SDP says.
+    let mut rtcp_from: Option<SocketAddr> = None;
+    // RTP inactivity: the packet count, and when it last moved.
+    let mut seen = (s.counters.packets_in.load(Ordering::Relaxed), tokio::time::Instant::now());
+    let check = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(check);
+    loop {
+        let report_at = tokio::time::Instant::from_std(session.next_report(std::time::Instant::now()));
+        tokio::select! {
+            r = rtcp_socket.recv_from(&mut rtcp_buf) => {
+                if let Ok((n, from)) = r {
+                    if let Some(clear) = unprotect_rtcp(&s.unprotect, &rtcp_buf[..n], &s.metrics) {
+                        read_rtcp(&mut session, &clear, &s.counters, &s.metrics);
+                        rtcp_from = Some(from);
+                    }
+                }
+            }
+            Some(bytes) = s.muxed.recv() => {
+                if let Some(clear) = unprotect_rtcp(&s.unprotect, &bytes, &s.metrics) {
+                    read_rtcp(&mut session, &clear, &s.counters, &s.metrics);
+                }
+            }
+            () = tokio::time::sleep_until(report_at) => {
+                let quality = s.counters.quality();
+                let peer = s.counters.peer();
+                let received = peer.map(|(_, ssrc)| (ssrc, &quality.jitter));
+                let mut report = session.report(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), quality.sender, received);
+                if let Some(protect) = s.protect.as_mut() {
+                    report = protect.rtcp(&report).unwrap_or_default();
+                }
+                let target = match (config.rtcp_mux, peer, rtcp_from) {
+                    (true, Some((latched, _)), _) => latched,
+                    (false, _, Some(from)) => from,
+                    _ => config.rtcp_remote,
+                };
+                // Non-blocking: a full send buffer drops this report; the next one follows.
+                let sent = if config.rtcp_mux { s.rtp.send_to(&report, target) } else { rtcp_socket.try_send_to(&report, target) };
+                if !report.is_empty() && sent.is_ok() {
+                    s.metrics.rtcp_sent();
+                }
+                publish_rtcp(&s.counters, &session);
+            }
+            changed = s.settings.changed() => {
+                if changed.is_err() {
+                    return ReceiveEnd::Cancelled;
+                }
+                config = *s.settings.borrow_and_update();
+                session.set_clock_rate(config.clock_rate);
+                // A phone taken off hold gets a whole limit to start sending again.
+                seen = (s.counters.packets_in.load(Ordering::Relaxed), tokio::time::Instant::now());
+            }
+            () = &mut check => {
+                let now = tokio::time::Instant::now();
+                let count = s.counters.packets_in.load(Ordering::Relaxed);
+                if count != seen.0 {
+                    seen = (count, now);
+                }
+                match config.inactivity {
+                    Some(limit) if now.duration_since(seen.1) >= limit => return ReceiveEnd::Inactive,
+                    Some(limit) => check.as_mut().reset(now + (limit / 4).max(INACTIVITY_CHECK_MIN)),
+                    None => check.as_mut().reset(now + Duration::from_secs(3600)),
+                }
+            }
+            () = s.cancel.cancelled() => return ReceiveEnd::Cancelled,
         }
     }
 }
@@ -344,10 +486,10 @@ fn publish_rtcp(counters: &LegCounters, session: &RtcpSession) {
 }
 
 /// The clear RTCP of a datagram: as is without SRTP, else decrypted (failures counted, `None`).
-fn unprotect_rtcp(srtp: &mut Option<(Unprotector, Protector)>, bytes: &[u8], metrics: &MediaMetrics) -> Option<Vec<u8>> {
-    match srtp.as_mut() {
+fn unprotect_rtcp(unprotect: &Option<Arc<Mutex<Unprotector>>>, bytes: &[u8], metrics: &MediaMetrics) -> Option<Vec<u8>> {
+    match unprotect {
         None => Some(bytes.to_vec()),
-        Some((unprotect, _)) => match unprotect.rtcp(bytes) {
+        Some(unprotect) => match unprotect.lock().unwrap_or_else(|p| p.into_inner()).rtcp(bytes) {
             Ok(clear) => Some(clear),
             Err(error) => {
                 metrics.invalid(error);

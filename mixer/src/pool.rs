@@ -1,10 +1,11 @@
 //! The real-time driver: a few mixer threads (about one per core), each serving many rooms on
 //! absolute 20 ms deadlines.
 //!
-//! A thread owns its rooms by value. Other tasks talk to it with [`Command`]s over a channel,
-//! and legs' receive tasks feed it through per-leg inboxes it drains at each tick. The thread
-//! sends RTP with non-blocking `send_to` and hands the room mix to a recorder over a bounded
-//! channel; it never reads sockets, touches disk or blocks on a lock.
+//! A thread owns its rooms by value. Other tasks talk to it with [`Command`]s over a channel.
+//! At each tick it reads every leg's RTP socket through the leg's [`RtpIntake`] (one batched,
+//! non-blocking, kernel-timestamped read per leg: no task wake-up or channel per packet),
+//! mixes, sends RTP with non-blocking `send_to`, and hands the room mix to a recorder over a
+//! bounded channel. It never waits on a socket, touches disk or blocks on a contended lock.
 //!
 //! Missed ticks: a thread late by up to [`MAX_CATCH_UP`] runs the ticks it owes back to back
 //! (the jitter buffers absorb it); later than that, it skips the owed ticks, counts them, and
@@ -18,7 +19,7 @@
 //! cost plus an allowance per room not yet measured).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use roundtable_media::metrics::MediaMetrics;
-use roundtable_media::socket::{LegCounters, LegInput};
+use roundtable_media::socket::{LegCounters, LegInput, RtpIntake};
+use roundtable_media::udp::{ClockPair, RecvBatch};
 use roundtable_media::MediaError;
 use roundtable_media::codec::LegCodec;
 
@@ -46,6 +48,8 @@ pub const RECORDER_QUEUE: usize = 100;
 const QUALITY_EVERY: u64 = 25;
 /// Room events that may wait for their consumer before new ones are dropped (and counted).
 pub const EVENT_QUEUE: usize = 4096;
+/// Datagrams one socket read takes at most (a leg usually has one waiting per tick).
+const RECV_BATCH: usize = 8;
 /// Load assumed for a room placed on a thread until its cost shows in the thread's ticks.
 const ROOM_ALLOWANCE_NS: u64 = 50_000;
 
@@ -88,19 +92,17 @@ pub struct LegFrame {
 /// The I/O side of a leg the mixer thread needs.
 #[derive(Debug)]
 pub struct LegIo {
-    /// The leg's RTP socket, non-blocking, for sending.
-    pub socket: UdpSocket,
+    /// Reads the leg's RTP; its socket (non-blocking) also sends the leg's RTP.
+    pub intake: RtpIntake,
     /// Where to send until RTP arrives from somewhere (the SDP address).
     pub remote: SocketAddr,
-    /// What the leg's receive task forwards.
-    pub inbox: Receiver<LegInput>,
     /// Counters shared with the API.
     pub counters: Arc<LegCounters>,
     /// The leg's codec.
     pub codec: LegCodec,
     /// Protects the leg's RTP when the call uses SRTP.
     pub protect: Option<roundtable_media::srtp::Protector>,
-    /// Keeps the leg's port pair taken until this (and the socket above) is dropped.
+    /// Keeps the leg's port pair taken until this (and the intake's socket) is dropped.
     pub lease: Arc<roundtable_media::socket::PortLease>,
 }
 
@@ -114,7 +116,7 @@ pub enum Command {
         room: RoomKey,
         /// The leg.
         leg: LegId,
-        /// Its sockets and inbox.
+        /// Its socket and intake.
         io: LegIo,
         /// Its media pipelines, built by [`MixerPool::add_leg`] off the mixer thread.
         media: Result<PreparedLeg, MediaError>,
@@ -302,6 +304,7 @@ impl MixerPool {
                 governor: Governor::default(),
                 events: events.clone(),
                 load: load.clone(),
+                batch: RecvBatch::new(RECV_BATCH),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("mixer-{index}"))
@@ -359,6 +362,8 @@ struct Worker {
     governor: Governor,
     events: SyncSender<MixerEvent>,
     load: Arc<Load>,
+    /// Buffers for reading legs' sockets, reused for every leg.
+    batch: RecvBatch,
 }
 
 impl Worker {
@@ -390,7 +395,7 @@ impl Worker {
                 }
             }
             for (key, slot) in self.rooms.iter_mut() {
-                tick_room(key, slot, started, tick, &self.metrics, &self.media, &self.events);
+                tick_room(key, slot, started, tick, &mut self.batch, &self.metrics, &self.media, &self.events);
             }
             let cost = started.elapsed();
             self.thread.duration.observe(cost.as_secs_f64());
@@ -518,24 +523,26 @@ impl Worker {
     }
 }
 
-/// One tick of one room: drain inboxes, mix, send, feed the recorder, pass on events.
+/// One tick of one room: read legs' sockets, mix, send, feed the recorder, pass on events.
+#[allow(clippy::too_many_arguments)]
 fn tick_room(
     key: &RoomKey,
     slot: &mut RoomSlot,
     now: Instant,
     tick: u64,
+    batch: &mut RecvBatch,
     metrics: &MixerMetrics,
     media: &MediaMetrics,
     events: &SyncSender<MixerEvent>,
 ) {
+    let clock = ClockPair::now();
+    let room = &mut slot.room;
     for (id, leg) in slot.legs.iter_mut() {
-        // Bounded by the inbox capacity: the receiver cannot outrun this loop forever.
-        while let Ok(input) = leg.io.inbox.try_recv() {
-            match input {
-                LegInput::Audio { info, payload } => slot.room.handle_audio(*id, info, payload),
-                LegInput::Remote(addr) => leg.remote = addr,
-            }
-        }
+        // Bounded per leg by the intake's per-tick cap.
+        leg.io.intake.poll(batch, &clock, |input| match input {
+            LegInput::Audio { info, payload } => room.handle_audio(*id, info, payload),
+            LegInput::Remote(addr) => leg.remote = addr,
+        });
     }
     slot.room.tick(now);
     for _ in 0..slot.room.take_codec_errors() {
@@ -561,7 +568,7 @@ fn tick_room(
                 continue;
             }
         };
-        match leg.io.socket.send_to(packet, leg.remote) {
+        match leg.io.intake.socket().send_to(packet, leg.remote) {
             Ok(_) => {
                 leg.io.counters.packets_out.fetch_add(1, Ordering::Relaxed);
                 media.packet_out();

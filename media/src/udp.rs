@@ -1,0 +1,487 @@
+//! Batched UDP: many datagrams per system call, each with the kernel's arrival time.
+//!
+//! A mixer thread reads every leg's RTP socket once per tick instead of waking a task per
+//! packet, so the time a packet waited in the socket must come from the kernel
+//! (`SO_TIMESTAMPNS`), not from when the thread got to it: jitter buffers size themselves on
+//! arrival times. On Linux, [`RecvBatch::recv`] is one `recvmmsg` and [`send_batch`] one
+//! `sendmmsg`; elsewhere they fall back to one call per datagram, stamped on reading.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The largest datagram kept whole; longer ones are reported as truncated.
+pub const DATAGRAM_MAX: usize = 1500;
+
+/// Maps kernel timestamps (wall clock) to [`Instant`]s: take one per batch of reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockPair {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl ClockPair {
+    /// Both clocks now.
+    pub fn now() -> ClockPair {
+        ClockPair { instant: Instant::now(), wall: SystemTime::now() }
+    }
+
+    /// The instant a datagram stamped `wall` arrived. A stamp in the future or more than 10 s
+    /// old (the wall clock was stepped) counts as now.
+    pub fn arrival(&self, wall: Option<SystemTime>) -> Instant {
+        let waited = wall.and_then(|w| self.wall.duration_since(w).ok()).filter(|d| *d <= Duration::from_secs(10));
+        waited.and_then(|d| self.instant.checked_sub(d)).unwrap_or(self.instant)
+    }
+}
+
+/// One datagram of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// Its bytes (at most [`DATAGRAM_MAX`]).
+    pub bytes: &'a [u8],
+    /// The sender.
+    pub from: SocketAddr,
+    /// When the kernel received it, if the socket stamps datagrams.
+    pub stamp: Option<SystemTime>,
+    /// It was longer than [`DATAGRAM_MAX`] and cut.
+    pub truncated: bool,
+    /// How many datagrams the kernel dropped on this socket so far because its buffer was
+    /// full, if the socket reports it.
+    pub dropped: Option<u32>,
+}
+
+/// Buffers for reading up to `capacity` datagrams in one call; one per thread, reused for
+/// every socket it reads.
+pub struct RecvBatch {
+    buffers: Vec<[u8; DATAGRAM_MAX]>,
+    meta: Vec<Meta>,
+    filled: usize,
+    #[cfg(target_os = "linux")]
+    sys: linux::Scratch,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    len: usize,
+    from: SocketAddr,
+    stamp: Option<SystemTime>,
+    truncated: bool,
+    dropped: Option<u32>,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").field("capacity", &self.buffers.len()).field("filled", &self.filled).finish()
+    }
+}
+
+impl RecvBatch {
+    /// Room for `capacity` datagrams (at least one).
+    pub fn new(capacity: usize) -> RecvBatch {
+        let capacity = capacity.max(1);
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        RecvBatch {
+            buffers: vec![[0; DATAGRAM_MAX]; capacity],
+            meta: vec![Meta { len: 0, from: unspecified, stamp: None, truncated: false, dropped: None }; capacity],
+            filled: 0,
+            #[cfg(target_os = "linux")]
+            sys: linux::Scratch::new(capacity),
+        }
+    }
+
+    /// How many datagrams one call can read.
+    pub fn capacity(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// Reads what `socket` holds, up to the capacity, without waiting (`wait`: block until at
+    /// least one arrives, honouring the socket's read timeout). Returns how many were read; an
+    /// empty socket is `Ok(0)`.
+    pub fn recv(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
+        self.filled = 0;
+        #[cfg(target_os = "linux")]
+        let result = linux::recv(socket, wait, &mut self.buffers, &mut self.meta, &mut self.sys);
+        #[cfg(not(target_os = "linux"))]
+        let result = portable_recv(socket, wait, &mut self.buffers, &mut self.meta);
+        match result {
+            Ok(n) => {
+                self.filled = n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The datagrams the last [`RecvBatch::recv`] read.
+    pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
+        self.buffers.iter().zip(&self.meta).take(self.filled).map(|(buffer, meta)| Datagram {
+            bytes: &buffer[..meta.len],
+            from: meta.from,
+            stamp: meta.stamp,
+            truncated: meta.truncated,
+            dropped: meta.dropped,
+        })
+    }
+}
+
+/// Asks the kernel to stamp each datagram `socket` receives with its arrival time and the
+/// socket's count of datagrams dropped for want of buffer space.
+pub fn enable_stamps(socket: &UdpSocket) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return linux::enable_stamps(socket);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Ok(())
+    }
+}
+
+/// Sends each `(destination, bytes)` from `socket`, in as few calls as the platform allows.
+/// Returns how many went out; a send that fails part-way returns the count so far (the caller
+/// may retry the rest), a failure on the first datagram is the error.
+pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    return linux::send(socket, datagrams);
+    #[cfg(not(target_os = "linux"))]
+    {
+        for (i, (to, bytes)) in datagrams.iter().enumerate() {
+            if let Err(e) = socket.send_to(bytes, to) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(datagrams.len())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn portable_recv(socket: &UdpSocket, wait: bool, buffers: &mut [[u8; DATAGRAM_MAX]], meta: &mut [Meta]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buffers.len() {
+        let blocking = wait && n == 0;
+        socket.set_nonblocking(!blocking)?;
+        match socket.recv_from(&mut buffers[n]) {
+            Ok((len, from)) => {
+                meta[n] = Meta { len: len.min(DATAGRAM_MAX), from, stamp: Some(SystemTime::now()), truncated: false, dropped: None };
+                n += 1;
+            }
+            Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    //! `recvmmsg`/`sendmmsg` through libc. Every pointer handed to the kernel points into
+    //! buffers borrowed for the duration of the call, with their true lengths.
+
+    use super::{Meta, DATAGRAM_MAX};
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, SystemTime};
+
+    /// Room for an `SCM_TIMESTAMPNS` (a `timespec`) and an `SO_RXQ_OVFL` (a `u32`) control
+    /// message, 8-byte aligned.
+    const CONTROL_LEN: usize = 64;
+
+    /// Per-datagram kernel structures, reused between calls.
+    pub(super) struct Scratch {
+        headers: Vec<libc::mmsghdr>,
+        iovecs: Vec<libc::iovec>,
+        addresses: Vec<libc::sockaddr_storage>,
+        controls: Vec<[u64; CONTROL_LEN / 8]>,
+    }
+
+    // The raw pointers in `headers`/`iovecs` are rewritten before every call and never read
+    // across threads; the struct is plain data between calls.
+    unsafe impl Send for Scratch {}
+
+    impl Scratch {
+        pub(super) fn new(capacity: usize) -> Scratch {
+            // SAFETY: all-zero bytes are a valid value of these plain C structs.
+            let (header, iovec, address) = unsafe { (zeroed::<libc::mmsghdr>(), zeroed::<libc::iovec>(), zeroed::<libc::sockaddr_storage>()) };
+            Scratch {
+                headers: vec![header; capacity],
+                iovecs: vec![iovec; capacity],
+                addresses: vec![address; capacity],
+                controls: vec![[0; CONTROL_LEN / 8]; capacity],
+            }
+        }
+    }
+
+    pub(super) fn enable_stamps(socket: &UdpSocket) -> io::Result<()> {
+        for option in [libc::SO_TIMESTAMPNS, libc::SO_RXQ_OVFL] {
+            let on: libc::c_int = 1;
+            // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
+            let result = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&on as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if result != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn recv(
+        socket: &UdpSocket,
+        wait: bool,
+        buffers: &mut [[u8; DATAGRAM_MAX]],
+        meta: &mut [Meta],
+        scratch: &mut Scratch,
+    ) -> io::Result<usize> {
+        let count = buffers.len().min(scratch.headers.len());
+        for i in 0..count {
+            scratch.iovecs[i] = libc::iovec { iov_base: buffers[i].as_mut_ptr().cast(), iov_len: DATAGRAM_MAX };
+            let header = &mut scratch.headers[i].msg_hdr;
+            header.msg_name = (&mut scratch.addresses[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_iov = &mut scratch.iovecs[i];
+            header.msg_iovlen = 1;
+            header.msg_control = scratch.controls[i].as_mut_ptr().cast();
+            header.msg_controllen = CONTROL_LEN as _;
+            header.msg_flags = 0;
+            scratch.headers[i].msg_len = 0;
+        }
+        let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+        // SAFETY: `count` headers, each pointing at live buffers of the stated lengths, all
+        // borrowed mutably for this call.
+        let n = unsafe {
+            libc::recvmmsg(socket.as_raw_fd(), scratch.headers.as_mut_ptr(), count as libc::c_uint, flags as _, std::ptr::null_mut())
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let header = &scratch.headers[i];
+            let from = socket_addr(&scratch.addresses[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let (stamp, dropped) = control(&header.msg_hdr);
+            meta[i] = Meta {
+                len: (header.msg_len as usize).min(DATAGRAM_MAX),
+                from,
+                stamp,
+                truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                dropped,
+            };
+        }
+        Ok(n)
+    }
+
+    pub(super) fn send(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+        const CHUNK: usize = 64;
+        let mut sent = 0;
+        // SAFETY: all-zero bytes are a valid value of these plain C structs.
+        let mut headers: [libc::mmsghdr; CHUNK] = unsafe { zeroed() };
+        let mut iovecs: [libc::iovec; CHUNK] = unsafe { zeroed() };
+        let mut addresses: [libc::sockaddr_storage; CHUNK] = unsafe { zeroed() };
+        for chunk in datagrams.chunks(CHUNK) {
+            for (i, (to, bytes)) in chunk.iter().enumerate() {
+                let len = write_addr(to, &mut addresses[i]);
+                iovecs[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+                let header = &mut headers[i].msg_hdr;
+                header.msg_name = (&mut addresses[i] as *mut libc::sockaddr_storage).cast();
+                header.msg_namelen = len;
+                header.msg_iov = &mut iovecs[i];
+                header.msg_iovlen = 1;
+                header.msg_control = std::ptr::null_mut();
+                header.msg_controllen = 0;
+                header.msg_flags = 0;
+            }
+            // SAFETY: `chunk.len()` headers pointing at live addresses and at the caller's
+            // byte slices (the kernel only reads them).
+            let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), chunk.len() as libc::c_uint, 0) };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                return if sent == 0 { Err(error) } else { Ok(sent) };
+            }
+            sent += n as usize;
+            if (n as usize) < chunk.len() {
+                break;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// The arrival time and drop count in a received header's control messages.
+    fn control(header: &libc::msghdr) -> (Option<SystemTime>, Option<u32>) {
+        let (mut stamp, mut dropped) = (None, None);
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within the length
+        // it reported in `msg_controllen`; each payload is read at its own type's size.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(header);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET {
+                    if (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                        let spec: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                        stamp = SystemTime::UNIX_EPOCH.checked_add(Duration::new(spec.tv_sec as u64, spec.tv_nsec as u32));
+                    } else if (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
+                        dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(header, cmsg);
+            }
+        }
+        (stamp, dropped)
+    }
+
+    fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match storage.ss_family as libc::c_int {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let v4: libc::sockaddr_in = unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let v6: libc::sockaddr_in6 = unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+                let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(v6.sin6_port), v6.sin6_flowinfo, v6.sin6_scope_id)))
+            }
+            _ => None,
+        }
+    }
+
+    fn write_addr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+        match addr {
+            SocketAddr::V4(v4) => {
+                // SAFETY: all-zero bytes are a valid sockaddr_in.
+                let mut raw: libc::sockaddr_in = unsafe { zeroed() };
+                raw.sin_family = libc::AF_INET as libc::sa_family_t;
+                raw.sin_port = v4.port().to_be();
+                raw.sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+                unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), raw) };
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(v6) => {
+                // SAFETY: all-zero bytes are a valid sockaddr_in6.
+                let mut raw: libc::sockaddr_in6 = unsafe { zeroed() };
+                raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                raw.sin6_port = v6.port().to_be();
+                raw.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+                raw.sin6_flowinfo = v6.flowinfo();
+                raw.sin6_scope_id = v6.scope_id();
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+                unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), raw) };
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_reads_several_datagrams_with_senders_and_kernel_times() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_stamps(&receiver).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+        let batch_out: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, p.as_slice())).collect();
+        assert_eq!(send_batch(&sender, &batch_out).unwrap(), 5);
+        let before = SystemTime::now();
+        let mut batch = RecvBatch::new(3);
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            if got.len() == 5 {
+                break;
+            }
+            let n = batch.recv(&receiver, true).unwrap();
+            assert!(n <= 3);
+            for d in batch.datagrams() {
+                assert_eq!(d.from, sender.local_addr().unwrap());
+                assert!(!d.truncated);
+                let stamp = d.stamp.expect("kernel timestamp");
+                assert!(stamp <= before + Duration::from_millis(1) && before.duration_since(stamp).unwrap_or_default() < Duration::from_secs(2));
+                got.push(d.bytes.to_vec());
+            }
+        }
+        assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn empty_socket_reads_nothing_without_blocking() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = RecvBatch::new(4);
+        assert_eq!(batch.recv(&receiver, false).unwrap(), 0);
+        assert_eq!(batch.datagrams().count(), 0);
+    }
+
+    #[test]
+    fn drops_for_a_full_buffer_show_on_the_next_datagram() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_stamps(&receiver).unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        // Far more than the default receive buffer holds.
+        for _ in 0..5000 {
+            let _ = sender.send_to(&[0u8; 200], to);
+        }
+        let mut batch = RecvBatch::new(64);
+        for _ in 0..1000 {
+            if batch.recv(&receiver, false).unwrap() == 0 {
+                break;
+            }
+        }
+        sender.send_to(b"after", to).unwrap();
+        receiver.set_nonblocking(false).unwrap();
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(batch.recv(&receiver, true).unwrap(), 1);
+        let d = batch.datagrams().next().unwrap();
+        assert_eq!(d.bytes, b"after");
+        assert!(d.dropped.unwrap() > 0, "{:?}", d.dropped);
+    }
+
+    #[test]
+    fn long_datagrams_are_marked_truncated() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&[7u8; DATAGRAM_MAX + 100], receiver.local_addr().unwrap()).unwrap();
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut batch = RecvBatch::new(2);
+        assert_eq!(batch.recv(&receiver, true).unwrap(), 1);
+        let d = batch.datagrams().next().unwrap();
+        assert!(d.truncated);
+        assert_eq!(d.bytes.len(), DATAGRAM_MAX);
+    }
+
+    #[test]
+    fn ipv6_senders_are_read_back() {
+        let receiver = UdpSocket::bind("[::1]:0").unwrap();
+        let sender = UdpSocket::bind("[::1]:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        assert_eq!(send_batch(&sender, &[(to, b"abc".as_slice())]).unwrap(), 1);
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut batch = RecvBatch::new(2);
+        assert_eq!(batch.recv(&receiver, true).unwrap(), 1);
+        let d = batch.datagrams().next().unwrap();
+        assert_eq!((d.bytes, d.from), (b"abc".as_slice(), sender.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn arrival_maps_wall_stamps_to_instants() {
+        let clock = ClockPair::now();
+        let ten_ms_ago = clock.wall - Duration::from_millis(10);
+        assert_eq!(clock.instant - clock.arrival(Some(ten_ms_ago)), Duration::from_millis(10));
+        assert_eq!(clock.arrival(None), clock.instant);
+        assert_eq!(clock.arrival(Some(clock.wall + Duration::from_secs(1))), clock.instant);
+        assert_eq!(clock.arrival(Some(clock.wall - Duration::from_secs(60))), clock.instant);
+    }
+}
