@@ -10,6 +10,7 @@
 //! - [`ports`]: RTP port pair allocator (pure).
 //! - [`quality`]: the E-model: loss and delay to R and MOS (pure).
 //! - [`resample`]: 20 ms frames between codec and room rates.
+//! - [`sample`]: float to 16-bit sample rounding (pure).
 //! - [`rtcp`]: RTCP reports, sent and read (pure).
 //! - [`srtp`]: SDES keys and SRTP/SRTCP contexts.
 //! - [`socket`]: binding a leg's ports; its RTP intake (read by the mixer thread) and its RTCP task.
@@ -30,6 +31,7 @@ pub mod quality;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod sample;
 pub mod socket;
 pub mod udp;
 pub mod srtp;

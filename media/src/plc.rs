@@ -136,7 +136,7 @@ impl Concealer {
 }
 
 fn clamp(x: f32) -> i16 {
-    x.round().clamp(-32768.0, 32767.0) as i16
+    crate::sample::to_i16(x)
 }
 
 #[cfg(test)]

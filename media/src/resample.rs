@@ -119,7 +119,7 @@ impl Resampler {
             _ => 0,
         };
         for (o, &f) in output.iter_mut().zip(&self.output[..written.min(frames_out)]) {
-            *o = (f * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            *o = crate::sample::to_i16(f * 32768.0);
         }
         let written = written.min(output.len());
         output[written..].fill(0);

@@ -6,6 +6,8 @@
 //! 10 dB per second, within -10..+20 dB. The gain is ramped across each frame, so it never
 //! steps.
 
+use roundtable_media::sample::to_i16;
+
 /// The speech level every leg is brought to, in dBFS.
 pub const TARGET_DB: f32 = -22.0;
 const MAX_GAIN_DB: f32 = 20.0;
@@ -55,7 +57,7 @@ impl LevelControl {
         let (from, to) = (db_to_gain(start), db_to_gain(self.gain_db));
         let step = (to - from) / frame.len().max(1) as f32;
         for (i, s) in frame.iter_mut().enumerate() {
-            *s = (f32::from(*s) * (from + step * i as f32)).round() as i16;
+            *s = to_i16(f32::from(*s) * (from + step * i as f32));
         }
     }
 }

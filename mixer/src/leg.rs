@@ -29,6 +29,8 @@ const JITTER_CAPACITY: usize = 50;
 /// the sender's phase drifted a little (seen as concealed losses on a loaded CI machine); two
 /// keep it there.
 const OPUS_FEC_FRAMES: u32 = 2;
+/// Ticks between two noise-learning looks at a leg that is not mixed (one FFT each; 80 ms).
+pub(crate) const NOISE_LEARN_EVERY: u64 = 4;
 
 /// A leg's jitter bounds: Opus legs keep [`OPUS_FEC_FRAMES`] more, so that when a packet is lost
 /// the next one is already there to rebuild it from.
@@ -313,15 +315,24 @@ impl Leg {
     /// control. Run on the mixed talkers only, so a room pays for them on at most `top_k` legs.
     pub(crate) fn finish_input(&mut self, stages: Stages) -> Result<(), MixerError> {
         let mut result = Ok(());
-        let suppress = self.controls.noise_suppression.unwrap_or(stages.audio.noise_suppression)
-            && stages.degradation < Degradation::NoNoiseSuppression;
-        if suppress && let Err(error) = self.noise.get_or_insert_with(|| NoiseSuppressor::new(stages.rate)).process(&mut self.input) {
+        if let Some(noise) = suppressor(&mut self.noise, &self.controls, stages)
+            && let Err(error) = noise.process(&mut self.input)
+        {
             result = Err(error);
         }
         if self.controls.agc.unwrap_or(stages.audio.agc) {
             self.level.process(&mut self.input, self.level_db, self.vad.speech());
         }
         result
+    }
+
+    /// For a leg that is not mixed this tick: its noise suppressor follows the input, and
+    /// learns the noise from it once every [`NOISE_LEARN_EVERY`] ticks (staggered by `phase`).
+    pub(crate) fn idle_input(&mut self, stages: Stages, phase: u64) -> Result<(), MixerError> {
+        match suppressor(&mut self.noise, &self.controls, stages) {
+            Some(noise) => noise.listen(&self.input, phase.is_multiple_of(NOISE_LEARN_EVERY)),
+            None => Ok(()),
+        }
     }
 
     /// Records what the leg was sent this tick: the echo reference, and the echo detector's
@@ -349,4 +360,10 @@ impl Leg {
         }
         true
     }
+}
+
+/// A leg's noise suppressor, created on first use, when suppression is on for the leg.
+fn suppressor<'a>(noise: &'a mut Option<NoiseSuppressor>, controls: &LegControls, stages: Stages) -> Option<&'a mut NoiseSuppressor> {
+    let on = controls.noise_suppression.unwrap_or(stages.audio.noise_suppression) && stages.degradation < Degradation::NoNoiseSuppression;
+    on.then(|| noise.get_or_insert_with(|| NoiseSuppressor::new(stages.rate)))
 }

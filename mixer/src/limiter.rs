@@ -8,6 +8,8 @@
 //! exceeds the ceiling and there is no added delay. The only discontinuity is at a frame's first
 //! boundary when a peak starts in its very first millisecond.
 
+use roundtable_media::sample::to_i16;
+
 /// Sub-blocks per frame.
 const BLOCKS: usize = 20;
 /// The ceiling: -1 dBFS.
@@ -68,12 +70,12 @@ impl Limiter {
             let step = (end - start) / block as f32;
             let range = k * block..(k + 1) * block;
             for (j, (o, &x)) in out[range.clone()].iter_mut().zip(&input[range]).enumerate() {
-                *o = (x * (start + step * j as f32)).round() as i16;
+                *o = to_i16(x * (start + step * j as f32));
             }
         }
         // Samples past the last whole sub-block (frames not divisible by 20) use the last gain.
         for (o, &x) in out[BLOCKS * block..len].iter_mut().zip(&input[BLOCKS * block..len]) {
-            *o = (x * bounds[BLOCKS]).clamp(-CEILING, CEILING).round() as i16;
+            *o = to_i16((x * bounds[BLOCKS]).clamp(-CEILING, CEILING));
         }
         self.gain = bounds[BLOCKS];
     }

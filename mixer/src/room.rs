@@ -369,8 +369,9 @@ impl Room {
         let stages = self.stages();
         self.take_inputs(stages);
         self.select_talkers();
-        for leg in self.legs.iter_mut().filter(|l| l.mixed) {
-            if leg.finish_input(stages).is_err() {
+        for leg in &mut self.legs {
+            let done = if leg.mixed { leg.finish_input(stages) } else { leg.idle_input(stages, self.ticks + leg.id.0) };
+            if done.is_err() {
                 self.processing_errors += 1;
             }
         }

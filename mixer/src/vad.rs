@@ -28,7 +28,8 @@ pub fn level_db(frame: &[i16]) -> f32 {
     if frame.is_empty() {
         return SILENCE_DB;
     }
-    let energy: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / frame.len() as f64;
+    // Exact in integers (a square fits an i32, a frame's sum an i64), which also vectorises.
+    let energy = frame.iter().map(|&s| i64::from(i32::from(s) * i32::from(s))).sum::<i64>() as f64 / frame.len() as f64;
     if energy < 1e-3 {
         return SILENCE_DB;
     }

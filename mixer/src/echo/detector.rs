@@ -106,35 +106,37 @@ impl EchoDetector {
         let len = self.sent.len();
         let newest = (self.blocks - 1) as usize;
         let window = (self.blocks as usize - MAX_LAG).min(WINDOW);
-        // Block `i` blocks ago in a ring.
-        let at = |ring: &[f32], ago: usize| ring[(newest - ago) % len];
-        let (mut lo, mut hi, mut steps) = (f32::MAX, f32::MIN, 0);
-        for ago in 0..window + MAX_LAG {
-            let s = at(&self.sent, ago);
-            lo = lo.min(s);
-            hi = hi.max(s);
-            if ago > 0 && (s - at(&self.sent, ago - 1)).abs() >= STEP_DB {
-                steps += 1;
-            }
+        // Both envelopes newest first, out of their rings: the loops below then run over plain
+        // slices (no index arithmetic per element), which the compiler vectorises.
+        let mut sent = [0f32; WINDOW + MAX_LAG];
+        let mut heard = [0f32; WINDOW];
+        for (ago, s) in sent.iter_mut().enumerate().take(window + MAX_LAG) {
+            *s = self.sent[(newest + len - ago % len) % len];
         }
+        for (ago, h) in heard.iter_mut().enumerate().take(window) {
+            *h = self.heard[(newest + len - ago % len) % len];
+        }
+        let sent = &sent[..window + MAX_LAG];
+        let heard = &heard[..window];
+        let (lo, hi) = sent.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        let steps = sent.windows(2).filter(|w| (w[0] - w[1]).abs() >= STEP_DB).count();
         if hi - lo < MIN_SENT_SPREAD_DB || steps < MIN_SENT_STEPS {
             self.score = 0.0;
             return None; // Nothing was sent worth echoing: no evidence either way.
         }
+        let n = window as f32;
+        let sy: f32 = heard.iter().sum();
+        let syy: f32 = heard.iter().map(|y| y * y).sum();
         let mut best = f32::MIN;
         let mut best_lag = 0;
         for lag in 0..=MAX_LAG {
-            let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
-            for ago in 0..window {
-                let y = at(&self.heard, ago);
-                let x = at(&self.sent, ago + lag);
+            let x = &sent[lag..lag + window];
+            let (mut sx, mut sxx, mut sxy) = (0.0f32, 0.0f32, 0.0f32);
+            for (&x, &y) in x.iter().zip(heard) {
                 sx += x;
-                sy += y;
                 sxx += x * x;
-                syy += y * y;
                 sxy += x * y;
             }
-            let n = window as f32;
             let cov = sxy - sx * sy / n;
             let var = (sxx - sx * sx / n) * (syy - sy * sy / n);
             if var > 1e-3 && cov / var.sqrt() > best {
