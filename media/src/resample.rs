@@ -89,6 +89,22 @@ impl Resampler {
         }
     }
 
+    /// Takes one frame without producing its output (nobody needs it this tick): the filter's
+    /// history stays continuous, so the next [`Resampler::process`] is exact. Only the
+    /// half-band path saves work; the FFT path converts anyway.
+    pub fn skip(&mut self, input: &[i16]) {
+        if let Some(halfband) = self.halfband.as_mut() {
+            if input.len() == frame_len(self.from) {
+                halfband.skip(input);
+            }
+            return;
+        }
+        if self.fft.is_some() {
+            let mut scratch = vec![0i16; frame_len(self.to)];
+            self.process(input, &mut scratch);
+        }
+    }
+
     /// Converts one frame: `input` holds `from / 50` samples, `output` receives `to / 50`.
     pub fn process(&mut self, input: &[i16], output: &mut [i16]) {
         if let Some(halfband) = self.halfband.as_mut() {

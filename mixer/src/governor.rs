@@ -9,7 +9,10 @@
 //!   before the next).
 //! - Recovered: a stage comes back after 10 s in a row of ticks whose cost, plus what dropping
 //!   that stage saved (measured on the tick after the step), stays under 60 % of the budget;
-//!   so a stage that would overload the thread again stays off.
+//!   so a stage that would overload the thread again stays off. The saving measured counts
+//!   half for every 10 s the thread has not been overloaded since (the load it was measured
+//!   under may have left: calls end), so a stage is retried eventually; if it overloads the
+//!   thread again it is shed again within three ticks, and its saving measured afresh.
 //! - Past the last stage nothing more can be shed: late ticks are made up or skipped, and
 //!   counted, by the thread.
 
@@ -27,6 +30,9 @@ const HOT_TICKS: u32 = 3;
 const LATE_TICKS: u32 = 25;
 const STEP_GAP: Duration = Duration::from_secs(1);
 const COOL_FOR: Duration = Duration::from_secs(10);
+/// How often the saving of the stage last dropped is halved while the thread is not
+/// overloaded.
+const SAVING_HALF_LIFE: Duration = Duration::from_secs(10);
 
 /// One mixer thread's degradation state.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +46,8 @@ pub struct Governor {
     saved: [Duration; Degradation::ALL.len()],
     /// The stage just dropped and the tick cost before, to measure the saving next tick.
     measuring: Option<(Degradation, Duration)>,
+    /// When the current stage's saving was last measured or halved.
+    saving_since: Option<Instant>,
 }
 
 impl Governor {
@@ -59,6 +67,7 @@ impl Governor {
         let stepped_recently = self.last_step.is_some_and(|t| now.saturating_duration_since(t) < STEP_GAP);
         if overloaded {
             self.cool_since = None;
+            self.saving_since = Some(now);
             if (self.hot >= HOT_TICKS || self.late >= LATE_TICKS) && !stepped_recently {
                 let worse = self.level.worse()?;
                 self.level = worse;
@@ -66,9 +75,15 @@ impl Governor {
                 self.hot = 0;
                 self.late = 0;
                 self.measuring = Some((worse, cost));
+                self.saving_since = Some(now);
                 return Some(worse);
             }
             return None;
+        }
+        let since = *self.saving_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= SAVING_HALF_LIFE {
+            self.saved[self.level as usize] /= 2;
+            self.saving_since = Some(now);
         }
         if cost + self.saved[self.level as usize] >= RESTORE {
             self.cool_since = None;
@@ -80,6 +95,7 @@ impl Governor {
             self.level = better;
             self.last_step = Some(now);
             self.cool_since = Some(now);
+            self.saving_since = Some(now);
             return Some(better);
         }
         None
@@ -135,6 +151,25 @@ mod tests {
         assert_eq!(steps[0].0, 102, "three hot ticks");
         assert_eq!(steps[1].0, 152, "one second later");
         assert_eq!((steps[2].0, steps[3].0), (1500, 2000), "{steps:?}");
+    }
+
+    #[test]
+    fn an_expensive_stage_is_retried_once_its_saving_has_aged() {
+        let start = Instant::now();
+        let mut governor = Governor::default();
+        let mut steps = Vec::new();
+        for tick in 0..2000u64 {
+            let now = start + Duration::from_millis(20 * tick);
+            // Noise suppression costs 16 ms while the first rooms are there (1 s), then nothing.
+            let ns = if tick < 50 { Duration::from_millis(16) } else { Duration::ZERO };
+            let cost = Duration::from_millis(1) + if governor.level() == Degradation::Full { ns } else { Duration::ZERO };
+            if let Some(level) = governor.observe(now, cost, Duration::ZERO) {
+                steps.push((tick, level));
+            }
+        }
+        // Shed after three hot ticks; the 16 ms saving keeps it off until it has halved (10 s),
+        // then 10 s of cool ticks bring it back.
+        assert_eq!(steps, [(2, Degradation::NoNoiseSuppression), (1002, Degradation::Full)], "{steps:?}");
     }
 
     #[test]

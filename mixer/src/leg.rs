@@ -120,10 +120,11 @@ pub(crate) struct Leg {
     pub(crate) encoding: Encoding,
     pub(crate) jitter: JitterBuffer<Vec<u8>>,
     pub(crate) sender: RtpSender,
-    /// This tick's input at the room rate, after processing.
+    /// This tick's input at the room rate, after processing; converted from the codec rate
+    /// only when something needs it (see [`Leg::ensure_input`]).
     pub(crate) input: Vec<i16>,
-    /// This tick's input before echo cancellation (for the echo detector).
-    raw: Vec<i16>,
+    /// Whether `input` holds this tick's frame (else only the codec-rate frame exists).
+    upsampled: bool,
     /// This tick's input before noise suppression and level control, when the room records
     /// per-leg tracks.
     pub(crate) track: Vec<i16>,
@@ -170,7 +171,7 @@ impl Leg {
             jitter: JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY),
             sender: RtpSender::new(codec.payload_type, seed),
             input: vec![0; frame],
-            raw: vec![0; frame],
+            upsampled: true,
             track: Vec::new(),
             source: FrameSource::Missing,
             packet: Vec::with_capacity(1500),
@@ -233,9 +234,14 @@ impl Leg {
         (self.heard && !self.controls.muted && self.vad.active()).then(|| self.vad.speech_level_db() + self.level.gain_db())
     }
 
-    /// Decodes (or conceals) this tick's input and brings it to the room rate.
+    /// Decodes (or conceals) this tick's input, at the codec's rate: a leg that is neither
+    /// mixed, recorded nor echo-cancelled this tick never needs it at the room rate.
     pub(crate) fn take_input(&mut self) -> Result<(), MediaError> {
         let d = &mut self.decoding;
+        if !self.upsampled {
+            // Last tick's frame was never converted: the resampler still takes it as history.
+            d.up.skip(&d.native);
+        }
         let result = match self.jitter.pop() {
             Playout::Packet(payload) => {
                 self.source = FrameSource::Received;
@@ -257,12 +263,20 @@ impl Leg {
                 Ok(())
             }
         };
-        if self.heard {
-            d.up.process(&d.native, &mut self.input);
-        } else {
+        self.upsampled = !self.heard;
+        if !self.heard {
+            d.native.fill(0);
             self.input.fill(0);
         }
         result
+    }
+
+    /// Brings this tick's input to the room rate, once per tick.
+    pub(crate) fn ensure_input(&mut self) {
+        if !self.upsampled {
+            self.decoding.up.process(&self.decoding.native, &mut self.input);
+            self.upsampled = true;
+        }
     }
 
     /// Runs the input stages every leg needs (gain, echo cancellation, voice activity) on this
@@ -271,14 +285,11 @@ impl Leg {
         let mut result = Ok(());
         if self.controls.input_gain_db != 0.0 {
             let gain = db_to_gain(self.controls.input_gain_db);
-            for s in &mut self.input {
+            for s in &mut self.decoding.native {
                 *s = (f32::from(*s) * gain) as i16;
             }
         }
         let mode = self.aec_mode(stages);
-        if mode == AecMode::Auto {
-            self.raw.copy_from_slice(&self.input);
-        }
         let wanted = match mode {
             AecMode::Off => false,
             AecMode::On => stages.degradation < Degradation::NoAec,
@@ -298,13 +309,16 @@ impl Leg {
             self.aec_active = active;
             changes.push(LegChange::Aec(active));
         }
+        if active {
+            self.ensure_input();
+        }
         if let Some(aec) = self.aec.as_mut().filter(|_| active)
             && let Err(error) = aec.capture(&mut self.input)
         {
             result = Err(error);
         }
 
-        self.level_db = level_db(&self.input);
+        self.level_db = level_db(if self.upsampled { &self.input } else { &self.decoding.native });
         if let Some(talk) = self.vad.update(self.level_db) {
             changes.push(LegChange::Talk(talk));
         }
@@ -314,6 +328,7 @@ impl Leg {
     /// The input stages that only matter for legs that are mixed: noise suppression and level
     /// control. Run on the mixed talkers only, so a room pays for them on at most `top_k` legs.
     pub(crate) fn finish_input(&mut self, stages: Stages) -> Result<(), MixerError> {
+        self.ensure_input();
         let mut result = Ok(());
         if let Some(noise) = suppressor(&mut self.noise, &self.controls, stages)
             && let Err(error) = noise.process(&mut self.input)
@@ -326,11 +341,19 @@ impl Leg {
         result
     }
 
-    /// For a leg that is not mixed this tick: its noise suppressor follows the input, and
-    /// learns the noise from it once every [`NOISE_LEARN_EVERY`] ticks (staggered by `phase`).
+    /// For a leg that is not mixed this tick: its noise suppressor learns the noise from the
+    /// input once every [`NOISE_LEARN_EVERY`] ticks (staggered by `phase`), and otherwise
+    /// only notes that a frame went by.
     pub(crate) fn idle_input(&mut self, stages: Stages, phase: u64) -> Result<(), MixerError> {
-        match suppressor(&mut self.noise, &self.controls, stages) {
-            Some(noise) => noise.listen(&self.input, phase.is_multiple_of(NOISE_LEARN_EVERY)),
+        if suppressor(&mut self.noise, &self.controls, stages).is_none() {
+            return Ok(());
+        }
+        let learn = phase.is_multiple_of(NOISE_LEARN_EVERY);
+        if learn {
+            self.ensure_input();
+        }
+        match self.noise.as_mut() {
+            Some(noise) => noise.listen(learn.then_some(&self.input[..])),
             None => Ok(()),
         }
     }
@@ -339,7 +362,8 @@ impl Leg {
     /// other half (its decision takes effect at the next tick's input).
     pub(crate) fn sent(&mut self, frame: &[i16], stages: Stages) -> Result<(), MixerError> {
         if self.aec_mode(stages) == AecMode::Auto {
-            self.detector.observe(&self.raw, frame);
+            // The codec-rate frame, after input gain and before any cancellation.
+            self.detector.observe(&self.decoding.native, frame);
         }
         match self.aec.as_mut().filter(|_| self.aec_active) {
             Some(aec) => aec.render(frame),

@@ -113,26 +113,28 @@ impl NoiseSuppressor {
         Ok(())
     }
 
-    /// Follows a 20 ms frame of a leg that is not mixed, without writing it: keeps it as
-    /// history (so that a later [`NoiseSuppressor::process`] continues from what the leg really
-    /// said) and, with `learn`, updates the noise estimate from it (one forward FFT).
-    pub fn listen(&mut self, frame: &[i16], learn: bool) -> Result<(), MixerError> {
+    /// Follows a 20 ms frame of a leg that is not mixed, without writing it. `Some(frame)`
+    /// updates the noise estimate from it (one forward FFT) and keeps it as history, so that a
+    /// [`NoiseSuppressor::process`] at the next tick continues from what the leg really said;
+    /// `None` notes that a frame went by unseen (the history becomes silence).
+    pub fn listen(&mut self, frame: Option<&[i16]>) -> Result<(), MixerError> {
+        self.carry.fill(0.0);
+        let Some(frame) = frame else {
+            self.hops_unseen = self.hops_unseen.saturating_add(2);
+            self.previous.fill(0.0);
+            return Ok(());
+        };
         if frame.len() != 2 * self.hop {
             return Err(MixerError::FrameSize(frame.len()));
         }
-        if learn {
-            for ((t, w), &x) in self.time.iter_mut().zip(&self.window).zip(frame) {
-                *t = w * f32::from(x);
-            }
-            self.analyse()?;
-            self.track_noise();
-        } else {
-            self.hops_unseen = self.hops_unseen.saturating_add(2);
+        for ((t, w), &x) in self.time.iter_mut().zip(&self.window).zip(frame) {
+            *t = w * f32::from(x);
         }
+        self.analyse()?;
+        self.track_noise();
         for (p, &x) in self.previous.iter_mut().zip(&frame[self.hop..]) {
             *p = f32::from(x);
         }
-        self.carry.fill(0.0);
         Ok(())
     }
 
@@ -273,7 +275,7 @@ mod tests {
         // A second of noise seen every fourth tick, as the room feeds legs that are not mixed.
         for f in 0..50 {
             let frame: Vec<i16> = (0..160).map(|_| noise.sample(800.0)).collect();
-            ns.listen(&frame, f % 4 == 0).unwrap();
+            ns.listen((f % 4 == 0).then_some(&frame[..])).unwrap();
         }
         let (mut before, mut after) = (0.0f64, 0.0f64);
         for _ in 0..10 {
@@ -295,6 +297,6 @@ mod tests {
             assert!(frame.iter().all(|&s| s == 0));
         }
         assert!(ns.process(&mut [0i16; 100]).is_err());
-        assert!(ns.listen(&[0i16; 100], true).is_err());
+        assert!(ns.listen(Some(&[0i16; 100])).is_err());
     }
 }

@@ -32,7 +32,7 @@ use roundtable_media::udp::{ClockPair, RecvBatch};
 use roundtable_media::MediaError;
 use roundtable_media::codec::LegCodec;
 
-use crate::controls::LegControls;
+use crate::controls::{Degradation, LegControls};
 use crate::echo::AecMode;
 use crate::governor::Governor;
 use crate::metrics::{MixerMetrics, ThreadMetrics};
@@ -213,6 +213,10 @@ pub enum Command {
         /// The room.
         room: RoomKey,
     },
+    /// Overload drill: from the next tick the thread spends `cost` more per tick while `stage`
+    /// still runs on it (its degradation stage is below `stage`), as a slow voice-processing
+    /// stage would; `None` ends the drill. Checks the overload policy end to end.
+    SlowStage(Option<(Degradation, Duration)>),
     /// Forget the room (and stop its recording).
     CloseRoom {
         /// The room.
@@ -248,6 +252,7 @@ impl std::fmt::Debug for Command {
             Command::RemoveLeg { .. } => "RemoveLeg",
             Command::StartRecording { .. } => "StartRecording",
             Command::StopRecording { .. } => "StopRecording",
+            Command::SlowStage(_) => "SlowStage",
             Command::CloseRoom { .. } => "CloseRoom",
             Command::Shutdown => "Shutdown",
         };
@@ -305,6 +310,7 @@ impl MixerPool {
                 events: events.clone(),
                 load: load.clone(),
                 batch: RecvBatch::new(RECV_BATCH),
+                drill: None,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("mixer-{index}"))
@@ -364,6 +370,8 @@ struct Worker {
     load: Arc<Load>,
     /// Buffers for reading legs' sockets, reused for every leg.
     batch: RecvBatch,
+    /// An overload drill's slow stage, while one runs.
+    drill: Option<(Degradation, Duration)>,
 }
 
 impl Worker {
@@ -396,6 +404,11 @@ impl Worker {
             }
             for (key, slot) in self.rooms.iter_mut() {
                 tick_room(key, slot, started, tick, &mut self.batch, &self.metrics, &self.media, &self.events);
+            }
+            if let Some((stage, cost)) = self.drill
+                && self.governor.level() < stage
+            {
+                std::thread::sleep(cost);
             }
             let cost = started.elapsed();
             self.thread.duration.observe(cost.as_secs_f64());
@@ -515,6 +528,7 @@ impl Worker {
                     slot.room.set_tracks(false);
                 }
             }
+            Command::SlowStage(drill) => self.drill = drill,
             Command::CloseRoom { room } => {
                 self.rooms.remove(&room);
             }
@@ -594,5 +608,41 @@ fn tick_room(
                 slot.room.set_tracks(false);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slow noise-suppression stage injected into a real mixer thread: it sheds noise
+    /// suppression (and nothing more), counts it, and takes it back once the drill ends and its
+    /// measured saving has aged (about 20 s; see the governor).
+    #[test]
+    fn an_injected_slow_stage_is_shed_counted_and_recovered() {
+        let registry = prometheus::Registry::new();
+        let metrics = MixerMetrics::register(&registry).unwrap();
+        let media = MediaMetrics::register(&registry).unwrap();
+        let (events, _events_rx) = mpsc::sync_channel(16);
+        let pool = MixerPool::start(1, RoomConfig::at(16000), metrics.clone(), media, events).unwrap();
+        let shed = || metrics.degradations.with_label_values(&[Degradation::NoNoiseSuppression.name()]).get();
+        let level = || metrics.degradation_level.with_label_values(&["0"]).get();
+        assert!(pool.send(WorkerId(0), Command::SlowStage(Some((Degradation::NoNoiseSuppression, Duration::from_millis(17))))));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shed() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!((shed(), level()), (1, Degradation::NoNoiseSuppression as i64), "shed within 5 s");
+        // Shedding it cured the overload: nothing further is shed.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(metrics.degradations.with_label_values(&[Degradation::NoAutoAec.name()]).get(), 0);
+        assert!(pool.send(WorkerId(0), Command::SlowStage(None)));
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while metrics.restorations.get() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!((metrics.restorations.get(), level()), (1, Degradation::Full as i64), "recovered within 40 s");
+        assert_eq!(shed(), 1, "shed once");
+        pool.shutdown();
     }
 }

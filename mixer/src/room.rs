@@ -406,6 +406,7 @@ impl Room {
                 self.processing_errors += 1;
             }
             if self.tracks {
+                leg.ensure_input();
                 leg.track.clear();
                 leg.track.extend_from_slice(&leg.input);
             }

@@ -13,24 +13,36 @@
 //!     --pid $(pgrep -n roundtable) --api 127.0.0.1:8080
 //! ```
 //!
-//! One thread sends every leg's packet at absolute 20 ms deadlines; receiving runs on a tokio
-//! runtime (one task per leg). Every wait is bounded.
+//! All legs share one local RTP socket (its receive buffer raised to 64 MiB), so the tool stays
+//! cheap beside the server it measures: one thread sends every leg's packet at absolute 20 ms
+//! deadlines with `sendmmsg`, another reads everything with `recvmmsg` and tells legs apart by
+//! the server's source address; jitter uses the kernel's arrival stamps. Drops in the tool's own
+//! socket are reported apart from the server's loss. Every wait is bounded.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use roundtable_media::codec::{Codec, Encoder};
+use roundtable_media::udp::{ClockPair, RecvBatch, enable_stamps, send_batch};
 
 /// What each leg saw of its incoming stream.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Received {
-    packets: AtomicU64,
-    lost: AtomicU64,
-    /// RFC 3550 jitter, in microseconds (x16 fixed point as in the RFC's integer form).
-    jitter_us16: AtomicU64,
+    packets: u64,
+    lost: u64,
+    last_sequence: Option<u16>,
+    /// RFC 3550 transit of the previous packet (8 kHz units) and the running jitter (ms).
+    transit: Option<i64>,
+    jitter_ms: f64,
+}
+
+/// What the receiving thread saw in all.
+struct Reception {
+    legs: Vec<Received>,
+    /// Datagrams the tool's own socket dropped (its buffer was full: the tool fell behind).
+    tool_drops: u32,
 }
 
 struct Args {
@@ -89,7 +101,7 @@ fn parse_args() -> Result<Args, String> {
 
 /// One call's SIP and media state.
 struct Leg {
-    rtp: std::net::UdpSocket,
+    /// The server's RTP address for this leg (where we send, and where its packets come from).
     remote: SocketAddr,
     call_id: String,
     to_tag: String,
@@ -132,14 +144,12 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Places every call, one at a time (each within 5 s).
-fn place_calls(args: &Args, sip: &std::net::UdpSocket) -> Result<Vec<Leg>, String> {
+fn place_calls(args: &Args, sip: &UdpSocket, port: u16) -> Result<Vec<Leg>, String> {
     let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
     sip.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
     let mut legs = Vec::with_capacity(args.legs);
     let mut buf = vec![0u8; 65536];
     for i in 0..args.legs {
-        let rtp = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
-        let port = rtp.local_addr().map_err(|e| e.to_string())?.port();
         let room = format!("load{}", i / args.room_size);
         let call_id = format!("load{}x{}", std::process::id(), i);
         sip.send_to(invite(args, sip_local, &call_id, &room, port).as_bytes(), args.sip).map_err(|e| e.to_string())?;
@@ -166,7 +176,7 @@ fn place_calls(args: &Args, sip: &std::net::UdpSocket) -> Result<Vec<Leg>, Strin
         let ip = body.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).and_then(|a| a.trim().parse::<IpAddr>().ok());
         let media_port = body.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|m| m.split(' ').next()?.parse::<u16>().ok());
         let (Some(ip), Some(media_port)) = (ip, media_port) else { return Err(format!("call {i}: no media address in the answer")) };
-        let leg = Leg { rtp, remote: SocketAddr::new(ip, media_port), call_id, to_tag, room };
+        let leg = Leg { remote: SocketAddr::new(ip, media_port), call_id, to_tag, room };
         sip.send_to(in_dialog(args, sip_local, &leg, "ACK", 1, &format!("{}a", leg.call_id)).as_bytes(), args.sip)
             .map_err(|e| e.to_string())?;
         legs.push(leg);
@@ -233,7 +243,7 @@ fn janus_http(addr: SocketAddr, method: &str, path: &str, body: Option<&serde_js
 }
 
 /// Joins every leg as a plain-RTP participant of Janus AudioBridge rooms (PCMU, 16 kHz mixing).
-fn join_janus(args: &Args, addr: SocketAddr, base: &str) -> Result<(Vec<Leg>, u64), String> {
+fn join_janus(args: &Args, addr: SocketAddr, base: &str, port: u16) -> Result<(Vec<Leg>, u64), String> {
     let tx = || serde_json::json!(format!("t{}", Instant::now().elapsed().as_nanos()));
     let created = janus_http(addr, "POST", base, Some(&serde_json::json!({"janus": "create", "transaction": tx()})))?;
     let session = created["data"]["id"].as_u64().ok_or_else(|| format!("janus create: {created}"))?;
@@ -257,8 +267,6 @@ fn join_janus(args: &Args, addr: SocketAddr, base: &str) -> Result<(Vec<Leg>, u6
                 return Err(format!("janus create room: {reply}"));
             }
         }
-        let rtp = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
-        let port = rtp.local_addr().map_err(|e| e.to_string())?.port();
         let body = serde_json::json!({"request": "join", "room": room, "display": format!("load{i}"), "codec": "pcmu",
             "rtp": {"ip": args.local.to_string(), "port": port, "payload_type": 0}});
         janus_http(addr, "POST", &handle_path, Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})))?;
@@ -284,7 +292,7 @@ fn join_janus(args: &Args, addr: SocketAddr, base: &str) -> Result<(Vec<Leg>, u6
                 break found.ok_or_else(|| format!("janus join {i}: no rtp address in the answer"))?;
             }
         };
-        legs.push(Leg { rtp, remote, call_id: String::new(), to_tag: String::new(), room: room.to_string() });
+        legs.push(Leg { remote, call_id: String::new(), to_tag: String::new(), room: room.to_string() });
     }
     Ok((legs, session))
 }
@@ -304,56 +312,23 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let sip = std::net::UdpSocket::bind((args.local, 0)).map_err(|e| e.to_string())?;
+    let sip = UdpSocket::bind((args.local, 0)).map_err(|e| e.to_string())?;
+    let media = media_socket(args.local)?;
+    let port = media.local_addr().map_err(|e| e.to_string())?.port();
     let started = Instant::now();
     let (legs, janus_session) = match &args.janus {
-        Some((addr, base)) => join_janus(args, *addr, base).map(|(legs, session)| (legs, Some(session)))?,
-        None => (place_calls(args, &sip)?, None),
+        Some((addr, base)) => join_janus(args, *addr, base, port).map(|(legs, session)| (legs, Some(session)))?,
+        None => (place_calls(args, &sip, port)?, None),
     };
     println!("placed {} calls in {:.1} s", legs.len(), started.elapsed().as_secs_f64());
 
-    let received: Arc<Vec<Received>> = Arc::new((0..legs.len()).map(|_| Received::default()).collect());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| e.to_string())?;
     let stop_at = Instant::now() + Duration::from_secs(args.seconds);
-    let mut senders = Vec::with_capacity(legs.len());
-    for (i, leg) in legs.iter().enumerate() {
-        let socket = leg.rtp.try_clone().map_err(|e| e.to_string())?;
-        senders.push(leg.rtp.try_clone().map_err(|e| e.to_string())?);
-        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let received = received.clone();
-        runtime.spawn(async move {
-            let Ok(socket) = tokio::net::UdpSocket::from_std(socket) else { return };
-            let mut buf = [0u8; 1500];
-            let (mut last_seq, mut transit0): (Option<u16>, Option<i64>) = (None, None);
-            let clock = Instant::now();
-            let mut jitter = 0f64;
-            while let Ok(Ok(n)) = tokio::time::timeout_at(tokio::time::Instant::from_std(stop_at + Duration::from_secs(1)), socket.recv(&mut buf)).await {
-                if n < 12 || buf[1] & 0x7F != 0 {
-                    continue;
-                }
-                let r = &received[i];
-                r.packets.fetch_add(1, Ordering::Relaxed);
-                let seq = u16::from_be_bytes([buf[2], buf[3]]);
-                if let Some(last) = last_seq {
-                    let gap = seq.wrapping_sub(last);
-                    if (2..1000).contains(&gap) {
-                        r.lost.fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-                    }
-                }
-                last_seq = Some(seq);
-                // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units).
-                let ts = i64::from(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]));
-                let arrival = (clock.elapsed().as_micros() as i64) * 8 / 1000;
-                let transit = arrival - ts;
-                if let Some(previous) = transit0 {
-                    let d = (transit - previous).abs() as f64;
-                    jitter += (d - jitter) / 16.0;
-                    r.jitter_us16.store((jitter * 125.0 * 16.0) as u64, Ordering::Relaxed);
-                }
-                transit0 = Some(transit);
-            }
-        });
-    }
+    let receiver = {
+        let socket = media.try_clone().map_err(|e| e.to_string())?;
+        let index: HashMap<SocketAddr, usize> = legs.iter().enumerate().map(|(i, l)| (l.remote, i)).collect();
+        let listen_until = stop_at + Duration::from_secs(1);
+        std::thread::spawn(move || receive(&socket, &index, listen_until))
+    };
 
     // Media: every leg one packet per 20 ms, at absolute deadlines.
     let speech = speech_frames();
@@ -373,7 +348,8 @@ fn run(args: &Args) -> Result<(), String> {
     let media_start = Instant::now();
     let ticks = args.seconds * 50;
     let mut late_sends = 0u64;
-    let mut packet = Vec::with_capacity(200);
+    let mut arena: Vec<u8> = Vec::with_capacity(legs.len() * 200);
+    let mut ends: Vec<usize> = Vec::with_capacity(legs.len());
     for tick in 0..ticks {
         let deadline = media_start + Duration::from_millis(20 * tick);
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -381,22 +357,39 @@ fn run(args: &Args) -> Result<(), String> {
         } else if Instant::now() - deadline > Duration::from_millis(10) {
             late_sends += 1;
         }
-        for (i, (leg, socket)) in legs.iter().zip(&senders).enumerate() {
+        arena.clear();
+        ends.clear();
+        for i in 0..legs.len() {
             let talker = i % args.room_size < args.talkers;
             let payload = if talker && !payloads.is_empty() { &payloads[(tick as usize + i * 37) % payloads.len()] } else { &quiet };
-            packet.clear();
-            packet.extend_from_slice(&[0x80, 0]);
-            packet.extend_from_slice(&(tick as u16).to_be_bytes());
-            packet.extend_from_slice(&((tick as u32) * 160).to_be_bytes());
-            packet.extend_from_slice(&(0x4c00_0000u32 | i as u32).to_be_bytes());
-            packet.extend_from_slice(payload);
-            let _ = socket.send_to(&packet, leg.remote);
+            arena.extend_from_slice(&[0x80, 0]);
+            arena.extend_from_slice(&(tick as u16).to_be_bytes());
+            arena.extend_from_slice(&((tick as u32) * 160).to_be_bytes());
+            arena.extend_from_slice(&(0x4c00_0000u32 | i as u32).to_be_bytes());
+            arena.extend_from_slice(payload);
+            ends.push(arena.len());
+        }
+        let mut datagrams = Vec::with_capacity(legs.len());
+        let mut begin = 0;
+        for (leg, &end) in legs.iter().zip(&ends) {
+            datagrams.push((leg.remote, &arena[begin..end]));
+            begin = end;
+        }
+        let mut sent = 0;
+        // Blocking sends: a full buffer waits; a failure drops the rest of this tick (bounded).
+        for _ in 0..legs.len().max(1) {
+            match send_batch(&media, &datagrams[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+            if sent >= datagrams.len() {
+                break;
+            }
         }
     }
     let elapsed = media_start.elapsed().as_secs_f64();
     let cpu = args.pid.and_then(cpu_seconds).zip(cpu_start).map(|(end, start)| end - start);
-    std::thread::sleep(Duration::from_millis(1200));
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    let reception = receiver.join().map_err(|_| "the receiving thread panicked".to_string())?;
 
     let metrics = args.api.and_then(fetch_metrics);
     match (&args.janus, janus_session) {
@@ -411,17 +404,19 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
 
-    let total: u64 = received.iter().map(|r| r.packets.load(Ordering::Relaxed)).sum();
-    let lost: u64 = received.iter().map(|r| r.lost.load(Ordering::Relaxed)).sum();
-    let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_us16.load(Ordering::Relaxed) as f64 / 16.0 / 1000.0).collect();
+    let received = &reception.legs;
+    let total: u64 = received.iter().map(|r| r.packets).sum();
+    let lost: u64 = received.iter().map(|r| r.lost).sum();
+    let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_ms).collect();
     jitters.sort_by(f64::total_cmp);
-    // The bridge keeps sending until the calls end, 1.2 s after the media stopped.
-    let expected = legs.len() as f64 * (elapsed + 1.2) * 50.0;
-    println!("legs {} (rooms of {}), {:.1} s of media", legs.len(), args.room_size, elapsed);
+    // The bridge keeps sending until the calls end, 1 s after the media stopped.
+    let expected = legs.len() as f64 * (elapsed + 1.0) * 50.0;
+    println!("legs {} (rooms of {}, {} talking), {:.1} s of media", legs.len(), args.room_size, args.talkers.min(args.room_size), elapsed);
     println!(
-        "received {total} packets ({:.1} % of {expected:.0}), lost {lost} ({:.3} %), sender late ticks {late_sends}",
+        "received {total} packets ({:.1} % of {expected:.0}), lost {lost} ({:.3} %), sender late ticks {late_sends}, tool socket drops {}",
         100.0 * total as f64 / expected,
-        100.0 * lost as f64 / (total + lost).max(1) as f64
+        100.0 * lost as f64 / (total + lost).max(1) as f64,
+        reception.tool_drops
     );
     println!(
         "receive jitter ms: median {:.2}, p99 {:.2}, max {:.2}",
@@ -444,4 +439,76 @@ fn run(args: &Args) -> Result<(), String> {
         println!("bridge tick lateness p99 <= {} s; {skipped}; {degradations:?}", p99.map_or("?".into(), |p| p.to_string()));
     }
     Ok(())
+}
+
+/// The tool's one RTP socket, with 64 MiB buffers each way (forced past `rmem_max` when root,
+/// else as much as the system allows), kernel arrival stamps and drop counts.
+fn media_socket(local: IpAddr) -> Result<UdpSocket, String> {
+    use std::os::fd::AsRawFd;
+    let socket = UdpSocket::bind((local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
+    let size: libc::c_int = 64 << 20;
+    for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        for option in [forced, plain] {
+            // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
+            let result = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if result == 0 {
+                break;
+            }
+        }
+    }
+    enable_stamps(&socket).map_err(|e| format!("RTP socket stamps: {e}"))?;
+    socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+    Ok(socket)
+}
+
+/// Reads everything the server sends until `until`: per leg, packets, sequence gaps and RFC 3550
+/// interarrival jitter from the kernel's arrival stamps.
+fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, until: Instant) -> Reception {
+    let mut legs = vec![Received::default(); index.len()];
+    let mut tool_drops = 0;
+    let mut batch = RecvBatch::new(64);
+    let origin = Instant::now();
+    while Instant::now() < until {
+        let Ok(n) = batch.recv(socket, true) else { continue };
+        if n == 0 {
+            continue;
+        }
+        let clock = ClockPair::now();
+        for datagram in batch.datagrams() {
+            tool_drops = tool_drops.max(datagram.dropped.unwrap_or(0));
+            let buf = datagram.bytes;
+            let Some(&i) = index.get(&datagram.from) else { continue };
+            if buf.len() < 12 || buf[1] & 0x7F != 0 {
+                continue;
+            }
+            let r = &mut legs[i];
+            r.packets += 1;
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            if let Some(last) = r.last_sequence {
+                let gap = seq.wrapping_sub(last);
+                if (2..1000).contains(&gap) {
+                    r.lost += u64::from(gap - 1);
+                }
+            }
+            r.last_sequence = Some(seq);
+            // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units).
+            let ts = i64::from(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]));
+            let arrival = clock.arrival(datagram.stamp).saturating_duration_since(origin).as_micros() as i64 * 8 / 1000;
+            let transit = arrival - ts;
+            if let Some(previous) = r.transit {
+                let d = (transit - previous).abs() as f64 / 8.0;
+                r.jitter_ms += (d - r.jitter_ms) / 16.0;
+            }
+            r.transit = Some(transit);
+        }
+    }
+    Reception { legs, tool_drops }
 }

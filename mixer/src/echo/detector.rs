@@ -85,15 +85,16 @@ impl EchoDetector {
     }
 
     /// Takes one tick: what the leg sent (before any cancellation) and what it was sent, both
-    /// 20 ms at the same rate. Returns the new decision when it changed.
+    /// 20 ms (each at any rate: only their levels count). Returns the new decision when it
+    /// changed.
     pub fn observe(&mut self, received: &[i16], sent: &[i16]) -> Option<bool> {
         let mut changed = None;
-        let halves = received.len() / 2;
+        let (received_half, sent_half) = (received.len() / 2, sent.len() / 2);
         for half in 0..2 {
-            let range = half * halves..(half + 1) * halves;
             let slot = (self.blocks % self.sent.len() as u64) as usize;
-            self.heard[slot] = level_db(&received[range.clone()]).max(FLOOR_DB);
-            self.sent[slot] = level_db(sent.get(range).unwrap_or_default()).max(FLOOR_DB);
+            let heard = received.get(half * received_half..(half + 1) * received_half).unwrap_or_default();
+            self.heard[slot] = level_db(heard).max(FLOOR_DB);
+            self.sent[slot] = level_db(sent.get(half * sent_half..(half + 1) * sent_half).unwrap_or_default()).max(FLOOR_DB);
             self.blocks += 1;
             if self.blocks >= (MIN_WINDOW + MAX_LAG) as u64 && self.blocks % EVERY == self.phase {
                 changed = changed.or(self.evaluate());
