@@ -6,9 +6,11 @@
 //! - [`vad`], [`agc`], [`noise`], [`echo`], [`limiter`]: the per-leg and per-output audio stages.
 //! - [`pool`]: the real-time mixer threads that tick rooms every 20 ms.
 //! - [`metrics`]: tick lateness and loss metrics.
+//! - [`babble`]: speech-like signals of independent talkers, for tests and load tools (pure).
 #![deny(missing_docs)]
 
 pub mod agc;
+pub mod babble;
 pub mod controls;
 pub mod echo;
 mod error;

@@ -1,7 +1,7 @@
 //! RTP load tool: places N G.711 (PCMU) calls to a Roundtable bridge over SIP/UDP (or, with
 //! `--janus http://127.0.0.1:8088/janus`, joins N plain-RTP participants to Janus AudioBridge
 //! rooms through its HTTP API, for comparison), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
-//! each room speak recorded speech, the others send near-silence, as in a real conference), and
+//! each room speak babble (speech-like noise bursts, a different voice each), the others send near-silence, as in a real conference), and
 //! measures what comes back (`--talkers N` sets how many legs of each room speak; 3 by
 //! default): packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
 //! `--pid` it reports the bridge's CPU seconds per participant-second; with `--api` its tick
@@ -184,16 +184,8 @@ fn place_calls(args: &Args, sip: &UdpSocket, port: u16) -> Result<Vec<Leg>, Stri
     Ok(legs)
 }
 
-/// 8 kHz speech frames from the mixer's fixture (pairs of 16 kHz samples averaged).
-fn speech_frames() -> Vec<Vec<i16>> {
-    let path = format!("{}/../mixer/tests/fixtures/speech-a.wav", env!("CARGO_MANIFEST_DIR"));
-    let samples: Vec<i16> = match hound::WavReader::open(&path) {
-        Ok(mut r) => r.samples::<i16>().filter_map(Result::ok).collect(),
-        Err(_) => Vec::new(),
-    };
-    let half: Vec<i16> = samples.chunks(2).map(|p| ((i32::from(p[0]) + i32::from(*p.last().unwrap_or(&0))) / 2) as i16).collect();
-    half.chunks_exact(160).map(<[i16]>::to_vec).collect()
-}
+/// Distinct babble voices; the talkers of one room always get different ones.
+const BABBLE_VOICES: u64 = 16;
 
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -331,13 +323,18 @@ fn run(args: &Args) -> Result<(), String> {
     };
 
     // Media: every leg one packet per 20 ms, at absolute deadlines.
-    let speech = speech_frames();
+    // Each talker of a room speaks its own babble (speech-like noise bursts, see `roundtable_mixer::babble`):
+    // recordings would repeat between talkers, and correlated talkers look like echo.
     let mut encoder = Encoder::new(Codec::Pcmu, 8000, Default::default()).map_err(|e| e.to_string())?;
-    let mut payloads = Vec::new();
-    for frame in &speech {
-        let mut p = Vec::new();
-        encoder.encode(frame, &mut p).map_err(|e| e.to_string())?;
-        payloads.push(p);
+    let mut recordings: Vec<Vec<Vec<u8>>> = Vec::new();
+    for seed in 0..BABBLE_VOICES {
+        let mut payloads = Vec::new();
+        for frame in &roundtable_mixer::babble::babble(seed, 8000, 1000) {
+            let mut p = Vec::new();
+            encoder.encode(frame, &mut p).map_err(|e| e.to_string())?;
+            payloads.push(p);
+        }
+        recordings.push(payloads);
     }
     let quiet = {
         let mut p = Vec::new();
@@ -360,8 +357,13 @@ fn run(args: &Args) -> Result<(), String> {
         arena.clear();
         ends.clear();
         for i in 0..legs.len() {
-            let talker = i % args.room_size < args.talkers;
-            let payload = if talker && !payloads.is_empty() { &payloads[(tick as usize + i * 37) % payloads.len()] } else { &quiet };
+            let seat = i % args.room_size;
+            let payload = if seat < args.talkers {
+                let payloads = &recordings[(i / args.room_size * 7 + seat) % recordings.len()];
+                &payloads[(tick as usize + i * 37) % payloads.len()]
+            } else {
+                &quiet
+            };
             arena.extend_from_slice(&[0x80, 0]);
             arena.extend_from_slice(&(tick as u16).to_be_bytes());
             arena.extend_from_slice(&((tick as u32) * 160).to_be_bytes());

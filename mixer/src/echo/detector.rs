@@ -4,12 +4,14 @@
 //! It keeps the last 3 s of two level envelopes (10 ms blocks, in dB): what the leg was sent
 //! and what it sent back, before any cancellation. Every 0.5 s (from 1.5 s of history on) it
 //! correlates the received envelope with the sent one delayed by 0 to 500 ms. The best delay
-//! is kept too: it is the echo path's bulk delay, which a canceller with a short reach needs. An echo path (network, phone, room)
-//! changes levels and colour but keeps the envelope's shape, so a leg echoes when the best
-//! correlation passes 0.5 twice in a row; it stops echoing after 10 s of evaluations below
-//! that, counted only while it was sent something to echo. Levels in dB make the test blind
-//! to the echo's attenuation. Cost: about 15 k multiply-adds per leg per 0.5 s, staggered by a
-//! per-leg phase so that a thousand legs do not evaluate on the same tick.
+//! is kept too: it is the echo path's bulk delay, which a canceller with a short reach needs.
+//! An echo path (network, phone, room) changes levels and colour but keeps the envelope's
+//! shape, so a leg echoes when the best correlation passes 0.5 twice in a row at the same
+//! delay (within 20 ms: two unrelated talkers can correlate by chance, but at a new delay each
+//! time); it stops echoing after 10 s of evaluations below that, counted only while it was sent
+//! something to echo. Levels in dB make the test blind to the echo's attenuation. Cost: about
+//! 15 k multiply-adds per leg per 0.5 s over linear copies of the rings, staggered by a per-leg
+//! phase so that a thousand legs do not evaluate on the same tick.
 
 use crate::vad::level_db;
 
@@ -25,8 +27,14 @@ const EVERY: u64 = 50;
 const FLOOR_DB: f32 = -80.0;
 /// Correlation that counts as echo.
 const THRESHOLD: f32 = 0.5;
-/// Positive evaluations in a row that turn echo on.
+/// Positive evaluations in a row, at the same delay, that turn echo on.
 const ON_AFTER: u32 = 2;
+/// Sent onsets a window needs before their echo is judged.
+const MIN_ONSETS: u32 = 6;
+/// The share of sent onsets an echo must repeat at its delay.
+const MIN_ONSETS_ECHOED: f32 = 0.6;
+/// How far (blocks) the delay of positive evaluations in a row may wander (20 ms).
+const LAG_TOLERANCE: usize = 2;
 /// Negative evaluations in a row (with something sent) that turn it off.
 const OFF_AFTER: u32 = 20;
 /// Spread in dB the sent envelope needs over the window to be worth testing.
@@ -51,6 +59,8 @@ pub struct EchoDetector {
     score: f32,
     /// The delay (blocks) of the best correlation, when it counted as echo.
     lag: Option<usize>,
+    /// The delay of the last positive evaluation, while positives run in a row.
+    positive_lag: Option<usize>,
 }
 
 impl EchoDetector {
@@ -66,6 +76,7 @@ impl EchoDetector {
             negatives: 0,
             score: 0.0,
             lag: None,
+            positive_lag: None,
         }
     }
 
@@ -145,17 +156,24 @@ impl EchoDetector {
                 best_lag = lag;
             }
         }
-        self.score = best.max(0.0);
+        // Correlation alone is weak evidence: two talkers' on/off envelopes correlate by chance
+        // over a few seconds. An echo also repeats what was sent onset by onset, at the delay.
+        let echoed = onsets_echoed(sent, heard, best_lag);
+        self.score = if echoed >= MIN_ONSETS_ECHOED { best.max(0.0) } else { best.clamp(0.0, THRESHOLD) };
         self.lag = (self.score > THRESHOLD).then_some(best_lag);
         if self.score > THRESHOLD {
             self.negatives = 0;
-            self.positives += 1;
+            // A real echo path keeps its delay; unrelated speech peaks at a new lag each time.
+            let steady = self.positive_lag.is_some_and(|previous| previous.abs_diff(best_lag) <= LAG_TOLERANCE);
+            self.positives = if steady { self.positives + 1 } else { 1 };
+            self.positive_lag = Some(best_lag);
             if !self.echo && self.positives >= ON_AFTER {
                 self.echo = true;
                 return Some(true);
             }
         } else {
             self.positives = 0;
+            self.positive_lag = None;
             self.negatives += 1;
             if self.echo && self.negatives >= OFF_AFTER {
                 self.echo = false;
@@ -164,4 +182,24 @@ impl EchoDetector {
         }
         None
     }
+}
+
+/// The share of the sent envelope's onsets (the first block of a rise of [`STEP_DB`] or more
+/// from one block to the next) that the heard envelope repeats `lag` blocks later, within a block; both envelopes
+/// newest first. Too few onsets to judge count as none repeated.
+fn onsets_echoed(sent: &[f32], heard: &[f32], lag: usize) -> f32 {
+    let step = |env: &[f32], ago: usize| ago + 1 < env.len() && env[ago] - env[ago + 1] >= STEP_DB;
+    // The first block of a rise (a syllable's rise can take a few blocks).
+    let rise = |env: &[f32], ago: usize| step(env, ago) && !step(env, ago + 1);
+    let (mut onsets, mut echoed) = (0u32, 0u32);
+    for ago in 1..heard.len().saturating_sub(1) {
+        if !rise(sent, ago + lag) {
+            continue;
+        }
+        onsets += 1;
+        if (ago - 1..=ago + 1).any(|a| rise(heard, a)) {
+            echoed += 1;
+        }
+    }
+    if onsets < MIN_ONSETS { 0.0 } else { echoed as f32 / onsets as f32 }
 }

@@ -160,3 +160,22 @@ fn tones_starting_together_are_not_echo() {
         assert_eq!(detector.observe(&heard, &sent), None, "frame {f}, score {}", detector.score());
     }
 }
+
+/// Two independent talkers in conversation must not look like echo to each other: over 40
+/// pairs and 30 s each, at most one pair (2.5 %) is ever taken for echo.
+#[test]
+fn independent_talkers_are_rarely_taken_for_echo() {
+    let mut false_alarms = Vec::new();
+    for pair in 0..40u64 {
+        let own = crate::babble::babble(2 * pair, 16000, 1500);
+        let other = crate::babble::babble(2 * pair + 1, 16000, 1500);
+        let mut detector = EchoDetector::new(pair);
+        for (f, (own, other)) in own.iter().zip(&other).enumerate() {
+            if detector.observe(own, other) == Some(true) {
+                false_alarms.push((pair, f, detector.score()));
+                break;
+            }
+        }
+    }
+    assert!(false_alarms.len() <= 1, "taken for echo: {false_alarms:?}");
+}
