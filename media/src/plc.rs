@@ -103,7 +103,8 @@ impl Concealer {
                 *h = f32::from(s);
             }
         } else {
-            self.history.rotate_left(frame.len());
+            // The old samples' order matters, what moves into the tail does not (overwritten).
+            self.history.copy_within(frame.len().., 0);
             for (h, &s) in self.history[keep - frame.len()..].iter_mut().zip(frame) {
                 *h = f32::from(s);
             }
