@@ -85,7 +85,7 @@ fn leg_codec(answer: &roundtable_sip::sdp::Answer) -> LegCodec {
 
 /// The SRTP contexts of a leg from the accepted crypto line: our fresh key, a context that
 /// protects our RTP (for the mixer), and one that unprotects the caller's RTP and RTCP and
-/// protects our RTCP (for the receive task).
+/// protects our RTCP (for the leg's RTCP task).
 fn srtp_contexts(
     srtp: &roundtable_sip::sdp::SrtpAnswer,
 ) -> Result<(MasterKey, Protector, (Unprotector, Protector)), Rejection> {
@@ -192,7 +192,7 @@ struct LegEntry {
     /// Our current SDP answer and its version (RFC 3264 8: bumped on every change).
     answer_sdp: Vec<u8>,
     sdp_version: u64,
-    /// What the leg's receive task accepts; changed by re-offers.
+    /// What the leg's RTP intake accepts (and its RTCP task's inactivity limit); changed by re-offers.
     receive: tokio::sync::watch::Sender<ReceiveConfig>,
     /// Its audio controls (API, DTMF).
     controls: LegControls,
@@ -237,7 +237,7 @@ pub struct Bridge {
     readiness: AtomicU8,
     metrics: BridgeMetrics,
     media_metrics: MediaMetrics,
-    /// Recorder joins and leg receive tasks, awaited at shutdown.
+    /// Recorder joins and legs' RTCP tasks, awaited at shutdown.
     tasks: TaskTracker,
     prompts: Prompts,
     /// Join, leave and hold tones.
@@ -286,7 +286,7 @@ impl Bridge {
         })
     }
 
-    /// What a leg's receive task accepts under an offer and our answer to it.
+    /// What a leg's RTP intake accepts under an offer and our answer to it.
     fn receive_config(&self, offer: &Offer, answer: &roundtable_sip::sdp::Answer) -> ReceiveConfig {
         ReceiveConfig {
             audio_pt: answer.payload_type,
