@@ -3,16 +3,18 @@
 //! recorded speech, the others send near-silence. Three echo cancellation set-ups:
 //! - `aec_off`: no leg echoes, no AEC;
 //! - `aec_on_<backend>`: AEC on every leg;
-//! - `aec_auto_10pct`: 10 % of the legs echo what the room sends them (100 ms late, -10 dB)
-//!   and `auto` mode finds them.
+//! - `aec_auto_10pct`: 10 % of the legs echo what the room really sent each of them (decoded,
+//!   100 ms late, -10 dB, encoded again: part of the measured tick) and `auto` mode finds them.
 //!
 //! Reported per tick; ns per leg per tick = time / N (see README.md).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use roundtable_media::codec::{Codec, Encoder, LegCodec};
+use roundtable_media::codec::{Codec, Decoder, Encoder, LegCodec};
 use roundtable_media::jitter::PacketInfo;
+use roundtable_media::rtp::RtpPacket;
 use roundtable_mixer::{AecMode, AudioConfig, EchoBackend, LegId, Room, RoomConfig};
 
 /// Talkers in every room.
@@ -51,13 +53,50 @@ impl Inputs {
     }
 }
 
+/// A speakerphone: plays back what it was sent, 100 ms (5 frames) late at -10 dB.
+struct EchoingLeg {
+    decoder: Decoder,
+    encoder: Encoder,
+    /// Payloads to send back, oldest first.
+    line: VecDeque<Vec<u8>>,
+    samples: Vec<i16>,
+}
+
+impl EchoingLeg {
+    fn new(codec: Codec) -> EchoingLeg {
+        let silence = |codec| {
+            let mut payload = Vec::new();
+            Encoder::new(codec, 8000, Default::default()).unwrap().encode(&[0; 160], &mut payload).unwrap();
+            payload
+        };
+        EchoingLeg {
+            decoder: Decoder::new(codec, 8000).unwrap(),
+            encoder: Encoder::new(codec, 8000, Default::default()).unwrap(),
+            line: (0..5).map(|_| silence(codec)).collect(),
+            samples: vec![0; 160],
+        }
+    }
+
+    /// Takes the packet the room sent it this tick.
+    fn heard(&mut self, packet: &[u8]) {
+        let Ok(packet) = RtpPacket::parse(packet) else { return };
+        if self.decoder.decode(packet.payload, &mut self.samples).is_err() {
+            return;
+        }
+        self.samples.iter_mut().for_each(|s| *s = (f32::from(*s) * 0.316) as i16);
+        let mut payload = Vec::new();
+        if self.encoder.encode(&self.samples, &mut payload).is_ok() {
+            self.line.push_back(payload);
+        }
+    }
+}
+
 struct Setup {
     room: Room,
     legs: usize,
     talkers: Vec<Inputs>,
-    echo: Inputs,
+    echoing: Vec<EchoingLeg>,
     quiet: Inputs,
-    echoing: usize,
     seq: u16,
     start: Instant,
 }
@@ -72,21 +111,13 @@ impl Setup {
         }
         let voices: Vec<Vec<Vec<i16>>> =
             (0..TALKERS).map(|t| speech(if t % 2 == 0 { "speech-a.wav" } else { "speech-b.wav" }, t * 24_000)).collect();
-        // What an echoing leg sends back: the talkers' mix, 100 ms (5 frames) late, at -10 dB.
-        let echo: Vec<Vec<i16>> = (0..FRAMES)
-            .map(|i| {
-                let j = (i + FRAMES - 5) % FRAMES;
-                (0..160).map(|k| (voices.iter().map(|v| f32::from(v[j][k])).sum::<f32>() * 0.316) as i16).collect()
-            })
-            .collect();
         let quiet: Vec<Vec<i16>> = (0..FRAMES).map(|i| (0..160).map(|k| ((i * 7 + k * 13) % 9) as i16 - 4).collect()).collect();
         Setup {
             room,
             legs,
             talkers: voices.iter().map(|v| Inputs::new(v)).collect(),
-            echo: Inputs::new(&echo),
+            echoing: (legs - echoing..legs).map(|i| EchoingLeg::new(if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma })).collect(),
             quiet: Inputs::new(&quiet),
-            echoing,
             seq: 0,
             start: Instant::now(),
         }
@@ -96,19 +127,25 @@ impl Setup {
     fn tick(&mut self) {
         let now = self.start + Duration::from_millis(20 * u64::from(self.seq));
         let frame = usize::from(self.seq) % FRAMES;
+        let first_echoing = self.legs - self.echoing.len();
         for i in 0..self.legs {
-            let inputs = if i < TALKERS {
-                &self.talkers[i]
-            } else if i >= self.legs - self.echoing {
-                &self.echo
+            let payload = if i < TALKERS {
+                self.talkers[i].payloads[frame][i % 2].clone()
+            } else if i >= first_echoing {
+                self.echoing[i - first_echoing].line.pop_front().unwrap_or_default()
             } else {
-                &self.quiet
+                self.quiet.payloads[frame][i % 2].clone()
             };
             let info = PacketInfo { sequence: self.seq, timestamp: u32::from(self.seq) * 160, ssrc: i as u32, marker: false, arrival: now };
-            self.room.handle_audio(LegId(i as u64), info, inputs.payloads[frame][i % 2].clone());
+            self.room.handle_audio(LegId(i as u64), info, payload);
         }
         self.seq = self.seq.wrapping_add(1);
         self.room.tick(now);
+        for (leg, packet) in self.room.packets() {
+            if let Some(echoing) = (leg.0 as usize).checked_sub(first_echoing).and_then(|e| self.echoing.get_mut(e)) {
+                echoing.heard(packet);
+            }
+        }
         while self.room.poll_event().is_some() {}
     }
 }
