@@ -23,9 +23,9 @@ use crate::rtp::RtpPacket;
 use crate::udp::{ClockPair, Datagram, RecvBatch};
 
 /// Packets a leg's intake reads in one tick at most (a second's worth).
-pub const LEG_INBOX: usize = 50;
+pub const MAX_READ_PER_TICK: usize = 50;
 
-/// Per-leg counters, shared with the API: packet counts kept by the receive task and the mixer,
+/// Per-leg counters, shared with the API: packet counts kept by the intake and the mixer,
 /// and the receive quality the mixer publishes every half second.
 #[derive(Debug, Default)]
 pub struct LegCounters {
@@ -282,7 +282,7 @@ impl RtpIntake {
         &self.socket
     }
 
-    /// Reads what arrived since the last call (at most [`LEG_INBOX`] datagrams) into
+    /// Reads what arrived since the last call (at most [`MAX_READ_PER_TICK`] datagrams) into
     /// `out`: audio with its kernel arrival time, and a new latched address. Invalid packets are
     /// counted and dropped.
     pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput)) {
@@ -290,7 +290,7 @@ impl RtpIntake {
             self.config = *self.settings.borrow_and_update();
         }
         let mut read = 0;
-        while read < LEG_INBOX {
+        while read < MAX_READ_PER_TICK {
             let n = match batch.recv(&self.socket, false) {
                 Ok(0) => break,
                 Ok(n) => n,
