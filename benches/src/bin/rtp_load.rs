@@ -32,7 +32,10 @@ use roundtable_media::udp::{ClockPair, RecvBatch, enable_stamps, send_batch};
 struct Received {
     packets: u64,
     lost: u64,
+    /// 20 ms frames the server skipped: its timestamp moved on further than its sequence.
+    skipped: u64,
     last_sequence: Option<u16>,
+    last_timestamp: u32,
     /// RFC 3550 transit of the previous packet (8 kHz units) and the running jitter (ms).
     transit: Option<i64>,
     jitter_ms: f64,
@@ -409,6 +412,7 @@ fn run(args: &Args) -> Result<(), String> {
     let received = &reception.legs;
     let total: u64 = received.iter().map(|r| r.packets).sum();
     let lost: u64 = received.iter().map(|r| r.lost).sum();
+    let skipped: u64 = received.iter().map(|r| r.skipped).sum();
     let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_ms).collect();
     jitters.sort_by(f64::total_cmp);
     // The bridge keeps sending until the calls end, 1 s after the media stopped.
@@ -420,6 +424,7 @@ fn run(args: &Args) -> Result<(), String> {
         100.0 * lost as f64 / (total + lost).max(1) as f64,
         reception.tool_drops
     );
+    println!("frames the server skipped (timestamp jumps): {skipped} ({:.2} % of the packets)", 100.0 * skipped as f64 / total.max(1) as f64);
     println!(
         "receive jitter ms: median {:.2}, p99 {:.2}, max {:.2}",
         jitters.get(jitters.len() / 2).copied().unwrap_or(0.0),
@@ -494,15 +499,23 @@ fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, until: Instan
             let r = &mut legs[i];
             r.packets += 1;
             let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            let timestamp = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
             if let Some(last) = r.last_sequence {
                 let gap = seq.wrapping_sub(last);
                 if (2..1000).contains(&gap) {
                     r.lost += u64::from(gap - 1);
                 }
+                // PCMU: 160 timestamp units a frame. Frames the timestamp skipped beyond the
+                // packets' count are time the server sent nothing for.
+                let frames = timestamp.wrapping_sub(r.last_timestamp) / 160;
+                if (1..1000).contains(&gap) && frames > u32::from(gap) && frames < 50_000 {
+                    r.skipped += u64::from(frames - u32::from(gap));
+                }
             }
             r.last_sequence = Some(seq);
+            r.last_timestamp = timestamp;
             // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units).
-            let ts = i64::from(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]));
+            let ts = i64::from(timestamp);
             let arrival = clock.arrival(datagram.stamp).saturating_duration_since(origin).as_micros() as i64 * 8 / 1000;
             let transit = arrival - ts;
             if let Some(previous) = r.transit {
