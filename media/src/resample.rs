@@ -27,6 +27,8 @@ pub struct Resampler {
     halfband: Option<halfband::HalfBand>,
     input: Vec<f32>,
     output: Vec<f32>,
+    /// Where [`Resampler::skip`] puts output nobody reads (FFT path only).
+    unused: Vec<i16>,
     from: u32,
     to: u32,
 }
@@ -67,7 +69,7 @@ impl Resampler {
             }
             Some(fft)
         };
-        Ok(Resampler { fft, halfband, input: vec![0.0; in_len], output: vec![0.0; out_len], from, to })
+        Ok(Resampler { fft, halfband, input: vec![0.0; in_len], output: vec![0.0; out_len], unused: Vec::new(), from, to })
     }
 
     /// The input rate.
@@ -100,8 +102,11 @@ impl Resampler {
             return;
         }
         if self.fft.is_some() {
-            let mut scratch = vec![0i16; frame_len(self.to)];
-            self.process(input, &mut scratch);
+            // The FFT path keeps state inside rubato: convert, into a buffer kept for this.
+            let mut unused = std::mem::take(&mut self.unused);
+            unused.resize(frame_len(self.to), 0);
+            self.process(input, &mut unused);
+            self.unused = unused;
         }
     }
 

@@ -137,6 +137,15 @@ pub fn enable_stamps(socket: &UdpSocket) -> io::Result<()> {
     }
 }
 
+/// Asks for `bytes` of receive and send buffer on `socket` (past the system maximum when the
+/// process may, else as much as the system allows); for load tools that must not drop.
+pub fn set_buffers(socket: &UdpSocket, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    linux::set_buffers(socket, libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX));
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, bytes);
+}
+
 /// Sends each `(destination, bytes)` from `socket`, in as few calls as the platform allows.
 /// Returns how many went out; a send that fails part-way returns the count so far (the caller
 /// may retry the rest), a failure on the first datagram is the error.
@@ -214,23 +223,32 @@ mod linux {
     }
 
     pub(super) fn enable_stamps(socket: &UdpSocket) -> io::Result<()> {
-        for option in [libc::SO_TIMESTAMPNS, libc::SO_RXQ_OVFL] {
-            let on: libc::c_int = 1;
-            // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
-            let result = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&on as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if result != 0 {
-                return Err(io::Error::last_os_error());
+        set_option(socket, libc::SO_TIMESTAMPNS, 1)?;
+        set_option(socket, libc::SO_RXQ_OVFL, 1)
+    }
+
+    pub(super) fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
+        for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+            // Past `rmem_max`/`wmem_max` only with CAP_NET_ADMIN; else as much as allowed.
+            if set_option(socket, forced, bytes).is_err() {
+                let _ = set_option(socket, plain, bytes);
             }
         }
-        Ok(())
+    }
+
+    /// One integer `SOL_SOCKET` option.
+    fn set_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
+        let result = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
     pub(super) fn recv(

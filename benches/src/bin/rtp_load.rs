@@ -25,7 +25,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use roundtable_media::codec::{Codec, Encoder};
-use roundtable_media::udp::{ClockPair, RecvBatch, enable_stamps, send_batch};
+use roundtable_media::udp::{ClockPair, RecvBatch, enable_stamps, send_batch, set_buffers};
 
 /// What each leg saw of its incoming stream.
 #[derive(Default, Clone)]
@@ -451,26 +451,8 @@ fn run(args: &Args) -> Result<(), String> {
 /// The tool's one RTP socket, with 64 MiB buffers each way (forced past `rmem_max` when root,
 /// else as much as the system allows), kernel arrival stamps and drop counts.
 fn media_socket(local: IpAddr) -> Result<UdpSocket, String> {
-    use std::os::fd::AsRawFd;
     let socket = UdpSocket::bind((local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
-    let size: libc::c_int = 64 << 20;
-    for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
-        for option in [forced, plain] {
-            // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
-            let result = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if result == 0 {
-                break;
-            }
-        }
-    }
+    set_buffers(&socket, 64 << 20);
     enable_stamps(&socket).map_err(|e| format!("RTP socket stamps: {e}"))?;
     socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
     Ok(socket)

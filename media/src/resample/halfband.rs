@@ -111,6 +111,12 @@ impl HalfBand {
 
     /// Takes a frame into the history without filtering it.
     pub(super) fn skip(&mut self, input: &[i16]) {
+        self.append(input);
+        self.keep_history();
+    }
+
+    /// Appends a frame's input: all of it (upsampling), or its even and odd samples apart.
+    fn append(&mut self, input: &[i16]) {
         if self.up {
             self.even.extend(input.iter().map(|&s| f32::from(s)));
         } else {
@@ -118,15 +124,19 @@ impl HalfBand {
                 self.even.push(f32::from(pair[0]));
                 self.odd.push(f32::from(pair[1]));
             }
-            let used = self.odd.len() - HISTORY;
-            self.odd.drain(..used);
         }
-        let used = self.even.len() - HISTORY;
-        self.even.drain(..used);
+    }
+
+    /// Drops all but the last [`HISTORY`] input samples of each stream.
+    fn keep_history(&mut self) {
+        for stream in [&mut self.even, &mut self.odd] {
+            let used = stream.len().saturating_sub(HISTORY);
+            stream.drain(..used);
+        }
     }
 
     fn upsample(&mut self, input: &[i16], output: &mut [i16]) {
-        self.even.extend(input.iter().map(|&s| f32::from(s)));
+        self.append(input);
         let pairs = output.len() / 2;
         Self::filter(&self.taps, &self.even, pairs, &mut self.acc);
         for (m, pair) in output.chunks_exact_mut(2).enumerate() {
@@ -134,23 +144,17 @@ impl HalfBand {
             // The other phase is the centre tap alone: the input, delayed.
             pair[1] = self.even[m + SIDE] as i16;
         }
-        let used = self.even.len() - HISTORY;
-        self.even.drain(..used);
+        self.keep_history();
     }
 
     fn downsample(&mut self, input: &[i16], output: &mut [i16]) {
-        for pair in input.chunks_exact(2) {
-            self.even.push(f32::from(pair[0]));
-            self.odd.push(f32::from(pair[1]));
-        }
+        self.append(input);
         Self::filter(&self.taps, &self.even, output.len(), &mut self.acc);
         for (m, out) in output.iter_mut().enumerate() {
             let centre = 0.5 * self.odd[m + SIDE - 1];
             *out = to_i16(self.acc[m] + centre);
         }
-        let used = self.even.len() - HISTORY;
-        self.even.drain(..used);
-        self.odd.drain(..used);
+        self.keep_history();
     }
 }
 
