@@ -129,12 +129,14 @@ impl Setup {
         let frame = usize::from(self.seq) % FRAMES;
         let first_echoing = self.legs - self.echoing.len();
         for i in 0..self.legs {
-            let payload = if i < TALKERS {
-                self.talkers[i].payloads[frame][i % 2].clone()
+            let echoed;
+            let payload: &[u8] = if i < TALKERS {
+                &self.talkers[i].payloads[frame][i % 2]
             } else if i >= first_echoing {
-                self.echoing[i - first_echoing].line.pop_front().unwrap_or_default()
+                echoed = self.echoing[i - first_echoing].line.pop_front().unwrap_or_default();
+                &echoed
             } else {
-                self.quiet.payloads[frame][i % 2].clone()
+                &self.quiet.payloads[frame][i % 2]
             };
             let info = PacketInfo { sequence: self.seq, timestamp: u32::from(self.seq) * 160, ssrc: i as u32, marker: false, arrival: now };
             self.room.handle_audio(LegId(i as u64), info, payload);

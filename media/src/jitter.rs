@@ -13,7 +13,7 @@
 //! Handles reordering, duplicates (counted, dropped), 16-bit sequence and 32-bit timestamp
 //! wrap, a new SSRC (the buffer starts over) and a marker bit after a pause (a new talkspurt).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Delay histogram bin width.
@@ -108,7 +108,7 @@ pub struct JitterBuffer<T> {
     config: JitterConfig,
     clock_rate: u32,
     capacity: usize,
-    packets: BTreeMap<u64, T>,
+    packets: Queue<T>,
     ssrc: Option<u32>,
     /// Highest extended sequence received.
     highest: Option<u64>,
@@ -148,7 +148,7 @@ impl<T> JitterBuffer<T> {
             config,
             clock_rate: clock_rate.max(1),
             capacity: capacity.max(min_frames + 1),
-            packets: BTreeMap::new(),
+            packets: Queue::with_capacity(capacity.max(min_frames + 1) + 1),
             ssrc: None,
             highest: None,
             first: None,
@@ -202,7 +202,7 @@ impl<T> JitterBuffer<T> {
 
     /// The packet due right after the one a [`Playout::Missing`] stood for, if it is here.
     pub fn upcoming(&self) -> Option<&T> {
-        self.next.and_then(|n| self.packets.get(&n))
+        self.next.and_then(|n| self.packets.get(n))
     }
 
     /// Frames from the next to play to the newest received.
@@ -238,7 +238,7 @@ impl<T> JitterBuffer<T> {
                 return;
             }
         }
-        if self.packets.contains_key(&seq) {
+        if self.packets.contains(seq) {
             self.stats.duplicated += 1;
             return;
         }
@@ -262,8 +262,8 @@ impl<T> JitterBuffer<T> {
         self.update_target();
         let next = match self.next {
             Some(next) => next,
-            None if self.depth_frames() >= self.target_frames => match self.packets.keys().next() {
-                Some(&first) => first,
+            None if self.depth_frames() >= self.target_frames => match self.packets.first() {
+                Some(first) => first,
                 None => return Playout::Idle,
             },
             None => return Playout::Idle,
@@ -274,7 +274,7 @@ impl<T> JitterBuffer<T> {
             _ => 0,
         };
         // Grow: hold the packet back one tick while more than a frame short of the target.
-        if self.next.is_some() && depth + 1 < self.target_frames && self.packets.contains_key(&next) {
+        if self.next.is_some() && depth + 1 < self.target_frames && self.packets.contains(next) {
             self.stats.concealed += 1;
             return Playout::Missing;
         }
@@ -283,8 +283,8 @@ impl<T> JitterBuffer<T> {
         self.window_min = self.window_min.min(depth);
         let mut next = next;
         if self.window_ticks >= SHRINK_WINDOW {
-            if self.window_min > self.target_frames && self.packets.contains_key(&next) && depth > 1 {
-                self.packets.remove(&next);
+            if self.window_min > self.target_frames && self.packets.contains(next) && depth > 1 {
+                self.packets.remove(next);
                 self.stats.discarded += 1;
                 self.advance(next, true);
                 next += 1;
@@ -292,7 +292,7 @@ impl<T> JitterBuffer<T> {
             self.window_ticks = 0;
             self.window_min = usize::MAX;
         }
-        if let Some(packet) = self.packets.remove(&next) {
+        if let Some(packet) = self.packets.remove(next) {
             self.advance(next, true);
             self.consecutive_missing = 0;
             self.stats.played += 1;
@@ -305,7 +305,7 @@ impl<T> JitterBuffer<T> {
             self.next = None;
             return Playout::Idle;
         }
-        if let Some(&first) = self.packets.keys().next() {
+        if let Some(first) = self.packets.first() {
             if self.consecutive_missing as usize > self.target_frames && first > next + 1 {
                 // A jump in sequence numbers: resynchronise instead of waiting through the gap.
                 self.next = Some(first);
@@ -434,6 +434,65 @@ impl<T> JitterBuffer<T> {
 /// Whole frames covering `d`, rounded up.
 fn frames(d: Duration) -> usize {
     (d.as_secs_f64() * 1000.0 / FRAME_MS).ceil() as usize
+}
+
+/// Packets in order of extended sequence number. A buffer holds a handful, arriving mostly in
+/// order: a sorted ring that keeps its allocation does every operation in a step or two and
+/// allocates nothing per packet (a tree map allocated a node whenever it refilled).
+#[derive(Debug)]
+struct Queue<T> {
+    items: VecDeque<(u64, T)>,
+}
+
+impl<T> Queue<T> {
+    fn with_capacity(capacity: usize) -> Queue<T> {
+        Queue { items: VecDeque::with_capacity(capacity) }
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        self.items.binary_search_by_key(&seq, |(s, _)| *s)
+    }
+
+    fn get(&self, seq: u64) -> Option<&T> {
+        self.find(seq).ok().map(|i| &self.items[i].1)
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.find(seq).is_ok()
+    }
+
+    /// Inserts `item` at `seq` (replacing one already there).
+    fn insert(&mut self, seq: u64, item: T) {
+        match self.find(seq) {
+            Ok(i) => self.items[i].1 = item,
+            Err(i) => self.items.insert(i, (seq, item)),
+        }
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<T> {
+        let i = self.find(seq).ok()?;
+        self.items.remove(i).map(|(_, item)| item)
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.items.front().map(|(s, _)| *s)
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, T)> {
+        self.items.pop_front()
+    }
 }
 
 #[cfg(test)]

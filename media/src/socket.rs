@@ -79,13 +79,14 @@ impl LegCounters {
 
 /// What a leg's intake hands the mixer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LegInput {
+pub enum LegInput<'a> {
     /// One audio packet's payload.
     Audio {
         /// Its RTP header fields and arrival time, for the jitter buffer.
         info: PacketInfo,
-        /// Encoded payload.
-        payload: Vec<u8>,
+        /// Encoded payload, borrowed from the receive buffer (the room copies it into a
+        /// buffer it reuses).
+        payload: &'a [u8],
     },
     /// RTP now comes from this address: send there (symmetric RTP, RFC 4961).
     Remote(SocketAddr),
@@ -285,7 +286,7 @@ impl RtpIntake {
     /// Reads what arrived since the last call (at most [`MAX_READ_PER_TICK`] datagrams) into
     /// `out`: audio with its kernel arrival time, and a new latched address. Invalid packets are
     /// counted and dropped.
-    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput)) {
+    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) {
         if self.settings.has_changed().unwrap_or(false) {
             self.config = *self.settings.borrow_and_update();
         }
@@ -308,7 +309,7 @@ impl RtpIntake {
         }
     }
 
-    fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput)) {
+    fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) {
         if let Some(dropped) = datagram.dropped {
             let lost = dropped.wrapping_sub(self.dropped);
             if lost > 0 && lost < u32::MAX / 2 {
@@ -384,7 +385,7 @@ impl RtpIntake {
             marker: packet.marker,
             arrival,
         };
-        out(LegInput::Audio { info, payload: packet.payload.to_vec() });
+        out(LegInput::Audio { info, payload: packet.payload });
     }
 }
 

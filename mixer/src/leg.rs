@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use roundtable_media::MediaError;
 use roundtable_media::codec::{Codec, Decoder, Encoder, LegCodec};
-use roundtable_media::jitter::{JitterBuffer, JitterConfig, Playout};
+use roundtable_media::jitter::{JitterBuffer, JitterConfig, PacketInfo, Playout};
 use roundtable_media::resample::{Resampler, frame_len};
 use roundtable_media::rtp::RtpSender;
 
@@ -22,6 +22,10 @@ use crate::vad::{Talk, VoiceDetector, level_db};
 
 /// Most packets a leg's jitter buffer holds (1 s).
 const JITTER_CAPACITY: usize = 50;
+
+/// Payload buffers a leg keeps for reuse (a packet in flight, a few waiting in the jitter
+/// buffer): receiving then allocates nothing.
+const SPARE_PAYLOADS: usize = 4;
 
 /// Frames of jitter buffer an Opus leg keeps beyond `media.jitter_min_ms`. The buffer only grows
 /// once it is more than a frame short of its target, so one extra frame still left the next
@@ -119,6 +123,8 @@ pub(crate) struct Leg {
     decoding: Decoding,
     pub(crate) encoding: Encoding,
     pub(crate) jitter: JitterBuffer<Vec<u8>>,
+    /// Payload buffers played out, for the next packets.
+    spare: Vec<Vec<u8>>,
     pub(crate) sender: RtpSender,
     /// This tick's input at the room rate, after processing; converted from the codec rate
     /// only when something needs it (see [`Leg::ensure_input`]).
@@ -169,6 +175,7 @@ impl Leg {
             decoding: Decoding::new(codec, rate)?,
             encoding: Encoding::new(codec, rate)?,
             jitter: JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY),
+            spare: Vec::with_capacity(SPARE_PAYLOADS),
             sender: RtpSender::new(codec.payload_type, seed),
             input: vec![0; frame],
             upsampled: true,
@@ -234,6 +241,14 @@ impl Leg {
         (self.heard && !self.controls.muted && self.vad.active()).then(|| self.vad.speech_level_db() + self.level.gain_db())
     }
 
+    /// Queues one received payload in the jitter buffer, in a reused buffer.
+    pub(crate) fn queue(&mut self, info: PacketInfo, payload: &[u8]) {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(payload);
+        self.jitter.push(info, buffer);
+    }
+
     /// Decodes (or conceals) this tick's input, at the codec's rate: a leg that is neither
     /// mixed, recorded nor echo-cancelled this tick never needs it at the room rate.
     pub(crate) fn take_input(&mut self) -> Result<(), MediaError> {
@@ -245,7 +260,11 @@ impl Leg {
         let result = match self.jitter.pop() {
             Playout::Packet(payload) => {
                 self.source = FrameSource::Received;
-                d.decoder.decode(&payload, &mut d.native)
+                let decoded = d.decoder.decode(&payload, &mut d.native);
+                if self.spare.len() < SPARE_PAYLOADS {
+                    self.spare.push(payload);
+                }
+                decoded
             }
             Playout::Missing => {
                 let next = self.jitter.upcoming().map(Vec::as_slice);
@@ -358,12 +377,13 @@ impl Leg {
         }
     }
 
-    /// Records what the leg was sent this tick: the echo reference, and the echo detector's
-    /// other half (its decision takes effect at the next tick's input).
-    pub(crate) fn sent(&mut self, frame: &[i16], stages: Stages) -> Result<(), MixerError> {
+    /// Records what the leg was sent this tick (`frame`, whose echo-detector `levels` the room
+    /// measured): the echo reference, and the echo detector's other half (its decision takes
+    /// effect at the next tick's input).
+    pub(crate) fn sent(&mut self, frame: &[i16], levels: [f32; 2], stages: Stages) -> Result<(), MixerError> {
         if self.aec_mode(stages) == AecMode::Auto {
             // The codec-rate frame, after input gain and before any cancellation.
-            self.detector.observe(&self.decoding.native, frame);
+            self.detector.observe_levels(&self.decoding.native, levels);
         }
         match self.aec.as_mut().filter(|_| self.aec_active) {
             Some(aec) => aec.render(frame),

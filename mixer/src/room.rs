@@ -35,6 +35,7 @@ use roundtable_media::socket::LegQuality;
 use crate::agc::db_to_gain;
 use crate::controls::{AudioConfig, Degradation, LegControls};
 use crate::echo::AecMode;
+use crate::echo::detector::half_levels;
 use crate::leg::{Encoding, Leg, LegChange, Route, Stages};
 use crate::limiter::Limiter;
 use crate::mix;
@@ -150,6 +151,8 @@ struct SharedOutput {
     encoding: Encoding,
     limiter: Limiter,
     frame: Vec<i16>,
+    /// `frame`'s echo-detector levels, measured once for all the legs that hear it.
+    levels: [f32; 2],
     last_used: u64,
 }
 
@@ -338,9 +341,9 @@ impl Room {
     }
 
     /// Queues one received audio payload of leg `id`.
-    pub fn handle_audio(&mut self, id: LegId, info: PacketInfo, payload: Vec<u8>) {
+    pub fn handle_audio(&mut self, id: LegId, info: PacketInfo, payload: &[u8]) {
         if let Some(leg) = self.leg_mut(id) {
-            leg.jitter.push(info, payload);
+            leg.queue(info, payload);
         }
     }
 
@@ -471,7 +474,7 @@ impl Room {
                         Ok(encoding) => {
                             let frame = vec![0; self.mix.len()];
                             let limiter = Limiter::new(self.config.audio.limiter);
-                            self.shared.push(SharedOutput { codec: codec.codec, opus: codec.opus, content, encoding, limiter, frame, last_used: 0 });
+                            self.shared.push(SharedOutput { codec: codec.codec, opus: codec.opus, content, encoding, limiter, frame, levels: [0.0; 2], last_used: 0 });
                             self.shared.len() - 1
                         }
                         Err(_) => {
@@ -499,6 +502,7 @@ impl Room {
                     output.limiter.process(&self.scratch, &mut output.frame);
                 }
             }
+            output.levels = half_levels(&output.frame);
             self.encodes += 1;
             if output.encoding.encode(&output.frame).is_err() {
                 self.codec_errors += 1;
@@ -510,7 +514,7 @@ impl Room {
     fn send(&mut self, stages: Stages) {
         for leg in &mut self.legs {
             let step = leg.encoding.codec.codec.timestamp_step();
-            let frame: &[i16] = match leg.route {
+            let (frame, levels): (&[i16], [f32; 2]) = match leg.route {
                 Route::Nothing => continue,
                 Route::Private => {
                     if !leg.prompt_frame(&mut self.output) {
@@ -522,15 +526,15 @@ impl Room {
                         self.codec_errors += 1;
                     }
                     leg.sender.write(&leg.encoding.payload, step, &mut leg.packet);
-                    &self.output
+                    (&self.output, half_levels(&self.output))
                 }
                 Route::Shared(index) => {
                     let output = &self.shared[index];
                     leg.sender.write(&output.encoding.payload, step, &mut leg.packet);
-                    &output.frame
+                    (&output.frame, output.levels)
                 }
             };
-            if leg.sent(frame, stages).is_err() {
+            if leg.sent(frame, levels, stages).is_err() {
                 self.processing_errors += 1;
             }
         }

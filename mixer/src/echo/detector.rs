@@ -99,13 +99,18 @@ impl EchoDetector {
     /// 20 ms (each at any rate: only their levels count). Returns the new decision when it
     /// changed.
     pub fn observe(&mut self, received: &[i16], sent: &[i16]) -> Option<bool> {
+        self.observe_levels(received, half_levels(sent))
+    }
+
+    /// [`EchoDetector::observe`] with the sent frame's [`half_levels`] already measured: a
+    /// shared output's frame goes to many legs, and is measured once for all of them.
+    pub fn observe_levels(&mut self, received: &[i16], sent: [f32; 2]) -> Option<bool> {
         let mut changed = None;
-        let (received_half, sent_half) = (received.len() / 2, sent.len() / 2);
+        let heard = half_levels(received);
         for half in 0..2 {
             let slot = (self.blocks % self.sent.len() as u64) as usize;
-            let heard = received.get(half * received_half..(half + 1) * received_half).unwrap_or_default();
-            self.heard[slot] = level_db(heard).max(FLOOR_DB);
-            self.sent[slot] = level_db(sent.get(half * sent_half..(half + 1) * sent_half).unwrap_or_default()).max(FLOOR_DB);
+            self.heard[slot] = heard[half];
+            self.sent[slot] = sent[half];
             self.blocks += 1;
             if self.blocks >= (MIN_WINDOW + MAX_LAG) as u64 && self.blocks % EVERY == self.phase {
                 changed = changed.or(self.evaluate());
@@ -186,6 +191,13 @@ impl EchoDetector {
         }
         None
     }
+}
+
+/// The levels (dBFS, floored) of a 20 ms frame's two 10 ms halves: the detector's envelope
+/// blocks.
+pub fn half_levels(frame: &[i16]) -> [f32; 2] {
+    let (first, second) = frame.split_at(frame.len() / 2);
+    [level_db(first).max(FLOOR_DB), level_db(&second[..first.len()]).max(FLOOR_DB)]
 }
 
 /// The share of the sent envelope's onsets (the first block of a rise of [`STEP_DB`] or more

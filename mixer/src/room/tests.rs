@@ -73,7 +73,7 @@ impl Sim {
                     marker: false,
                     arrival: now,
                 };
-                self.room.handle_audio(*leg, info, encoded.clone());
+                self.room.handle_audio(*leg, info, &encoded);
             }
         }
         self.seq += 1;
