@@ -223,10 +223,10 @@ impl Decoder {
         let out = &mut out[..self.frame];
         match &mut self.kind {
             DecoderKind::Opus(decoder) => {
-                if let Some(next) = next {
-                    if matches!(decoder.decode(next, out, true), Ok(n) if n == self.frame) {
-                        return true;
-                    }
+                if let Some(next) = next
+                    && matches!(decoder.decode(next, out, true), Ok(n) if n == self.frame)
+                {
+                    return true;
                 }
                 if decoder.decode(&[], out, false).is_err() {
                     out.fill(0);
