@@ -1,6 +1,11 @@
 //! One leg of a room (pure): its codec pipelines, jitter buffer, RTP sender and the voice
 //! processing of its input: gain, echo cancellation and voice activity on every leg, then noise
 //! suppression and level control on the legs that are mixed.
+//!
+//! A leg's voice processing runs at its codec's rate (capped at the room's): a G.711 leg's
+//! input is cleaned at 8 kHz, against the 8 kHz frame it was really sent as the echo reference,
+//! and only brought to the room's rate to be mixed or recorded. Nothing above 4 kHz came in, so
+//! processing it at 16 kHz would cost twice as much for nothing.
 
 use std::sync::Arc;
 
@@ -13,7 +18,7 @@ use roundtable_media::rtp::RtpSender;
 use crate::MixerError;
 use crate::agc::{LevelControl, db_to_gain};
 use crate::controls::{AudioConfig, Degradation, LegControls};
-use crate::echo::detector::EchoDetector;
+use crate::echo::detector::{EchoDetector, half_levels};
 use crate::echo::{AecMode, EchoCanceller, canceller};
 use crate::limiter::Limiter;
 use crate::noise::NoiseSuppressor;
@@ -46,7 +51,7 @@ fn jitter_for(codec: LegCodec, jitter: JitterConfig) -> JitterConfig {
     JitterConfig { min, max: jitter.max.max(min) }
 }
 
-/// Payload -> codec-rate audio -> room-rate audio.
+/// Payload -> codec-rate audio (where the leg's voice processing runs) -> room-rate audio.
 #[derive(Debug)]
 pub(crate) struct Decoding {
     decoder: Decoder,
@@ -89,6 +94,11 @@ impl Encoding {
         self.down.process(frame, &mut self.native);
         self.encoder.encode(&self.native, &mut self.payload)
     }
+
+    /// The last frame encoded, at the codec's rate: exactly what its listeners were sent.
+    pub(crate) fn native(&self) -> &[i16] {
+        &self.native
+    }
 }
 
 /// What a leg hears this tick.
@@ -115,7 +125,6 @@ pub(crate) struct Stages {
     pub(crate) audio: AudioConfig,
     pub(crate) room_aec: Option<AecMode>,
     pub(crate) degradation: Degradation,
-    pub(crate) rate: u32,
 }
 
 pub(crate) struct Leg {
@@ -127,13 +136,16 @@ pub(crate) struct Leg {
     spare: Vec<Vec<u8>>,
     pub(crate) sender: RtpSender,
     /// This tick's input at the room rate, after processing; converted from the codec rate
-    /// only when something needs it (see [`Leg::ensure_input`]).
+    /// only when it is mixed (see [`Leg::ensure_input`]).
     pub(crate) input: Vec<i16>,
     /// Whether `input` holds this tick's frame (else only the codec-rate frame exists).
     upsampled: bool,
-    /// This tick's input before noise suppression and level control, when the room records
-    /// per-leg tracks.
+    /// This tick's input before noise suppression and level control, at the room rate, when
+    /// the room records per-leg tracks.
     pub(crate) track: Vec<i16>,
+    /// Brings the input to the room rate for `track` (its own filter history: the mix's
+    /// conversion runs on the processed frame, the track's on the unprocessed one).
+    track_up: Option<Resampler>,
     /// Where this tick's input came from.
     pub(crate) source: FrameSource,
     pub(crate) packet: Vec<u8>,
@@ -149,6 +161,8 @@ pub(crate) struct Leg {
     vad: VoiceDetector,
     /// This tick's input level before noise suppression and level control (dBFS).
     level_db: f32,
+    /// This tick's input levels before echo cancellation, for the echo detector.
+    heard_levels: [f32; 2],
     level: LevelControl,
     noise: Option<NoiseSuppressor>,
     aec: Option<Box<dyn EchoCanceller>>,
@@ -180,6 +194,7 @@ impl Leg {
             input: vec![0; frame],
             upsampled: true,
             track: Vec::new(),
+            track_up: None,
             source: FrameSource::Missing,
             packet: Vec::with_capacity(1500),
             hears: true,
@@ -189,6 +204,7 @@ impl Leg {
             fec_recovered: 0,
             vad: VoiceDetector::default(),
             level_db: crate::vad::SILENCE_DB,
+            heard_levels: [crate::vad::SILENCE_DB; 2],
             level: LevelControl::default(),
             noise: None,
             aec: None,
@@ -209,6 +225,12 @@ impl Leg {
         let encoding = Encoding::new(codec, rate)?;
         if self.encoding.codec.codec.clock_rate() != codec.codec.clock_rate() {
             self.jitter = JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY);
+        }
+        if decoding.up.from_rate() != self.decoding.up.from_rate() {
+            // Voice processing runs at the codec's rate: start it over at the new one.
+            self.noise = None;
+            self.aec = None;
+            self.track_up = None;
         }
         self.decoding = decoding;
         self.encoding = encoding;
@@ -249,8 +271,8 @@ impl Leg {
         self.jitter.push(info, buffer);
     }
 
-    /// Decodes (or conceals) this tick's input, at the codec's rate: a leg that is neither
-    /// mixed, recorded nor echo-cancelled this tick never needs it at the room rate.
+    /// Decodes (or conceals) this tick's input, at the codec's rate: a leg that is not mixed
+    /// this tick never needs it at the room rate.
     pub(crate) fn take_input(&mut self) -> Result<(), MediaError> {
         let d = &mut self.decoding;
         if !self.upsampled {
@@ -290,8 +312,8 @@ impl Leg {
         result
     }
 
-    /// Brings this tick's input to the room rate, once per tick.
-    pub(crate) fn ensure_input(&mut self) {
+    /// Brings this tick's (processed) input to the room rate, once per tick.
+    fn ensure_input(&mut self) {
         if !self.upsampled {
             self.decoding.up.process(&self.decoding.native, &mut self.input);
             self.upsampled = true;
@@ -309,6 +331,9 @@ impl Leg {
             }
         }
         let mode = self.aec_mode(stages);
+        if mode == AecMode::Auto {
+            self.heard_levels = half_levels(&self.decoding.native);
+        }
         let wanted = match mode {
             AecMode::Off => false,
             AecMode::On => stages.degradation < Degradation::NoAec,
@@ -318,7 +343,7 @@ impl Leg {
             self.aec = None;
         }
         if wanted && self.aec.is_none() {
-            match canceller(stages.audio.aec_backend, stages.rate) {
+            match canceller(stages.audio.aec_backend, self.decoding.up.from_rate()) {
                 Ok(aec) => self.aec = Some(aec),
                 Err(error) => result = Err(error),
             }
@@ -328,16 +353,13 @@ impl Leg {
             self.aec_active = active;
             changes.push(LegChange::Aec(active));
         }
-        if active {
-            self.ensure_input();
-        }
         if let Some(aec) = self.aec.as_mut().filter(|_| active)
-            && let Err(error) = aec.capture(&mut self.input)
+            && let Err(error) = aec.capture(&mut self.decoding.native)
         {
             result = Err(error);
         }
 
-        self.level_db = level_db(if self.upsampled { &self.input } else { &self.decoding.native });
+        self.level_db = level_db(&self.decoding.native);
         if let Some(talk) = self.vad.update(self.level_db) {
             changes.push(LegChange::Talk(talk));
         }
@@ -347,45 +369,64 @@ impl Leg {
     /// The input stages that only matter for legs that are mixed: noise suppression and level
     /// control. Run on the mixed talkers only, so a room pays for them on at most `top_k` legs.
     pub(crate) fn finish_input(&mut self, stages: Stages) -> Result<(), MixerError> {
-        self.ensure_input();
         let mut result = Ok(());
-        if let Some(noise) = suppressor(&mut self.noise, &self.controls, stages)
-            && let Err(error) = noise.process(&mut self.input)
+        let native = &mut self.decoding.native;
+        if let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, self.decoding.up.from_rate())
+            && let Err(error) = noise.process(native)
         {
             result = Err(error);
         }
         if self.controls.agc.unwrap_or(stages.audio.agc) {
-            self.level.process(&mut self.input, self.level_db, self.vad.speech());
+            self.level.process(native, self.level_db, self.vad.speech());
         }
+        self.ensure_input();
         result
+    }
+
+    /// Keeps this tick's input, after gain and echo cancellation and before noise suppression
+    /// and level control, at the room rate in `track` (per-leg recording).
+    pub(crate) fn record_track(&mut self) {
+        let up = &self.decoding.up;
+        let track_up = match &mut self.track_up {
+            Some(track_up) => track_up,
+            None => match Resampler::new(up.from_rate(), up.to_rate()) {
+                Ok(resampler) => self.track_up.insert(resampler),
+                Err(_) => return, // the pair already worked for `up`
+            },
+        };
+        self.track.resize(self.input.len(), 0);
+        track_up.process(&self.decoding.native, &mut self.track);
     }
 
     /// For a leg that is not mixed this tick: its noise suppressor learns the noise from the
     /// input once every [`NOISE_LEARN_EVERY`] ticks (staggered by `phase`), and otherwise
     /// only notes that a frame went by.
     pub(crate) fn idle_input(&mut self, stages: Stages, phase: u64) -> Result<(), MixerError> {
-        if suppressor(&mut self.noise, &self.controls, stages).is_none() {
-            return Ok(());
-        }
+        let rate = self.decoding.up.from_rate();
+        let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, rate) else { return Ok(()) };
         let learn = phase.is_multiple_of(NOISE_LEARN_EVERY);
-        if learn {
-            self.ensure_input();
-        }
-        match self.noise.as_mut() {
-            Some(noise) => noise.listen(learn.then_some(&self.input[..])),
-            None => Ok(()),
-        }
+        noise.listen(learn.then_some(&self.decoding.native[..]))
     }
 
-    /// Records what the leg was sent this tick (`frame`, whose echo-detector `levels` the room
-    /// measured): the echo reference, and the echo detector's other half (its decision takes
-    /// effect at the next tick's input).
-    pub(crate) fn sent(&mut self, frame: &[i16], levels: [f32; 2], stages: Stages) -> Result<(), MixerError> {
-        if self.aec_mode(stages) == AecMode::Auto {
-            // The codec-rate frame, after input gain and before any cancellation.
-            self.detector.observe_levels(&self.decoding.native, levels);
+    /// Records what the leg was sent this tick, at its codec's rate: the echo reference, and
+    /// the echo detector's other half (its decision takes effect at the next tick's input).
+    /// `shared` is the shared output's frame it heard and that frame's [`half_levels`]; `None`
+    /// when it heard its own encoding's frame.
+    pub(crate) fn sent(&mut self, shared: Option<(&[i16], [f32; 2])>, stages: Stages) -> Result<(), MixerError> {
+        let auto = self.aec_mode(stages) == AecMode::Auto;
+        let aec = self.aec.as_mut().filter(|_| self.aec_active);
+        if !auto && aec.is_none() {
+            return Ok(());
         }
-        match self.aec.as_mut().filter(|_| self.aec_active) {
+        let (frame, levels) = match shared {
+            Some((frame, levels)) => (frame, levels),
+            None => (self.encoding.native(), half_levels(self.encoding.native())),
+        };
+        if auto {
+            // Against the input after gain and before any cancellation.
+            self.detector.observe_levels(self.heard_levels, levels);
+        }
+        match aec {
             Some(aec) => aec.render(frame),
             None => Ok(()),
         }
@@ -406,8 +447,9 @@ impl Leg {
     }
 }
 
-/// A leg's noise suppressor, created on first use, when suppression is on for the leg.
-fn suppressor<'a>(noise: &'a mut Option<NoiseSuppressor>, controls: &LegControls, stages: Stages) -> Option<&'a mut NoiseSuppressor> {
+/// A leg's noise suppressor (at the leg's processing `rate`), created on first use, when
+/// suppression is on for the leg.
+fn suppressor<'a>(noise: &'a mut Option<NoiseSuppressor>, controls: &LegControls, stages: Stages, rate: u32) -> Option<&'a mut NoiseSuppressor> {
     let on = controls.noise_suppression.unwrap_or(stages.audio.noise_suppression) && stages.degradation < Degradation::NoNoiseSuppression;
-    on.then(|| noise.get_or_insert_with(|| NoiseSuppressor::new(stages.rate)))
+    on.then(|| noise.get_or_insert_with(|| NoiseSuppressor::new(rate)))
 }

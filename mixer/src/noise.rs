@@ -35,7 +35,8 @@ const MINIMUM_BIAS: f32 = 2.5;
 /// Weight of the previous hop's clean estimate in the a-priori SNR (decision-directed).
 const DECISION_DIRECTED: f32 = 0.98;
 
-/// One leg's noise suppressor for 20 ms frames at the room's rate.
+/// One leg's noise suppressor for 20 ms frames at the leg's processing rate (its codec's, at
+/// most the room's).
 pub struct NoiseSuppressor {
     hop: usize,
     forward: Arc<dyn RealToComplex<f32>>,

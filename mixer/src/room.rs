@@ -151,7 +151,7 @@ struct SharedOutput {
     encoding: Encoding,
     limiter: Limiter,
     frame: Vec<i16>,
-    /// `frame`'s echo-detector levels, measured once for all the legs that hear it.
+    /// The encoded frame's echo-detector levels, measured once for all the legs that hear it.
     levels: [f32; 2],
     last_used: u64,
 }
@@ -359,7 +359,7 @@ impl Room {
     }
 
     fn stages(&self) -> Stages {
-        Stages { audio: self.config.audio, room_aec: self.aec, degradation: self.degradation, rate: self.config.rate }
+        Stages { audio: self.config.audio, room_aec: self.aec, degradation: self.degradation }
     }
 
     /// Runs one 20 ms step at `now`: every leg's next frame in, one packet per leg out.
@@ -409,9 +409,7 @@ impl Room {
                 self.processing_errors += 1;
             }
             if self.tracks {
-                leg.ensure_input();
-                leg.track.clear();
-                leg.track.extend_from_slice(&leg.input);
+                leg.record_track();
             }
             for change in &self.changes {
                 self.events.push_back(match change {
@@ -502,11 +500,11 @@ impl Room {
                     output.limiter.process(&self.scratch, &mut output.frame);
                 }
             }
-            output.levels = half_levels(&output.frame);
             self.encodes += 1;
             if output.encoding.encode(&output.frame).is_err() {
                 self.codec_errors += 1;
             }
+            output.levels = half_levels(output.encoding.native());
         }
     }
 
@@ -514,7 +512,7 @@ impl Room {
     fn send(&mut self, stages: Stages) {
         for leg in &mut self.legs {
             let step = leg.encoding.codec.codec.timestamp_step();
-            let (frame, levels): (&[i16], [f32; 2]) = match leg.route {
+            let shared = match leg.route {
                 Route::Nothing => continue,
                 Route::Private => {
                     if !leg.prompt_frame(&mut self.output) {
@@ -526,15 +524,15 @@ impl Room {
                         self.codec_errors += 1;
                     }
                     leg.sender.write(&leg.encoding.payload, step, &mut leg.packet);
-                    (&self.output, half_levels(&self.output))
+                    None
                 }
                 Route::Shared(index) => {
                     let output = &self.shared[index];
                     leg.sender.write(&output.encoding.payload, step, &mut leg.packet);
-                    (&output.frame, output.levels)
+                    Some((output.encoding.native(), output.levels))
                 }
             };
-            if leg.sent(frame, levels, stages).is_err() {
+            if leg.sent(shared, stages).is_err() {
                 self.processing_errors += 1;
             }
         }

@@ -99,14 +99,14 @@ impl EchoDetector {
     /// 20 ms (each at any rate: only their levels count). Returns the new decision when it
     /// changed.
     pub fn observe(&mut self, received: &[i16], sent: &[i16]) -> Option<bool> {
-        self.observe_levels(received, half_levels(sent))
+        self.observe_levels(half_levels(received), half_levels(sent))
     }
 
-    /// [`EchoDetector::observe`] with the sent frame's [`half_levels`] already measured: a
-    /// shared output's frame goes to many legs, and is measured once for all of them.
-    pub fn observe_levels(&mut self, received: &[i16], sent: [f32; 2]) -> Option<bool> {
+    /// [`EchoDetector::observe`] with both frames' [`half_levels`] already measured: a shared
+    /// output's frame goes to many legs and is measured once for all of them, and a leg's input
+    /// is measured before cancellation changes it.
+    pub fn observe_levels(&mut self, heard: [f32; 2], sent: [f32; 2]) -> Option<bool> {
         let mut changed = None;
-        let heard = half_levels(received);
         for half in 0..2 {
             let slot = (self.blocks % self.sent.len() as u64) as usize;
             self.heard[slot] = heard[half];

@@ -18,8 +18,8 @@ use crate::MixerError;
 /// Removes from a leg's input the echo of what it was sent.
 ///
 /// Feed every frame sent to the leg with [`EchoCanceller::render`] and every frame received
-/// from it with [`EchoCanceller::capture`], both 20 ms at the room's rate, in the order they
-/// happen.
+/// from it with [`EchoCanceller::capture`], both 20 ms at the leg's processing rate (its
+/// codec's, at most the room's), in the order they happen.
 pub trait EchoCanceller: Send {
     /// The frame just sent to the leg.
     fn render(&mut self, sent: &[i16]) -> Result<(), MixerError>;
@@ -97,7 +97,7 @@ impl EchoBackend {
     }
 }
 
-/// A new canceller for one leg at the room's `rate`.
+/// A new canceller for one leg at its processing `rate` (8000, 16000 or 48000 Hz).
 pub fn canceller(backend: EchoBackend, rate: u32) -> Result<Box<dyn EchoCanceller>, MixerError> {
     match backend {
         EchoBackend::Sonora => Ok(Box::new(sonora_backend::SonoraCanceller::new(rate))),

@@ -33,7 +33,7 @@ pub struct WebRtcCanceller {
     detector: EchoDetector,
     /// The last raw input frame (the detector takes it with the next reference).
     raw: Vec<i16>,
-    /// The reference, delayed by `delay` samples (room rate).
+    /// The reference, delayed by `delay` samples (at the canceller's rate).
     line: VecDeque<i16>,
     delayed: Vec<i16>,
     delay: usize,
