@@ -8,7 +8,7 @@
 //!   overload drops one more stage, at most one stage per second (so each step can take effect
 //!   before the next).
 //! - Recovered: a stage comes back after 10 s in a row of ticks whose cost, plus what dropping
-//!   that stage saved (measured on the tick after the step), stays under 60 % of the budget;
+//!   that stage saved (measured on the tick after the step, at most a whole tick), stays under 60 % of the budget;
 //!   so a stage that would overload the thread again stays off. The saving measured counts
 //!   half for every 10 s the thread has not been overloaded since (the load it was measured
 //!   under may have left: calls end), so a stage is retried eventually; if it overloads the
@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use crate::controls::Degradation;
+use crate::pool::TICK;
 
 /// Tick cost that counts as overload.
 pub const HOT: Duration = Duration::from_millis(15);
@@ -59,7 +60,9 @@ impl Governor {
     /// Takes one tick's cost and lateness at `now`; returns the new stage when it changed.
     pub fn observe(&mut self, now: Instant, cost: Duration, lateness: Duration) -> Option<Degradation> {
         if let Some((stage, before)) = self.measuring.take() {
-            self.saved[stage as usize] = before.saturating_sub(cost);
+            // No stage saves more than a whole tick: a longer tick before the step was a
+            // stall of the thread as well, which must not keep the stage off for longer.
+            self.saved[stage as usize] = before.saturating_sub(cost).min(TICK);
         }
         self.hot = if cost > HOT { self.hot + 1 } else { 0 };
         self.late = if lateness > LATE { self.late + 1 } else { 0 };

@@ -57,12 +57,15 @@ pub(crate) struct Decoding {
     decoder: Decoder,
     up: Resampler,
     native: Vec<i16>,
+    /// Last tick's frame: the upsampler's history when that frame was never converted.
+    previous: Vec<i16>,
 }
 
 impl Decoding {
     fn new(codec: LegCodec, room_rate: u32) -> Result<Decoding, MediaError> {
         let rate = codec.codec.audio_rate(room_rate);
-        Ok(Decoding { decoder: Decoder::new(codec.codec, room_rate)?, up: Resampler::new(rate, room_rate)?, native: vec![0; frame_len(rate)] })
+        let frame = vec![0; frame_len(rate)];
+        Ok(Decoding { decoder: Decoder::new(codec.codec, room_rate)?, up: Resampler::new(rate, room_rate)?, native: frame.clone(), previous: frame })
     }
 }
 
@@ -140,6 +143,10 @@ pub(crate) struct Leg {
     pub(crate) input: Vec<i16>,
     /// Whether `input` holds this tick's frame (else only the codec-rate frame exists).
     upsampled: bool,
+    /// Whether last tick's frame went unconverted: the upsampler takes it as history before
+    /// it next converts (the filter only needs the last frame, so a listener's unconverted
+    /// ticks cost nothing).
+    history_due: bool,
     /// This tick's input before noise suppression and level control, at the room rate, when
     /// the room records per-leg tracks.
     pub(crate) track: Vec<i16>,
@@ -193,6 +200,7 @@ impl Leg {
             sender: RtpSender::new(codec.payload_type, seed),
             input: vec![0; frame],
             upsampled: true,
+            history_due: false,
             track: Vec::new(),
             track_up: None,
             source: FrameSource::Missing,
@@ -275,10 +283,8 @@ impl Leg {
     /// this tick never needs it at the room rate.
     pub(crate) fn take_input(&mut self) -> Result<(), MediaError> {
         let d = &mut self.decoding;
-        if !self.upsampled {
-            // Last tick's frame was never converted: the resampler still takes it as history.
-            d.up.skip(&d.native);
-        }
+        std::mem::swap(&mut d.native, &mut d.previous);
+        self.history_due = !self.upsampled;
         let result = match self.jitter.pop() {
             Playout::Packet(payload) => {
                 self.source = FrameSource::Received;
@@ -315,6 +321,9 @@ impl Leg {
     /// Brings this tick's (processed) input to the room rate, once per tick.
     fn ensure_input(&mut self) {
         if !self.upsampled {
+            if self.history_due {
+                self.decoding.up.skip(&self.decoding.previous);
+            }
             self.decoding.up.process(&self.decoding.native, &mut self.input);
             self.upsampled = true;
         }

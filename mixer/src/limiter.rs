@@ -17,6 +17,22 @@ pub const CEILING: f32 = 29_204.0;
 /// How much of the distance to unity gain is recovered per sub-block (1 - e^(-1/60)).
 const RELEASE: f32 = 0.0165;
 
+/// A gain this close to 1 is taken as 1 (0.001 dB).
+const UNITY: f32 = 0.9999;
+
+/// The largest magnitude in `samples`, in eight independent lanes (so it vectorises).
+fn peak(samples: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let blocks = samples.chunks_exact(8);
+    let tail = blocks.remainder().iter().fold(0f32, |m, x| m.max(x.abs()));
+    for block in blocks {
+        for i in 0..8 {
+            lanes[i] = lanes[i].max(block[i].abs());
+        }
+    }
+    lanes.iter().fold(tail, |m, &x| m.max(x))
+}
+
 /// One output's limiter state.
 #[derive(Debug, Clone)]
 pub struct Limiter {
@@ -51,9 +67,16 @@ impl Limiter {
             }
             return;
         }
+        if self.gain == 1.0 && peak(&input[..len]) <= CEILING {
+            // Nothing to limit (most frames): a plain conversion.
+            for (o, &x) in out[..len].iter_mut().zip(input) {
+                *o = to_i16(x);
+            }
+            return;
+        }
         let mut need = [1.0f32; BLOCKS];
         for (k, n) in need.iter_mut().enumerate() {
-            let peak = input[k * block..(k + 1) * block].iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let peak = peak(&input[k * block..(k + 1) * block]);
             if peak > CEILING {
                 *n = CEILING / peak;
             }
@@ -63,6 +86,8 @@ impl Limiter {
         for k in 1..=BLOCKS {
             let target = if k < BLOCKS { need[k - 1].min(need[k]) } else { need[BLOCKS - 1] };
             let released = bounds[k - 1] + (1.0 - bounds[k - 1]) * RELEASE;
+            // Within 0.001 dB of unity is unity (the release alone would never get there).
+            let released = if released > UNITY { 1.0 } else { released };
             bounds[k] = target.min(released);
         }
         for k in 0..BLOCKS {

@@ -637,11 +637,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(metrics.degradations.with_label_values(&[Degradation::NoAutoAec.name()]).get(), 0);
         assert!(pool.send(WorkerId(0), Command::SlowStage(None)));
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while metrics.restorations.get() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert_eq!((metrics.restorations.get(), level()), (1, Degradation::Full as i64), "recovered within 40 s");
+        assert_eq!((metrics.restorations.get(), level()), (1, Degradation::Full as i64), "recovered within 60 s");
         assert_eq!(shed(), 1, "shed once");
         pool.shutdown();
     }

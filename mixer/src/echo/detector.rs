@@ -39,6 +39,8 @@ const LAG_TOLERANCE: usize = 2;
 const OFF_AFTER: u32 = 20;
 /// Spread in dB the sent envelope needs over the window to be worth testing.
 const MIN_SENT_SPREAD_DB: f32 = 6.0;
+/// Spread in dB the heard envelope needs over the window to hold an echo at all.
+const MIN_HEARD_SPREAD_DB: f32 = 6.0;
 /// Level steps (of at least [`STEP_DB`] between blocks) the sent envelope needs: speech has
 /// dozens in a few seconds; a tone that starts (and the answer that starts with it) has one,
 /// which would otherwise correlate perfectly.
@@ -141,6 +143,12 @@ impl EchoDetector {
             self.score = 0.0;
             return None; // Nothing was sent worth echoing: no evidence either way.
         }
+        let (quiet, loud) = heard.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &h| (lo.min(h), hi.max(h)));
+        if loud - quiet < MIN_HEARD_SPREAD_DB {
+            // Sent something worth echoing, heard nothing that varies: evidence of no echo
+            // (most listeners, most of the time), without the correlation's cost.
+            return self.judge(0.0, 0);
+        }
         // Sums in f64: a flat envelope's variance is a small difference of large sums.
         let n = window as f64;
         let sy: f64 = heard.iter().map(|&y| f64::from(y)).sum();
@@ -168,7 +176,13 @@ impl EchoDetector {
         // Correlation alone is weak evidence: two talkers' on/off envelopes correlate by chance
         // over a few seconds. An echo also repeats what was sent onset by onset, at the delay.
         let echoed = onsets_echoed(sent, heard, best_lag);
-        self.score = if echoed >= MIN_ONSETS_ECHOED { best.max(0.0) } else { best.clamp(0.0, THRESHOLD) };
+        self.judge(if echoed >= MIN_ONSETS_ECHOED { best.max(0.0) } else { best.clamp(0.0, THRESHOLD) }, best_lag)
+    }
+
+    /// Takes an evaluation's `score` (at delay `best_lag`): updates the runs of positive and
+    /// negative evaluations and returns the new decision when it changed.
+    fn judge(&mut self, score: f32, best_lag: usize) -> Option<bool> {
+        self.score = score;
         self.lag = (self.score > THRESHOLD).then_some(best_lag);
         if self.score > THRESHOLD {
             self.negatives = 0;
