@@ -8,8 +8,8 @@
 //!   overload drops one more stage, at most one stage per second (so each step can take effect
 //!   before the next).
 //! - Recovered: a stage comes back after 10 s in a row of ticks whose cost, plus what dropping
-//!   that stage saved (measured on the tick after the step, at most a whole tick), stays under 60 % of the budget;
-//!   so a stage that would overload the thread again stays off. The saving measured counts
+//!   that stage saved (measured on the tick after the step, at most a whole tick), stays under
+//!   60 % of the budget; so a stage that would overload the thread again stays off. The saving measured counts
 //!   half for every 10 s the thread has not been overloaded since (the load it was measured
 //!   under may have left: calls end), so a stage is retried eventually; if it overloads the
 //!   thread again it is shed again within three ticks, and its saving measured afresh.
