@@ -7,6 +7,9 @@
 //! mixes, sends RTP with non-blocking `send_to`, and hands the room mix to a recorder over a
 //! bounded channel. It never waits on a socket, touches disk or blocks on a contended lock.
 //!
+//! Threads tick at phases spread evenly over the 20 ms, so that they wake one after another
+//! rather than all competing for the cores at once.
+//!
 //! Missed ticks: a thread late by up to [`MAX_CATCH_UP`] runs the ticks it owes back to back
 //! (the jitter buffers absorb it); later than that, it skips the owed ticks, counts them, and
 //! advances tick numbers so recorders fill the hole with silence and stay aligned.
@@ -297,7 +300,9 @@ impl MixerPool {
         let mut workers = Vec::new();
         let mut handles = Vec::new();
         let mut loads = Vec::new();
-        for index in 0..threads.max(1) {
+        let threads = threads.max(1);
+        let first_tick = Instant::now() + TICK;
+        for index in 0..threads {
             let (tx, rx) = mpsc::channel();
             let load = Arc::new(Load::default());
             let worker = Worker {
@@ -314,7 +319,9 @@ impl MixerPool {
             };
             let handle = std::thread::Builder::new()
                 .name(format!("mixer-{index}"))
-                .spawn(move || worker.run(rx))?;
+                // Threads tick at evenly spread phases, so they do not all wake and compete
+                // for the cores at the same instant.
+                .spawn(move || worker.run(rx, first_tick + TICK * index as u32 / threads as u32))?;
             workers.push(tx);
             handles.push(handle);
             loads.push(load);
@@ -375,8 +382,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, commands: Receiver<Command>) {
-        let mut deadline = Instant::now() + TICK;
+    fn run(mut self, commands: Receiver<Command>, first_tick: Instant) {
+        let mut deadline = first_tick;
         let mut tick: u64 = 0;
         loop {
             let now = Instant::now();

@@ -198,13 +198,28 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// p99 of a Prometheus histogram family (summed over its label sets), from its buckets.
-fn histogram_p99(metrics: &str, name: &str) -> Option<f64> {
+/// A Prometheus histogram family's cumulative bucket counts (summed over its label sets), by
+/// upper bound.
+fn histogram_buckets(metrics: &str, name: &str) -> Option<HashMap<String, f64>> {
     let mut buckets: HashMap<String, f64> = HashMap::new();
     for line in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket"))) {
         let le = line.split("le=\"").nth(1)?.split('"').next()?.to_string();
         let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
         *buckets.entry(le).or_default() += count;
+    }
+    Some(buckets)
+}
+
+/// p99 of a Prometheus histogram family over what it observed between `before` (the media's
+/// start: call set-up is not measured) and `after`, from its buckets.
+fn histogram_p99(before: Option<&str>, after: &str, name: &str) -> Option<f64> {
+    let mut buckets = histogram_buckets(after, name)?;
+    if let Some(before) = before.and_then(|b| histogram_buckets(b, name)) {
+        for (le, count) in before {
+            if let Some(c) = buckets.get_mut(&le) {
+                *c -= count;
+            }
+        }
     }
     let mut sorted: Vec<(f64, f64)> =
         buckets.into_iter().map(|(le, c)| (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) }, c)).collect();
@@ -344,6 +359,7 @@ fn run(args: &Args) -> Result<(), String> {
         encoder.encode(&[1i16; 160], &mut p).map_err(|e| e.to_string())?;
         p
     };
+    let metrics_start = args.api.and_then(fetch_metrics);
     let cpu_start = args.pid.and_then(cpu_seconds);
     let media_start = Instant::now();
     let ticks = args.seconds * 50;
@@ -440,10 +456,10 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     if let Some(metrics) = metrics {
-        let p99 = histogram_p99(&metrics, "roundtable_mixer_tick_lateness_seconds");
+        let p99 = histogram_p99(metrics_start.as_deref(), &metrics, "roundtable_mixer_tick_lateness_seconds");
         let skipped = metrics.lines().find(|l| l.starts_with("roundtable_mixer_ticks_skipped_total")).unwrap_or_default();
         let degradations: Vec<&str> = metrics.lines().filter(|l| l.starts_with("roundtable_mixer_degradations_total{")).collect();
-        println!("bridge tick lateness p99 <= {} s; {skipped}; {degradations:?}", p99.map_or("?".into(), |p| p.to_string()));
+        println!("bridge tick lateness p99 (media only) <= {} s; {skipped}; {degradations:?}", p99.map_or("?".into(), |p| p.to_string()));
     }
     Ok(())
 }
