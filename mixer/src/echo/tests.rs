@@ -16,8 +16,8 @@ struct EchoPath {
 }
 
 impl EchoPath {
-    fn new(delay_ms: usize, attenuation_db: f32) -> EchoPath {
-        let line = std::iter::repeat_n(0.0, delay_ms * RATE as usize / 1000).collect();
+    fn new(rate: u32, delay_ms: usize, attenuation_db: f32) -> EchoPath {
+        let line = std::iter::repeat_n(0.0, delay_ms * rate as usize / 1000).collect();
         EchoPath { line, gain: 10f32.powf(-attenuation_db / 20.0), last: [0.0; 2] }
     }
 
@@ -40,9 +40,14 @@ fn power(x: &[i16]) -> f64 {
 }
 
 fn frame_of(signal: &[i16], index: usize) -> &[i16] {
-    let frames = signal.len() / FRAME;
+    frame_at(signal, index, FRAME)
+}
+
+/// Frame `index` of `signal` (looping) in frames of `frame` samples.
+fn frame_at(signal: &[i16], index: usize, frame: usize) -> &[i16] {
+    let frames = signal.len() / frame;
     let i = index % frames;
-    &signal[i * FRAME..(i + 1) * FRAME]
+    &signal[i * frame..(i + 1) * frame]
 }
 
 struct Outcome {
@@ -52,18 +57,36 @@ struct Outcome {
     near_change_db: f64,
 }
 
-/// Runs 16 s: far-end speech always; near-end speech from 8 s on.
-fn run(backend: EchoBackend, delay_ms: usize, attenuation_db: f32) -> Outcome {
-    let far = speech(0);
-    let near = speech(1);
-    let mut aec = canceller(backend, RATE).unwrap();
-    let mut path = EchoPath::new(delay_ms, attenuation_db);
+/// Fixture speech `which` at `rate` (8 kHz: through the telephone-band resampler, as a G.711
+/// leg's audio is).
+fn speech_at(which: usize, rate: u32) -> Vec<i16> {
+    let wide = speech(which);
+    if rate == RATE {
+        return wide;
+    }
+    let mut down = roundtable_media::resample::Resampler::new(RATE, rate).unwrap();
+    let mut out = vec![0; rate as usize / 50];
+    let mut narrow = Vec::new();
+    for frame in wide.chunks_exact(FRAME) {
+        down.process(frame, &mut out);
+        narrow.extend_from_slice(&out);
+    }
+    narrow
+}
+
+/// Runs 16 s at `rate`: far-end speech always; near-end speech from 8 s on.
+fn run(backend: EchoBackend, rate: u32, delay_ms: usize, attenuation_db: f32) -> Outcome {
+    let frame = rate as usize / 50;
+    let far = speech_at(0, rate);
+    let near = speech_at(1, rate);
+    let mut aec = canceller(backend, rate).unwrap();
+    let mut path = EchoPath::new(rate, delay_ms, attenuation_db);
     let mut noise = Noise::new(3);
     let (mut echo_in, mut echo_out, mut near_in, mut near_out) = (0.0, 0.0, 0.0, 0.0);
     for f in 0..800 {
-        let sent = frame_of(&far, f);
+        let sent = frame_at(&far, f, frame);
         let echo = path.echo(sent);
-        let own: Vec<i16> = if f >= 400 { frame_of(&near, f - 400).to_vec() } else { vec![0; FRAME] };
+        let own: Vec<i16> = if f >= 400 { frame_at(&near, f - 400, frame).to_vec() } else { vec![0; frame] };
         let mut input: Vec<i16> =
             echo.iter().zip(&own).map(|(e, &o)| (e + f32::from(o) + f32::from(noise.sample(3.0))) as i16).collect();
         let before = input.clone();
@@ -84,11 +107,14 @@ fn run(backend: EchoBackend, delay_ms: usize, attenuation_db: f32) -> Outcome {
     }
 }
 
+/// At 16 kHz (wideband legs) and 8 kHz (G.711 legs, whose voice processing runs at their
+/// codec's rate).
 fn check(backend: EchoBackend) {
-    for (delay, attenuation) in [(40, 6.0), (120, 10.0), (200, 20.0)] {
-        let outcome = run(backend, delay, attenuation);
+    let cases = [(16000, 40, 6.0), (16000, 120, 10.0), (16000, 200, 20.0), (8000, 40, 6.0), (8000, 120, 10.0), (8000, 200, 20.0)];
+    for (rate, delay, attenuation) in cases {
+        let outcome = run(backend, rate, delay, attenuation);
         println!(
-            "{}: {delay} ms, -{attenuation} dB: echo reduced by {:.1} dB, near-end speech changed by {:.1} dB",
+            "{} at {rate} Hz: {delay} ms, -{attenuation} dB: echo reduced by {:.1} dB, near-end speech changed by {:.1} dB",
             backend.name(),
             outcome.erle_db,
             outcome.near_change_db
@@ -113,7 +139,7 @@ fn webrtc_removes_echo_and_keeps_double_talk() {
 fn the_detector_finds_an_echoing_leg_and_not_a_clean_one() {
     let far = speech(0);
     let near = speech(1);
-    let mut path = EchoPath::new(150, 15.0);
+    let mut path = EchoPath::new(RATE, 150, 15.0);
     let mut echoing = EchoDetector::new(0);
     let mut clean = EchoDetector::new(7);
     let mut found = None;

@@ -23,7 +23,7 @@ const APM_RATE: u32 = 48_000;
 /// One leg's webrtc-audio-processing canceller.
 pub struct WebRtcCanceller {
     processor: Processor,
-    /// Room rate to 48 kHz for the reference and the input, and 48 kHz back for the input.
+    /// The leg's processing rate to 48 kHz for the reference and the input, and back for the input.
     render_up: Resampler,
     capture_up: Resampler,
     capture_down: Resampler,
