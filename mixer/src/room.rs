@@ -260,11 +260,18 @@ impl Room {
     /// Adds a leg built by [`Room::prepare_leg`] (replacing one with the same id).
     pub fn add_prepared(&mut self, leg: PreparedLeg) {
         self.remove_leg(leg.0.id);
-        self.legs.push(*leg.0);
+        let at = self.legs.partition_point(|l| l.id < leg.0.id);
+        self.legs.insert(at, *leg.0);
+    }
+
+    /// Legs are kept in id order, so finding one (for each packet received) is a binary
+    /// search, not a scan of a big room.
+    fn leg_index(&self, id: LegId) -> Option<usize> {
+        self.legs.binary_search_by_key(&id, |l| l.id).ok()
     }
 
     fn leg_mut(&mut self, id: LegId) -> Option<&mut Leg> {
-        self.legs.iter_mut().find(|l| l.id == id)
+        self.leg_index(id).map(|i| &mut self.legs[i])
     }
 
     /// Plays `samples` (at the room's rate) to a leg instead of the mix, from the next tick,
@@ -326,7 +333,7 @@ impl Room {
 
     /// A leg's mixer-side state.
     pub fn status(&self, id: LegId) -> Option<LegStatus> {
-        self.legs.iter().find(|l| l.id == id).map(|l| LegStatus {
+        self.leg_index(id).map(|i| &self.legs[i]).map(|l| LegStatus {
             controls: l.controls,
             talking: l.talking(),
             mixed: l.mixed,
@@ -337,7 +344,9 @@ impl Room {
 
     /// Removes a leg; unknown ids are ignored.
     pub fn remove_leg(&mut self, id: LegId) {
-        self.legs.retain(|l| l.id != id);
+        if let Some(i) = self.leg_index(id) {
+            self.legs.remove(i);
+        }
     }
 
     /// Queues one received audio payload of leg `id`.
