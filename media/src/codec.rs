@@ -177,13 +177,7 @@ impl Decoder {
         let out = &mut out[..self.frame];
         let result = match &mut self.kind {
             DecoderKind::G711(law) => {
-                out.fill(0);
-                for (o, &b) in out.iter_mut().zip(payload) {
-                    *o = match law {
-                        G711Law::Ulaw => g711::ulaw_decode(b),
-                        G711Law::Alaw => g711::alaw_decode(b),
-                    };
-                }
+                g711::decode_frame(*law == G711Law::Alaw, payload, out);
                 Ok(())
             }
             DecoderKind::G722(decoder) => match decoder.decode_into(payload, &mut self.scratch) {

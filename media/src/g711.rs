@@ -77,6 +77,17 @@ const fn build_table(alaw: bool) -> [i16; 256] {
     table
 }
 
+/// Decodes a whole payload into `out` (the rest of `out`, if the payload is short, is
+/// silence): one table for the frame rather than a choice of law per sample.
+pub fn decode_frame(alaw: bool, payload: &[u8], out: &mut [i16]) {
+    let table = if alaw { &ALAW_TABLE } else { &ULAW_TABLE };
+    let n = payload.len().min(out.len());
+    for (o, &code) in out[..n].iter_mut().zip(&payload[..n]) {
+        *o = table[usize::from(code)];
+    }
+    out[n..].fill(0);
+}
+
 static ULAW_TABLE: [i16; 256] = build_table(false);
 static ALAW_TABLE: [i16; 256] = build_table(true);
 
@@ -119,5 +130,17 @@ mod tests {
         assert_eq!(alaw_decode(0xD5), 8);
         assert_eq!(ulaw_encode(i16::MIN), 0x00);
         assert_eq!(ulaw_encode(i16::MAX), 0x80);
+    }
+
+    #[test]
+    fn a_frame_decodes_code_by_code_and_a_short_payload_ends_in_silence() {
+        let payload: Vec<u8> = (0..=255).collect();
+        for alaw in [false, true] {
+            let decode = if alaw { alaw_decode } else { ulaw_decode };
+            let mut out = vec![7i16; 300];
+            decode_frame(alaw, &payload, &mut out);
+            assert!(payload.iter().zip(&out).all(|(&c, &s)| decode(c) == s));
+            assert!(out[256..].iter().all(|&s| s == 0));
+        }
     }
 }
