@@ -427,12 +427,11 @@ impl Leg {
         if !auto && aec.is_none() {
             return Ok(());
         }
-        let (frame, levels) = match shared {
-            Some((frame, levels)) => (frame, levels),
-            None => (self.encoding.native(), half_levels(self.encoding.native())),
-        };
+        let frame = shared.map_or(self.encoding.native(), |(frame, _)| frame);
         if auto {
-            // Against the input after gain and before any cancellation.
+            // Against the input after gain and before any cancellation; a private frame is
+            // measured here, and only when the detector runs.
+            let levels = shared.map_or_else(|| half_levels(frame), |(_, levels)| levels);
             self.detector.observe_levels(self.heard_levels, levels);
         }
         match aec {
