@@ -6,6 +6,9 @@
 //! - `aec_auto_10pct`: 10 % of the legs echo what the room really sent each of them (decoded,
 //!   100 ms late, -10 dB, encoded again: part of the measured tick) and `auto` mode finds them.
 //!
+//! All G.711 legs: the room mixes at 8 kHz. `aec_off_16k_mix` adds one silent G.722 listener,
+//! which brings the room's mix to 16 kHz: what a wideband leg costs a room of telephone callers.
+//!
 //! Reported per tick; ns per leg per tick = time / N (see README.md).
 
 use std::collections::VecDeque;
@@ -102,12 +105,16 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(rate: u32, legs: usize, aec: AecMode, backend: EchoBackend, echoing: usize) -> Setup {
+    /// A 16 kHz room of `legs` G.711 legs (and a silent G.722 one when `wideband`).
+    fn new(legs: usize, aec: AecMode, backend: EchoBackend, echoing: usize, wideband: bool) -> Setup {
         let audio = AudioConfig { aec, aec_backend: backend, ..AudioConfig::default() };
-        let mut room = Room::new(RoomConfig { audio, ..RoomConfig::at(rate) });
+        let mut room = Room::new(RoomConfig { audio, ..RoomConfig::at(16000) });
         for i in 0..legs {
             let codec = if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma };
             room.add_leg(LegId(i as u64), LegCodec::plain(codec), i as u64 + 1).unwrap();
+        }
+        if wideband {
+            room.add_leg(LegId(legs as u64), LegCodec::plain(Codec::G722), legs as u64 + 1).unwrap();
         }
         let voices: Vec<Vec<Vec<i16>>> =
             (0..TALKERS).map(|t| speech(if t % 2 == 0 { "speech-a.wav" } else { "speech-b.wav" }, t * 24_000)).collect();
@@ -159,16 +166,16 @@ fn mixer_tick(c: &mut Criterion) {
     // `cargo test --benches` runs each benchmark once: only the small rooms there.
     let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") { &[10, 100, 1000] } else { &[10] };
     for &legs in sizes {
-        setups.push(("aec_off", 16000, legs, AecMode::Off, EchoBackend::Sonora, 0));
-        setups.push(("aec_auto_10pct", 16000, legs, AecMode::Auto, EchoBackend::Sonora, legs / 10));
-        setups.push(("aec_on_sonora", 16000, legs, AecMode::On, EchoBackend::Sonora, 0));
+        setups.push(("aec_off", legs, AecMode::Off, EchoBackend::Sonora, 0, false));
+        setups.push(("aec_auto_10pct", legs, AecMode::Auto, EchoBackend::Sonora, legs / 10, false));
+        setups.push(("aec_on_sonora", legs, AecMode::On, EchoBackend::Sonora, 0, false));
         if EchoBackend::WebRtc.available() {
-            setups.push(("aec_on_webrtc", 16000, legs, AecMode::On, EchoBackend::WebRtc, 0));
+            setups.push(("aec_on_webrtc", legs, AecMode::On, EchoBackend::WebRtc, 0, false));
         }
-        setups.push(("aec_off_8k", 8000, legs, AecMode::Off, EchoBackend::Sonora, 0));
+        setups.push(("aec_off_16k_mix", legs, AecMode::Off, EchoBackend::Sonora, 0, true));
     }
-    for (name, rate, legs, aec, backend, echoing) in setups {
-        let mut setup = Setup::new(rate, legs, aec, backend, echoing);
+    for (name, legs, aec, backend, echoing, wideband) in setups {
+        let mut setup = Setup::new(legs, aec, backend, echoing, wideband);
         // Let the echo detector find the echoing legs (3.5 s of history, two checks) and the
         // cancellers start.
         let warm = if aec == AecMode::Auto { 400 } else { 25 };

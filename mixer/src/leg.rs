@@ -4,8 +4,10 @@
 //!
 //! A leg's voice processing runs at its codec's rate (capped at the room's): a G.711 leg's
 //! input is cleaned at 8 kHz, against the 8 kHz frame it was really sent as the echo reference,
-//! and only brought to the room's rate to be mixed or recorded. Nothing above 4 kHz came in, so
-//! processing it at 16 kHz would cost twice as much for nothing.
+//! and only brought to the room's mix rate to be mixed (the mix rate is the highest codec rate
+//! in the room, so in a room of telephone callers nothing is converted at all) or to the room's
+//! rate to be recorded. Nothing above 4 kHz came in, so processing it at 16 kHz would cost
+//! twice as much for nothing.
 
 use std::sync::Arc;
 
@@ -22,7 +24,8 @@ use crate::echo::detector::{EchoDetector, half_levels};
 use crate::echo::{AecMode, EchoCanceller, canceller};
 use crate::limiter::Limiter;
 use crate::noise::NoiseSuppressor;
-use crate::room::{FrameSource, LegId};
+use crate::room::{FrameSource, LegId, RoomConfig};
+use crate::sound::Playing;
 use crate::vad::{Talk, VoiceDetector, level_db};
 
 /// Most packets a leg's jitter buffer holds (1 s).
@@ -51,7 +54,7 @@ fn jitter_for(codec: LegCodec, jitter: JitterConfig) -> JitterConfig {
     JitterConfig { min, max: jitter.max.max(min) }
 }
 
-/// Payload -> codec-rate audio (where the leg's voice processing runs) -> room-rate audio.
+/// Payload -> codec-rate audio (where the leg's voice processing runs) -> mix-rate audio.
 #[derive(Debug)]
 pub(crate) struct Decoding {
     decoder: Decoder,
@@ -62,14 +65,14 @@ pub(crate) struct Decoding {
 }
 
 impl Decoding {
-    fn new(codec: LegCodec, room_rate: u32) -> Result<Decoding, MediaError> {
+    fn new(codec: LegCodec, room_rate: u32, mix_rate: u32) -> Result<Decoding, MediaError> {
         let rate = codec.codec.audio_rate(room_rate);
         let frame = vec![0; frame_len(rate)];
-        Ok(Decoding { decoder: Decoder::new(codec.codec, room_rate)?, up: Resampler::new(rate, room_rate)?, native: frame.clone(), previous: frame })
+        Ok(Decoding { decoder: Decoder::new(codec.codec, room_rate)?, up: Resampler::new(rate, mix_rate)?, native: frame.clone(), previous: frame })
     }
 }
 
-/// Room-rate audio -> codec-rate audio -> payload. Legs own one; shared outputs own one each.
+/// Mix-rate audio -> codec-rate audio -> payload. Legs own one; shared outputs own one each.
 #[derive(Debug)]
 pub(crate) struct Encoding {
     pub(crate) codec: LegCodec,
@@ -81,18 +84,28 @@ pub(crate) struct Encoding {
 }
 
 impl Encoding {
-    pub(crate) fn new(codec: LegCodec, room_rate: u32) -> Result<Encoding, MediaError> {
+    pub(crate) fn new(codec: LegCodec, room_rate: u32, mix_rate: u32) -> Result<Encoding, MediaError> {
         let rate = codec.codec.audio_rate(room_rate);
         Ok(Encoding {
             codec,
             encoder: Encoder::new(codec.codec, room_rate, codec.opus)?,
-            down: Resampler::new(room_rate, rate)?,
+            down: Resampler::new(mix_rate, rate)?,
             native: vec![0; frame_len(rate)],
             payload: Vec::with_capacity(1500),
         })
     }
 
-    /// Encodes one room-rate frame into `payload`.
+    /// The converter from a new mix rate (the encoder and its state stay).
+    pub(crate) fn converter_from(&self, mix_rate: u32) -> Result<Resampler, MediaError> {
+        Resampler::new(mix_rate, self.down.to_rate())
+    }
+
+    /// Takes frames at the rate `down` (from [`Encoding::converter_from`]) converts from.
+    pub(crate) fn set_converter(&mut self, down: Resampler) {
+        self.down = down;
+    }
+
+    /// Encodes one mix-rate frame into `payload`.
     pub(crate) fn encode(&mut self, frame: &[i16]) -> Result<(), MediaError> {
         self.down.process(frame, &mut self.native);
         self.encoder.encode(&self.native, &mut self.payload)
@@ -138,7 +151,10 @@ pub(crate) struct Leg {
     /// Payload buffers played out, for the next packets.
     spare: Vec<Vec<u8>>,
     pub(crate) sender: RtpSender,
-    /// This tick's input at the room rate, after processing; converted from the codec rate
+    /// The room's rate (its recordings and sounds) and the rate it mixes at.
+    room_rate: u32,
+    mix_rate: u32,
+    /// This tick's input at the mix rate, after processing; converted from the codec rate
     /// only when it is mixed (see [`Leg::ensure_input`]).
     pub(crate) input: Vec<i16>,
     /// Whether `input` holds this tick's frame (else only the codec-rate frame exists).
@@ -161,8 +177,8 @@ pub(crate) struct Leg {
     /// Whether the leg's audio may be mixed (false on hold or when it only listens).
     pub(crate) heard: bool,
     pub(crate) controls: LegControls,
-    /// A prompt playing to this leg instead of the mix, and how far it got.
-    pub(crate) prompt: Option<(Arc<[i16]>, usize)>,
+    /// A prompt playing to this leg instead of the mix.
+    pub(crate) prompt: Option<Playing>,
     /// Lost frames Opus FEC rebuilt.
     pub(crate) fec_recovered: u64,
     vad: VoiceDetector,
@@ -189,16 +205,20 @@ impl std::fmt::Debug for Leg {
 }
 
 impl Leg {
-    pub(crate) fn new(id: LegId, codec: LegCodec, seed: u64, rate: u32, jitter: JitterConfig, limiter: bool) -> Result<Leg, MediaError> {
-        let frame = frame_len(rate);
+    /// A leg of a room set up with `config`, mixing at its own codec's rate (the room brings
+    /// it to the room's mix rate when it joins: [`Leg::set_mix_rate`]).
+    pub(crate) fn new(id: LegId, codec: LegCodec, seed: u64, config: &RoomConfig) -> Result<Leg, MediaError> {
+        let (room_rate, mix_rate) = (config.rate, codec.codec.audio_rate(config.rate));
         Ok(Leg {
             id,
-            decoding: Decoding::new(codec, rate)?,
-            encoding: Encoding::new(codec, rate)?,
-            jitter: JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY),
+            decoding: Decoding::new(codec, room_rate, mix_rate)?,
+            encoding: Encoding::new(codec, room_rate, mix_rate)?,
+            jitter: JitterBuffer::new(jitter_for(codec, config.jitter), codec.codec.clock_rate(), JITTER_CAPACITY),
             spare: Vec::with_capacity(SPARE_PAYLOADS),
             sender: RtpSender::new(codec.payload_type, seed),
-            input: vec![0; frame],
+            room_rate,
+            mix_rate,
+            input: vec![0; frame_len(mix_rate)],
             upsampled: true,
             history_due: false,
             track: Vec::new(),
@@ -218,19 +238,20 @@ impl Leg {
             aec: None,
             aec_active: false,
             detector: EchoDetector::new(seed),
-            limiter: Limiter::new(limiter),
+            limiter: Limiter::new(config.audio.limiter),
             mixed: false,
             route: Route::Nothing,
         })
     }
 
-    /// Switches to a new codec; on error the leg keeps its old pipelines.
-    pub(crate) fn set_codec(&mut self, codec: LegCodec, rate: u32, jitter: JitterConfig) -> Result<(), MediaError> {
+    /// Switches to a new codec, still at the same mix rate (the room then fits its mix rate to
+    /// the new codec); on error the leg keeps its old pipelines.
+    pub(crate) fn set_codec(&mut self, codec: LegCodec, jitter: JitterConfig) -> Result<(), MediaError> {
         if self.encoding.codec == codec {
             return Ok(());
         }
-        let decoding = Decoding::new(codec, rate)?;
-        let encoding = Encoding::new(codec, rate)?;
+        let decoding = Decoding::new(codec, self.room_rate, self.mix_rate)?;
+        let encoding = Encoding::new(codec, self.room_rate, self.mix_rate)?;
         if self.encoding.codec.codec.clock_rate() != codec.codec.clock_rate() {
             self.jitter = JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY);
         }
@@ -243,6 +264,32 @@ impl Leg {
         self.decoding = decoding;
         self.encoding = encoding;
         self.sender.set_payload_type(codec.payload_type);
+        Ok(())
+    }
+
+    /// The rate its codec carries (where its voice processing runs): the mix rate it needs.
+    pub(crate) fn codec_rate(&self) -> u32 {
+        self.decoding.up.from_rate()
+    }
+
+    /// The rate it mixes at.
+    pub(crate) fn mix_rate(&self) -> u32 {
+        self.mix_rate
+    }
+
+    /// Converts to and from a new mix rate: its decoder, encoder and voice processing stay as
+    /// they are (they run at the codec's rate); only the converters and its mix-rate frame
+    /// change. On error nothing changes.
+    pub(crate) fn set_mix_rate(&mut self, mix_rate: u32) -> Result<(), MediaError> {
+        let up = Resampler::new(self.codec_rate(), mix_rate)?;
+        let down = self.encoding.converter_from(mix_rate)?;
+        self.decoding.up = up;
+        self.encoding.set_converter(down);
+        self.mix_rate = mix_rate;
+        self.input = vec![0; frame_len(mix_rate)];
+        // The new upsampler starts from silence: nothing of the last frame is owed to it.
+        self.upsampled = true;
+        self.history_due = false;
         Ok(())
     }
 
@@ -395,15 +442,14 @@ impl Leg {
     /// Keeps this tick's input, after gain and echo cancellation and before noise suppression
     /// and level control, at the room rate in `track` (per-leg recording).
     pub(crate) fn record_track(&mut self) {
-        let up = &self.decoding.up;
         let track_up = match &mut self.track_up {
             Some(track_up) => track_up,
-            None => match Resampler::new(up.from_rate(), up.to_rate()) {
+            None => match Resampler::new(self.decoding.up.from_rate(), self.room_rate) {
                 Ok(resampler) => self.track_up.insert(resampler),
-                Err(_) => return, // the pair already worked for `up`
+                Err(_) => return, // a pair of telephony rates, as the room's conversions
             },
         };
-        self.track.resize(self.input.len(), 0);
+        self.track.resize(frame_len(self.room_rate), 0);
         track_up.process(&self.decoding.native, &mut self.track);
     }
 
@@ -440,15 +486,16 @@ impl Leg {
         }
     }
 
-    /// Takes the next prompt frame into `out`, if a prompt plays; ends it after its last frame.
+    /// Plays `samples` (at the room's rate) to this leg instead of the mix, from the next tick.
+    pub(crate) fn play(&mut self, samples: Arc<[i16]>) {
+        self.prompt = Some(Playing::new(samples, self.room_rate));
+    }
+
+    /// Takes the next prompt frame into `out` (at the mix rate), if a prompt plays; ends it
+    /// after its last frame.
     pub(crate) fn prompt_frame(&mut self, out: &mut [i16]) -> bool {
-        let Some((samples, position)) = &mut self.prompt else { return false };
-        let chunk = samples.get(*position..).unwrap_or_default();
-        let n = chunk.len().min(out.len());
-        out[..n].copy_from_slice(&chunk[..n]);
-        out[n..].fill(0);
-        *position += out.len();
-        if *position >= samples.len() {
+        let Some(prompt) = &mut self.prompt else { return false };
+        if !prompt.next_into(out, false) {
             self.prompt = None;
         }
         true

@@ -22,6 +22,7 @@ pub mod mix;
 pub mod noise;
 pub mod pool;
 pub mod room;
+mod sound;
 pub mod vad;
 #[cfg(test)]
 mod test_audio;

@@ -526,13 +526,13 @@ impl Worker {
             Command::StartRecording { room, sink, tracks } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.recorder = Some(sink);
-                    slot.room.set_tracks(tracks);
+                    slot.room.set_recording(true, tracks);
                 }
             }
             Command::StopRecording { room } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.recorder = None;
-                    slot.room.set_tracks(false);
+                    slot.room.set_recording(false, false);
                 }
             }
             Command::SlowStage(drill) => self.drill = drill,
@@ -612,7 +612,7 @@ fn tick_room(
             Err(TrySendError::Full(_)) => metrics.recorder_frames_dropped.inc(),
             Err(TrySendError::Disconnected(_)) => {
                 slot.recorder = None;
-                slot.room.set_tracks(false);
+                slot.room.set_recording(false, false);
             }
         }
     }

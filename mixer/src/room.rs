@@ -18,6 +18,13 @@
 //! notice; G.722 and Opus decoders may make a few milliseconds of artefact at that moment,
 //! which falls while the leg itself starts or stops talking.
 //!
+//! A room mixes at the highest rate its legs' codecs carry, at most its own rate
+//! (`audio.rate`): a room of G.711 callers mixes at 8 kHz, and nothing in its tick is
+//! converted between rates; when a wideband leg joins, the room's mix rate rises for everyone
+//! (only the rate converters change: codecs and voice processing keep their state), and falls
+//! again when it leaves. Recordings and sounds stay at the room's rate: the recorded mix is
+//! converted once per tick while a recording runs, sounds as they play.
+//!
 //! A room can be put on hold ([`Room::set_hold`]: waiting for its moderator): nobody is mixed
 //! and everyone hears the hold sound, looped; the recording gets silence. An announcement
 //! ([`Room::announce`]: join and leave tones) is added to what everyone hears.
@@ -29,7 +36,7 @@ use std::time::Instant;
 use roundtable_media::MediaError;
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::jitter::{JitterConfig, PacketInfo};
-use roundtable_media::resample::frame_len;
+use roundtable_media::resample::{Resampler, frame_len};
 use roundtable_media::socket::LegQuality;
 
 use crate::agc::db_to_gain;
@@ -39,6 +46,7 @@ use crate::echo::detector::half_levels;
 use crate::leg::{Encoding, Leg, LegChange, Route, Stages};
 use crate::limiter::Limiter;
 use crate::mix;
+use crate::sound::Playing;
 use crate::vad::Talk;
 
 /// Ticks a shared output may go unused before it is dropped (1 s).
@@ -113,35 +121,6 @@ enum Content {
     Hold,
 }
 
-/// A sound played from a position (looped or once).
-#[derive(Debug, Clone)]
-struct Playing {
-    samples: Arc<[i16]>,
-    position: usize,
-}
-
-impl Playing {
-    /// Adds (or writes) the next frame of the sound; returns false when a one-shot sound ended.
-    fn next_into(&mut self, out: &mut [i16], looped: bool) -> bool {
-        let len = self.samples.len();
-        if len == 0 {
-            return false;
-        }
-        for o in out.iter_mut() {
-            if self.position >= len {
-                if !looped {
-                    *o = 0;
-                    continue;
-                }
-                self.position = 0;
-            }
-            *o = self.samples[self.position];
-            self.position += 1;
-        }
-        looped || self.position < len
-    }
-}
-
 /// One frame encoded once for every leg with the same codec and content.
 #[derive(Debug)]
 struct SharedOutput {
@@ -156,15 +135,17 @@ struct SharedOutput {
     last_used: u64,
 }
 
-/// One conference room's media state at a fixed internal rate.
+/// One conference room's media state.
 #[derive(Debug)]
 pub struct Room {
     config: RoomConfig,
+    /// The rate the room mixes at: its legs' highest codec rate, at most `config.rate`.
+    mix_rate: u32,
     aec: Option<AecMode>,
     degradation: Degradation,
     hold: Option<Playing>,
     announcement: Option<Playing>,
-    /// This tick's frame of the hold sound or the announcement.
+    /// This tick's frame of the hold sound or the announcement, at the mix rate.
     sound: Vec<i16>,
     legs: Vec<Leg>,
     shared: Vec<SharedOutput>,
@@ -173,6 +154,12 @@ pub struct Room {
     output: Vec<i16>,
     mix: Vec<i16>,
     mix_limiter: Limiter,
+    /// The mix at the room's rate while recording, when the room mixes at a lower rate.
+    recorded: Vec<i16>,
+    /// Converts `mix` into `recorded`, when the room mixes below its rate.
+    mix_up: Option<Resampler>,
+    /// Whether the room is being recorded (its mix is then kept at the room's rate).
+    recording: bool,
     ranking: Vec<(f32, usize)>,
     changes: Vec<LegChange>,
     events: VecDeque<RoomEvent>,
@@ -205,6 +192,7 @@ impl Room {
         let frame = frame_len(config.rate);
         Room {
             config,
+            mix_rate: config.rate,
             aec: None,
             degradation: Degradation::Full,
             hold: None,
@@ -217,6 +205,9 @@ impl Room {
             output: vec![0; frame],
             mix: vec![0; frame],
             mix_limiter: Limiter::new(config.audio.limiter),
+            recorded: vec![0; frame],
+            mix_up: None,
+            recording: false,
             ranking: Vec::new(),
             changes: Vec::new(),
             events: VecDeque::new(),
@@ -229,9 +220,47 @@ impl Room {
         }
     }
 
-    /// The room's internal rate.
+    /// The room's rate: its recordings' and sounds' (`audio.rate`).
     pub fn rate(&self) -> u32 {
         self.config.rate
+    }
+
+    /// The rate the room mixes at now: its legs' highest codec rate, at most [`Room::rate`].
+    pub fn mix_rate(&self) -> u32 {
+        self.mix_rate
+    }
+
+    /// Moves the room to the mix rate its legs need, converting legs that joined at another.
+    fn fit_mix_rate(&mut self) {
+        let Some(wanted) = self.legs.iter().map(Leg::codec_rate).max() else { return };
+        if wanted != self.mix_rate {
+            let rate = self.config.rate;
+            let (Ok(mix_up), Ok(outputs)) = (
+                (wanted != rate).then(|| Resampler::new(wanted, rate)).transpose(),
+                self.shared.iter().map(|s| s.encoding.converter_from(wanted)).collect::<Result<Vec<_>, _>>(),
+            ) else {
+                // Not a pair of telephony rates (config validation rules that out): stay.
+                self.codec_errors += 1;
+                return;
+            };
+            self.mix_rate = wanted;
+            self.mix_up = mix_up;
+            let frame = frame_len(wanted);
+            for (output, down) in self.shared.iter_mut().zip(outputs) {
+                output.encoding.set_converter(down);
+                output.frame = vec![0; frame];
+            }
+            for buffer in [&mut self.sound, &mut self.output, &mut self.mix] {
+                *buffer = vec![0; frame];
+            }
+            self.acc = vec![0; frame];
+            self.scratch = vec![0.0; frame];
+        }
+        for leg in self.legs.iter_mut().filter(|l| l.mix_rate() != wanted) {
+            if leg.set_mix_rate(wanted).is_err() {
+                self.codec_errors += 1;
+            }
+        }
     }
 
     /// Number of legs.
@@ -254,14 +283,17 @@ impl Room {
     /// Builds a leg's codec pipelines and state for a room set up with `config`, so that the
     /// work (resampler plans, codec state) happens on the caller's thread, not in a tick.
     pub fn prepare_leg(config: &RoomConfig, id: LegId, codec: LegCodec, seed: u64) -> Result<PreparedLeg, MediaError> {
-        Leg::new(id, codec, seed, config.rate, config.jitter, config.audio.limiter).map(|leg| PreparedLeg(Box::new(leg)))
+        Leg::new(id, codec, seed, config).map(|leg| PreparedLeg(Box::new(leg)))
     }
 
     /// Adds a leg built by [`Room::prepare_leg`] (replacing one with the same id).
     pub fn add_prepared(&mut self, leg: PreparedLeg) {
-        self.remove_leg(leg.0.id);
+        if let Some(i) = self.leg_index(leg.0.id) {
+            self.legs.remove(i);
+        }
         let at = self.legs.partition_point(|l| l.id < leg.0.id);
         self.legs.insert(at, *leg.0);
+        self.fit_mix_rate();
     }
 
     /// Legs are kept in id order, so finding one (for each packet received) is a binary
@@ -278,7 +310,7 @@ impl Room {
     /// replacing any prompt already playing.
     pub fn play(&mut self, id: LegId, samples: Arc<[i16]>) {
         if let Some(leg) = self.leg_mut(id) {
-            leg.prompt = Some((samples, 0));
+            leg.play(samples);
         }
     }
 
@@ -292,11 +324,13 @@ impl Room {
     /// Changes a leg's codec and whether it hears and is heard (hold, resume, re-offers). A new
     /// codec gets fresh pipelines; on error the leg keeps its old ones.
     pub fn update_leg(&mut self, id: LegId, codec: LegCodec, hears: bool, heard: bool) -> Result<(), MediaError> {
-        let (rate, jitter) = (self.config.rate, self.config.jitter);
+        let jitter = self.config.jitter;
         let Some(leg) = self.leg_mut(id) else { return Ok(()) };
         leg.hears = hears;
         leg.heard = heard;
-        leg.set_codec(codec, rate, jitter)
+        leg.set_codec(codec, jitter)?;
+        self.fit_mix_rate();
+        Ok(())
     }
 
     /// Sets a leg's controls (mute, deaf, gains, per-leg feature switches).
@@ -313,7 +347,7 @@ impl Room {
 
     /// Puts the room on hold with `sound` looped to everyone (`None`: mixing again).
     pub fn set_hold(&mut self, sound: Option<Arc<[i16]>>) {
-        self.hold = sound.map(|samples| Playing { samples, position: 0 });
+        self.hold = sound.map(|samples| Playing::new(samples, self.config.rate));
     }
 
     /// Whether the room is on hold.
@@ -323,7 +357,7 @@ impl Room {
 
     /// Plays `sound` once to everyone in the room, on top of the mix (replacing one playing).
     pub fn announce(&mut self, sound: Arc<[i16]>) {
-        self.announcement = Some(Playing { samples: sound, position: 0 });
+        self.announcement = Some(Playing::new(sound, self.config.rate));
     }
 
     /// Sheds (or restores) work under overload; see [`Degradation`].
@@ -346,6 +380,7 @@ impl Room {
     pub fn remove_leg(&mut self, id: LegId) {
         if let Some(i) = self.leg_index(id) {
             self.legs.remove(i);
+            self.fit_mix_rate();
         }
     }
 
@@ -402,6 +437,9 @@ impl Room {
         }
         mix::widen(&self.acc, 1.0, &mut self.scratch);
         self.mix_limiter.process(&self.scratch, &mut self.mix);
+        if let Some(up) = self.mix_up.as_mut().filter(|_| self.recording) {
+            up.process(&self.mix, &mut self.recorded);
+        }
 
         self.route();
         self.render_shared();
@@ -477,7 +515,7 @@ impl Room {
                 let found = self.shared.iter().position(|s| s.codec == codec.codec && s.opus == codec.opus && s.content == content);
                 let index = match found {
                     Some(i) => i,
-                    None => match Encoding::new(codec, self.config.rate) {
+                    None => match Encoding::new(codec, self.config.rate, self.mix_rate) {
                         Ok(encoding) => {
                             let frame = vec![0; self.mix.len()];
                             let limiter = Limiter::new(self.config.audio.limiter);
@@ -587,19 +625,23 @@ impl Room {
         self.legs.iter().filter(|l| l.route != Route::Nothing).map(|l| (l.id, l.packet.as_slice()))
     }
 
-    /// The whole room's mix of the last tick (the mixed talkers, limited), at the room's rate.
+    /// The whole room's mix of the last tick (the mixed talkers, limited), at the room's rate,
+    /// while [`Room::set_recording`] is on (silence otherwise, when the room mixes at a lower
+    /// rate).
     pub fn mix(&self) -> &[i16] {
-        &self.mix
+        if self.mix_up.is_some() { &self.recorded } else { &self.mix }
     }
 
-    /// Keeps each leg's input for per-leg recording tracks (or stops).
-    pub fn set_tracks(&mut self, on: bool) {
-        self.tracks = on;
+    /// Keeps the room's mix at the room's rate for [`Room::mix`] and, with `tracks`, each
+    /// leg's input for per-leg recording tracks (or stops both).
+    pub fn set_recording(&mut self, on: bool, tracks: bool) {
+        self.recording = on;
+        self.tracks = on && tracks;
     }
 
     /// Each leg's input this tick, after gain and echo cancellation but before noise
     /// suppression and level control (what the leg said, as a per-leg track records it), and
-    /// where it came from. Empty unless [`Room::set_tracks`] is on.
+    /// where it came from. Empty unless [`Room::set_recording`] asked for tracks.
     pub fn tracks(&self) -> impl Iterator<Item = (LegId, FrameSource, &[i16])> {
         self.legs.iter().filter(|_| self.tracks).map(|l| (l.id, l.source, l.track.as_slice()))
     }

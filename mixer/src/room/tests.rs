@@ -45,7 +45,9 @@ struct Sim {
 
 impl Sim {
     fn new(config: RoomConfig) -> Sim {
-        Sim { room: Room::new(config), rate: config.rate, callers: Vec::new(), seq: 0, start: Instant::now() }
+        let mut room = Room::new(config);
+        room.set_recording(true, false);
+        Sim { room, rate: config.rate, callers: Vec::new(), seq: 0, start: Instant::now() }
     }
 
     fn add(&mut self, id: u64, codec: Codec) -> LegId {
@@ -114,6 +116,60 @@ fn a_leg_does_not_hear_itself() {
     }
     assert_eq!(heard.len(), 1);
     assert!(energy(&heard[&b]) < 100.0, "the held leg is not heard");
+}
+
+#[test]
+fn telephone_callers_mix_at_8_khz_until_a_wideband_leg_joins() {
+    let mut sim = Sim::new(plain(16000));
+    let a = sim.add(1, Codec::Pcmu);
+    let b = sim.add(2, Codec::Pcma);
+    assert_eq!(sim.room.mix_rate(), 8000, "two G.711 legs: nothing needs more than 8 kHz");
+    let mut t = 0;
+    let mut run = |sim: &mut Sim, ticks: usize| {
+        let mut heard = HashMap::new();
+        for _ in 0..ticks {
+            heard = sim.step(&HashMap::from([(a, tone(8000, 1000.0, 8000.0, 160 * t))]));
+            t += 1;
+        }
+        heard
+    };
+    let heard = run(&mut sim, 10);
+    assert!(power_at(&heard[&b], 8000, 1000.0) > 1e7, "b hears a");
+    let recorded = sim.room.mix();
+    assert_eq!(recorded.len(), 320, "the recorded mix stays at the room's rate");
+    assert!(power_at(recorded, 16000, 1000.0) > 1e7, "and holds a's tone at 1 kHz");
+
+    let c = sim.add(3, Codec::G722);
+    assert_eq!(sim.room.mix_rate(), 16000, "a G.722 leg brings the room to 16 kHz");
+    let heard = run(&mut sim, 10);
+    assert!(power_at(&heard[&b], 8000, 1000.0) > 1e7, "b still hears a");
+    assert!(power_at(&heard[&c], 16000, 1000.0) > 1e7, "c hears a at its own rate");
+    assert!(power_at(sim.room.mix(), 16000, 1000.0) > 1e7);
+
+    sim.room.remove_leg(c);
+    sim.callers.retain(|caller| caller.0 != c);
+    assert_eq!(sim.room.mix_rate(), 8000, "back to 8 kHz when it leaves");
+    let heard = run(&mut sim, 10);
+    assert!(power_at(&heard[&b], 8000, 1000.0) > 1e7, "b hears a after the change");
+    assert!(power_at(sim.room.mix(), 16000, 1000.0) > 1e7);
+    assert!(energy(&heard[&a]) < 10.0, "a never hears itself");
+}
+
+#[test]
+fn a_prompt_at_the_rooms_rate_reaches_a_leg_mixed_at_8_khz() {
+    let mut sim = Sim::new(plain(16000));
+    let a = sim.add(1, Codec::Pcmu);
+    let prompt: Arc<[i16]> = (0..10).flat_map(|i| tone(16000, 600.0, 6000.0, 320 * i)).collect();
+    sim.room.play(a, prompt);
+    let mut heard = Vec::new();
+    for _ in 0..12 {
+        heard.push(sim.step(&HashMap::new())[&a].clone());
+    }
+    for (t, frame) in heard[..10].iter().enumerate() {
+        let p = power_at(frame, 8000, 600.0);
+        assert!(p > 1e6, "tick {t}: the prompt's tone at 8 kHz ({p})");
+    }
+    assert!(energy(&heard[11]) < 10.0, "the prompt ended");
 }
 
 #[test]
