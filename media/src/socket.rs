@@ -207,6 +207,8 @@ pub struct RtpIntake {
     metrics: MediaMetrics,
     /// The socket's kernel drop count last seen.
     dropped: u32,
+    /// Valid packets taken in this poll.
+    accepted: u64,
 }
 
 impl std::fmt::Debug for RtpIntake {
@@ -271,6 +273,7 @@ pub fn split_receive(
         counters: counters.clone(),
         metrics: metrics.clone(),
         dropped: 0,
+        accepted: 0,
     };
     let supervision =
         Supervision { rtcp, rtp: rtp_for_reports, settings, unprotect, protect, muxed: muxed_rx, counters, metrics, cancel };
@@ -285,8 +288,9 @@ impl RtpIntake {
 
     /// Reads what arrived since the last call (at most [`MAX_READ_PER_TICK`] datagrams) into
     /// `out`: audio with its kernel arrival time, and a new latched address. Invalid packets are
-    /// counted and dropped.
-    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) {
+    /// counted and dropped. Returns the valid packets it took, which the caller adds to
+    /// [`MediaMetrics::packets_in`] for many legs at once.
+    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> u64 {
         if self.settings.has_changed().unwrap_or(false) {
             self.config = *self.settings.borrow_and_update();
         }
@@ -307,6 +311,7 @@ impl RtpIntake {
                 break;
             }
         }
+        std::mem::take(&mut self.accepted)
     }
 
     fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) {
@@ -370,7 +375,7 @@ impl RtpIntake {
             }
         }
         self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-        self.metrics.packet_in();
+        self.accepted += 1;
         if packet.payload_type != config.audio_pt {
             if let Some(digit) = self.dtmf.handle(packet.ssrc, packet.timestamp, packet.payload) {
                 // A full digit queue means nobody reads digits for this leg: drop them.

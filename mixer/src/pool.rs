@@ -558,13 +558,15 @@ fn tick_room(
 ) {
     let clock = ClockPair::now();
     let room = &mut slot.room;
+    let mut received = 0;
     for (id, leg) in slot.legs.iter_mut() {
         // Bounded per leg by the intake's per-tick cap.
-        leg.io.intake.poll(batch, &clock, |input| match input {
+        received += leg.io.intake.poll(batch, &clock, |input| match input {
             LegInput::Audio { info, payload } => room.handle_audio(*id, info, payload),
             LegInput::Remote(addr) => leg.remote = addr,
         });
     }
+    media.packets_in(received);
     slot.room.tick(now);
     for _ in 0..slot.room.take_codec_errors() {
         media.invalid(MediaError::Codec("decode or encode"));
@@ -575,6 +577,7 @@ fn tick_room(
             metrics.events_dropped.inc();
         }
     }
+    let mut sent = 0;
     for (id, packet) in slot.room.packets() {
         let Some(leg) = slot.legs.get_mut(&id) else { continue };
         let protected;
@@ -592,11 +595,12 @@ fn tick_room(
         match leg.io.intake.socket().send_to(packet, leg.remote) {
             Ok(_) => {
                 leg.io.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                media.packet_out();
+                sent += 1;
             }
             Err(_) => metrics.send_errors.inc(),
         }
     }
+    media.packets_out(sent);
     if tick.is_multiple_of(QUALITY_EVERY) {
         for (id, quality) in slot.room.quality() {
             if let Some(leg) = slot.legs.get(&id) {
