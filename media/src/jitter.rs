@@ -473,15 +473,24 @@ impl<T> Queue<T> {
         self.find(seq).is_ok()
     }
 
-    /// Inserts `item` at `seq` (replacing one already there).
+    /// Inserts `item` at `seq` (replacing one already there). Packets mostly arrive in order:
+    /// appending needs no search.
     fn insert(&mut self, seq: u64, item: T) {
+        if self.items.back().is_none_or(|(last, _)| *last < seq) {
+            self.items.push_back((seq, item));
+            return;
+        }
         match self.find(seq) {
             Ok(i) => self.items[i].1 = item,
             Err(i) => self.items.insert(i, (seq, item)),
         }
     }
 
+    /// Removes the item at `seq`: mostly the first (its turn to play).
     fn remove(&mut self, seq: u64) -> Option<T> {
+        if self.first() == Some(seq) {
+            return self.pop_first().map(|(_, item)| item);
+        }
         let i = self.find(seq).ok()?;
         self.items.remove(i).map(|(_, item)| item)
     }

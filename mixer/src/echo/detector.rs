@@ -21,6 +21,8 @@ const WINDOW: usize = 300;
 const MIN_WINDOW: usize = 100;
 /// Largest delay tried, in blocks (500 ms).
 const MAX_LAG: usize = 50;
+/// Blocks each envelope's ring holds.
+const RING: usize = WINDOW + MAX_LAG;
 /// Blocks between evaluations (0.5 s).
 const EVERY: u64 = 50;
 /// Lowest level counted, so digital silence does not dominate the statistics.
@@ -69,8 +71,8 @@ impl EchoDetector {
     /// A detector evaluating at block offset `phase` (spreads the work over ticks).
     pub fn new(phase: u64) -> EchoDetector {
         EchoDetector {
-            sent: vec![FLOOR_DB; WINDOW + MAX_LAG],
-            heard: vec![FLOOR_DB; WINDOW + MAX_LAG],
+            sent: vec![FLOOR_DB; RING],
+            heard: vec![FLOOR_DB; RING],
             blocks: 0,
             phase: phase % EVERY,
             echo: false,
@@ -110,7 +112,8 @@ impl EchoDetector {
     pub fn observe_levels(&mut self, heard: [f32; 2], sent: [f32; 2]) -> Option<bool> {
         let mut changed = None;
         for half in 0..2 {
-            let slot = (self.blocks % self.sent.len() as u64) as usize;
+            // A constant divisor: a multiplication, not a division, per block.
+            let slot = (self.blocks % RING as u64) as usize;
             self.heard[slot] = heard[half];
             self.sent[slot] = sent[half];
             self.blocks += 1;
@@ -122,18 +125,17 @@ impl EchoDetector {
     }
 
     fn evaluate(&mut self) -> Option<bool> {
-        let len = self.sent.len();
-        let newest = (self.blocks - 1) as usize;
+        let newest = ((self.blocks - 1) % RING as u64) as usize;
         let window = (self.blocks as usize - MAX_LAG).min(WINDOW);
         // Both envelopes newest first, out of their rings: the loops below then run over plain
         // slices (no index arithmetic per element), which the compiler vectorises.
-        let mut sent = [0f32; WINDOW + MAX_LAG];
+        let mut sent = [0f32; RING];
         let mut heard = [0f32; WINDOW];
-        for (ago, s) in sent.iter_mut().enumerate().take(window + MAX_LAG) {
-            *s = self.sent[(newest + len - ago % len) % len];
+        for (s, &x) in sent.iter_mut().zip(newest_first(&self.sent, newest)).take(window + MAX_LAG) {
+            *s = x;
         }
-        for (ago, h) in heard.iter_mut().enumerate().take(window) {
-            *h = self.heard[(newest + len - ago % len) % len];
+        for (h, &x) in heard.iter_mut().zip(newest_first(&self.heard, newest)).take(window) {
+            *h = x;
         }
         let sent = &sent[..window + MAX_LAG];
         let heard = &heard[..window];
@@ -205,6 +207,11 @@ impl EchoDetector {
         }
         None
     }
+}
+
+/// A ring's blocks newest first, `newest` being the slot written last.
+fn newest_first(ring: &[f32], newest: usize) -> impl Iterator<Item = &f32> {
+    ring[..=newest].iter().rev().chain(ring[newest + 1..].iter().rev())
 }
 
 /// The levels (dBFS, floored) of a 20 ms frame's two 10 ms halves: the detector's envelope
