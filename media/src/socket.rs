@@ -286,14 +286,20 @@ impl RtpIntake {
         &self.socket
     }
 
+    /// Takes the leg's latest receive settings (payload types, rtcp-mux) if they changed. The
+    /// mixer thread calls it when told the leg changed and now and then, not on every read:
+    /// looking at the shared settings is a cache miss per leg per tick.
+    pub fn refresh(&mut self) {
+        if self.settings.has_changed().unwrap_or(false) {
+            self.config = *self.settings.borrow_and_update();
+        }
+    }
+
     /// Reads what arrived since the last call (at most [`MAX_READ_PER_TICK`] datagrams) into
     /// `out`: audio with its kernel arrival time, and a new latched address. Invalid packets are
     /// counted and dropped. Returns the valid packets it took, which the caller adds to
     /// [`MediaMetrics::packets_in`] for many legs at once.
     pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> u64 {
-        if self.settings.has_changed().unwrap_or(false) {
-            self.config = *self.settings.borrow_and_update();
-        }
         let mut read = 0;
         while read < MAX_READ_PER_TICK {
             let n = match batch.recv(&self.socket, false) {

@@ -448,7 +448,7 @@ impl Worker {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::AddLeg { room, leg, io, media } => {
+            Command::AddLeg { room, leg, mut io, media } => {
                 let config = self.config;
                 let degradation = self.governor.level();
                 let slot = self.rooms.entry(room).or_insert_with(|| {
@@ -464,6 +464,7 @@ impl Worker {
                         self.media.invalid(error);
                     }
                 }
+                io.intake.refresh();
                 let remote = io.remote;
                 slot.legs.insert(leg, LegSlot { io, remote });
             }
@@ -475,6 +476,7 @@ impl Worker {
                     }
                     if let Some(l) = slot.legs.get_mut(&leg) {
                         l.remote = remote;
+                        l.io.intake.refresh();
                     }
                 }
             }
@@ -559,7 +561,12 @@ fn tick_room(
     let clock = ClockPair::now();
     let room = &mut slot.room;
     let mut received = 0;
+    let refresh = tick.is_multiple_of(QUALITY_EVERY);
     for (id, leg) in slot.legs.iter_mut() {
+        if refresh {
+            // Settings changes also arrive with UpdateLeg; this catches any other path.
+            leg.io.intake.refresh();
+        }
         // Bounded per leg by the intake's per-tick cap.
         received += leg.io.intake.poll(batch, &clock, |input| match input {
             LegInput::Audio { info, payload } => room.handle_audio(*id, info, payload),
