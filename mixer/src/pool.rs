@@ -599,7 +599,7 @@ fn tick_room(
                 continue;
             }
         };
-        match leg.io.intake.socket().send_to(packet, leg.remote) {
+        match roundtable_media::udp::send_to(leg.io.intake.socket(), packet, leg.remote) {
             Ok(_) => {
                 leg.io.counters.packets_out.fetch_add(1, Ordering::Relaxed);
                 sent += 1;
