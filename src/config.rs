@@ -22,6 +22,7 @@ max_calls = 1000
 timer_t1_ms = 500
 answer_delay_ms = 0
 session_expires_s = 1800
+min_session_expires_s = 90
 options_ping_s = 0
 tcp_idle_timeout_s = 300
 allow = []
@@ -146,6 +147,7 @@ struct RawSip {
     timer_t1_ms: i64,
     answer_delay_ms: i64,
     session_expires_s: i64,
+    min_session_expires_s: i64,
     options_ping_s: i64,
     tcp_idle_timeout_s: i64,
     allow: Vec<String>,
@@ -478,6 +480,8 @@ pub struct Config {
     pub answer_delay: Duration,
     /// RFC 4028 session interval in seconds for callers that name none (0: off).
     pub session_expires: u32,
+    /// Our RFC 4028 Min-SE in seconds (90 unless shortened, for tests).
+    pub min_session_expires: u32,
     /// Interval of in-dialog OPTIONS pings; `None`: no pings.
     pub options_ping: Option<Duration>,
     /// A TCP or TLS connection that carries no call and no bytes for this long is closed.
@@ -674,10 +678,16 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         .ok()
         .filter(|ms| *ms <= 60_000)
         .ok_or_else(|| ConfigError::new("sip.answer_delay_ms", "must be between 0 and 60000"))?;
+    let min_session_expires = u32::try_from(raw.sip.min_session_expires_s)
+        .ok()
+        .filter(|s| (1..=86_400).contains(s))
+        .ok_or_else(|| ConfigError::new("sip.min_session_expires_s", "must be between 1 and 86400 (RFC 4028 asks for 90 or more)"))?;
     let session_expires = u32::try_from(raw.sip.session_expires_s)
         .ok()
-        .filter(|s| *s == 0 || (roundtable_sip::session_timer::MIN_SE..=86_400).contains(s))
-        .ok_or_else(|| ConfigError::new("sip.session_expires_s", "must be 0 (off) or between 90 (Min-SE) and 86400"))?;
+        .filter(|s| *s == 0 || (min_session_expires..=86_400).contains(s))
+        .ok_or_else(|| {
+            ConfigError::new("sip.session_expires_s", format!("must be 0 (off) or between {min_session_expires} (sip.min_session_expires_s) and 86400"))
+        })?;
     let options_ping = u64::try_from(raw.sip.options_ping_s)
         .ok()
         .filter(|s| *s <= 86_400)
@@ -879,6 +889,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         timer_t1: Duration::from_millis(timer_t1_ms as u64),
         answer_delay: Duration::from_millis(answer_delay_ms),
         session_expires,
+        min_session_expires,
         options_ping: (options_ping > 0).then(|| Duration::from_secs(options_ping)),
         tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
         dialplan,
@@ -1021,6 +1032,9 @@ mod tests {
             ("[audio]\ntop_k = -1", &[], "audio.top_k"),
             ("[audio]\nmixer_threads = 1000", &[], "audio.mixer_threads"),
             ("[room]\naec = \"yes\"", &[], "room.aec"),
+            ("[sip]\nmin_session_expires_s = 0", &[], "sip.min_session_expires_s"),
+            ("[sip]\nsession_expires_s = 60", &[], "sip.session_expires_s"),
+            ("[sip]\nmin_session_expires_s = 120\nsession_expires_s = 100", &[], "sip.session_expires_s"),
             ("", &[("ROUNDTABLE_AUDIO__AEC", "loud")], "audio.aec"),
             ("", &[("ROUNDTABLE_SIP__MAX_CALLS", "zero")], "sip.max_calls"),
         ];

@@ -262,6 +262,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     endpoint.limits = config.sip_limits;
     endpoint.auth = config.sip_auth.clone();
     endpoint.session_expires = config.session_expires;
+    endpoint.min_session_expires = config.min_session_expires;
     endpoint.ping_interval = config.options_ping;
     let transport_config = transport::TransportConfig {
         listen: config.sip_listen.clone(),

@@ -125,55 +125,58 @@ fn session_timer_refresh_then_expiry() {
     if !sipp_available() {
         return;
     }
-    // SIPp sends no RTP: keep the inactivity timeout out of the way for the 90 s this takes.
-    let service = Service::start(Options { toml: "[media]\ninactivity_timeout_s = 300".into(), ..Options::default() });
+    // Min-SE shortened to 12 s, so the timers run in seconds. SIPp sends no RTP: keep the
+    // inactivity timeout out of the way.
+    let toml = "[sip]\nmin_session_expires_s = 12\n[media]\ninactivity_timeout_s = 60";
+    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let child = sipp(&service, &scenario("session_timer.xml"), "1000", work.path(), &["-timeout", "150s"]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(140)), Some(0), "{}", sipp_logs(work.path()));
+    let child = sipp(&service, &scenario("session_timer.xml"), "1000", work.path(), &["-timeout", "30s"]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(30)), Some(0), "{}", sipp_logs(work.path()));
     let took = started.elapsed();
-    // Refresh at 30 s; BYE at 30 + (90 - 30) = 90 s, not at 60 s as without the refresh.
-    assert!(took >= Duration::from_secs(88) && took <= Duration::from_secs(100), "BYE after {took:?}");
+    // Refresh at 3 s; BYE at 3 + (12 - 12/3) = 11 s, not at 8 s as without the refresh.
+    assert!(took >= Duration::from_millis(10_500) && took <= Duration::from_secs(13), "BYE after {took:?}");
     assert!(service.log().contains("reason=\"session expired\""), "{}", service.log());
 }
 
-/// The bridge refreshes a caller that does not support session timers (`refresher=uas`, 90 s):
-/// by re-INVITE when the caller does not allow UPDATE.
+/// The bridge refreshes a caller that does not support session timers (`refresher=uas`, 12 s
+/// with the test's Min-SE): by re-INVITE when the caller does not allow UPDATE.
 #[test]
 fn session_refreshed_by_the_bridge_with_reinvite() {
     if !sipp_available() {
         return;
     }
-    let toml = "[sip]\nsession_expires_s = 90\n[media]\ninactivity_timeout_s = 300";
+    let toml = "[sip]\nsession_expires_s = 12\nmin_session_expires_s = 12\n[media]\ninactivity_timeout_s = 60";
     let service = Service::start(Options { toml: toml.into(), ..Options::default() });
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let child = sipp(&service, &scenario("session_refresh_reinvite.xml"), "1000", work.path(), &["-timeout", "90s"]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(85)), Some(0), "{}", sipp_logs(work.path()));
+    let child = sipp(&service, &scenario("session_refresh_reinvite.xml"), "1000", work.path(), &["-timeout", "20s"]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(44) && took <= Duration::from_secs(55), "refresh after {took:?}");
+    // At half the interval.
+    assert!(took >= Duration::from_millis(5_500) && took <= Duration::from_secs(8), "refresh after {took:?}");
     let metrics = service.metrics();
     assert_eq!(metric(&metrics, "roundtable_sip_requests_sent_total{method=\"INVITE\"}"), 1.0, "{metrics}");
     service.wait_participants("1000", 0);
 }
 
 /// A refresh the caller never answers (UPDATE over TCP, so not retransmitted) ends the call with
-/// BYE after Timer F (64*T1, T1 shortened to 100 ms here).
+/// BYE after Timer F (64*T1, T1 shortened to 20 ms here), before the session would expire.
 #[test]
 fn missed_bridge_refresh_ends_the_call() {
     if !sipp_available() {
         return;
     }
-    let toml = "[sip]\nsession_expires_s = 90\ntimer_t1_ms = 100\n[media]\ninactivity_timeout_s = 300";
+    let toml = "[sip]\nsession_expires_s = 20\nmin_session_expires_s = 20\ntimer_t1_ms = 20\n[media]\ninactivity_timeout_s = 60";
     let service = Service::start(Options { toml: toml.into(), ..Options::default() });
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let child =
-        sipp(&service, &scenario("session_refresh_missed.xml"), "1000", work.path(), &["-t", "t1", "-timeout", "90s"]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(85)), Some(0), "{}", sipp_logs(work.path()));
+        sipp(&service, &scenario("session_refresh_missed.xml"), "1000", work.path(), &["-t", "t1", "-timeout", "30s"]);
+    assert_eq!(wait_sipp(child, Duration::from_secs(30)), Some(0), "{}", sipp_logs(work.path()));
     let took = started.elapsed();
-    // UPDATE at 45 s, BYE 6.4 s later.
-    assert!(took >= Duration::from_secs(50) && took <= Duration::from_secs(60), "BYE after {took:?}");
+    // UPDATE at 10 s, BYE 1.28 s later (the session would expire at 20 - 20/3 = 14 s).
+    assert!(took >= Duration::from_millis(10_500) && took <= Duration::from_millis(13_500), "BYE after {took:?}");
     assert!(service.log().contains("reason=\"peer unreachable\""), "{}", service.log());
     let metrics = service.metrics();
     assert_eq!(metric(&metrics, "roundtable_sip_timeouts_total{kind=\"UPDATE\"}"), 1.0, "{metrics}");

@@ -222,6 +222,9 @@ pub struct EndpointConfig {
     /// RFC 4028 session interval in seconds for callers that name none (0: no timer unless the
     /// caller asks). Callers without timer support are refreshed by us.
     pub session_expires: u32,
+    /// Our RFC 4028 Min-SE in seconds: shorter session intervals are raised to it, or refused
+    /// with 422 when the caller supports timers. RFC 4028 asks for 90 or more; tests shorten it.
+    pub min_session_expires: u32,
     /// How often to send an in-dialog OPTIONS to each answered call; a 408, 481 or no answer
     /// ends the call. `None` sends none.
     pub ping_interval: Option<std::time::Duration>,
@@ -239,6 +242,7 @@ impl Default for EndpointConfig {
             limits: RateLimits::default(),
             max_transactions: 50_000,
             session_expires: 1800,
+            min_session_expires: session_timer::MIN_SE,
             ping_interval: None,
         }
     }
@@ -882,7 +886,7 @@ impl Endpoint {
             (Purpose::Refresh(_), Outcome::Success(response)) => {
                 // The peer may shorten the interval or take the refresher role (RFC 4028 7.4).
                 let current = dialog.session.map_or(0, |s| s.interval);
-                let mut negotiation = session_timer::negotiate(&response, current);
+                let mut negotiation = session_timer::negotiate(&response, current, self.config.min_session_expires);
                 if let Negotiation::Timer { caller_supports, .. } = &mut negotiation {
                     *caller_supports = dialog.session.is_some_and(|s| s.caller_supports);
                 }
@@ -951,7 +955,7 @@ impl Endpoint {
         let request = txn.request.clone();
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         copy_record_route(&request, &mut response);
-        let session = Session::start(now, session_timer::negotiate(&request, self.config.session_expires));
+        let session = Session::start(now, session_timer::negotiate(&request, self.config.session_expires, self.config.min_session_expires));
         if let Some(session) = &session {
             session.annotate(&mut response);
         }
@@ -1080,7 +1084,7 @@ impl Endpoint {
         let negotiation = match dialog.session {
             // A refresh that names nothing keeps the terms in force.
             Some(s) if request.headers.get("Session-Expires").is_none() => s.terms(),
-            _ => session_timer::negotiate(request, 0),
+            _ => session_timer::negotiate(request, 0, self.config.min_session_expires),
         };
         dialog.session = Session::start(now, negotiation);
         if let Some(session) = &dialog.session {
@@ -1389,10 +1393,10 @@ impl Endpoint {
             return Some(response);
         }
         if matches!(method, Method::Invite | Method::Update)
-            && session_timer::negotiate(request, 0) == Negotiation::TooSmall
+            && session_timer::negotiate(request, 0, self.config.min_session_expires) == Negotiation::TooSmall
         {
             let mut response = self.response(request, 422, "Session Interval Too Small", None);
-            response.headers.push("Min-SE", session_timer::MIN_SE.to_string());
+            response.headers.push("Min-SE", self.config.min_session_expires.to_string());
             return Some(response);
         }
         if *method != Method::Invite {

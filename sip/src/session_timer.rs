@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::message::Message;
 
-/// Our Min-SE (RFC 4028 recommends 90 s): shorter intervals get 422.
+/// Our default Min-SE (RFC 4028 asks for at least 90 s): shorter intervals get 422. A
+/// deployment may set another (`EndpointConfig::min_session_expires`); tests shorten it.
 pub const MIN_SE: u32 = 90;
 
 /// Who sends the refreshes.
@@ -55,8 +56,9 @@ impl Negotiation {
 }
 
 /// Reads `Session-Expires`, its `refresher`, `Min-SE` and `Supported`/`Require: timer` from a
-/// request. `default_interval` (0 = none) applies when the request names no interval.
-pub fn negotiate(request: &Message, default_interval: u32) -> Negotiation {
+/// request. `default_interval` (0 = none) applies when the request names no interval; `min_se`
+/// is our Min-SE.
+pub fn negotiate(request: &Message, default_interval: u32, min_se: u32) -> Negotiation {
     let caller_supports = ["Supported", "Require"].iter().any(|h| {
         request.headers.all(h).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("timer"))
     });
@@ -71,10 +73,10 @@ pub fn negotiate(request: &Message, default_interval: u32) -> Negotiation {
         Some((interval, refresher))
     });
     let (interval, refresher) = match asked {
-        Some((interval, _)) if interval < MIN_SE && caller_supports => return Negotiation::TooSmall,
-        Some((interval, refresher)) => (interval.max(MIN_SE), refresher),
+        Some((interval, _)) if interval < min_se && caller_supports => return Negotiation::TooSmall,
+        Some((interval, refresher)) => (interval.max(min_se), refresher),
         None if default_interval == 0 => return Negotiation::Off,
-        None => (default_interval.max(their_min.unwrap_or(0)).max(MIN_SE), None),
+        None => (default_interval.max(their_min.unwrap_or(0)).max(min_se), None),
     };
     let refresher = match refresher.as_deref() {
         Some("uas") => Refresher::Bridge,
@@ -111,19 +113,22 @@ mod tests {
     #[test]
     fn negotiation() {
         use Refresher::{Bridge, Caller};
-        assert_eq!(negotiate(&request(""), 0), Negotiation::Off);
-        assert_eq!(negotiate(&request(""), 1800), timer(1800, Bridge, false), "we refresh for old phones");
-        assert_eq!(negotiate(&request("Supported: timer\r\n"), 1800), timer(1800, Caller, true));
-        assert_eq!(negotiate(&request("Min-SE: 3600\r\n"), 1800), timer(3600, Bridge, false));
+        assert_eq!(negotiate(&request(""), 0, MIN_SE), Negotiation::Off);
+        assert_eq!(negotiate(&request(""), 1800, MIN_SE), timer(1800, Bridge, false), "we refresh for old phones");
+        assert_eq!(negotiate(&request("Supported: timer\r\n"), 1800, MIN_SE), timer(1800, Caller, true));
+        assert_eq!(negotiate(&request("Min-SE: 3600\r\n"), 1800, MIN_SE), timer(3600, Bridge, false));
         let ok = request("Supported: timer, 100rel\r\nSession-Expires: 1800\r\n");
-        assert_eq!(negotiate(&ok, 0), timer(1800, Caller, true));
+        assert_eq!(negotiate(&ok, 0, MIN_SE), timer(1800, Caller, true));
         let uac = request("Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n");
-        assert_eq!(negotiate(&uac, 0), timer(120, Caller, true));
+        assert_eq!(negotiate(&uac, 0, MIN_SE), timer(120, Caller, true));
         let uas = request("Supported: timer\r\nSession-Expires: 120;refresher=uas\r\n");
-        assert_eq!(negotiate(&uas, 0), timer(120, Bridge, true));
-        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 60\r\n"), 0), Negotiation::TooSmall);
-        assert_eq!(negotiate(&request("Session-Expires: 60\r\n"), 0), timer(90, Bridge, false), "raised, not refused");
-        assert_eq!(negotiate(&request("Session-Expires: 1800\r\n"), 0), timer(1800, Bridge, false));
+        assert_eq!(negotiate(&uas, 0, MIN_SE), timer(120, Bridge, true));
+        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 60\r\n"), 0, MIN_SE), Negotiation::TooSmall);
+        assert_eq!(negotiate(&request("Session-Expires: 60\r\n"), 0, MIN_SE), timer(90, Bridge, false), "raised, not refused");
+        assert_eq!(negotiate(&request("Session-Expires: 1800\r\n"), 0, MIN_SE), timer(1800, Bridge, false));
+        // Another Min-SE (tests shorten it): 9 s is then long enough, 5 s is not.
+        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 9\r\n"), 0, 9), timer(9, Caller, true));
+        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 5\r\n"), 0, 9), Negotiation::TooSmall);
         assert_eq!(timer(90, Bridge, false).header().as_deref(), Some("90;refresher=uas"));
         assert_eq!(timer(90, Caller, true).header().as_deref(), Some("90;refresher=uac"));
     }
