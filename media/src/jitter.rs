@@ -461,8 +461,15 @@ impl<T> Queue<T> {
         self.items.clear();
     }
 
+    /// Where `seq` is, or would go. Packets mostly arrive in order and play from the front:
+    /// those two cases need no search.
     fn find(&self, seq: u64) -> Result<usize, usize> {
-        self.items.binary_search_by_key(&seq, |(s, _)| *s)
+        match (self.items.front(), self.items.back()) {
+            (Some((first, _)), _) if *first == seq => Ok(0),
+            (_, Some((last, _))) if *last < seq => Err(self.items.len()),
+            (None, _) => Err(0),
+            _ => self.items.binary_search_by_key(&seq, |(s, _)| *s),
+        }
     }
 
     fn get(&self, seq: u64) -> Option<&T> {
@@ -473,24 +480,15 @@ impl<T> Queue<T> {
         self.find(seq).is_ok()
     }
 
-    /// Inserts `item` at `seq` (replacing one already there). Packets mostly arrive in order:
-    /// appending needs no search.
+    /// Inserts `item` at `seq` (replacing one already there).
     fn insert(&mut self, seq: u64, item: T) {
-        if self.items.back().is_none_or(|(last, _)| *last < seq) {
-            self.items.push_back((seq, item));
-            return;
-        }
         match self.find(seq) {
             Ok(i) => self.items[i].1 = item,
             Err(i) => self.items.insert(i, (seq, item)),
         }
     }
 
-    /// Removes the item at `seq`: mostly the first (its turn to play).
     fn remove(&mut self, seq: u64) -> Option<T> {
-        if self.first() == Some(seq) {
-            return self.pop_first().map(|(_, item)| item);
-        }
         let i = self.find(seq).ok()?;
         self.items.remove(i).map(|(_, item)| item)
     }

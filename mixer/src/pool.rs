@@ -51,8 +51,9 @@ pub const RECORDER_QUEUE: usize = 100;
 const QUALITY_EVERY: u64 = 25;
 /// Room events that may wait for their consumer before new ones are dropped (and counted).
 pub const EVENT_QUEUE: usize = 4096;
-/// Datagrams one socket read takes at most (a leg usually has one waiting per tick).
-const RECV_BATCH: usize = 8;
+/// Datagrams one socket read takes at most (a leg usually has one waiting per tick; a read
+/// that fills the batch is followed by another). Each read prepares this many headers.
+const RECV_BATCH: usize = 4;
 /// Load assumed for a room placed on a thread until its cost shows in the thread's ticks.
 const ROOM_ALLOWANCE_NS: u64 = 50_000;
 
