@@ -290,10 +290,10 @@ mod linux {
         let n = unsafe {
             libc::syscall(
                 libc::SYS_recvmmsg,
-                socket.as_raw_fd(),
+                libc::c_long::from(socket.as_raw_fd()),
                 scratch.headers.as_mut_ptr(),
-                count as libc::c_uint,
-                flags,
+                count as libc::c_long,
+                libc::c_long::from(flags),
                 std::ptr::null_mut::<libc::timespec>(),
             )
         };
@@ -325,12 +325,12 @@ mod linux {
         let n = unsafe {
             libc::syscall(
                 libc::SYS_sendto,
-                socket.as_raw_fd(),
+                libc::c_long::from(socket.as_raw_fd()),
                 bytes.as_ptr(),
                 bytes.len(),
-                0,
+                0 as libc::c_long,
                 (&address as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
-                len,
+                libc::c_long::from(len),
             )
         };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
@@ -358,7 +358,15 @@ mod linux {
             }
             // SAFETY: `chunk.len()` headers pointing at live addresses and at the caller's
             // byte slices (the kernel only reads them).
-            let n = unsafe { libc::syscall(libc::SYS_sendmmsg, socket.as_raw_fd(), headers.as_mut_ptr(), chunk.len() as libc::c_uint, 0) };
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_sendmmsg,
+                    libc::c_long::from(socket.as_raw_fd()),
+                    headers.as_mut_ptr(),
+                    chunk.len() as libc::c_long,
+                    0 as libc::c_long,
+                )
+            };
             if n < 0 {
                 let error = io::Error::last_os_error();
                 return if sent == 0 { Err(error) } else { Ok(sent) };

@@ -637,6 +637,9 @@ impl Room {
     pub fn set_recording(&mut self, on: bool, tracks: bool) {
         self.recording = on;
         self.tracks = on && tracks;
+        if !on {
+            self.recorded.fill(0);
+        }
     }
 
     /// Each leg's input this tick, after gain and echo cancellation but before noise
