@@ -255,7 +255,7 @@ impl Leg {
         if self.encoding.codec.codec.clock_rate() != codec.codec.clock_rate() {
             self.jitter = JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY);
         }
-        if decoding.up.from_rate() != self.decoding.up.from_rate() {
+        if decoding.up.from_rate() != self.codec_rate() {
             // Voice processing runs at the codec's rate: start it over at the new one.
             self.noise = None;
             self.aec = None;
@@ -399,7 +399,7 @@ impl Leg {
             self.aec = None;
         }
         if wanted && self.aec.is_none() {
-            match canceller(stages.audio.aec_backend, self.decoding.up.from_rate()) {
+            match canceller(stages.audio.aec_backend, self.codec_rate()) {
                 Ok(aec) => self.aec = Some(aec),
                 Err(error) => result = Err(error),
             }
@@ -426,8 +426,9 @@ impl Leg {
     /// control. Run on the mixed talkers only, so a room pays for them on at most `top_k` legs.
     pub(crate) fn finish_input(&mut self, stages: Stages) -> Result<(), MixerError> {
         let mut result = Ok(());
+        let rate = self.codec_rate();
         let native = &mut self.decoding.native;
-        if let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, self.decoding.up.from_rate())
+        if let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, rate)
             && let Err(error) = noise.process(native)
         {
             result = Err(error);
@@ -442,9 +443,10 @@ impl Leg {
     /// Keeps this tick's input, after gain and echo cancellation and before noise suppression
     /// and level control, at the room rate in `track` (per-leg recording).
     pub(crate) fn record_track(&mut self) {
+        let rate = self.codec_rate();
         let track_up = match &mut self.track_up {
             Some(track_up) => track_up,
-            None => match Resampler::new(self.decoding.up.from_rate(), self.room_rate) {
+            None => match Resampler::new(rate, self.room_rate) {
                 Ok(resampler) => self.track_up.insert(resampler),
                 Err(_) => return, // a pair of telephony rates, as the room's conversions
             },
@@ -457,7 +459,7 @@ impl Leg {
     /// input once every [`NOISE_LEARN_EVERY`] ticks (staggered by `phase`), and otherwise
     /// only notes that a frame went by.
     pub(crate) fn idle_input(&mut self, stages: Stages, phase: u64) -> Result<(), MixerError> {
-        let rate = self.decoding.up.from_rate();
+        let rate = self.codec_rate();
         let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, rate) else { return Ok(()) };
         let learn = phase.is_multiple_of(NOISE_LEARN_EVERY);
         noise.listen(learn.then_some(&self.decoding.native[..]))
