@@ -2,7 +2,8 @@
 //! processing in a fixed order ([`Degradation`]), one stage at a time; give it back one stage
 //! at a time once ticks have been cheap for a while.
 //!
-//! - Overloaded: three ticks in a row cost more than 75 % of the 20 ms budget, or ticks
+//! - Overloaded: three ticks in a row cost more than 75 % of the 20 ms budget (a tick's cost
+//!   is the CPU time its thread used: time preempted is no work that shedding saves), or ticks
 //!   started more than 10 ms late for half a second in a row (a thread that cannot keep up; a
 //!   single stall of the process, which shedding work would not cure, does not count). Each
 //!   overload drops one more stage, at most one stage per second (so each step can take effect

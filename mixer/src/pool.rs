@@ -217,9 +217,10 @@ pub enum Command {
         /// The room.
         room: RoomKey,
     },
-    /// Overload drill: from the next tick the thread spends `cost` more per tick while `stage`
-    /// still runs on it (its degradation stage is below `stage`), as a slow voice-processing
-    /// stage would; `None` ends the drill. Checks the overload policy end to end.
+    /// Overload drill: from the next tick the thread spends `cost` more CPU time per tick
+    /// while `stage` still runs on it (its degradation stage is below `stage`), as a slow
+    /// voice-processing stage would; `None` ends the drill. Checks the overload policy end to
+    /// end.
     SlowStage(Option<(Degradation, Duration)>),
     /// Forget the room (and stop its recording).
     CloseRoom {
@@ -398,7 +399,8 @@ impl Worker {
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
-            let started = Instant::now();
+            let watch = CpuStopwatch::start();
+            let started = watch.started;
             let late = started.saturating_duration_since(deadline);
             self.thread.lateness.observe(late.as_secs_f64());
             if late > MAX_CATCH_UP {
@@ -416,17 +418,18 @@ impl Worker {
             if let Some((stage, cost)) = self.drill
                 && self.governor.level() < stage
             {
-                std::thread::sleep(cost);
+                burn_cpu(cost);
             }
             let cost = started.elapsed();
             self.thread.duration.observe(cost.as_secs_f64());
-            self.account(started, cost, late);
+            self.account(started, watch.used(), late);
             tick += 1;
             deadline += TICK;
         }
     }
 
-    /// Publishes the thread's load and lets the governor shed or restore work.
+    /// Publishes the thread's load and lets the governor shed or restore work. `cost` is the
+    /// CPU time the tick took (see [`CpuStopwatch`]).
     fn account(&mut self, now: Instant, cost: Duration, late: Duration) {
         let old = self.load.cost_ns.load(Ordering::Relaxed);
         let cost_ns = cost.as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -630,6 +633,50 @@ fn tick_room(
     }
 }
 
+/// The CPU time the calling thread has used. The governor and the room placement judge a tick
+/// by it (through [`CpuStopwatch`]) rather than by the wall clock: time the thread spent preempted (by other threads or
+/// processes, a hypervisor's steal, a container's CPU throttling) is no work that shedding
+/// would save. A thread kept from running for long still counts as overloaded through its late
+/// ticks. `None` where the clock is missing (then the wall clock is used).
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for the call to fill in.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    (ok && now.tv_sec >= 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
+/// The calling thread's CPU time since it started (see [`thread_cpu_time`]), or the wall time
+/// where the CPU clock is missing.
+struct CpuStopwatch {
+    started: Instant,
+    cpu: Option<Duration>,
+}
+
+impl CpuStopwatch {
+    fn start() -> CpuStopwatch {
+        CpuStopwatch { started: Instant::now(), cpu: thread_cpu_time() }
+    }
+
+    fn used(&self) -> Duration {
+        self.cpu.zip(thread_cpu_time()).map_or_else(|| self.started.elapsed(), |(start, now)| now.saturating_sub(start))
+    }
+}
+
+/// Keeps the calling thread busy until it has used `cost` of CPU time (an overload drill's
+/// slow stage), for at most ten times `cost` on the wall clock.
+fn burn_cpu(cost: Duration) {
+    let watch = CpuStopwatch::start();
+    while watch.started.elapsed() < cost * 10 && watch.used() < cost {
+        std::hint::spin_loop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,5 +710,20 @@ mod tests {
         assert_eq!((metrics.restorations.get(), level()), (1, Degradation::Full as i64), "recovered within 60 s");
         assert_eq!(shed(), 1, "shed once");
         pool.shutdown();
+    }
+
+    /// A tick's cost is the thread's own CPU time: time asleep (or preempted) is not counted,
+    /// work is.
+    #[cfg(unix)]
+    #[test]
+    fn thread_cpu_time_counts_work_not_sleep() {
+        let before = thread_cpu_time().expect("thread CPU clock");
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time().unwrap() - before;
+        assert!(slept < Duration::from_millis(10), "{slept:?} counted for 30 ms of sleep");
+        let before = thread_cpu_time().unwrap();
+        burn_cpu(Duration::from_millis(20));
+        let burnt = thread_cpu_time().unwrap() - before;
+        assert!(burnt >= Duration::from_millis(20), "{burnt:?} counted for 20 ms of work");
     }
 }

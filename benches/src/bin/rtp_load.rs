@@ -18,10 +18,17 @@
 //! deadlines with `sendmmsg`, another reads everything with `recvmmsg` and tells legs apart by
 //! the server's source address; jitter uses the kernel's arrival stamps. Drops in the tool's own
 //! socket are reported apart from the server's loss. Every wait is bounded.
+//!
+//! With `--api`, the measurement starts once every mixer thread runs all its voice processing
+//! (a burst of call set-ups can make the bridge shed some for a while), and the tool warns when
+//! the bridge shed any while measured. It also reports the CPU time the hypervisor stole
+//! meanwhile: on a VM, a busy host makes every figure noisier.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use roundtable_media::codec::{Codec, Encoder};
@@ -190,6 +197,14 @@ fn place_calls(args: &Args, sip: &UdpSocket, port: u16) -> Result<Vec<Leg>, Stri
 /// Distinct babble voices; the talkers of one room always get different ones.
 const BABBLE_VOICES: u64 = 16;
 
+/// The machine's CPU time stolen by the hypervisor and its total CPU time, in clock ticks
+/// (`/proc/stat`): on a VM, steal shows when the host was busy and every figure is noisier.
+fn steal_and_total() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+}
+
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
@@ -227,6 +242,17 @@ fn histogram_p99(before: Option<&str>, after: &str, name: &str) -> Option<f64> {
     let total = sorted.last()?.1;
     sorted.iter().find(|(_, c)| *c >= 0.99 * total).map(|(le, _)| *le)
 }
+
+/// The values of every sample of one metric family (`name` with or without labels).
+fn metric_values<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = f64> + 'a {
+    metrics
+        .lines()
+        .filter(move |l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// At most this much media before the measurement (120 s).
+const WARM_UP_MAX_TICKS: u64 = 6000;
 
 fn fetch_metrics(api: SocketAddr) -> Option<String> {
     use std::io::{Read, Write};
@@ -332,12 +358,16 @@ fn run(args: &Args) -> Result<(), String> {
     };
     println!("placed {} calls in {:.1} s", legs.len(), started.elapsed().as_secs_f64());
 
-    let stop_at = Instant::now() + Duration::from_secs(args.seconds);
+    // The receiver counts from the measurement's start (`measuring`) until told to stop, at
+    // most until the longest run could last.
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
         let socket = media.try_clone().map_err(|e| e.to_string())?;
         let index: HashMap<SocketAddr, usize> = legs.iter().enumerate().map(|(i, l)| (l.remote, i)).collect();
-        let listen_until = stop_at + Duration::from_secs(1);
-        std::thread::spawn(move || receive(&socket, &index, listen_until))
+        let latest = Instant::now() + Duration::from_secs(WARM_UP_MAX_TICKS / 50 + args.seconds + 10);
+        let (measuring, stop) = (measuring.clone(), stop.clone());
+        std::thread::spawn(move || receive(&socket, &index, &measuring, &stop, latest))
     };
 
     // Media: every leg one packet per 20 ms, at absolute deadlines.
@@ -359,14 +389,11 @@ fn run(args: &Args) -> Result<(), String> {
         encoder.encode(&[1i16; 160], &mut p).map_err(|e| e.to_string())?;
         p
     };
-    let metrics_start = args.api.and_then(fetch_metrics);
-    let cpu_start = args.pid.and_then(cpu_seconds);
     let media_start = Instant::now();
-    let ticks = args.seconds * 50;
     let mut late_sends = 0u64;
     let mut arena: Vec<u8> = Vec::with_capacity(legs.len() * 200);
     let mut ends: Vec<usize> = Vec::with_capacity(legs.len());
-    for tick in 0..ticks {
+    let mut send_tick = |tick: u64| {
         let deadline = media_start + Duration::from_millis(20 * tick);
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -407,9 +434,39 @@ fn run(args: &Args) -> Result<(), String> {
                 break;
             }
         }
+    };
+    // Warm-up: the measurement starts once the bridge runs all its voice processing again (a
+    // burst of call set-ups can overload it, and its mixer threads then shed noise suppression
+    // and echo cancellation for a while; see the mixer's governor). Media flows meanwhile.
+    let mut tick = 0;
+    if let Some(api) = args.api {
+        let warm_until = tick + WARM_UP_MAX_TICKS;
+        while tick < warm_until && !fetch_metrics(api).is_some_and(|m| metric_values(&m, "roundtable_mixer_degradation_level").all(|l| l == 0.0)) {
+            for _ in 0..50 {
+                send_tick(tick);
+                tick += 1;
+            }
+        }
+        if tick >= warm_until {
+            return Err(format!("the bridge still sheds voice processing after {} s of media", WARM_UP_MAX_TICKS / 50));
+        }
+        println!("warm-up: {:.1} s of media until the bridge ran all its voice processing", tick as f64 / 50.0);
     }
-    let elapsed = media_start.elapsed().as_secs_f64();
+    let metrics_start = args.api.and_then(fetch_metrics);
+    let cpu_start = args.pid.and_then(cpu_seconds);
+    let steal_start = steal_and_total();
+    let measure_start = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    for _ in 0..args.seconds * 50 {
+        send_tick(tick);
+        tick += 1;
+    }
+    let elapsed = measure_start.elapsed().as_secs_f64();
     let cpu = args.pid.and_then(cpu_seconds).zip(cpu_start).map(|(end, start)| end - start);
+    let steal = steal_and_total().zip(steal_start).map(|((s1, t1), (s0, t0))| 100.0 * (s1 - s0) as f64 / (t1 - t0).max(1) as f64);
+    // The bridge keeps sending until the calls end, 1 s after the media stopped.
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
     let reception = receiver.join().map_err(|_| "the receiving thread panicked".to_string())?;
 
     let metrics = args.api.and_then(fetch_metrics);
@@ -431,7 +488,6 @@ fn run(args: &Args) -> Result<(), String> {
     let skipped: u64 = received.iter().map(|r| r.skipped).sum();
     let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_ms).collect();
     jitters.sort_by(f64::total_cmp);
-    // The bridge keeps sending until the calls end, 1 s after the media stopped.
     let expected = legs.len() as f64 * (elapsed + 1.0) * 50.0;
     println!("legs {} (rooms of {}, {} talking), {:.1} s of media", legs.len(), args.room_size, args.talkers.min(args.room_size), elapsed);
     println!(
@@ -455,11 +511,20 @@ fn run(args: &Args) -> Result<(), String> {
             1000.0 * cpu / participant_seconds
         );
     }
+    if let Some(steal) = steal {
+        println!("CPU stolen by the hypervisor while measured: {steal:.1} % of the machine's CPU time");
+    }
     if let Some(metrics) = metrics {
         let p99 = histogram_p99(metrics_start.as_deref(), &metrics, "roundtable_mixer_tick_lateness_seconds");
         let skipped = metrics.lines().find(|l| l.starts_with("roundtable_mixer_ticks_skipped_total")).unwrap_or_default();
-        let degradations: Vec<&str> = metrics.lines().filter(|l| l.starts_with("roundtable_mixer_degradations_total{")).collect();
-        println!("bridge tick lateness p99 (media only) <= {} s; {skipped}; {degradations:?}", p99.map_or("?".into(), |p| p.to_string()));
+        let steps = |m: &str| -> f64 { metric_values(m, "roundtable_mixer_degradations_total").sum() };
+        let shed = steps(&metrics) - metrics_start.as_deref().map_or(0.0, steps);
+        println!("bridge tick lateness p99 (measured part) <= {} s; {skipped}", p99.map_or("?".into(), |p| p.to_string()));
+        if shed > 0.0 {
+            println!("WARNING: the bridge shed voice processing {shed} times while measured: its CPU figure is not at full processing");
+        } else {
+            println!("full voice processing throughout the measurement");
+        }
     }
     Ok(())
 }
@@ -476,14 +541,28 @@ fn media_socket(local: IpAddr) -> Result<UdpSocket, String> {
 
 /// Reads everything the server sends until `until`: per leg, packets, sequence gaps and RFC 3550
 /// interarrival jitter from the kernel's arrival stamps.
-fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, until: Instant) -> Reception {
+fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, measuring: &AtomicBool, stop: &AtomicBool, latest: Instant) -> Reception {
     let mut legs = vec![Received::default(); index.len()];
     let mut tool_drops = 0;
     let mut batch = RecvBatch::new(64);
     let origin = Instant::now();
-    while Instant::now() < until {
-        let Ok(n) = batch.recv(socket, true) else { continue };
+    let mut counting = false;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < latest {
+        if !counting && measuring.load(Ordering::Relaxed) {
+            // Warm-up is over: count from here, keeping each leg's last sequence number and
+            // transit so that the first measured packet is judged against its predecessor.
+            counting = true;
+            for r in &mut legs {
+                *r = Received { last_sequence: r.last_sequence, last_timestamp: r.last_timestamp, transit: r.transit, ..Received::default() };
+            }
+        }
+        // Polls instead of blocking: a thread blocked on the socket would be woken by each
+        // datagram, and on loopback that wake-up is charged to the server's send (an IPI per
+        // packet in a VM). Remote phones cost the server no such thing. Arrival times come from
+        // the kernel's stamps, so polling does not change the jitter measured.
+        let Ok(n) = batch.recv(socket, false) else { continue };
         if n == 0 {
+            std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         let clock = ClockPair::now();
