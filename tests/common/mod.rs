@@ -16,17 +16,26 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 
-/// A port that was free a moment ago (bound to port 0 on both UDP and TCP, then released).
+/// A port for a service or peer to listen on (free on both UDP and TCP a moment ago).
+///
+/// Ports come from this test process's own block in 10000-19999, below the kernel's ephemeral
+/// ports (32768 and up) and the RTP blocks ([`rtp_range`]), and one process never hands out the
+/// same port twice. A port the kernel picked for `bind(0)` could be picked again for the next
+/// test running in parallel (two services on one API port: the second exits and its test talks
+/// to the first), or for any client socket before the service binds it.
 pub fn free_port() -> u16 {
+    const BLOCK: u16 = 500;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    for _ in 0..200 {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && NEXT.swap(port, Ordering::SeqCst) != port {
+    let block_start = 10000 + (std::process::id() % 20) as u16 * BLOCK;
+    for _ in 0..BLOCK {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(offset < BLOCK, "a test process asked for more than {BLOCK} listening ports");
+        let port = block_start + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port in {block_start}-{}", block_start + BLOCK - 1);
 }
 
 /// A distinct RTP range for each service (and SIPp instance) a test process starts, so parallel
@@ -102,20 +111,30 @@ impl Service {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn roundtable");
-        let service = Service {
+        let mut service = Service {
             child: Some(child),
             sip: format!("127.0.0.1:{port}").parse().unwrap(),
             api: format!("127.0.0.1:{api_port}").parse().unwrap(),
             data,
             log,
         };
+        service.wait_until_ready();
+        service
+    }
+
+    /// Waits (at most 5 s) for `/ready`; panics with the log if the service exits or never
+    /// gets ready.
+    fn wait_until_ready(&mut self) {
         for _ in 0..200 {
-            if let Ok((200, _)) = service.try_http("GET", "/ready", "", None) {
-                return service;
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("service exited ({status}) before it was ready:\n{}", self.log());
+            }
+            if let Ok((200, _)) = self.try_http("GET", "/ready", "", None) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("service did not become ready:\n{}", service.log());
+        panic!("service did not become ready:\n{}", self.log());
     }
 
     /// Stops the service (SIGTERM) and starts it again on the same configuration and data.
@@ -162,13 +181,7 @@ impl Service {
             .spawn()
             .expect("respawn roundtable");
         self.child = Some(child);
-        for _ in 0..200 {
-            if let Ok((200, _)) = self.try_http("GET", "/ready", "", None) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("service did not become ready again:\n{}", self.log());
+        self.wait_until_ready();
     }
 
     pub fn storage(&self) -> PathBuf {
@@ -177,6 +190,13 @@ impl Service {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 60 lines of the log, for a failure's message.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     pub fn pid(&self) -> u32 {
@@ -204,12 +224,12 @@ impl Service {
     }
 
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let (status, text) = self.try_http(method, path, body, None).expect("http");
+        let (status, text) = self.try_http(method, path, body, None).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_tail()));
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
     pub fn metrics(&self) -> String {
-        self.try_http("GET", "/metrics", "", None).expect("metrics").1
+        self.try_http("GET", "/metrics", "", None).unwrap_or_else(|e| panic!("metrics: {e}\n{}", self.log_tail())).1
     }
 
     /// Waits (at most `within`) for a finished recording of `room` in `GET /v1/recordings` and
