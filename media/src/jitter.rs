@@ -125,6 +125,8 @@ pub struct JitterBuffer<T> {
     histogram: [f64; BINS],
     /// The weight of the newest packet in `histogram`.
     weight: f64,
+    /// The sum of `histogram`'s bins, kept as they change (the target is read every tick).
+    total: f64,
     /// Packets arrived since the target was last computed.
     target_stale: bool,
     /// RFC 3550 state: last (arrival seconds, timestamp) and J in timestamp units.
@@ -158,6 +160,7 @@ impl<T> JitterBuffer<T> {
             fastest: VecDeque::new(),
             histogram: [0.0; BINS],
             weight: 1.0,
+            total: 0.0,
             target_stale: false,
             last_transit: None,
             jitter: 0.0,
@@ -390,9 +393,11 @@ impl<T> JitterBuffer<T> {
             for bin in &mut self.histogram {
                 *bin /= self.weight;
             }
+            self.total /= self.weight;
             self.weight = 1.0;
         }
         self.histogram[((delay / BIN_MS) as usize).min(BINS - 1)] += self.weight;
+        self.total += self.weight;
         self.target_stale = true;
     }
 
@@ -401,7 +406,7 @@ impl<T> JitterBuffer<T> {
         if !std::mem::take(&mut self.target_stale) {
             return;
         }
-        let total: f64 = self.histogram.iter().sum();
+        let total = self.total;
         let mut cumulative = 0.0;
         let mut quantile_ms = 0.0;
         for (i, bin) in self.histogram.iter().enumerate() {

@@ -23,8 +23,11 @@ const SUB_CHUNKS: usize = 4;
 
 /// Converts 20 ms frames from one rate to another.
 pub struct Resampler {
-    fft: Option<Fft<f32>>,
-    halfband: Option<halfband::HalfBand>,
+    /// Both converters are boxed: they are large, and a leg holds resamplers it may never use
+    /// (a G.711 leg in a room mixing at 8 kHz), whose bytes would otherwise sit between the
+    /// state it uses every tick.
+    fft: Option<Box<Fft<f32>>>,
+    halfband: Option<Box<halfband::HalfBand>>,
     input: Vec<f32>,
     output: Vec<f32>,
     /// Where [`Resampler::skip`] puts output nobody reads (FFT path only).
@@ -44,8 +47,8 @@ impl Resampler {
     pub fn new(from: u32, to: u32) -> Result<Resampler, MediaError> {
         let (in_len, out_len) = (frame_len(from), frame_len(to));
         let halfband = match (from, to) {
-            (8000, 16000) => Some(halfband::HalfBand::new(true)),
-            (16000, 8000) => Some(halfband::HalfBand::new(false)),
+            (8000, 16000) => Some(Box::new(halfband::HalfBand::new(true))),
+            (16000, 8000) => Some(Box::new(halfband::HalfBand::new(false))),
             _ => None,
         };
         let fft = if from == to || halfband.is_some() {
@@ -67,7 +70,7 @@ impl Resampler {
             if fft.input_frames_next() != in_len || fft.output_frames_next() != out_len {
                 return Err(MediaError::Resampler("the rates do not fit 20 ms frames"));
             }
-            Some(fft)
+            Some(Box::new(fft))
         };
         Ok(Resampler { fft, halfband, input: vec![0.0; in_len], output: vec![0.0; out_len], unused: Vec::new(), from, to })
     }

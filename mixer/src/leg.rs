@@ -178,7 +178,8 @@ pub(crate) struct Leg {
     pub(crate) heard: bool,
     pub(crate) controls: LegControls,
     /// A prompt playing to this leg instead of the mix.
-    pub(crate) prompt: Option<Playing>,
+    /// Boxed: large, and rarely playing.
+    pub(crate) prompt: Option<Box<Playing>>,
     /// Lost frames Opus FEC rebuilt.
     pub(crate) fec_recovered: u64,
     vad: VoiceDetector,
@@ -490,7 +491,7 @@ impl Leg {
 
     /// Plays `samples` (at the room's rate) to this leg instead of the mix, from the next tick.
     pub(crate) fn play(&mut self, samples: Arc<[i16]>) {
-        self.prompt = Some(Playing::new(samples, self.room_rate));
+        self.prompt = Some(Box::new(Playing::new(samples, self.room_rate)));
     }
 
     /// Takes the next prompt frame into `out` (at the mix rate), if a prompt plays; ends it
