@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use roundtable_api::{
-    AecSetting, Control, ControlError, RoomPatch, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, Download, RecordingQuery, RecordingRequest, RecordingSummary, RoomDetail, RoomSpec, RoomSummary,
+    AecSetting, Control, ControlError, RoomPatch, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, Download, RecordingQuery, RecordingRequest, RecordingsPage, RoomDetail, RoomSpec, RoomSummary,
 };
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
@@ -1142,7 +1142,7 @@ impl Control for Bridge {
         self.room(room).ok_or(ControlError::RoomNotFound)
     }
 
-    fn recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError> {
+    fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
         self.list_recordings(query)
     }
 

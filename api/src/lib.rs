@@ -269,6 +269,25 @@ pub struct RecordingQuery {
     pub since: Option<String>,
     /// Only those started before this instant.
     pub until: Option<String>,
+    /// At most this many ([`RECORDINGS_PAGE_DEFAULT`] when absent, at most
+    /// [`RECORDINGS_PAGE_MAX`]).
+    pub limit: Option<usize>,
+    /// Only those after this id (the `next` of the page before).
+    pub after: Option<String>,
+}
+
+/// Recordings a page of `GET /v1/recordings` holds unless `limit` says otherwise.
+pub const RECORDINGS_PAGE_DEFAULT: usize = 100;
+/// The most a page of `GET /v1/recordings` holds.
+pub const RECORDINGS_PAGE_MAX: usize = 1000;
+
+/// A page of `GET /v1/recordings`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RecordingsPage {
+    /// The recordings, in id order (by room, then start).
+    pub recordings: Vec<RecordingSummary>,
+    /// When more follow: the `after` for the next page.
+    pub next: Option<String>,
 }
 
 /// A stored object being streamed out: its size and bytes.
@@ -384,8 +403,8 @@ pub trait Control: Send + Sync + 'static {
     /// Starts, stops, pauses or resumes a room's recording (`by`: the API caller's address, for
     /// the ledger), returning the room.
     fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError>;
-    /// Finished recordings, filtered.
-    fn recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError>;
+    /// A page of finished recordings, filtered (`query.limit` already checked and set).
+    fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError>;
     /// A finished recording's manifest (signature checked).
     fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError>;
     /// One object of a finished recording (`mix.wav`, `legs/7.wav`, `manifest.json`).
@@ -534,15 +553,19 @@ async fn recording(
     Ok(Json(state.control.recording(&room, request, &by)?))
 }
 
-/// `GET /v1/recordings[?room=R][&since=T][&until=T]`.
+/// `GET /v1/recordings[?room=R][&since=T][&until=T][&limit=N][&after=ID]`: a page at a time.
 async fn list_recordings(
     State(state): State<AppState>,
     query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+) -> Result<Json<RecordingsPage>, ApiError> {
+    let axum::extract::Query(mut query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = query.limit.unwrap_or(RECORDINGS_PAGE_DEFAULT);
+    if !(1..=RECORDINGS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("limit: 1 to {RECORDINGS_PAGE_MAX}")));
+    }
+    query.limit = Some(limit);
     let control = state.control.clone();
-    let recordings = blocking(move || control.recordings(&query)).await?;
-    Ok(Json(serde_json::json!({ "recordings": recordings })))
+    Ok(Json(blocking(move || control.recordings(&query)).await?))
 }
 
 /// `GET /v1/recordings/{room}/{start}`: the signed manifest.

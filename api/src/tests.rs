@@ -36,9 +36,10 @@ impl Control for Fake {
         drop(r);
         Ok(self.room(room).unwrap())
     }
-    fn recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError> {
+    fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
         let all = vec![RecordingSummary { id: "1000/20261122T093000Z".into(), room: "1000".into(), start: "20261122T093000Z".into() }];
-        Ok(all.into_iter().filter(|r| query.room.as_ref().is_none_or(|room| room == &r.room)).collect())
+        assert!(query.limit.is_some_and(|l| (1..=RECORDINGS_PAGE_MAX).contains(&l)), "the API checks and sets the limit");
+        Ok(RecordingsPage { recordings: all.into_iter().filter(|r| query.room.as_ref().is_none_or(|room| room == &r.room)).collect(), next: None })
     }
     fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError> {
         if id == "1000/20261122T093000Z" { Ok(serde_json::json!({"id": id})) } else { Err(ControlError::RecordingNotFound) }
@@ -146,6 +147,11 @@ async fn recordings_are_listed_read_and_streamed() {
     let (_, body) = call(&app, "GET", "/v1/recordings?room=2000", "", None).await;
     assert_eq!(body["recordings"].as_array().unwrap().len(), 0);
     assert_eq!(call(&app, "GET", "/v1/recordings?colour=red", "", None).await.0, StatusCode::BAD_REQUEST);
+    for bad in ["limit=0", "limit=1001", "limit=ten"] {
+        assert_eq!(call(&app, "GET", &format!("/v1/recordings?{bad}"), "", None).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (s, body) = call(&app, "GET", "/v1/recordings?limit=1000&after=0999/20261122T093000Z", "", None).await;
+    assert_eq!((s, body["next"].is_null()), (StatusCode::OK, true));
     let (s, body) = call(&app, "GET", "/v1/recordings/1000/20261122T093000Z", "", None).await;
     assert_eq!((s, body["id"].as_str()), (StatusCode::OK, Some("1000/20261122T093000Z")));
     assert_eq!(call(&app, "GET", "/v1/recordings/1000/19990101T000000Z", "", None).await.0, StatusCode::NOT_FOUND);

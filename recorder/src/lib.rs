@@ -31,7 +31,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
 use roundtable_mixer::pool::MixFrame;
-use roundtable_storage::{ObjectKey, ObjectStore, StorageError};
+use roundtable_storage::{LIST_PAGE_MAX, ObjectKey, ObjectStore, StorageError};
 use thiserror::Error;
 
 pub use archive::{Archive, MANIFEST, Target};
@@ -194,15 +194,63 @@ pub fn verify_objects(store: &dyn ObjectStore, manifest: &Manifest, mut progress
 }
 
 /// Ids (`<room>/<start>`) of the finished recordings in `store`, oldest folder name first per
-/// room.
+/// room (page after page; for the command line).
 pub fn list_recordings(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>, RecordError> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let page = list_recordings_page(store, prefix, None, all.last().map(String::as_str), LIST_PAGE_MAX, &|_| true)?;
+        all.extend(page.ids);
+        if page.next.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+/// One page of recording ids ([`list_recordings_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingPage {
+    /// Ids (`<room>/<start>`), in order.
+    pub ids: Vec<String>,
+    /// The id to list after for the next page, when more follow.
+    pub next: Option<String>,
+}
+
+/// At most `limit` ids of finished recordings (of `room` only, when given) that come after the
+/// id `after` and that `keep` accepts, in id order. The store is read a page of keys at a
+/// time, from `after` on, until the page is full: a request costs about what its page holds,
+/// however large the archive.
+pub fn list_recordings_page(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    room: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<RecordingPage, RecordError> {
     let base = format!("{prefix}recordings/");
-    Ok(store
-        .list(&base)?
-        .into_iter()
-        .filter_map(|o| o.key.as_str().strip_prefix(&base)?.strip_suffix(&format!("/{MANIFEST}")).map(str::to_string))
-        .filter(|id| id.split('/').count() == 2)
-        .collect())
+    let scope = match room {
+        Some(room) => format!("{base}{room}/"),
+        None => base.clone(),
+    };
+    let manifest = format!("/{MANIFEST}");
+    let mut key_after = after.map(|id| format!("{base}{id}{manifest}"));
+    let mut page = RecordingPage::default();
+    loop {
+        let objects = store.list_page(&scope, key_after.as_deref(), LIST_PAGE_MAX)?;
+        for object in &objects.objects {
+            let id = object.key.as_str().strip_prefix(&base).and_then(|k| k.strip_suffix(&manifest));
+            let Some(id) = id.filter(|id| id.split('/').count() == 2 && keep(id)) else { continue };
+            if page.ids.len() == limit {
+                page.next = page.ids.last().cloned();
+                return Ok(page);
+            }
+            page.ids.push(id.to_string());
+        }
+        if !objects.more {
+            return Ok(page);
+        }
+        key_after = objects.objects.last().map(|o| o.key.to_string());
+    }
 }
 
 struct CountingReader<'a, R> {

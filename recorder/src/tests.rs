@@ -222,3 +222,36 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&parsed[..], &entries[..parsed.len()]);
     }
 }
+
+#[test]
+fn recordings_list_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let ids = ["1000/20261122T090000Z", "1000/20261122T100000Z", "1000/20261122T110000Z", "2000/20261122T090000Z", "2000/20261122T093000Z"];
+    for id in ids {
+        for object in [MANIFEST, "mix.wav", "legs/1.wav"] {
+            store.put(&roundtable_storage::ObjectKey::new(format!("recordings/{id}/{object}")).unwrap(), b"x").unwrap();
+        }
+    }
+    // A recording still being written has no manifest: it is not listed.
+    store.put(&roundtable_storage::ObjectKey::new("recordings/1000/20261122T120000Z/mix.wav").unwrap(), b"x").unwrap();
+    let all = |_: &str| true;
+    let first = list_recordings_page(&store, "", None, None, 2, &all).unwrap();
+    assert_eq!(first.ids, ids[..2]);
+    assert_eq!(first.next.as_deref(), Some(ids[1]));
+    let second = list_recordings_page(&store, "", None, first.next.as_deref(), 2, &all).unwrap();
+    assert_eq!(second.ids, ids[2..4]);
+    let last = list_recordings_page(&store, "", None, second.next.as_deref(), 2, &all).unwrap();
+    assert_eq!(last.ids, ids[4..]);
+    assert_eq!(last.next, None);
+    // A room's own, and a filter that counts toward the page (a full page holds matches only).
+    let room = list_recordings_page(&store, "", Some("2000"), None, 10, &all).unwrap();
+    assert_eq!(room.ids, ids[3..]);
+    let nine = |id: &str| id.ends_with("T090000Z");
+    let filtered = list_recordings_page(&store, "", None, None, 1, &nine).unwrap();
+    assert_eq!(filtered.ids, ids[..1]);
+    assert_eq!(filtered.next.as_deref(), Some(ids[0]));
+    let rest = list_recordings_page(&store, "", None, filtered.next.as_deref(), 1, &nine).unwrap();
+    assert_eq!((rest.ids, rest.next), (vec![ids[3].to_string()], None));
+    assert_eq!(list_recordings(&store, "").unwrap(), ids);
+}

@@ -4,7 +4,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use roundtable_api::{ControlError, Download, RecordingAction, RecordingMode, RecordingQuery, RecordingRequest, RecordingSummary};
+use roundtable_api::{ControlError, Download, RecordingAction, RecordingMode, RecordingQuery, RecordingRequest, RecordingSummary, RecordingsPage};
 use roundtable_mixer::pool::{Command, RECORDER_QUEUE, RoomKey};
 use roundtable_recorder::upload::UploadError;
 use roundtable_recorder::{Control as RecordControl, Mode, RecordError, Recording, Spec};
@@ -183,24 +183,34 @@ impl Bridge {
     }
 
     /// `GET /v1/recordings`.
-    pub(super) fn list_recordings(&self, query: &RecordingQuery) -> Result<Vec<RecordingSummary>, ControlError> {
+    pub(super) fn list_recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
         let bound = |text: &Option<String>, name: &str| match text {
             None => Ok(None),
             Some(t) => basic_instant(t).map(Some).ok_or_else(|| ControlError::Invalid(format!("{name}: not an RFC 3339 or ISO 8601 basic UTC instant"))),
         };
         let (since, until) = (bound(&query.since, "since")?, bound(&query.until, "until")?);
-        let ids = roundtable_recorder::list_recordings(self.archive.store().as_ref(), self.archive.prefix()).map_err(storage_error)?;
-        Ok(ids
+        if let Some(room) = &query.room
+            && ObjectKey::new(room.as_str()).is_err()
+        {
+            return Err(ControlError::Invalid("room: not a room name".into()));
+        }
+        let keep = |id: &str| {
+            let instant = id.split_once('/').and_then(|(_, start)| start.get(..16));
+            instant.is_some_and(|instant| since.as_deref().is_none_or(|s| instant >= s) && until.as_deref().is_none_or(|u| instant < u))
+        };
+        let limit = query.limit.unwrap_or(roundtable_api::RECORDINGS_PAGE_DEFAULT);
+        let store = self.archive.store();
+        let page = roundtable_recorder::list_recordings_page(store.as_ref(), self.archive.prefix(), query.room.as_deref(), query.after.as_deref(), limit, &keep)
+            .map_err(storage_error)?;
+        let recordings = page
+            .ids
             .into_iter()
             .filter_map(|id| {
                 let (room, start) = id.split_once('/')?;
-                let instant = start.get(..16)?;
-                let wanted = query.room.as_deref().is_none_or(|r| r == room)
-                    && since.as_deref().is_none_or(|s| instant >= s)
-                    && until.as_deref().is_none_or(|u| instant < u);
-                wanted.then(|| RecordingSummary { room: room.to_string(), start: start.to_string(), id: id.clone() })
+                Some(RecordingSummary { room: room.to_string(), start: start.to_string(), id: id.clone() })
             })
-            .collect())
+            .collect();
+        Ok(RecordingsPage { recordings, next: page.next })
     }
 
     /// `GET /v1/recordings/{room}/{start}`: the manifest, its signature checked.

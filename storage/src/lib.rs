@@ -86,6 +86,18 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// One page of a listing ([`ObjectStore::list_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectPage {
+    /// The objects, in key order.
+    pub objects: Vec<ObjectInfo>,
+    /// Whether more objects follow the last one.
+    pub more: bool,
+}
+
+/// Objects one listing request asks an object store for at most (S3's own limit).
+pub const LIST_PAGE_MAX: usize = 1000;
+
 /// A readable object: its size and a stream of its bytes.
 pub struct ObjectReader {
     /// Bytes in the object.
@@ -102,8 +114,22 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError>;
     /// Opens an object for reading.
     fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError>;
-    /// Every object whose key starts with `prefix`, in key order.
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// At most `max` objects whose key starts with `prefix` and sorts after `after` (when
+    /// given), in key order (bytewise, as S3 orders keys). Paging keeps a listing of a large
+    /// archive bounded: the API lists recordings a page at a time.
+    fn list_page(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<ObjectPage, StorageError>;
+    /// Every object whose key starts with `prefix`, in key order (page after page).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut all: Vec<ObjectInfo> = Vec::new();
+        loop {
+            let after = all.last().map(|o| o.key.to_string());
+            let page = self.list_page(prefix, after.as_deref(), LIST_PAGE_MAX)?;
+            all.extend(page.objects);
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
     /// Checks that objects can be written (at startup and by `check-config`).
     fn check_writable(&self) -> Result<(), StorageError>;
 }
@@ -128,6 +154,56 @@ impl LocalStore {
     /// The file path of a key.
     pub fn path_of(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
+    }
+
+    /// Adds the objects under `folder` (a key prefix without its slash; "" for the root) to
+    /// `page`, in key order: each folder's entries sorted, a subfolder as its name and a slash
+    /// (so `a-b` comes before `a/b`, as in S3). Folders that hold no key after `after` or none
+    /// under `prefix` are not opened, so a page costs little however many pages come before it.
+    fn walk(&self, folder: &str, prefix: &str, after: Option<&str>, max: usize, page: &mut ObjectPage) -> Result<(), StorageError> {
+        let dir = if folder.is_empty() { self.root.clone() } else { self.root.join(folder) };
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::Io { path: dir, source: e }),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(&dir))?;
+            let meta = entry.metadata().map_err(io_error(&entry.path()))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let key = if folder.is_empty() { name } else { format!("{folder}/{name}") };
+            if meta.is_dir() {
+                found.push((format!("{key}/"), None));
+            } else {
+                found.push((key, Some(meta.len())));
+            }
+        }
+        found.sort();
+        for (key, size) in found {
+            let Some(size) = size else {
+                // Every key in the folder starts with `key` (its name and a slash).
+                let all_before = after.is_some_and(|a| key.as_str() < a && !a.starts_with(&key));
+                let off_prefix = !key.starts_with(prefix) && !prefix.starts_with(&key);
+                if !all_before && !off_prefix {
+                    self.walk(key.trim_end_matches('/'), prefix, after, max, page)?;
+                }
+                if page.more {
+                    return Ok(());
+                }
+                continue;
+            };
+            if !key.starts_with(prefix) || after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            let Ok(key) = ObjectKey::new(&key) else { continue };
+            if page.objects.len() >= max {
+                page.more = true;
+                return Ok(());
+            }
+            page.objects.push(ObjectInfo { key, size });
+        }
+        Ok(())
     }
 }
 
@@ -172,39 +248,12 @@ impl ObjectStore for LocalStore {
         Ok(ObjectReader { size, body: Box::new(io::BufReader::with_capacity(256 * 1024, file)) })
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+    fn list_page(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<ObjectPage, StorageError> {
         // Walk from the deepest folder the prefix names.
-        let folder = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        let start = if folder.is_empty() { self.root.clone() } else { self.root.join(folder) };
-        let mut found = Vec::new();
-        let mut stack = vec![start];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StorageError::Io { path: dir, source: e }),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io_error(&dir))?;
-                let path = entry.path();
-                let meta = entry.metadata().map_err(io_error(&path))?;
-                if meta.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let Some(rel) = path.strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else { continue };
-                if let Ok(key) = ObjectKey::new(rel) {
-                    if key.as_str().starts_with(prefix) {
-                        found.push(ObjectInfo { key, size: meta.len() });
-                    }
-                }
-            }
-        }
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(found)
+        let folder = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let mut page = ObjectPage::default();
+        self.walk(folder, prefix, after, max, &mut page)?;
+        Ok(page)
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
@@ -247,6 +296,31 @@ mod tests {
         assert_eq!(listed, ["recordings/r/1/manifest.json", "recordings/r/2/mix.wav"]);
         assert!(matches!(store.open(&ObjectKey::new("nope").unwrap()), Err(StorageError::NotFound(_))));
         assert_eq!(fs::read_dir(dir.path().join("recordings/r/1")).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn lists_page_by_page_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let keys = ["r/a/1", "r/a/2", "r/a-b/1", "r/b/1/x", "r/b/2", "r/c", "s/1"];
+        for key in keys.iter().rev() {
+            store.put(&ObjectKey::new(*key).unwrap(), b"x").unwrap();
+        }
+        let page = |prefix: &str, after: Option<&str>, max: usize| {
+            let page = store.list_page(prefix, after, max).unwrap();
+            (page.objects.into_iter().map(|o| o.key.to_string()).collect::<Vec<_>>(), page.more)
+        };
+        // Bytewise key order, as S3 lists: "a-b/" sorts before "a/".
+        assert_eq!(page("r/", None, 10), (vec!["r/a-b/1".into(), "r/a/1".into(), "r/a/2".into(), "r/b/1/x".into(), "r/b/2".into(), "r/c".into()], false));
+        assert_eq!(page("r/", None, 2), (vec!["r/a-b/1".into(), "r/a/1".into()], true));
+        assert_eq!(page("r/", Some("r/a/1"), 2), (vec!["r/a/2".into(), "r/b/1/x".into()], true));
+        assert_eq!(page("r/", Some("r/b/1/x"), 2), (vec!["r/b/2".into(), "r/c".into()], false));
+        assert_eq!(page("r/b", None, 10), (vec!["r/b/1/x".into(), "r/b/2".into()], false));
+        assert_eq!(page("r/", Some("r/c"), 10), (vec![], false));
+        let all: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key.to_string()).collect();
+        let mut sorted: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        sorted.sort();
+        assert_eq!(all, sorted);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, ServerSideEncryption,
 };
 
-use crate::{ObjectInfo, ObjectKey, ObjectReader, ObjectStore, StorageError};
+use crate::{LIST_PAGE_MAX, ObjectInfo, ObjectKey, ObjectPage, ObjectReader, ObjectStore, StorageError};
 
 /// `[storage.s3]`. Its `Debug` leaves the secret key out.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -417,25 +417,38 @@ impl ObjectStore for S3Store {
         Ok(ObjectReader { size, body: Box::new(reader) })
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
-        let mut found = Vec::new();
+    fn list_page(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<ObjectPage, StorageError> {
+        let mut page = ObjectPage::default();
         let mut token: Option<String> = None;
         loop {
-            let request =
-                self.client.list_objects_v2().bucket(&self.config.bucket).prefix(prefix).set_continuation_token(token.clone());
+            // One more than needed: whether more follow shows without another request.
+            let wanted = (max - page.objects.len()).saturating_add(1).min(LIST_PAGE_MAX);
+            let request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.config.bucket)
+                .prefix(prefix)
+                .set_start_after(after.filter(|_| token.is_none()).map(str::to_string))
+                .max_keys(i32::try_from(wanted).unwrap_or(1000))
+                .set_continuation_token(token.clone());
             let output = self.block_on(request.send()).map_err(|e| s3_error("ListObjectsV2", prefix, e))?;
             for object in output.contents() {
-                if let Some(key) = object.key.as_deref().and_then(|k| ObjectKey::new(k).ok()) {
-                    found.push(ObjectInfo { key, size: object.size.unwrap_or(0).max(0) as u64 });
+                let Some(key) = object.key.as_deref().and_then(|k| ObjectKey::new(k).ok()) else { continue };
+                if page.objects.len() >= max {
+                    page.more = true;
+                    return Ok(page);
                 }
+                page.objects.push(ObjectInfo { key, size: object.size.unwrap_or(0).max(0) as u64 });
             }
             token = output.next_continuation_token;
             if output.is_truncated != Some(true) || token.is_none() {
-                break;
+                return Ok(page);
+            }
+            if page.objects.len() >= max {
+                page.more = true;
+                return Ok(page);
             }
         }
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(found)
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
