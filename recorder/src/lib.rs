@@ -217,8 +217,8 @@ pub struct RecordingPage {
 
 /// At most `limit` ids of finished recordings (of `room` only, when given) that come after the
 /// id `after` and that `keep` accepts, in id order. The store is read a page of keys at a
-/// time, from `after` on, until the page is full: a request costs about what its page holds,
-/// however large the archive.
+/// time, from `after` on, until the page is full: the recordings before `after` are not read
+/// again (a `keep` that few accept can still make one call read far).
 pub fn list_recordings_page(
     store: &dyn ObjectStore,
     prefix: &str,
