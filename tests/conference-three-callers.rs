@@ -83,12 +83,7 @@ fn three_callers_hear_each_other_and_the_room_is_recorded() {
     service.wait_participants("1000", 0);
 
     // The recording is finalized once the room empties: wait (bounded) for the log line.
-    for _ in 0..100 {
-        if service.log().contains("recording finished room=1000") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    service.wait_for_log("recording finished room=1000", Duration::from_secs(5));
     let (spec, samples) = read_wav(&live[0]);
     // The room mixes (and records) at audio.rate, 16 kHz by default.
     assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 16000, 16));

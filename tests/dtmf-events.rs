@@ -57,14 +57,11 @@ fn keys_become_events_and_never_sound() {
     service.wait_participants("1000", 0);
 
     // Nor is any key in the recording.
-    let mut wav = None;
-    for _ in 0..100 {
-        if service.log().contains("recording finished room=1000") {
-            wav = files_under(&service.storage()).into_iter().find(|p| p.ends_with("mix.wav"));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let wav = if service.wait_for_log("recording finished room=1000", Duration::from_secs(5)) {
+        files_under(&service.storage()).into_iter().find(|p| p.ends_with("mix.wav"))
+    } else {
+        None
+    };
     let (spec, samples) = read_wav(&wav.expect("recording finished"));
     assert!(samples.len() as u32 > spec.sample_rate * 2);
     for hz in DTMF_HZ {

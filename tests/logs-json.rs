@@ -13,10 +13,7 @@ fn json_lines_carry_call_id_and_room() {
     assert_eq!(a.hangup(), 200);
     service.wait_participants("json-room", 0);
     // The bridge logs "left room" just after the leg is gone from the API: wait for the line.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !service.log().contains("left room") && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    service.wait_for_log("left room", std::time::Duration::from_secs(5));
     let log = service.log();
     let mut call_lines = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {

@@ -634,9 +634,9 @@ fn tick_room(
 }
 
 /// The CPU time the calling thread has used. The governor and the room placement judge a tick
-/// by it (through [`CpuStopwatch`]) rather than by the wall clock: time the thread spent preempted (by other threads or
-/// processes, a hypervisor's steal, a container's CPU throttling) is no work that shedding
-/// would save. A thread kept from running for long still counts as overloaded through its late
+/// by it (through [`CpuStopwatch`]) rather than by the wall clock: time the thread spent
+/// preempted (by other threads or processes, a hypervisor's steal, a container's CPU
+/// throttling) is no work that shedding would save. A thread kept from running for long still counts as overloaded through its late
 /// ticks. `None` where the clock is missing (then the wall clock is used).
 #[cfg(unix)]
 fn thread_cpu_time() -> Option<Duration> {

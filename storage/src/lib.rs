@@ -167,21 +167,23 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StorageError::Io { path: dir, source: e }),
         };
+        // (key, the entry for a file; None for a folder). The file type comes with the folder's
+        // listing; a file's size is read only when the file joins the page.
         let mut found = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_error(&dir))?;
-            let meta = entry.metadata().map_err(io_error(&entry.path()))?;
+            let is_dir = entry.file_type().map_err(io_error(&entry.path()))?.is_dir();
             let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
             let key = if folder.is_empty() { name } else { format!("{folder}/{name}") };
-            if meta.is_dir() {
+            if is_dir {
                 found.push((format!("{key}/"), None));
             } else {
-                found.push((key, Some(meta.len())));
+                found.push((key, Some(entry)));
             }
         }
-        found.sort();
-        for (key, size) in found {
-            let Some(size) = size else {
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, file) in found {
+            let Some(file) = file else {
                 // Every key in the folder starts with `key` (its name and a slash).
                 let all_before = after.is_some_and(|a| key.as_str() < a && !a.starts_with(&key));
                 let off_prefix = !key.starts_with(prefix) && !prefix.starts_with(&key);
@@ -201,6 +203,7 @@ impl LocalStore {
                 page.more = true;
                 return Ok(());
             }
+            let size = file.metadata().map_err(io_error(&file.path()))?.len();
             page.objects.push(ObjectInfo { key, size });
         }
         Ok(())

@@ -192,6 +192,18 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (at most `within`) until the log holds `text`; whether it does.
+    pub fn wait_for_log(&self, text: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(text) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// The last 60 lines of the log, for a failure's message.
     pub fn log_tail(&self) -> String {
         let log = self.log();
