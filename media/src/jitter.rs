@@ -193,6 +193,12 @@ impl<T> JitterBuffer<T> {
         self.next.is_some()
     }
 
+    /// Whether the packet due next is here (false while priming: a packet more may start
+    /// playout).
+    pub fn next_ready(&self) -> bool {
+        self.next.is_some_and(|next| self.packets.contains(next))
+    }
+
     /// Packets waiting.
     pub fn len(&self) -> usize {
         self.packets.len()

@@ -25,6 +25,23 @@ use crate::udp::{ClockPair, Datagram, RecvBatch};
 /// Packets a leg's intake reads in one tick at most (a second's worth).
 pub const MAX_READ_PER_TICK: usize = 50;
 
+/// An in-order audio packet that arrived less than this before the tick ends the tick's
+/// reading (see [`RtpIntake::poll`]): anything behind it in the socket arrived later still, so
+/// is due at a later tick. Half a 20 ms frame, so a packet that waited a whole tick is always
+/// read past.
+pub const SETTLED_AGE: Duration = Duration::from_millis(10);
+
+/// What one [`RtpIntake::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// Valid packets taken, which the caller adds to [`MediaMetrics::packets_in`] for many
+    /// legs at once.
+    pub accepted: u64,
+    /// Reading stopped at a fresh in-order packet, so later ones may wait in the socket: if
+    /// the jitter buffer still lacks the frame it plays next, call [`RtpIntake::poll_rest`].
+    pub stopped_early: bool,
+}
+
 /// Per-leg counters, shared with the API: packet counts kept by the intake and the mixer,
 /// and the receive quality the mixer publishes every half second.
 #[derive(Debug, Default)]
@@ -209,6 +226,10 @@ pub struct RtpIntake {
     dropped: u32,
     /// Valid packets taken in this poll.
     accepted: u64,
+    /// Datagrams read in this tick, against [`MAX_READ_PER_TICK`].
+    read: usize,
+    /// The sequence number of the last audio packet taken.
+    last_audio: Option<u16>,
 }
 
 impl std::fmt::Debug for RtpIntake {
@@ -274,6 +295,8 @@ pub fn split_receive(
         metrics: metrics.clone(),
         dropped: 0,
         accepted: 0,
+        read: 0,
+        last_audio: None,
     };
     let supervision =
         Supervision { rtcp, rtp: rtp_for_reports, settings, unprotect, protect, muxed: muxed_rx, counters, metrics, cancel };
@@ -295,32 +318,62 @@ impl RtpIntake {
         }
     }
 
-    /// Reads what arrived since the last call (at most [`MAX_READ_PER_TICK`] datagrams) into
+    /// Reads what arrived since the last tick (at most [`MAX_READ_PER_TICK`] datagrams) into
     /// `out`: audio with its kernel arrival time, and a new latched address. Invalid packets are
-    /// counted and dropped. Returns the valid packets it took, which the caller adds to
-    /// [`MediaMetrics::packets_in`] for many legs at once.
-    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> u64 {
-        let mut read = 0;
-        while read < MAX_READ_PER_TICK {
-            let n = match batch.recv(&self.socket, false) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // Unconnected UDP sockets report no ICMP errors; anything else is transient: try
-                // again next tick.
-                Err(_) => break,
-            };
-            read += n;
-            for datagram in batch.datagrams() {
-                self.accept(datagram, clock, &mut out);
+    /// counted and dropped.
+    ///
+    /// A leg sends one packet per tick, so reading starts with one datagram (`recvmsg`) rather
+    /// than a batch, whose second try of an empty socket costs as much again in the kernel.
+    /// Reading stops there when that datagram was the audio packet right after the last one
+    /// and arrived less than [`SETTLED_AGE`] ago; else (an older packet, a gap or reordering,
+    /// RTCP or DTMF, no kernel arrival time) it reads on until the socket is empty. Packets
+    /// left behind arrived later still, so a timely stream is read in full at the next tick,
+    /// and a backlog never outlives one tick. The caller finishes the reading with
+    /// [`RtpIntake::poll_rest`] when the jitter buffer lacks its next frame.
+    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> Polled {
+        self.read = 0;
+        let stopped_early = match batch.recv_one(&self.socket) {
+            Ok(1) => {
+                self.read = 1;
+                let settled = batch.datagrams().next().is_some_and(|datagram| self.accept(datagram, clock, &mut out));
+                settled || self.read_rest(batch, clock, &mut out)
             }
-            if n < batch.capacity() {
-                break;
-            }
-        }
+            // Empty. Unconnected UDP sockets report no ICMP errors; anything else is transient:
+            // try again next tick.
+            Ok(_) | Err(_) => false,
+        };
+        Polled { accepted: std::mem::take(&mut self.accepted), stopped_early }
+    }
+
+    /// Reads the rest of what waits after a [`RtpIntake::poll`] that stopped early, within the
+    /// tick's [`MAX_READ_PER_TICK`]. Returns the valid packets it took.
+    pub fn poll_rest(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> u64 {
+        self.read_rest(batch, clock, &mut out);
         std::mem::take(&mut self.accepted)
     }
 
-    fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) {
+    /// Reads in batches until the socket is empty or the tick's budget is spent; true when it
+    /// stopped for the budget (more may wait).
+    fn read_rest(&mut self, batch: &mut RecvBatch, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) -> bool {
+        while self.read < MAX_READ_PER_TICK {
+            let n = match batch.recv(&self.socket, false) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            self.read += n;
+            for datagram in batch.datagrams() {
+                self.accept(datagram, clock, out);
+            }
+            if n < batch.capacity() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes one datagram; true when it was the audio packet right after the last one and
+    /// arrived less than [`SETTLED_AGE`] ago (see [`RtpIntake::poll`]).
+    fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) -> bool {
         if let Some(dropped) = datagram.dropped {
             let lost = dropped.wrapping_sub(self.dropped);
             if lost > 0 && lost < u32::MAX / 2 {
@@ -330,13 +383,13 @@ impl RtpIntake {
         }
         if datagram.truncated {
             self.metrics.invalid(MediaError::Truncated);
-            return;
+            return false;
         }
         let bytes = datagram.bytes;
         if self.config.rtcp_mux && rtcp::is_rtcp(bytes) {
             // The supervisor is behind by 8 reports only if it is gone; drop then.
             let _ = self.rtcp.try_send(bytes.to_vec());
-            return;
+            return false;
         }
         let clear;
         let bytes = match &self.unprotect {
@@ -348,7 +401,7 @@ impl RtpIntake {
                 }
                 Err(error) => {
                     self.metrics.invalid(error);
-                    return;
+                    return false;
                 }
             },
         };
@@ -356,13 +409,13 @@ impl RtpIntake {
             Ok(p) => p,
             Err(error) => {
                 self.metrics.invalid(error);
-                return;
+                return false;
             }
         };
         let config = &self.config;
         if packet.payload_type != config.audio_pt && Some(packet.payload_type) != config.telephone_event {
             self.metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
-            return;
+            return false;
         }
         let arrival = clock.arrival(datagram.stamp);
         match self.latch.check(arrival, datagram.from, packet.ssrc, packet.sequence) {
@@ -373,11 +426,11 @@ impl RtpIntake {
             }
             Verdict::Hijack => {
                 self.metrics.invalid(MediaError::Hijack);
-                return;
+                return false;
             }
             Verdict::ForeignSsrc => {
                 self.metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
-                return;
+                return false;
             }
         }
         self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
@@ -387,7 +440,7 @@ impl RtpIntake {
                 // A full digit queue means nobody reads digits for this leg: drop them.
                 let _ = self.digits.try_send(digit);
             }
-            return;
+            return false;
         }
         let info = PacketInfo {
             sequence: packet.sequence,
@@ -396,7 +449,10 @@ impl RtpIntake {
             marker: packet.marker,
             arrival,
         };
+        let in_order = self.last_audio.is_some_and(|last| packet.sequence == last.wrapping_add(1));
+        self.last_audio = Some(packet.sequence);
         out(LegInput::Audio { info, payload: packet.payload });
+        in_order && datagram.stamp.is_some() && clock.age(arrival) < SETTLED_AGE
     }
 }
 
@@ -508,5 +564,106 @@ fn unprotect_rtcp(unprotect: &Option<Arc<Mutex<Unprotector>>>, bytes: &[u8], met
                 None
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// An intake on a loopback socket, and a peer socket sending to it.
+    fn intake() -> (RtpIntake, UdpSocket) {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_nonblocking(true).unwrap();
+        let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.connect(rtp.local_addr().unwrap()).unwrap();
+        let config = ReceiveConfig {
+            audio_pt: 0,
+            telephone_event: Some(101),
+            inactivity: None,
+            clock_rate: 8000,
+            rtcp_mux: false,
+            rtcp_remote: peer.local_addr().unwrap(),
+        };
+        let (_settings_tx, settings) = tokio::sync::watch::channel(config);
+        let (digits, _) = tokio::sync::mpsc::channel(4);
+        let metrics = MediaMetrics::register(&prometheus::Registry::new()).unwrap();
+        let counters = Arc::new(LegCounters::default());
+        let (intake, _) = split_receive(rtp, rtcp, settings, None, digits, counters, metrics, CancellationToken::new()).unwrap();
+        (intake, peer)
+    }
+
+    fn send(peer: &UdpSocket, sequence: u16) {
+        let mut packet = vec![0x80, 0];
+        packet.extend_from_slice(&sequence.to_be_bytes());
+        packet.extend_from_slice(&(u32::from(sequence) * 160).to_be_bytes());
+        packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        packet.extend_from_slice(&[0xff; 160]);
+        peer.send(&packet).unwrap();
+    }
+
+    /// Polls once (waiting, bounded, for the first datagram to land) and returns what it did
+    /// with the sequence numbers handed on.
+    fn poll(intake: &mut RtpIntake, batch: &mut RecvBatch) -> (Polled, Vec<u16>) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut sequences = Vec::new();
+        loop {
+            let polled = intake.poll(batch, &ClockPair::now(), |input| {
+                if let LegInput::Audio { info, .. } = input {
+                    sequences.push(info.sequence);
+                }
+            });
+            if polled.accepted > 0 || Instant::now() > deadline {
+                return (polled, sequences);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_fresh_in_order_packet_ends_the_read_and_the_rest_waits_for_poll_rest() {
+        let (mut intake, peer) = intake();
+        let mut batch = RecvBatch::new(4);
+        send(&peer, 1);
+        let (polled, got) = poll(&mut intake, &mut batch);
+        assert_eq!((polled, got), (Polled { accepted: 1, stopped_early: false }, vec![1]), "the first packet has none before it");
+
+        send(&peer, 2);
+        send(&peer, 3);
+        std::thread::sleep(Duration::from_millis(2));
+        let (polled, got) = poll(&mut intake, &mut batch);
+        assert_eq!((polled, got), (Polled { accepted: 1, stopped_early: true }, vec![2]));
+        let mut rest = Vec::new();
+        let taken = intake.poll_rest(&mut batch, &ClockPair::now(), |input| {
+            if let LegInput::Audio { info, .. } = input {
+                rest.push(info.sequence);
+            }
+        });
+        assert_eq!((taken, rest), (1, vec![3]), "poll_rest reads what waited behind");
+    }
+
+    #[test]
+    fn an_old_packet_a_gap_or_reordering_reads_the_socket_empty() {
+        let (mut intake, peer) = intake();
+        let mut batch = RecvBatch::new(4);
+        send(&peer, 1);
+        poll(&mut intake, &mut batch);
+
+        // Waited longer than SETTLED_AGE: everything behind it is read too.
+        send(&peer, 2);
+        send(&peer, 3);
+        std::thread::sleep(SETTLED_AGE + Duration::from_millis(5));
+        let (polled, got) = poll(&mut intake, &mut batch);
+        assert_eq!((polled, got), (Polled { accepted: 2, stopped_early: false }, vec![2, 3]));
+
+        // A gap (5 after 3), then reordering (4 after 5).
+        send(&peer, 5);
+        send(&peer, 4);
+        send(&peer, 6);
+        std::thread::sleep(Duration::from_millis(2));
+        let (polled, got) = poll(&mut intake, &mut batch);
+        assert_eq!((polled, got), (Polled { accepted: 3, stopped_early: false }, vec![5, 4, 6]));
     }
 }

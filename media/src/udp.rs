@@ -31,6 +31,11 @@ impl ClockPair {
         ClockPair { instant: Instant::now(), wall: SystemTime::now() }
     }
 
+    /// How long before these clocks were read `arrival` was.
+    pub fn age(&self, arrival: Instant) -> Duration {
+        self.instant.saturating_duration_since(arrival)
+    }
+
     /// The instant a datagram stamped `wall` arrived. A stamp in the future or more than 10 s
     /// old (the wall clock was stepped) counts as now.
     pub fn arrival(&self, wall: Option<SystemTime>) -> Instant {
@@ -118,7 +123,27 @@ impl RecvBatch {
         }
     }
 
-    /// The datagrams the last [`RecvBatch::recv`] read.
+    /// Reads at most one datagram from `socket`, without waiting: one `recvmsg`, where
+    /// [`RecvBatch::recv`]'s `recvmmsg` goes on to try the socket a second time. For a reader
+    /// that expects one datagram per call and decides from it whether to read on. Returns how
+    /// many were read (0 or 1).
+    pub fn recv_one(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.filled = 0;
+        #[cfg(target_os = "linux")]
+        let result = linux::recv(socket, false, &mut self.buffers[..1], &mut self.meta[..1], &mut self.sys);
+        #[cfg(not(target_os = "linux"))]
+        let result = portable_recv(socket, false, &mut self.buffers[..1], &mut self.meta[..1]);
+        match result {
+            Ok(n) => {
+                self.filled = n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The datagrams the last [`RecvBatch::recv`] or [`RecvBatch::recv_one`] read.
     pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
         self.buffers.iter().zip(&self.meta).take(self.filled).map(|(buffer, meta)| Datagram {
             bytes: &buffer[..meta.len],
@@ -284,18 +309,40 @@ mod linux {
             header.msg_flags = 0;
             scratch.headers[i].msg_len = 0;
         }
-        let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
-        // SAFETY: `count` headers, each pointing at live buffers of the stated lengths, all
-        // borrowed mutably for this call.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_recvmmsg,
-                libc::c_long::from(socket.as_raw_fd()),
-                scratch.headers.as_mut_ptr(),
-                count as libc::c_long,
-                libc::c_long::from(flags),
-                std::ptr::null_mut::<libc::timespec>(),
-            )
+        let n = if count == 1 && !wait {
+            // One datagram without waiting: `recvmsg`, which unlike `recvmmsg` does not try
+            // the socket again after the first.
+            // SAFETY: the first header points at a live buffer of the stated length, borrowed
+            // mutably for this call.
+            let len = unsafe {
+                libc::syscall(
+                    libc::SYS_recvmsg,
+                    libc::c_long::from(socket.as_raw_fd()),
+                    &mut scratch.headers[0].msg_hdr as *mut libc::msghdr,
+                    libc::c_long::from(libc::MSG_DONTWAIT),
+                )
+            };
+            if len >= 0 {
+                // A datagram, perhaps an empty one.
+                scratch.headers[0].msg_len = len as libc::c_uint;
+                1
+            } else {
+                len
+            }
+        } else {
+            let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+            // SAFETY: `count` headers, each pointing at live buffers of the stated lengths,
+            // all borrowed mutably for this call.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_recvmmsg,
+                    libc::c_long::from(socket.as_raw_fd()),
+                    scratch.headers.as_mut_ptr(),
+                    count as libc::c_long,
+                    libc::c_long::from(flags),
+                    std::ptr::null_mut::<libc::timespec>(),
+                )
+            }
         };
         if n < 0 {
             return Err(io::Error::last_os_error());

@@ -2,8 +2,8 @@
 //! absolute 20 ms deadlines.
 //!
 //! A thread owns its rooms by value. Other tasks talk to it with [`Command`]s over a channel.
-//! At each tick it reads every leg's RTP socket through the leg's [`RtpIntake`] (one batched,
-//! non-blocking, kernel-timestamped read per leg: no task wake-up or channel per packet),
+//! At each tick it reads every leg's RTP socket through the leg's [`RtpIntake`] (usually one
+//! non-blocking, kernel-timestamped `recvmsg` per leg: no task wake-up or channel per packet),
 //! mixes, sends RTP with non-blocking `send_to`, and hands the room mix to a recorder over a
 //! bounded channel. It never waits on a socket, touches disk or blocks on a contended lock.
 //!
@@ -572,10 +572,11 @@ fn tick_room(
             leg.io.intake.refresh();
         }
         // Bounded per leg by the intake's per-tick cap.
-        received += leg.io.intake.poll(batch, &clock, |input| match input {
-            LegInput::Audio { info, payload } => room.handle_audio(*id, info, payload),
-            LegInput::Remote(addr) => leg.remote = addr,
-        });
+        let polled = leg.io.intake.poll(batch, &clock, |input| deliver(room, &mut leg.remote, *id, input));
+        received += polled.accepted;
+        if polled.stopped_early && !room.input_ready(*id) {
+            received += leg.io.intake.poll_rest(batch, &clock, |input| deliver(room, &mut leg.remote, *id, input));
+        }
     }
     media.packets_in(received);
     slot.room.tick(now);
@@ -630,6 +631,14 @@ fn tick_room(
                 slot.room.set_recording(false, false);
             }
         }
+    }
+}
+
+/// Hands what a leg's intake read to its room, or notes the leg's new address.
+fn deliver(room: &mut Room, remote: &mut SocketAddr, id: LegId, input: LegInput<'_>) {
+    match input {
+        LegInput::Audio { info, payload } => room.handle_audio(id, info, payload),
+        LegInput::Remote(addr) => *remote = addr,
     }
 }
 

@@ -391,6 +391,12 @@ impl Room {
         }
     }
 
+    /// Whether leg `id`'s jitter buffer holds the frame it plays next (the mixer thread reads
+    /// the rest of the leg's socket when not; see `RtpIntake::poll`). An unknown leg is ready.
+    pub fn input_ready(&self, id: LegId) -> bool {
+        self.leg_index(id).is_none_or(|i| self.legs[i].jitter.next_ready())
+    }
+
     /// Each leg's receive quality: jitter buffer counters (its `concealed` excludes frames FEC
     /// rebuilt) and FEC recoveries.
     pub fn quality(&self) -> impl Iterator<Item = (LegId, LegQuality)> + '_ {

@@ -161,3 +161,31 @@ fn a_new_ssrc_starts_over_and_the_bounds_hold() {
     sim.run(5_000, |_| Some(rng.next() * 1000.0));
     assert!(sim.buffer.stats().target_ms <= 200.0, "jitter_max_ms caps the delay");
 }
+
+#[test]
+fn next_ready_says_whether_the_packet_due_next_is_here() {
+    let mut buffer: JitterBuffer<u64> = JitterBuffer::new(JitterConfig::default(), 8000, 50);
+    let t0 = Instant::now();
+    let info = |i: u16| PacketInfo {
+        sequence: 100 + i,
+        timestamp: u32::from(i) * 160,
+        ssrc: 7,
+        marker: i == 0,
+        arrival: t0 + Duration::from_millis(20 * u64::from(i)),
+    };
+    assert!(!buffer.next_ready(), "empty");
+    for i in 0..4 {
+        buffer.push(info(i), u64::from(i));
+    }
+    assert!(!buffer.next_ready(), "priming: playout has not started");
+    assert!(matches!(buffer.pop(), Playout::Packet(0)));
+    assert!(buffer.next_ready(), "packet 1 is due next and here");
+    for _ in 1..4 {
+        assert!(matches!(buffer.pop(), Playout::Packet(_)));
+    }
+    assert!(!buffer.next_ready(), "packet 4 has not come");
+    buffer.push(info(5), 5);
+    assert!(!buffer.next_ready(), "packet 5 is here, 4 is due");
+    buffer.push(info(4), 4);
+    assert!(buffer.next_ready());
+}
