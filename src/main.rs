@@ -199,6 +199,10 @@ fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> {
+    match roundtable_media::socket::raise_descriptor_limit() {
+        Ok(limit) => info!(limit, legs = limit / roundtable_media::socket::DESCRIPTORS_PER_LEG, "open descriptor limit (about that many legs)"),
+        Err(error) => warn!(%error, "could not read the open descriptor limit"),
+    }
     let registry = Registry::new();
     let sip_metrics = SipMetrics::register(&registry)?;
     let media_metrics = MediaMetrics::register(&registry)?;

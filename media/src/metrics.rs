@@ -11,6 +11,7 @@ pub struct MediaMetrics {
     packets_out: IntCounter,
     invalid: IntCounterVec,
     receive_overflow: IntCounter,
+    connect_failures: IntCounter,
     rtcp: IntCounterVec,
 }
 
@@ -27,6 +28,11 @@ impl MediaMetrics {
             "roundtable_rtp_receive_overflow_total",
             "RTP packets the kernel dropped because a leg's socket buffer was full (its mixer thread fell behind)",
         )?;
+        let connect_failures = IntCounter::new(
+            "roundtable_rtp_connect_failures_total",
+            "Times a leg got no socket connected to its latched RTP source and went on through its unconnected one (correct, a little slower)",
+        )?;
+        registry.register(Box::new(connect_failures.clone()))?;
         registry.register(Box::new(packets_in.clone()))?;
         registry.register(Box::new(packets_out.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
@@ -36,7 +42,7 @@ impl MediaMetrics {
             &["direction"],
         )?;
         registry.register(Box::new(rtcp.clone()))?;
-        Ok(MediaMetrics { packets_in, packets_out, invalid, receive_overflow, rtcp })
+        Ok(MediaMetrics { packets_in, packets_out, invalid, receive_overflow, connect_failures, rtcp })
     }
 
     /// Valid packets in. Mixer threads count a tick's worth at once: every thread shares
@@ -48,6 +54,12 @@ impl MediaMetrics {
     /// Packets out (counted like [`MediaMetrics::packets_in`]).
     pub fn packets_out(&self, n: u64) {
         self.packets_out.inc_by(n);
+    }
+
+    /// A leg got no connected socket for its latched source (see
+    /// [`crate::udp::connected_twin`]).
+    pub fn connect_failure(&self) {
+        self.connect_failures.inc();
     }
 
     /// One RTCP report sent.

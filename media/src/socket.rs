@@ -31,6 +31,12 @@ pub const MAX_READ_PER_TICK: usize = 50;
 /// read past.
 pub const SETTLED_AGE: Duration = Duration::from_millis(10);
 
+/// Once a leg has a connected twin socket (see [`RtpIntake`]), its first socket, which then
+/// holds only datagrams from other addresses, is read every this many ticks (half a second):
+/// hijack attempts are counted and a moved caller is followed a little later, and no tick pays
+/// a second read for them.
+pub const STRAYS_EVERY: u32 = 25;
+
 /// What one [`RtpIntake::poll`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Polled {
@@ -176,6 +182,34 @@ fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(UdpSocket, UdpSocket, SocketA
     Ok((rtp, rtcp, local))
 }
 
+/// Descriptors a leg holds: its RTP and RTCP sockets, the RTP socket's clone for RTCP with
+/// rtcp-mux, and the RTP socket's connected twin.
+pub const DESCRIPTORS_PER_LEG: u64 = 4;
+
+/// Raises the process's soft limit on open descriptors to its hard limit (systemd starts
+/// services at 1024, which 256 legs would exhaust) and returns the limit now in force. Calls
+/// past it are refused with 503 as when RTP ports run out.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid rlimit for the kernel to fill in.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            // SAFETY: a valid rlimit, only read by the kernel.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            }
+        }
+        Ok(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// What a leg's receiver accepts. Updated through a watch channel when a re-offer changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveConfig {
@@ -212,7 +246,15 @@ pub enum ReceiveEnd {
 /// hands audio to the mixer; RTCP arriving on the RTP port (rtcp-mux) goes to the leg's
 /// [`supervise`] task.
 pub struct RtpIntake {
+    /// The leg's RTP socket: everything arrives here until the source is latched, and
+    /// afterwards whatever does not come from the latched source.
     socket: UdpSocket,
+    /// Once latched, a second socket on the same port connected to the latched source: it
+    /// receives that source's datagrams and sends the leg's RTP without a route lookup per
+    /// packet. `None` before latching, or when it could not be made (then `socket` serves).
+    twin: Option<Twin>,
+    /// Polls so far, to read `socket` every [`STRAYS_EVERY`] ticks once the twin serves.
+    polls: u32,
     settings: tokio::sync::watch::Receiver<ReceiveConfig>,
     config: ReceiveConfig,
     unprotect: Option<Arc<Mutex<Unprotector>>>,
@@ -230,6 +272,13 @@ pub struct RtpIntake {
     read: usize,
     /// The sequence number of the last audio packet taken.
     last_audio: Option<u16>,
+}
+
+/// A socket connected to the latched source, and that source.
+#[derive(Debug)]
+struct Twin {
+    socket: UdpSocket,
+    remote: SocketAddr,
 }
 
 impl std::fmt::Debug for RtpIntake {
@@ -284,6 +333,8 @@ pub fn split_receive(
     let config = *settings.borrow();
     let intake = RtpIntake {
         socket: rtp,
+        twin: None,
+        polls: 0,
         settings: settings.clone(),
         config,
         unprotect: unprotect.clone(),
@@ -304,9 +355,13 @@ pub fn split_receive(
 }
 
 impl RtpIntake {
-    /// The leg's RTP socket (non-blocking), which the mixer thread also sends from.
-    pub fn socket(&self) -> &UdpSocket {
-        &self.socket
+    /// Sends one of the leg's RTP packets to `remote`, without blocking: through the connected
+    /// twin when it points there, else from the leg's socket.
+    pub fn send(&self, packet: &[u8], remote: SocketAddr) -> io::Result<usize> {
+        match &self.twin {
+            Some(twin) if twin.remote == remote => crate::udp::send(&twin.socket, packet),
+            _ => crate::udp::send_to(&self.socket, packet, remote),
+        }
     }
 
     /// Takes the leg's latest receive settings (payload types, rtcp-mux) if they changed. The
@@ -332,31 +387,46 @@ impl RtpIntake {
     /// [`RtpIntake::poll_rest`] when the jitter buffer lacks its next frame.
     pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> Polled {
         self.read = 0;
-        let stopped_early = match batch.recv_one(&self.socket) {
+        self.polls = self.polls.wrapping_add(1);
+        // Latching in this poll makes the twin, but the datagrams already waiting stay where
+        // they are: read on from the socket the poll began with.
+        let from_twin = self.twin.is_some();
+        let stopped_early = match batch.recv_one(self.source(from_twin)) {
             Ok(1) => {
                 self.read = 1;
                 let settled = batch.datagrams().next().is_some_and(|datagram| self.accept(datagram, clock, &mut out));
-                settled || self.read_rest(batch, clock, &mut out)
+                settled || self.read_rest(from_twin, batch, clock, &mut out)
             }
-            // Empty. Unconnected UDP sockets report no ICMP errors; anything else is transient:
-            // try again next tick.
+            // Empty. A connected twin reports an ICMP error once (the peer closed its port),
+            // anything else is transient: try again next tick.
             Ok(_) | Err(_) => false,
         };
+        if from_twin && self.polls.is_multiple_of(STRAYS_EVERY) {
+            self.read_rest(false, batch, clock, &mut out);
+        }
         Polled { accepted: std::mem::take(&mut self.accepted), stopped_early }
     }
 
     /// Reads the rest of what waits after a [`RtpIntake::poll`] that stopped early, within the
     /// tick's [`MAX_READ_PER_TICK`]. Returns the valid packets it took.
     pub fn poll_rest(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> u64 {
-        self.read_rest(batch, clock, &mut out);
+        self.read_rest(self.twin.is_some(), batch, clock, &mut out);
         std::mem::take(&mut self.accepted)
     }
 
-    /// Reads in batches until the socket is empty or the tick's budget is spent; true when it
-    /// stopped for the budget (more may wait).
-    fn read_rest(&mut self, batch: &mut RecvBatch, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) -> bool {
+    /// The twin when asked for and there, else the leg's socket.
+    fn source(&self, twin: bool) -> &UdpSocket {
+        match &self.twin {
+            Some(t) if twin => &t.socket,
+            _ => &self.socket,
+        }
+    }
+
+    /// Reads the twin's or the socket's datagrams in batches until it is empty or the tick's
+    /// budget is spent; true when it stopped for the budget (more may wait).
+    fn read_rest(&mut self, twin: bool, batch: &mut RecvBatch, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) -> bool {
         while self.read < MAX_READ_PER_TICK {
-            let n = match batch.recv(&self.socket, false) {
+            let n = match batch.recv(self.source(twin), false) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => n,
             };
@@ -369,6 +439,33 @@ impl RtpIntake {
             }
         }
         true
+    }
+
+    /// Points the twin at a newly latched `remote`, making it on the first latch. Without one
+    /// the leg's socket serves everything, as before latching; that is counted (except where
+    /// the platform has no twins).
+    fn connect_twin(&mut self, remote: SocketAddr) {
+        if let Some(twin) = &mut self.twin {
+            if twin.socket.connect(remote).is_ok() {
+                twin.remote = remote;
+                return;
+            }
+            // Its connection is in doubt: close it, freeing the port for a new twin.
+            self.twin = None;
+        }
+        let made = crate::udp::connected_twin(&self.socket, remote).and_then(|socket| {
+            crate::udp::enable_stamps(&socket)?;
+            Ok(socket)
+        });
+        self.twin = match made {
+            Ok(socket) => Some(Twin { socket, remote }),
+            Err(error) => {
+                if error.kind() != io::ErrorKind::Unsupported {
+                    self.metrics.connect_failure();
+                }
+                None
+            }
+        };
     }
 
     /// Takes one datagram; true when it was the audio packet right after the last one and
@@ -412,7 +509,7 @@ impl RtpIntake {
                 return false;
             }
         };
-        let config = &self.config;
+        let config = self.config;
         if packet.payload_type != config.audio_pt && Some(packet.payload_type) != config.telephone_event {
             self.metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
             return false;
@@ -422,6 +519,7 @@ impl RtpIntake {
             Verdict::Accept => {}
             Verdict::Latch(addr) => {
                 *self.counters.peer.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr, packet.ssrc));
+                self.connect_twin(addr);
                 out(LegInput::Remote(addr));
             }
             Verdict::Hijack => {
@@ -574,6 +672,12 @@ mod tests {
 
     /// An intake on a loopback socket, and a peer socket sending to it.
     fn intake() -> (RtpIntake, UdpSocket) {
+        let (intake, peer, _) = intake_with_metrics();
+        (intake, peer)
+    }
+
+    /// [`intake`], with the registry its metrics are on.
+    fn intake_with_metrics() -> (RtpIntake, UdpSocket, prometheus::Registry) {
         let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
         rtp.set_nonblocking(true).unwrap();
         let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -589,10 +693,21 @@ mod tests {
         };
         let (_settings_tx, settings) = tokio::sync::watch::channel(config);
         let (digits, _) = tokio::sync::mpsc::channel(4);
-        let metrics = MediaMetrics::register(&prometheus::Registry::new()).unwrap();
+        let registry = prometheus::Registry::new();
+        let metrics = MediaMetrics::register(&registry).unwrap();
         let counters = Arc::new(LegCounters::default());
         let (intake, _) = split_receive(rtp, rtcp, settings, None, digits, counters, metrics, CancellationToken::new()).unwrap();
-        (intake, peer)
+        (intake, peer, registry)
+    }
+
+    /// The hijack count on `registry`.
+    fn hijacks(registry: &prometheus::Registry) -> u64 {
+        let families = registry.gather();
+        let invalid = families.iter().find(|f| f.name() == "roundtable_rtp_invalid_total");
+        invalid.map_or(0, |f| {
+            let hijack = f.get_metric().iter().find(|m| m.get_label().iter().any(|l| l.value() == "hijack"));
+            hijack.map_or(0, |m| m.get_counter().get_value() as u64)
+        })
     }
 
     fn send(peer: &UdpSocket, sequence: u16) {
@@ -665,5 +780,43 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         let (polled, got) = poll(&mut intake, &mut batch);
         assert_eq!((polled, got), (Polled { accepted: 3, stopped_early: false }, vec![5, 4, 6]));
+    }
+
+    #[test]
+    fn after_latching_a_connected_twin_serves_the_source_and_strays_are_read_twice_a_second() {
+        let (mut intake, peer, registry) = intake_with_metrics();
+        let local = intake.socket.local_addr().unwrap();
+        let mut batch = RecvBatch::new(4);
+        send(&peer, 1);
+        poll(&mut intake, &mut batch);
+        let twin = intake.twin.as_ref().expect("a twin once latched");
+        assert_eq!((twin.remote, twin.socket.local_addr().unwrap()), (peer.local_addr().unwrap(), local));
+
+        // The leg's packets go out through the twin, from the leg's port.
+        assert_eq!(intake.send(b"to the peer", peer.local_addr().unwrap()).unwrap(), 11);
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(peer.recv_from(&mut buf).unwrap(), (11, local));
+
+        // A stranger continuing the stream waits in the first socket; the peer's packets keep
+        // flowing through the twin, and the stranger is counted when the strays are read.
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut forged = vec![0x80, 0, 0, 2, 0, 0, 1, 64];
+        forged.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        forged.extend_from_slice(&[0xff; 160]);
+        stranger.send_to(&forged, local).unwrap();
+        let mut taken = Vec::new();
+        intake.polls = 0;
+        for sequence in 2..2 + STRAYS_EVERY as u16 {
+            send(&peer, sequence);
+            let (polled, got) = poll(&mut intake, &mut batch);
+            assert_eq!(polled.accepted, 1);
+            taken.extend(got);
+            if intake.polls < STRAYS_EVERY {
+                assert_eq!(hijacks(&registry), 0, "strays are not read at every tick");
+            }
+        }
+        assert_eq!(taken, (2..2 + STRAYS_EVERY as u16).collect::<Vec<_>>(), "only the peer's stream");
+        assert_eq!(hijacks(&registry), 1, "the stranger counted at the strays' read");
     }
 }

@@ -184,6 +184,31 @@ pub fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<u
     socket.send_to(bytes, to)
 }
 
+/// Sends one datagram on a connected `socket` (non-blocking when the socket is). Unlike
+/// [`send_to`], the kernel reuses the route the connection looked up.
+pub fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    return linux::send_connected(socket, bytes);
+    #[cfg(not(target_os = "linux"))]
+    socket.send(bytes)
+}
+
+/// A second socket on `socket`'s local address, connected to `remote` and non-blocking. The
+/// kernel hands it the datagrams from `remote` (a connected socket is the closer match) and
+/// leaves all others to `socket`; sending from it ([`send`]) skips the route lookup that every
+/// [`send_to`] does. The address is shared only while binding: `SO_REUSEADDR` is off again on
+/// both sockets when this returns, so no third socket can bind it. Linux only (elsewhere an
+/// `Unsupported` error).
+pub fn connected_twin(socket: &UdpSocket, remote: SocketAddr) -> io::Result<UdpSocket> {
+    #[cfg(target_os = "linux")]
+    return linux::connected_twin(socket, remote);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, remote);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
 /// Sends each `(destination, bytes)` from `socket`, in as few calls as the platform allows.
 /// Returns how many went out; a send that fails part-way returns the count so far (the caller
 /// may retry the rest), a failure on the first datagram is the error.
@@ -228,7 +253,7 @@ mod linux {
     use std::io;
     use std::mem::{size_of, zeroed};
     use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
     use std::time::{Duration, SystemTime};
 
     /// Room for an `SCM_TIMESTAMPNS` (a `timespec`) and an `SO_RXQ_OVFL` (a `u32`) control
@@ -274,19 +299,33 @@ mod linux {
         }
     }
 
-    /// One integer `SOL_SOCKET` option.
+    /// Sets one integer `SOL_SOCKET` option.
     fn set_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        set_level_option(socket, libc::SOL_SOCKET, option, value)
+    }
+
+    /// Sets one integer option.
+    fn set_level_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
         // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
         let result = unsafe {
             libc::setsockopt(
                 socket.as_raw_fd(),
-                libc::SOL_SOCKET,
+                level,
                 option,
                 (&value as *const libc::c_int).cast(),
                 size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// Reads one integer option.
+    fn level_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int) -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket descriptor, and a c_int with its size for the kernel to fill.
+        let result = unsafe { libc::getsockopt(socket.as_raw_fd(), level, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
+        if result == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
     }
 
     pub(super) fn recv(
@@ -381,6 +420,59 @@ mod linux {
             )
         };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+
+    pub(super) fn send_connected(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: a live byte slice with its length and no address; the kernel only reads it.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                libc::c_long::from(socket.as_raw_fd()),
+                bytes.as_ptr(),
+                bytes.len(),
+                0 as libc::c_long,
+                std::ptr::null::<libc::sockaddr>(),
+                0 as libc::c_long,
+            )
+        };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+
+    pub(super) fn connected_twin(socket: &UdpSocket, remote: SocketAddr) -> io::Result<UdpSocket> {
+        let local = socket.local_addr()?;
+        set_option(socket, libc::SO_REUSEADDR, 1)?;
+        let twin = bind_twin(socket, local, remote);
+        // Whatever happened, the address is no longer shared.
+        let closed = set_option(socket, libc::SO_REUSEADDR, 0);
+        let twin = twin?;
+        closed?;
+        Ok(twin)
+    }
+
+    fn bind_twin(socket: &UdpSocket, local: SocketAddr, remote: SocketAddr) -> io::Result<UdpSocket> {
+        let family = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: creates a descriptor, owned by the UdpSocket below from here on.
+        let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh UDP socket descriptor that nothing else owns.
+        let twin = unsafe { UdpSocket::from_raw_fd(fd) };
+        set_option(&twin, libc::SO_REUSEADDR, 1)?;
+        if local.is_ipv6() {
+            // The same address family coverage as the original (dual-stack or not).
+            set_level_option(&twin, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, level_option(socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?)?;
+        }
+        // SAFETY: all-zero bytes are a valid sockaddr_storage.
+        let mut address: libc::sockaddr_storage = unsafe { zeroed() };
+        let len = write_addr(&local, &mut address);
+        // SAFETY: an address of the stated length, only read by the kernel.
+        if unsafe { libc::bind(fd, (&address as *const libc::sockaddr_storage).cast(), len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        twin.connect(remote)?;
+        set_option(&twin, libc::SO_REUSEADDR, 0)?;
+        Ok(twin)
     }
 
     pub(super) fn send(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
@@ -613,5 +705,51 @@ mod tests {
         assert_eq!(clock.arrival(None), clock.instant);
         assert_eq!(clock.arrival(Some(clock.wall + Duration::from_secs(1))), clock.instant);
         assert_eq!(clock.arrival(Some(clock.wall - Duration::from_secs(60))), clock.instant);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_connected_twin_takes_its_peers_datagrams_and_leaves_the_rest_and_the_port_closed() {
+        let original = UdpSocket::bind("127.0.0.1:0").unwrap();
+        original.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let local = original.local_addr().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let twin = connected_twin(&original, peer.local_addr().unwrap()).unwrap();
+        assert_eq!(twin.local_addr().unwrap(), local);
+
+        peer.send_to(b"from the peer", local).unwrap();
+        stranger.send_to(b"from a stranger", local).unwrap();
+        twin.set_nonblocking(false).unwrap();
+        twin.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = twin.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from the peer");
+        let (n, from) = original.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"from a stranger"[..], stranger.local_addr().unwrap()));
+
+        assert_eq!(send(&twin, b"reply").unwrap(), 5);
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], local), "sent from the shared port");
+
+        // Neither socket lets a third bind the address, even one asking to share it.
+        // SAFETY: a plain socket call; the descriptor is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        // SAFETY: a valid descriptor and a c_int with its size.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4) };
+        let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_port = local.port().to_be();
+        address.sin_addr = libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() };
+        // SAFETY: a valid descriptor and a sockaddr_in with its size.
+        let bound = unsafe { libc::bind(fd, (&address as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) };
+        let error = std::io::Error::last_os_error();
+        // SAFETY: closes the descriptor made above.
+        unsafe { libc::close(fd) };
+        assert_eq!(bound, -1, "a third socket bound the shared port");
+        assert_eq!(error.raw_os_error(), Some(libc::EADDRINUSE));
     }
 }

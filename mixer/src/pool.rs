@@ -604,7 +604,7 @@ fn tick_room(
                 continue;
             }
         };
-        match roundtable_media::udp::send_to(leg.io.intake.socket(), packet, leg.remote) {
+        match leg.io.intake.send(packet, leg.remote) {
             Ok(_) => {
                 leg.io.counters.packets_out.fetch_add(1, Ordering::Relaxed);
                 sent += 1;
