@@ -56,6 +56,9 @@ pub struct NoiseSuppressor {
     gain_floor: f32,
     /// Hops since the noise estimate last moved (learning may skip hops).
     hops_unseen: u32,
+    /// `previous` and `carry` hold silence (a frame went by unseen), so the next unseen frame
+    /// need not write them again: most legs listen unseen at most ticks.
+    history_silent: bool,
     started: bool,
     time: Vec<f32>,
     spectrum: Vec<Complex32>,
@@ -99,6 +102,7 @@ impl NoiseSuppressor {
             rise,
             gain_floor: 10f32.powf(GAIN_FLOOR_DB / 20.0),
             hops_unseen: 0,
+            history_silent: true,
             started: false,
         }
     }
@@ -108,6 +112,7 @@ impl NoiseSuppressor {
         if frame.len() != 2 * self.hop {
             return Err(MixerError::FrameSize(frame.len()));
         }
+        self.history_silent = false;
         for part in frame.chunks_mut(self.hop) {
             self.process_hop(part)?;
         }
@@ -119,15 +124,20 @@ impl NoiseSuppressor {
     /// [`NoiseSuppressor::process`] at the next tick continues from what the leg really said;
     /// `None` notes that a frame went by unseen (the history becomes silence).
     pub fn listen(&mut self, frame: Option<&[i16]>) -> Result<(), MixerError> {
-        self.carry.fill(0.0);
         let Some(frame) = frame else {
             self.hops_unseen = self.hops_unseen.saturating_add(2);
-            self.previous.fill(0.0);
+            if !self.history_silent {
+                self.carry.fill(0.0);
+                self.previous.fill(0.0);
+                self.history_silent = true;
+            }
             return Ok(());
         };
         if frame.len() != 2 * self.hop {
             return Err(MixerError::FrameSize(frame.len()));
         }
+        self.carry.fill(0.0);
+        self.history_silent = false;
         for ((t, w), &x) in self.time.iter_mut().zip(&self.window).zip(frame) {
             *t = w * f32::from(x);
         }
