@@ -1,6 +1,7 @@
 //! RTP load tool: places N G.711 (PCMU) calls to a Roundtable bridge over SIP/UDP (or, with
 //! `--janus http://127.0.0.1:8088/janus`, joins N plain-RTP participants to Janus AudioBridge
-//! rooms through its HTTP API, for comparison), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
+//! rooms through its HTTP API, for comparison; `--janus-rate` sets their `sampling_rate`, 16000
+//! by default), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
 //! each room speak babble (speech-like noise bursts, a different voice each), the others send near-silence, as in a real conference), and
 //! measures what comes back (`--talkers N` sets how many legs of each room speak; 3 by
 //! default): packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
@@ -67,6 +68,9 @@ struct Args {
     api: Option<SocketAddr>,
     /// Janus's HTTP API (host:port and base path), when measuring Janus instead.
     janus: Option<(SocketAddr, String)>,
+    /// The Janus rooms' `sampling_rate` (16000 matches Roundtable's default `audio.rate`;
+    /// 8000 is Janus's cheapest setting for G.711 rooms).
+    janus_rate: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -80,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
         pid: None,
         api: None,
         janus: None,
+        janus_rate: 16000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
                 let (host, path) = rest.split_once('/').unwrap_or((rest, "janus"));
                 args.janus = Some((host.parse().map_err(|e| bad(&e))?, format!("/{path}")));
             }
+            "--janus-rate" => args.janus_rate = value.parse().map_err(|e| bad(&e))?,
             "--bench" => {} // cargo bench passes it to every target
             other => return Err(format!("unknown flag {other}")),
         }
@@ -296,7 +302,7 @@ fn join_janus(args: &Args, addr: SocketAddr, base: &str, port: u16) -> Result<(V
         let handle_path = format!("{session_path}/{handle}");
         let room = u64::from(std::process::id()) * 10_000 + (i / args.room_size) as u64;
         if i % args.room_size == 0 {
-            let body = serde_json::json!({"request": "create", "room": room, "sampling_rate": 16000, "audiocodec": "pcmu",
+            let body = serde_json::json!({"request": "create", "room": room, "sampling_rate": args.janus_rate, "audiocodec": "pcmu",
                 "allow_rtp_participants": true, "permanent": false});
             let reply = janus_http(addr, "POST", &handle_path, Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})))?;
             if reply["plugindata"]["data"]["audiobridge"] != "created" {
