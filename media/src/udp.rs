@@ -3,10 +3,12 @@
 //! A mixer thread reads every leg's RTP socket once per tick instead of waking a task per
 //! packet, so the time a packet waited in the socket must come from the kernel
 //! (`SO_TIMESTAMPNS`), not from when the thread got to it: jitter buffers size themselves on
-//! arrival times. On Linux, [`RecvBatch::recv`] is one `recvmmsg` and [`send_batch`] one
-//! `sendmmsg`; elsewhere they fall back to one call per datagram, stamped on reading.
+//! arrival times. On Linux, [`RecvBatch::recv`] is one `recvmmsg`, [`RecvBatch::recv_one`] one
+//! `recvmsg` and [`send_batch`] one `sendmmsg`; elsewhere they fall back to one call per
+//! datagram, stamped on reading. [`connected_twin`] gives a socket a connected partner on the
+//! same port, for a leg's one peer.
 //!
-//! On Linux these calls, and [`send_to`], enter the kernel through `syscall` rather than
+//! On Linux these calls, [`send_to`] and [`send`] enter the kernel through `syscall` rather than
 //! libc's wrappers: the wrappers are thread-cancellation points, and switching cancellation
 //! on and off around every call cost a mixer thread more than 1 % of its time (the mixer
 //! threads are never cancelled).

@@ -4,8 +4,9 @@
 //! A thread owns its rooms by value. Other tasks talk to it with [`Command`]s over a channel.
 //! At each tick it reads every leg's RTP socket through the leg's [`RtpIntake`] (usually one
 //! non-blocking, kernel-timestamped `recvmsg` per leg: no task wake-up or channel per packet),
-//! mixes, sends RTP with non-blocking `send_to`, and hands the room mix to a recorder over a
-//! bounded channel. It never waits on a socket, touches disk or blocks on a contended lock.
+//! mixes, sends RTP without blocking (through the leg's socket connected to its latched source,
+//! see [`RtpIntake::send`]), and hands the room mix to a recorder over a bounded channel. It
+//! never waits on a socket, touches disk or blocks on a contended lock.
 //!
 //! Threads tick at phases spread evenly over the 20 ms, so that they wake one after another
 //! rather than all competing for the cores at once.
