@@ -110,19 +110,7 @@ impl RecvBatch {
     /// least one arrives, honouring the socket's read timeout). Returns how many were read; an
     /// empty socket is `Ok(0)`.
     pub fn recv(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
-        self.filled = 0;
-        #[cfg(target_os = "linux")]
-        let result = linux::recv(socket, wait, &mut self.buffers, &mut self.meta, &mut self.sys);
-        #[cfg(not(target_os = "linux"))]
-        let result = portable_recv(socket, wait, &mut self.buffers, &mut self.meta);
-        match result {
-            Ok(n) => {
-                self.filled = n;
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
-        }
+        self.read(socket, wait, self.buffers.len())
     }
 
     /// Reads at most one datagram from `socket`, without waiting: one `recvmsg`, where
@@ -130,11 +118,17 @@ impl RecvBatch {
     /// that expects one datagram per call and decides from it whether to read on. Returns how
     /// many were read (0 or 1).
     pub fn recv_one(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.read(socket, false, 1)
+    }
+
+    /// Reads up to `count` (at most the capacity) datagrams.
+    fn read(&mut self, socket: &UdpSocket, wait: bool, count: usize) -> io::Result<usize> {
         self.filled = 0;
+        let count = count.min(self.buffers.len());
         #[cfg(target_os = "linux")]
-        let result = linux::recv(socket, false, &mut self.buffers[..1], &mut self.meta[..1], &mut self.sys);
+        let result = linux::recv(socket, wait, &mut self.buffers[..count], &mut self.meta[..count], &mut self.sys);
         #[cfg(not(target_os = "linux"))]
-        let result = portable_recv(socket, false, &mut self.buffers[..1], &mut self.meta[..1]);
+        let result = portable_recv(socket, wait, &mut self.buffers[..count], &mut self.meta[..count]);
         match result {
             Ok(n) => {
                 self.filled = n;
@@ -707,6 +701,34 @@ mod tests {
         assert_eq!(clock.arrival(None), clock.instant);
         assert_eq!(clock.arrival(Some(clock.wall + Duration::from_secs(1))), clock.instant);
         assert_eq!(clock.arrival(Some(clock.wall - Duration::from_secs(60))), clock.instant);
+    }
+
+    #[test]
+    fn recv_one_takes_one_datagram_at_a_time_with_its_stamp() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        enable_stamps(&receiver).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        sender.send_to(b"one", to).unwrap();
+        sender.send_to(b"", to).unwrap();
+        let mut batch = RecvBatch::new(4);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        while got.len() < 2 && std::time::Instant::now() < deadline {
+            match batch.recv_one(&receiver).unwrap() {
+                0 => std::thread::sleep(Duration::from_millis(1)),
+                n => {
+                    assert_eq!(n, 1);
+                    let datagram = batch.datagrams().next().unwrap();
+                    assert_eq!(batch.datagrams().count(), 1);
+                    assert!(datagram.stamp.is_some() && datagram.from == sender.local_addr().unwrap());
+                    got.push(datagram.bytes.to_vec());
+                }
+            }
+        }
+        assert_eq!(got, vec![b"one".to_vec(), Vec::new()], "an empty datagram is a datagram");
+        assert_eq!(batch.recv_one(&receiver).unwrap(), 0);
     }
 
     #[cfg(target_os = "linux")]
