@@ -204,7 +204,7 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
                 limit = raised;
             }
         }
-        Ok(limit.rlim_cur as u64)
+        Ok(u64::from(limit.rlim_cur))
     }
     #[cfg(not(unix))]
     Err(io::Error::from(io::ErrorKind::Unsupported))
