@@ -204,6 +204,8 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
                 limit = raised;
             }
         }
+        // rlim_t is 32 bits on some targets.
+        #[allow(clippy::useless_conversion)]
         Ok(u64::from(limit.rlim_cur))
     }
     #[cfg(not(unix))]
