@@ -572,12 +572,7 @@ fn tick_room(
             // Settings changes also arrive with UpdateLeg; this catches any other path.
             leg.io.intake.refresh();
         }
-        // Bounded per leg by the intake's per-tick cap.
-        let polled = leg.io.intake.poll(batch, &clock, |input| deliver(room, &mut leg.remote, *id, input));
-        received += polled.accepted;
-        if polled.stopped_early && !room.input_ready(*id) {
-            received += leg.io.intake.poll_rest(batch, &clock, |input| deliver(room, &mut leg.remote, *id, input));
-        }
+        received += read_leg(room, *id, &mut leg.io.intake, &mut leg.remote, batch, &clock);
     }
     media.packets_in(received);
     slot.room.tick(now);
@@ -633,6 +628,18 @@ fn tick_room(
             }
         }
     }
+}
+
+/// Reads one leg's socket into its room for this tick (bounded by the intake's per-tick cap):
+/// reading that stopped early goes on when the leg's jitter buffer still lacks its next frame.
+/// Returns the valid packets taken.
+fn read_leg(room: &mut Room, id: LegId, intake: &mut RtpIntake, remote: &mut SocketAddr, batch: &mut RecvBatch, clock: &ClockPair) -> u64 {
+    let polled = intake.poll(batch, clock, |input| deliver(room, remote, id, input));
+    let mut taken = polled.accepted;
+    if polled.stopped_early && !room.input_ready(id) {
+        taken += intake.poll_rest(batch, clock, |input| deliver(room, remote, id, input));
+    }
+    taken
 }
 
 /// Hands what a leg's intake read to its room, or notes the leg's new address.
@@ -720,6 +727,66 @@ mod tests {
         assert_eq!((metrics.restorations.get(), level()), (1, Degradation::Full as i64), "recovered within 60 s");
         assert_eq!(shed(), 1, "shed once");
         pool.shutdown();
+    }
+
+    /// A leg whose jitter buffer concealed a late packet gets it, and the two behind it, in one
+    /// burst: the first ends the read (fresh, in order), but the frame due next is behind it,
+    /// so the rest of the socket is read in the same tick rather than concealed too.
+    #[test]
+    fn a_burst_behind_a_concealed_frame_is_read_in_the_same_tick() {
+        let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_nonblocking(true).unwrap();
+        let rtcp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let config = roundtable_media::socket::ReceiveConfig {
+            audio_pt: 0,
+            telephone_event: None,
+            inactivity: None,
+            clock_rate: 8000,
+            rtcp_mux: false,
+            rtcp_remote: peer.local_addr().unwrap(),
+        };
+        let (_settings_tx, settings) = tokio::sync::watch::channel(config);
+        let (digits, _digits_rx) = tokio::sync::mpsc::channel(4);
+        let media = MediaMetrics::register(&prometheus::Registry::new()).unwrap();
+        let counters = Arc::new(LegCounters::default());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (mut intake, _supervision) =
+            roundtable_media::socket::split_receive(rtp.try_clone().unwrap(), rtcp, settings, None, digits, counters, media, cancel).unwrap();
+        let to = rtp.local_addr().unwrap();
+        let send = |sequence: u16| {
+            let mut packet = vec![0x80, 0];
+            packet.extend_from_slice(&sequence.to_be_bytes());
+            packet.extend_from_slice(&(u32::from(sequence) * 160).to_be_bytes());
+            packet.extend_from_slice(&7u32.to_be_bytes());
+            packet.extend_from_slice(&[0xff; 160]);
+            peer.send_to(&packet, to).unwrap();
+        };
+        let id = LegId(1);
+        let mut room = Room::new(RoomConfig::at(8000));
+        room.add_leg(id, LegCodec::plain(roundtable_media::codec::Codec::Pcmu), 1).unwrap();
+        let mut remote = peer.local_addr().unwrap();
+        let mut batch = RecvBatch::new(RECV_BATCH);
+        let start = Instant::now();
+        let mut tick = |room: &mut Room, n: u64| room.tick(start + Duration::from_millis(20 * n));
+        // A steady stream, one packet per tick, until playout runs.
+        for sequence in 1..=10u16 {
+            send(sequence);
+            std::thread::sleep(Duration::from_millis(2));
+            assert_eq!(read_leg(&mut room, id, &mut intake, &mut remote, &mut batch, &ClockPair::now()), 1);
+            tick(&mut room, u64::from(sequence));
+        }
+        // Packet 11 is late: the buffer plays the 10 it held, then conceals 11 and waits for 12.
+        tick(&mut room, 11);
+        tick(&mut room, 12);
+        assert!(!room.input_ready(id));
+        // 11, 12 and 13 arrive together.
+        for sequence in 11..=13u16 {
+            send(sequence);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(read_leg(&mut room, id, &mut intake, &mut remote, &mut batch, &ClockPair::now()), 3, "the whole burst in one tick");
+        assert!(room.input_ready(id), "the frame due next is here");
     }
 
     /// A tick's cost is the thread's own CPU time: time asleep (or preempted) is not counted,
