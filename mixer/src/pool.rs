@@ -768,7 +768,7 @@ mod tests {
         let mut remote = peer.local_addr().unwrap();
         let mut batch = RecvBatch::new(RECV_BATCH);
         let start = Instant::now();
-        let mut tick = |room: &mut Room, n: u64| room.tick(start + Duration::from_millis(20 * n));
+        let tick = |room: &mut Room, n: u64| room.tick(start + Duration::from_millis(20 * n));
         // A steady stream, one packet per tick, until playout runs.
         for sequence in 1..=10u16 {
             send(sequence);
