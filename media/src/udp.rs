@@ -402,24 +402,17 @@ mod linux {
         // SAFETY: all-zero bytes are a valid sockaddr_storage.
         let mut address: libc::sockaddr_storage = unsafe { zeroed() };
         let len = write_addr(&to, &mut address);
-        // SAFETY: a live byte slice with its length and an address of the stated length; the
-        // kernel only reads them.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_sendto,
-                libc::c_long::from(socket.as_raw_fd()),
-                bytes.as_ptr(),
-                bytes.len(),
-                0 as libc::c_long,
-                (&address as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
-                libc::c_long::from(len),
-            )
-        };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        sendto(socket, bytes, (&address as *const libc::sockaddr_storage).cast(), len)
     }
 
     pub(super) fn send_connected(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
-        // SAFETY: a live byte slice with its length and no address; the kernel only reads it.
+        sendto(socket, bytes, std::ptr::null(), 0)
+    }
+
+    /// One `sendto`: to `address` (of `len` bytes), or on a connected socket with a null one.
+    fn sendto(socket: &UdpSocket, bytes: &[u8], address: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<usize> {
+        // SAFETY: a live byte slice with its length, and a null address or one of the stated
+        // length that the callers keep alive across the call; the kernel only reads them.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_sendto,
@@ -427,8 +420,8 @@ mod linux {
                 bytes.as_ptr(),
                 bytes.len(),
                 0 as libc::c_long,
-                std::ptr::null::<libc::sockaddr>(),
-                0 as libc::c_long,
+                address,
+                libc::c_long::from(len),
             )
         };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
