@@ -43,7 +43,10 @@ pub struct Storage {
 /// The configured store and its key prefix, for reading recordings back (the CLI).
 pub fn open_store(config: &Config) -> Result<(Arc<dyn ObjectStore>, String), StorageError> {
     Ok(match &config.s3 {
-        None => (Arc::new(LocalStore::new(&config.storage_path)), String::new()),
+        None => (
+            Arc::new(LocalStore::new(&config.storage_path)),
+            String::new(),
+        ),
         Some(s3) => (Arc::new(S3Store::new(s3.clone())?), s3.prefix.clone()),
     })
 }
@@ -58,8 +61,19 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
     let archive = match &config.s3 {
         None => {
             let store = Arc::new(LocalStore::new(&config.storage_path));
-            let retention = Retention { backend: "local".into(), ..Retention::default() };
-            Archive::new(store, Target::Local, config.storage_path.clone(), String::new(), signer, retention, account)
+            let retention = Retention {
+                backend: "local".into(),
+                ..Retention::default()
+            };
+            Archive::new(
+                store,
+                Target::Local,
+                config.storage_path.clone(),
+                String::new(),
+                signer,
+                retention,
+                account,
+            )
         }
         Some(s3) => {
             let store = Arc::new(S3Store::new(s3.clone())?);
@@ -69,12 +83,29 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
                 object_lock_mode: s3.object_lock_mode.clone(),
                 retention_days: s3.retention_days,
             };
-            let uploader = S3Uploader::new(store.clone(), Arc::new(Breaker::default()), stop.clone(), counters.clone());
+            let uploader = S3Uploader::new(
+                store.clone(),
+                Arc::new(Breaker::default()),
+                stop.clone(),
+                counters.clone(),
+            );
             let spool: PathBuf = config.storage_path.join("spool");
-            Archive::new(store, Target::S3(uploader), spool, s3.prefix.clone(), signer, retention, account)
+            Archive::new(
+                store,
+                Target::S3(uploader),
+                spool,
+                s3.prefix.clone(),
+                signer,
+                retention,
+                account,
+            )
         }
     };
-    Ok(Storage { archive: Arc::new(archive), stop, counters })
+    Ok(Storage {
+        archive: Arc::new(archive),
+        stop,
+        counters,
+    })
 }
 
 /// Finishes the recordings the last run left in the spool (closing crashed ones at their last
@@ -84,18 +115,27 @@ pub fn recover(archive: &Archive) {
     let inventory = archive.account_existing();
     for (dir, result) in archive.recover() {
         match result {
-            Ok(manifest) => info!(recording = %manifest.id, duration_ms = manifest.duration_ms, "recovered recording stored"),
-            Err(error) => error!(dir = %dir.display(), %error, "recovered recording not stored; retried at the next start"),
+            Ok(manifest) => {
+                info!(recording = %manifest.id, duration_ms = manifest.duration_ms, "recovered recording stored")
+            }
+            Err(error) => {
+                error!(dir = %dir.display(), %error, "recovered recording not stored; retried at the next start")
+            }
         }
     }
     if let Some(uploader) = archive.uploader() {
         match uploader.abort_orphans(&format!("{}recordings/", archive.prefix()), &inventory) {
             Ok(0) => {}
             Ok(n) => warn!(aborted = n, "aborted orphaned multipart uploads"),
-            Err(error) => info!(%error, "orphaned multipart uploads not checked (the server does not list uploads)"),
+            Err(error) => {
+                info!(%error, "orphaned multipart uploads not checked (the server does not list uploads)")
+            }
         }
     }
-    info!(elapsed_ms = started.elapsed().as_millis() as u64, "recording recovery done");
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recording recovery done"
+    );
 }
 
 /// Copies the archive's state into `metrics` once a second, logging when the spool crosses
@@ -103,32 +143,49 @@ pub fn recover(archive: &Archive) {
 pub fn sample_metrics(storage: &Storage, metrics: StorageMetrics) {
     let (archive, counters) = (storage.archive.clone(), storage.counters.clone());
     let stop = storage.stop.clone();
-    let spawned = std::thread::Builder::new().name("storage-metrics".into()).spawn(move || {
-        let account = archive.account();
-        metrics.spool_quota_bytes.set(account.quota() as i64);
-        let mut alerting = false;
-        while !stop.load(Ordering::Relaxed) {
-            metrics.spool_bytes.set(account.used() as i64);
-            mirror(&metrics.spool_written_bytes, account.written());
-            mirror(&metrics.spool_write_failures, account.failed_writes());
-            mirror(&metrics.upload_errors, counters.errors.load(Ordering::Relaxed));
-            mirror(&metrics.upload_bytes, counters.bytes.load(Ordering::Relaxed));
-            let alert = !account.accepts_new();
-            if alert != alerting {
-                alerting = alert;
-                if alert {
-                    error!(used = account.used(), quota = account.quota(), "recording spool over 80% of its quota: new recordings are refused");
-                } else {
-                    info!(used = account.used(), "recording spool back under 80% of its quota");
+    let spawned = std::thread::Builder::new()
+        .name("storage-metrics".into())
+        .spawn(move || {
+            let account = archive.account();
+            metrics.spool_quota_bytes.set(account.quota() as i64);
+            let mut alerting = false;
+            while !stop.load(Ordering::Relaxed) {
+                metrics.spool_bytes.set(account.used() as i64);
+                mirror(&metrics.spool_written_bytes, account.written());
+                mirror(&metrics.spool_write_failures, account.failed_writes());
+                mirror(
+                    &metrics.upload_errors,
+                    counters.errors.load(Ordering::Relaxed),
+                );
+                mirror(
+                    &metrics.upload_bytes,
+                    counters.bytes.load(Ordering::Relaxed),
+                );
+                let alert = !account.accepts_new();
+                if alert != alerting {
+                    alerting = alert;
+                    if alert {
+                        error!(
+                            used = account.used(),
+                            quota = account.quota(),
+                            "recording spool over 80% of its quota: new recordings are refused"
+                        );
+                    } else {
+                        info!(
+                            used = account.used(),
+                            "recording spool back under 80% of its quota"
+                        );
+                    }
                 }
+                metrics.spool_alert.set(i64::from(alert));
+                if let Some(uploader) = archive.uploader() {
+                    metrics
+                        .breaker_state
+                        .set(uploader.breaker().state(Instant::now()).value());
+                }
+                std::thread::sleep(Duration::from_secs(1));
             }
-            metrics.spool_alert.set(i64::from(alert));
-            if let Some(uploader) = archive.uploader() {
-                metrics.breaker_state.set(uploader.breaker().state(Instant::now()).value());
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+        });
     if let Err(error) = spawned {
         warn!(%error, "storage metrics thread not started");
     }

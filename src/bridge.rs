@@ -6,27 +6,29 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
 use std::time::SystemTime;
 
 use roundtable_api::{
-    AecSetting, Control, ControlError, RoomPatch, EventsPage, Participant, ParticipantAudio, ParticipantPatch, ReceiveQuality, RtcpReport, Readiness, Download, RecordingQuery, RecordingRequest, RecordingsPage, RoomDetail, RoomSpec, RoomSummary,
+    AecSetting, Control, ControlError, Download, EventsPage, Participant, ParticipantAudio,
+    ParticipantPatch, Readiness, ReceiveQuality, RecordingQuery, RecordingRequest, RecordingsPage,
+    RoomDetail, RoomPatch, RoomSpec, RoomSummary, RtcpReport,
 };
+use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
+use roundtable_media::dtmf::{Digit, digit_from_info};
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::ports::PortAllocator;
 use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd};
-use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
-use roundtable_media::dtmf::{Digit, digit_from_info};
 use roundtable_mixer::pool::{Command, LegIo, MixerEvent, MixerPool, RoomKey, WorkerId};
 use roundtable_mixer::{AecMode, LegControls, LegId, RoomEvent};
 use roundtable_recorder::{Archive, Control as RecordControl};
+use roundtable_sip::Rejection;
 use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall, Transport};
 use roundtable_sip::sdp::{AudioCodec, Direction, NegotiationError, Offer, SrtpPolicy};
 use roundtable_sip::transport::{CallHandler, SipHandle};
-use roundtable_sip::Rejection;
 use tokio_util::sync::CancellationToken;
 
 mod recording;
@@ -35,12 +37,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, DialAction, RoomConfig};
-use crate::rooms::RoomBook;
 use crate::lobby::{Action as LobbyAction, Directory, Lobby, Prompt, RoomAccess};
 use crate::lockout::LockoutTracker;
+use crate::metrics::BridgeMetrics;
 use crate::policy::{PolicyAction, RoomPolicy};
 use crate::prompts::{Prompts, Tones};
-use crate::metrics::BridgeMetrics;
+use crate::rooms::RoomBook;
 use crate::time::{self, WallClock};
 
 /// Whether a phone that offered `direction` sends us RTP (else the inactivity timer pauses).
@@ -53,7 +55,11 @@ fn expects_rtp(direction: Direction) -> bool {
 fn rating(counters: &LegCounters) -> (f64, f64, f64) {
     let (jitter, rtcp) = (counters.quality().jitter, counters.rtcp());
     let expected = jitter.received + jitter.lost;
-    let loss_percent = if expected == 0 { 0.0 } else { jitter.lost as f64 * 100.0 / expected as f64 };
+    let loss_percent = if expected == 0 {
+        0.0
+    } else {
+        jitter.lost as f64 * 100.0 / expected as f64
+    };
     let delay = rtcp.rtt_ms.unwrap_or(0.0) / 2.0 + jitter.depth_ms + 20.0;
     let (r, mos) = roundtable_media::quality::emodel(loss_percent, delay);
     (loss_percent, r, mos)
@@ -79,7 +85,10 @@ fn leg_codec(answer: &roundtable_sip::sdp::Answer) -> LegCodec {
     LegCodec {
         codec: media_codec(answer.codec),
         payload_type: answer.payload_type,
-        opus: OpusOptions { fec: answer.opus_fec, dtx: answer.opus_dtx },
+        opus: OpusOptions {
+            fec: answer.opus_fec,
+            dtx: answer.opus_dtx,
+        },
     }
 }
 
@@ -94,7 +103,13 @@ fn srtp_contexts(
     let remote = MasterKey::from_key_params(&srtp.offer.key_params).ok_or(bad.clone())?;
     let local = MasterKey::random().map_err(|_| Rejection::new(500, "Server Internal Error"))?;
     let contexts = (|| -> Result<_, roundtable_media::MediaError> {
-        Ok((Protector::new(suite, &local)?, (Unprotector::new(suite, &remote)?, Protector::new(suite, &local)?)))
+        Ok((
+            Protector::new(suite, &local)?,
+            (
+                Unprotector::new(suite, &remote)?,
+                Protector::new(suite, &local)?,
+            ),
+        ))
     })()
     .map_err(|_| bad)?;
     Ok((local, contexts.0, contexts.1))
@@ -120,7 +135,10 @@ fn aec_mode(setting: AecSetting) -> AecMode {
 
 /// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
 pub fn valid_room_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Where the dial plan sends a call.
@@ -149,21 +167,45 @@ impl Directory for LobbyDirectory<'_> {
             return None;
         }
         let expose = |p: &Option<crate::config::Secret>| p.as_ref().map(|s| s.expose().to_string());
-        Some(RoomAccess { pin: expose(&settings.pin), moderator_pin: expose(&settings.moderator_pin) })
+        Some(RoomAccess {
+            pin: expose(&settings.pin),
+            moderator_pin: expose(&settings.moderator_pin),
+        })
     }
 
     fn locked_out(&self, room: &str) -> bool {
-        let tracker = self.bridge.lockout.lock().unwrap_or_else(|p| p.into_inner());
+        let tracker = self
+            .bridge
+            .lockout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         tracker.room_locked(room, now) || tracker.source_locked(self.source, now)
     }
 
     fn record_failure(&self, room: Option<&str>) {
-        let outcome = if room.is_some() { "wrong_pin" } else { "invalid_room" };
-        self.bridge.metrics.lobby_outcomes.with_label_values(&[outcome]).inc();
-        let locked = self.bridge.lockout.lock().unwrap_or_else(|p| p.into_inner()).record(self.source, room, Instant::now());
+        let outcome = if room.is_some() {
+            "wrong_pin"
+        } else {
+            "invalid_room"
+        };
+        self.bridge
+            .metrics
+            .lobby_outcomes
+            .with_label_values(&[outcome])
+            .inc();
+        let locked = self
+            .bridge
+            .lockout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(self.source, room, Instant::now());
         for scope in locked {
-            self.bridge.metrics.lockouts.with_label_values(&[scope.label()]).inc();
+            self.bridge
+                .metrics
+                .lockouts
+                .with_label_values(&[scope.label()])
+                .inc();
             warn!(source = %self.source, room = room.unwrap_or(""), scope = scope.label(), "PIN lockout");
         }
     }
@@ -300,8 +342,17 @@ impl Bridge {
 
     /// `media.codecs` as SDP codecs, in our order of preference.
     fn sdp_codecs(&self) -> Vec<AudioCodec> {
-        const ALL: [AudioCodec; 4] = [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::G722, AudioCodec::Opus];
-        self.config.codecs.iter().filter_map(|c| ALL.into_iter().find(|a| media_codec(*a) == *c)).collect()
+        const ALL: [AudioCodec; 4] = [
+            AudioCodec::Pcmu,
+            AudioCodec::Pcma,
+            AudioCodec::G722,
+            AudioCodec::Opus,
+        ];
+        self.config
+            .codecs
+            .iter()
+            .filter_map(|c| ALL.into_iter().find(|a| media_codec(*a) == *c))
+            .collect()
     }
 
     /// Records an event of `kind` in `room` with `fields` (a JSON object literal's entries).
@@ -310,21 +361,30 @@ impl Bridge {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
-        self.events.push(kind, room, time::rfc3339(self.clock.now()), fields);
+        self.events
+            .push(kind, room, time::rfc3339(self.clock.now()), fields);
     }
 
     /// Reads a room leg's key presses (RFC 4733 and INFO) as `dtmf` events until it leaves, and
     /// carries out in-room key commands: `*6` mutes or unmutes oneself, `*5` (moderators only)
     /// locks or unlocks the room.
-    async fn run_room_digits(self: Arc<Self>, call: CallKey, mut digits: tokio::sync::mpsc::Receiver<Digit>, cancel: CancellationToken) {
+    async fn run_room_digits(
+        self: Arc<Self>,
+        call: CallKey,
+        mut digits: tokio::sync::mpsc::Receiver<Digit>,
+        cancel: CancellationToken,
+    ) {
         let mut star = false;
         loop {
             let digit = tokio::select! {
                 d = digits.recv() => match d { Some(d) => d, None => return },
                 () = cancel.cancelled() => return,
             };
-            let Some((room, leg, call_id, moderator)) =
-                self.lock().legs.get(&call).map(|l| (l.room.clone(), l.id, l.call_id.clone(), l.moderator))
+            let Some((room, leg, call_id, moderator)) = self
+                .lock()
+                .legs
+                .get(&call)
+                .map(|l| (l.room.clone(), l.id, l.call_id.clone(), l.moderator))
             else {
                 return;
             };
@@ -334,8 +394,15 @@ impl Bridge {
             let key = digit.as_char();
             match (star, key) {
                 (true, '6') => {
-                    let muted = self.lock().legs.get(&call).is_some_and(|l| l.controls.muted);
-                    let patch = ParticipantPatch { muted: Some(!muted), ..Default::default() };
+                    let muted = self
+                        .lock()
+                        .legs
+                        .get(&call)
+                        .is_some_and(|l| l.controls.muted);
+                    let patch = ParticipantPatch {
+                        muted: Some(!muted),
+                        ..Default::default()
+                    };
                     let _ = self.update_participant(&room, &leg.to_string(), patch);
                 }
                 (true, '5') if moderator => {
@@ -408,12 +475,23 @@ impl Bridge {
         let (room, moderator) = if self.config.dialplan.is_empty() {
             (user, false)
         } else {
-            let rule = self.config.dialplan.iter().find(|r| r.pattern.is_match(user)).ok_or(not_found)?;
+            let rule = self
+                .config
+                .dialplan
+                .iter()
+                .find(|r| r.pattern.is_match(user))
+                .ok_or(not_found)?;
             if rule.action == DialAction::Lobby {
                 return Ok(Destination::Lobby);
             }
             let captures = rule.pattern.captures(user).ok_or(not_found)?;
-            (captures.get(1).or_else(|| captures.get(0)).map_or(user, |m| m.as_str()), rule.moderator)
+            (
+                captures
+                    .get(1)
+                    .or_else(|| captures.get(0))
+                    .map_or(user, |m| m.as_str()),
+                rule.moderator,
+            )
         };
         if !valid_room_id(room) {
             return Err(not_found);
@@ -425,11 +503,19 @@ impl Bridge {
         Ok(Destination::Room(Arc::from(room), moderator))
     }
 
-    fn admit(&self, call: &IncomingCall) -> Result<(Destination, Offer, roundtable_sip::sdp::Answer), Rejection> {
+    fn admit(
+        &self,
+        call: &IncomingCall,
+    ) -> Result<(Destination, Offer, roundtable_sip::sdp::Answer), Rejection> {
         if self.readiness.load(Ordering::SeqCst) != READY {
             return Err(Rejection::new(503, "Service Unavailable"));
         }
-        if self.lockout.lock().unwrap_or_else(|p| p.into_inner()).source_locked(call.peer.remote.ip(), Instant::now()) {
+        if self
+            .lockout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .source_locked(call.peer.remote.ip(), Instant::now())
+        {
             self.metrics.lockout_refusals.inc();
             return Err(Rejection::new(403, "Forbidden"));
         }
@@ -441,41 +527,78 @@ impl Bridge {
             Transport::Tls if self.config.srtp_required_over_tls => SrtpPolicy::Required,
             _ => self.config.srtp,
         };
-        let offer = Offer::parse(&call.body, policy).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
+        let offer =
+            Offer::parse(&call.body, policy).map_err(|_| Rejection::new(400, "Malformed SDP"))?;
         let answer = offer.answer(&self.sdp_codecs()).map_err(|e| match e {
-            NegotiationError::NoAudio | NegotiationError::NoCommonCodec => Rejection::new(488, "Not Acceptable Here"),
+            NegotiationError::NoAudio | NegotiationError::NoCommonCodec => {
+                Rejection::new(488, "Not Acceptable Here")
+            }
             NegotiationError::SrtpRequired => Rejection::new(488, "SRTP Required"),
         })?;
         Ok((destination, offer, answer))
     }
 
     /// Runs one caller's lobby until it joins a room or hangs up.
-    async fn run_lobby(self: Arc<Self>, call: CallKey, mut digits: tokio::sync::mpsc::Receiver<Digit>, cancel: CancellationToken) {
-        let Some((source, room, worker, leg)) =
-            self.lock().legs.get(&call).map(|l| (l.source, l.room.clone(), l.worker, l.id))
+    async fn run_lobby(
+        self: Arc<Self>,
+        call: CallKey,
+        mut digits: tokio::sync::mpsc::Receiver<Digit>,
+        cancel: CancellationToken,
+    ) {
+        let Some((source, room, worker, leg)) = self
+            .lock()
+            .legs
+            .get(&call)
+            .map(|l| (l.source, l.room.clone(), l.worker, l.id))
         else {
             return;
         };
-        let directory = LobbyDirectory { bridge: &self, source };
+        let directory = LobbyDirectory {
+            bridge: &self,
+            source,
+        };
         let mut lobby = Lobby::new(Instant::now(), self.prompts.length(Prompt::Goodbye));
         loop {
             while let Some(action) = lobby.poll_action() {
                 match action {
                     LobbyAction::Play(prompt) => {
                         let samples = self.prompts.samples(prompt);
-                        self.mixer.send(worker, Command::Play { room: room.clone(), leg, samples });
+                        self.mixer.send(
+                            worker,
+                            Command::Play {
+                                room: room.clone(),
+                                leg,
+                                samples,
+                            },
+                        );
                     }
                     LobbyAction::StopPrompt => {
-                        self.mixer.send(worker, Command::StopPrompt { room: room.clone(), leg });
+                        self.mixer.send(
+                            worker,
+                            Command::StopPrompt {
+                                room: room.clone(),
+                                leg,
+                            },
+                        );
                     }
-                    LobbyAction::Join { room: target, moderator } => {
-                        self.metrics.lobby_outcomes.with_label_values(&["joined"]).inc();
-                        self.join_from_lobby(call, Arc::from(target.as_str()), moderator).await;
+                    LobbyAction::Join {
+                        room: target,
+                        moderator,
+                    } => {
+                        self.metrics
+                            .lobby_outcomes
+                            .with_label_values(&["joined"])
+                            .inc();
+                        self.join_from_lobby(call, Arc::from(target.as_str()), moderator)
+                            .await;
                         self.run_room_digits(call, digits, cancel).await;
                         return;
                     }
                     LobbyAction::Hangup => {
-                        self.metrics.lobby_outcomes.with_label_values(&["hung_up"]).inc();
+                        self.metrics
+                            .lobby_outcomes
+                            .with_label_values(&["hung_up"])
+                            .inc();
                         if let Some(sip) = self.sip.get() {
                             sip.hangup(call);
                         }
@@ -504,8 +627,11 @@ impl Bridge {
 
     /// Moves a lobby caller into `room` (created if needed), on whichever mixer thread serves it.
     async fn join_from_lobby(&self, call: CallKey, room: RoomKey, moderator: bool) {
-        let Some((lobby_room, lobby_worker, leg)) =
-            self.lock().legs.get(&call).map(|l| (l.room.clone(), l.worker, l.id))
+        let Some((lobby_room, lobby_worker, leg)) = self
+            .lock()
+            .legs
+            .get(&call)
+            .map(|l| (l.room.clone(), l.worker, l.id))
         else {
             return;
         };
@@ -513,9 +639,17 @@ impl Bridge {
         let reply = Box::new(move |io| {
             let _ = tx.send(io);
         });
-        self.mixer.send(lobby_worker, Command::DetachLeg { room: lobby_room.clone(), leg, reply });
+        self.mixer.send(
+            lobby_worker,
+            Command::DetachLeg {
+                room: lobby_room.clone(),
+                leg,
+                reply,
+            },
+        );
         let Ok(io) = rx.await else { return };
-        self.mixer.send(lobby_worker, Command::CloseRoom { room: lobby_room });
+        self.mixer
+            .send(lobby_worker, Command::CloseRoom { room: lobby_room });
         let mut state = self.lock();
         if !state.legs.contains_key(&call) {
             return; // Hung up while moving.
@@ -535,7 +669,10 @@ impl Bridge {
             return;
         }
         let is_new_room = !state.rooms.contains_key(&room);
-        let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
+        let worker = state
+            .rooms
+            .get(&room)
+            .map_or_else(|| self.mixer.assign(), |r| r.worker);
         state
             .rooms
             .entry(room.clone())
@@ -548,7 +685,8 @@ impl Bridge {
             })
             .legs
             .insert(leg, call);
-        self.mixer.send(worker, self.mixer.add_leg(room.clone(), leg, io));
+        self.mixer
+            .send(worker, self.mixer.add_leg(room.clone(), leg, io));
         let call_id = match state.legs.get_mut(&call) {
             Some(entry) => {
                 entry.room = room.clone();
@@ -561,10 +699,25 @@ impl Bridge {
         };
         if is_new_room {
             self.metrics.rooms.inc();
-            self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
+            self.mixer.send(
+                worker,
+                Command::SetRoomAec {
+                    room: room.clone(),
+                    mode: settings.aec,
+                },
+            );
         }
-        let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg, moderator)).unwrap_or_default();
-        self.apply_policy(&room, worker, actions, state.rooms.get(&room).and_then(|r| r.recording.as_ref()));
+        let actions = state
+            .rooms
+            .get_mut(&room)
+            .map(|r| r.policy.joined(leg, moderator))
+            .unwrap_or_default();
+        self.apply_policy(
+            &room,
+            worker,
+            actions,
+            state.rooms.get(&room).and_then(|r| r.recording.as_ref()),
+        );
         self.recording_joined(&state, &room, call);
         if is_new_room && settings.record {
             // A failed auto-start is logged and counted; the call itself goes on.
@@ -572,11 +725,18 @@ impl Bridge {
         }
         drop(state);
         info!(call_id = %call_id, room = %room, leg = %leg, moderator, "joined room from the lobby");
-        self.event("participant_joined", &room, serde_json::json!({"participant": leg.to_string(), "moderator": moderator}));
+        self.event(
+            "participant_joined",
+            &room,
+            serde_json::json!({"participant": leg.to_string(), "moderator": moderator}),
+        );
     }
 
     fn refuse(&self, reason: &'static str, rejection: Rejection) -> Rejection {
-        self.metrics.calls_rejected.with_label_values(&[reason]).inc();
+        self.metrics
+            .calls_rejected
+            .with_label_values(&[reason])
+            .inc();
         rejection
     }
 
@@ -586,14 +746,29 @@ impl Bridge {
         let mut ended: Vec<CallKey> = Vec::new();
         let leg = {
             let mut state = self.lock();
-            let Some(leg) = state.legs.remove(&call) else { return };
+            let Some(leg) = state.legs.remove(&call) else {
+                return;
+            };
             if leg.in_lobby {
-                self.mixer.send(leg.worker, Command::CloseRoom { room: leg.room.clone() });
+                self.mixer.send(
+                    leg.worker,
+                    Command::CloseRoom {
+                        room: leg.room.clone(),
+                    },
+                );
             } else if let Some(room) = state.rooms.get_mut(&leg.room) {
                 room.legs.remove(&leg.id);
-                self.mixer.send(room.worker, Command::RemoveLeg { room: leg.room.clone(), leg: leg.id });
+                self.mixer.send(
+                    room.worker,
+                    Command::RemoveLeg {
+                        room: leg.room.clone(),
+                        leg: leg.id,
+                    },
+                );
                 if let Some(active) = &room.recording {
-                    active.recording.control(RecordControl::Left { leg: leg.id.to_string() });
+                    active.recording.control(RecordControl::Left {
+                        leg: leg.id.to_string(),
+                    });
                 }
                 let actions = room.policy.left(leg.id);
                 if actions.contains(&PolicyAction::End) {
@@ -618,7 +793,11 @@ impl Bridge {
         }
         info!(call_id = %leg.call_id, room = %leg.room, leg = %leg.id, reason = why, "left room");
         if !leg.in_lobby {
-            self.event("participant_left", &leg.room, serde_json::json!({"participant": leg.id.to_string(), "reason": why}));
+            self.event(
+                "participant_left",
+                &leg.room,
+                serde_json::json!({"participant": leg.id.to_string(), "reason": why}),
+            );
         }
         // The leg's call quality, once it received audio.
         let quality = leg.counters.quality().jitter;
@@ -641,7 +820,8 @@ impl Bridge {
             self.leave(other, "moderator left");
         }
         if let Some((room, worker, recording)) = closed {
-            self.mixer.send(worker, Command::CloseRoom { room: room.clone() });
+            self.mixer
+                .send(worker, Command::CloseRoom { room: room.clone() });
             self.metrics.rooms.dec();
             info!(room = %room, "room closed");
             if let Some(recording) = recording {
@@ -654,33 +834,69 @@ impl Bridge {
     fn set_locked(&self, room: &str, locked: bool) -> Result<(), ControlError> {
         let changed = {
             let mut state = self.lock();
-            let entry = state.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
+            let entry = state
+                .rooms
+                .get_mut(room)
+                .ok_or(ControlError::RoomNotFound)?;
             std::mem::replace(&mut entry.locked, locked) != locked
         };
         if changed {
             info!(room = %room, locked, "room lock changed");
-            self.event(if locked { "room_locked" } else { "room_unlocked" }, room, serde_json::json!({}));
+            self.event(
+                if locked {
+                    "room_locked"
+                } else {
+                    "room_unlocked"
+                },
+                room,
+                serde_json::json!({}),
+            );
         }
         Ok(())
     }
 
     /// Carries out a room policy's actions in the mixer.
-    fn apply_policy(&self, room: &RoomKey, worker: WorkerId, actions: Vec<PolicyAction>, recording: Option<&ActiveRecording>) {
+    fn apply_policy(
+        &self,
+        room: &RoomKey,
+        worker: WorkerId,
+        actions: Vec<PolicyAction>,
+        recording: Option<&ActiveRecording>,
+    ) {
         for action in actions {
             let command = match action {
-                PolicyAction::JoinTone => Command::Announce { room: room.clone(), samples: self.tones.join.clone() },
-                PolicyAction::LeaveTone => Command::Announce { room: room.clone(), samples: self.tones.leave.clone() },
+                PolicyAction::JoinTone => Command::Announce {
+                    room: room.clone(),
+                    samples: self.tones.join.clone(),
+                },
+                PolicyAction::LeaveTone => Command::Announce {
+                    room: room.clone(),
+                    samples: self.tones.leave.clone(),
+                },
                 PolicyAction::Hold(on) => {
                     if let Some(active) = recording {
                         active.recording.control(RecordControl::Hold(on));
                     }
                     info!(room = %room, waiting = on, "room waits for its moderator");
-                    self.event(if on { "waiting_for_moderator" } else { "moderator_arrived" }, room, serde_json::json!({}));
-                    Command::SetHold { room: room.clone(), sound: on.then(|| self.tones.hold.clone()) }
+                    self.event(
+                        if on {
+                            "waiting_for_moderator"
+                        } else {
+                            "moderator_arrived"
+                        },
+                        room,
+                        serde_json::json!({}),
+                    );
+                    Command::SetHold {
+                        room: room.clone(),
+                        sound: on.then(|| self.tones.hold.clone()),
+                    }
                 }
-                PolicyAction::Alone(leg) => {
-                    Command::Play { room: room.clone(), leg, samples: self.prompts.samples(Prompt::Alone) }
-                }
+                PolicyAction::Alone(leg) => Command::Play {
+                    room: room.clone(),
+                    leg,
+                    samples: self.prompts.samples(Prompt::Alone),
+                },
                 PolicyAction::End => continue,
             };
             self.mixer.send(worker, command);
@@ -689,7 +905,10 @@ impl Bridge {
 
     /// A room's echo cancellation setting: its own, else the service's.
     fn room_aec(&self, room: &str) -> AecMode {
-        self.book().settings(room).aec.unwrap_or(self.config.audio.aec)
+        self.book()
+            .settings(room)
+            .aec
+            .unwrap_or(self.config.audio.aec)
     }
 
     fn participant_audio(&self, leg: &LegEntry, room_aec: AecMode) -> ParticipantAudio {
@@ -701,7 +920,9 @@ impl Bridge {
             output_gain_db: c.output_gain_db,
             aec: aec_setting(c.aec.unwrap_or(room_aec)),
             aec_active: leg.aec_active,
-            noise_suppression: c.noise_suppression.unwrap_or(self.config.audio.noise_suppression),
+            noise_suppression: c
+                .noise_suppression
+                .unwrap_or(self.config.audio.noise_suppression),
             agc: c.agc.unwrap_or(self.config.audio.agc),
             talking: leg.talking,
         }
@@ -711,25 +932,48 @@ impl Bridge {
     pub fn mixer_event(&self, event: MixerEvent) {
         let (leg_id, kind, mut fields) = match event.event {
             RoomEvent::Talking(leg) => (leg, "participant_talking", serde_json::json!({})),
-            RoomEvent::StoppedTalking(leg) => (leg, "participant_stopped_talking", serde_json::json!({})),
-            RoomEvent::EchoCancellation(leg, active) => (leg, "echo_cancellation", serde_json::json!({"active": active})),
+            RoomEvent::StoppedTalking(leg) => {
+                (leg, "participant_stopped_talking", serde_json::json!({}))
+            }
+            RoomEvent::EchoCancellation(leg, active) => (
+                leg,
+                "echo_cancellation",
+                serde_json::json!({"active": active}),
+            ),
         };
         {
             let mut state = self.lock();
-            let Some(call) = state.rooms.get(&event.room).and_then(|r| r.legs.get(&leg_id)).copied() else { return };
-            let Some(leg) = state.legs.get_mut(&call) else { return };
+            let Some(call) = state
+                .rooms
+                .get(&event.room)
+                .and_then(|r| r.legs.get(&leg_id))
+                .copied()
+            else {
+                return;
+            };
+            let Some(leg) = state.legs.get_mut(&call) else {
+                return;
+            };
             match event.event {
                 RoomEvent::Talking(_) | RoomEvent::StoppedTalking(_) => {
                     let talking = matches!(event.event, RoomEvent::Talking(_));
                     if leg.talking != talking {
                         leg.talking = talking;
-                        if talking { self.metrics.legs_talking.inc() } else { self.metrics.legs_talking.dec() }
+                        if talking {
+                            self.metrics.legs_talking.inc()
+                        } else {
+                            self.metrics.legs_talking.dec()
+                        }
                     }
                 }
                 RoomEvent::EchoCancellation(_, active) => {
                     if leg.aec_active != active {
                         leg.aec_active = active;
-                        if active { self.metrics.legs_aec_active.inc() } else { self.metrics.legs_aec_active.dec() }
+                        if active {
+                            self.metrics.legs_aec_active.inc()
+                        } else {
+                            self.metrics.legs_aec_active.dec()
+                        }
                     }
                     info!(room = %event.room, leg = %leg_id, active, "echo cancellation changed");
                 }
@@ -789,7 +1033,10 @@ impl Bridge {
         Some(RoomDetail {
             id: room.to_string(),
             recording: entry.recording.is_some(),
-            recording_id: entry.recording.as_ref().map(|r| r.recording.id().to_string()),
+            recording_id: entry
+                .recording
+                .as_ref()
+                .map(|r| r.recording.id().to_string()),
             recording_paused: entry.recording.as_ref().is_some_and(|r| r.paused),
             aec: aec_setting(room_aec),
             locked: entry.locked,
@@ -842,7 +1089,11 @@ impl CallHandler for Bridge {
                 info!(call_id = %call.call_id, room = %room, "call refused: sip.max_calls reached");
                 return Err(self.refuse("max_calls", Rejection::new(503, "Service Unavailable")));
             }
-            if state.rooms.get(&room).is_some_and(|r| r.legs.len() >= settings.max_participants) {
+            if state
+                .rooms
+                .get(&room)
+                .is_some_and(|r| r.legs.len() >= settings.max_participants)
+            {
                 drop(state);
                 info!(call_id = %call.call_id, room = %room, "call refused: room full");
                 return Err(self.refuse("room_full", Rejection::new(486, "Busy Here")));
@@ -865,12 +1116,18 @@ impl CallHandler for Bridge {
         let counters = Arc::new(LegCounters::default());
         let cancel = CancellationToken::new();
         let (digits_tx, digits_rx) = tokio::sync::mpsc::channel(32);
-        let (receive_tx, receive_rx) = tokio::sync::watch::channel(self.receive_config(&offer, &answer));
+        let (receive_tx, receive_rx) =
+            tokio::sync::watch::channel(self.receive_config(&offer, &answer));
         let (srtp_mixer, srtp_receive) = match srtp {
             Some((_, mixer, receive)) => (Some(mixer), Some(receive)),
             None => (None, None),
         };
-        let MediaPorts { rtp: rtp_socket, rtcp, lease, .. } = ports;
+        let MediaPorts {
+            rtp: rtp_socket,
+            rtcp,
+            lease,
+            ..
+        } = ports;
         let split = socket::split_receive(
             rtp_socket,
             rtcp,
@@ -894,15 +1151,21 @@ impl CallHandler for Bridge {
         let sdp = answer.to_sdp(advertised, leg_id.0, 1);
         let is_new_room = !in_lobby && !state.rooms.contains_key(&room);
         let auto_record = settings.record && is_new_room;
-        let worker = state.rooms.get(&room).map_or_else(|| self.mixer.assign(), |r| r.worker);
+        let worker = state
+            .rooms
+            .get(&room)
+            .map_or_else(|| self.mixer.assign(), |r| r.worker);
         if !in_lobby {
-            let entry = state.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
-                worker,
-                legs: BTreeMap::new(),
-                recording: None,
-                policy: RoomPolicy::new(settings.policy),
-                locked: false,
-            });
+            let entry = state
+                .rooms
+                .entry(room.clone())
+                .or_insert_with(|| RoomEntry {
+                    worker,
+                    legs: BTreeMap::new(),
+                    recording: None,
+                    policy: RoomPolicy::new(settings.policy),
+                    locked: false,
+                });
             entry.legs.insert(leg_id, call.call);
         }
         let io = LegIo {
@@ -913,7 +1176,8 @@ impl CallHandler for Bridge {
             protect: srtp_mixer,
             lease: lease.clone(),
         };
-        self.mixer.send(worker, self.mixer.add_leg(room.clone(), leg_id, io));
+        self.mixer
+            .send(worker, self.mixer.add_leg(room.clone(), leg_id, io));
         state.legs.insert(
             call.call,
             LegEntry {
@@ -942,11 +1206,26 @@ impl CallHandler for Bridge {
         );
         if is_new_room {
             self.metrics.rooms.inc();
-            self.mixer.send(worker, Command::SetRoomAec { room: room.clone(), mode: settings.aec });
+            self.mixer.send(
+                worker,
+                Command::SetRoomAec {
+                    room: room.clone(),
+                    mode: settings.aec,
+                },
+            );
         }
         if !in_lobby {
-            let actions = state.rooms.get_mut(&room).map(|r| r.policy.joined(leg_id, moderator)).unwrap_or_default();
-            self.apply_policy(&room, worker, actions, state.rooms.get(&room).and_then(|r| r.recording.as_ref()));
+            let actions = state
+                .rooms
+                .get_mut(&room)
+                .map(|r| r.policy.joined(leg_id, moderator))
+                .unwrap_or_default();
+            self.apply_policy(
+                &room,
+                worker,
+                actions,
+                state.rooms.get(&room).and_then(|r| r.recording.as_ref()),
+            );
         }
         self.metrics.active_calls.inc();
         if !in_lobby {
@@ -973,7 +1252,11 @@ impl CallHandler for Bridge {
             let _lease = lease;
             let end = socket::supervise(supervision).await;
             if let (true, Some(bridge)) = (end != ReceiveEnd::Cancelled, bridge.upgrade()) {
-                let why = if end == ReceiveEnd::Inactive { "rtp inactivity" } else { "rtp socket error" };
+                let why = if end == ReceiveEnd::Inactive {
+                    "rtp inactivity"
+                } else {
+                    "rtp socket error"
+                };
                 if let Some(sip) = bridge.sip.get() {
                     sip.hangup(key);
                 }
@@ -983,16 +1266,20 @@ impl CallHandler for Bridge {
         if let Some(bridge) = self.me.upgrade() {
             if in_lobby {
                 self.metrics.lobby_calls.inc();
-                self.tasks.spawn(bridge.run_lobby(call.call, digits_rx, cancel));
+                self.tasks
+                    .spawn(bridge.run_lobby(call.call, digits_rx, cancel));
             } else {
-                self.tasks.spawn(bridge.run_room_digits(call.call, digits_rx, cancel));
+                self.tasks
+                    .spawn(bridge.run_room_digits(call.call, digits_rx, cancel));
             }
         }
         Ok(sdp)
     }
 
     fn info(&self, call: CallKey, content_type: &str, body: &[u8]) {
-        let Some(digit) = digit_from_info(content_type, body) else { return };
+        let Some(digit) = digit_from_info(content_type, body) else {
+            return;
+        };
         if let Some(leg) = self.lock().legs.get(&call) {
             let _ = leg.digits.try_send(digit);
         }
@@ -1000,16 +1287,28 @@ impl CallHandler for Bridge {
 
     fn reoffer(&self, call: CallKey, offer: &[u8]) -> Result<Vec<u8>, Rejection> {
         let mut state = self.lock();
-        let leg = state.legs.get_mut(&call).ok_or(Rejection::new(481, "Call/Transaction Does Not Exist"))?;
+        let leg = state
+            .legs
+            .get_mut(&call)
+            .ok_or(Rejection::new(481, "Call/Transaction Does Not Exist"))?;
         if offer.is_empty() {
             return Ok(leg.answer_sdp.clone());
         }
         // A call keeps its transport: SRTP stays SRTP, with the same keys (no rekeying yet).
-        let policy = if leg.srtp.is_some() { SrtpPolicy::Required } else { SrtpPolicy::Off };
-        let offer = Offer::parse(offer, policy).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
-        let mut answer = offer.answer(&self.sdp_codecs()).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        let policy = if leg.srtp.is_some() {
+            SrtpPolicy::Required
+        } else {
+            SrtpPolicy::Off
+        };
+        let offer =
+            Offer::parse(offer, policy).map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
+        let mut answer = offer
+            .answer(&self.sdp_codecs())
+            .map_err(|_| Rejection::new(488, "Not Acceptable Here"))?;
         if let (Some(ours), Some(theirs)) = (&leg.srtp, &answer.srtp) {
-            if ours.offer.suite != theirs.offer.suite || ours.offer.key_params != theirs.offer.key_params {
+            if ours.offer.suite != theirs.offer.suite
+                || ours.offer.key_params != theirs.offer.key_params
+            {
                 return Err(Rejection::new(488, "Not Acceptable Here"));
             }
             answer.set_local_key(ours.local_key_params.clone());
@@ -1025,13 +1324,25 @@ impl CallHandler for Bridge {
         leg.codec = answer.codec;
         leg.sdp_version += 1;
         leg.answer_sdp = answer.to_sdp(leg.advertised, leg.id.0, leg.sdp_version);
-        leg.receive.send_replace(self.receive_config(&offer, &answer));
+        leg.receive
+            .send_replace(self.receive_config(&offer, &answer));
         let (room, id, sdp) = (leg.room.clone(), leg.id, leg.answer_sdp.clone());
         if let Some(entry) = state.rooms.get(&room) {
-            let command = Command::UpdateLeg { room: room.clone(), leg: id, codec, remote: offer.rtp_addr, hears, heard };
+            let command = Command::UpdateLeg {
+                room: room.clone(),
+                leg: id,
+                codec,
+                remote: offer.rtp_addr,
+                hears,
+                heard,
+            };
             self.mixer.send(entry.worker, command);
         }
-        let call_id = state.legs.get(&call).map(|l| l.call_id.clone()).unwrap_or_default();
+        let call_id = state
+            .legs
+            .get(&call)
+            .map(|l| l.call_id.clone())
+            .unwrap_or_default();
         drop(state);
         info!(call_id = %call_id, room = %room, leg = %id, direction = ?offer.direction, codec = answer.codec.name(), "re-offer answered");
         Ok(sdp)
@@ -1058,10 +1369,21 @@ impl Control for Bridge {
         let mut rooms: Vec<RoomSummary> = state
             .rooms
             .iter()
-            .map(|(id, r)| RoomSummary { id: id.to_string(), participants: r.legs.len(), recording: r.recording.is_some() })
+            .map(|(id, r)| RoomSummary {
+                id: id.to_string(),
+                participants: r.legs.len(),
+                recording: r.recording.is_some(),
+            })
             .collect();
-        for id in defined.into_iter().filter(|id| !state.rooms.contains_key(id.as_str())) {
-            rooms.push(RoomSummary { id, participants: 0, recording: false });
+        for id in defined
+            .into_iter()
+            .filter(|id| !state.rooms.contains_key(id.as_str()))
+        {
+            rooms.push(RoomSummary {
+                id,
+                participants: 0,
+                recording: false,
+            });
         }
         rooms.sort_by(|a, b| a.id.cmp(&b.id));
         rooms
@@ -1070,24 +1392,25 @@ impl Control for Bridge {
     fn room(&self, id: &str) -> Option<RoomDetail> {
         let defined = self.book().get(id).is_some();
         let state = self.lock();
-        self.detail(&state, id)
-            .or_else(|| {
-                defined.then(|| RoomDetail {
-                    id: id.to_string(),
-                    recording: false,
-                    recording_id: None,
-                    recording_paused: false,
-                    aec: aec_setting(self.room_aec(id)),
-                    locked: false,
-                    waiting_for_moderator: false,
-                    participants: Vec::new(),
-                })
+        self.detail(&state, id).or_else(|| {
+            defined.then(|| RoomDetail {
+                id: id.to_string(),
+                recording: false,
+                recording_id: None,
+                recording_paused: false,
+                aec: aec_setting(self.room_aec(id)),
+                locked: false,
+                waiting_for_moderator: false,
+                participants: Vec::new(),
             })
+        })
     }
 
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
         if !valid_room_id(room) {
-            return Err(ControlError::Invalid("a room id is [A-Za-z0-9_.-]{1,64}".into()));
+            return Err(ControlError::Invalid(
+                "a room id is [A-Za-z0-9_.-]{1,64}".into(),
+            ));
         }
         let pin = |p: Option<String>| -> Result<Option<crate::config::Secret>, ControlError> {
             match p.as_deref().and_then(crate::config::pin_problem) {
@@ -1098,7 +1421,9 @@ impl Control for Bridge {
         let cap = self.config.max_legs_per_room;
         let max_participants = match spec.max_participants {
             Some(n) if n == 0 || n as usize > cap => {
-                return Err(ControlError::Invalid(format!("max_participants is 1 to {cap} (media.max_legs_per_room)")));
+                return Err(ControlError::Invalid(format!(
+                    "max_participants is 1 to {cap} (media.max_legs_per_room)"
+                )));
             }
             n => n.map(|n| n as usize),
         };
@@ -1114,9 +1439,17 @@ impl Control for Bridge {
             end_with_moderator: spec.end_with_moderator,
         };
         let aec = config.aec;
-        self.book().put(room, config).map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        self.book()
+            .put(room, config)
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
         if let Some((key, entry)) = self.lock().rooms.get_key_value(room) {
-            self.mixer.send(entry.worker, Command::SetRoomAec { room: key.clone(), mode: aec });
+            self.mixer.send(
+                entry.worker,
+                Command::SetRoomAec {
+                    room: key.clone(),
+                    mode: aec,
+                },
+            );
         }
         info!(room = %room, "room defined through the API");
         self.room(room).ok_or(ControlError::RoomNotFound)
@@ -1125,7 +1458,9 @@ impl Control for Bridge {
     fn delete_room(&self, room: &str) -> Result<(), ControlError> {
         let mut book = self.book();
         if book.is_configured_only(room) {
-            return Err(ControlError::Conflict("the room is defined in the configuration file"));
+            return Err(ControlError::Conflict(
+                "the room is defined in the configuration file",
+            ));
         }
         match book.delete(room) {
             Ok(true) => {
@@ -1137,7 +1472,12 @@ impl Control for Bridge {
         }
     }
 
-    fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError> {
+    fn recording(
+        &self,
+        room: &str,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Result<RoomDetail, ControlError> {
         self.recording_request(room, request, by)?;
         self.room(room).ok_or(ControlError::RoomNotFound)
     }
@@ -1159,7 +1499,10 @@ impl Control for Bridge {
             let state = self.lock();
             let entry = state.rooms.get(room).ok_or(ControlError::RoomNotFound)?;
             let id: u64 = leg.parse().map_err(|_| ControlError::LegNotFound)?;
-            *entry.legs.get(&LegId(id)).ok_or(ControlError::LegNotFound)?
+            *entry
+                .legs
+                .get(&LegId(id))
+                .ok_or(ControlError::LegNotFound)?
         };
         if let Some(sip) = self.sip.get() {
             sip.hangup(call);
@@ -1175,10 +1518,18 @@ impl Control for Bridge {
         self.room(room).ok_or(ControlError::RoomNotFound)
     }
 
-    fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError> {
+    fn update_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Result<Participant, ControlError> {
         {
             let mut state = self.lock();
-            let entry = state.rooms.get_key_value(room).ok_or(ControlError::RoomNotFound)?;
+            let entry = state
+                .rooms
+                .get_key_value(room)
+                .ok_or(ControlError::RoomNotFound)?;
             let (key, worker) = (entry.0.clone(), entry.1.worker);
             let id = LegId(leg.parse().map_err(|_| ControlError::LegNotFound)?);
             let call = *entry.1.legs.get(&id).ok_or(ControlError::LegNotFound)?;
@@ -1196,21 +1547,39 @@ impl Control for Bridge {
             if controls.muted != was_muted
                 && let Some(active) = state.rooms.get(room).and_then(|r| r.recording.as_ref())
             {
-                active.recording.control(RecordControl::Muted { leg: id.to_string(), muted: controls.muted });
+                active.recording.control(RecordControl::Muted {
+                    leg: id.to_string(),
+                    muted: controls.muted,
+                });
             }
-            self.mixer.send(worker, Command::SetControls { room: key, leg: id, controls });
+            self.mixer.send(
+                worker,
+                Command::SetControls {
+                    room: key,
+                    leg: id,
+                    controls,
+                },
+            );
             info!(room = %room, leg = %id, ?controls, "participant controls changed");
         }
         let mut fields = serde_json::to_value(patch).unwrap_or_default();
         fields["participant"] = serde_json::json!(leg);
         self.event("participant_updated", room, fields);
         let detail = self.room(room).ok_or(ControlError::RoomNotFound)?;
-        detail.participants.into_iter().find(|p| p.id == leg).ok_or(ControlError::LegNotFound)
+        detail
+            .participants
+            .into_iter()
+            .find(|p| p.id == leg)
+            .ok_or(ControlError::LegNotFound)
     }
 
     fn events(&self, after: u64, room: Option<&str>) -> EventsPage {
         let page = self.events.since(after, room);
-        EventsPage { events: page.events, next: page.next, missed: page.missed }
+        EventsPage {
+            events: page.events,
+            next: page.next,
+            missed: page.missed,
+        }
     }
 
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -116,7 +116,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError { key: key.to_string(), reason: reason.into() }
+        ConfigError {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -406,7 +409,11 @@ pub struct RoomConfig {
 
 impl RoomConfig {
     /// Validates settings read from `section` (`rooms` or `room`) for error messages.
-    fn from_raw(section: &str, raw: RawRoomDefaults, max_legs_per_room: usize) -> Result<RoomConfig, ConfigError> {
+    fn from_raw(
+        section: &str,
+        raw: RawRoomDefaults,
+        max_legs_per_room: usize,
+    ) -> Result<RoomConfig, ConfigError> {
         for (key, pin) in [("pin", &raw.pin), ("moderator_pin", &raw.moderator_pin)] {
             if let Some(reason) = pin.as_deref().and_then(pin_problem) {
                 return Err(ConfigError::new(&format!("{section}.{key}"), reason));
@@ -424,7 +431,10 @@ impl RoomConfig {
         let aec = match raw.aec.as_deref() {
             None => None,
             Some(name) => Some(roundtable_mixer::AecMode::parse(name).ok_or_else(|| {
-                ConfigError::new(&format!("{section}.aec"), format!("{name:?} is not off, on or auto"))
+                ConfigError::new(
+                    &format!("{section}.aec"),
+                    format!("{name:?} is not off, on or auto"),
+                )
             })?),
         };
         Ok(RoomConfig {
@@ -573,14 +583,21 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let mut builder = config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(ConfigError::new("--config", format!("{} is not a readable file", path.display())));
+            return Err(ConfigError::new(
+                "--config",
+                format!("{} is not a readable file", path.display()),
+            ));
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
-    let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("ROUNDTABLE_")).collect();
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("ROUNDTABLE_"))
+        .collect();
     builder = builder.add_source(
         config::Environment::with_prefix("ROUNDTABLE")
             .prefix_separator("_")
@@ -588,17 +605,43 @@ pub fn load(
             .try_parsing(true)
             .source(Some(env)),
     );
-    let set = |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, v: Option<config::Value>| match v {
-        Some(v) => b.set_override(key, v).map_err(|e| ConfigError::new(key, e.to_string())),
+    let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
+               key: &str,
+               v: Option<config::Value>| match v {
+        Some(v) => b
+            .set_override(key, v)
+            .map_err(|e| ConfigError::new(key, e.to_string())),
         None => Ok(b),
     };
-    builder = set(builder, "sip.listen", overrides.sip_listen.clone().map(config::Value::from))?;
-    builder = set(builder, "api.listen", overrides.api_listen.clone().map(config::Value::from))?;
-    builder = set(builder, "storage.path", overrides.storage_path.clone().map(config::Value::from))?;
-    builder = set(builder, "recording.auto_start", overrides.auto_record.map(config::Value::from))?;
-    builder = set(builder, "log.level", overrides.log_level.clone().map(config::Value::from))?;
+    builder = set(
+        builder,
+        "sip.listen",
+        overrides.sip_listen.clone().map(config::Value::from),
+    )?;
+    builder = set(
+        builder,
+        "api.listen",
+        overrides.api_listen.clone().map(config::Value::from),
+    )?;
+    builder = set(
+        builder,
+        "storage.path",
+        overrides.storage_path.clone().map(config::Value::from),
+    )?;
+    builder = set(
+        builder,
+        "recording.auto_start",
+        overrides.auto_record.map(config::Value::from),
+    )?;
+    builder = set(
+        builder,
+        "log.level",
+        overrides.log_level.clone().map(config::Value::from),
+    )?;
     let merged = builder.build().map_err(|e| from_config_error(&e))?;
-    let raw: Raw = merged.try_deserialize().map_err(|e| from_config_error(&e))?;
+    let raw: Raw = merged
+        .try_deserialize()
+        .map_err(|e| from_config_error(&e))?;
     validate(raw)
 }
 
@@ -608,7 +651,10 @@ fn from_config_error(error: &config::ConfigError) -> ConfigError {
     // Unknown keys: serde says "unknown field `x`, expected ..." and config adds "for key `sec`".
     if let Some(rest) = text.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        let section = text.rsplit("for key `").next().filter(|_| text.contains("for key `"));
+        let section = text
+            .rsplit("for key `")
+            .next()
+            .filter(|_| text.contains("for key `"));
         let section = section.map(|s| s.trim_end_matches('`').trim_end_matches("` ").to_string());
         let key = match section {
             Some(s) if !s.is_empty() => format!("{}.{field}", s.trim_end_matches('`')),
@@ -624,19 +670,32 @@ fn from_config_error(error: &config::ConfigError) -> ConfigError {
 }
 
 fn positive(key: &str, value: i64) -> Result<usize, ConfigError> {
-    usize::try_from(value).ok().filter(|v| *v >= 1).ok_or_else(|| ConfigError::new(key, "must be at least 1"))
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ConfigError::new(key, "must be at least 1"))
 }
 
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| ConfigError::new(key, format!("{text:?} is not HOST:PORT")))?;
-    let port: u32 = port.parse().map_err(|_| ConfigError::new(key, format!("port {port:?} is not a number")))?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("port {port:?} is not a number")))?;
     if port > 65535 {
-        return Err(ConfigError::new(key, format!("port {port} out of range (0-65535)")));
+        return Err(ConfigError::new(
+            key,
+            format!("port {port} out of range (0-65535)"),
+        ));
     }
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let ip: IpAddr = host.parse().map_err(|_| ConfigError::new(key, format!("{host:?} is not an IP address")))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("{host:?} is not an IP address")))?;
     Ok(SocketAddr::new(ip, port as u16))
 }
 
@@ -646,26 +705,40 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     }
     let mut sip_listen = Vec::new();
     for entry in &raw.sip.listen {
-        let (proto, addr) = entry
-            .split_once(':')
-            .ok_or_else(|| ConfigError::new("sip.listen", format!("{entry:?} is not PROTO:HOST:PORT")))?;
+        let (proto, addr) = entry.split_once(':').ok_or_else(|| {
+            ConfigError::new("sip.listen", format!("{entry:?} is not PROTO:HOST:PORT"))
+        })?;
         let transport = match proto {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
             "tls" => Transport::Tls,
-            other => return Err(ConfigError::new("sip.listen", format!("unknown transport {other:?} (udp, tcp, tls)"))),
+            other => {
+                return Err(ConfigError::new(
+                    "sip.listen",
+                    format!("unknown transport {other:?} (udp, tcp, tls)"),
+                ));
+            }
         };
-        sip_listen.push(ListenAddr { transport, addr: socket_addr("sip.listen", addr)? });
+        sip_listen.push(ListenAddr {
+            transport,
+            addr: socket_addr("sip.listen", addr)?,
+        });
     }
     let max_calls = positive("sip.max_calls", raw.sip.max_calls)?;
     let sip_tls = if sip_listen.iter().any(|l| l.transport == Transport::Tls) {
-        for (key, value) in [("sip.tls_cert", &raw.sip.tls_cert), ("sip.tls_key", &raw.sip.tls_key)] {
+        for (key, value) in [
+            ("sip.tls_cert", &raw.sip.tls_cert),
+            ("sip.tls_key", &raw.sip.tls_key),
+        ] {
             if value.is_empty() {
                 return Err(ConfigError::new(key, "required by the tls: listener"));
             }
         }
-        let config = roundtable_sip::transport::tls_config(raw.sip.tls_cert.as_ref(), raw.sip.tls_key.as_ref())
-            .map_err(|e| ConfigError::new("sip.tls_cert", e))?;
+        let config = roundtable_sip::transport::tls_config(
+            raw.sip.tls_cert.as_ref(),
+            raw.sip.tls_key.as_ref(),
+        )
+        .map_err(|e| ConfigError::new("sip.tls_cert", e))?;
         Some(config)
     } else {
         None
@@ -681,7 +754,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let min_session_expires = u32::try_from(raw.sip.min_session_expires_s)
         .ok()
         .filter(|s| (1..=86_400).contains(s))
-        .ok_or_else(|| ConfigError::new("sip.min_session_expires_s", "must be between 1 and 86400 (RFC 4028 asks for 90 or more)"))?;
+        .ok_or_else(|| {
+            ConfigError::new(
+                "sip.min_session_expires_s",
+                "must be between 1 and 86400 (RFC 4028 asks for 90 or more)",
+            )
+        })?;
     let session_expires = u32::try_from(raw.sip.session_expires_s)
         .ok()
         .filter(|s| *s == 0 || (min_session_expires..=86_400).contains(s))
@@ -691,7 +769,9 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let options_ping = u64::try_from(raw.sip.options_ping_s)
         .ok()
         .filter(|s| *s <= 86_400)
-        .ok_or_else(|| ConfigError::new("sip.options_ping_s", "must be between 0 (off) and 86400"))?;
+        .ok_or_else(|| {
+            ConfigError::new("sip.options_ping_s", "must be between 0 (off) and 86400")
+        })?;
     let tcp_idle_timeout = u64::try_from(raw.sip.tcp_idle_timeout_s)
         .ok()
         .filter(|s| (1..=86_400).contains(s))
@@ -699,24 +779,43 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
 
     let mut dialplan = Vec::new();
     for rule in &raw.dialplan {
-        let pattern = regex::Regex::new(&rule.pattern)
-            .map_err(|e| ConfigError::new("dialplan.match", format!("{:?} is not a valid regex: {e}", rule.pattern)))?;
+        let pattern = regex::Regex::new(&rule.pattern).map_err(|e| {
+            ConfigError::new(
+                "dialplan.match",
+                format!("{:?} is not a valid regex: {e}", rule.pattern),
+            )
+        })?;
         let action = match rule.action.as_str() {
             "lobby" => DialAction::Lobby,
             "room" => DialAction::Room,
-            other => return Err(ConfigError::new("dialplan.action", format!("{other:?} is not lobby or room"))),
+            other => {
+                return Err(ConfigError::new(
+                    "dialplan.action",
+                    format!("{other:?} is not lobby or room"),
+                ));
+            }
         };
         if rule.moderator && action != DialAction::Room {
-            return Err(ConfigError::new("dialplan.moderator", "only a room rule makes moderators (the lobby uses moderator_pin)"));
+            return Err(ConfigError::new(
+                "dialplan.moderator",
+                "only a room rule makes moderators (the lobby uses moderator_pin)",
+            ));
         }
-        dialplan.push(DialRule { pattern, action, moderator: rule.moderator });
+        dialplan.push(DialRule {
+            pattern,
+            action,
+            moderator: rule.moderator,
+        });
     }
     let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
     let room_defaults = RoomConfig::from_raw("room", raw.room, max_legs_per_room)?;
     let mut rooms = std::collections::HashMap::new();
     for room in raw.rooms {
         if !crate::bridge::valid_room_id(&room.id) {
-            return Err(ConfigError::new("rooms.id", format!("{:?} is not [A-Za-z0-9_.-]{{1,64}}", room.id)));
+            return Err(ConfigError::new(
+                "rooms.id",
+                format!("{:?} is not [A-Za-z0-9_.-]{{1,64}}", room.id),
+            ));
         }
         let settings = RawRoomDefaults {
             pin: room.pin,
@@ -732,35 +831,61 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         let entry = RoomConfig::from_raw("rooms", settings, max_legs_per_room)
             .map_err(|e| ConfigError::new(&e.key, format!("room {}: {}", room.id, e.reason)))?;
         if rooms.insert(room.id.clone(), entry).is_some() {
-            return Err(ConfigError::new("rooms.id", format!("room {} is defined twice", room.id)));
+            return Err(ConfigError::new(
+                "rooms.id",
+                format!("room {} is defined twice", room.id),
+            ));
         }
     }
     let mut sip_allow = Vec::new();
     for entry in &raw.sip.allow {
-        let cidr = roundtable_sip::admission::Cidr::parse(entry)
-            .ok_or_else(|| ConfigError::new("sip.allow", format!("{entry:?} is not an address or CIDR network")))?;
+        let cidr = roundtable_sip::admission::Cidr::parse(entry).ok_or_else(|| {
+            ConfigError::new(
+                "sip.allow",
+                format!("{entry:?} is not an address or CIDR network"),
+            )
+        })?;
         sip_allow.push(cidr);
     }
     let sip_limits = roundtable_sip::admission::RateLimits {
-        requests_per_second: positive("sip.limits.requests_per_second", raw.sip.limits.requests_per_second)? as f64,
+        requests_per_second: positive(
+            "sip.limits.requests_per_second",
+            raw.sip.limits.requests_per_second,
+        )? as f64,
         burst: positive("sip.limits.burst", raw.sip.limits.burst)? as f64,
-        hard_limit: u32::try_from(positive("sip.limits.hard_limit", raw.sip.limits.hard_limit)?)
-            .map_err(|_| ConfigError::new("sip.limits.hard_limit", "too large"))?,
+        hard_limit: u32::try_from(positive(
+            "sip.limits.hard_limit",
+            raw.sip.limits.hard_limit,
+        )?)
+        .map_err(|_| ConfigError::new("sip.limits.hard_limit", "too large"))?,
     };
     if raw.sip.auth.realm.is_empty() || raw.sip.auth.realm.contains('"') {
-        return Err(ConfigError::new("sip.auth.realm", "must be non-empty and without quotes"));
+        return Err(ConfigError::new(
+            "sip.auth.realm",
+            "must be non-empty and without quotes",
+        ));
     }
     if raw.sip.auth.required && raw.sip.auth.users.is_empty() {
-        return Err(ConfigError::new("sip.auth.users", "required = true needs at least one user"));
+        return Err(ConfigError::new(
+            "sip.auth.users",
+            "required = true needs at least one user",
+        ));
     }
     let mut algorithms = Vec::new();
     for name in &raw.sip.auth.algorithms {
-        let algorithm = roundtable_sip::digest::Algorithm::from_name(name)
-            .ok_or_else(|| ConfigError::new("sip.auth.algorithms", format!("{name:?} is not SHA-256 or MD5")))?;
+        let algorithm = roundtable_sip::digest::Algorithm::from_name(name).ok_or_else(|| {
+            ConfigError::new(
+                "sip.auth.algorithms",
+                format!("{name:?} is not SHA-256 or MD5"),
+            )
+        })?;
         algorithms.push(algorithm);
     }
     if algorithms.is_empty() {
-        return Err(ConfigError::new("sip.auth.algorithms", "needs at least one algorithm"));
+        return Err(ConfigError::new(
+            "sip.auth.algorithms",
+            "needs at least one algorithm",
+        ));
     }
     let sip_auth = roundtable_sip::digest::AuthConfig {
         algorithms,
@@ -771,13 +896,20 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             .auth
             .users
             .iter()
-            .map(|u| roundtable_sip::digest::User { name: u.name.clone(), password: u.password.clone() })
+            .map(|u| roundtable_sip::digest::User {
+                name: u.name.clone(),
+                password: u.password.clone(),
+            })
             .collect(),
     };
     let lockout = Lockout {
         max_failures: positive("sip.lockout.max_failures", raw.sip.lockout.max_failures)?,
-        window: Duration::from_secs(positive("sip.lockout.window_s", raw.sip.lockout.window_s)? as u64),
-        backoff: Duration::from_secs(positive("sip.lockout.backoff_s", raw.sip.lockout.backoff_s)? as u64),
+        window: Duration::from_secs(
+            positive("sip.lockout.window_s", raw.sip.lockout.window_s)? as u64
+        ),
+        backoff: Duration::from_secs(
+            positive("sip.lockout.backoff_s", raw.sip.lockout.backoff_s)? as u64,
+        ),
     };
 
     let (low, high) = raw
@@ -786,29 +918,52 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         .split_once('-')
         .ok_or_else(|| ConfigError::new("media.rtp_ports", "must be LOW-HIGH"))?;
     let parse_port = |p: &str| -> Result<u16, ConfigError> {
-        let n: u32 = p.trim().parse().map_err(|_| ConfigError::new("media.rtp_ports", format!("{p:?} is not a port")))?;
-        u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::new("media.rtp_ports", format!("port {n} out of range (1-65535)")))
+        let n: u32 = p
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new("media.rtp_ports", format!("{p:?} is not a port")))?;
+        u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            ConfigError::new(
+                "media.rtp_ports",
+                format!("port {n} out of range (1-65535)"),
+            )
+        })
     };
     let (low, high) = (parse_port(low)?, parse_port(high)?);
     let rtp_ports = PortRange::new(low, high).ok_or_else(|| {
-        ConfigError::new("media.rtp_ports", "RTP range smaller than 2 ports (needs an even RTP port and the odd one above)")
+        ConfigError::new(
+            "media.rtp_ports",
+            "RTP range smaller than 2 ports (needs an even RTP port and the odd one above)",
+        )
     })?;
     let public_ip = match raw.media.public_ip.trim() {
         "" => None,
-        ip => Some(ip.parse().map_err(|_| ConfigError::new("media.public_ip", format!("{ip:?} is not an IP address")))?),
+        ip => Some(ip.parse().map_err(|_| {
+            ConfigError::new("media.public_ip", format!("{ip:?} is not an IP address"))
+        })?),
     };
     let inactivity = positive("media.inactivity_timeout_s", raw.media.inactivity_timeout_s)?;
     let mut codecs = Vec::new();
     for name in &raw.media.codecs {
-        let codec = roundtable_media::codec::Codec::from_config_name(name)
-            .ok_or_else(|| ConfigError::new("media.codecs", format!("{name:?} is not one of opus, g722, pcmu, pcma")))?;
+        let codec = roundtable_media::codec::Codec::from_config_name(name).ok_or_else(|| {
+            ConfigError::new(
+                "media.codecs",
+                format!("{name:?} is not one of opus, g722, pcmu, pcma"),
+            )
+        })?;
         if codecs.contains(&codec) {
-            return Err(ConfigError::new("media.codecs", format!("{name:?} is listed twice")));
+            return Err(ConfigError::new(
+                "media.codecs",
+                format!("{name:?} is listed twice"),
+            ));
         }
         codecs.push(codec);
     }
     if codecs.is_empty() {
-        return Err(ConfigError::new("media.codecs", "must list at least one codec"));
+        return Err(ConfigError::new(
+            "media.codecs",
+            "must list at least one codec",
+        ));
     }
     let jitter_min = u64::try_from(raw.media.jitter_min_ms)
         .ok()
@@ -817,7 +972,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let jitter_max = u64::try_from(raw.media.jitter_max_ms)
         .ok()
         .filter(|ms| (jitter_min..=1000).contains(ms))
-        .ok_or_else(|| ConfigError::new("media.jitter_max_ms", "must be between media.jitter_min_ms and 1000"))?;
+        .ok_or_else(|| {
+            ConfigError::new(
+                "media.jitter_max_ms",
+                "must be between media.jitter_min_ms and 1000",
+            )
+        })?;
     let jitter = roundtable_media::jitter::JitterConfig {
         min: Duration::from_millis(jitter_min),
         max: Duration::from_millis(jitter_max),
@@ -826,29 +986,54 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         "off" => roundtable_sip::sdp::SrtpPolicy::Off,
         "optional" => roundtable_sip::sdp::SrtpPolicy::Optional,
         "required" => roundtable_sip::sdp::SrtpPolicy::Required,
-        other => return Err(ConfigError::new("media.srtp", format!("{other:?} is not off, optional or required"))),
+        other => {
+            return Err(ConfigError::new(
+                "media.srtp",
+                format!("{other:?} is not off, optional or required"),
+            ));
+        }
     };
     let audio_rate = match raw.audio.rate {
         8000 | 16000 | 48000 => raw.audio.rate as u32,
-        other => return Err(ConfigError::new("audio.rate", format!("{other} is not 8000, 16000 or 48000"))),
+        other => {
+            return Err(ConfigError::new(
+                "audio.rate",
+                format!("{other} is not 8000, 16000 or 48000"),
+            ));
+        }
     };
     let audio = audio_config(&raw.audio)?;
     let mixer_threads = match raw.audio.mixer_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n @ 1..=256 => n as usize,
-        other => return Err(ConfigError::new("audio.mixer_threads", format!("{other} is not 0 (one per core) to 256"))),
+        other => {
+            return Err(ConfigError::new(
+                "audio.mixer_threads",
+                format!("{other} is not 0 (one per core) to 256"),
+            ));
+        }
     };
 
     let api_listen = socket_addr("api.listen", &raw.api.listen)?;
-    let api_token = Some(raw.api.token.clone()).filter(|t| !t.is_empty()).map(Secret);
+    let api_token = Some(raw.api.token.clone())
+        .filter(|t| !t.is_empty())
+        .map(Secret);
     if !api_listen.ip().is_loopback() && api_token.is_none() {
-        return Err(ConfigError::new("api.token", "required when api.listen is not a loopback address"));
+        return Err(ConfigError::new(
+            "api.token",
+            "required when api.listen is not a loopback address",
+        ));
     }
 
     let s3 = match raw.storage.backend.as_str() {
         "local" => None,
         "s3" => Some(s3_config(&raw.storage.s3)?),
-        other => return Err(ConfigError::new("storage.backend", format!("unknown backend {other:?} (local or s3)"))),
+        other => {
+            return Err(ConfigError::new(
+                "storage.backend",
+                format!("unknown backend {other:?} (local or s3)"),
+            ));
+        }
     };
     if raw.storage.path.is_empty() {
         return Err(ConfigError::new("storage.path", "must not be empty"));
@@ -863,25 +1048,45 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         .ok_or_else(|| ConfigError::new("storage.spool_quota_mib", "must be at least 1"))?
         << 20;
 
-    let recording_mode = roundtable_recorder::Mode::parse(&raw.recording.mode)
-        .ok_or_else(|| ConfigError::new("recording.mode", format!("{:?} is not mixed, tracks or both", raw.recording.mode)))?;
+    let recording_mode =
+        roundtable_recorder::Mode::parse(&raw.recording.mode).ok_or_else(|| {
+            ConfigError::new(
+                "recording.mode",
+                format!("{:?} is not mixed, tracks or both", raw.recording.mode),
+            )
+        })?;
     let signing_key = match raw.recording.signing_key.as_str() {
         "" => storage_path.join("signing-key.pk8"),
         path => PathBuf::from(path),
     };
     let consent_prompt = match raw.recording.consent_prompt.as_str() {
         "" => None,
-        path => Some(crate::prompts::load_wav(Path::new(path)).map_err(|reason| ConfigError::new("recording.consent_prompt", reason))?),
+        path => Some(
+            crate::prompts::load_wav(Path::new(path))
+                .map_err(|reason| ConfigError::new("recording.consent_prompt", reason))?,
+        ),
     };
-    let drain = u64::try_from(raw.shutdown.drain_s).map_err(|_| ConfigError::new("shutdown.drain_s", "must not be negative"))?;
+    let drain = u64::try_from(raw.shutdown.drain_s)
+        .map_err(|_| ConfigError::new("shutdown.drain_s", "must not be negative"))?;
     let log_level = raw.log.level.to_ascii_lowercase();
     if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
-        return Err(ConfigError::new("log.level", format!("{:?} is not one of trace, debug, info, warn, error", raw.log.level)));
+        return Err(ConfigError::new(
+            "log.level",
+            format!(
+                "{:?} is not one of trace, debug, info, warn, error",
+                raw.log.level
+            ),
+        ));
     }
     let log_format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => return Err(ConfigError::new("log.format", format!("{other:?} is not text or json"))),
+        other => {
+            return Err(ConfigError::new(
+                "log.format",
+                format!("{other:?} is not text or json"),
+            ));
+        }
     };
     Ok(Config {
         sip_listen,
@@ -929,12 +1134,18 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
 
 /// `[storage.s3]`, checked.
 fn s3_config(raw: &RawS3) -> Result<roundtable_storage::s3::S3Config, ConfigError> {
-    let part_mib = u64::try_from(raw.part_size_mib).ok().filter(|p| (5..=5120).contains(p));
-    let part_size = part_mib.ok_or_else(|| ConfigError::new("storage.s3.part_size_mib", "must be between 5 and 5120"))? << 20;
+    let part_mib = u64::try_from(raw.part_size_mib)
+        .ok()
+        .filter(|p| (5..=5120).contains(p));
+    let part_size = part_mib.ok_or_else(|| {
+        ConfigError::new("storage.s3.part_size_mib", "must be between 5 and 5120")
+    })? << 20;
     let retention_days = u32::try_from(raw.retention_days)
         .ok()
         .filter(|d| *d <= 36_500)
-        .ok_or_else(|| ConfigError::new("storage.s3.retention_days", "must be between 0 and 36500"))?;
+        .ok_or_else(|| {
+            ConfigError::new("storage.s3.retention_days", "must be between 0 and 36500")
+        })?;
     let config = roundtable_storage::s3::S3Config {
         endpoint: raw.endpoint.clone(),
         region: raw.region.clone(),
@@ -949,26 +1160,41 @@ fn s3_config(raw: &RawS3) -> Result<roundtable_storage::s3::S3Config, ConfigErro
         object_lock_mode: raw.object_lock_mode.clone(),
         retention_days,
     };
-    config.validate().map_err(|(key, reason)| ConfigError::new(&format!("storage.s3.{key}"), reason))?;
+    config
+        .validate()
+        .map_err(|(key, reason)| ConfigError::new(&format!("storage.s3.{key}"), reason))?;
     Ok(config)
 }
 
 /// The `[audio]` voice processing switches.
 fn audio_config(raw: &RawAudio) -> Result<roundtable_mixer::AudioConfig, ConfigError> {
     use roundtable_mixer::{AecMode, EchoBackend};
-    let aec = AecMode::parse(&raw.aec)
-        .ok_or_else(|| ConfigError::new("audio.aec", format!("{:?} is not off, on or auto", raw.aec)))?;
-    let aec_backend = EchoBackend::parse(&raw.aec_backend)
-        .ok_or_else(|| ConfigError::new("audio.aec_backend", format!("{:?} is not sonora or webrtc", raw.aec_backend)))?;
+    let aec = AecMode::parse(&raw.aec).ok_or_else(|| {
+        ConfigError::new("audio.aec", format!("{:?} is not off, on or auto", raw.aec))
+    })?;
+    let aec_backend = EchoBackend::parse(&raw.aec_backend).ok_or_else(|| {
+        ConfigError::new(
+            "audio.aec_backend",
+            format!("{:?} is not sonora or webrtc", raw.aec_backend),
+        )
+    })?;
     if !aec_backend.available() {
         return Err(ConfigError::new(
             "audio.aec_backend",
-            format!("{:?} is not built into this binary (build with --features webrtc-aec)", raw.aec_backend),
+            format!(
+                "{:?} is not built into this binary (build with --features webrtc-aec)",
+                raw.aec_backend
+            ),
         ));
     }
     let top_k = match raw.top_k {
         k @ 0..=64 => k as usize,
-        other => return Err(ConfigError::new("audio.top_k", format!("{other} is not 0 (every talker) to 64"))),
+        other => {
+            return Err(ConfigError::new(
+                "audio.top_k",
+                format!("{other} is not 0 (every talker) to 64"),
+            ));
+        }
     };
     Ok(roundtable_mixer::AudioConfig {
         aec,
@@ -988,7 +1214,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         let data = dir.path().join("data");
-        std::fs::write(&file, format!("[storage]\npath = {:?}\n{toml}", data.display().to_string())).unwrap();
+        std::fs::write(
+            &file,
+            format!("[storage]\npath = {:?}\n{toml}", data.display().to_string()),
+        )
+        .unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         load(Some(&file), env, &Overrides::default())
     }
@@ -1011,7 +1241,15 @@ mod tests {
 
     #[test]
     fn env_overrides_scalars() {
-        let c = load_toml("", &[("ROUNDTABLE_API__LISTEN", "127.0.0.1:9999"), ("ROUNDTABLE_RECORDING__AUTO_START", "true"), ("ROUNDTABLE_SIP__MAX_CALLS", "5")]).unwrap();
+        let c = load_toml(
+            "",
+            &[
+                ("ROUNDTABLE_API__LISTEN", "127.0.0.1:9999"),
+                ("ROUNDTABLE_RECORDING__AUTO_START", "true"),
+                ("ROUNDTABLE_SIP__MAX_CALLS", "5"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.api_listen.port(), 9999);
         assert!(c.auto_record);
         assert_eq!(c.max_calls, 5);
@@ -1021,22 +1259,50 @@ mod tests {
     fn invalid_cases_name_the_key() {
         let cases: &[(&str, &[(&str, &str)], &str)] = &[
             ("[api]\nlisten = \"127.0.0.1:70000\"", &[], "api.listen"),
-            ("[media]\nrtp_ports = \"20000-20000\"", &[], "media.rtp_ports"),
+            (
+                "[media]\nrtp_ports = \"20000-20000\"",
+                &[],
+                "media.rtp_ports",
+            ),
             ("[api]\nlisten = \"0.0.0.0:8080\"", &[], "api.token"),
             ("[api]\nbogus = 1", &[], "api.bogus"),
             ("[sip]\nlisten = [\"sctp:0.0.0.0:5060\"]", &[], "sip.listen"),
-            ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]", &[], "sip.tls_cert"),
-            ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.pem\"", &[], "sip.tls_cert"),
+            (
+                "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]",
+                &[],
+                "sip.tls_cert",
+            ),
+            (
+                "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.pem\"",
+                &[],
+                "sip.tls_cert",
+            ),
             ("[log]\nformat = \"xml\"", &[], "log.format"),
             ("[audio]\naec = \"sometimes\"", &[], "audio.aec"),
             ("[audio]\ntop_k = -1", &[], "audio.top_k"),
             ("[audio]\nmixer_threads = 1000", &[], "audio.mixer_threads"),
             ("[room]\naec = \"yes\"", &[], "room.aec"),
-            ("[sip]\nmin_session_expires_s = 0", &[], "sip.min_session_expires_s"),
-            ("[sip]\nsession_expires_s = 60", &[], "sip.session_expires_s"),
-            ("[sip]\nmin_session_expires_s = 120\nsession_expires_s = 100", &[], "sip.session_expires_s"),
+            (
+                "[sip]\nmin_session_expires_s = 0",
+                &[],
+                "sip.min_session_expires_s",
+            ),
+            (
+                "[sip]\nsession_expires_s = 60",
+                &[],
+                "sip.session_expires_s",
+            ),
+            (
+                "[sip]\nmin_session_expires_s = 120\nsession_expires_s = 100",
+                &[],
+                "sip.session_expires_s",
+            ),
             ("", &[("ROUNDTABLE_AUDIO__AEC", "loud")], "audio.aec"),
-            ("", &[("ROUNDTABLE_SIP__MAX_CALLS", "zero")], "sip.max_calls"),
+            (
+                "",
+                &[("ROUNDTABLE_SIP__MAX_CALLS", "zero")],
+                "sip.max_calls",
+            ),
         ];
         for (toml, env, key) in cases {
             let err = load_toml(toml, env).expect_err(toml);
@@ -1051,7 +1317,10 @@ mod tests {
         let c = load_toml(toml, &[]).unwrap();
         assert_eq!(c.dialplan.len(), 2);
         assert!(c.dialplan[1].pattern.is_match("4242"));
-        assert_eq!(c.rooms["4242"].pin.as_ref().map(Secret::expose), Some("1234"));
+        assert_eq!(
+            c.rooms["4242"].pin.as_ref().map(Secret::expose),
+            Some("1234")
+        );
         assert_eq!(c.lockout.max_failures, 5);
         let bad = load_toml("[[dialplan]]\nmatch = \"(\"\naction = \"room\"", &[]).unwrap_err();
         assert_eq!(bad.key, "dialplan.match");
@@ -1062,13 +1331,20 @@ mod tests {
     #[test]
     fn audio_switches() {
         let c = load_toml("[audio]\naec = \"on\"\nnoise_suppression = false\ntop_k = 0\n[[rooms]]\nid = \"x\"\naec = \"off\"", &[]).unwrap();
-        assert_eq!((c.audio.aec, c.audio.noise_suppression, c.audio.top_k), (roundtable_mixer::AecMode::On, false, 0));
+        assert_eq!(
+            (c.audio.aec, c.audio.noise_suppression, c.audio.top_k),
+            (roundtable_mixer::AecMode::On, false, 0)
+        );
         assert_eq!(c.rooms["x"].aec, Some(roundtable_mixer::AecMode::Off));
         let defaults = load_toml("", &[]).unwrap();
         assert_eq!(defaults.audio, roundtable_mixer::AudioConfig::default());
         assert!(defaults.mixer_threads >= 1);
         let webrtc = load_toml("[audio]\naec_backend = \"webrtc\"", &[]);
-        assert_eq!(webrtc.is_ok(), roundtable_mixer::EchoBackend::WebRtc.available(), "{webrtc:?}");
+        assert_eq!(
+            webrtc.is_ok(),
+            roundtable_mixer::EchoBackend::WebRtc.available(),
+            "{webrtc:?}"
+        );
     }
 
     #[test]
@@ -1076,10 +1352,17 @@ mod tests {
         let toml = "[room]\npin = \"1111\"\nmax_participants = 10\nrecord = true\n\
                     [[rooms]]\nid = \"open\"\npin = \"\"\nmax_participants = 3\n";
         let c = load_toml(toml, &[]).unwrap();
-        assert_eq!(c.room_defaults.pin.as_ref().map(Secret::expose), Some("1111"));
+        assert_eq!(
+            c.room_defaults.pin.as_ref().map(Secret::expose),
+            Some("1111")
+        );
         assert_eq!(c.room_defaults.max_participants, Some(10));
         assert_eq!(c.room_defaults.record, Some(true));
-        assert_eq!(c.rooms["open"].pin.as_ref().map(Secret::expose), Some(""), "explicitly no PIN");
+        assert_eq!(
+            c.rooms["open"].pin.as_ref().map(Secret::expose),
+            Some(""),
+            "explicitly no PIN"
+        );
         assert_eq!(c.rooms["open"].record, None, "inherits");
         let bad = load_toml("[room]\nmax_participants = 201", &[]).unwrap_err();
         assert_eq!(bad.key, "room.max_participants");
@@ -1095,9 +1378,15 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, format!("[storage]\npath = {:?}\n", blocker.join("sub").display().to_string())).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[storage]\npath = {:?}\n",
+                blocker.join("sub").display().to_string()
+            ),
+        )
+        .unwrap();
         let err = load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err();
         assert_eq!(err.key, "storage.path");
     }
 }
-

@@ -35,7 +35,10 @@ pub struct EventLog {
 
 impl Default for EventLog {
     fn default() -> Self {
-        EventLog { ring: Mutex::new(VecDeque::new()), latest: watch::channel(0).0 }
+        EventLog {
+            ring: Mutex::new(VecDeque::new()),
+            latest: watch::channel(0).0,
+        }
     }
 }
 
@@ -74,7 +77,11 @@ impl EventLog {
                 }
             }
         }
-        Page { events, next, missed }
+        Page {
+            events,
+            next,
+            missed,
+        }
     }
 
     /// A receiver that changes whenever an event is appended.
@@ -105,13 +112,20 @@ mod tests {
         assert_eq!(page.events[0]["digit"], "5");
         assert_eq!(page.events[1]["id"], 2);
         let only = log.since(0, Some("2000"));
-        assert_eq!((only.events.len(), only.next), (1, 2), "the cursor passes filtered events too");
+        assert_eq!(
+            (only.events.len(), only.next),
+            (1, 2),
+            "the cursor passes filtered events too"
+        );
         assert!(log.since(2, None).events.is_empty());
         for _ in 0..CAPACITY {
             log.push("dtmf", "1000", "t".into(), Map::new());
         }
         let behind = log.since(0, None);
-        assert_eq!(behind.missed, 2, "the two first events fell out of the ring");
+        assert_eq!(
+            behind.missed, 2,
+            "the two first events fell out of the ring"
+        );
         assert_eq!(behind.events.len(), PAGE);
     }
 }

@@ -48,7 +48,6 @@ impl Prompt {
         Prompt::Alone,
         Prompt::Recording,
     ];
-
 }
 
 /// What the lobby knows of a room.
@@ -192,7 +191,10 @@ impl Lobby {
                 }
                 Some(RoomAccess { pin: None, .. }) => self.join(entry, false),
                 Some(access) => {
-                    self.stage = Stage::AskPin { room: entry, access };
+                    self.stage = Stage::AskPin {
+                        room: entry,
+                        access,
+                    };
                     self.play(Prompt::EnterPin);
                 }
             },
@@ -229,7 +231,6 @@ impl Lobby {
         self.deadline = None;
         self.actions.push_back(Action::Join { room, moderator });
     }
-
 }
 
 #[cfg(test)]
@@ -246,8 +247,14 @@ mod tests {
     impl Directory for Rooms {
         fn room(&self, id: &str) -> Option<RoomAccess> {
             match id {
-                "4242" => Some(RoomAccess { pin: Some("1234".into()), moderator_pin: Some("9999".into()) }),
-                "7" => Some(RoomAccess { pin: None, moderator_pin: None }),
+                "4242" => Some(RoomAccess {
+                    pin: Some("1234".into()),
+                    moderator_pin: Some("9999".into()),
+                }),
+                "7" => Some(RoomAccess {
+                    pin: None,
+                    moderator_pin: None,
+                }),
                 _ => None,
             }
         }
@@ -276,9 +283,21 @@ mod tests {
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
         assert_eq!(actions(&mut lobby), [Action::Play(Prompt::Welcome)]);
         type_keys(&mut lobby, t0, "4242#", &rooms);
-        assert_eq!(actions(&mut lobby), [Action::StopPrompt, Action::Play(Prompt::EnterPin)]);
+        assert_eq!(
+            actions(&mut lobby),
+            [Action::StopPrompt, Action::Play(Prompt::EnterPin)]
+        );
         type_keys(&mut lobby, t0, "1234#", &rooms);
-        assert_eq!(actions(&mut lobby), [Action::StopPrompt, Action::Join { room: "4242".into(), moderator: false }]);
+        assert_eq!(
+            actions(&mut lobby),
+            [
+                Action::StopPrompt,
+                Action::Join {
+                    room: "4242".into(),
+                    moderator: false
+                }
+            ]
+        );
         assert_eq!(lobby.poll_timeout(), None, "nothing left to wait for");
     }
 
@@ -288,13 +307,19 @@ mod tests {
         let rooms = Rooms::default();
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
         type_keys(&mut lobby, t0, "4242#9999#", &rooms);
-        assert!(actions(&mut lobby).contains(&Action::Join { room: "4242".into(), moderator: true }));
+        assert!(actions(&mut lobby).contains(&Action::Join {
+            room: "4242".into(),
+            moderator: true
+        }));
         // An open room joins without a PIN; the entry ends 5 s after the last key, without '#'.
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
         type_keys(&mut lobby, t0, "7", &rooms);
         assert_eq!(lobby.poll_timeout(), Some(t0 + INTER_DIGIT_TIMEOUT));
         lobby.handle_timeout(t0 + INTER_DIGIT_TIMEOUT, &rooms);
-        assert!(actions(&mut lobby).contains(&Action::Join { room: "7".into(), moderator: false }));
+        assert!(actions(&mut lobby).contains(&Action::Join {
+            room: "7".into(),
+            moderator: false
+        }));
     }
 
     #[test]
@@ -305,7 +330,14 @@ mod tests {
         type_keys(&mut lobby, t0, "4242#", &rooms);
         let _ = actions(&mut lobby);
         type_keys(&mut lobby, t0, "1111#", &rooms);
-        assert_eq!(actions(&mut lobby), [Action::StopPrompt, Action::Play(Prompt::WrongPin), Action::Play(Prompt::EnterPin)]);
+        assert_eq!(
+            actions(&mut lobby),
+            [
+                Action::StopPrompt,
+                Action::Play(Prompt::WrongPin),
+                Action::Play(Prompt::EnterPin)
+            ]
+        );
         type_keys(&mut lobby, t0, "2222#3333#", &rooms);
         let last = actions(&mut lobby);
         assert_eq!(last.last(), Some(&Action::Play(Prompt::Goodbye)));
@@ -314,13 +346,22 @@ mod tests {
         lobby.handle_timeout(at, &rooms);
         assert_eq!(actions(&mut lobby), [Action::Hangup]);
         assert_eq!(rooms.failures.borrow().len(), 3);
-        assert!(rooms.failures.borrow().iter().all(|f| f.as_deref() == Some("4242")));
+        assert!(
+            rooms
+                .failures
+                .borrow()
+                .iter()
+                .all(|f| f.as_deref() == Some("4242"))
+        );
     }
 
     #[test]
     fn locked_out_room_refuses_even_the_right_pin() {
         let t0 = Instant::now();
-        let rooms = Rooms { locked: true, ..Rooms::default() };
+        let rooms = Rooms {
+            locked: true,
+            ..Rooms::default()
+        };
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
         type_keys(&mut lobby, t0, "4242#1234#", &rooms);
         let got = actions(&mut lobby);

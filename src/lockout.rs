@@ -49,17 +49,25 @@ pub struct LockoutTracker {
 impl LockoutTracker {
     /// An empty tracker.
     pub fn new(config: Lockout) -> LockoutTracker {
-        LockoutTracker { config, sources: HashMap::new(), rooms: HashMap::new() }
+        LockoutTracker {
+            config,
+            sources: HashMap::new(),
+            rooms: HashMap::new(),
+        }
     }
 
     /// Whether calls from `source` are refused now.
     pub fn source_locked(&self, source: IpAddr, now: Instant) -> bool {
-        self.sources.get(&source).is_some_and(|f| f.locked_until.is_some_and(|t| now < t))
+        self.sources
+            .get(&source)
+            .is_some_and(|f| f.locked_until.is_some_and(|t| now < t))
     }
 
     /// Whether PIN attempts against `room` are refused now.
     pub fn room_locked(&self, room: &str, now: Instant) -> bool {
-        self.rooms.get(room).is_some_and(|f| f.locked_until.is_some_and(|t| now < t))
+        self.rooms
+            .get(room)
+            .is_some_and(|f| f.locked_until.is_some_and(|t| now < t))
     }
 
     /// Counts a failure; returns the scopes that became locked out by it.
@@ -77,12 +85,21 @@ impl LockoutTracker {
     }
 }
 
-fn count<K: Hash + Eq>(map: &mut HashMap<K, Failures>, key: K, config: Lockout, now: Instant) -> bool {
+fn count<K: Hash + Eq>(
+    map: &mut HashMap<K, Failures>,
+    key: K,
+    config: Lockout,
+    now: Instant,
+) -> bool {
     if map.len() >= MAX_TRACKED {
         map.retain(|_, f| f.locked_until.is_some_and(|t| now < t));
     }
     let f = map.entry(key).or_default();
-    while f.recent.front().is_some_and(|t| now.duration_since(*t) > config.window) {
+    while f
+        .recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > config.window)
+    {
         f.recent.pop_front();
     }
     f.recent.push_back(now);
@@ -103,7 +120,11 @@ mod tests {
 
     #[test]
     fn locks_after_max_failures_and_backs_off_longer_each_time() {
-        let config = Lockout { max_failures: 3, window: Duration::from_secs(300), backoff: Duration::from_secs(30) };
+        let config = Lockout {
+            max_failures: 3,
+            window: Duration::from_secs(300),
+            backoff: Duration::from_secs(30),
+        };
         let mut t = LockoutTracker::new(config);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
@@ -117,11 +138,17 @@ mod tests {
         for _ in 0..3 {
             t.record(ip, None, t1);
         }
-        assert!(t.source_locked(ip, t1 + Duration::from_secs(59)), "second lockout lasts 60 s");
+        assert!(
+            t.source_locked(ip, t1 + Duration::from_secs(59)),
+            "second lockout lasts 60 s"
+        );
         // Failures outside the window do not add up.
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         t.record(other, None, t0);
         t.record(other, None, t0 + Duration::from_secs(301));
-        assert!(t.record(other, None, t0 + Duration::from_secs(302)).is_empty());
+        assert!(
+            t.record(other, None, t0 + Duration::from_secs(302))
+                .is_empty()
+        );
     }
 }

@@ -40,7 +40,11 @@ use crate::config::{Config, LogFormat, Overrides};
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "roundtable", version, about = "SIP conference bridge and compliance recorder")]
+#[command(
+    name = "roundtable",
+    version,
+    about = "SIP conference bridge and compliance recorder"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -122,7 +126,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let (file, overrides, serve) = match &command {
-        Command::CheckConfig(args) | Command::Recordings { config: args, .. } => (args.config.clone(), Overrides::default(), false),
+        Command::CheckConfig(args) | Command::Recordings { config: args, .. } => {
+            (args.config.clone(), Overrides::default(), false)
+        }
         Command::Serve(args) => (
             args.config.config.clone(),
             Overrides {
@@ -160,7 +166,9 @@ fn main() -> ExitCode {
                 if !config.signing_key.exists() {
                     return Ok(());
                 }
-                roundtable_recorder::Signer::load(&config.signing_key, false).map(drop).map_err(|e| format!("recording.signing_key: {e}"))
+                roundtable_recorder::Signer::load(&config.signing_key, false)
+                    .map(drop)
+                    .map_err(|e| format!("recording.signing_key: {e}"))
             });
         if let Err(error) = checked {
             eprintln!("roundtable: {error}");
@@ -183,7 +191,10 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -194,13 +205,20 @@ fn run(config: Config) -> anyhow::Result<()> {
     // The store's calls block (S3 on a runtime of its own): open and check it before tokio.
     let storage = archive::open(&config, true).context("opening the recording archive")?;
     archive::check(&storage).context("storage: the store is not usable")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     runtime.block_on(serve(config, storage))
 }
 
 async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> {
     match roundtable_media::socket::raise_descriptor_limit() {
-        Ok(limit) => info!(limit, legs = limit / roundtable_media::socket::DESCRIPTORS_PER_LEG, "open descriptor limit (about that many legs)"),
+        Ok(limit) => info!(
+            limit,
+            legs = limit / roundtable_media::socket::DESCRIPTORS_PER_LEG,
+            "open descriptor limit (about that many legs)"
+        ),
         Err(error) => warn!(%error, "could not read the open descriptor limit"),
     }
     let registry = Registry::new();
@@ -208,14 +226,20 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     let media_metrics = MediaMetrics::register(&registry)?;
     let mixer_metrics = MixerMetrics::register(&registry)?;
     let bridge_metrics = metrics::BridgeMetrics::register(&registry)?;
-    let (mixer_events, mixer_events_rx) = std::sync::mpsc::sync_channel(roundtable_mixer::pool::EVENT_QUEUE);
+    let (mixer_events, mixer_events_rx) =
+        std::sync::mpsc::sync_channel(roundtable_mixer::pool::EVENT_QUEUE);
     let mixer = MixerPool::start(
         config.mixer_threads,
-        roundtable_mixer::RoomConfig { rate: config.audio_rate, jitter: config.jitter, audio: config.audio },
+        roundtable_mixer::RoomConfig {
+            rate: config.audio_rate,
+            jitter: config.jitter,
+            audio: config.audio,
+        },
         mixer_metrics,
         media_metrics.clone(),
         mixer_events,
-    ).context("starting mixer threads")?;
+    )
+    .context("starting mixer threads")?;
     archive::sample_metrics(&storage, metrics::StorageMetrics::register(&registry)?);
     {
         // Recordings the last run left open are finished while the service runs.
@@ -231,9 +255,17 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         max_legs_per_room: config.max_legs_per_room,
         auto_record: config.auto_record,
     };
-    let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path).context("storage.path: reading rooms.json")?;
-    let bridge =
-        Bridge::new(config.clone(), mixer, storage.archive.clone(), Arc::new(time::SystemClock), bridge_metrics, media_metrics, book);
+    let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path)
+        .context("storage.path: reading rooms.json")?;
+    let bridge = Bridge::new(
+        config.clone(),
+        mixer,
+        storage.archive.clone(),
+        Arc::new(time::SystemClock),
+        bridge_metrics,
+        media_metrics,
+        book,
+    );
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
     let weak = Arc::downgrade(&bridge);
     std::thread::Builder::new()
@@ -251,10 +283,19 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("api.listen: cannot bind {}", config.api_listen))?;
     info!(addr = %api_listener.local_addr()?, "API listening");
-    let router = roundtable_api::router(bridge.clone(), registry, config.api_token.as_ref().map(|t| t.expose().to_string()));
+    let router = roundtable_api::router(
+        bridge.clone(),
+        registry,
+        config.api_token.as_ref().map(|t| t.expose().to_string()),
+    );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
-        axum::serve(api_listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(api_shutdown.cancelled_owned()).await
+        axum::serve(
+            api_listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(api_shutdown.cancelled_owned())
+        .await
     });
 
     let sip_shutdown = CancellationToken::new();
@@ -273,9 +314,15 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         tls: config.sip_tls.clone(),
         tcp_idle_timeout: config.tcp_idle_timeout,
     };
-    let (sip, bound, sip_task) = transport::spawn(transport_config, endpoint, handler, sip_metrics, sip_shutdown.clone())
-        .await
-        .context("sip.listen: cannot bind")?;
+    let (sip, bound, sip_task) = transport::spawn(
+        transport_config,
+        endpoint,
+        handler,
+        sip_metrics,
+        sip_shutdown.clone(),
+    )
+    .await
+    .context("sip.listen: cannot bind")?;
     for addr in &bound {
         info!(transport = ?addr.transport, addr = %addr.addr, "SIP listening");
     }
@@ -284,7 +331,10 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     info!("ready");
 
     wait_for_signal().await;
-    info!(drain_s = config.drain.as_secs(), "shutting down: refusing new calls");
+    info!(
+        drain_s = config.drain.as_secs(),
+        "shutting down: refusing new calls"
+    );
     bridge.start_draining();
     let drain_deadline = tokio::time::Instant::now() + config.drain;
     while bridge.active_calls() > 0 && tokio::time::Instant::now() < drain_deadline {
@@ -292,18 +342,31 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     }
     let remaining = bridge.active_calls();
     if remaining > 0 {
-        info!(calls = remaining, "drain time over: sending BYE to remaining calls");
+        info!(
+            calls = remaining,
+            "drain time over: sending BYE to remaining calls"
+        );
     }
     bridge.hang_up_all();
     // Recordings close (spooled, fsynced, ledger closed) at once; their uploads get a few
     // seconds, then stop and resume at the next start.
-    if tokio::time::timeout(Duration::from_secs(8), bridge.wait_for_tasks()).await.is_err() {
-        storage.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if tokio::time::timeout(Duration::from_secs(3), bridge.wait_for_tasks()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(8), bridge.wait_for_tasks())
+        .await
+        .is_err()
+    {
+        storage
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if tokio::time::timeout(Duration::from_secs(3), bridge.wait_for_tasks())
+            .await
+            .is_err()
+        {
             warn!("recordings did not close within 11 s");
         }
     }
-    storage.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    storage
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // A round trip through the SIP driver: every BYE queued before it has been sent.
     let _ = tokio::time::timeout(Duration::from_secs(1), sip.active_calls()).await;
     sip_shutdown.cancel();
@@ -322,13 +385,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

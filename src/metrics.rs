@@ -46,13 +46,19 @@ impl BridgeMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<BridgeMetrics> {
         let active_calls = IntGauge::new("roundtable_active_calls", "Calls up now")?;
         let rooms = IntGauge::new("roundtable_rooms", "Rooms open now")?;
-        let recordings_active = IntGauge::new("roundtable_recordings_active", "Recordings running now")?;
+        let recordings_active =
+            IntGauge::new("roundtable_recordings_active", "Recordings running now")?;
         let calls_rejected = IntCounterVec::new(
-            Opts::new("roundtable_calls_rejected_total", "INVITEs refused, by reason"),
+            Opts::new(
+                "roundtable_calls_rejected_total",
+                "INVITEs refused, by reason",
+            ),
             &["reason"],
         )?;
-        let recording_failures =
-            IntCounter::new("roundtable_recording_failures_total", "Recordings that could not be started or stored")?;
+        let recording_failures = IntCounter::new(
+            "roundtable_recording_failures_total",
+            "Recordings that could not be started or stored",
+        )?;
         let recordings_refused = IntCounter::new(
             "roundtable_recordings_refused_total",
             "Recordings refused because the spool is over 80% of storage.spool_quota_mib",
@@ -63,28 +69,43 @@ impl BridgeMetrics {
         registry.register(Box::new(recordings_active.clone()))?;
         registry.register(Box::new(calls_rejected.clone()))?;
         registry.register(Box::new(recording_failures.clone()))?;
-        let lobby_calls = IntCounter::new("roundtable_lobby_calls_total", "Calls answered by the PIN lobby")?;
+        let lobby_calls = IntCounter::new(
+            "roundtable_lobby_calls_total",
+            "Calls answered by the PIN lobby",
+        )?;
         let lobby_outcomes = IntCounterVec::new(
-            Opts::new("roundtable_lobby_outcomes_total", "Lobby outcomes: joined, wrong_pin, invalid_room, hung_up"),
+            Opts::new(
+                "roundtable_lobby_outcomes_total",
+                "Lobby outcomes: joined, wrong_pin, invalid_room, hung_up",
+            ),
             &["outcome"],
         )?;
         let lockouts = IntCounterVec::new(
-            Opts::new("roundtable_lockouts_total", "PIN brute-force lockouts started, by scope"),
+            Opts::new(
+                "roundtable_lockouts_total",
+                "PIN brute-force lockouts started, by scope",
+            ),
             &["scope"],
         )?;
-        let lockout_refusals =
-            IntCounter::new("roundtable_lockout_refusals_total", "INVITEs refused from a locked-out address")?;
+        let lockout_refusals = IntCounter::new(
+            "roundtable_lockout_refusals_total",
+            "INVITEs refused from a locked-out address",
+        )?;
         registry.register(Box::new(lobby_calls.clone()))?;
         registry.register(Box::new(lobby_outcomes.clone()))?;
         registry.register(Box::new(lockouts.clone()))?;
         registry.register(Box::new(lockout_refusals.clone()))?;
-        let dtmf_digits = IntCounter::new("roundtable_dtmf_digits_total", "DTMF keys pressed by participants in rooms")?;
+        let dtmf_digits = IntCounter::new(
+            "roundtable_dtmf_digits_total",
+            "DTMF keys pressed by participants in rooms",
+        )?;
         registry.register(Box::new(dtmf_digits.clone()))?;
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<Histogram> {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<Histogram> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
         let leg_mos = histogram(
             "roundtable_leg_mos",
             "Estimated MOS (G.107 simplified E-model) of each ended leg's audio as the bridge received it",
@@ -105,7 +126,10 @@ impl BridgeMetrics {
             "Last RTCP round-trip time of each ended leg that reported one, ms",
             vec![5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0],
         )?;
-        let legs_aec_active = IntGauge::new("roundtable_legs_aec_active", "Legs with echo cancellation running now")?;
+        let legs_aec_active = IntGauge::new(
+            "roundtable_legs_aec_active",
+            "Legs with echo cancellation running now",
+        )?;
         let legs_talking = IntGauge::new("roundtable_legs_talking", "Legs talking now")?;
         registry.register(Box::new(legs_aec_active.clone()))?;
         registry.register(Box::new(legs_talking.clone()))?;
@@ -166,17 +190,35 @@ impl StorageMetrics {
             Ok(c)
         };
         Ok(StorageMetrics {
-            spool_bytes: gauge("roundtable_spool_bytes", "Recording bytes in the spool not yet safe in the store (the upload backlog)")?,
-            spool_written_bytes: counter("roundtable_spool_written_bytes_total", "Recording bytes written into the spool")?,
+            spool_bytes: gauge(
+                "roundtable_spool_bytes",
+                "Recording bytes in the spool not yet safe in the store (the upload backlog)",
+            )?,
+            spool_written_bytes: counter(
+                "roundtable_spool_written_bytes_total",
+                "Recording bytes written into the spool",
+            )?,
             spool_write_failures: counter(
                 "roundtable_spool_write_failures_total",
                 "Recording writes to the spool that failed (a full disk); their audio is a gap in the ledger",
             )?,
-            spool_quota_bytes: gauge("roundtable_spool_quota_bytes", "storage.spool_quota_mib in bytes")?,
-            spool_alert: gauge("roundtable_spool_alert", "1 while the spool is over 80% of its quota and new recordings are refused")?,
-            upload_errors: counter("roundtable_upload_errors_total", "S3 calls that failed (each retry counts)")?,
+            spool_quota_bytes: gauge(
+                "roundtable_spool_quota_bytes",
+                "storage.spool_quota_mib in bytes",
+            )?,
+            spool_alert: gauge(
+                "roundtable_spool_alert",
+                "1 while the spool is over 80% of its quota and new recordings are refused",
+            )?,
+            upload_errors: counter(
+                "roundtable_upload_errors_total",
+                "S3 calls that failed (each retry counts)",
+            )?,
             upload_bytes: counter("roundtable_upload_bytes_total", "Bytes sent to S3")?,
-            breaker_state: gauge("roundtable_storage_breaker_state", "S3 circuit breaker: 0 closed, 1 open, 2 half-open")?,
+            breaker_state: gauge(
+                "roundtable_storage_breaker_state",
+                "S3 circuit breaker: 0 closed, 1 open, 2 half-open",
+            )?,
         })
     }
 }

@@ -22,7 +22,12 @@ pub struct PolicySettings {
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        PolicySettings { join_leave_tones: true, alone_prompt: true, wait_for_moderator: false, end_with_moderator: false }
+        PolicySettings {
+            join_leave_tones: true,
+            alone_prompt: true,
+            wait_for_moderator: false,
+            end_with_moderator: false,
+        }
     }
 }
 
@@ -53,7 +58,11 @@ pub struct RoomPolicy {
 impl RoomPolicy {
     /// An empty room with these settings.
     pub fn new(settings: PolicySettings) -> RoomPolicy {
-        RoomPolicy { settings, legs: BTreeMap::new(), on_hold: false }
+        RoomPolicy {
+            settings,
+            legs: BTreeMap::new(),
+            on_hold: false,
+        }
     }
 
     /// Whether the room waits for its moderator.
@@ -89,7 +98,9 @@ impl RoomPolicy {
     /// A leg left.
     pub fn left(&mut self, leg: LegId) -> Vec<PolicyAction> {
         let mut actions = Vec::new();
-        let Some(was_moderator) = self.legs.remove(&leg) else { return actions };
+        let Some(was_moderator) = self.legs.remove(&leg) else {
+            return actions;
+        };
         if self.legs.is_empty() {
             return actions;
         }
@@ -129,14 +140,21 @@ mod tests {
         assert_eq!(room.joined(LegId(2), false), [JoinTone]);
         assert_eq!(room.left(LegId(1)), [LeaveTone, Alone(LegId(2))]);
         assert_eq!(room.left(LegId(2)), []);
-        let mut quiet = RoomPolicy::new(PolicySettings { join_leave_tones: false, alone_prompt: false, ..Default::default() });
+        let mut quiet = RoomPolicy::new(PolicySettings {
+            join_leave_tones: false,
+            alone_prompt: false,
+            ..Default::default()
+        });
         assert_eq!(quiet.joined(LegId(1), false), []);
         assert_eq!(quiet.joined(LegId(2), false), []);
     }
 
     #[test]
     fn waiting_for_the_moderator() {
-        let settings = PolicySettings { wait_for_moderator: true, ..Default::default() };
+        let settings = PolicySettings {
+            wait_for_moderator: true,
+            ..Default::default()
+        };
         let mut room = RoomPolicy::new(settings);
         assert_eq!(room.joined(LegId(1), false), [Hold(true)]);
         assert_eq!(room.joined(LegId(2), false), [JoinTone]);
@@ -152,11 +170,18 @@ mod tests {
 
     #[test]
     fn the_conference_ends_with_its_last_moderator() {
-        let mut room = RoomPolicy::new(PolicySettings { end_with_moderator: true, ..Default::default() });
+        let mut room = RoomPolicy::new(PolicySettings {
+            end_with_moderator: true,
+            ..Default::default()
+        });
         room.joined(LegId(1), true);
         room.joined(LegId(2), true);
         room.joined(LegId(3), false);
-        assert_eq!(room.left(LegId(1)), [LeaveTone], "another moderator remains");
+        assert_eq!(
+            room.left(LegId(1)),
+            [LeaveTone],
+            "another moderator remains"
+        );
         assert_eq!(room.left(LegId(2)), [LeaveTone, End]);
     }
 }

@@ -47,7 +47,12 @@ fn decode(bytes: &[u8]) -> Option<Vec<i16>> {
 /// Reads a prompt WAV an operator supplies (8 kHz, mono, 16-bit), for config validation.
 pub fn load_wav(path: &std::path::Path) -> Result<Arc<[i16]>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    decode(&bytes).map(Arc::from).ok_or_else(|| format!("{}: not an 8 kHz mono 16-bit PCM WAV with audio", path.display()))
+    decode(&bytes).map(Arc::from).ok_or_else(|| {
+        format!(
+            "{}: not an 8 kHz mono 16-bit PCM WAV with audio",
+            path.display()
+        )
+    })
 }
 
 /// Brings 8 kHz samples to `rate`, dropping the resampler's delay so the prompt starts at once.
@@ -72,7 +77,13 @@ fn resample(samples: &[i16], rate: u32) -> Option<Vec<i16>> {
 fn tones(prompt: Prompt, rate: u32) -> Arc<[i16]> {
     let pattern: &[(f64, u32)] = match prompt {
         Prompt::Welcome => &[(440.0, 300), (0.0, 100), (660.0, 300)],
-        Prompt::EnterPin => &[(660.0, 150), (0.0, 100), (660.0, 150), (0.0, 100), (660.0, 150)],
+        Prompt::EnterPin => &[
+            (660.0, 150),
+            (0.0, 100),
+            (660.0, 150),
+            (0.0, 100),
+            (660.0, 150),
+        ],
         Prompt::InvalidRoom | Prompt::WrongPin => &[(300.0, 600)],
         Prompt::Joining => &[(660.0, 200), (880.0, 200)],
         Prompt::Goodbye => &[(880.0, 200), (660.0, 200), (440.0, 300)],
@@ -116,7 +127,11 @@ impl Tones {
         Tones {
             join: pattern_samples(&[(600.0, 120), (900.0, 160)], rate, amplitude),
             leave: pattern_samples(&[(900.0, 120), (600.0, 160)], rate, amplitude),
-            hold: pattern_samples(&[(523.0, 250), (659.0, 350), (0.0, 2400)], rate, amplitude * 0.7),
+            hold: pattern_samples(
+                &[(523.0, 250), (659.0, 350), (0.0, 2400)],
+                rate,
+                amplitude * 0.7,
+            ),
         }
     }
 }
@@ -141,7 +156,10 @@ impl Prompts {
 
     /// The samples of a prompt, at the rooms' rate.
     pub fn samples(&self, prompt: Prompt) -> Arc<[i16]> {
-        self.samples.get(&prompt).cloned().unwrap_or_else(|| tones(prompt, self.rate))
+        self.samples
+            .get(&prompt)
+            .cloned()
+            .unwrap_or_else(|| tones(prompt, self.rate))
     }
 
     /// How long a prompt plays.
@@ -160,10 +178,17 @@ mod tests {
         let wide = Prompts::load(16000, None);
         for p in Prompt::ALL {
             assert!(decode(embedded(p)).is_some(), "{p:?} decodes");
-            assert_eq!(wide.samples(p).len(), narrow.samples(p).len() * 2, "{p:?} at 16 kHz");
+            assert_eq!(
+                wide.samples(p).len(),
+                narrow.samples(p).len() * 2,
+                "{p:?} at 16 kHz"
+            );
             assert_eq!(wide.length(p), narrow.length(p));
         }
-        assert!(narrow.length(Prompt::Goodbye) < Duration::from_millis(2500), "BYE within 3 s");
+        assert!(
+            narrow.length(Prompt::Goodbye) < Duration::from_millis(2500),
+            "BYE within 3 s"
+        );
         assert!(decode(b"not a wav").is_none());
         assert!(tones(Prompt::Welcome, 8000).len() > 4000);
     }

@@ -26,11 +26,20 @@ pub fn run(config: &Config, command: RecordingsCommand) -> anyhow::Result<ExitCo
     match command {
         RecordingsCommand::List { room } => {
             for id in list_recordings(store, prefix)? {
-                if room.as_deref().is_some_and(|r| !id.starts_with(&format!("{r}/"))) {
+                if room
+                    .as_deref()
+                    .is_some_and(|r| !id.starts_with(&format!("{r}/")))
+                {
                     continue;
                 }
                 match read_manifest(store, prefix, &id, None) {
-                    Ok(m) => println!("{id}\t{}\t{:.1} s\t{} objects\t{} legs", m.start, m.duration_ms as f64 / 1000.0, m.objects.len(), m.legs.len()),
+                    Ok(m) => println!(
+                        "{id}\t{}\t{:.1} s\t{} objects\t{} legs",
+                        m.start,
+                        m.duration_ms as f64 / 1000.0,
+                        m.objects.len(),
+                        m.legs.len()
+                    ),
                     Err(error) => println!("{id}\tmanifest unreadable: {error}"),
                 }
             }
@@ -39,13 +48,16 @@ pub fn run(config: &Config, command: RecordingsCommand) -> anyhow::Result<ExitCo
         RecordingsCommand::Get { id, out } => {
             let manifest = read_manifest(store, prefix, &id, None)?;
             let folder = out.join(&id);
-            std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+            std::fs::create_dir_all(&folder)
+                .with_context(|| format!("creating {}", folder.display()))?;
             let total: u64 = manifest.objects.iter().map(|o| o.size).sum();
             let mut bar = Progress::new(total);
             let mut keys: Vec<String> = manifest.objects.iter().map(|o| o.key.clone()).collect();
             keys.push(format!("{prefix}recordings/{id}/{MANIFEST}"));
             for key in keys {
-                let relative = key.rsplit_once(&format!("{id}/")).map_or(key.as_str(), |(_, r)| r);
+                let relative = key
+                    .rsplit_once(&format!("{id}/"))
+                    .map_or(key.as_str(), |(_, r)| r);
                 let path = folder.join(relative);
                 download(store, &key, &path, &mut bar)?;
             }
@@ -73,10 +85,17 @@ pub fn run(config: &Config, command: RecordingsCommand) -> anyhow::Result<ExitCo
             bar.done();
             match result {
                 Ok(()) => {
-                    println!("OK {id}: signature and {} objects ({total} bytes) verified", manifest.objects.len());
+                    println!(
+                        "OK {id}: signature and {} objects ({total} bytes) verified",
+                        manifest.objects.len()
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(error @ (RecordError::Mismatch { .. } | RecordError::Storage(_) | RecordError::Manifest { .. })) => {
+                Err(
+                    error @ (RecordError::Mismatch { .. }
+                    | RecordError::Storage(_)
+                    | RecordError::Manifest { .. }),
+                ) => {
                     eprintln!("FAILED {id}: {error}");
                     Ok(ExitCode::from(1))
                 }
@@ -87,16 +106,24 @@ pub fn run(config: &Config, command: RecordingsCommand) -> anyhow::Result<ExitCo
     }
 }
 
-fn download(store: &dyn roundtable_storage::ObjectStore, key: &str, path: &Path, bar: &mut Progress) -> anyhow::Result<()> {
+fn download(
+    store: &dyn roundtable_storage::ObjectStore,
+    key: &str,
+    path: &Path,
+    bar: &mut Progress,
+) -> anyhow::Result<()> {
     let reader = store.open(&ObjectKey::new(key)?)?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut body = reader.body;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = body.read(&mut buf).with_context(|| format!("reading {key}"))?;
+        let n = body
+            .read(&mut buf)
+            .with_context(|| format!("reading {key}"))?;
         if n == 0 {
             return Ok(());
         }
@@ -114,7 +141,11 @@ struct Progress {
 
 impl Progress {
     fn new(total: u64) -> Progress {
-        Progress { total: total.max(1), done: 0, shown: None }
+        Progress {
+            total: total.max(1),
+            done: 0,
+            shown: None,
+        }
     }
 
     fn add(&mut self, n: u64) {

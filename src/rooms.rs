@@ -61,7 +61,10 @@ impl StoredRoom {
             moderator_pin: self.moderator_pin.map(Secret::new),
             max_participants: self.max_participants,
             record: self.record,
-            aec: self.aec.as_deref().and_then(roundtable_mixer::AecMode::parse),
+            aec: self
+                .aec
+                .as_deref()
+                .and_then(roundtable_mixer::AecMode::parse),
             join_leave_tones: self.join_leave_tones,
             alone_prompt: self.alone_prompt,
             wait_for_moderator: self.wait_for_moderator,
@@ -122,17 +125,38 @@ pub struct RoomBook {
 
 impl RoomBook {
     /// The configured rooms plus those saved in `path` (absent file: none).
-    pub fn load(configured: HashMap<String, RoomConfig>, defaults: Defaults, path: PathBuf) -> Result<RoomBook, RoomBookError> {
+    pub fn load(
+        configured: HashMap<String, RoomConfig>,
+        defaults: Defaults,
+        path: PathBuf,
+    ) -> Result<RoomBook, RoomBookError> {
         let api = match std::fs::read(&path) {
             Ok(bytes) => {
-                let stored: Stored = serde_json::from_slice(&bytes)
-                    .map_err(|e| RoomBookError::Load { path: path.clone(), reason: e.to_string() })?;
-                stored.rooms.into_iter().map(StoredRoom::into_config).collect()
+                let stored: Stored =
+                    serde_json::from_slice(&bytes).map_err(|e| RoomBookError::Load {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                stored
+                    .rooms
+                    .into_iter()
+                    .map(StoredRoom::into_config)
+                    .collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => return Err(RoomBookError::Load { path, reason: e.to_string() }),
+            Err(e) => {
+                return Err(RoomBookError::Load {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
         };
-        Ok(RoomBook { configured, api, defaults, path })
+        Ok(RoomBook {
+            configured,
+            api,
+            defaults,
+            path,
+        })
     }
 
     /// A room's definition.
@@ -146,7 +170,8 @@ impl RoomBook {
         let own = self.get(id).cloned().unwrap_or_default();
         let fallback = &self.defaults.room;
         let pin = |own: Option<Secret>, fallback: &Option<Secret>| {
-            own.or_else(|| fallback.clone()).filter(|p| !p.expose().is_empty())
+            own.or_else(|| fallback.clone())
+                .filter(|p| !p.expose().is_empty())
         };
         RoomSettings {
             pin: pin(own.pin, &fallback.pin),
@@ -156,20 +181,36 @@ impl RoomBook {
                 .or(fallback.max_participants)
                 .unwrap_or(self.defaults.max_legs_per_room)
                 .min(self.defaults.max_legs_per_room),
-            record: own.record.or(fallback.record).unwrap_or(self.defaults.auto_record),
+            record: own
+                .record
+                .or(fallback.record)
+                .unwrap_or(self.defaults.auto_record),
             aec: own.aec.or(fallback.aec),
             policy: crate::policy::PolicySettings {
-                join_leave_tones: own.join_leave_tones.or(fallback.join_leave_tones).unwrap_or(true),
+                join_leave_tones: own
+                    .join_leave_tones
+                    .or(fallback.join_leave_tones)
+                    .unwrap_or(true),
                 alone_prompt: own.alone_prompt.or(fallback.alone_prompt).unwrap_or(true),
-                wait_for_moderator: own.wait_for_moderator.or(fallback.wait_for_moderator).unwrap_or(false),
-                end_with_moderator: own.end_with_moderator.or(fallback.end_with_moderator).unwrap_or(false),
+                wait_for_moderator: own
+                    .wait_for_moderator
+                    .or(fallback.wait_for_moderator)
+                    .unwrap_or(false),
+                end_with_moderator: own
+                    .end_with_moderator
+                    .or(fallback.end_with_moderator)
+                    .unwrap_or(false),
             },
         }
     }
 
     /// Every defined room id.
     pub fn ids(&self) -> impl Iterator<Item = &String> {
-        self.configured.keys().chain(self.api.keys().filter(|k| !self.configured.contains_key(*k)))
+        self.configured.keys().chain(
+            self.api
+                .keys()
+                .filter(|k| !self.configured.contains_key(*k)),
+        )
     }
 
     /// Whether the room comes from the configuration file only.
@@ -191,7 +232,9 @@ impl RoomBook {
 
     /// Removes an API-defined room and saves the book; `false` if there was none.
     pub fn delete(&mut self, id: &str) -> Result<bool, RoomBookError> {
-        let Some(previous) = self.api.remove(id) else { return Ok(false) };
+        let Some(previous) = self.api.remove(id) else {
+            return Ok(false);
+        };
         self.save().inspect_err(|_| {
             self.api.insert(id.to_string(), previous.clone());
         })?;
@@ -218,7 +261,10 @@ impl RoomBook {
             })
             .collect();
         rooms.sort_by(|a, b| a.id.cmp(&b.id));
-        let error = |source| RoomBookError::Save { path: self.path.clone(), source };
+        let error = |source| RoomBookError::Save {
+            path: self.path.clone(),
+            source,
+        };
         let bytes = serde_json::to_vec_pretty(&Stored { rooms }).map_err(|e| error(e.into()))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut options = std::fs::OpenOptions::new();
@@ -226,7 +272,9 @@ impl RoomBook {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(error)?;
-        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(error)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(error)?;
         std::fs::rename(&tmp, &self.path).map_err(error)
     }
 }
@@ -236,11 +284,18 @@ mod tests {
     use super::*;
 
     fn defaults() -> Defaults {
-        Defaults { room: RoomConfig::default(), max_legs_per_room: 200, auto_record: false }
+        Defaults {
+            room: RoomConfig::default(),
+            max_legs_per_room: 200,
+            auto_record: false,
+        }
     }
 
     fn with_pin(pin: &str) -> RoomConfig {
-        RoomConfig { pin: Some(Secret::new(pin.into())), ..RoomConfig::default() }
+        RoomConfig {
+            pin: Some(Secret::new(pin.into())),
+            ..RoomConfig::default()
+        }
     }
 
     #[test]
@@ -249,11 +304,28 @@ mod tests {
         let path = dir.path().join("rooms.json");
         let configured: HashMap<_, _> = [("1".to_string(), with_pin("11"))].into();
         let mut book = RoomBook::load(configured.clone(), defaults(), path.clone()).unwrap();
-        book.put("2", RoomConfig { max_participants: Some(5), record: Some(true), ..with_pin("22") }).unwrap();
+        book.put(
+            "2",
+            RoomConfig {
+                max_participants: Some(5),
+                record: Some(true),
+                ..with_pin("22")
+            },
+        )
+        .unwrap();
         book.put("1", RoomConfig::default()).unwrap();
         let book = RoomBook::load(configured.clone(), defaults(), path.clone()).unwrap();
-        assert_eq!(book.settings("2").pin.as_ref().map(Secret::expose), Some("22"));
-        assert_eq!((book.settings("2").max_participants, book.settings("2").record), (5, true));
+        assert_eq!(
+            book.settings("2").pin.as_ref().map(Secret::expose),
+            Some("22")
+        );
+        assert_eq!(
+            (
+                book.settings("2").max_participants,
+                book.settings("2").record
+            ),
+            (5, true)
+        );
         assert!(!book.settings("1").has_pin(), "the API definition wins");
         let mut ids: Vec<_> = book.ids().cloned().collect();
         ids.sort();
@@ -261,7 +333,12 @@ mod tests {
         let mut book = book;
         assert!(book.delete("2").unwrap());
         assert!(!book.delete("2").unwrap());
-        assert!(RoomBook::load(configured, defaults(), path.clone()).unwrap().get("2").is_none());
+        assert!(
+            RoomBook::load(configured, defaults(), path.clone())
+                .unwrap()
+                .get("2")
+                .is_none()
+        );
         std::fs::write(&path, b"{not json").unwrap();
         assert!(RoomBook::load(HashMap::new(), defaults(), path).is_err());
     }
@@ -269,20 +346,63 @@ mod tests {
     #[test]
     fn settings_fall_back_to_room_defaults_then_service_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let room = RoomConfig { max_participants: Some(10), record: Some(true), ..with_pin("1111") };
-        let defaults = Defaults { room, max_legs_per_room: 50, auto_record: false };
+        let room = RoomConfig {
+            max_participants: Some(10),
+            record: Some(true),
+            ..with_pin("1111")
+        };
+        let defaults = Defaults {
+            room,
+            max_legs_per_room: 50,
+            auto_record: false,
+        };
         let configured: HashMap<_, _> = [
             ("open".to_string(), with_pin("")),
-            ("big".to_string(), RoomConfig { max_participants: Some(40), record: Some(false), ..RoomConfig::default() }),
+            (
+                "big".to_string(),
+                RoomConfig {
+                    max_participants: Some(40),
+                    record: Some(false),
+                    ..RoomConfig::default()
+                },
+            ),
         ]
         .into();
         let book = RoomBook::load(configured, defaults, dir.path().join("rooms.json")).unwrap();
         let adhoc = book.settings("anything");
-        assert_eq!((adhoc.pin.as_ref().map(Secret::expose), adhoc.max_participants, adhoc.record), (Some("1111"), 10, true));
-        assert!(!book.settings("open").has_pin(), "an empty PIN clears the default");
+        assert_eq!(
+            (
+                adhoc.pin.as_ref().map(Secret::expose),
+                adhoc.max_participants,
+                adhoc.record
+            ),
+            (Some("1111"), 10, true)
+        );
+        assert!(
+            !book.settings("open").has_pin(),
+            "an empty PIN clears the default"
+        );
         assert_eq!(book.settings("open").max_participants, 10);
-        assert_eq!((book.settings("big").max_participants, book.settings("big").record), (40, false));
-        let book = RoomBook::load(HashMap::new(), super::tests::defaults(), dir.path().join("x.json")).unwrap();
-        assert_eq!((book.settings("x").max_participants, book.settings("x").record, book.settings("x").has_pin()), (200, false, false));
+        assert_eq!(
+            (
+                book.settings("big").max_participants,
+                book.settings("big").record
+            ),
+            (40, false)
+        );
+        let book = RoomBook::load(
+            HashMap::new(),
+            super::tests::defaults(),
+            dir.path().join("x.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                book.settings("x").max_participants,
+                book.settings("x").record,
+                book.settings("x").has_pin()
+            ),
+            (200, false, false)
+        );
     }
 }

@@ -19,12 +19,22 @@ fn options(branch: &str, local: std::net::SocketAddr, server: std::net::SocketAd
 #[test]
 fn flood_is_throttled_then_dropped_while_others_call() {
     let toml = "[sip.limits]\nrequests_per_second = 20\nburst = 20\nhard_limit = 40";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let flood = UdpSocket::bind("127.0.0.2:0").unwrap();
-    flood.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let local = flood.local_addr().unwrap();
     for i in 0..100 {
-        flood.send_to(options(&i.to_string(), local, service.sip).as_bytes(), service.sip).unwrap();
+        flood
+            .send_to(
+                options(&i.to_string(), local, service.sip).as_bytes(),
+                service.sip,
+            )
+            .unwrap();
     }
     // A caller from another address is not affected.
     let mut caller = Uac::new(service.sip, "1000");
@@ -46,22 +56,44 @@ fn flood_is_throttled_then_dropped_while_others_call() {
     // The bucket refills at 20/s while the flood is sent, so a slow machine may admit one or two
     // more than the burst.
     assert!((20..=23).contains(&ok), "the burst is served: {ok}");
-    assert!((17..=20).contains(&busy), "then 503 up to the hard limit of 40 a second: {busy}");
+    assert!(
+        (17..=20).contains(&busy),
+        "then 503 up to the hard limit of 40 a second: {busy}"
+    );
     let metrics = service.metrics();
     let value = |name: &str| -> u64 {
-        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
     };
-    assert_eq!(value("roundtable_sip_refused_total{verdict=\"throttled\"}"), busy as u64, "{metrics}");
-    assert_eq!(value("roundtable_sip_refused_total{verdict=\"dropped\"}"), 100 - ok as u64 - busy as u64, "{metrics}");
+    assert_eq!(
+        value("roundtable_sip_refused_total{verdict=\"throttled\"}"),
+        busy as u64,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("roundtable_sip_refused_total{verdict=\"dropped\"}"),
+        100 - ok as u64 - busy as u64,
+        "{metrics}"
+    );
 }
 
 #[test]
 fn address_outside_the_allow_list_is_refused() {
-    let service = Service::start(Options { toml: "[sip]\nallow = [\"127.0.0.1/32\"]".into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: "[sip]\nallow = [\"127.0.0.1/32\"]".into(),
+        ..Options::default()
+    });
     let mut outsider = Uac::new_from(service.sip, "1000", "127.0.0.3");
     assert_eq!(outsider.call(), 403);
     let mut insider = Uac::new(service.sip, "1000");
     assert_eq!(insider.call(), 200);
     assert_eq!(insider.hangup(), 200);
-    assert!(service.metrics().contains("roundtable_sip_refused_total{verdict=\"forbidden\"}"));
+    assert!(
+        service
+            .metrics()
+            .contains("roundtable_sip_refused_total{verdict=\"forbidden\"}")
+    );
 }

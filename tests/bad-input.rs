@@ -13,7 +13,8 @@ use common::*;
 
 fn send_and_status(uac: &Uac, bytes: &[u8]) -> Option<u16> {
     uac.send_raw(bytes);
-    uac.final_response(Duration::from_millis(400)).and_then(|m| m.status())
+    uac.final_response(Duration::from_millis(400))
+        .and_then(|m| m.status())
 }
 
 #[test]
@@ -34,10 +35,15 @@ fn bad_input_is_refused_and_calls_keep_working() {
     let long = good.replace("Content-Length: ", "Content-Length: 9");
     assert_eq!(send_and_status(&probe, long.as_bytes()), Some(400));
     // Binary garbage: dropped.
-    assert_eq!(send_and_status(&probe, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 0xff]), None);
+    assert_eq!(
+        send_and_status(&probe, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 0xff]),
+        None
+    );
     // No SDP, unsupported codec: 488.
     let no_sdp = Uac::new(service.sip, "1000");
-    let text = no_sdp.invite_text("", "z9hG4bK-bad-2").replace("Content-Type: application/sdp\r\n", "");
+    let text = no_sdp
+        .invite_text("", "z9hG4bK-bad-2")
+        .replace("Content-Type: application/sdp\r\n", "");
     assert_eq!(send_and_status(&no_sdp, text.as_bytes()), Some(488));
     let mut g729 = Uac::new(service.sip, "1000");
     let offer = g729.offer("18", "a=rtpmap:18 G729/8000\r\n");
@@ -48,17 +54,29 @@ fn bad_input_is_refused_and_calls_keep_working() {
     let mut long_room = Uac::new(service.sip, &"x".repeat(65));
     assert_eq!(long_room.call(), 404);
     // Unknown method: 501; BYE for no dialog: 481.
-    let foo = good.replace("INVITE sip:", "FOO sip:").replace("1 INVITE", "1 FOO").replace("z9hG4bK-bad-1", "z9hG4bK-bad-3");
+    let foo = good
+        .replace("INVITE sip:", "FOO sip:")
+        .replace("1 INVITE", "1 FOO")
+        .replace("z9hG4bK-bad-1", "z9hG4bK-bad-3");
     assert_eq!(send_and_status(&probe, foo.as_bytes()), Some(501));
-    let bye = good.replace("INVITE sip:", "BYE sip:").replace("1 INVITE", "1 BYE").replace("z9hG4bK-bad-1", "z9hG4bK-bad-4");
-    let bye = bye.replace("To: <sip:1000@", "To: <sip:x@").replace(">\r\nCall-ID", ">;tag=nope\r\nCall-ID");
+    let bye = good
+        .replace("INVITE sip:", "BYE sip:")
+        .replace("1 INVITE", "1 BYE")
+        .replace("z9hG4bK-bad-1", "z9hG4bK-bad-4");
+    let bye = bye
+        .replace("To: <sip:1000@", "To: <sip:x@")
+        .replace(">\r\nCall-ID", ">;tag=nope\r\nCall-ID");
     assert_eq!(send_and_status(&probe, bye.as_bytes()), Some(481));
 
     // Every RFC 4475 torture message, over UDP: nothing may take the service down.
-    let torture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sip-torture/rfc4475");
+    let torture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sip-torture/rfc4475");
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sent = 0;
-    for entry in std::fs::read_dir(&torture).expect("testdata/sip-torture present").flatten() {
+    for entry in std::fs::read_dir(&torture)
+        .expect("testdata/sip-torture present")
+        .flatten()
+    {
         let bytes = std::fs::read(entry.path()).unwrap();
         socket.send_to(&bytes, service.sip).unwrap();
         sent += 1;
@@ -66,30 +84,51 @@ fn bad_input_is_refused_and_calls_keep_working() {
     assert!(sent >= 40);
     // Garbage over TCP: the connection is closed, the service goes on.
     let mut tcp = TcpStream::connect(service.sip).unwrap();
-    tcp.write_all(b"INVITE sip:x SIP/2.0\r\nContent-Length: -5\r\n\r\n").unwrap();
+    tcp.write_all(b"INVITE sip:x SIP/2.0\r\nContent-Length: -5\r\n\r\n")
+        .unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = [0u8; 16];
-    assert!(matches!(std::io::Read::read(&mut tcp, &mut buf), Ok(0) | Err(_)), "connection closed");
+    assert!(
+        matches!(std::io::Read::read(&mut tcp, &mut buf), Ok(0) | Err(_)),
+        "connection closed"
+    );
     // RTP garbage to the bridge's RTP port of caller A.
     let rtp_target = a.remote_rtp.unwrap();
-    for junk in [&[0u8; 3][..], &[0x40; 40][..], &[0x80, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 1, 2][..]] {
+    for junk in [
+        &[0u8; 3][..],
+        &[0x40; 40][..],
+        &[0x80, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 1, 2][..],
+    ] {
         socket.send_to(junk, rtp_target).unwrap();
     }
 
     let heard_b = media_b.finish();
     let _ = media_a.finish();
     let tail = heard_b.window(Duration::from_millis(2500), Duration::from_millis(3800));
-    assert!(tone_db(&tail, 440.0) > 50.0, "B still hears A after the barrage");
+    assert!(
+        tone_db(&tail, 440.0) > 50.0,
+        "B still hears A after the barrage"
+    );
     assert_eq!(a.hangup(), 200);
     assert_eq!(b.hangup(), 200);
 
     let metrics = service.metrics();
     let value = |prefix: &str| -> f64 {
-        metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     };
     assert!(value("roundtable_sip_dropped_total") >= 2.0, "{metrics}");
-    assert!(value("roundtable_sip_responses_total{code=\"400\"}") >= 1.0, "{metrics}");
-    assert!(value("roundtable_sip_requests_total{method=\"other\"}") >= 1.0, "{metrics}");
+    assert!(
+        value("roundtable_sip_responses_total{code=\"400\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("roundtable_sip_requests_total{method=\"other\"}") >= 1.0,
+        "{metrics}"
+    );
     assert!(value("roundtable_rtp_invalid_total") >= 3.0, "{metrics}");
     assert!(value("roundtable_calls_rejected_total") >= 3.0, "{metrics}");
     assert_eq!(service.http("GET", "/health", "").0, 200);

@@ -19,7 +19,10 @@ const HEARD_DB: f64 = 50.0;
 #[test]
 fn three_callers_hear_each_other_and_the_room_is_recorded() {
     let sipp_ok = sipp_available();
-    let service = Service::start(Options { toml: "[recording]\nauto_start = true".into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: "[recording]\nauto_start = true".into(),
+        ..Options::default()
+    });
 
     let mut a = Uac::new(service.sip, "1000");
     assert_eq!(a.call(), 200, "{}", service.log());
@@ -36,44 +39,93 @@ fn three_callers_hear_each_other_and_the_room_is_recorded() {
 
     let workdir = tempfile::tempdir().unwrap();
     let sipp_child = sipp_ok.then(|| {
-        write_tone_pcap(&workdir.path().join("tone.pcap"), TONE_SIPP, Duration::from_millis(3400));
-        sipp(&service, &scenario("tone_call.xml"), "1000", workdir.path(), &[])
+        write_tone_pcap(
+            &workdir.path().join("tone.pcap"),
+            TONE_SIPP,
+            Duration::from_millis(3400),
+        );
+        sipp(
+            &service,
+            &scenario("tone_call.xml"),
+            "1000",
+            workdir.path(),
+            &[],
+        )
     });
 
     // Mid-call: the recording exists on disk and is a readable, growing WAV.
     std::thread::sleep(Duration::from_millis(2500));
     let recordings = service.storage().join("recordings/1000");
-    let live: Vec<_> = files_under(&recordings).into_iter().filter(|p| p.ends_with("mix.wav")).collect();
-    assert_eq!(live.len(), 1, "one recording of room 1000 while the call runs");
+    let live: Vec<_> = files_under(&recordings)
+        .into_iter()
+        .filter(|p| p.ends_with("mix.wav"))
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "one recording of room 1000 while the call runs"
+    );
     let (_, samples_mid_call) = read_wav(&live[0]);
-    assert!(samples_mid_call.len() >= 16000, "at least 1 s recorded mid-call, got {}", samples_mid_call.len());
+    assert!(
+        samples_mid_call.len() >= 16000,
+        "at least 1 s recorded mid-call, got {}",
+        samples_mid_call.len()
+    );
 
     let heard_a = media_a.finish();
     let heard_b = media_b.finish();
     let heard_d = media_d.finish();
     if let Some(child) = sipp_child {
         let code = wait_sipp(child, Duration::from_secs(20));
-        assert_eq!(code, Some(0), "SIPp call failed:\n{}", sipp_logs(workdir.path()));
+        assert_eq!(
+            code,
+            Some(0),
+            "SIPp call failed:\n{}",
+            sipp_logs(workdir.path())
+        );
     }
 
     // 1.2 s .. 3.2 s after the streams started: everyone (SIPp too) is talking.
     let window = |h: &Heard| h.window(Duration::from_millis(1200), Duration::from_millis(3200));
     let (wa, wb, wd) = (window(&heard_a), window(&heard_b), window(&heard_d));
-    assert!(wa.len() > 8000 && wb.len() > 8000, "callers received audio: {} {}", wa.len(), wb.len());
+    assert!(
+        wa.len() > 8000 && wb.len() > 8000,
+        "callers received audio: {} {}",
+        wa.len(),
+        wb.len()
+    );
 
-    let others_a = if sipp_ok { vec![TONE_B, TONE_SIPP] } else { vec![TONE_B] };
-    let others_b = if sipp_ok { vec![TONE_A, TONE_SIPP] } else { vec![TONE_A] };
-    for (name, heard, own, others) in [("A", &wa, TONE_A, &others_a), ("B", &wb, TONE_B, &others_b)] {
+    let others_a = if sipp_ok {
+        vec![TONE_B, TONE_SIPP]
+    } else {
+        vec![TONE_B]
+    };
+    let others_b = if sipp_ok {
+        vec![TONE_A, TONE_SIPP]
+    } else {
+        vec![TONE_A]
+    };
+    for (name, heard, own, others) in [("A", &wa, TONE_A, &others_a), ("B", &wb, TONE_B, &others_b)]
+    {
         let own_db = tone_db(heard, own);
         for &other in others {
             let other_db = tone_db(heard, other);
-            assert!(other_db > HEARD_DB, "{name} hears {other} Hz at {other_db:.1} dB");
-            assert!(other_db - own_db >= 30.0, "{name}: own {own} Hz at {own_db:.1} dB, not 30 dB below {other} Hz at {other_db:.1} dB");
+            assert!(
+                other_db > HEARD_DB,
+                "{name} hears {other} Hz at {other_db:.1} dB"
+            );
+            assert!(
+                other_db - own_db >= 30.0,
+                "{name}: own {own} Hz at {own_db:.1} dB, not 30 dB below {other} Hz at {other_db:.1} dB"
+            );
         }
     }
     for tone in [TONE_A, TONE_B, TONE_SIPP, TONE_D] {
         let db = tone_db(&wd, tone);
-        assert!(db < 0.0, "the caller in room 2000 hears {tone} Hz at {db:.1} dB");
+        assert!(
+            db < 0.0,
+            "the caller in room 2000 hears {tone} Hz at {db:.1} dB"
+        );
     }
 
     assert_eq!(a.hangup(), 200);
@@ -86,12 +138,18 @@ fn three_callers_hear_each_other_and_the_room_is_recorded() {
     service.wait_for_log("recording finished room=1000", Duration::from_secs(5));
     let (spec, samples) = read_wav(&live[0]);
     // The room mixes (and records) at audio.rate, 16 kHz by default.
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 16000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 16000, 16)
+    );
     let rate = f64::from(spec.sample_rate);
     let recorded = Duration::from_secs_f64(samples.len() as f64 / rate);
     let expected = last_leave - first_join;
     let diff = recorded.as_secs_f64() - expected.as_secs_f64();
-    assert!(diff.abs() <= 0.1, "recording lasts {recorded:?}, room lasted {expected:?}");
+    assert!(
+        diff.abs() <= 0.1,
+        "recording lasts {recorded:?}, room lasted {expected:?}"
+    );
 
     // The recording holds the tones while everyone talked.
     let offset = ((streams_started - first_join).as_secs_f64() + 1.5) * rate;
@@ -108,5 +166,8 @@ fn three_callers_hear_each_other_and_the_room_is_recorded() {
     }
     // What remains at room 2000's frequency is G.711 quantisation noise of room 1000's own mix.
     let leak = tone_db_at(middle, TONE_D, rate);
-    assert!(weakest - leak >= 40.0, "room 2000's tone in room 1000's recording at {leak:.1} dB");
+    assert!(
+        weakest - leak >= 40.0,
+        "room 2000's tone in room 1000's recording at {leak:.1} dB"
+    );
 }

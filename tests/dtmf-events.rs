@@ -14,8 +14,12 @@ const DTMF_HZ: [f64; 7] = [697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0];
 #[test]
 fn keys_become_events_and_never_sound() {
     let toml = "[recording]\nauto_start = true";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
-    let (mut presser, mut listener) = (Uac::new(service.sip, "1000"), Uac::new(service.sip, "1000"));
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
+    let (mut presser, mut listener) =
+        (Uac::new(service.sip, "1000"), Uac::new(service.sip, "1000"));
     assert_eq!(presser.call(), 200);
     assert_eq!(listener.call(), 200);
     service.wait_participants("1000", 2);
@@ -33,15 +37,30 @@ fn keys_become_events_and_never_sound() {
     let (status, page) = service.http("GET", "/v1/events?room=1000&wait_s=5", "");
     assert_eq!(status, 200);
     let events = page["events"].as_array().unwrap();
-    let digits: Vec<&str> = events.iter().filter(|e| e["type"] == "dtmf").map(|e| e["digit"].as_str().unwrap()).collect();
+    let digits: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "dtmf")
+        .map(|e| e["digit"].as_str().unwrap())
+        .collect();
     assert_eq!(digits, ["1", "9", "#", "*"], "{page}");
-    assert!(events.iter().filter(|e| e["type"] == "dtmf").all(|e| e["participant"] == presser_id.as_str()));
-    let joined = events.iter().filter(|e| e["type"] == "participant_joined").count();
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "dtmf")
+            .all(|e| e["participant"] == presser_id.as_str())
+    );
+    let joined = events
+        .iter()
+        .filter(|e| e["type"] == "participant_joined")
+        .count();
     assert_eq!(joined, 2, "{page}");
     assert!(events.iter().any(|e| e["type"] == "recording_started"));
     let next = page["next"].as_u64().unwrap();
     let (_, empty) = service.http("GET", &format!("/v1/events?after={next}"), "");
-    assert!(empty["events"].as_array().unwrap().is_empty(), "the cursor moves past what was read");
+    assert!(
+        empty["events"].as_array().unwrap().is_empty(),
+        "the cursor moves past what was read"
+    );
     assert!(service.metrics().contains("roundtable_dtmf_digits_total 4"));
 
     // The listener heard silence, not the keys.
@@ -58,7 +77,9 @@ fn keys_become_events_and_never_sound() {
 
     // Nor is any key in the recording.
     let wav = if service.wait_for_log("recording finished room=1000", Duration::from_secs(5)) {
-        files_under(&service.storage()).into_iter().find(|p| p.ends_with("mix.wav"))
+        files_under(&service.storage())
+            .into_iter()
+            .find(|p| p.ends_with("mix.wav"))
     } else {
         None
     };
@@ -69,6 +90,15 @@ fn keys_become_events_and_never_sound() {
         assert!(db < 0.0, "{hz} Hz in the recording at {db:.1} dB");
     }
     let (_, page) = service.http("GET", &format!("/v1/events?after={next}&room=1000"), "");
-    let kinds: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["participant_left", "participant_left", "recording_stopped"], "{page}");
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["participant_left", "participant_left", "recording_stopped"],
+        "{page}"
+    );
 }

@@ -25,10 +25,13 @@ fn speech(name: &str) -> Vec<i16> {
     assert_eq!(spec.sample_rate, 16000);
     let mut down = Resampler::new(16000, 8000).unwrap();
     let mut out = vec![0i16; FRAME];
-    samples.chunks_exact(2 * FRAME).flat_map(|c| {
-        down.process(c, &mut out);
-        out.clone()
-    }).collect()
+    samples
+        .chunks_exact(2 * FRAME)
+        .flat_map(|c| {
+            down.process(c, &mut out);
+            out.clone()
+        })
+        .collect()
 }
 
 /// What one caller sent and heard, on the same sample timeline (8 kHz from its start).
@@ -39,7 +42,13 @@ struct Track {
 
 /// Runs one caller's media for `frames` ticks: sends `say(i)` (or, for the echoing caller, what
 /// it heard 100 ms ago at -10 dB) and records what arrives, placed by RTP timestamp.
-fn run_caller(socket: UdpSocket, remote: SocketAddr, start: Instant, frames: usize, say: Option<Vec<i16>>) -> Track {
+fn run_caller(
+    socket: UdpSocket,
+    remote: SocketAddr,
+    start: Instant,
+    frames: usize,
+    say: Option<Vec<i16>>,
+) -> Track {
     socket.set_nonblocking(true).unwrap();
     let mut encoder = Encoder::new(Codec::Pcmu, 8000, Default::default()).unwrap();
     let mut decoder = Decoder::new(Codec::Pcmu, 8000).unwrap();
@@ -52,7 +61,10 @@ fn run_caller(socket: UdpSocket, remote: SocketAddr, start: Instant, frames: usi
     for i in 0..frames {
         let frame: Vec<i16> = match &say {
             Some(speech) => speech[i * FRAME % speech.len()..][..FRAME].to_vec(),
-            None => echo.drain(..FRAME).map(|s| (f32::from(s) * 0.316) as i16).collect(),
+            None => echo
+                .drain(..FRAME)
+                .map(|s| (f32::from(s) * 0.316) as i16)
+                .collect(),
         };
         encoder.encode(&frame, &mut payload).unwrap();
         let mut packet = vec![0x80, 0];
@@ -70,7 +82,12 @@ fn run_caller(socket: UdpSocket, remote: SocketAddr, start: Instant, frames: usi
                     continue;
                 }
                 let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-                let (ts0, at0) = *first.get_or_insert_with(|| (ts, (start.elapsed().as_micros() as usize / 125).saturating_sub(FRAME)));
+                let (ts0, at0) = *first.get_or_insert_with(|| {
+                    (
+                        ts,
+                        (start.elapsed().as_micros() as usize / 125).saturating_sub(FRAME),
+                    )
+                });
                 let at = at0 + ts.wrapping_sub(ts0) as usize;
                 decoder.decode(&buf[12..n], &mut decoded).unwrap();
                 if let Some(slot) = heard.get_mut(at..at + FRAME) {
@@ -114,7 +131,11 @@ fn echo_power(track: &Track, range: std::ops::Range<usize>) -> f64 {
             xy += f64::from(h) * f64::from(s);
             xx += f64::from(s) * f64::from(s);
         }
-        if xx == 0.0 { 0.0 } else { xy * xy / xx / heard.len() as f64 }
+        if xx == 0.0 {
+            0.0
+        } else {
+            xy * xy / xx / heard.len() as f64
+        }
     };
     let mut best_lag = 400;
     for lag in (400..4800).step_by(4) {
@@ -133,7 +154,10 @@ fn echo_power(track: &Track, range: std::ops::Range<usize>) -> f64 {
 /// Runs the three callers; returns, for a and b, how far their own echo is below the other
 /// talker as each heard it (dB).
 fn echo_margins(toml: &str) -> (f64, f64, String, Vec<bool>, String) {
-    let service = Service::start(Options { toml: toml.into(), ..Default::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Default::default()
+    });
     let mut callers: Vec<Uac> = (0..3).map(|_| Uac::new(service.sip, "echo")).collect();
     for c in &mut callers {
         assert_eq!(c.call_codec(Codec::Pcmu), 200);
@@ -144,8 +168,16 @@ fn echo_margins(toml: &str) -> (f64, f64, String, Vec<bool>, String) {
     let a_speech = speech("speech-a.wav");
     let b_speech = speech("speech-b.wav");
     // a speaks in the first turn, b in the second; silence otherwise.
-    let a_says: Vec<i16> = a_speech.iter().copied().cycle().take(turn).chain(std::iter::repeat_n(0, turn)).collect();
-    let b_says: Vec<i16> = std::iter::repeat_n(0, turn).chain(b_speech.iter().copied().cycle().take(turn)).collect();
+    let a_says: Vec<i16> = a_speech
+        .iter()
+        .copied()
+        .cycle()
+        .take(turn)
+        .chain(std::iter::repeat_n(0, turn))
+        .collect();
+    let b_says: Vec<i16> = std::iter::repeat_n(0, turn)
+        .chain(b_speech.iter().copied().cycle().take(turn))
+        .collect();
     let start = Instant::now() + Duration::from_millis(100);
     let threads: Vec<_> = callers
         .iter()
@@ -159,9 +191,18 @@ fn echo_margins(toml: &str) -> (f64, f64, String, Vec<bool>, String) {
     let tracks: Vec<Track> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     // Which legs run echo cancellation now, as the API and the metrics show it.
     let (_, room) = service.http("GET", "/v1/rooms/echo", "");
-    let active: Vec<bool> =
-        room["participants"].as_array().unwrap().iter().map(|p| p["audio"]["aec_active"] == true).collect();
-    let gauge = service.metrics().lines().find(|l| l.starts_with("roundtable_legs_aec_active ")).unwrap_or_default().to_string();
+    let active: Vec<bool> = room["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["audio"]["aec_active"] == true)
+        .collect();
+    let gauge = service
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with("roundtable_legs_aec_active "))
+        .unwrap_or_default()
+        .to_string();
     for c in &mut callers {
         c.hangup();
     }
@@ -173,16 +214,29 @@ fn echo_margins(toml: &str) -> (f64, f64, String, Vec<bool>, String) {
     let b_other = power(&tracks[1].heard[turn / 8..turn]);
     let margin = |echo: f64, other: f64| 10.0 * (other / echo.max(1e-6)).log10();
     let (_, events) = service.http("GET", "/v1/events?room=echo", "");
-    (margin(a_echo, a_other), margin(b_echo, b_other), events.to_string(), active, gauge)
+    (
+        margin(a_echo, a_other),
+        margin(b_echo, b_other),
+        events.to_string(),
+        active,
+        gauge,
+    )
 }
 
 #[test]
 fn with_echo_cancellation_no_one_hears_their_own_speech_back() {
     let (a, b, events, active, gauge) = echo_margins("");
     println!("own echo below the other talker: a {a:.1} dB, b {b:.1} dB");
-    assert!(a >= 25.0 && b >= 25.0, "echo only {a:.1} / {b:.1} dB below the other talker; events {events}");
+    assert!(
+        a >= 25.0 && b >= 25.0,
+        "echo only {a:.1} / {b:.1} dB below the other talker; events {events}"
+    );
     assert!(events.contains("\"echo_cancellation\""), "{events}");
-    assert_eq!(active, [false, false, true], "only the speakerphone gets AEC (auto)");
+    assert_eq!(
+        active,
+        [false, false, true],
+        "only the speakerphone gets AEC (auto)"
+    );
     assert_eq!(gauge, "roundtable_legs_aec_active 1");
 }
 
@@ -191,5 +245,8 @@ fn without_echo_cancellation_the_echo_comes_back() {
     let (a, b, _, active, _) = echo_margins("[audio]\naec = \"off\"\n");
     assert_eq!(active, [false, false, false]);
     println!("own echo below the other talker without AEC: a {a:.1} dB, b {b:.1} dB");
-    assert!(a < 20.0 && b < 20.0, "the echo should be audible without AEC: {a:.1} / {b:.1} dB");
+    assert!(
+        a < 20.0 && b < 20.0,
+        "the echo should be audible without AEC: {a:.1} / {b:.1} dB"
+    );
 }

@@ -23,7 +23,9 @@ fn hold_resume_and_codec_change_by_reinvite() {
 
     // 0-1.5 s: both talk. Then B holds.
     std::thread::sleep(ms(1500));
-    let hold = b.offer("0", "a=rtpmap:0 PCMU/8000\r\n").replace("a=sendrecv", "a=sendonly");
+    let hold = b
+        .offer("0", "a=rtpmap:0 PCMU/8000\r\n")
+        .replace("a=sendrecv", "a=sendonly");
     let (status, answer) = b.reinvite(&hold);
     assert_eq!(status, 200);
     assert!(answer.contains("a=recvonly"), "{answer}");
@@ -32,7 +34,12 @@ fn hold_resume_and_codec_change_by_reinvite() {
     let pcma = b.offer("8", "a=rtpmap:8 PCMA/8000\r\n");
     let (status, answer) = b.reinvite(&pcma);
     assert_eq!(status, 200);
-    assert!(answer.contains("m=audio") && answer.contains(" RTP/AVP 8") && answer.contains("a=sendrecv"), "{answer}");
+    assert!(
+        answer.contains("m=audio")
+            && answer.contains(" RTP/AVP 8")
+            && answer.contains("a=sendrecv"),
+        "{answer}"
+    );
     b_pt.store(8, Ordering::SeqCst);
 
     let heard_a = media_a.finish();
@@ -41,15 +48,30 @@ fn hold_resume_and_codec_change_by_reinvite() {
     assert!(tone_db(&heard_b.window(ms(500), ms(1400)), 440.0) > 50.0);
     assert!(tone_db(&heard_a.window(ms(500), ms(1400)), 1100.0) > 50.0);
     // On hold: B receives nothing, A no longer hears B.
-    assert_eq!(heard_b.payload_types(ms(1800), ms(2900)).len(), 0, "no RTP to a held leg");
-    assert!(tone_db(&heard_a.window(ms(1800), ms(2900)), 1100.0) < 20.0, "a held leg is not heard");
+    assert_eq!(
+        heard_b.payload_types(ms(1800), ms(2900)).len(),
+        0,
+        "no RTP to a held leg"
+    );
+    assert!(
+        tone_db(&heard_a.window(ms(1800), ms(2900)), 1100.0) < 20.0,
+        "a held leg is not heard"
+    );
     // Resumed on PCMA: B receives PCMA and hears A; A hears B again.
     let late = heard_b.payload_types(ms(3500), ms(5800));
-    assert!(!late.is_empty() && late.iter().all(|pt| *pt == 8), "PCMA after the codec change: {late:?}");
+    assert!(
+        !late.is_empty() && late.iter().all(|pt| *pt == 8),
+        "PCMA after the codec change: {late:?}"
+    );
     assert!(tone_db(&heard_b.window(ms(3500), ms(5800)), 440.0) > 50.0);
     assert!(tone_db(&heard_a.window(ms(3500), ms(5800)), 1100.0) > 50.0);
     let (_, room) = service.http("GET", "/v1/rooms/1000", "");
-    let codecs: Vec<&str> = room["participants"].as_array().unwrap().iter().map(|p| p["codec"].as_str().unwrap()).collect();
+    let codecs: Vec<&str> = room["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["codec"].as_str().unwrap())
+        .collect();
     assert!(codecs.contains(&"PCMA"), "{room}");
     assert_eq!(a.hangup(), 200);
     assert_eq!(b.hangup(), 200);

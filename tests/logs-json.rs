@@ -7,7 +7,10 @@ use common::*;
 
 #[test]
 fn json_lines_carry_call_id_and_room() {
-    let service = Service::start(Options { toml: "[log]\nformat = \"json\"\nlevel = \"info\"".into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: "[log]\nformat = \"json\"\nlevel = \"info\"".into(),
+        ..Options::default()
+    });
     let mut a = Uac::new(service.sip, "json-room");
     assert_eq!(a.call(), 200);
     assert_eq!(a.hangup(), 200);
@@ -17,11 +20,15 @@ fn json_lines_carry_call_id_and_room() {
     let log = service.log();
     let mut call_lines = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         let message = value["message"].as_str().unwrap_or_default();
         if message.contains("joined room") || message.contains("left room") {
             call_lines += 1;
-            assert!(value["call_id"].as_str().is_some_and(|c| !c.is_empty()), "{line}");
+            assert!(
+                value["call_id"].as_str().is_some_and(|c| !c.is_empty()),
+                "{line}"
+            );
             assert_eq!(value["room"], "json-room", "{line}");
         }
     }

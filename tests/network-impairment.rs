@@ -27,7 +27,12 @@ fn tones_survive_loss_and_jitter_and_the_buffer_adapts() {
     let bridge_rtp = impaired.remote_rtp.unwrap();
     let impairer = Impairer::start(impaired.rtp.local_addr().unwrap(), bridge_rtp, 42);
     impaired.remote_rtp = Some(impairer.addr());
-    impairer.set(Impairment { loss: 0.05, jitter_ms: 120.0, duplicate: 0.02, ..Impairment::default() });
+    impairer.set(Impairment {
+        loss: 0.05,
+        jitter_ms: 120.0,
+        duplicate: 0.02,
+        ..Impairment::default()
+    });
 
     let talk = impaired.start_media(440.0, Duration::from_secs(22));
     let listen = clean.start_media(0.0, Duration::from_secs(22));
@@ -40,13 +45,25 @@ fn tones_survive_loss_and_jitter_and_the_buffer_adapts() {
         deepest = deepest.max(r["buffer_ms"].as_f64().unwrap_or(0.0));
     }
     let stressed = receive(&service, "1000");
-    assert!(deepest > 60.0, "buffer under 40 ms jitter reached {deepest} ms: {stressed}");
+    assert!(
+        deepest > 60.0,
+        "buffer under 40 ms jitter reached {deepest} ms: {stressed}"
+    );
     let jitter = stressed["jitter_ms"].as_f64().unwrap();
-    assert!((25.0..60.0).contains(&jitter), "RFC 3550 jitter {jitter} ms: {stressed}");
-    let (lost, concealed) = (stressed["lost"].as_u64().unwrap(), stressed["concealed"].as_u64().unwrap());
+    assert!(
+        (25.0..60.0).contains(&jitter),
+        "RFC 3550 jitter {jitter} ms: {stressed}"
+    );
+    let (lost, concealed) = (
+        stressed["lost"].as_u64().unwrap(),
+        stressed["concealed"].as_u64().unwrap(),
+    );
     assert!(lost >= 8, "about 5 % of ~400 packets lost: {stressed}");
     assert!(concealed >= lost, "every loss concealed: {stressed}");
-    assert!(stressed["duplicated"].as_u64().unwrap() >= 2, "duplicates counted, not played twice: {stressed}");
+    assert!(
+        stressed["duplicated"].as_u64().unwrap() >= 2,
+        "duplicates counted, not played twice: {stressed}"
+    );
 
     // The network calms down: within 10 s the buffer is back below 40 ms.
     impairer.set(Impairment::default());
@@ -54,12 +71,20 @@ fn tones_survive_loss_and_jitter_and_the_buffer_adapts() {
     let mut shallow_after = None;
     while calmed.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(250));
-        if receive(&service, "1000")["buffer_ms"].as_f64().unwrap_or(1e9) < 40.0 {
+        if receive(&service, "1000")["buffer_ms"]
+            .as_f64()
+            .unwrap_or(1e9)
+            < 40.0
+        {
             shallow_after = Some(calmed.elapsed());
             break;
         }
     }
-    assert!(shallow_after.is_some(), "buffer still deep 10 s after the jitter stopped: {}", receive(&service, "1000"));
+    assert!(
+        shallow_after.is_some(),
+        "buffer still deep 10 s after the jitter stopped: {}",
+        receive(&service, "1000")
+    );
 
     let _ = talk.finish();
     let heard = listen.finish();
@@ -77,9 +102,16 @@ fn opus_fec_rebuilds_isolated_losses() {
     let (mut impaired, mut clean) = (Uac::new(service.sip, "2000"), Uac::new(service.sip, "2000"));
     assert_eq!(impaired.call_codec(Codec::Opus), 200);
     assert_eq!(clean.call(), 200);
-    let impairer = Impairer::start(impaired.rtp.local_addr().unwrap(), impaired.remote_rtp.unwrap(), 7);
+    let impairer = Impairer::start(
+        impaired.rtp.local_addr().unwrap(),
+        impaired.remote_rtp.unwrap(),
+        7,
+    );
     impaired.remote_rtp = Some(impairer.addr());
-    impairer.set(Impairment { drop_every: 17, ..Impairment::default() });
+    impairer.set(Impairment {
+        drop_every: 17,
+        ..Impairment::default()
+    });
     let talk = impaired.start_media_codec(440.0, Duration::from_secs(5), Codec::Opus);
     let listen = clean.start_media(0.0, Duration::from_secs(5));
     // Read while the stream still runs (its end would count as an underrun).
@@ -87,8 +119,11 @@ fn opus_fec_rebuilds_isolated_losses() {
     let r = receive(&service, "2000");
     let _ = talk.finish();
     let heard = listen.finish();
-    let (lost, fec, concealed) =
-        (r["lost"].as_u64().unwrap(), r["fec_recovered"].as_u64().unwrap(), r["concealed"].as_u64().unwrap());
+    let (lost, fec, concealed) = (
+        r["lost"].as_u64().unwrap(),
+        r["fec_recovered"].as_u64().unwrap(),
+        r["concealed"].as_u64().unwrap(),
+    );
     assert!(lost >= 8, "every 17th of ~200 packets dropped: {r}");
     assert!(fec >= lost - 1, "FEC rebuilt the isolated losses: {r}");
     assert!(concealed <= 1, "nothing left to conceal: {r}");

@@ -28,7 +28,10 @@ backoff_s = 30
 
 #[test]
 fn lobby_pin_entry_failures_and_lockout() {
-    let service = Service::start(Options { toml: CONFIG.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: CONFIG.into(),
+        ..Options::default()
+    });
     let ms = Duration::from_millis;
 
     // The dial plan: no match is 404, a PIN room dialled directly is 403, other numbers are rooms.
@@ -55,11 +58,21 @@ fn lobby_pin_entry_failures_and_lockout() {
     let joined = Instant::now();
     let heard_l = l_media.finish();
     let heard_prompt = heard_l.window(ms(100), ms(900));
-    let energy: f64 = heard_prompt.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / heard_prompt.len().max(1) as f64;
-    assert!(energy > 10_000.0, "the welcome prompt is heard (mean square {energy:.0})");
+    let energy: f64 = heard_prompt
+        .iter()
+        .map(|&s| f64::from(s).powi(2))
+        .sum::<f64>()
+        / heard_prompt.len().max(1) as f64;
+    assert!(
+        energy > 10_000.0,
+        "the welcome prompt is heard (mean square {energy:.0})"
+    );
     let since_join = joined.duration_since(heard_l.started()) + ms(300);
     let in_room = heard_l.window(since_join, Duration::from_secs(6));
-    assert!(tone_db(&in_room, 440.0) > 50.0, "L hears M in room 4242 after joining");
+    assert!(
+        tone_db(&in_room, 440.0) > 50.0,
+        "L hears M in room 4242 after joining"
+    );
     let _ = m_media.finish();
     assert_eq!(l.hangup(), 200);
     assert_eq!(m.hangup(), 200);
@@ -73,13 +86,26 @@ fn lobby_pin_entry_failures_and_lockout() {
     w.send_dtmf("2222#");
     w.send_dtmf("3333#");
     let last_try = Instant::now();
-    assert!(w.expect_bye(Duration::from_secs(4)), "BYE after three wrong PINs\n{}", service.log());
+    assert!(
+        w.expect_bye(Duration::from_secs(4)),
+        "BYE after three wrong PINs\n{}",
+        service.log()
+    );
     assert!(last_try.elapsed() < Duration::from_secs(4));
 
     // Three failures from 127.0.0.1 lock the address out: the next call is refused.
     assert_eq!(Uac::new(service.sip, "lobby").call(), 403);
     let metrics = service.metrics();
-    assert!(metrics.contains("roundtable_lockouts_total{scope=\"source\"} 1"), "{metrics}");
-    assert!(metrics.contains("roundtable_lobby_outcomes_total{outcome=\"joined\"} 2"), "{metrics}");
-    assert!(metrics.contains("roundtable_lobby_outcomes_total{outcome=\"wrong_pin\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("roundtable_lockouts_total{scope=\"source\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("roundtable_lobby_outcomes_total{outcome=\"joined\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("roundtable_lobby_outcomes_total{outcome=\"wrong_pin\"} 3"),
+        "{metrics}"
+    );
 }

@@ -33,20 +33,31 @@ fn client(server: &S3Server) -> S3Store {
 /// The recording's spool folder (while it runs) and its upload state.
 fn upload_state(service: &Service, room: &str) -> Option<(String, serde_json::Value)> {
     let room_dir = service.storage().join("spool/recordings").join(room);
-    let start = std::fs::read_dir(&room_dir).ok()?.flatten().next()?.file_name().into_string().ok()?;
+    let start = std::fs::read_dir(&room_dir)
+        .ok()?
+        .flatten()
+        .next()?
+        .file_name()
+        .into_string()
+        .ok()?;
     let text = std::fs::read_to_string(room_dir.join(&start).join("upload.json")).ok()?;
     Some((format!("{room}/{start}"), serde_json::from_str(&text).ok()?))
 }
 
-
 /// The 440 Hz level of every second of `samples` (at `rate`).
 fn levels_per_second(samples: &[i16], rate: u32) -> Vec<f64> {
-    samples.chunks(rate as usize).map(|c| tone_db_at(c, 440.0, f64::from(rate))).collect()
+    samples
+        .chunks(rate as usize)
+        .map(|c| tone_db_at(c, 440.0, f64::from(rate)))
+        .collect()
 }
 
 fn service_on(server: &S3Server, extra: &str) -> Service {
     let toml = format!("{}[recording]\nauto_start = true\n{extra}", server.toml(5));
-    Service::start(Options { toml, ..Options::default() })
+    Service::start(Options {
+        toml,
+        ..Options::default()
+    })
 }
 
 #[test]
@@ -63,9 +74,17 @@ fn parts_stream_during_a_70_s_call_and_the_object_is_a_valid_wav() {
     let (id, state) = upload_state(&service, "4800").expect("an upload in the spool");
     let object = &state["objects"]["mix.wav"];
     let key = roundtable_storage::ObjectKey::new(object["key"].as_str().unwrap()).unwrap();
-    let parts = client(&server).list_parts(&key, object["upload_id"].as_str().unwrap()).unwrap();
-    assert!(parts.iter().any(|p| p.0 == 1 && p.2 == 5 << 20), "part 1 (5 MiB) uploaded mid-call: {parts:?}");
-    assert!(began.elapsed() < Duration::from_secs(70), "checked while the call runs");
+    let parts = client(&server)
+        .list_parts(&key, object["upload_id"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        parts.iter().any(|p| p.0 == 1 && p.2 == 5 << 20),
+        "part 1 (5 MiB) uploaded mid-call: {parts:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(70),
+        "checked while the call runs"
+    );
     let _ = media.finish();
     assert_eq!(uac.hangup(), 200);
     let call = began.elapsed();
@@ -76,18 +95,47 @@ fn parts_stream_during_a_70_s_call_and_the_object_is_a_valid_wav() {
     let (spec, samples) = read_wav(&mix);
     assert_eq!(spec.sample_rate, 48000);
     let seconds = samples.len() as f64 / 48000.0;
-    assert!((seconds - call.as_secs_f64()).abs() < 0.5, "object holds {seconds:.2} s of a {call:?} call");
-    assert_eq!(std::fs::metadata(&mix).unwrap().len(), 44 + samples.len() as u64 * 2, "the header's sizes match the object");
-    assert_eq!(manifest["objects"][0]["size"].as_u64(), Some(44 + samples.len() as u64 * 2));
+    assert!(
+        (seconds - call.as_secs_f64()).abs() < 0.5,
+        "object holds {seconds:.2} s of a {call:?} call"
+    );
+    assert_eq!(
+        std::fs::metadata(&mix).unwrap().len(),
+        44 + samples.len() as u64 * 2,
+        "the header's sizes match the object"
+    );
+    assert_eq!(
+        manifest["objects"][0]["size"].as_u64(),
+        Some(44 + samples.len() as u64 * 2)
+    );
     // The tone is there from start to end.
     let levels = levels_per_second(&samples, 48000);
-    assert!(levels[1..levels.len() - 1].iter().all(|l| *l > 40.0), "{levels:?}");
-    assert!(!service.storage().join("spool/recordings/4800").join(id.split('/').nth(1).unwrap()).exists(), "spool cleaned");
+    assert!(
+        levels[1..levels.len() - 1].iter().all(|l| *l > 40.0),
+        "{levels:?}"
+    );
+    assert!(
+        !service
+            .storage()
+            .join("spool/recordings/4800")
+            .join(id.split('/').nth(1).unwrap())
+            .exists(),
+        "spool cleaned"
+    );
     let (code, out, err) = service.cli(&["recordings", "verify", &id]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, _) = service.cli(&["recordings", "get", &id, "--out", bucket.path().join("download").to_str().unwrap()]);
+    let (code, _, _) = service.cli(&[
+        "recordings",
+        "get",
+        &id,
+        "--out",
+        bucket.path().join("download").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
-    assert_eq!(std::fs::read(bucket.path().join("download").join(&id).join("mix.wav")).unwrap(), std::fs::read(&mix).unwrap());
+    assert_eq!(
+        std::fs::read(bucket.path().join("download").join(&id).join("mix.wav")).unwrap(),
+        std::fs::read(&mix).unwrap()
+    );
 }
 
 #[test]
@@ -109,13 +157,24 @@ fn a_30_s_outage_mid_call_loses_nothing() {
     let call = began.elapsed();
     let manifest = service.finished_recording("4801", Duration::from_secs(60));
     let ledger = manifest["ledger"].as_array().unwrap();
-    assert!(!ledger.iter().any(|e| e["event"] == "gap" || e["event"] == "lost"), "{ledger:?}");
+    assert!(
+        !ledger
+            .iter()
+            .any(|e| e["event"] == "gap" || e["event"] == "lost"),
+        "{ledger:?}"
+    );
     let id = manifest["id"].as_str().unwrap();
     let (_, samples) = read_wav(&server.object_path(&format!("recordings/{id}/mix.wav")));
     let seconds = samples.len() as f64 / 48000.0;
-    assert!((seconds - call.as_secs_f64()).abs() < 0.5, "{seconds:.2} s of a {call:?} call");
+    assert!(
+        (seconds - call.as_secs_f64()).abs() < 0.5,
+        "{seconds:.2} s of a {call:?} call"
+    );
     let levels = levels_per_second(&samples, 48000);
-    assert!(levels[1..levels.len() - 1].iter().all(|l| *l > 40.0), "no gap: {levels:?}");
+    assert!(
+        levels[1..levels.len() - 1].iter().all(|l| *l > 40.0),
+        "no gap: {levels:?}"
+    );
     let metrics = service.metrics();
     let errors: f64 = metrics
         .lines()
@@ -123,7 +182,10 @@ fn a_30_s_outage_mid_call_loses_nothing() {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0.0);
     assert!(errors > 0.0, "the outage was seen: {metrics}");
-    assert!(metrics.contains("roundtable_storage_breaker_state 0"), "breaker closed again");
+    assert!(
+        metrics.contains("roundtable_storage_breaker_state 0"),
+        "breaker closed again"
+    );
     let (code, out, err) = service.cli(&["recordings", "verify", id]);
     assert_eq!(code, 0, "{out}{err}");
 }
@@ -142,8 +204,16 @@ fn kill_9_mid_recording_is_uploaded_at_the_next_start() {
     service.start_again();
     let manifest = service.finished_recording("4802", Duration::from_secs(60));
     let duration = manifest["duration_ms"].as_u64().unwrap();
-    assert!((3400..=4600).contains(&duration), "recovered {duration} ms of 4.5 s");
-    let lost = manifest["ledger"].as_array().unwrap().iter().find(|e| e["event"] == "lost").expect("loss in the ledger");
+    assert!(
+        (3400..=4600).contains(&duration),
+        "recovered {duration} ms of 4.5 s"
+    );
+    let lost = manifest["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "lost")
+        .expect("loss in the ledger");
     assert_eq!(lost["at_most_ms"].as_u64(), Some(1000));
     let id = manifest["id"].as_str().unwrap();
     for object in manifest["objects"].as_array().unwrap() {
@@ -152,7 +222,14 @@ fn kill_9_mid_recording_is_uploaded_at_the_next_start() {
     }
     let (code, out, err) = service.cli(&["recordings", "verify", id]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(client(&server).list(&format!("recordings/{id}/")).unwrap().len() >= 3, "mix, one track, manifest");
+    assert!(
+        client(&server)
+            .list(&format!("recordings/{id}/"))
+            .unwrap()
+            .len()
+            >= 3,
+        "mix, one track, manifest"
+    );
 }
 
 #[test]
@@ -168,17 +245,43 @@ fn shutdown_during_an_outage_closes_the_recording_and_the_next_start_uploads_it(
     std::thread::sleep(Duration::from_secs(1));
     // SIGTERM: the call gets BYE, the recording closes in the spool, the upload gives up.
     let status = service.terminate(Duration::from_secs(20));
-    assert!(status.is_some_and(|s| s.success()), "clean exit during the outage\n{}", service.log());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit during the outage\n{}",
+        service.log()
+    );
     drop(media);
-    assert!(service.log().contains("resumes at the next start"), "{}", service.log());
-    let ledger = files_under(&service.storage().join("spool/recordings/4803")).into_iter().find(|p| p.ends_with("ledger.jsonl")).expect("spooled");
-    assert!(std::fs::read_to_string(ledger).unwrap().contains("\"stopped\""), "ledger closed");
+    assert!(
+        service.log().contains("resumes at the next start"),
+        "{}",
+        service.log()
+    );
+    let ledger = files_under(&service.storage().join("spool/recordings/4803"))
+        .into_iter()
+        .find(|p| p.ends_with("ledger.jsonl"))
+        .expect("spooled");
+    assert!(
+        std::fs::read_to_string(ledger)
+            .unwrap()
+            .contains("\"stopped\""),
+        "ledger closed"
+    );
     server.resume();
     service.start_again();
     let manifest = service.finished_recording("4803", Duration::from_secs(60));
     let duration = manifest["duration_ms"].as_u64().unwrap();
-    assert!((2500..=4000).contains(&duration), "{duration} ms recorded before the shutdown");
-    assert!(!manifest["ledger"].as_array().unwrap().iter().any(|e| e["event"] == "lost" || e["event"] == "gap"), "{manifest}");
+    assert!(
+        (2500..=4000).contains(&duration),
+        "{duration} ms recorded before the shutdown"
+    );
+    assert!(
+        !manifest["ledger"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "lost" || e["event"] == "gap"),
+        "{manifest}"
+    );
     let (code, out, err) = service.cli(&["recordings", "verify", manifest["id"].as_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
 }
@@ -190,22 +293,49 @@ fn recordings_are_listed_a_page_at_a_time() {
     let bucket = tempfile::tempdir().unwrap();
     let server = S3Server::start(bucket.path());
     let store = client(&server);
-    let ids = ["4900/20261122T090000Z", "4900/20261122T100000Z", "4901/20261122T090000Z"];
+    let ids = [
+        "4900/20261122T090000Z",
+        "4900/20261122T100000Z",
+        "4901/20261122T090000Z",
+    ];
     for id in ids {
         for object in ["legs/1.wav", "manifest.json", "mix.wav"] {
-            store.put(&roundtable_storage::ObjectKey::new(format!("recordings/{id}/{object}")).unwrap(), b"{}").unwrap();
+            store
+                .put(
+                    &roundtable_storage::ObjectKey::new(format!("recordings/{id}/{object}"))
+                        .unwrap(),
+                    b"{}",
+                )
+                .unwrap();
         }
     }
-    let page = store.list_page("recordings/", Some("recordings/4900/20261122T090000Z/manifest.json"), 2).unwrap();
+    let page = store
+        .list_page(
+            "recordings/",
+            Some("recordings/4900/20261122T090000Z/manifest.json"),
+            2,
+        )
+        .unwrap();
     let keys: Vec<String> = page.objects.iter().map(|o| o.key.to_string()).collect();
-    assert_eq!(keys, ["recordings/4900/20261122T090000Z/mix.wav", "recordings/4900/20261122T100000Z/legs/1.wav"]);
+    assert_eq!(
+        keys,
+        [
+            "recordings/4900/20261122T090000Z/mix.wav",
+            "recordings/4900/20261122T100000Z/legs/1.wav"
+        ]
+    );
     assert!(page.more);
     assert_eq!(store.list("recordings/").unwrap().len(), 9);
 
     let service = service_on(&server, "");
     let (status, first) = service.http("GET", "/v1/recordings?limit=2", "");
     assert_eq!(status, 200, "{first}");
-    let listed: Vec<&str> = first["recordings"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = first["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, ids[..2]);
     let next = first["next"].as_str().expect("a next page");
     let (_, second) = service.http("GET", &format!("/v1/recordings?limit=2&after={next}"), "");

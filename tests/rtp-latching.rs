@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Sends `frames` PCMU frames of `freq` from `socket` to `to` at 20 ms intervals.
-fn send_stream(socket: &UdpSocket, to: SocketAddr, ssrc: u32, first_seq: u16, freq: f64, frames: usize) {
+fn send_stream(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    ssrc: u32,
+    first_seq: u16,
+    freq: f64,
+    frames: usize,
+) {
     let start = Instant::now();
     for i in 0..frames {
         let seq = first_seq.wrapping_add(i as u16);
@@ -21,10 +28,15 @@ fn send_stream(socket: &UdpSocket, to: SocketAddr, ssrc: u32, first_seq: u16, fr
         packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
         packet.extend_from_slice(&ssrc.to_be_bytes());
         let mut payload = Vec::new();
-        Encoder::new(Codec::Pcmu, 8000, OpusOptions::default()).unwrap().encode(&samples, &mut payload).unwrap();
+        Encoder::new(Codec::Pcmu, 8000, OpusOptions::default())
+            .unwrap()
+            .encode(&samples, &mut payload)
+            .unwrap();
         packet.extend_from_slice(&payload);
         let _ = socket.send_to(&packet, to);
-        if let Some(wait) = (start + Duration::from_millis(20 * (i as u64 + 1))).checked_duration_since(Instant::now()) {
+        if let Some(wait) = (start + Duration::from_millis(20 * (i as u64 + 1)))
+            .checked_duration_since(Instant::now())
+        {
             std::thread::sleep(wait);
         }
     }
@@ -32,7 +44,9 @@ fn send_stream(socket: &UdpSocket, to: SocketAddr, ssrc: u32, first_seq: u16, fr
 
 /// RTP packets that reach `socket` within `within`.
 fn count_received(socket: &UdpSocket, within: Duration) -> usize {
-    socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let deadline = Instant::now() + within;
     let mut buf = [0u8; 2048];
     let mut n = 0;
@@ -73,9 +87,18 @@ fn a_hijacker_is_ignored_and_a_moved_caller_followed() {
     let (legit, forged) = (tone_db(&window, 440.0), tone_db(&window, 1700.0));
     assert!(legit > 20.0, "the caller is still heard: {legit:.1} dB");
     assert!(forged < 0.0, "the hijacker is not mixed: {forged:.1} dB");
-    assert!(heard_by_caller.window(Duration::from_millis(1500), Duration::from_millis(3500)).len() > 8000, "the caller still gets audio");
+    assert!(
+        heard_by_caller
+            .window(Duration::from_millis(1500), Duration::from_millis(3500))
+            .len()
+            > 8000,
+        "the caller still gets audio"
+    );
     let metrics = service.metrics();
-    assert!(metrics.contains("roundtable_rtp_invalid_total{reason=\"hijack\"}"), "{metrics}");
+    assert!(
+        metrics.contains("roundtable_rtp_invalid_total{reason=\"hijack\"}"),
+        "{metrics}"
+    );
 
     // The caller falls silent for 2.5 s, then its stream continues from another port.
     std::thread::sleep(Duration::from_millis(2500));
@@ -86,7 +109,10 @@ fn a_hijacker_is_ignored_and_a_moved_caller_followed() {
     };
     let reached = count_received(&moved, Duration::from_millis(1500));
     resume.join().unwrap();
-    assert!(reached > 20, "the bridge followed the caller to its new address: {reached} packets");
+    assert!(
+        reached > 20,
+        "the bridge followed the caller to its new address: {reached} packets"
+    );
     assert_eq!(caller.hangup(), 200);
     assert_eq!(listener.hangup(), 200);
 }

@@ -23,12 +23,27 @@ fn call_ended_by_caller_bye() {
     }
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let child = sipp(&service, &scenario("basic_call.xml"), "1000", work.path(), &[]);
+    let child = sipp(
+        &service,
+        &scenario("basic_call.xml"),
+        "1000",
+        work.path(),
+        &[],
+    );
     service.wait_participants("1000", 1);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     service.wait_participants("1000", 0);
     let metrics = service.metrics();
-    assert_eq!(metric(&metrics, "roundtable_sip_requests_total{method=\"BYE\"}"), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "roundtable_sip_requests_total{method=\"BYE\"}"),
+        1.0,
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, "roundtable_active_calls"), 0.0);
 }
 
@@ -40,8 +55,19 @@ fn options_ping_is_answered() {
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
     let child = sipp(&service, &scenario("options.xml"), "1000", work.path(), &[]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
-    assert_eq!(metric(&service.metrics(), "roundtable_sip_requests_total{method=\"OPTIONS\"}"), 1.0);
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    assert_eq!(
+        metric(
+            &service.metrics(),
+            "roundtable_sip_requests_total{method=\"OPTIONS\"}"
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -51,15 +77,37 @@ fn call_without_ack_gets_bye() {
     }
     // 64*T1 = 3.2 s with T1 = 50 ms; SIPp sends no RTP either, so keep inactivity out of the way.
     let toml = "[sip]\ntimer_t1_ms = 50\n[media]\ninactivity_timeout_s = 60";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let work = tempfile::tempdir().unwrap();
     let child = sipp(&service, &scenario("no_ack.xml"), "1000", work.path(), &[]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(50)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(50)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     service.wait_participants("1000", 0);
-    assert!(service.log().contains("reason=\"no ACK\""), "{}", service.log());
+    assert!(
+        service.log().contains("reason=\"no ACK\""),
+        "{}",
+        service.log()
+    );
     let metrics = service.metrics();
-    assert_eq!(metric(&metrics, "roundtable_sip_timeouts_total{kind=\"ack\"}"), 1.0, "{metrics}");
-    assert!(metric(&metrics, "roundtable_sip_retransmissions_total{kind=\"2xx\"}") >= 5.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "roundtable_sip_timeouts_total{kind=\"ack\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "roundtable_sip_retransmissions_total{kind=\"2xx\"}"
+        ) >= 5.0,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -69,15 +117,38 @@ fn kick_through_the_api_sends_bye() {
     }
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let child = sipp(&service, &scenario("wait_for_bye.xml"), "1000", work.path(), &[]);
+    let child = sipp(
+        &service,
+        &scenario("wait_for_bye.xml"),
+        "1000",
+        work.path(),
+        &[],
+    );
     service.wait_participants("1000", 1);
     let (_, room) = service.http("GET", "/v1/rooms/1000", "");
-    let leg = room["participants"][0]["id"].as_str().expect("leg id").to_string();
+    let leg = room["participants"][0]["id"]
+        .as_str()
+        .expect("leg id")
+        .to_string();
     let (status, _) = service.http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "");
     assert_eq!(status, 204);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
-    assert_eq!(service.http("GET", "/v1/rooms/1000", "").0, 404, "the room closed with its last leg");
-    assert_eq!(service.http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "").0, 404);
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    assert_eq!(
+        service.http("GET", "/v1/rooms/1000", "").0,
+        404,
+        "the room closed with its last leg"
+    );
+    assert_eq!(
+        service
+            .http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "")
+            .0,
+        404
+    );
 }
 
 #[test]
@@ -87,9 +158,20 @@ fn call_over_tcp() {
     }
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let child = sipp(&service, &scenario("basic_call.xml"), "tcp-room", work.path(), &["-t", "t1"]);
+    let child = sipp(
+        &service,
+        &scenario("basic_call.xml"),
+        "tcp-room",
+        work.path(),
+        &["-t", "t1"],
+    );
     service.wait_participants("tcp-room", 1);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     service.wait_participants("tcp-room", 0);
 }
 
@@ -98,14 +180,30 @@ fn cancel_before_answer_gets_487() {
     if !sipp_available() {
         return;
     }
-    let service = Service::start(Options { toml: "[sip]\nanswer_delay_ms = 3000".into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: "[sip]\nanswer_delay_ms = 3000".into(),
+        ..Options::default()
+    });
     let work = tempfile::tempdir().unwrap();
     let child = sipp(&service, &scenario("cancel.xml"), "1000", work.path(), &[]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     service.wait_participants("1000", 0);
     let metrics = service.metrics();
-    assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"487\"}"), 1.0, "{metrics}");
-    assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"200\"}"), 1.0, "only the CANCEL got 200");
+    assert_eq!(
+        metric(&metrics, "roundtable_sip_responses_total{code=\"487\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "roundtable_sip_responses_total{code=\"200\"}"),
+        1.0,
+        "only the CANCEL got 200"
+    );
 }
 
 #[test]
@@ -115,9 +213,25 @@ fn hold_and_resume_by_reinvite() {
     }
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let child = sipp(&service, &scenario("reinvite_hold.xml"), "1000", work.path(), &[]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
-    assert_eq!(service.log().matches("re-offer answered").count(), 2, "{}", service.log());
+    let child = sipp(
+        &service,
+        &scenario("reinvite_hold.xml"),
+        "1000",
+        work.path(),
+        &[],
+    );
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    assert_eq!(
+        service.log().matches("re-offer answered").count(),
+        2,
+        "{}",
+        service.log()
+    );
 }
 
 #[test]
@@ -128,15 +242,36 @@ fn session_timer_refresh_then_expiry() {
     // Min-SE shortened to 12 s, so the timers run in seconds. SIPp sends no RTP: keep the
     // inactivity timeout out of the way.
     let toml = "[sip]\nmin_session_expires_s = 12\n[media]\ninactivity_timeout_s = 60";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let child = sipp(&service, &scenario("session_timer.xml"), "1000", work.path(), &["-timeout", "30s"]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(30)), Some(0), "{}", sipp_logs(work.path()));
+    let child = sipp(
+        &service,
+        &scenario("session_timer.xml"),
+        "1000",
+        work.path(),
+        &["-timeout", "30s"],
+    );
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     let took = started.elapsed();
     // Refresh at 3 s; BYE at 3 + (12 - 12/3) = 11 s, not at 8 s as without the refresh.
-    assert!(took >= Duration::from_millis(10_500) && took <= Duration::from_secs(13), "BYE after {took:?}");
-    assert!(service.log().contains("reason=\"session expired\""), "{}", service.log());
+    assert!(
+        took >= Duration::from_millis(10_500) && took <= Duration::from_secs(13),
+        "BYE after {took:?}"
+    );
+    assert!(
+        service.log().contains("reason=\"session expired\""),
+        "{}",
+        service.log()
+    );
 }
 
 /// The bridge refreshes a caller that does not support session timers (`refresher=uas`, 12 s
@@ -147,16 +282,40 @@ fn session_refreshed_by_the_bridge_with_reinvite() {
         return;
     }
     let toml = "[sip]\nsession_expires_s = 12\nmin_session_expires_s = 12\n[media]\ninactivity_timeout_s = 60";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let child = sipp(&service, &scenario("session_refresh_reinvite.xml"), "1000", work.path(), &["-timeout", "20s"]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    let child = sipp(
+        &service,
+        &scenario("session_refresh_reinvite.xml"),
+        "1000",
+        work.path(),
+        &["-timeout", "20s"],
+    );
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     let took = started.elapsed();
     // At half the interval.
-    assert!(took >= Duration::from_millis(5_500) && took <= Duration::from_secs(8), "refresh after {took:?}");
+    assert!(
+        took >= Duration::from_millis(5_500) && took <= Duration::from_secs(8),
+        "refresh after {took:?}"
+    );
     let metrics = service.metrics();
-    assert_eq!(metric(&metrics, "roundtable_sip_requests_sent_total{method=\"INVITE\"}"), 1.0, "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            "roundtable_sip_requests_sent_total{method=\"INVITE\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
     service.wait_participants("1000", 0);
 }
 
@@ -168,18 +327,42 @@ fn missed_bridge_refresh_ends_the_call() {
         return;
     }
     let toml = "[sip]\nsession_expires_s = 20\nmin_session_expires_s = 20\ntimer_t1_ms = 20\n[media]\ninactivity_timeout_s = 60";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let child =
-        sipp(&service, &scenario("session_refresh_missed.xml"), "1000", work.path(), &["-t", "t1", "-timeout", "30s"]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(30)), Some(0), "{}", sipp_logs(work.path()));
+    let child = sipp(
+        &service,
+        &scenario("session_refresh_missed.xml"),
+        "1000",
+        work.path(),
+        &["-t", "t1", "-timeout", "30s"],
+    );
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     let took = started.elapsed();
     // UPDATE at 10 s, BYE 1.28 s later (the session would expire at 20 - 20/3 = 14 s).
-    assert!(took >= Duration::from_millis(10_500) && took <= Duration::from_millis(13_500), "BYE after {took:?}");
-    assert!(service.log().contains("reason=\"peer unreachable\""), "{}", service.log());
+    assert!(
+        took >= Duration::from_millis(10_500) && took <= Duration::from_millis(13_500),
+        "BYE after {took:?}"
+    );
+    assert!(
+        service.log().contains("reason=\"peer unreachable\""),
+        "{}",
+        service.log()
+    );
     let metrics = service.metrics();
-    assert_eq!(metric(&metrics, "roundtable_sip_timeouts_total{kind=\"UPDATE\"}"), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "roundtable_sip_timeouts_total{kind=\"UPDATE\"}"),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -190,18 +373,39 @@ fn digest_challenge_and_success() {
     // Debian's SIPp answers MD5 challenges only; SHA-256 is covered with the test caller below.
     let toml = "[sip.auth]\nrequired = true\nrealm = \"roundtable\"\nalgorithms = [\"MD5\"]\n\
                 users = [{ name = \"alice\", password = \"s3cret\" }]";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let work = tempfile::tempdir().unwrap();
-    let child = sipp(&service, &scenario("digest_call.xml"), "1000", work.path(), &[]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
+    let child = sipp(
+        &service,
+        &scenario("digest_call.xml"),
+        "1000",
+        work.path(),
+        &[],
+    );
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
     let metrics = service.metrics();
-    assert_eq!(metric(&metrics, "roundtable_sip_responses_total{code=\"401\"}"), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "roundtable_sip_responses_total{code=\"401\"}"),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[test]
 fn digest_sha256_by_the_test_caller() {
     let toml = "[sip.auth]\nrequired = true\nrealm = \"roundtable\"\nusers = [{ name = \"alice\", password = \"s3cret\" }]";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let mut caller = Uac::new(service.sip, "1000");
     assert_eq!(caller.call(), 401);
     let challenges: Vec<String> = caller
@@ -212,19 +416,37 @@ fn digest_sha256_by_the_test_caller() {
         .lines()
         .filter_map(|l| l.strip_prefix("WWW-Authenticate: ").map(str::to_string))
         .collect();
-    assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"), "{challenges:?}");
-    let user = roundtable_sip::digest::User { name: "alice".into(), password: "s3cret".into() };
+    assert!(
+        challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"),
+        "{challenges:?}"
+    );
+    let user = roundtable_sip::digest::User {
+        name: "alice".into(),
+        password: "s3cret".into(),
+    };
     let uri = format!("sip:1000@{}", service.sip);
-    let wrong = roundtable_sip::digest::User { name: "alice".into(), password: "nope".into() };
+    let wrong = roundtable_sip::digest::User {
+        name: "alice".into(),
+        password: "nope".into(),
+    };
     let mut intruder = Uac::new(service.sip, "1000");
-    intruder.extra_headers = format!("Authorization: {}\r\n", roundtable_sip::digest::answer(&challenges[0], "INVITE", &uri, &wrong, "c1").unwrap());
+    intruder.extra_headers = format!(
+        "Authorization: {}\r\n",
+        roundtable_sip::digest::answer(&challenges[0], "INVITE", &uri, &wrong, "c1").unwrap()
+    );
     assert_eq!(intruder.call(), 401, "a wrong password is challenged again");
     let mut authed = Uac::new(service.sip, "1000");
-    authed.extra_headers = format!("Authorization: {}\r\n", roundtable_sip::digest::answer(&challenges[0], "INVITE", &uri, &user, "c2").unwrap());
+    authed.extra_headers = format!(
+        "Authorization: {}\r\n",
+        roundtable_sip::digest::answer(&challenges[0], "INVITE", &uri, &user, "c2").unwrap()
+    );
     assert_eq!(authed.call(), 200);
     assert_eq!(authed.hangup(), 200);
     let metrics = service.metrics();
-    assert!(metrics.contains("roundtable_sip_refused_total{verdict=\"auth_failed\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("roundtable_sip_refused_total{verdict=\"auth_failed\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -234,7 +456,24 @@ fn bye_for_an_unknown_dialog_gets_481() {
     }
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let child = sipp(&service, &scenario("bye_unknown_dialog.xml"), "1000", work.path(), &[]);
-    assert_eq!(wait_sipp(child, Duration::from_secs(20)), Some(0), "{}", sipp_logs(work.path()));
-    assert_eq!(metric(&service.metrics(), "roundtable_sip_responses_total{code=\"481\"}"), 1.0);
+    let child = sipp(
+        &service,
+        &scenario("bye_unknown_dialog.xml"),
+        "1000",
+        work.path(),
+        &[],
+    );
+    assert_eq!(
+        wait_sipp(child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    assert_eq!(
+        metric(
+            &service.metrics(),
+            "roundtable_sip_responses_total{code=\"481\"}"
+        ),
+        1.0
+    );
 }

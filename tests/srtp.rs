@@ -17,11 +17,26 @@ fn an_srtp_caller_and_a_plain_caller_hear_each_other() {
     secure.srtp = Some((key.clone(), None));
     assert_eq!(secure.call(), 200);
     let answer = secure.last_response.clone().unwrap();
-    assert!(answer.body().contains(" RTP/SAVP 0 101\r\n"), "{}", answer.body());
-    let bridge_key = secure.srtp.as_ref().and_then(|(_, remote)| remote.clone()).expect("the bridge's key in the answer");
+    assert!(
+        answer.body().contains(" RTP/SAVP 0 101\r\n"),
+        "{}",
+        answer.body()
+    );
+    let bridge_key = secure
+        .srtp
+        .as_ref()
+        .and_then(|(_, remote)| remote.clone())
+        .expect("the bridge's key in the answer");
     assert_ne!(bridge_key, key, "the bridge sends with its own key");
     assert_eq!(plain.call(), 200);
-    assert!(plain.last_response.clone().unwrap().body().contains(" RTP/AVP 0 101\r\n"));
+    assert!(
+        plain
+            .last_response
+            .clone()
+            .unwrap()
+            .body()
+            .contains(" RTP/AVP 0 101\r\n")
+    );
 
     let a = secure.start_media(440.0, Duration::from_secs(3));
     let b = plain.start_media(1000.0, Duration::from_secs(3));
@@ -36,24 +51,46 @@ fn an_srtp_caller_and_a_plain_caller_hear_each_other() {
     let (heard_a, heard_b) = (a.finish(), b.finish());
     let window = |h: &Heard| h.window(Duration::from_millis(1000), Duration::from_millis(2800));
     let (wa, wb) = (window(&heard_a), window(&heard_b));
-    assert!(wa.len() > 8000, "the SRTP caller decrypted audio from the bridge: {} samples", wa.len());
-    assert!(tone_db(&wa, 1000.0) > 20.0, "the SRTP caller hears the plain one");
-    assert!(tone_db(&wb, 440.0) > 20.0, "the plain caller hears the SRTP one");
-    assert!(tone_db(&wa, 440.0) < tone_db(&wa, 1000.0) - 30.0, "not itself");
+    assert!(
+        wa.len() > 8000,
+        "the SRTP caller decrypted audio from the bridge: {} samples",
+        wa.len()
+    );
+    assert!(
+        tone_db(&wa, 1000.0) > 20.0,
+        "the SRTP caller hears the plain one"
+    );
+    assert!(
+        tone_db(&wb, 440.0) > 20.0,
+        "the plain caller hears the SRTP one"
+    );
+    assert!(
+        tone_db(&wa, 440.0) < tone_db(&wa, 1000.0) - 30.0,
+        "not itself"
+    );
     let metrics = service.metrics();
-    assert!(metrics.contains("roundtable_rtp_invalid_total{reason=\"srtp\"}"), "{metrics}");
+    assert!(
+        metrics.contains("roundtable_rtp_invalid_total{reason=\"srtp\"}"),
+        "{metrics}"
+    );
     assert_eq!(secure.hangup(), 200);
     assert_eq!(plain.hangup(), 200);
     let log = service.log();
     for params in [key.key_params(), bridge_key.key_params()] {
-        assert!(!log.contains(&params["inline:".len()..]), "a key is in the log");
+        assert!(
+            !log.contains(&params["inline:".len()..]),
+            "a key is in the log"
+        );
     }
 }
 
 #[test]
 fn required_srtp_refuses_plain_offers() {
     let toml = "[media]\nsrtp = \"required\"";
-    let service = Service::start(Options { toml: toml.into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: toml.into(),
+        ..Options::default()
+    });
     let mut plain = Uac::new(service.sip, "1000");
     assert_eq!(plain.call(), 488);
     let mut secure = Uac::new(service.sip, "1000");

@@ -13,20 +13,28 @@ use common::*;
 
 /// Reads one SIP message from a TCP stream within 5 s.
 fn read_message(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     read_stream_message(stream, pending)
 }
 
 /// Whether the peer closes `stream` within `within` (reads nothing but EOF).
 fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let deadline = Instant::now() + within;
     let mut buf = [0u8; 512];
     while Instant::now() < deadline {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return true,
         }
     }
@@ -34,7 +42,10 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 fn service() -> Service {
-    Service::start(Options { toml: "[sip]\ntcp_idle_timeout_s = 1\n".into(), ..Options::default() })
+    Service::start(Options {
+        toml: "[sip]\ntcp_idle_timeout_s = 1\n".into(),
+        ..Options::default()
+    })
 }
 
 #[test]
@@ -54,13 +65,21 @@ fn idle_connection_without_calls_is_closed_after_answering_a_keepalive() {
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     // RFC 5626 keep-alive: a double CRLF gets a single CRLF back.
     stream.write_all(b"\r\n\r\n").unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let mut pong = [0u8; 2];
     stream.read_exact(&mut pong).expect("pong");
     assert_eq!(&pong, b"\r\n");
     let started = Instant::now();
-    assert!(closed_within(&mut stream, Duration::from_secs(5)), "idle connection closed");
-    assert!(started.elapsed() >= Duration::from_millis(500), "not before the idle timeout");
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)),
+        "idle connection closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "not before the idle timeout"
+    );
 }
 
 #[test]
@@ -88,7 +107,11 @@ fn bye_reaches_the_caller_over_a_new_connection_when_its_own_is_gone() {
         .filter_map(|_| read_message(&mut stream, &mut pending))
         .find(|m| m.starts_with("SIP/2.0 200"))
         .expect("200 OK");
-    let to = ok.lines().find_map(|l| l.strip_prefix("To: ")).unwrap().to_string();
+    let to = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("To: "))
+        .unwrap()
+        .to_string();
     let ack = format!(
         "ACK sip:roundtable@{sip};transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-out-2\r\n\
          Max-Forwards: 70\r\nFrom: <sip:out@127.0.0.1>;tag=o1\r\nTo: {to}\r\nCall-ID: outbound-1\r\nCSeq: 1 ACK\r\n\
@@ -98,13 +121,21 @@ fn bye_reaches_the_caller_over_a_new_connection_when_its_own_is_gone() {
     stream.write_all(ack.as_bytes()).unwrap();
     service.wait_participants("1000", 1);
     // The call keeps its connection open past the idle timeout.
-    assert!(!closed_within(&mut stream, Duration::from_millis(2500)), "a connection carrying a call stays open");
+    assert!(
+        !closed_within(&mut stream, Duration::from_millis(2500)),
+        "a connection carrying a call stays open"
+    );
     drop(stream);
     std::thread::sleep(Duration::from_millis(300));
 
     let (_, room) = service.http("GET", "/v1/rooms/1000", "");
     let leg = room["participants"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(service.http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "").0, 204);
+    assert_eq!(
+        service
+            .http("DELETE", &format!("/v1/rooms/1000/participants/{leg}"), "")
+            .0,
+        204
+    );
 
     contact.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -112,15 +143,26 @@ fn bye_reaches_the_caller_over_a_new_connection_when_its_own_is_gone() {
         match contact.accept() {
             Ok((s, _)) => break s,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("the bridge did not connect to the Contact: {e}\n{}", service.log()),
+            Err(e) => panic!(
+                "the bridge did not connect to the Contact: {e}\n{}",
+                service.log()
+            ),
         }
     };
     incoming.set_nonblocking(false).unwrap();
     let mut pending = Vec::new();
     let bye = read_message(&mut incoming, &mut pending).expect("BYE over the new connection");
-    assert!(bye.starts_with(&format!("BYE sip:out@{contact_addr};transport=tcp SIP/2.0")), "{bye}");
+    assert!(
+        bye.starts_with(&format!("BYE sip:out@{contact_addr};transport=tcp SIP/2.0")),
+        "{bye}"
+    );
     assert!(bye.contains("Call-ID: outbound-1"), "{bye}");
-    let header = |name: &str| bye.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap().to_string();
+    let header = |name: &str| {
+        bye.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap()
+            .to_string()
+    };
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
         header("Via"),
@@ -132,5 +174,8 @@ fn bye_reaches_the_caller_over_a_new_connection_when_its_own_is_gone() {
     incoming.write_all(ok.as_bytes()).unwrap();
     service.wait_participants("1000", 0);
     let metrics = service.metrics();
-    assert!(metrics.contains("roundtable_sip_requests_sent_total{method=\"BYE\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("roundtable_sip_requests_sent_total{method=\"BYE\"} 1"),
+        "{metrics}"
+    );
 }

@@ -26,7 +26,10 @@ fn tls_service(extra: &str) -> (Service, u16, Arc<rustls::ClientConfig>, tempfil
         cert_path.display().to_string(),
         key_path.display().to_string()
     );
-    let service = Service::start(Options { toml, ..Options::default() });
+    let service = Service::start(Options {
+        toml,
+        ..Options::default()
+    });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -46,7 +49,9 @@ fn invite_over_tls(port: u16, config: &Arc<rustls::ClientConfig>) -> (Tls, std::
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let connection = rustls::ClientConnection::new(config.clone(), name).unwrap();
     let socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let local = socket.local_addr().unwrap();
     let mut tls = rustls::StreamOwned::new(connection, socket);
     let sdp = "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
@@ -75,7 +80,11 @@ fn call_over_tls() {
     }
     let ok = ok.expect("200 OK over TLS");
     assert!(ok.contains("Contact: <sips:roundtable@127.0.0.1:"), "{ok}");
-    let to = ok.lines().find_map(|l| l.strip_prefix("To: ")).unwrap().to_string();
+    let to = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("To: "))
+        .unwrap()
+        .to_string();
     let in_dialog = |method: &str, cseq: u32| {
         format!(
             "{method} sips:roundtable@127.0.0.1:{tls_port} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls-{method}\r\n\
@@ -87,7 +96,10 @@ fn call_over_tls() {
     service.wait_participants("1000", 1);
     tls.write_all(in_dialog("BYE", 2).as_bytes()).unwrap();
     let bye_ok = read_stream_message(&mut tls, &mut pending).expect("BYE answered");
-    assert!(bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
+    assert!(
+        bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("CSeq: 2 BYE"),
+        "{bye_ok}"
+    );
     service.wait_participants("1000", 0);
 }
 
@@ -100,5 +112,8 @@ fn plain_rtp_over_tls_is_refused_when_srtp_is_required_there() {
         .filter_map(|_| read_stream_message(&mut tls, &mut pending))
         .find(|m| !m.starts_with("SIP/2.0 1"))
         .expect("a final response over TLS");
-    assert!(final_response.starts_with("SIP/2.0 488"), "{final_response}");
+    assert!(
+        final_response.starts_with("SIP/2.0 488"),
+        "{final_response}"
+    );
 }

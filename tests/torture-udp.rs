@@ -41,7 +41,11 @@ fn collect(sockets: &[(u16, UdpSocket)], call_id: &str, wait: Duration) -> Vec<u
         for (_, s) in sockets {
             while let Ok((n, _)) = s.recv_from(&mut buf) {
                 let text = SipText(String::from_utf8_lossy(&buf[..n]).to_string());
-                let same_call = text.header("Call-ID").or_else(|| text.header("i")).unwrap_or_default() == call_id;
+                let same_call = text
+                    .header("Call-ID")
+                    .or_else(|| text.header("i"))
+                    .unwrap_or_default()
+                    == call_id;
                 if let Some(code) = text.status().filter(|c| *c >= 200 && same_call) {
                     if !codes.contains(&code) {
                         codes.push(code);
@@ -58,7 +62,10 @@ fn collect(sockets: &[(u16, UdpSocket)], call_id: &str, wait: Duration) -> Vec<u
 fn torture_vectors_over_udp() {
     // One real call holds the only call slot, so torture INVITEs that would be accepted get 503
     // (never 400) and no RTP is ever sent towards the vectors' TEST-NET addresses.
-    let service = Service::start(Options { toml: "[sip]\nmax_calls = 1".into(), ..Options::default() });
+    let service = Service::start(Options {
+        toml: "[sip]\nmax_calls = 1".into(),
+        ..Options::default()
+    });
     let mut holder = Uac::new(service.sip, "holder");
     assert_eq!(holder.call(), 200);
 
@@ -68,7 +75,10 @@ fn torture_vectors_over_udp() {
     for line in index.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
         let (file, kind, expect) = (cols[0], cols[4], cols[5]);
-        let codes: Vec<u16> = cols[6].split(',').filter_map(|c| c.trim().parse().ok()).collect();
+        let codes: Vec<u16> = cols[6]
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
         let bytes = std::fs::read(torture_dir().join(file)).unwrap();
         // Sent from port 5060. RFC 3261 18.2.2 answers the source address at the sent-by port
         // (5060 when none is written), or at the source port with rport: listen there.
@@ -80,20 +90,34 @@ fn torture_vectors_over_udp() {
             .unwrap_or(5060);
         for port in [5060, reply_port] {
             if !sockets.iter().any(|(p, _)| *p == port) {
-                let socket = UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port}: {e}"));
+                let socket = UdpSocket::bind(("127.0.0.1", port))
+                    .unwrap_or_else(|e| panic!("port {port}: {e}"));
                 socket.set_nonblocking(true).unwrap();
                 sockets.push((port, socket));
             }
         }
-        let sender = &sockets.iter().find(|(p, _)| *p == 5060).expect("bound above").1;
+        let sender = &sockets
+            .iter()
+            .find(|(p, _)| *p == 5060)
+            .expect("bound above")
+            .1;
         sender.send_to(&bytes, service.sip).unwrap();
         let call_id = Message::parse(&bytes, Framing::Datagram)
             .ok()
             .and_then(|(m, _)| m.call_id().map(str::to_string))
             .unwrap_or_else(|| raw_call_id(&bytes));
-        let got = collect(&sockets, &call_id, Duration::from_millis(if kind == "response" { 300 } else { 250 }));
+        let got = collect(
+            &sockets,
+            &call_id,
+            Duration::from_millis(if kind == "response" { 300 } else { 250 }),
+        );
         let ok = match expect {
-            "accept" => !got.is_empty() && got.iter().all(|c| *c != 400 && (codes.is_empty() || codes.contains(c) || *c == 503)),
+            "accept" => {
+                !got.is_empty()
+                    && got
+                        .iter()
+                        .all(|c| *c != 400 && (codes.is_empty() || codes.contains(c) || *c == 503))
+            }
             "reject" => !got.is_empty() && got.iter().all(|c| codes.contains(c)),
             "either" => true,
             "drop" => got.is_empty(),
@@ -106,9 +130,22 @@ fn torture_vectors_over_udp() {
     }
     // Still serving: an OPTIONS ping is answered, and the call that was up still is.
     let ping = Uac::new(service.sip, "x");
-    let options = ping.invite_text("", "z9hG4bK-ping").replace("INVITE sip:", "OPTIONS sip:").replace("1 INVITE", "1 OPTIONS");
+    let options = ping
+        .invite_text("", "z9hG4bK-ping")
+        .replace("INVITE sip:", "OPTIONS sip:")
+        .replace("1 INVITE", "1 OPTIONS");
     ping.send_raw(options.as_bytes());
-    assert_eq!(ping.final_response(Duration::from_secs(2)).and_then(|m| m.status()), Some(200));
+    assert_eq!(
+        ping.final_response(Duration::from_secs(2))
+            .and_then(|m| m.status()),
+        Some(200)
+    );
     assert_eq!(holder.hangup(), 200);
-    assert!(failures.is_empty(), "{} mismatches:\n{}\n{}", failures.len(), failures.join("\n"), service.log());
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        service.log()
+    );
 }

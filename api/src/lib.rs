@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -170,7 +170,10 @@ pub const GAIN_RANGE_DB: std::ops::RangeInclusive<f32> = -30.0..=20.0;
 impl ParticipantPatch {
     /// Why the patch cannot be applied, if it cannot.
     pub fn problem(&self) -> Option<String> {
-        for (name, gain) in [("input_gain_db", self.input_gain_db), ("output_gain_db", self.output_gain_db)] {
+        for (name, gain) in [
+            ("input_gain_db", self.input_gain_db),
+            ("output_gain_db", self.output_gain_db),
+        ] {
             if gain.is_some_and(|g| !GAIN_RANGE_DB.contains(&g)) {
                 return Some(format!("{name} is -30 to 20"));
             }
@@ -386,7 +389,9 @@ impl ControlError {
     /// The HTTP status for this error: the one place errors become statuses.
     pub fn status(&self) -> StatusCode {
         match self {
-            ControlError::RoomNotFound | ControlError::LegNotFound | ControlError::RecordingNotFound => StatusCode::NOT_FOUND,
+            ControlError::RoomNotFound
+            | ControlError::LegNotFound
+            | ControlError::RecordingNotFound => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -402,7 +407,12 @@ pub trait Control: Send + Sync + 'static {
     fn room(&self, id: &str) -> Option<RoomDetail>;
     /// Starts, stops, pauses or resumes a room's recording (`by`: the API caller's address, for
     /// the ledger), returning the room.
-    fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError>;
+    fn recording(
+        &self,
+        room: &str,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Result<RoomDetail, ControlError>;
     /// A page of finished recordings, filtered (`query.limit` already checked and set).
     fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError>;
     /// A finished recording's manifest (signature checked).
@@ -414,7 +424,12 @@ pub trait Control: Send + Sync + 'static {
     /// Changes a running room (lock), returning the room.
     fn update_room(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError>;
     /// Changes a participant's audio controls, returning the participant.
-    fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError>;
+    fn update_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Result<Participant, ControlError>;
     /// Defines (or redefines) a room that exists while empty and survives restarts.
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError>;
     /// Removes a room defined through the API.
@@ -452,15 +467,28 @@ impl From<ControlError> for ApiError {
 
 /// Builds the router. With `token` set, every `/v1` request needs `Authorization: Bearer`.
 pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<String>) -> Router {
-    let state = AppState { control, registry, token: token.filter(|t| !t.is_empty()).map(Arc::from) };
+    let state = AppState {
+        control,
+        registry,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+    };
     let v1 = Router::new()
         .route("/rooms", get(list_rooms))
-        .route("/rooms/{room}", get(show_room).put(put_room).delete(delete_room).patch(update_room))
+        .route(
+            "/rooms/{room}",
+            get(show_room)
+                .put(put_room)
+                .delete(delete_room)
+                .patch(update_room),
+        )
         .route("/rooms/{room}/recording", post(recording))
         .route("/recordings", get(list_recordings))
         .route("/recordings/{room}/{start}", get(show_recording))
         .route("/recordings/{room}/{start}/{*object}", get(download))
-        .route("/rooms/{room}/participants/{leg}", delete(kick).patch(update_participant))
+        .route(
+            "/rooms/{room}/participants/{leg}",
+            delete(kick).patch(update_participant),
+        )
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -472,7 +500,12 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .with_state(state)
 }
 
-async fn require_token(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(token) = &state.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -480,7 +513,11 @@ async fn require_token(State(state): State<AppState>, headers: HeaderMap, reques
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
         }
     }
     next.run(request).await
@@ -515,9 +552,13 @@ async fn events(
     State(state): State<AppState>,
     query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     if query.wait_s > MAX_EVENT_WAIT_S {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("wait_s is at most {MAX_EVENT_WAIT_S}")));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("wait_s is at most {MAX_EVENT_WAIT_S}"),
+        ));
     }
     let mut changes = state.control.event_changes();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(query.wait_s);
@@ -529,13 +570,24 @@ async fn events(
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
-            _ => return Ok(Json(state.control.events(query.after, query.room.as_deref()))),
+            _ => {
+                return Ok(Json(
+                    state.control.events(query.after, query.room.as_deref()),
+                ));
+            }
         }
     }
 }
 
-async fn show_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<Json<RoomDetail>, ApiError> {
-    state.control.room(&room).map(Json).ok_or(ApiError::from(ControlError::RoomNotFound))
+async fn show_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+) -> Result<Json<RoomDetail>, ApiError> {
+    state
+        .control
+        .room(&room)
+        .map(Json)
+        .ok_or(ApiError::from(ControlError::RoomNotFound))
 }
 
 async fn recording(
@@ -547,7 +599,10 @@ async fn recording(
     let request: RecordingRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     if request.mode.is_some() && request.action != RecordingAction::Start {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "mode is only for start".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "mode is only for start".into(),
+        ));
     }
     let by = peer.map_or_else(|| "unknown".to_string(), |p| p.0.0.to_string());
     Ok(Json(state.control.recording(&room, request, &by)?))
@@ -558,10 +613,14 @@ async fn list_recordings(
     State(state): State<AppState>,
     query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RecordingsPage>, ApiError> {
-    let axum::extract::Query(mut query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let axum::extract::Query(mut query) =
+        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = query.limit.unwrap_or(RECORDINGS_PAGE_DEFAULT);
     if !(1..=RECORDINGS_PAGE_MAX).contains(&limit) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("limit: 1 to {RECORDINGS_PAGE_MAX}")));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("limit: 1 to {RECORDINGS_PAGE_MAX}"),
+        ));
     }
     query.limit = Some(limit);
     let control = state.control.clone();
@@ -569,15 +628,24 @@ async fn list_recordings(
 }
 
 /// `GET /v1/recordings/{room}/{start}`: the signed manifest.
-async fn show_recording(State(state): State<AppState>, Path((room, start)): Path<(String, String)>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn show_recording(
+    State(state): State<AppState>,
+    Path((room, start)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let control = state.control.clone();
-    Ok(Json(blocking(move || control.recording_manifest(&format!("{room}/{start}"))).await?))
+    Ok(Json(
+        blocking(move || control.recording_manifest(&format!("{room}/{start}"))).await?,
+    ))
 }
 
 /// `GET /v1/recordings/{room}/{start}/{object}`: an object, streamed.
-async fn download(State(state): State<AppState>, Path((room, start, object)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+async fn download(
+    State(state): State<AppState>,
+    Path((room, start, object)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
     let control = state.control.clone();
-    let download = blocking(move || control.recording_object(&format!("{room}/{start}"), &object)).await?;
+    let download =
+        blocking(move || control.recording_object(&format!("{room}/{start}"), &object)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let mut body = download.body;
     tokio::task::spawn_blocking(move || {
@@ -595,15 +663,28 @@ async fn download(State(state): State<AppState>, Path((room, start, object)): Pa
         }
     });
     Ok((
-        [(header::CONTENT_TYPE, download.content_type.to_string()), (header::CONTENT_LENGTH, download.size.to_string())],
+        [
+            (header::CONTENT_TYPE, download.content_type.to_string()),
+            (header::CONTENT_LENGTH, download.size.to_string()),
+        ],
         axum::body::Body::from_stream(ChannelStream(rx)),
     )
         .into_response())
 }
 
 /// Runs a storage call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ControlError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "storage task failed".into()))?.map_err(ApiError::from)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage task failed".into(),
+            )
+        })?
+        .map_err(ApiError::from)
 }
 
 /// A channel's receiving end as a stream of body chunks.
@@ -612,31 +693,49 @@ struct ChannelStream(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
 impl futures_core::Stream for ChannelStream {
     type Item = std::io::Result<Bytes>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
     }
 }
 
-async fn put_room(State(state): State<AppState>, Path(room): Path<String>, body: Bytes) -> Result<Json<RoomDetail>, ApiError> {
+async fn put_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Json<RoomDetail>, ApiError> {
     let spec: RoomSpec = if body.is_empty() {
         RoomSpec::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
     };
     Ok(Json(state.control.put_room(&room, spec)?))
 }
 
-async fn delete_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.control.delete_room(&room)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn kick(State(state): State<AppState>, Path((room, leg)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn kick(
+    State(state): State<AppState>,
+    Path((room, leg)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     state.control.kick(&room, &leg)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn update_room(State(state): State<AppState>, Path(room): Path<String>, body: Bytes) -> Result<Json<RoomDetail>, ApiError> {
+async fn update_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Json<RoomDetail>, ApiError> {
     let patch: RoomPatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     Ok(Json(state.control.update_room(&room, patch)?))
@@ -662,12 +761,16 @@ async fn health() -> Json<serde_json::Value> {
 async fn ready(State(state): State<AppState>) -> Response {
     match state.control.readiness() {
         Readiness::Ready => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Readiness::Starting => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "starting" }))).into_response()
-        }
-        Readiness::Draining => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "draining" }))).into_response()
-        }
+        Readiness::Starting => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "starting" })),
+        )
+            .into_response(),
+        Readiness::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "draining" })),
+        )
+            .into_response(),
     }
 }
 

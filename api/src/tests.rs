@@ -15,17 +15,37 @@ struct Fake {
 
 impl Control for Fake {
     fn rooms(&self) -> Vec<RoomSummary> {
-        vec![RoomSummary { id: "1000".into(), participants: 1, recording: *self.recording.lock().unwrap() }]
+        vec![RoomSummary {
+            id: "1000".into(),
+            participants: 1,
+            recording: *self.recording.lock().unwrap(),
+        }]
     }
     fn room(&self, id: &str) -> Option<RoomDetail> {
-        (id == "1000").then(|| RoomDetail { id: id.into(), recording: *self.recording.lock().unwrap(), recording_id: None, recording_paused: false, aec: AecSetting::Auto, locked: false, waiting_for_moderator: false, participants: vec![] })
+        (id == "1000").then(|| RoomDetail {
+            id: id.into(),
+            recording: *self.recording.lock().unwrap(),
+            recording_id: None,
+            recording_paused: false,
+            aec: AecSetting::Auto,
+            locked: false,
+            waiting_for_moderator: false,
+            participants: vec![],
+        })
     }
-    fn recording(&self, room: &str, request: RecordingRequest, by: &str) -> Result<RoomDetail, ControlError> {
+    fn recording(
+        &self,
+        room: &str,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Result<RoomDetail, ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
         assert_eq!(by, "unknown", "no connection info under oneshot");
         let mut r = self.recording.lock().unwrap();
         match (request.action, *r) {
-            (RecordingAction::Start, true) => return Err(ControlError::Conflict("already recording")),
+            (RecordingAction::Start, true) => {
+                return Err(ControlError::Conflict("already recording"));
+            }
             (RecordingAction::Stop | RecordingAction::Pause | RecordingAction::Resume, false) => {
                 return Err(ControlError::Conflict("not recording"));
             }
@@ -37,25 +57,57 @@ impl Control for Fake {
         Ok(self.room(room).unwrap())
     }
     fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
-        let all = vec![RecordingSummary { id: "1000/20261122T093000Z".into(), room: "1000".into(), start: "20261122T093000Z".into() }];
-        assert!(query.limit.is_some_and(|l| (1..=RECORDINGS_PAGE_MAX).contains(&l)), "the API checks and sets the limit");
-        Ok(RecordingsPage { recordings: all.into_iter().filter(|r| query.room.as_ref().is_none_or(|room| room == &r.room)).collect(), next: None })
+        let all = vec![RecordingSummary {
+            id: "1000/20261122T093000Z".into(),
+            room: "1000".into(),
+            start: "20261122T093000Z".into(),
+        }];
+        assert!(
+            query
+                .limit
+                .is_some_and(|l| (1..=RECORDINGS_PAGE_MAX).contains(&l)),
+            "the API checks and sets the limit"
+        );
+        Ok(RecordingsPage {
+            recordings: all
+                .into_iter()
+                .filter(|r| query.room.as_ref().is_none_or(|room| room == &r.room))
+                .collect(),
+            next: None,
+        })
     }
     fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError> {
-        if id == "1000/20261122T093000Z" { Ok(serde_json::json!({"id": id})) } else { Err(ControlError::RecordingNotFound) }
+        if id == "1000/20261122T093000Z" {
+            Ok(serde_json::json!({"id": id}))
+        } else {
+            Err(ControlError::RecordingNotFound)
+        }
     }
     fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError> {
         self.recording_manifest(id)?;
         if object != "legs/7.wav" {
             return Err(ControlError::RecordingNotFound);
         }
-        Ok(Download { size: 5, content_type: "audio/wav", body: Box::new(std::io::Cursor::new(b"RIFF!".to_vec())) })
+        Ok(Download {
+            size: 5,
+            content_type: "audio/wav",
+            body: Box::new(std::io::Cursor::new(b"RIFF!".to_vec())),
+        })
     }
     fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
-        if leg == "7" { Ok(()) } else { Err(ControlError::LegNotFound) }
+        if leg == "7" {
+            Ok(())
+        } else {
+            Err(ControlError::LegNotFound)
+        }
     }
-    fn update_participant(&self, room: &str, leg: &str, patch: ParticipantPatch) -> Result<Participant, ControlError> {
+    fn update_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Result<Participant, ControlError> {
         self.room(room).ok_or(ControlError::RoomNotFound)?;
         if leg != "7" {
             return Err(ControlError::LegNotFound);
@@ -90,20 +142,43 @@ impl Control for Fake {
         Ok(detail)
     }
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
-        if spec.pin.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        if spec
+            .pin
+            .as_deref()
+            .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(ControlError::Invalid("a PIN is digits".into()));
         }
-        Ok(RoomDetail { id: room.into(), recording: false, recording_id: None, recording_paused: false, aec: spec.aec.unwrap_or(AecSetting::Auto), locked: false, waiting_for_moderator: false, participants: vec![] })
+        Ok(RoomDetail {
+            id: room.into(),
+            recording: false,
+            recording_id: None,
+            recording_paused: false,
+            aec: spec.aec.unwrap_or(AecSetting::Auto),
+            locked: false,
+            waiting_for_moderator: false,
+            participants: vec![],
+        })
     }
     fn delete_room(&self, room: &str) -> Result<(), ControlError> {
-        self.room(room).map(|_| ()).ok_or(ControlError::RoomNotFound)
+        self.room(room)
+            .map(|_| ())
+            .ok_or(ControlError::RoomNotFound)
     }
     fn readiness(&self) -> Readiness {
         Readiness::Draining
     }
     fn events(&self, after: u64, _room: Option<&str>) -> EventsPage {
-        let events = if after == 0 { vec![serde_json::json!({"id": 1, "type": "dtmf"})] } else { Vec::new() };
-        EventsPage { next: if after == 0 { 1 } else { after }, events, missed: 0 }
+        let events = if after == 0 {
+            vec![serde_json::json!({"id": 1, "type": "dtmf"})]
+        } else {
+            Vec::new()
+        };
+        EventsPage {
+            next: if after == 0 { 1 } else { after },
+            events,
+            missed: 0,
+        }
     }
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
@@ -111,31 +186,84 @@ impl Control for Fake {
 }
 
 fn app(token: Option<&str>) -> Router {
-    router(Arc::new(Fake { recording: Mutex::new(false), events: tokio::sync::watch::channel(0).0 }), Registry::new(), token.map(str::to_string))
+    router(
+        Arc::new(Fake {
+            recording: Mutex::new(false),
+            events: tokio::sync::watch::channel(0).0,
+        }),
+        Registry::new(),
+        token.map(str::to_string),
+    )
 }
 
-async fn call(app: &Router, method: &str, uri: &str, body: &str, token: Option<&str>) -> (StatusCode, serde_json::Value) {
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         request = request.header("authorization", format!("Bearer {t}"));
     }
-    let response = app.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test]
 async fn recording_start_stop_and_conflicts() {
     let app = app(None);
-    let (s, body) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"start"}"#, None).await;
-    assert_eq!((s, body["recording"].as_bool()), (StatusCode::OK, Some(true)));
-    let (s, body) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"start"}"#, None).await;
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/v1/rooms/1000/recording",
+        r#"{"action":"start"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["recording"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/v1/rooms/1000/recording",
+        r#"{"action":"start"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(body["error"].is_string());
-    let (s, _) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"stop"}"#, None).await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/rooms/1000/recording",
+        r#"{"action":"stop"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"stop"}"#, None).await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/rooms/1000/recording",
+        r#"{"action":"stop"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
 
@@ -143,62 +271,159 @@ async fn recording_start_stop_and_conflicts() {
 async fn recordings_are_listed_read_and_streamed() {
     let app = app(None);
     let (s, body) = call(&app, "GET", "/v1/recordings?room=1000", "", None).await;
-    assert_eq!((s, body["recordings"][0]["id"].as_str()), (StatusCode::OK, Some("1000/20261122T093000Z")));
+    assert_eq!(
+        (s, body["recordings"][0]["id"].as_str()),
+        (StatusCode::OK, Some("1000/20261122T093000Z"))
+    );
     let (_, body) = call(&app, "GET", "/v1/recordings?room=2000", "", None).await;
     assert_eq!(body["recordings"].as_array().unwrap().len(), 0);
-    assert_eq!(call(&app, "GET", "/v1/recordings?colour=red", "", None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(&app, "GET", "/v1/recordings?colour=red", "", None)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
     for bad in ["limit=0", "limit=1001", "limit=ten"] {
-        assert_eq!(call(&app, "GET", &format!("/v1/recordings?{bad}"), "", None).await.0, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            call(&app, "GET", &format!("/v1/recordings?{bad}"), "", None)
+                .await
+                .0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
     }
-    let (s, body) = call(&app, "GET", "/v1/recordings?limit=1000&after=0999/20261122T093000Z", "", None).await;
+    let (s, body) = call(
+        &app,
+        "GET",
+        "/v1/recordings?limit=1000&after=0999/20261122T093000Z",
+        "",
+        None,
+    )
+    .await;
     assert_eq!((s, body["next"].is_null()), (StatusCode::OK, true));
-    let (s, body) = call(&app, "GET", "/v1/recordings/1000/20261122T093000Z", "", None).await;
-    assert_eq!((s, body["id"].as_str()), (StatusCode::OK, Some("1000/20261122T093000Z")));
-    assert_eq!(call(&app, "GET", "/v1/recordings/1000/19990101T000000Z", "", None).await.0, StatusCode::NOT_FOUND);
+    let (s, body) = call(
+        &app,
+        "GET",
+        "/v1/recordings/1000/20261122T093000Z",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["id"].as_str()),
+        (StatusCode::OK, Some("1000/20261122T093000Z"))
+    );
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            "/v1/recordings/1000/19990101T000000Z",
+            "",
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
     let response = app
         .clone()
-        .oneshot(Request::builder().uri("/v1/recordings/1000/20261122T093000Z/legs/7.wav").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::builder()
+                .uri("/v1/recordings/1000/20261122T093000Z/legs/7.wav")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "audio/wav");
     assert_eq!(response.headers()["content-length"], "5");
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(&bytes[..], b"RIFF!");
-    let (s, _) = call(&app, "POST", "/v1/rooms/1000/recording", r#"{"action":"pause","mode":"mixed"}"#, None).await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/rooms/1000/recording",
+        r#"{"action":"pause","mode":"mixed"}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "mode only with start");
 }
 
 #[tokio::test]
 async fn malformed_bodies_are_400_json() {
     let app = app(None);
-    for body in ["", "{", r#"{"action":"rewind"}"#, r#"{"action":"start","x":1}"#, r#"{"action":"start","mode":"stereo"}"#, "[]"] {
+    for body in [
+        "",
+        "{",
+        r#"{"action":"rewind"}"#,
+        r#"{"action":"start","x":1}"#,
+        r#"{"action":"start","mode":"stereo"}"#,
+        "[]",
+    ] {
         let (s, json) = call(&app, "POST", "/v1/rooms/1000/recording", body, None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
-        assert!(json["error"].as_str().unwrap().starts_with("invalid body"), "{body}");
+        assert!(
+            json["error"].as_str().unwrap().starts_with("invalid body"),
+            "{body}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unknown_room_or_leg_is_404() {
     let app = app(None);
-    assert_eq!(call(&app, "GET", "/v1/rooms/nope", "", None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(call(&app, "DELETE", "/v1/rooms/1000/participants/8", "", None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(call(&app, "DELETE", "/v1/rooms/1000/participants/7", "", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&app, "GET", "/v1/rooms/nope", "", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/v1/rooms/1000/participants/8", "", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/v1/rooms/1000/participants/7", "", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     let (s, body) = call(&app, "GET", "/nowhere", "", None).await;
-    assert_eq!((s, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not found")));
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not found"))
+    );
 }
 
 #[tokio::test]
 async fn token_guards_v1_only() {
     let app = app(Some("s3cret"));
-    assert_eq!(call(&app, "GET", "/v1/rooms", "", None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, "GET", "/v1/rooms", "", Some("wrong")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&app, "GET", "/v1/rooms", "", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/rooms", "", Some("wrong")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let (s, body) = call(&app, "GET", "/v1/rooms", "", Some("s3cret")).await;
-    assert_eq!((s, body["rooms"][0]["id"].as_str()), (StatusCode::OK, Some("1000")));
-    assert_eq!(call(&app, "GET", "/health", "", None).await.0, StatusCode::OK);
+    assert_eq!(
+        (s, body["rooms"][0]["id"].as_str()),
+        (StatusCode::OK, Some("1000"))
+    );
+    assert_eq!(
+        call(&app, "GET", "/health", "", None).await.0,
+        StatusCode::OK
+    );
     let (s, body) = call(&app, "GET", "/ready", "", None).await;
-    assert_eq!((s, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("draining")));
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
+    );
 }
 
 #[tokio::test]
@@ -206,23 +431,60 @@ async fn put_and_delete_rooms() {
     let app = app(None);
     let (s, body) = call(&app, "PUT", "/v1/rooms/77", r#"{"pin":"1234"}"#, None).await;
     assert_eq!((s, body["id"].as_str()), (StatusCode::OK, Some("77")));
-    assert_eq!(call(&app, "PUT", "/v1/rooms/77", r#"{"pin":"12x"}"#, None).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(call(&app, "PUT", "/v1/rooms/77", r#"{"pin":1}"#, None).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(call(&app, "DELETE", "/v1/rooms/1000", "", None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(call(&app, "DELETE", "/v1/rooms/nope", "", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&app, "PUT", "/v1/rooms/77", r#"{"pin":"12x"}"#, None)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        call(&app, "PUT", "/v1/rooms/77", r#"{"pin":1}"#, None)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/v1/rooms/1000", "", None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/v1/rooms/nope", "", None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn events_page_long_poll_and_bad_queries() {
     let app = app(None);
     let (s, page) = call(&app, "GET", "/v1/events", "", None).await;
-    assert_eq!((s, page["next"].as_u64(), page["events"][0]["type"].as_str()), (StatusCode::OK, Some(1), Some("dtmf")));
+    assert_eq!(
+        (s, page["next"].as_u64(), page["events"][0]["type"].as_str()),
+        (StatusCode::OK, Some(1), Some("dtmf"))
+    );
     // Nothing after 1: waits the full 2 s (virtual time), then an empty page with the same cursor.
     let started = tokio::time::Instant::now();
-    let (s, page) = call(&app, "GET", "/v1/events?after=1&wait_s=2&room=1000", "", None).await;
-    assert_eq!((s, page["next"].as_u64(), page["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(1), Some(0)));
+    let (s, page) = call(
+        &app,
+        "GET",
+        "/v1/events?after=1&wait_s=2&room=1000",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            page["next"].as_u64(),
+            page["events"].as_array().map(Vec::len)
+        ),
+        (StatusCode::OK, Some(1), Some(0))
+    );
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
-    for bad in ["/v1/events?wait_s=31", "/v1/events?after=x", "/v1/events?color=red"] {
+    for bad in [
+        "/v1/events?wait_s=31",
+        "/v1/events?after=x",
+        "/v1/events?color=red",
+    ] {
         let (s, body) = call(&app, "GET", bad, "", None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
         assert!(body["error"].is_string(), "{bad}");
@@ -232,14 +494,35 @@ async fn events_page_long_poll_and_bad_queries() {
 #[tokio::test]
 async fn patch_participant_controls() {
     let app = app(None);
-    let (s, body) = call(&app, "PATCH", "/v1/rooms/1000/participants/7", r#"{"muted":true,"aec":"on","output_gain_db":-6}"#, None).await;
+    let (s, body) = call(
+        &app,
+        "PATCH",
+        "/v1/rooms/1000/participants/7",
+        r#"{"muted":true,"aec":"on","output_gain_db":-6}"#,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((body["audio"]["muted"].as_bool(), body["audio"]["aec"].as_str()), (Some(true), Some("on")));
+    assert_eq!(
+        (
+            body["audio"]["muted"].as_bool(),
+            body["audio"]["aec"].as_str()
+        ),
+        (Some(true), Some("on"))
+    );
     assert_eq!(body["audio"]["output_gain_db"].as_f64(), Some(-6.0));
-    for bad in [r#"{"aec":"sometimes"}"#, r#"{"input_gain_db":40}"#, r#"{"volume":3}"#, "not json"] {
+    for bad in [
+        r#"{"aec":"sometimes"}"#,
+        r#"{"input_gain_db":40}"#,
+        r#"{"volume":3}"#,
+        "not json",
+    ] {
         let (s, body) = call(&app, "PATCH", "/v1/rooms/1000/participants/7", bad, None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{bad}: {body}"
+        );
     }
     let (s, _) = call(&app, "PATCH", "/v1/rooms/1000/participants/8", "{}", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);

@@ -14,9 +14,15 @@ const RATE: u32 = 16000;
 const FRAME: usize = 320;
 
 fn speech(name: &str) -> Vec<i16> {
-    let path = format!("{}/../mixer/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../mixer/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut reader = hound::WavReader::open(&path).expect("speech fixture");
-    reader.samples::<i16>().map(|s| s.expect("sample")).collect()
+    reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect()
 }
 
 fn frame(signal: &[i16], i: usize) -> &[i16] {
@@ -34,16 +40,24 @@ fn main() {
     println!("backend  | us per 20 ms | ERLE (dB) | near-end change in double talk (dB)");
     for backend in [EchoBackend::Sonora, EchoBackend::WebRtc] {
         let Ok(mut aec) = canceller(backend, RATE) else {
-            println!("{:8} | not built (cargo feature webrtc-aec)", backend.name());
+            println!(
+                "{:8} | not built (cargo feature webrtc-aec)",
+                backend.name()
+            );
             continue;
         };
-        let mut line: VecDeque<f32> = std::iter::repeat_n(0.0, 120 * RATE as usize / 1000).collect();
+        let mut line: VecDeque<f32> =
+            std::iter::repeat_n(0.0, 120 * RATE as usize / 1000).collect();
         let mut last = [0.0f32; 2];
         let (mut echo_in, mut echo_out, mut near_in, mut near_out) = (0.0, 0.0, 0.0, 0.0);
         let mut spent = std::time::Duration::ZERO;
         for f in 0..800 {
             let sent = frame(&far, f);
-            let own: Vec<i16> = if f >= 400 { frame(&near, f).to_vec() } else { vec![0; FRAME] };
+            let own: Vec<i16> = if f >= 400 {
+                frame(&near, f).to_vec()
+            } else {
+                vec![0; FRAME]
+            };
             let mut input: Vec<i16> = sent
                 .iter()
                 .zip(&own)

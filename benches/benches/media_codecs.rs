@@ -9,7 +9,10 @@ use roundtable_media::rtp::{RtpPacket, RtpSender};
 
 fn tone(rate: u32, frames: usize) -> Vec<i16> {
     (0..frame_len(rate) * frames)
-        .map(|n| (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / f64::from(rate)).sin()) as i16)
+        .map(|n| {
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / f64::from(rate)).sin())
+                as i16
+        })
         .collect()
 }
 
@@ -18,13 +21,23 @@ fn codecs(c: &mut Criterion) {
     for codec in [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus] {
         let rate = codec.audio_rate(16000);
         let audio = tone(rate, 50);
-        let mut encoder = Encoder::new(codec, 16000, OpusOptions { fec: true, dtx: false }).unwrap();
+        let mut encoder = Encoder::new(
+            codec,
+            16000,
+            OpusOptions {
+                fec: true,
+                dtx: false,
+            },
+        )
+        .unwrap();
         let mut decoder = Decoder::new(codec, 16000).unwrap();
         let (mut payload, mut out) = (Vec::new(), vec![0i16; frame_len(rate)]);
         let mut frames = audio.chunks(frame_len(rate)).cycle();
         group.bench_function(BenchmarkId::from_parameter(codec.config_name()), |b| {
             b.iter(|| {
-                encoder.encode(frames.next().unwrap(), &mut payload).unwrap();
+                encoder
+                    .encode(frames.next().unwrap(), &mut payload)
+                    .unwrap();
                 decoder.decode(&payload, &mut out).unwrap();
                 std::hint::black_box(out[0]);
             });
@@ -33,16 +46,25 @@ fn codecs(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("resample_frame");
-    for (from, to) in [(8000, 16000), (16000, 8000), (48000, 16000), (16000, 48000), (8000, 48000)] {
+    for (from, to) in [
+        (8000, 16000),
+        (16000, 8000),
+        (48000, 16000),
+        (16000, 48000),
+        (8000, 48000),
+    ] {
         let audio = tone(from, 1);
         let mut resampler = Resampler::new(from, to).unwrap();
         let mut out = vec![0i16; frame_len(to)];
-        group.bench_function(BenchmarkId::from_parameter(format!("{}k_to_{}k", from / 1000, to / 1000)), |b| {
-            b.iter(|| {
-                resampler.process(&audio, &mut out);
-                std::hint::black_box(out[0]);
-            });
-        });
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{}k_to_{}k", from / 1000, to / 1000)),
+            |b| {
+                b.iter(|| {
+                    resampler.process(&audio, &mut out);
+                    std::hint::black_box(out[0]);
+                });
+            },
+        );
     }
     group.finish();
 
@@ -67,7 +89,9 @@ fn codecs(c: &mut Criterion) {
     let mut sender = RtpSender::new(0, 7);
     let mut packet = Vec::new();
     sender.write(&[0x55; 160], 160, &mut packet);
-    c.bench_function("rtp_parse", |b| b.iter(|| std::hint::black_box(RtpPacket::parse(&packet).unwrap().sequence)));
+    c.bench_function("rtp_parse", |b| {
+        b.iter(|| std::hint::black_box(RtpPacket::parse(&packet).unwrap().sequence))
+    });
 }
 
 criterion_group!(benches, codecs);

@@ -27,11 +27,22 @@ const FRAMES: usize = 400;
 
 /// Fixture speech, 8 kHz (pairs averaged), as 20 ms frames.
 fn speech(name: &str, offset: usize) -> Vec<Vec<i16>> {
-    let path = format!("{}/../mixer/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../mixer/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut reader = hound::WavReader::open(&path).expect("speech fixture");
-    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("sample")).collect();
-    let half: Vec<i16> = samples.chunks(2).map(|p| ((i32::from(p[0]) + i32::from(*p.last().unwrap_or(&0))) / 2) as i16).collect();
-    (0..FRAMES).map(|i| half[(offset + i * 160) % (half.len() - 160)..][..160].to_vec()).collect()
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let half: Vec<i16> = samples
+        .chunks(2)
+        .map(|p| ((i32::from(p[0]) + i32::from(*p.last().unwrap_or(&0))) / 2) as i16)
+        .collect();
+    (0..FRAMES)
+        .map(|i| half[(offset + i * 160) % (half.len() - 160)..][..160].to_vec())
+        .collect()
 }
 
 /// One room's per-leg input: an encoded payload per frame index.
@@ -69,7 +80,10 @@ impl EchoingLeg {
     fn new(codec: Codec) -> EchoingLeg {
         let silence = |codec| {
             let mut payload = Vec::new();
-            Encoder::new(codec, 8000, Default::default()).unwrap().encode(&[0; 160], &mut payload).unwrap();
+            Encoder::new(codec, 8000, Default::default())
+                .unwrap()
+                .encode(&[0; 160], &mut payload)
+                .unwrap();
             payload
         };
         EchoingLeg {
@@ -82,11 +96,19 @@ impl EchoingLeg {
 
     /// Takes the packet the room sent it this tick.
     fn heard(&mut self, packet: &[u8]) {
-        let Ok(packet) = RtpPacket::parse(packet) else { return };
-        if self.decoder.decode(packet.payload, &mut self.samples).is_err() {
+        let Ok(packet) = RtpPacket::parse(packet) else {
+            return;
+        };
+        if self
+            .decoder
+            .decode(packet.payload, &mut self.samples)
+            .is_err()
+        {
             return;
         }
-        self.samples.iter_mut().for_each(|s| *s = (f32::from(*s) * 0.316) as i16);
+        self.samples
+            .iter_mut()
+            .for_each(|s| *s = (f32::from(*s) * 0.316) as i16);
         let mut payload = Vec::new();
         if self.encoder.encode(&self.samples, &mut payload).is_ok() {
             self.line.push_back(payload);
@@ -106,24 +128,61 @@ struct Setup {
 
 impl Setup {
     /// A 16 kHz room of `legs` G.711 legs (and a silent G.722 one when `wideband`).
-    fn new(legs: usize, aec: AecMode, backend: EchoBackend, echoing: usize, wideband: bool) -> Setup {
-        let audio = AudioConfig { aec, aec_backend: backend, ..AudioConfig::default() };
-        let mut room = Room::new(RoomConfig { audio, ..RoomConfig::at(16000) });
+    fn new(
+        legs: usize,
+        aec: AecMode,
+        backend: EchoBackend,
+        echoing: usize,
+        wideband: bool,
+    ) -> Setup {
+        let audio = AudioConfig {
+            aec,
+            aec_backend: backend,
+            ..AudioConfig::default()
+        };
+        let mut room = Room::new(RoomConfig {
+            audio,
+            ..RoomConfig::at(16000)
+        });
         for i in 0..legs {
             let codec = if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma };
-            room.add_leg(LegId(i as u64), LegCodec::plain(codec), i as u64 + 1).unwrap();
+            room.add_leg(LegId(i as u64), LegCodec::plain(codec), i as u64 + 1)
+                .unwrap();
         }
         if wideband {
-            room.add_leg(LegId(legs as u64), LegCodec::plain(Codec::G722), legs as u64 + 1).unwrap();
+            room.add_leg(
+                LegId(legs as u64),
+                LegCodec::plain(Codec::G722),
+                legs as u64 + 1,
+            )
+            .unwrap();
         }
-        let voices: Vec<Vec<Vec<i16>>> =
-            (0..TALKERS).map(|t| speech(if t % 2 == 0 { "speech-a.wav" } else { "speech-b.wav" }, t * 24_000)).collect();
-        let quiet: Vec<Vec<i16>> = (0..FRAMES).map(|i| (0..160).map(|k| ((i * 7 + k * 13) % 9) as i16 - 4).collect()).collect();
+        let voices: Vec<Vec<Vec<i16>>> = (0..TALKERS)
+            .map(|t| {
+                speech(
+                    if t % 2 == 0 {
+                        "speech-a.wav"
+                    } else {
+                        "speech-b.wav"
+                    },
+                    t * 24_000,
+                )
+            })
+            .collect();
+        let quiet: Vec<Vec<i16>> = (0..FRAMES)
+            .map(|i| {
+                (0..160)
+                    .map(|k| ((i * 7 + k * 13) % 9) as i16 - 4)
+                    .collect()
+            })
+            .collect();
         Setup {
             room,
             legs,
             talkers: voices.iter().map(|v| Inputs::new(v)).collect(),
-            echoing: (legs - echoing..legs).map(|i| EchoingLeg::new(if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma })).collect(),
+            echoing: (legs - echoing..legs)
+                .map(|i| EchoingLeg::new(if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma }))
+                .collect(),
             quiet: Inputs::new(&quiet),
             seq: 0,
             start: Instant::now(),
@@ -140,18 +199,30 @@ impl Setup {
             let payload: &[u8] = if i < TALKERS {
                 &self.talkers[i].payloads[frame][i % 2]
             } else if i >= first_echoing {
-                echoed = self.echoing[i - first_echoing].line.pop_front().unwrap_or_default();
+                echoed = self.echoing[i - first_echoing]
+                    .line
+                    .pop_front()
+                    .unwrap_or_default();
                 &echoed
             } else {
                 &self.quiet.payloads[frame][i % 2]
             };
-            let info = PacketInfo { sequence: self.seq, timestamp: u32::from(self.seq) * 160, ssrc: i as u32, marker: false, arrival: now };
+            let info = PacketInfo {
+                sequence: self.seq,
+                timestamp: u32::from(self.seq) * 160,
+                ssrc: i as u32,
+                marker: false,
+                arrival: now,
+            };
             self.room.handle_audio(LegId(i as u64), info, payload);
         }
         self.seq = self.seq.wrapping_add(1);
         self.room.tick(now);
         for (leg, packet) in self.room.packets() {
-            if let Some(echoing) = (leg.0 as usize).checked_sub(first_echoing).and_then(|e| self.echoing.get_mut(e)) {
+            if let Some(echoing) = (leg.0 as usize)
+                .checked_sub(first_echoing)
+                .and_then(|e| self.echoing.get_mut(e))
+            {
                 echoing.heard(packet);
             }
         }
@@ -161,29 +232,70 @@ impl Setup {
 
 fn mixer_tick(c: &mut Criterion) {
     let mut group = c.benchmark_group("mixer_tick");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     let mut setups = vec![];
     // `cargo test --benches` runs each benchmark once: only the small rooms there.
-    let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") { &[10, 100, 1000] } else { &[10] };
+    let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") {
+        &[10, 100, 1000]
+    } else {
+        &[10]
+    };
     for &legs in sizes {
         setups.push(("aec_off", legs, AecMode::Off, EchoBackend::Sonora, 0, false));
-        setups.push(("aec_auto_10pct", legs, AecMode::Auto, EchoBackend::Sonora, legs / 10, false));
-        setups.push(("aec_on_sonora", legs, AecMode::On, EchoBackend::Sonora, 0, false));
+        setups.push((
+            "aec_auto_10pct",
+            legs,
+            AecMode::Auto,
+            EchoBackend::Sonora,
+            legs / 10,
+            false,
+        ));
+        setups.push((
+            "aec_on_sonora",
+            legs,
+            AecMode::On,
+            EchoBackend::Sonora,
+            0,
+            false,
+        ));
         if EchoBackend::WebRtc.available() {
-            setups.push(("aec_on_webrtc", legs, AecMode::On, EchoBackend::WebRtc, 0, false));
+            setups.push((
+                "aec_on_webrtc",
+                legs,
+                AecMode::On,
+                EchoBackend::WebRtc,
+                0,
+                false,
+            ));
         }
-        setups.push(("aec_off_16k_mix", legs, AecMode::Off, EchoBackend::Sonora, 0, true));
+        setups.push((
+            "aec_off_16k_mix",
+            legs,
+            AecMode::Off,
+            EchoBackend::Sonora,
+            0,
+            true,
+        ));
     }
     // A mixer thread's share of a 1,200-leg load: 60 rooms of 10, ticked one after another as
     // the thread does. Each room's state is out of the cache by its next tick, as in the load
     // runs; the single-room figures above stay in it.
     if sizes.len() > 1 {
-        let mut rooms: Vec<Setup> = (0..60).map(|_| Setup::new(10, AecMode::Off, EchoBackend::Sonora, 0, false)).collect();
+        let mut rooms: Vec<Setup> = (0..60)
+            .map(|_| Setup::new(10, AecMode::Off, EchoBackend::Sonora, 0, false))
+            .collect();
         for _ in 0..25 {
             rooms.iter_mut().for_each(Setup::tick);
         }
         group.throughput(Throughput::Elements(600));
-        group.bench_with_input(BenchmarkId::new("aec_off_60_rooms_of_10", 600), &600, |b, _| b.iter(|| rooms.iter_mut().for_each(Setup::tick)));
+        group.bench_with_input(
+            BenchmarkId::new("aec_off_60_rooms_of_10", 600),
+            &600,
+            |b, _| b.iter(|| rooms.iter_mut().for_each(Setup::tick)),
+        );
     }
     for (name, legs, aec, backend, echoing, wideband) in setups {
         let mut setup = Setup::new(legs, aec, backend, echoing, wideband);
@@ -194,7 +306,9 @@ fn mixer_tick(c: &mut Criterion) {
             setup.tick();
         }
         group.throughput(Throughput::Elements(legs as u64));
-        group.bench_with_input(BenchmarkId::new(name, legs), &legs, |b, _| b.iter(|| setup.tick()));
+        group.bench_with_input(BenchmarkId::new(name, legs), &legs, |b, _| {
+            b.iter(|| setup.tick())
+        });
     }
     group.finish();
 }

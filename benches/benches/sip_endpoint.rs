@@ -9,7 +9,11 @@ use roundtable_sip::endpoint::{Endpoint, EndpointConfig, Event, FlowId, Output, 
 
 fn request(method: &str, call: u64, cseq: u32, to_tag: Option<&str>, body: &str) -> Vec<u8> {
     let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
-    let content_type = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
     format!(
         "{method} sip:1000@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{call}-{method};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=f{call}\r\nTo: <sip:1000@192.0.2.10>{to_tag}\r\n\
@@ -28,7 +32,10 @@ fn transactions(c: &mut Criterion) {
         local: "192.0.2.10:5060".parse().unwrap(),
         flow: FlowId(0),
     };
-    let mut ep = Endpoint::new(EndpointConfig { seed: Some(1), ..EndpointConfig::default() });
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: Some(1),
+        ..EndpointConfig::default()
+    });
     let mut now = Instant::now();
     let mut call_no = 0u64;
     let mut group = c.benchmark_group("sip_endpoint");
@@ -50,7 +57,11 @@ fn transactions(c: &mut Criterion) {
                 if let Output::Transmit(t) = out {
                     let text = String::from_utf8_lossy(&t.bytes);
                     if let Some(i) = text.find(">;tag=") {
-                        tag = text[i + 6..].split("\r\n").next().unwrap_or_default().to_string();
+                        tag = text[i + 6..]
+                            .split("\r\n")
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
                     }
                 }
             }

@@ -30,7 +30,6 @@ a=rtpmap:101 telephone-event/8000\r\n\
 a=fmtp:101 0-16\r\n\
 a=ptime:20\r\n";
 
-
 /// The INVITE with a correct Content-Length.
 fn invite() -> String {
     format!("{HEADERS}Content-Length: {}\r\n\r\n{SDP}", SDP.len())
@@ -43,22 +42,31 @@ fn sip_parse(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("invite", |b| {
         b.iter(|| {
-            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram).expect("valid INVITE");
+            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram)
+                .expect("valid INVITE");
             m.validate_request().expect("valid INVITE");
             std::hint::black_box(m);
         })
     });
     group.bench_function("invite_parse_serialize", |b| {
         b.iter(|| {
-            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram).expect("valid INVITE");
+            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram)
+                .expect("valid INVITE");
             std::hint::black_box(m.to_bytes());
         })
     });
     group.bench_function("invite_with_sdp_answer", |b| {
         b.iter(|| {
-            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram).expect("valid INVITE");
+            let (m, _) = Message::parse(std::hint::black_box(bytes), Framing::Datagram)
+                .expect("valid INVITE");
             m.validate_request().expect("valid INVITE");
-            let answer = Offer::parse(&m.body, roundtable_sip::sdp::SrtpPolicy::Optional).expect("valid SDP").answer(&[roundtable_sip::sdp::AudioCodec::Pcmu, roundtable_sip::sdp::AudioCodec::Pcma]).expect("common codec");
+            let answer = Offer::parse(&m.body, roundtable_sip::sdp::SrtpPolicy::Optional)
+                .expect("valid SDP")
+                .answer(&[
+                    roundtable_sip::sdp::AudioCodec::Pcmu,
+                    roundtable_sip::sdp::AudioCodec::Pcma,
+                ])
+                .expect("common codec");
             std::hint::black_box(answer);
         })
     });

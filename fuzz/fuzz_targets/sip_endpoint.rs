@@ -6,8 +6,10 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use roundtable_sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, FlowId, Output, Peer, Transport};
 use roundtable_sip::Rejection;
+use roundtable_sip::endpoint::{
+    CallKey, Endpoint, EndpointConfig, Event, FlowId, Output, Peer, Transport,
+};
 
 const INVITE: &str = "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
 From: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
@@ -36,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         match op % 7 {
             6 => {
                 if let Some(request) = &last_request {
-                    let code = 100 + u16::from_le_bytes([rest.first().copied().unwrap_or(0), rest.get(1).copied().unwrap_or(0)]) % 600;
+                    let code = 100
+                        + u16::from_le_bytes([
+                            rest.first().copied().unwrap_or(0),
+                            rest.get(1).copied().unwrap_or(0),
+                        ]) % 600;
                     ep.handle_message(now, peer, &answer(request, code));
                 }
             }
@@ -46,14 +52,28 @@ fuzz_target!(|data: &[u8]| {
                 now += Duration::from_millis(u64::from(rest.first().copied().unwrap_or(0)) * 300);
                 ep.handle_timeout(now);
             }
-            3 => if let Some(c) = calls.first() { ep.accept(now, *c, b"v=0\r\n".to_vec()) },
-            4 => if let Some(c) = calls.last() { ep.reject(now, *c, Rejection::new(486, "Busy Here")) },
-            _ => if let Some(c) = calls.pop() { ep.hangup(now, c) },
+            3 => {
+                if let Some(c) = calls.first() {
+                    ep.accept(now, *c, b"v=0\r\n".to_vec())
+                }
+            }
+            4 => {
+                if let Some(c) = calls.last() {
+                    ep.reject(now, *c, Rejection::new(486, "Busy Here"))
+                }
+            }
+            _ => {
+                if let Some(c) = calls.pop() {
+                    ep.hangup(now, c)
+                }
+            }
         }
         while let Some(out) = ep.poll_output() {
             match out {
                 Output::Event(Event::IncomingCall(call)) => calls.push(call.call),
-                Output::Transmit(t) if !t.bytes.starts_with(b"SIP/2.0") => last_request = Some(t.bytes),
+                Output::Transmit(t) if !t.bytes.starts_with(b"SIP/2.0") => {
+                    last_request = Some(t.bytes)
+                }
                 _ => {}
             }
         }

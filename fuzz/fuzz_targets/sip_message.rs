@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roundtable_sip::message::{stream_frame_len, Framing, Message};
+use roundtable_sip::message::{Framing, Message, stream_frame_len};
 
 fuzz_target!(|data: &[u8]| {
     let _ = stream_frame_len(data);
@@ -13,7 +13,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = message.validate_request();
         let _ = message.top_via();
         let _ = message.cseq();
-        let (again, _) = Message::parse(&message.to_bytes(), Framing::Stream).expect("printed message parses");
+        let (again, _) =
+            Message::parse(&message.to_bytes(), Framing::Stream).expect("printed message parses");
         assert_eq!(again.start, message.start);
         assert_eq!(again.body, message.body);
     }

@@ -42,7 +42,9 @@ impl Codec {
 
     /// Reads a configuration name, case-insensitively.
     pub fn from_config_name(name: &str) -> Option<Codec> {
-        Codec::ALL.into_iter().find(|c| c.config_name().eq_ignore_ascii_case(name))
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.config_name().eq_ignore_ascii_case(name))
     }
 
     /// The SDP encoding name.
@@ -111,7 +113,11 @@ pub struct LegCodec {
 impl LegCodec {
     /// A codec at its static payload type (or 111 for Opus), default options.
     pub fn plain(codec: Codec) -> LegCodec {
-        LegCodec { codec, payload_type: codec.static_payload_type().unwrap_or(111), opus: OpusOptions::default() }
+        LegCodec {
+            codec,
+            payload_type: codec.static_payload_type().unwrap_or(111),
+            opus: OpusOptions::default(),
+        }
     }
 }
 
@@ -151,13 +157,20 @@ impl Decoder {
             Codec::Pcma => DecoderKind::G711(G711Law::Alaw),
             Codec::G722 => DecoderKind::G722(Box::new(audio_codec::g722::G722Decoder::new())),
             Codec::Opus => DecoderKind::Opus(
-                opus::Decoder::new(rate, opus::Channels::Mono).map_err(|_| MediaError::Codec("opus decoder"))?,
+                opus::Decoder::new(rate, opus::Channels::Mono)
+                    .map_err(|_| MediaError::Codec("opus decoder"))?,
             ),
         };
         let plc = (codec != Codec::Opus).then(|| Concealer::new(rate));
         // Opus packets may hold up to 120 ms.
         let scratch = vec![0; frame_len(rate) * 6];
-        Ok(Decoder { codec, kind, frame: frame_len(rate), plc, scratch })
+        Ok(Decoder {
+            codec,
+            kind,
+            frame: frame_len(rate),
+            plc,
+            scratch,
+        })
     }
 
     /// The codec.
@@ -270,7 +283,9 @@ impl Encoder {
             Codec::G722 => EncoderKind::G722(Box::new(audio_codec::g722::G722Encoder::new())),
             Codec::Opus => {
                 let error = |_| MediaError::Codec("opus encoder");
-                let mut encoder = opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip).map_err(error)?;
+                let mut encoder =
+                    opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip)
+                        .map_err(error)?;
                 encoder.set_inband_fec(opus.fec).map_err(error)?;
                 if opus.fec {
                     // FEC is only spent when the encoder expects loss.
@@ -279,12 +294,18 @@ impl Encoder {
                 encoder.set_dtx(opus.dtx).map_err(error)?;
                 // Speech at wideband quality; complexity 5 halves the cost of the default 10
                 // for a difference few listeners hear on voice.
-                encoder.set_bitrate(opus::Bitrate::Bits(32_000)).map_err(error)?;
+                encoder
+                    .set_bitrate(opus::Bitrate::Bits(32_000))
+                    .map_err(error)?;
                 encoder.set_complexity(5).map_err(error)?;
                 EncoderKind::Opus(encoder)
             }
         };
-        Ok(Encoder { codec, kind, frame: frame_len(rate) })
+        Ok(Encoder {
+            codec,
+            kind,
+            frame: frame_len(rate),
+        })
     }
 
     /// The codec.
@@ -302,16 +323,24 @@ impl Encoder {
         let frame = &frame[..self.frame];
         out.clear();
         match &mut self.kind {
-            EncoderKind::G711(G711Law::Ulaw) => out.extend(frame.iter().map(|&s| g711::ulaw_encode(s))),
-            EncoderKind::G711(G711Law::Alaw) => out.extend(frame.iter().map(|&s| g711::alaw_encode(s))),
+            EncoderKind::G711(G711Law::Ulaw) => {
+                out.extend(frame.iter().map(|&s| g711::ulaw_encode(s)))
+            }
+            EncoderKind::G711(G711Law::Alaw) => {
+                out.extend(frame.iter().map(|&s| g711::alaw_encode(s)))
+            }
             EncoderKind::G722(encoder) => {
                 out.resize(frame.len() / 2, 0);
-                let n = encoder.encode_into(frame, out).map_err(|_| MediaError::Codec("G.722 encode"))?;
+                let n = encoder
+                    .encode_into(frame, out)
+                    .map_err(|_| MediaError::Codec("G.722 encode"))?;
                 out.truncate(n);
             }
             EncoderKind::Opus(encoder) => {
                 out.resize(MAX_PAYLOAD, 0);
-                let n = encoder.encode(frame, out).map_err(|_| MediaError::Codec("Opus encode"))?;
+                let n = encoder
+                    .encode(frame, out)
+                    .map_err(|_| MediaError::Codec("Opus encode"))?;
                 out.truncate(n);
             }
         }
@@ -326,7 +355,10 @@ mod tests {
 
     fn tone(rate: u32, freq: f64, frames: usize) -> Vec<i16> {
         (0..frame_len(rate) * frames)
-            .map(|n| (8000.0 * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as i16)
+            .map(|n| {
+                (8000.0 * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin())
+                    as i16
+            })
             .collect()
     }
 
@@ -336,7 +368,8 @@ mod tests {
         let mut decoder = Decoder::new(codec, room_rate).unwrap();
         let rate = codec.audio_rate(room_rate);
         let input = tone(rate, freq, 50);
-        let (mut payload, mut out, mut all, mut bytes) = (Vec::new(), vec![0i16; frame_len(rate)], Vec::new(), 0);
+        let (mut payload, mut out, mut all, mut bytes) =
+            (Vec::new(), vec![0i16; frame_len(rate)], Vec::new(), 0);
         for frame in input.chunks(frame_len(rate)) {
             encoder.encode(frame, &mut payload).unwrap();
             bytes = payload.len();
@@ -371,7 +404,8 @@ mod tests {
     fn g722_carries_what_g711_cannot() {
         // 6 kHz is above G.711's 4 kHz band but inside G.722's 7 kHz one.
         let (out, _) = through(Codec::G722, 16000, 6000.0);
-        let rms = (out.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / out.len() as f64).sqrt();
+        let rms =
+            (out.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / out.len() as f64).sqrt();
         assert!(rms > 3000.0, "6 kHz through G.722: rms {rms:.0} of 5657");
     }
 
@@ -382,14 +416,25 @@ mod tests {
         assert!(opus.decode(&[0xff; 3], &mut out).is_err());
         let mut g711 = Decoder::new(Codec::Pcmu, 16000).unwrap();
         let mut out = vec![1i16; 160];
-        assert!(g711.decode(&[0xff; 10], &mut out).is_ok(), "short G.711 is padded");
+        assert!(
+            g711.decode(&[0xff; 10], &mut out).is_ok(),
+            "short G.711 is padded"
+        );
         assert!(out[10..].iter().all(|&s| s == 0));
     }
 
     #[test]
     fn opus_fec_recovers_a_lost_frame() {
         let rate = 16000;
-        let mut encoder = Encoder::new(Codec::Opus, rate, OpusOptions { fec: true, dtx: false }).unwrap();
+        let mut encoder = Encoder::new(
+            Codec::Opus,
+            rate,
+            OpusOptions {
+                fec: true,
+                dtx: false,
+            },
+        )
+        .unwrap();
         let mut decoder = Decoder::new(Codec::Opus, rate).unwrap();
         let input = tone(rate, 440.0, 30);
         let packets: Vec<Vec<u8>> = input

@@ -39,7 +39,11 @@ impl TelephoneEvent {
     /// Parses the 4-byte payload; `None` if shorter.
     pub fn parse(payload: &[u8]) -> Option<TelephoneEvent> {
         let p = payload.get(..4)?;
-        Some(TelephoneEvent { event: p[0], end: p[1] & 0x80 != 0, duration: u16::from_be_bytes([p[2], p[3]]) })
+        Some(TelephoneEvent {
+            event: p[0],
+            end: p[1] & 0x80 != 0,
+            duration: u16::from_be_bytes([p[2], p[3]]),
+        })
     }
 }
 
@@ -77,7 +81,12 @@ impl DtmfDetector {
 /// `application/dtmf` (`5`).
 pub fn digit_from_info(content_type: &str, body: &[u8]) -> Option<Digit> {
     let text = std::str::from_utf8(body).ok()?;
-    let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     let value = match media.as_str() {
         "application/dtmf-relay" => text.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
@@ -108,17 +117,31 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(d.handle(1, 1000, &end), None);
         }
-        assert_eq!(d.handle(1, 2600, &[11, 0x0a, 0, 160]).map(Digit::as_char), Some('#'));
-        assert_eq!(d.handle(1, 4000, &[16, 0x0a, 0, 160]), None, "flash is not a key");
+        assert_eq!(
+            d.handle(1, 2600, &[11, 0x0a, 0, 160]).map(Digit::as_char),
+            Some('#')
+        );
+        assert_eq!(
+            d.handle(1, 4000, &[16, 0x0a, 0, 160]),
+            None,
+            "flash is not a key"
+        );
         assert_eq!(d.handle(1, 5000, &[1, 2]), None, "short payload");
         // A late end packet of the '#' event after the next press started is not a press.
-        assert_eq!(d.handle(1, 6000, &[2, 0x8a, 3, 32]).map(Digit::as_char), Some('2'), "first seen at its end");
+        assert_eq!(
+            d.handle(1, 6000, &[2, 0x8a, 3, 32]).map(Digit::as_char),
+            Some('2'),
+            "first seen at its end"
+        );
         assert_eq!(d.handle(1, 2600, &[11, 0x8a, 3, 32]), None, "stale");
         // Timestamps wrap.
         let mut w = DtmfDetector::default();
         assert!(w.handle(1, u32::MAX - 100, &start).is_some());
         assert!(w.handle(1, 200, &start).is_some(), "after the wrap");
-        assert!(w.handle(1, u32::MAX - 100, &end).is_none(), "before the wrap: stale");
+        assert!(
+            w.handle(1, u32::MAX - 100, &end).is_none(),
+            "before the wrap: stale"
+        );
         // A restarted stream: far-behind timestamps or a new SSRC are new presses.
         assert!(w.handle(1, 100_000_000, &start).is_some());
         assert!(w.handle(1, 5, &start).is_some(), "far behind: a restart");
@@ -129,8 +152,14 @@ mod tests {
     fn info_bodies() {
         let relay = digit_from_info("application/dtmf-relay", b"Signal=7\r\nDuration=160\r\n");
         assert_eq!(relay.map(Digit::as_char), Some('7'));
-        assert_eq!(digit_from_info("application/dtmf", b"#").map(Digit::as_char), Some('#'));
-        assert_eq!(digit_from_info("application/dtmf-relay", b"Signal=11").map(Digit::as_char), Some('#'));
+        assert_eq!(
+            digit_from_info("application/dtmf", b"#").map(Digit::as_char),
+            Some('#')
+        );
+        assert_eq!(
+            digit_from_info("application/dtmf-relay", b"Signal=11").map(Digit::as_char),
+            Some('#')
+        );
         assert_eq!(digit_from_info("text/plain", b"5"), None);
         assert_eq!(digit_from_info("application/dtmf", b"x"), None);
     }

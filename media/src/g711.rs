@@ -12,7 +12,11 @@ const ULAW_CLIP: i32 = 32635;
 #[inline]
 pub fn ulaw_encode(sample: i16) -> u8 {
     let value = i32::from(sample);
-    let (sign, magnitude) = if value < 0 { (0x80, -value) } else { (0x00, value) };
+    let (sign, magnitude) = if value < 0 {
+        (0x80, -value)
+    } else {
+        (0x00, value)
+    };
     let biased = magnitude.min(ULAW_CLIP) + ULAW_BIAS;
     // `biased` lies in [0x84, 0x7FFF]: its top bit is bit 7..=14, i.e. segment 0..=7.
     let segment = (31 - biased.leading_zeros() as i32) - 7;
@@ -31,7 +35,11 @@ pub fn ulaw_decode(code: u8) -> i16 {
 pub fn alaw_encode(sample: i16) -> u8 {
     let value = i32::from(sample);
     // 13-bit magnitude; negative values are offset by one so that -1 maps like +0.
-    let (sign, magnitude) = if value >= 0 { (0x80, value >> 3) } else { (0x00, (-value - 1) >> 3) };
+    let (sign, magnitude) = if value >= 0 {
+        (0x80, value >> 3)
+    } else {
+        (0x00, (-value - 1) >> 3)
+    };
     let code = if magnitude < 32 {
         magnitude >> 1
     } else {
@@ -52,7 +60,11 @@ const fn ulaw_decode_slow(code: u8) -> i16 {
     let segment = ((code >> 4) & 0x07) as i32;
     let mantissa = (code & 0x0F) as i32;
     let magnitude = (((mantissa << 3) + ULAW_BIAS) << segment) - ULAW_BIAS;
-    if code & 0x80 != 0 { -magnitude as i16 } else { magnitude as i16 }
+    if code & 0x80 != 0 {
+        -magnitude as i16
+    } else {
+        magnitude as i16
+    }
 }
 
 const fn alaw_decode_slow(code: u8) -> i16 {
@@ -64,14 +76,22 @@ const fn alaw_decode_slow(code: u8) -> i16 {
     } else {
         ((mantissa << 4) + 0x108) << (segment - 1)
     };
-    if code & 0x80 != 0 { magnitude as i16 } else { -magnitude as i16 }
+    if code & 0x80 != 0 {
+        magnitude as i16
+    } else {
+        -magnitude as i16
+    }
 }
 
 const fn build_table(alaw: bool) -> [i16; 256] {
     let mut table = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        table[i] = if alaw { alaw_decode_slow(i as u8) } else { ulaw_decode_slow(i as u8) };
+        table[i] = if alaw {
+            alaw_decode_slow(i as u8)
+        } else {
+            ulaw_decode_slow(i as u8)
+        };
         i += 1;
     }
     table
@@ -98,7 +118,9 @@ mod tests {
     fn snr_db(encode: fn(i16) -> u8, decode: fn(u8) -> i16) -> f64 {
         let (mut signal, mut noise) = (0f64, 0f64);
         for n in 0..8000 {
-            let x = (10000.0 * (2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 8000.0 + 0.3).sin()) as i16;
+            let x = (10000.0
+                * (2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 8000.0 + 0.3).sin())
+                as i16;
             let y = decode(encode(x));
             signal += f64::from(x).powi(2);
             noise += (f64::from(x) - f64::from(y)).powi(2);
@@ -116,7 +138,11 @@ mod tests {
     #[test]
     fn decode_encode_is_identity_on_codes() {
         for code in 0..=255u8 {
-            assert_eq!(ulaw_decode(ulaw_encode(ulaw_decode(code))), ulaw_decode(code), "mu {code}");
+            assert_eq!(
+                ulaw_decode(ulaw_encode(ulaw_decode(code))),
+                ulaw_decode(code),
+                "mu {code}"
+            );
             assert_eq!(alaw_encode(alaw_decode(code)), code, "A {code}");
         }
     }

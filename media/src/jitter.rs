@@ -42,7 +42,10 @@ pub struct JitterConfig {
 
 impl Default for JitterConfig {
     fn default() -> Self {
-        JitterConfig { min: Duration::from_millis(20), max: Duration::from_millis(200) }
+        JitterConfig {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        }
     }
 }
 
@@ -182,7 +185,9 @@ impl<T> JitterBuffer<T> {
         stats.jitter_units = self.jitter as u32;
         stats.highest_sequence = self.highest.unwrap_or(0);
         stats.lost = match (self.first, self.highest) {
-            (Some(first), Some(highest)) => (highest - first + 1).saturating_sub(self.stats.received),
+            (Some(first), Some(highest)) => {
+                (highest - first + 1).saturating_sub(self.stats.received)
+            }
             _ => 0,
         };
         stats
@@ -231,7 +236,11 @@ impl<T> JitterBuffer<T> {
         self.ssrc = Some(info.ssrc);
         let seq = self.extend_sequence(info.sequence);
         // A new talkspurt after the sender paused: play from it rather than wait for the gap.
-        if info.marker && self.next.is_some() && self.packets.is_empty() && seq > self.next.unwrap_or(0) {
+        if info.marker
+            && self.next.is_some()
+            && self.packets.is_empty()
+            && seq > self.next.unwrap_or(0)
+        {
             self.next = None;
         }
         if let Some(next) = self.next {
@@ -309,7 +318,8 @@ impl<T> JitterBuffer<T> {
         }
         self.advance(next, false);
         self.consecutive_missing += 1;
-        if self.packets.is_empty() && self.consecutive_missing as usize > self.target_frames.max(3) {
+        if self.packets.is_empty() && self.consecutive_missing as usize > self.target_frames.max(3)
+        {
             // The sender paused (or went away): prime again when it resumes.
             self.next = None;
             return Playout::Idle;
@@ -383,7 +393,11 @@ impl<T> JitterBuffer<T> {
         }
         self.last_transit = Some(transit);
 
-        while self.fastest.front().is_some_and(|(at, _)| info.arrival.saturating_duration_since(*at) > MIN_WINDOW) {
+        while self
+            .fastest
+            .front()
+            .is_some_and(|(at, _)| info.arrival.saturating_duration_since(*at) > MIN_WINDOW)
+        {
             self.fastest.pop_front();
         }
         while self.fastest.back().is_some_and(|(_, t)| *t >= transit) {
@@ -422,7 +436,8 @@ impl<T> JitterBuffer<T> {
                 break;
             }
         }
-        let target = Duration::from_secs_f64((quantile_ms + FRAME_MS) / 1000.0).clamp(self.config.min, self.config.max);
+        let target = Duration::from_secs_f64((quantile_ms + FRAME_MS) / 1000.0)
+            .clamp(self.config.min, self.config.max);
         self.target_frames = frames(target).max(1);
     }
 
@@ -457,7 +472,9 @@ struct Queue<T> {
 
 impl<T> Queue<T> {
     fn with_capacity(capacity: usize) -> Queue<T> {
-        Queue { items: VecDeque::with_capacity(capacity) }
+        Queue {
+            items: VecDeque::with_capacity(capacity),
+        }
     }
 
     fn len(&self) -> usize {

@@ -53,7 +53,9 @@ impl Latch {
             (Some(remote), Some(_)) if remote == from => Verdict::Accept,
             (Some(_), Some(locked)) if locked != ssrc => return Verdict::ForeignSsrc,
             (Some(_), Some(_)) => {
-                let silent = self.last_seen.is_none_or(|at| now.saturating_duration_since(at) >= RELATCH_AFTER);
+                let silent = self
+                    .last_seen
+                    .is_none_or(|at| now.saturating_duration_since(at) >= RELATCH_AFTER);
                 let ahead = sequence.wrapping_sub(self.last_sequence);
                 if silent && (1..=SEQUENCE_WINDOW).contains(&ahead) {
                     Verdict::Latch(from)
@@ -79,21 +81,43 @@ mod tests {
     #[test]
     fn latches_once_and_refuses_others_while_the_source_lives() {
         let t0 = Instant::now();
-        let (phone, attacker, moved): (SocketAddr, SocketAddr, SocketAddr) =
-            ("10.0.0.1:4000".parse().unwrap(), "10.6.6.6:4000".parse().unwrap(), "10.0.0.9:5000".parse().unwrap());
+        let (phone, attacker, moved): (SocketAddr, SocketAddr, SocketAddr) = (
+            "10.0.0.1:4000".parse().unwrap(),
+            "10.6.6.6:4000".parse().unwrap(),
+            "10.0.0.9:5000".parse().unwrap(),
+        );
         let mut latch = Latch::default();
         assert_eq!(latch.check(t0, phone, 7, 100), Verdict::Latch(phone));
-        assert_eq!(latch.check(t0 + Duration::from_millis(20), phone, 7, 101), Verdict::Accept);
+        assert_eq!(
+            latch.check(t0 + Duration::from_millis(20), phone, 7, 101),
+            Verdict::Accept
+        );
         // Same SSRC, next sequence, from elsewhere, while the phone still sends: a hijack.
-        assert_eq!(latch.check(t0 + Duration::from_millis(30), attacker, 7, 102), Verdict::Hijack);
-        assert_eq!(latch.check(t0 + Duration::from_millis(30), attacker, 8, 1), Verdict::ForeignSsrc);
+        assert_eq!(
+            latch.check(t0 + Duration::from_millis(30), attacker, 7, 102),
+            Verdict::Hijack
+        );
+        assert_eq!(
+            latch.check(t0 + Duration::from_millis(30), attacker, 8, 1),
+            Verdict::ForeignSsrc
+        );
         assert_eq!(latch.remote(), Some(phone));
         // The phone goes silent for 2 s, then its stream continues from a new address.
         let later = t0 + Duration::from_millis(20) + RELATCH_AFTER;
-        assert_eq!(latch.check(later, attacker, 7, 40_000), Verdict::Hijack, "not continuing the stream");
+        assert_eq!(
+            latch.check(later, attacker, 7, 40_000),
+            Verdict::Hijack,
+            "not continuing the stream"
+        );
         assert_eq!(latch.check(later, moved, 7, 105), Verdict::Latch(moved));
-        assert_eq!(latch.check(later + Duration::from_millis(20), phone, 7, 106), Verdict::Hijack);
+        assert_eq!(
+            latch.check(later + Duration::from_millis(20), phone, 7, 106),
+            Verdict::Hijack
+        );
         // A restarted stream (new SSRC) from the latched address is followed.
-        assert_eq!(latch.check(later + Duration::from_millis(40), moved, 9, 5), Verdict::Accept);
+        assert_eq!(
+            latch.check(later + Duration::from_millis(40), moved, 9, 5),
+            Verdict::Accept
+        );
     }
 }

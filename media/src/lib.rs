@@ -33,7 +33,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sample;
 pub mod socket;
-pub mod udp;
 pub mod srtp;
+pub mod udp;
 
 pub use error::MediaError;

@@ -18,10 +18,16 @@ pub struct MediaMetrics {
 impl MediaMetrics {
     /// Creates the counters and registers them on `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<MediaMetrics> {
-        let packets_in = IntCounter::new("roundtable_rtp_packets_in_total", "Valid RTP packets received")?;
+        let packets_in = IntCounter::new(
+            "roundtable_rtp_packets_in_total",
+            "Valid RTP packets received",
+        )?;
         let packets_out = IntCounter::new("roundtable_rtp_packets_out_total", "RTP packets sent")?;
         let invalid = IntCounterVec::new(
-            Opts::new("roundtable_rtp_invalid_total", "RTP packets dropped as invalid, by reason"),
+            Opts::new(
+                "roundtable_rtp_invalid_total",
+                "RTP packets dropped as invalid, by reason",
+            ),
             &["reason"],
         )?;
         let receive_overflow = IntCounter::new(
@@ -38,11 +44,21 @@ impl MediaMetrics {
         registry.register(Box::new(invalid.clone()))?;
         registry.register(Box::new(receive_overflow.clone()))?;
         let rtcp = IntCounterVec::new(
-            Opts::new("roundtable_rtcp_reports_total", "RTCP compound reports, by direction (sent, received)"),
+            Opts::new(
+                "roundtable_rtcp_reports_total",
+                "RTCP compound reports, by direction (sent, received)",
+            ),
             &["direction"],
         )?;
         registry.register(Box::new(rtcp.clone()))?;
-        Ok(MediaMetrics { packets_in, packets_out, invalid, receive_overflow, connect_failures, rtcp })
+        Ok(MediaMetrics {
+            packets_in,
+            packets_out,
+            invalid,
+            receive_overflow,
+            connect_failures,
+            rtcp,
+        })
     }
 
     /// Valid packets in. Mixer threads count a tick's worth at once: every thread shares

@@ -146,7 +146,9 @@ mod tests {
 
     fn tone(rate: u32, freq: f32, start: usize, len: usize) -> Vec<i16> {
         (start..start + len)
-            .map(|n| (8000.0 * (2.0 * std::f32::consts::PI * freq * n as f32 / rate as f32).sin()) as i16)
+            .map(|n| {
+                (8000.0 * (2.0 * std::f32::consts::PI * freq * n as f32 / rate as f32).sin()) as i16
+            })
             .collect()
     }
 
@@ -161,7 +163,12 @@ mod tests {
         plc.conceal(&mut lost);
         let expected = tone(8000, 200.0, 5 * 160, 160);
         // The first 10 ms match the tone closely (the period repeats exactly).
-        let error: f32 = lost[..80].iter().zip(&expected[..80]).map(|(a, b)| (f32::from(*a) - f32::from(*b)).abs()).sum::<f32>() / 80.0;
+        let error: f32 = lost[..80]
+            .iter()
+            .zip(&expected[..80])
+            .map(|(a, b)| (f32::from(*a) - f32::from(*b)).abs())
+            .sum::<f32>()
+            / 80.0;
         assert!(error < 400.0, "mean error {error} on an amplitude of 8000");
         // Then it fades: 60 ms into a loss it is silent.
         for _ in 0..2 {

@@ -40,7 +40,11 @@ pub struct PortAllocator {
 impl PortAllocator {
     /// An allocator over `range` with nothing in use.
     pub fn new(range: PortRange) -> PortAllocator {
-        PortAllocator { range, in_use: BTreeSet::new(), cursor: 0 }
+        PortAllocator {
+            range,
+            in_use: BTreeSet::new(),
+            cursor: 0,
+        }
     }
 
     /// Pairs currently handed out.

@@ -39,9 +39,15 @@ mod tests {
     #[test]
     fn known_points() {
         let (r, m) = emodel(0.0, 0.0);
-        assert!((r - 93.2).abs() < 1e-9 && (m - 4.41).abs() < 0.01, "{r} {m}");
+        assert!(
+            (r - 93.2).abs() < 1e-9 && (m - 4.41).abs() < 0.01,
+            "{r} {m}"
+        );
         let (r, m) = emodel(5.0, 0.0);
-        assert!((r - 77.42).abs() < 0.01 && (m - 3.92).abs() < 0.01, "{r} {m}");
+        assert!(
+            (r - 77.42).abs() < 0.01 && (m - 3.92).abs() < 0.01,
+            "{r} {m}"
+        );
         let (_, far) = emodel(0.0, 300.0);
         assert!(far < 4.0, "long delay costs: {far}");
         assert_eq!(mos(-5.0), 1.0);

@@ -72,7 +72,15 @@ impl Resampler {
             }
             Some(Box::new(fft))
         };
-        Ok(Resampler { fft, halfband, input: vec![0.0; in_len], output: vec![0.0; out_len], unused: Vec::new(), from, to })
+        Ok(Resampler {
+            fft,
+            halfband,
+            input: vec![0.0; in_len],
+            output: vec![0.0; out_len],
+            unused: Vec::new(),
+            from,
+            to,
+        })
     }
 
     /// The input rate.
@@ -139,10 +147,15 @@ impl Resampler {
             InterleavedSlice::new(&self.input[..], 1, frames_in),
             InterleavedSlice::new_mut(&mut self.output[..], 1, frames_out),
         ) {
-            (Ok(inp), Ok(mut out)) => fft.process_into_buffer(&inp, &mut out, None).map_or(0, |(_, n)| n),
+            (Ok(inp), Ok(mut out)) => fft
+                .process_into_buffer(&inp, &mut out, None)
+                .map_or(0, |(_, n)| n),
             _ => 0,
         };
-        for (o, &f) in output.iter_mut().zip(&self.output[..written.min(frames_out)]) {
+        for (o, &f) in output
+            .iter_mut()
+            .zip(&self.output[..written.min(frames_out)])
+        {
             *o = crate::sample::to_i16(f * 32768.0);
         }
         let written = written.min(output.len());
@@ -156,7 +169,10 @@ pub(crate) mod tests {
 
     fn tone(rate: u32, freq: f64, frames: usize) -> Vec<i16> {
         (0..frame_len(rate) * frames)
-            .map(|n| (10000.0 * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as i16)
+            .map(|n| {
+                (10000.0 * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin())
+                    as i16
+            })
             .collect()
     }
 
@@ -186,7 +202,10 @@ pub(crate) mod tests {
 
     /// Runs `input` through `from -> to -> from` frame by frame; returns the steady part.
     fn round_trip(from: u32, to: u32, input: &[i16]) -> Vec<i16> {
-        let (mut up, mut down) = (Resampler::new(from, to).unwrap(), Resampler::new(to, from).unwrap());
+        let (mut up, mut down) = (
+            Resampler::new(from, to).unwrap(),
+            Resampler::new(to, from).unwrap(),
+        );
         let (mut mid, mut out) = (vec![0i16; frame_len(to)], vec![0i16; frame_len(from)]);
         let mut result = Vec::new();
         for frame in input.chunks(frame_len(from)) {
@@ -210,7 +229,10 @@ pub(crate) mod tests {
             let out = round_trip(from, to, &tone(from, freq, 50));
             let snr = tone_snr(&out, from, freq);
             eprintln!("{from} -> {to} -> {from} Hz, {freq} Hz tone: SNR {snr:.1} dB");
-            assert!(snr > 60.0, "{from} -> {to} -> {from} Hz at {freq} Hz: SNR {snr:.1} dB");
+            assert!(
+                snr > 60.0,
+                "{from} -> {to} -> {from} Hz at {freq} Hz: SNR {snr:.1} dB"
+            );
         }
     }
 
@@ -241,6 +263,9 @@ pub(crate) mod tests {
             }
         }
         let rms = (energy / (15.0 * 160.0)).sqrt();
-        assert!(rms < 10.0, "aliased energy rms {rms:.1} (input amplitude 10000)");
+        assert!(
+            rms < 10.0,
+            "aliased energy rms {rms:.1} (input amplitude 10000)"
+        );
     }
 }

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use rtcp_types::{
-    Compound, Packet, ReceiverReport, ReportBlock, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem, SenderReport,
+    Compound, Packet, ReceiverReport, ReportBlock, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem,
+    SenderReport,
 };
 
 use crate::error::MediaError;
@@ -52,7 +53,9 @@ pub struct RtcpSession {
 
 /// NTP time (seconds since 1900 in the upper 32 bits) of a wall-clock time.
 pub fn ntp_time(wall: std::time::SystemTime) -> u64 {
-    let since_unix = wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_unix = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let seconds = since_unix.as_secs() + 2_208_988_800;
     let fraction = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
     (seconds << 32) | fraction
@@ -61,7 +64,14 @@ pub fn ntp_time(wall: std::time::SystemTime) -> u64 {
 impl RtcpSession {
     /// A session for a stream with RTP clock `clock_rate`; `seed` randomises report times.
     pub fn new(clock_rate: u32, seed: u64) -> RtcpSession {
-        RtcpSession { clock_rate: clock_rate.max(1), next_report: None, rng: seed | 1, last_sr: None, prior: (0, 0), stats: RtcpStats::default() }
+        RtcpSession {
+            clock_rate: clock_rate.max(1),
+            next_report: None,
+            rng: seed | 1,
+            last_sr: None,
+            prior: (0, 0),
+            stats: RtcpStats::default(),
+        }
     }
 
     /// Changes the RTP clock (a re-offer changed the codec).
@@ -88,7 +98,13 @@ impl RtcpSession {
     }
 
     /// Reads one RTCP datagram (a compound packet).
-    pub fn handle(&mut self, now: Instant, ntp_now: u64, local_ssrc: Option<u32>, bytes: &[u8]) -> Result<(), MediaError> {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        ntp_now: u64,
+        local_ssrc: Option<u32>,
+        bytes: &[u8],
+    ) -> Result<(), MediaError> {
         let compound = Compound::parse(bytes).map_err(|_| MediaError::BadRtcp)?;
         self.stats.reports_received += 1;
         for packet in compound {
@@ -119,12 +135,19 @@ impl RtcpSession {
         self.stats.remote_fraction_lost = f64::from(block.fraction_lost()) / 256.0;
         // 24-bit two's complement.
         let lost = block.cumulative_lost() & 0x00FF_FFFF;
-        self.stats.remote_cumulative_lost = if lost & 0x0080_0000 != 0 { i64::from(lost) - (1 << 24) } else { i64::from(lost) };
-        self.stats.remote_jitter_ms = f64::from(block.interarrival_jitter()) * 1000.0 / f64::from(self.clock_rate);
+        self.stats.remote_cumulative_lost = if lost & 0x0080_0000 != 0 {
+            i64::from(lost) - (1 << 24)
+        } else {
+            i64::from(lost)
+        };
+        self.stats.remote_jitter_ms =
+            f64::from(block.interarrival_jitter()) * 1000.0 / f64::from(self.clock_rate);
         let lsr = block.last_sender_report_timestamp();
         if lsr != 0 {
             let arrival = (ntp_now >> 16) as u32;
-            let rtt = arrival.wrapping_sub(lsr).wrapping_sub(block.delay_since_last_sender_report_timestamp());
+            let rtt = arrival
+                .wrapping_sub(lsr)
+                .wrapping_sub(block.delay_since_last_sender_report_timestamp());
             // 1/65536 s units; anything beyond a minute is a clock or counting error.
             if rtt < 60 << 16 {
                 self.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65536.0);
@@ -147,7 +170,8 @@ impl RtcpSession {
         let local_ssrc = sender.map_or(0, |s| s.ssrc);
         let block = received.map(|(ssrc, stats)| self.block(now, ssrc, stats));
         let cname = format!("roundtable-{local_ssrc:08x}");
-        let sdes = Sdes::builder().add_chunk(SdesChunk::builder(local_ssrc).add_item(SdesItem::builder(1, &cname)));
+        let sdes = Sdes::builder()
+            .add_chunk(SdesChunk::builder(local_ssrc).add_item(SdesItem::builder(1, &cname)));
         let mut compound = Compound::builder();
         compound = match sender {
             Some(s) => {
@@ -181,11 +205,18 @@ impl RtcpSession {
         }
     }
 
-    fn block(&mut self, now: Instant, ssrc: u32, stats: &JitterStats) -> rtcp_types::ReportBlockBuilder {
+    fn block(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        stats: &JitterStats,
+    ) -> rtcp_types::ReportBlockBuilder {
         let received = stats.received;
         let expected = received + stats.lost;
-        let (expected_interval, received_interval) =
-            (expected.saturating_sub(self.prior.0), received.saturating_sub(self.prior.1));
+        let (expected_interval, received_interval) = (
+            expected.saturating_sub(self.prior.0),
+            received.saturating_sub(self.prior.1),
+        );
         self.prior = (expected, received);
         let fraction = if expected_interval == 0 || received_interval >= expected_interval {
             0
@@ -196,7 +227,10 @@ impl RtcpSession {
         // Our extended sequence numbers start one cycle up; RTCP counts cycles from zero.
         let highest = stats.highest_sequence.saturating_sub(1 << 16) as u32;
         let (lsr, dlsr) = match self.last_sr {
-            Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+            Some((lsr, at)) => (
+                lsr,
+                (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
+            ),
             None => (0, 0),
         };
         ReportBlock::builder(ssrc)
@@ -219,7 +253,13 @@ mod tests {
     use super::*;
 
     fn jitter(received: u64, lost: u64, highest: u64, jitter_units: u32) -> JitterStats {
-        JitterStats { received, lost, highest_sequence: highest, jitter_units, ..JitterStats::default() }
+        JitterStats {
+            received,
+            lost,
+            highest_sequence: highest,
+            jitter_units,
+            ..JitterStats::default()
+        }
     }
 
     #[test]
@@ -231,10 +271,23 @@ mod tests {
         assert_eq!(alice.next_report(t0), t0 + Duration::from_millis(2500));
 
         // Alice sends a sender report about her stream, with a block on Bob's (5 % lost).
-        let a_sender = SenderStats { ssrc: a_ssrc, packets: 250, octets: 40_000, timestamp: 1234 };
-        let report = alice.report(t0, ntp0, Some(a_sender), Some((b_ssrc, &jitter(190, 10, (1 << 16) + 200, 80))));
+        let a_sender = SenderStats {
+            ssrc: a_ssrc,
+            packets: 250,
+            octets: 40_000,
+            timestamp: 1234,
+        };
+        let report = alice.report(
+            t0,
+            ntp0,
+            Some(a_sender),
+            Some((b_ssrc, &jitter(190, 10, (1 << 16) + 200, 80))),
+        );
         assert!(is_rtcp(&report));
-        assert!(alice.next_report(t0) >= t0 + Duration::from_millis(2500) && alice.next_report(t0) <= t0 + Duration::from_millis(7500));
+        assert!(
+            alice.next_report(t0) >= t0 + Duration::from_millis(2500)
+                && alice.next_report(t0) <= t0 + Duration::from_millis(7500)
+        );
 
         // Bob reads it 30 ms later; it tells him about his own stream.
         let later = |ms: u64| (t0 + Duration::from_millis(ms), ntp0 + (ms << 32) / 1000);
@@ -244,12 +297,25 @@ mod tests {
         assert!((seen.remote_fraction_lost - 0.05).abs() < 0.01, "{seen:?}");
         assert_eq!(seen.remote_cumulative_lost, 10);
         assert!((seen.remote_jitter_ms - 10.0).abs() < 0.01);
-        assert_eq!(seen.rtt_ms, None, "Alice has not seen a report of Bob's yet");
+        assert_eq!(
+            seen.rtt_ms, None,
+            "Alice has not seen a report of Bob's yet"
+        );
 
         // Bob answers 100 ms after receiving; Alice gets it 30 ms later: RTT 60 ms.
         let (t2, n2) = later(130);
-        let b_sender = SenderStats { ssrc: b_ssrc, packets: 200, octets: 32_000, timestamp: 99 };
-        let answer = bob.report(t2, n2, Some(b_sender), Some((a_ssrc, &jitter(250, 0, (1 << 16) + 250, 0))));
+        let b_sender = SenderStats {
+            ssrc: b_ssrc,
+            packets: 200,
+            octets: 32_000,
+            timestamp: 99,
+        };
+        let answer = bob.report(
+            t2,
+            n2,
+            Some(b_sender),
+            Some((a_ssrc, &jitter(250, 0, (1 << 16) + 250, 0))),
+        );
         let (t3, n3) = later(160);
         alice.handle(t3, n3, Some(a_ssrc), &answer).unwrap();
         let rtt = alice.stats().rtt_ms.expect("RTT from LSR/DLSR");
@@ -267,9 +333,15 @@ mod tests {
         let bye = [0x81, 203, 0, 1, 0, 0, 0, 9];
         s.handle(t0, 0, Some(1), &bye).unwrap();
         assert!(s.stats().bye);
-        assert_eq!(s.handle(t0, 0, Some(1), &[0x80, 200, 0, 40]), Err(MediaError::BadRtcp));
+        assert_eq!(
+            s.handle(t0, 0, Some(1), &[0x80, 200, 0, 40]),
+            Err(MediaError::BadRtcp)
+        );
         assert_eq!(s.handle(t0, 0, Some(1), &[]), Err(MediaError::BadRtcp));
-        assert!(!is_rtcp(&[0x80, 0, 0, 1, 0, 0, 0, 0]), "RTP with payload type 0");
+        assert!(
+            !is_rtcp(&[0x80, 0, 0, 1, 0, 0, 0, 0]),
+            "RTP with payload type 0"
+        );
     }
 
     proptest::proptest! {

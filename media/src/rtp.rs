@@ -106,7 +106,12 @@ impl RtpSender {
 
     /// Counts and position of the stream so far, for RTCP.
     pub fn stats(&self) -> SenderStats {
-        SenderStats { ssrc: self.ssrc, packets: self.packets, octets: self.octets, timestamp: self.timestamp }
+        SenderStats {
+            ssrc: self.ssrc,
+            packets: self.packets,
+            octets: self.octets,
+            timestamp: self.timestamp,
+        }
     }
 
     /// Our SSRC.
@@ -155,7 +160,10 @@ mod tests {
         let first = buf.clone();
         let p = RtpPacket::parse(&first).unwrap();
         assert!(p.marker);
-        assert_eq!((p.payload_type, p.ssrc, p.payload), (0, sender.ssrc(), &[1u8, 2, 3][..]));
+        assert_eq!(
+            (p.payload_type, p.ssrc, p.payload),
+            (0, sender.ssrc(), &[1u8, 2, 3][..])
+        );
         sender.write(&[4], 160, &mut buf);
         let q = RtpPacket::parse(&buf).unwrap();
         assert_eq!(q.sequence, p.sequence.wrapping_add(1));

@@ -16,7 +16,9 @@ mod tests {
 
     #[test]
     fn rounds_like_round_and_saturates() {
-        for x in [-2.5f32, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 100.7, -100.7, 32766.6] {
+        for x in [
+            -2.5f32, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 100.7, -100.7, 32766.6,
+        ] {
             assert_eq!(to_i16(x), x.round() as i16, "{x}");
         }
         assert_eq!(to_i16(40000.0), i16::MAX);

@@ -14,12 +14,12 @@ use crate::dtmf::{Digit, DtmfDetector};
 use crate::error::MediaError;
 use crate::jitter::{JitterStats, PacketInfo};
 use crate::latch::{Latch, Verdict};
-use crate::rtcp::{self, RtcpSession, RtcpStats};
-use crate::rtp::SenderStats;
-use crate::srtp::{Protector, Unprotector};
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
+use crate::rtcp::{self, RtcpSession, RtcpStats};
 use crate::rtp::RtpPacket;
+use crate::rtp::SenderStats;
+use crate::srtp::{Protector, Unprotector};
 use crate::udp::{ClockPair, Datagram, RecvBatch};
 
 /// Packets a leg's intake reads in one tick at most (a second's worth).
@@ -76,7 +76,10 @@ pub struct LegQuality {
 impl LegCounters {
     /// Reads both packet counters.
     pub fn snapshot(&self) -> (u64, u64) {
-        (self.packets_in.load(Ordering::Relaxed), self.packets_out.load(Ordering::Relaxed))
+        (
+            self.packets_in.load(Ordering::Relaxed),
+            self.packets_out.load(Ordering::Relaxed),
+        )
     }
 
     /// The latest published receive quality.
@@ -141,25 +144,42 @@ pub struct PortLease {
 impl Drop for PortLease {
     fn drop(&mut self) {
         // The lock guards only the allocator's set; a poisoned one still holds a valid set.
-        self.allocator.lock().unwrap_or_else(|p| p.into_inner()).release(self.port);
+        self.allocator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(self.port);
     }
 }
 
 impl MediaPorts {
     /// Binds the next free pair on `ip`, skipping ports other programs hold.
-    pub fn bind(ip: IpAddr, allocator: &Arc<Mutex<PortAllocator>>) -> Result<MediaPorts, MediaError> {
+    pub fn bind(
+        ip: IpAddr,
+        allocator: &Arc<Mutex<PortAllocator>>,
+    ) -> Result<MediaPorts, MediaError> {
         let mut skipped = Vec::new();
         let result = loop {
             // The lock guards only the allocator's set; a poisoned one still holds a valid set.
-            let port = allocator.lock().unwrap_or_else(|p| p.into_inner()).allocate();
+            let port = allocator
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allocate();
             let port = match port {
                 Ok(port) => port,
                 Err(e) => break Err(e),
             };
             match bind_pair(ip, port) {
                 Ok((rtp, rtcp, local)) => {
-                    let lease = Arc::new(PortLease { port, allocator: allocator.clone() });
-                    break Ok(MediaPorts { rtp, rtcp, local, lease });
+                    let lease = Arc::new(PortLease {
+                        port,
+                        allocator: allocator.clone(),
+                    });
+                    break Ok(MediaPorts {
+                        rtp,
+                        rtcp,
+                        local,
+                        lease,
+                    });
                 }
                 Err(_) => skipped.push(port),
             }
@@ -170,7 +190,6 @@ impl MediaPorts {
         }
         result
     }
-
 }
 
 fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(UdpSocket, UdpSocket, SocketAddr)> {
@@ -192,13 +211,19 @@ pub const DESCRIPTORS_PER_LEG: u64 = 4;
 pub fn raise_descriptor_limit() -> io::Result<u64> {
     #[cfg(unix)]
     {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: a valid rlimit for the kernel to fill in.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
             return Err(io::Error::last_os_error());
         }
         if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
             // SAFETY: a valid rlimit, only read by the kernel.
             if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
                 limit = raised;
@@ -285,7 +310,10 @@ struct Twin {
 
 impl std::fmt::Debug for RtpIntake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RtpIntake").field("socket", &self.socket).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("RtpIntake")
+            .field("socket", &self.socket)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -351,8 +379,17 @@ pub fn split_receive(
         read: 0,
         last_audio: None,
     };
-    let supervision =
-        Supervision { rtcp, rtp: rtp_for_reports, settings, unprotect, protect, muxed: muxed_rx, counters, metrics, cancel };
+    let supervision = Supervision {
+        rtcp,
+        rtp: rtp_for_reports,
+        settings,
+        unprotect,
+        protect,
+        muxed: muxed_rx,
+        counters,
+        metrics,
+        cancel,
+    };
     Ok((intake, supervision))
 }
 
@@ -387,7 +424,12 @@ impl RtpIntake {
     /// left behind arrived later still, so a timely stream is read in full at the next tick,
     /// and a backlog never outlives one tick. The caller finishes the reading with
     /// [`RtpIntake::poll_rest`] when the jitter buffer lacks its next frame.
-    pub fn poll(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> Polled {
+    pub fn poll(
+        &mut self,
+        batch: &mut RecvBatch,
+        clock: &ClockPair,
+        mut out: impl FnMut(LegInput<'_>),
+    ) -> Polled {
         self.read = 0;
         self.polls = self.polls.wrapping_add(1);
         // Latching in this poll makes the twin, but the datagrams already waiting stay where
@@ -396,7 +438,10 @@ impl RtpIntake {
         let stopped_early = match batch.recv_one(self.source(from_twin)) {
             Ok(1) => {
                 self.read = 1;
-                let settled = batch.datagrams().next().is_some_and(|datagram| self.accept(datagram, clock, &mut out));
+                let settled = batch
+                    .datagrams()
+                    .next()
+                    .is_some_and(|datagram| self.accept(datagram, clock, &mut out));
                 settled || self.read_rest(from_twin, batch, clock, &mut out)
             }
             // Empty. A connected twin reports an ICMP error once (the peer closed its port),
@@ -406,12 +451,20 @@ impl RtpIntake {
         if from_twin && self.polls.is_multiple_of(STRAYS_EVERY) {
             self.read_rest(false, batch, clock, &mut out);
         }
-        Polled { accepted: std::mem::take(&mut self.accepted), stopped_early }
+        Polled {
+            accepted: std::mem::take(&mut self.accepted),
+            stopped_early,
+        }
     }
 
     /// Reads the rest of what waits after a [`RtpIntake::poll`] that stopped early, within the
     /// tick's [`MAX_READ_PER_TICK`]. Returns the valid packets it took.
-    pub fn poll_rest(&mut self, batch: &mut RecvBatch, clock: &ClockPair, mut out: impl FnMut(LegInput<'_>)) -> u64 {
+    pub fn poll_rest(
+        &mut self,
+        batch: &mut RecvBatch,
+        clock: &ClockPair,
+        mut out: impl FnMut(LegInput<'_>),
+    ) -> u64 {
         self.read_rest(self.twin.is_some(), batch, clock, &mut out);
         std::mem::take(&mut self.accepted)
     }
@@ -426,7 +479,13 @@ impl RtpIntake {
 
     /// Reads the twin's or the socket's datagrams in batches until it is empty or the tick's
     /// budget is spent; true when it stopped for the budget (more may wait).
-    fn read_rest(&mut self, twin: bool, batch: &mut RecvBatch, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) -> bool {
+    fn read_rest(
+        &mut self,
+        twin: bool,
+        batch: &mut RecvBatch,
+        clock: &ClockPair,
+        out: &mut impl FnMut(LegInput<'_>),
+    ) -> bool {
         while self.read < MAX_READ_PER_TICK {
             let n = match batch.recv(self.source(twin), false) {
                 Ok(0) | Err(_) => return false,
@@ -472,7 +531,12 @@ impl RtpIntake {
 
     /// Takes one datagram; true when it was the audio packet right after the last one and
     /// arrived less than [`SETTLED_AGE`] ago (see [`RtpIntake::poll`]).
-    fn accept(&mut self, datagram: Datagram<'_>, clock: &ClockPair, out: &mut impl FnMut(LegInput<'_>)) -> bool {
+    fn accept(
+        &mut self,
+        datagram: Datagram<'_>,
+        clock: &ClockPair,
+        out: &mut impl FnMut(LegInput<'_>),
+    ) -> bool {
         if let Some(dropped) = datagram.dropped {
             let lost = dropped.wrapping_sub(self.dropped);
             if lost > 0 && lost < u32::MAX / 2 {
@@ -493,7 +557,11 @@ impl RtpIntake {
         let clear;
         let bytes = match &self.unprotect {
             None => bytes,
-            Some(unprotect) => match unprotect.lock().unwrap_or_else(|p| p.into_inner()).rtp(bytes) {
+            Some(unprotect) => match unprotect
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rtp(bytes)
+            {
                 Ok(decrypted) => {
                     clear = decrypted;
                     &clear[..]
@@ -512,15 +580,22 @@ impl RtpIntake {
             }
         };
         let config = self.config;
-        if packet.payload_type != config.audio_pt && Some(packet.payload_type) != config.telephone_event {
-            self.metrics.invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
+        if packet.payload_type != config.audio_pt
+            && Some(packet.payload_type) != config.telephone_event
+        {
+            self.metrics
+                .invalid(MediaError::UnexpectedPayloadType(packet.payload_type));
             return false;
         }
         let arrival = clock.arrival(datagram.stamp);
-        match self.latch.check(arrival, datagram.from, packet.ssrc, packet.sequence) {
+        match self
+            .latch
+            .check(arrival, datagram.from, packet.ssrc, packet.sequence)
+        {
             Verdict::Accept => {}
             Verdict::Latch(addr) => {
-                *self.counters.peer.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr, packet.ssrc));
+                *self.counters.peer.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((addr, packet.ssrc));
                 self.connect_twin(addr);
                 out(LegInput::Remote(addr));
             }
@@ -529,14 +604,18 @@ impl RtpIntake {
                 return false;
             }
             Verdict::ForeignSsrc => {
-                self.metrics.invalid(MediaError::UnexpectedSsrc(packet.ssrc));
+                self.metrics
+                    .invalid(MediaError::UnexpectedSsrc(packet.ssrc));
                 return false;
             }
         }
         self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
         self.accepted += 1;
         if packet.payload_type != config.audio_pt {
-            if let Some(digit) = self.dtmf.handle(packet.ssrc, packet.timestamp, packet.payload) {
+            if let Some(digit) = self
+                .dtmf
+                .handle(packet.ssrc, packet.timestamp, packet.payload)
+            {
                 // A full digit queue means nobody reads digits for this leg: drop them.
                 let _ = self.digits.try_send(digit);
             }
@@ -549,9 +628,14 @@ impl RtpIntake {
             marker: packet.marker,
             arrival,
         };
-        let in_order = self.last_audio.is_some_and(|last| packet.sequence == last.wrapping_add(1));
+        let in_order = self
+            .last_audio
+            .is_some_and(|last| packet.sequence == last.wrapping_add(1));
         self.last_audio = Some(packet.sequence);
-        out(LegInput::Audio { info, payload: packet.payload });
+        out(LegInput::Audio {
+            info,
+            payload: packet.payload,
+        });
         in_order && datagram.stamp.is_some() && clock.age(arrival) < SETTLED_AGE
     }
 }
@@ -574,11 +658,15 @@ pub async fn supervise(mut s: Supervision) -> ReceiveEnd {
     // Where RTCP from the peer last came from (symmetric RTCP), else where the SDP says.
     let mut rtcp_from: Option<SocketAddr> = None;
     // RTP inactivity: the packet count, and when it last moved.
-    let mut seen = (s.counters.packets_in.load(Ordering::Relaxed), tokio::time::Instant::now());
+    let mut seen = (
+        s.counters.packets_in.load(Ordering::Relaxed),
+        tokio::time::Instant::now(),
+    );
     let check = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(check);
     loop {
-        let report_at = tokio::time::Instant::from_std(session.next_report(std::time::Instant::now()));
+        let report_at =
+            tokio::time::Instant::from_std(session.next_report(std::time::Instant::now()));
         tokio::select! {
             r = rtcp_socket.recv_from(&mut rtcp_buf) => {
                 if let Ok((n, from)) = r {
@@ -640,9 +728,19 @@ pub async fn supervise(mut s: Supervision) -> ReceiveEnd {
 }
 
 /// Reads one RTCP datagram into the session; malformed ones are counted.
-fn read_rtcp(session: &mut RtcpSession, bytes: &[u8], counters: &LegCounters, metrics: &MediaMetrics) {
+fn read_rtcp(
+    session: &mut RtcpSession,
+    bytes: &[u8],
+    counters: &LegCounters,
+    metrics: &MediaMetrics,
+) {
     let local = counters.quality().sender.map(|s| s.ssrc);
-    match session.handle(std::time::Instant::now(), rtcp::ntp_time(std::time::SystemTime::now()), local, bytes) {
+    match session.handle(
+        std::time::Instant::now(),
+        rtcp::ntp_time(std::time::SystemTime::now()),
+        local,
+        bytes,
+    ) {
         Ok(()) => metrics.rtcp_received(),
         Err(error) => metrics.invalid(error),
     }
@@ -654,10 +752,18 @@ fn publish_rtcp(counters: &LegCounters, session: &RtcpSession) {
 }
 
 /// The clear RTCP of a datagram: as is without SRTP, else decrypted (failures counted, `None`).
-fn unprotect_rtcp(unprotect: &Option<Arc<Mutex<Unprotector>>>, bytes: &[u8], metrics: &MediaMetrics) -> Option<Vec<u8>> {
+fn unprotect_rtcp(
+    unprotect: &Option<Arc<Mutex<Unprotector>>>,
+    bytes: &[u8],
+    metrics: &MediaMetrics,
+) -> Option<Vec<u8>> {
     match unprotect {
         None => Some(bytes.to_vec()),
-        Some(unprotect) => match unprotect.lock().unwrap_or_else(|p| p.into_inner()).rtcp(bytes) {
+        Some(unprotect) => match unprotect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rtcp(bytes)
+        {
             Ok(clear) => Some(clear),
             Err(error) => {
                 metrics.invalid(error);
@@ -698,16 +804,31 @@ mod tests {
         let registry = prometheus::Registry::new();
         let metrics = MediaMetrics::register(&registry).unwrap();
         let counters = Arc::new(LegCounters::default());
-        let (intake, _) = split_receive(rtp, rtcp, settings, None, digits, counters, metrics, CancellationToken::new()).unwrap();
+        let (intake, _) = split_receive(
+            rtp,
+            rtcp,
+            settings,
+            None,
+            digits,
+            counters,
+            metrics,
+            CancellationToken::new(),
+        )
+        .unwrap();
         (intake, peer, registry)
     }
 
     /// The hijack count on `registry`.
     fn hijacks(registry: &prometheus::Registry) -> u64 {
         let families = registry.gather();
-        let invalid = families.iter().find(|f| f.name() == "roundtable_rtp_invalid_total");
+        let invalid = families
+            .iter()
+            .find(|f| f.name() == "roundtable_rtp_invalid_total");
         invalid.map_or(0, |f| {
-            let hijack = f.get_metric().iter().find(|m| m.get_label().iter().any(|l| l.value() == "hijack"));
+            let hijack = f
+                .get_metric()
+                .iter()
+                .find(|m| m.get_label().iter().any(|l| l.value() == "hijack"));
             hijack.map_or(0, |m| m.get_counter().get_value() as u64)
         })
     }
@@ -745,20 +866,43 @@ mod tests {
         let mut batch = RecvBatch::new(4);
         send(&peer, 1);
         let (polled, got) = poll(&mut intake, &mut batch);
-        assert_eq!((polled, got), (Polled { accepted: 1, stopped_early: false }, vec![1]), "the first packet has none before it");
+        assert_eq!(
+            (polled, got),
+            (
+                Polled {
+                    accepted: 1,
+                    stopped_early: false
+                },
+                vec![1]
+            ),
+            "the first packet has none before it"
+        );
 
         send(&peer, 2);
         send(&peer, 3);
         std::thread::sleep(Duration::from_millis(2));
         let (polled, got) = poll(&mut intake, &mut batch);
-        assert_eq!((polled, got), (Polled { accepted: 1, stopped_early: true }, vec![2]));
+        assert_eq!(
+            (polled, got),
+            (
+                Polled {
+                    accepted: 1,
+                    stopped_early: true
+                },
+                vec![2]
+            )
+        );
         let mut rest = Vec::new();
         let taken = intake.poll_rest(&mut batch, &ClockPair::now(), |input| {
             if let LegInput::Audio { info, .. } = input {
                 rest.push(info.sequence);
             }
         });
-        assert_eq!((taken, rest), (1, vec![3]), "poll_rest reads what waited behind");
+        assert_eq!(
+            (taken, rest),
+            (1, vec![3]),
+            "poll_rest reads what waited behind"
+        );
     }
 
     #[test]
@@ -773,7 +917,16 @@ mod tests {
         send(&peer, 3);
         std::thread::sleep(SETTLED_AGE + Duration::from_millis(5));
         let (polled, got) = poll(&mut intake, &mut batch);
-        assert_eq!((polled, got), (Polled { accepted: 2, stopped_early: false }, vec![2, 3]));
+        assert_eq!(
+            (polled, got),
+            (
+                Polled {
+                    accepted: 2,
+                    stopped_early: false
+                },
+                vec![2, 3]
+            )
+        );
 
         // A gap (5 after 3), then reordering (4 after 5).
         send(&peer, 5);
@@ -781,7 +934,16 @@ mod tests {
         send(&peer, 6);
         std::thread::sleep(Duration::from_millis(2));
         let (polled, got) = poll(&mut intake, &mut batch);
-        assert_eq!((polled, got), (Polled { accepted: 3, stopped_early: false }, vec![5, 4, 6]));
+        assert_eq!(
+            (polled, got),
+            (
+                Polled {
+                    accepted: 3,
+                    stopped_early: false
+                },
+                vec![5, 4, 6]
+            )
+        );
     }
 
     #[test]
@@ -792,10 +954,18 @@ mod tests {
         send(&peer, 1);
         poll(&mut intake, &mut batch);
         let twin = intake.twin.as_ref().expect("a twin once latched");
-        assert_eq!((twin.remote, twin.socket.local_addr().unwrap()), (peer.local_addr().unwrap(), local));
+        assert_eq!(
+            (twin.remote, twin.socket.local_addr().unwrap()),
+            (peer.local_addr().unwrap(), local)
+        );
 
         // The leg's packets go out through the twin, from the leg's port.
-        assert_eq!(intake.send(b"to the peer", peer.local_addr().unwrap()).unwrap(), 11);
+        assert_eq!(
+            intake
+                .send(b"to the peer", peer.local_addr().unwrap())
+                .unwrap(),
+            11
+        );
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(peer.recv_from(&mut buf).unwrap(), (11, local));
@@ -818,7 +988,15 @@ mod tests {
                 assert_eq!(hijacks(&registry), 0, "strays are not read at every tick");
             }
         }
-        assert_eq!(taken, (2..2 + STRAYS_EVERY as u16).collect::<Vec<_>>(), "only the peer's stream");
-        assert_eq!(hijacks(&registry), 1, "the stranger counted at the strays' read");
+        assert_eq!(
+            taken,
+            (2..2 + STRAYS_EVERY as u16).collect::<Vec<_>>(),
+            "only the peer's stream"
+        );
+        assert_eq!(
+            hijacks(&registry),
+            1,
+            "the stranger counted at the strays' read"
+        );
     }
 }

@@ -37,7 +37,9 @@ impl Suite {
 
     /// Reads a suite name.
     pub fn from_name(name: &str) -> Option<Suite> {
-        [Suite::AesCm128Sha1_80, Suite::AesCm128Sha1_32].into_iter().find(|s| s.name() == name)
+        [Suite::AesCm128Sha1_80, Suite::AesCm128Sha1_32]
+            .into_iter()
+            .find(|s| s.name() == name)
     }
 
     fn profile(self) -> ProtectionProfile {
@@ -62,7 +64,9 @@ impl MasterKey {
     /// A fresh random key and salt from the operating system.
     pub fn random() -> Result<MasterKey, MediaError> {
         let mut bytes = [0u8; KEY_SALT_LEN];
-        AwsLcRsRandom.fill(&mut bytes).map_err(|_| MediaError::Srtp("no randomness"))?;
+        AwsLcRsRandom
+            .fill(&mut bytes)
+            .map_err(|_| MediaError::Srtp("no randomness"))?;
         Ok(MasterKey(bytes))
     }
 
@@ -88,11 +92,15 @@ impl MasterKey {
     fn context(&self, suite: Suite, replay: bool) -> Result<Context, MediaError> {
         let (key, salt) = self.0.split_at(16);
         let (rtp, rtcp) = if replay {
-            (Some(srtp_replay_protection(REPLAY_WINDOW)), Some(srtcp_replay_protection(REPLAY_WINDOW)))
+            (
+                Some(srtp_replay_protection(REPLAY_WINDOW)),
+                Some(srtcp_replay_protection(REPLAY_WINDOW)),
+            )
         } else {
             (None, None)
         };
-        Context::new(key, salt, suite.profile(), rtp, rtcp, &AwsLcRsCrypto).map_err(|_| MediaError::Srtp("bad key"))
+        Context::new(key, salt, suite.profile(), rtp, rtcp, &AwsLcRsCrypto)
+            .map_err(|_| MediaError::Srtp("bad key"))
     }
 }
 
@@ -114,12 +122,18 @@ impl Protector {
 
     /// Encrypts and authenticates an RTP packet.
     pub fn rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, MediaError> {
-        self.0.encrypt_rtp(packet).map(|b| b.to_vec()).map_err(|_| MediaError::Srtp("protect"))
+        self.0
+            .encrypt_rtp(packet)
+            .map(|b| b.to_vec())
+            .map_err(|_| MediaError::Srtp("protect"))
     }
 
     /// Encrypts and authenticates an RTCP compound packet.
     pub fn rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, MediaError> {
-        self.0.encrypt_rtcp(packet).map(|b| b.to_vec()).map_err(|_| MediaError::Srtp("protect"))
+        self.0
+            .encrypt_rtcp(packet)
+            .map(|b| b.to_vec())
+            .map_err(|_| MediaError::Srtp("protect"))
     }
 }
 
@@ -140,12 +154,18 @@ impl Unprotector {
 
     /// Authenticates and decrypts an SRTP packet; forged, replayed or short packets fail.
     pub fn rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, MediaError> {
-        self.0.decrypt_rtp(packet).map(|b| b.to_vec()).map_err(|_| MediaError::Srtp("authentication"))
+        self.0
+            .decrypt_rtp(packet)
+            .map(|b| b.to_vec())
+            .map_err(|_| MediaError::Srtp("authentication"))
     }
 
     /// Authenticates and decrypts an SRTCP packet.
     pub fn rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, MediaError> {
-        self.0.decrypt_rtcp(packet).map(|b| b.to_vec()).map_err(|_| MediaError::Srtp("authentication"))
+        self.0
+            .decrypt_rtcp(packet)
+            .map(|b| b.to_vec())
+            .map_err(|_| MediaError::Srtp("authentication"))
     }
 }
 
@@ -155,7 +175,10 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
@@ -195,7 +218,10 @@ mod tests {
             let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(base64_decode(&base64_encode(&bytes)).unwrap(), bytes);
         }
-        assert_eq!(base64_encode(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+        assert_eq!(
+            base64_encode(b"any carnal pleas"),
+            "YW55IGNhcm5hbCBwbGVhcw=="
+        );
         assert!(base64_decode("a*b").is_none());
     }
 
@@ -204,38 +230,73 @@ mod tests {
         let key = MasterKey::random().unwrap();
         let params = key.key_params();
         assert_eq!(MasterKey::from_key_params(&params), Some(key.clone()));
-        assert_eq!(MasterKey::from_key_params(&format!("{params}|2^20")), Some(key.clone()), "lifetime accepted");
-        assert_eq!(MasterKey::from_key_params(&format!("{params}|1:4")), None, "MKI refused");
-        assert_eq!(MasterKey::from_key_params("inline:c2hvcnQ="), None, "too short");
-        assert!(!format!("{key:?}").contains(&params[7..]), "Debug redacts the key");
+        assert_eq!(
+            MasterKey::from_key_params(&format!("{params}|2^20")),
+            Some(key.clone()),
+            "lifetime accepted"
+        );
+        assert_eq!(
+            MasterKey::from_key_params(&format!("{params}|1:4")),
+            None,
+            "MKI refused"
+        );
+        assert_eq!(
+            MasterKey::from_key_params("inline:c2hvcnQ="),
+            None,
+            "too short"
+        );
+        assert!(
+            !format!("{key:?}").contains(&params[7..]),
+            "Debug redacts the key"
+        );
     }
 
     #[test]
     fn protected_rtp_and_rtcp_round_trip_and_forgeries_fail() {
         for suite in [Suite::AesCm128Sha1_80, Suite::AesCm128Sha1_32] {
             let key = MasterKey::random().unwrap();
-            let (mut tx, mut rx) = (Protector::new(suite, &key).unwrap(), Unprotector::new(suite, &key).unwrap());
+            let (mut tx, mut rx) = (
+                Protector::new(suite, &key).unwrap(),
+                Unprotector::new(suite, &key).unwrap(),
+            );
             let mut sender = RtpSender::new(0, 42);
             let mut packet = Vec::new();
             sender.write(&[0x55; 160], 160, &mut packet);
             let protected = tx.rtp(&packet).unwrap();
-            let tag = if suite == Suite::AesCm128Sha1_80 { 10 } else { 4 };
+            let tag = if suite == Suite::AesCm128Sha1_80 {
+                10
+            } else {
+                4
+            };
             assert_eq!(protected.len(), packet.len() + tag);
-            assert_ne!(&protected[12..172], &packet[12..172], "the payload is encrypted");
+            assert_ne!(
+                &protected[12..172],
+                &packet[12..172],
+                "the payload is encrypted"
+            );
             let clear = rx.rtp(&protected).unwrap();
             assert_eq!(RtpPacket::parse(&clear).unwrap().payload, &[0x55; 160]);
             assert!(rx.rtp(&protected).is_err(), "a replay fails");
-            let mut forged = tx.rtp(&{
-                sender.write(&[1; 160], 160, &mut packet);
-                packet.clone()
-            })
-            .unwrap();
+            let mut forged = tx
+                .rtp(&{
+                    sender.write(&[1; 160], 160, &mut packet);
+                    packet.clone()
+                })
+                .unwrap();
             forged[20] ^= 1;
-            assert!(rx.rtp(&forged).is_err(), "a changed byte fails authentication");
-            let other = Unprotector::new(suite, &MasterKey::random().unwrap()).unwrap().rtp(&protected);
+            assert!(
+                rx.rtp(&forged).is_err(),
+                "a changed byte fails authentication"
+            );
+            let other = Unprotector::new(suite, &MasterKey::random().unwrap())
+                .unwrap()
+                .rtp(&protected);
             assert!(other.is_err(), "another key fails");
 
-            let rtcp = [0x81, 201, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            let rtcp = [
+                0x81, 201, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0,
+            ];
             let protected = tx.rtcp(&rtcp).unwrap();
             assert_eq!(rx.rtcp(&protected).unwrap(), rtcp);
             assert!(rx.rtcp(&protected[..10]).is_err());

@@ -30,7 +30,10 @@ pub struct ClockPair {
 impl ClockPair {
     /// Both clocks now.
     pub fn now() -> ClockPair {
-        ClockPair { instant: Instant::now(), wall: SystemTime::now() }
+        ClockPair {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
     }
 
     /// How long before these clocks were read `arrival` was.
@@ -41,8 +44,12 @@ impl ClockPair {
     /// The instant a datagram stamped `wall` arrived. A stamp in the future or more than 10 s
     /// old (the wall clock was stepped) counts as now.
     pub fn arrival(&self, wall: Option<SystemTime>) -> Instant {
-        let waited = wall.and_then(|w| self.wall.duration_since(w).ok()).filter(|d| *d <= Duration::from_secs(10));
-        waited.and_then(|d| self.instant.checked_sub(d)).unwrap_or(self.instant)
+        let waited = wall
+            .and_then(|w| self.wall.duration_since(w).ok())
+            .filter(|d| *d <= Duration::from_secs(10));
+        waited
+            .and_then(|d| self.instant.checked_sub(d))
+            .unwrap_or(self.instant)
     }
 }
 
@@ -83,7 +90,10 @@ struct Meta {
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecvBatch").field("capacity", &self.buffers.len()).field("filled", &self.filled).finish()
+        f.debug_struct("RecvBatch")
+            .field("capacity", &self.buffers.len())
+            .field("filled", &self.filled)
+            .finish()
     }
 }
 
@@ -94,7 +104,16 @@ impl RecvBatch {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         RecvBatch {
             buffers: vec![[0; DATAGRAM_MAX]; capacity],
-            meta: vec![Meta { len: 0, from: unspecified, stamp: None, truncated: false, dropped: None }; capacity],
+            meta: vec![
+                Meta {
+                    len: 0,
+                    from: unspecified,
+                    stamp: None,
+                    truncated: false,
+                    dropped: None
+                };
+                capacity
+            ],
             filled: 0,
             #[cfg(target_os = "linux")]
             sys: linux::Scratch::new(capacity),
@@ -126,9 +145,20 @@ impl RecvBatch {
         self.filled = 0;
         let count = count.min(self.buffers.len());
         #[cfg(target_os = "linux")]
-        let result = linux::recv(socket, wait, &mut self.buffers[..count], &mut self.meta[..count], &mut self.sys);
+        let result = linux::recv(
+            socket,
+            wait,
+            &mut self.buffers[..count],
+            &mut self.meta[..count],
+            &mut self.sys,
+        );
         #[cfg(not(target_os = "linux"))]
-        let result = portable_recv(socket, wait, &mut self.buffers[..count], &mut self.meta[..count]);
+        let result = portable_recv(
+            socket,
+            wait,
+            &mut self.buffers[..count],
+            &mut self.meta[..count],
+        );
         match result {
             Ok(n) => {
                 self.filled = n;
@@ -141,13 +171,17 @@ impl RecvBatch {
 
     /// The datagrams the last [`RecvBatch::recv`] or [`RecvBatch::recv_one`] read.
     pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
-        self.buffers.iter().zip(&self.meta).take(self.filled).map(|(buffer, meta)| Datagram {
-            bytes: &buffer[..meta.len],
-            from: meta.from,
-            stamp: meta.stamp,
-            truncated: meta.truncated,
-            dropped: meta.dropped,
-        })
+        self.buffers
+            .iter()
+            .zip(&self.meta)
+            .take(self.filled)
+            .map(|(buffer, meta)| Datagram {
+                bytes: &buffer[..meta.len],
+                from: meta.from,
+                stamp: meta.stamp,
+                truncated: meta.truncated,
+                dropped: meta.dropped,
+            })
     }
 }
 
@@ -167,7 +201,10 @@ pub fn enable_stamps(socket: &UdpSocket) -> io::Result<()> {
 /// process may, else as much as the system allows); for load tools that must not drop.
 pub fn set_buffers(socket: &UdpSocket, bytes: usize) {
     #[cfg(target_os = "linux")]
-    linux::set_buffers(socket, libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX));
+    linux::set_buffers(
+        socket,
+        libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+    );
     #[cfg(not(target_os = "linux"))]
     let _ = (socket, bytes);
 }
@@ -223,14 +260,25 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::
 }
 
 #[cfg(not(target_os = "linux"))]
-fn portable_recv(socket: &UdpSocket, wait: bool, buffers: &mut [[u8; DATAGRAM_MAX]], meta: &mut [Meta]) -> io::Result<usize> {
+fn portable_recv(
+    socket: &UdpSocket,
+    wait: bool,
+    buffers: &mut [[u8; DATAGRAM_MAX]],
+    meta: &mut [Meta],
+) -> io::Result<usize> {
     let mut n = 0;
     while n < buffers.len() {
         let blocking = wait && n == 0;
         socket.set_nonblocking(!blocking)?;
         match socket.recv_from(&mut buffers[n]) {
             Ok((len, from)) => {
-                meta[n] = Meta { len: len.min(DATAGRAM_MAX), from, stamp: Some(SystemTime::now()), truncated: false, dropped: None };
+                meta[n] = Meta {
+                    len: len.min(DATAGRAM_MAX),
+                    from,
+                    stamp: Some(SystemTime::now()),
+                    truncated: false,
+                    dropped: None,
+                };
                 n += 1;
             }
             Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
@@ -245,7 +293,7 @@ mod linux {
     //! `recvmmsg`/`sendmmsg` through libc. Every pointer handed to the kernel points into
     //! buffers borrowed for the duration of the call, with their true lengths.
 
-    use super::{Meta, DATAGRAM_MAX};
+    use super::{DATAGRAM_MAX, Meta};
     use std::io;
     use std::mem::{size_of, zeroed};
     use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -271,7 +319,13 @@ mod linux {
     impl Scratch {
         pub(super) fn new(capacity: usize) -> Scratch {
             // SAFETY: all-zero bytes are a valid value of these plain C structs.
-            let (header, iovec, address) = unsafe { (zeroed::<libc::mmsghdr>(), zeroed::<libc::iovec>(), zeroed::<libc::sockaddr_storage>()) };
+            let (header, iovec, address) = unsafe {
+                (
+                    zeroed::<libc::mmsghdr>(),
+                    zeroed::<libc::iovec>(),
+                    zeroed::<libc::sockaddr_storage>(),
+                )
+            };
             Scratch {
                 headers: vec![header; capacity],
                 iovecs: vec![iovec; capacity],
@@ -287,7 +341,10 @@ mod linux {
     }
 
     pub(super) fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
-        for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        for (forced, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
             // Past `rmem_max`/`wmem_max` only with CAP_NET_ADMIN; else as much as allowed.
             if set_option(socket, forced, bytes).is_err() {
                 let _ = set_option(socket, plain, bytes);
@@ -301,7 +358,12 @@ mod linux {
     }
 
     /// Sets one integer option.
-    fn set_level_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    fn set_level_option(
+        socket: &UdpSocket,
+        level: libc::c_int,
+        option: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
         // SAFETY: a valid socket descriptor and a pointer to a c_int with its size.
         let result = unsafe {
             libc::setsockopt(
@@ -312,16 +374,36 @@ mod linux {
                 size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Reads one integer option.
-    fn level_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int) -> io::Result<libc::c_int> {
+    fn level_option(
+        socket: &UdpSocket,
+        level: libc::c_int,
+        option: libc::c_int,
+    ) -> io::Result<libc::c_int> {
         let mut value: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: a valid socket descriptor, and a c_int with its size for the kernel to fill.
-        let result = unsafe { libc::getsockopt(socket.as_raw_fd(), level, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
-        if result == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if result == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     pub(super) fn recv(
@@ -333,7 +415,10 @@ mod linux {
     ) -> io::Result<usize> {
         let count = buffers.len().min(scratch.headers.len());
         for i in 0..count {
-            scratch.iovecs[i] = libc::iovec { iov_base: buffers[i].as_mut_ptr().cast(), iov_len: DATAGRAM_MAX };
+            scratch.iovecs[i] = libc::iovec {
+                iov_base: buffers[i].as_mut_ptr().cast(),
+                iov_len: DATAGRAM_MAX,
+            };
             let header = &mut scratch.headers[i].msg_hdr;
             header.msg_name = (&mut scratch.addresses[i] as *mut libc::sockaddr_storage).cast();
             header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -365,7 +450,11 @@ mod linux {
                 len
             }
         } else {
-            let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+            let flags = if wait {
+                libc::MSG_WAITFORONE
+            } else {
+                libc::MSG_DONTWAIT
+            };
             // SAFETY: `count` headers, each pointing at live buffers of the stated lengths,
             // all borrowed mutably for this call.
             unsafe {
@@ -385,7 +474,8 @@ mod linux {
         let n = n as usize;
         for i in 0..n {
             let header = &scratch.headers[i];
-            let from = socket_addr(&scratch.addresses[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let from = socket_addr(&scratch.addresses[i])
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             let (stamp, dropped) = control(&header.msg_hdr);
             meta[i] = Meta {
                 len: (header.msg_len as usize).min(DATAGRAM_MAX),
@@ -402,7 +492,12 @@ mod linux {
         // SAFETY: all-zero bytes are a valid sockaddr_storage.
         let mut address: libc::sockaddr_storage = unsafe { zeroed() };
         let len = write_addr(&to, &mut address);
-        sendto(socket, bytes, (&address as *const libc::sockaddr_storage).cast(), len)
+        sendto(
+            socket,
+            bytes,
+            (&address as *const libc::sockaddr_storage).cast(),
+            len,
+        )
     }
 
     pub(super) fn send_connected(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
@@ -410,7 +505,12 @@ mod linux {
     }
 
     /// One `sendto`: to `address` (of `len` bytes), or on a connected socket with a null one.
-    fn sendto(socket: &UdpSocket, bytes: &[u8], address: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<usize> {
+    fn sendto(
+        socket: &UdpSocket,
+        bytes: &[u8],
+        address: *const libc::sockaddr,
+        len: libc::socklen_t,
+    ) -> io::Result<usize> {
         // SAFETY: a live byte slice with its length, and a null address or one of the stated
         // length that the callers keep alive across the call; the kernel only reads them.
         let n = unsafe {
@@ -424,7 +524,11 @@ mod linux {
                 libc::c_long::from(len),
             )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     pub(super) fn connected_twin(socket: &UdpSocket, remote: SocketAddr) -> io::Result<UdpSocket> {
@@ -438,10 +542,24 @@ mod linux {
         Ok(twin)
     }
 
-    fn bind_twin(socket: &UdpSocket, local: SocketAddr, remote: SocketAddr) -> io::Result<UdpSocket> {
-        let family = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    fn bind_twin(
+        socket: &UdpSocket,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> io::Result<UdpSocket> {
+        let family = if local.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         // SAFETY: creates a descriptor, owned by the UdpSocket below from here on.
-        let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        let fd = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -450,7 +568,12 @@ mod linux {
         set_option(&twin, libc::SO_REUSEADDR, 1)?;
         if local.is_ipv6() {
             // The same address family coverage as the original (dual-stack or not).
-            set_level_option(&twin, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, level_option(socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?)?;
+            set_level_option(
+                &twin,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                level_option(socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?,
+            )?;
         }
         // SAFETY: all-zero bytes are a valid sockaddr_storage.
         let mut address: libc::sockaddr_storage = unsafe { zeroed() };
@@ -474,7 +597,10 @@ mod linux {
         for chunk in datagrams.chunks(CHUNK) {
             for (i, (to, bytes)) in chunk.iter().enumerate() {
                 let len = write_addr(to, &mut addresses[i]);
-                iovecs[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+                iovecs[i] = libc::iovec {
+                    iov_base: bytes.as_ptr() as *mut libc::c_void,
+                    iov_len: bytes.len(),
+                };
                 let header = &mut headers[i].msg_hdr;
                 header.msg_name = (&mut addresses[i] as *mut libc::sockaddr_storage).cast();
                 header.msg_namelen = len;
@@ -517,10 +643,14 @@ mod linux {
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET {
                     if (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
-                        let spec: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                        stamp = SystemTime::UNIX_EPOCH.checked_add(Duration::new(spec.tv_sec as u64, spec.tv_nsec as u32));
+                        let spec: libc::timespec =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                        stamp = SystemTime::UNIX_EPOCH
+                            .checked_add(Duration::new(spec.tv_sec as u64, spec.tv_nsec as u32));
                     } else if (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
-                        dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()));
+                        dropped = Some(std::ptr::read_unaligned(
+                            libc::CMSG_DATA(cmsg).cast::<u32>(),
+                        ));
                     }
                 }
                 cmsg = libc::CMSG_NXTHDR(header, cmsg);
@@ -533,15 +663,25 @@ mod linux {
         match storage.ss_family as libc::c_int {
             libc::AF_INET => {
                 // SAFETY: the family says the storage holds a sockaddr_in.
-                let v4: libc::sockaddr_in = unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+                let v4: libc::sockaddr_in =
+                    unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
                 let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(v4.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says the storage holds a sockaddr_in6.
-                let v6: libc::sockaddr_in6 = unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+                let v6: libc::sockaddr_in6 =
+                    unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
                 let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-                Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(v6.sin6_port), v6.sin6_flowinfo, v6.sin6_scope_id)))
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(v6.sin6_port),
+                    v6.sin6_flowinfo,
+                    v6.sin6_scope_id,
+                )))
             }
             _ => None,
         }
@@ -554,7 +694,9 @@ mod linux {
                 let mut raw: libc::sockaddr_in = unsafe { zeroed() };
                 raw.sin_family = libc::AF_INET as libc::sa_family_t;
                 raw.sin_port = v4.port().to_be();
-                raw.sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };
+                raw.sin_addr = libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                };
                 // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
                 unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), raw) };
                 size_of::<libc::sockaddr_in>() as libc::socklen_t
@@ -564,7 +706,9 @@ mod linux {
                 let mut raw: libc::sockaddr_in6 = unsafe { zeroed() };
                 raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 raw.sin6_port = v6.port().to_be();
-                raw.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+                raw.sin6_addr = libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                };
                 raw.sin6_flowinfo = v6.flowinfo();
                 raw.sin6_scope_id = v6.scope_id();
                 // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
@@ -586,11 +730,14 @@ mod tests {
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = receiver.local_addr().unwrap();
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
-        let batch_out: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, p.as_slice())).collect();
+        let batch_out: Vec<(SocketAddr, &[u8])> =
+            payloads.iter().map(|p| (to, p.as_slice())).collect();
         assert_eq!(send_batch(&sender, &batch_out).unwrap(), 5);
         let before = SystemTime::now();
         let mut batch = RecvBatch::new(3);
-        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut got = Vec::new();
         for _ in 0..10 {
             if got.len() == 5 {
@@ -602,7 +749,11 @@ mod tests {
                 assert_eq!(d.from, sender.local_addr().unwrap());
                 assert!(!d.truncated);
                 let stamp = d.stamp.expect("kernel timestamp");
-                assert!(stamp <= before + Duration::from_millis(1) && before.duration_since(stamp).unwrap_or_default() < Duration::from_secs(2));
+                assert!(
+                    stamp <= before + Duration::from_millis(1)
+                        && before.duration_since(stamp).unwrap_or_default()
+                            < Duration::from_secs(2)
+                );
                 got.push(d.bytes.to_vec());
             }
         }
@@ -636,7 +787,9 @@ mod tests {
         }
         sender.send_to(b"after", to).unwrap();
         receiver.set_nonblocking(false).unwrap();
-        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         assert_eq!(batch.recv(&receiver, true).unwrap(), 1);
         let d = batch.datagrams().next().unwrap();
         assert_eq!(d.bytes, b"after");
@@ -647,8 +800,12 @@ mod tests {
     fn long_datagrams_are_marked_truncated() {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sender.send_to(&[7u8; DATAGRAM_MAX + 100], receiver.local_addr().unwrap()).unwrap();
-        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sender
+            .send_to(&[7u8; DATAGRAM_MAX + 100], receiver.local_addr().unwrap())
+            .unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut batch = RecvBatch::new(2);
         assert_eq!(batch.recv(&receiver, true).unwrap(), 1);
         let d = batch.datagrams().next().unwrap();
@@ -662,11 +819,16 @@ mod tests {
         let sender = UdpSocket::bind("[::1]:0").unwrap();
         let to = receiver.local_addr().unwrap();
         assert_eq!(send_batch(&sender, &[(to, b"abc".as_slice())]).unwrap(), 1);
-        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut batch = RecvBatch::new(2);
         assert_eq!(batch.recv(&receiver, true).unwrap(), 1);
         let d = batch.datagrams().next().unwrap();
-        assert_eq!((d.bytes, d.from), (b"abc".as_slice(), sender.local_addr().unwrap()));
+        assert_eq!(
+            (d.bytes, d.from),
+            (b"abc".as_slice(), sender.local_addr().unwrap())
+        );
     }
 
     #[test]
@@ -675,11 +837,19 @@ mod tests {
             let receiver = UdpSocket::bind(local).unwrap();
             let sender = UdpSocket::bind(local).unwrap();
             let payload: Vec<u8> = (0..=255).collect();
-            assert_eq!(send_to(&sender, &payload, receiver.local_addr().unwrap()).unwrap(), 256);
-            receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            assert_eq!(
+                send_to(&sender, &payload, receiver.local_addr().unwrap()).unwrap(),
+                256
+            );
+            receiver
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
             let mut buffer = [0u8; 512];
             let (n, from) = receiver.recv_from(&mut buffer).unwrap();
-            assert_eq!((&buffer[..n], from), (payload.as_slice(), sender.local_addr().unwrap()));
+            assert_eq!(
+                (&buffer[..n], from),
+                (payload.as_slice(), sender.local_addr().unwrap())
+            );
         }
         // An error is reported as one: an IPv6 destination from an IPv4 socket.
         let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -690,10 +860,19 @@ mod tests {
     fn arrival_maps_wall_stamps_to_instants() {
         let clock = ClockPair::now();
         let ten_ms_ago = clock.wall - Duration::from_millis(10);
-        assert_eq!(clock.instant - clock.arrival(Some(ten_ms_ago)), Duration::from_millis(10));
+        assert_eq!(
+            clock.instant - clock.arrival(Some(ten_ms_ago)),
+            Duration::from_millis(10)
+        );
         assert_eq!(clock.arrival(None), clock.instant);
-        assert_eq!(clock.arrival(Some(clock.wall + Duration::from_secs(1))), clock.instant);
-        assert_eq!(clock.arrival(Some(clock.wall - Duration::from_secs(60))), clock.instant);
+        assert_eq!(
+            clock.arrival(Some(clock.wall + Duration::from_secs(1))),
+            clock.instant
+        );
+        assert_eq!(
+            clock.arrival(Some(clock.wall - Duration::from_secs(60))),
+            clock.instant
+        );
     }
 
     #[test]
@@ -715,12 +894,18 @@ mod tests {
                     assert_eq!(n, 1);
                     let datagram = batch.datagrams().next().unwrap();
                     assert_eq!(batch.datagrams().count(), 1);
-                    assert!(datagram.stamp.is_some() && datagram.from == sender.local_addr().unwrap());
+                    assert!(
+                        datagram.stamp.is_some() && datagram.from == sender.local_addr().unwrap()
+                    );
                     got.push(datagram.bytes.to_vec());
                 }
             }
         }
-        assert_eq!(got, vec![b"one".to_vec(), Vec::new()], "an empty datagram is a datagram");
+        assert_eq!(
+            got,
+            vec![b"one".to_vec(), Vec::new()],
+            "an empty datagram is a datagram"
+        );
         assert_eq!(batch.recv_one(&receiver).unwrap(), 0);
     }
 
@@ -728,7 +913,9 @@ mod tests {
     #[test]
     fn a_connected_twin_takes_its_peers_datagrams_and_leaves_the_rest_and_the_port_closed() {
         let original = UdpSocket::bind("127.0.0.1:0").unwrap();
-        original.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        original
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let local = original.local_addr().unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -744,11 +931,18 @@ mod tests {
         let n = twin.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"from the peer");
         let (n, from) = original.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&b"from a stranger"[..], stranger.local_addr().unwrap()));
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"from a stranger"[..], stranger.local_addr().unwrap())
+        );
 
         assert_eq!(send(&twin, b"reply").unwrap(), 5);
         let (n, from) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&b"reply"[..], local), "sent from the shared port");
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"reply"[..], local),
+            "sent from the shared port"
+        );
 
         // Neither socket lets a third bind the address, even one asking to share it.
         // SAFETY: a plain socket call; the descriptor is closed below.
@@ -756,13 +950,29 @@ mod tests {
         assert!(fd >= 0);
         let one: libc::c_int = 1;
         // SAFETY: a valid descriptor and a c_int with its size.
-        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4) };
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
+        };
         let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         address.sin_family = libc::AF_INET as libc::sa_family_t;
         address.sin_port = local.port().to_be();
-        address.sin_addr = libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() };
+        address.sin_addr = libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        };
         // SAFETY: a valid descriptor and a sockaddr_in with its size.
-        let bound = unsafe { libc::bind(fd, (&address as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) };
+        let bound = unsafe {
+            libc::bind(
+                fd,
+                (&address as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
         let error = std::io::Error::last_os_error();
         // SAFETY: closes the descriptor made above.
         unsafe { libc::close(fd) };

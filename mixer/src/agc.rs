@@ -26,7 +26,10 @@ pub struct LevelControl {
 
 impl Default for LevelControl {
     fn default() -> Self {
-        LevelControl { level_db: None, gain_db: 0.0 }
+        LevelControl {
+            level_db: None,
+            gain_db: 0.0,
+        }
     }
 }
 
@@ -79,7 +82,9 @@ mod tests {
         (0..320)
             .map(|i| {
                 let t = (index * 320 + i) as f32 / 16000.0;
-                let x = ((std::f32::consts::TAU * 180.0 * t).sin() + (std::f32::consts::TAU * 730.0 * t).sin()) * amplitude;
+                let x = ((std::f32::consts::TAU * 180.0 * t).sin()
+                    + (std::f32::consts::TAU * 730.0 * t).sin())
+                    * amplitude;
                 if on { x as i16 } else { 0 }
             })
             .collect()
@@ -98,7 +103,10 @@ mod tests {
             }
         }
         let out = last.iter().sum::<f32>() / last.len() as f32;
-        assert!((out - TARGET_DB).abs() < 6.0, "output {out:.1} dBFS, target {TARGET_DB}");
+        assert!(
+            (out - TARGET_DB).abs() < 6.0,
+            "output {out:.1} dBFS, target {TARGET_DB}"
+        );
     }
 
     #[test]

@@ -30,10 +30,18 @@ pub fn babble(seed: u64, rate: u32, frames: usize) -> Vec<Vec<i16>> {
             low += pole * ((random() * 2.0 - 1.0) - low);
             samples.push((low * gain * ramp) as i16);
         }
-        let pause = if random() < 0.1 { ms(500.0 + random() * 1000.0) } else { ms(60.0 + random() * 440.0) };
+        let pause = if random() < 0.1 {
+            ms(500.0 + random() * 1000.0)
+        } else {
+            ms(60.0 + random() * 440.0)
+        };
         samples.extend(std::iter::repeat_n(0i16, pause));
     }
-    samples.chunks_exact(frame).take(frames).map(<[i16]>::to_vec).collect()
+    samples
+        .chunks_exact(frame)
+        .take(frames)
+        .map(<[i16]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]

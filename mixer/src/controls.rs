@@ -36,7 +36,14 @@ impl Default for AudioConfig {
 impl AudioConfig {
     /// Every feature off and every talker mixed: a steady tone passes untouched (tests).
     pub fn plain() -> AudioConfig {
-        AudioConfig { aec: AecMode::Off, noise_suppression: false, agc: false, limiter: false, top_k: 0, ..Default::default() }
+        AudioConfig {
+            aec: AecMode::Off,
+            noise_suppression: false,
+            agc: false,
+            limiter: false,
+            top_k: 0,
+            ..Default::default()
+        }
     }
 }
 
@@ -76,8 +83,12 @@ pub enum Degradation {
 
 impl Degradation {
     /// Every stage, in order.
-    pub const ALL: [Degradation; 4] =
-        [Degradation::Full, Degradation::NoNoiseSuppression, Degradation::NoAutoAec, Degradation::NoAec];
+    pub const ALL: [Degradation; 4] = [
+        Degradation::Full,
+        Degradation::NoNoiseSuppression,
+        Degradation::NoAutoAec,
+        Degradation::NoAec,
+    ];
 
     /// The metrics and API name.
     pub fn name(self) -> &'static str {

@@ -59,7 +59,12 @@ impl Governor {
     }
 
     /// Takes one tick's cost and lateness at `now`; returns the new stage when it changed.
-    pub fn observe(&mut self, now: Instant, cost: Duration, lateness: Duration) -> Option<Degradation> {
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        cost: Duration,
+        lateness: Duration,
+    ) -> Option<Degradation> {
         if let Some((stage, before)) = self.measuring.take() {
             // No stage saves more than a whole tick: a longer tick before the step was a
             // stall of the thread as well, which must not keep the stage off for longer.
@@ -68,7 +73,9 @@ impl Governor {
         self.hot = if cost > HOT { self.hot + 1 } else { 0 };
         self.late = if lateness > LATE { self.late + 1 } else { 0 };
         let overloaded = cost > HOT || lateness > LATE;
-        let stepped_recently = self.last_step.is_some_and(|t| now.saturating_duration_since(t) < STEP_GAP);
+        let stepped_recently = self
+            .last_step
+            .is_some_and(|t| now.saturating_duration_since(t) < STEP_GAP);
         if overloaded {
             self.cool_since = None;
             self.saving_since = Some(now);
@@ -135,7 +142,11 @@ mod tests {
         for tick in 0..3000u64 {
             let now = start + Duration::from_millis(20 * tick);
             // A slow stage of 10 ms from 2 s to 20 s.
-            let slow = if (100..1000).contains(&tick) { Duration::from_millis(10) } else { Duration::ZERO };
+            let slow = if (100..1000).contains(&tick) {
+                Duration::from_millis(10)
+            } else {
+                Duration::ZERO
+            };
             let cost = cost(governor.level(), slow);
             if let Some(level) = governor.observe(now, cost, Duration::ZERO) {
                 steps.push((tick, level));
@@ -165,15 +176,31 @@ mod tests {
         for tick in 0..2000u64 {
             let now = start + Duration::from_millis(20 * tick);
             // Noise suppression costs 16 ms while the first rooms are there (1 s), then nothing.
-            let ns = if tick < 50 { Duration::from_millis(16) } else { Duration::ZERO };
-            let cost = Duration::from_millis(1) + if governor.level() == Degradation::Full { ns } else { Duration::ZERO };
+            let ns = if tick < 50 {
+                Duration::from_millis(16)
+            } else {
+                Duration::ZERO
+            };
+            let cost = Duration::from_millis(1)
+                + if governor.level() == Degradation::Full {
+                    ns
+                } else {
+                    Duration::ZERO
+                };
             if let Some(level) = governor.observe(now, cost, Duration::ZERO) {
                 steps.push((tick, level));
             }
         }
         // Shed after three hot ticks; the 16 ms saving keeps it off until it has halved (10 s),
         // then 10 s of cool ticks bring it back.
-        assert_eq!(steps, [(2, Degradation::NoNoiseSuppression), (1002, Degradation::Full)], "{steps:?}");
+        assert_eq!(
+            steps,
+            [
+                (2, Degradation::NoNoiseSuppression),
+                (1002, Degradation::Full)
+            ],
+            "{steps:?}"
+        );
     }
 
     #[test]
@@ -183,7 +210,11 @@ mod tests {
         for tick in 0..100u64 {
             let now = start + Duration::from_millis(20 * tick);
             // A 60 ms stall at tick 50: three ticks run late back to back, then it caught up.
-            let late = if (50..53).contains(&tick) { Duration::from_millis(60 - 20 * (tick - 50)) } else { Duration::ZERO };
+            let late = if (50..53).contains(&tick) {
+                Duration::from_millis(60 - 20 * (tick - 50))
+            } else {
+                Duration::ZERO
+            };
             assert_eq!(governor.observe(now, Duration::from_millis(2), late), None);
         }
     }
@@ -195,7 +226,9 @@ mod tests {
         let mut changes = 0;
         for tick in 0..1000u64 {
             let now = start + Duration::from_millis(20 * tick);
-            changes += governor.observe(now, Duration::from_millis(1), Duration::from_millis(30)).is_some() as u32;
+            changes += governor
+                .observe(now, Duration::from_millis(1), Duration::from_millis(30))
+                .is_some() as u32;
         }
         assert_eq!(governor.level(), Degradation::NoAec);
         assert_eq!(changes, 3);

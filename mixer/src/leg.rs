@@ -51,7 +51,10 @@ fn jitter_for(codec: LegCodec, jitter: JitterConfig) -> JitterConfig {
         return jitter;
     }
     let min = jitter.min + std::time::Duration::from_millis(20) * OPUS_FEC_FRAMES;
-    JitterConfig { min, max: jitter.max.max(min) }
+    JitterConfig {
+        min,
+        max: jitter.max.max(min),
+    }
 }
 
 /// Payload -> codec-rate audio (where the leg's voice processing runs) -> mix-rate audio.
@@ -68,7 +71,12 @@ impl Decoding {
     fn new(codec: LegCodec, room_rate: u32, mix_rate: u32) -> Result<Decoding, MediaError> {
         let rate = codec.codec.audio_rate(room_rate);
         let frame = vec![0; frame_len(rate)];
-        Ok(Decoding { decoder: Decoder::new(codec.codec, room_rate)?, up: Resampler::new(rate, mix_rate)?, native: frame.clone(), previous: frame })
+        Ok(Decoding {
+            decoder: Decoder::new(codec.codec, room_rate)?,
+            up: Resampler::new(rate, mix_rate)?,
+            native: frame.clone(),
+            previous: frame,
+        })
     }
 }
 
@@ -84,7 +92,11 @@ pub(crate) struct Encoding {
 }
 
 impl Encoding {
-    pub(crate) fn new(codec: LegCodec, room_rate: u32, mix_rate: u32) -> Result<Encoding, MediaError> {
+    pub(crate) fn new(
+        codec: LegCodec,
+        room_rate: u32,
+        mix_rate: u32,
+    ) -> Result<Encoding, MediaError> {
         let rate = codec.codec.audio_rate(room_rate);
         Ok(Encoding {
             codec,
@@ -201,20 +213,33 @@ pub(crate) struct Leg {
 
 impl std::fmt::Debug for Leg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leg").field("id", &self.id).field("codec", &self.encoding.codec).field("controls", &self.controls).finish_non_exhaustive()
+        f.debug_struct("Leg")
+            .field("id", &self.id)
+            .field("codec", &self.encoding.codec)
+            .field("controls", &self.controls)
+            .finish_non_exhaustive()
     }
 }
 
 impl Leg {
     /// A leg of a room set up with `config`, mixing at its own codec's rate (the room brings
     /// it to the room's mix rate when it joins: [`Leg::set_mix_rate`]).
-    pub(crate) fn new(id: LegId, codec: LegCodec, seed: u64, config: &RoomConfig) -> Result<Leg, MediaError> {
+    pub(crate) fn new(
+        id: LegId,
+        codec: LegCodec,
+        seed: u64,
+        config: &RoomConfig,
+    ) -> Result<Leg, MediaError> {
         let (room_rate, mix_rate) = (config.rate, codec.codec.audio_rate(config.rate));
         Ok(Leg {
             id,
             decoding: Decoding::new(codec, room_rate, mix_rate)?,
             encoding: Encoding::new(codec, room_rate, mix_rate)?,
-            jitter: JitterBuffer::new(jitter_for(codec, config.jitter), codec.codec.clock_rate(), JITTER_CAPACITY),
+            jitter: JitterBuffer::new(
+                jitter_for(codec, config.jitter),
+                codec.codec.clock_rate(),
+                JITTER_CAPACITY,
+            ),
             spare: Vec::with_capacity(SPARE_PAYLOADS),
             sender: RtpSender::new(codec.payload_type, seed),
             room_rate,
@@ -247,14 +272,22 @@ impl Leg {
 
     /// Switches to a new codec, still at the same mix rate (the room then fits its mix rate to
     /// the new codec); on error the leg keeps its old pipelines.
-    pub(crate) fn set_codec(&mut self, codec: LegCodec, jitter: JitterConfig) -> Result<(), MediaError> {
+    pub(crate) fn set_codec(
+        &mut self,
+        codec: LegCodec,
+        jitter: JitterConfig,
+    ) -> Result<(), MediaError> {
         if self.encoding.codec == codec {
             return Ok(());
         }
         let decoding = Decoding::new(codec, self.room_rate, self.mix_rate)?;
         let encoding = Encoding::new(codec, self.room_rate, self.mix_rate)?;
         if self.encoding.codec.codec.clock_rate() != codec.codec.clock_rate() {
-            self.jitter = JitterBuffer::new(jitter_for(codec, jitter), codec.codec.clock_rate(), JITTER_CAPACITY);
+            self.jitter = JitterBuffer::new(
+                jitter_for(codec, jitter),
+                codec.codec.clock_rate(),
+                JITTER_CAPACITY,
+            );
         }
         if decoding.up.from_rate() != self.codec_rate() {
             // Voice processing runs at the codec's rate: start it over at the new one.
@@ -301,7 +334,10 @@ impl Leg {
 
     /// Its echo cancellation mode: its own, else the room's, else the service's.
     fn aec_mode(&self, stages: Stages) -> AecMode {
-        self.controls.aec.or(stages.room_aec).unwrap_or(stages.audio.aec)
+        self.controls
+            .aec
+            .or(stages.room_aec)
+            .unwrap_or(stages.audio.aec)
     }
 
     /// Whether echo cancellation runs on it.
@@ -316,7 +352,8 @@ impl Leg {
 
     /// Whether it may be mixed this tick, and how loud it is for ranking (dBFS).
     pub(crate) fn candidate(&self) -> Option<f32> {
-        (self.heard && !self.controls.muted && self.vad.active()).then(|| self.vad.speech_level_db() + self.level.gain_db())
+        (self.heard && !self.controls.muted && self.vad.active())
+            .then(|| self.vad.speech_level_db() + self.level.gain_db())
     }
 
     /// Queues one received payload in the jitter buffer, in a reused buffer.
@@ -372,14 +409,20 @@ impl Leg {
             if self.history_due {
                 self.decoding.up.skip(&self.decoding.previous);
             }
-            self.decoding.up.process(&self.decoding.native, &mut self.input);
+            self.decoding
+                .up
+                .process(&self.decoding.native, &mut self.input);
             self.upsampled = true;
         }
     }
 
     /// Runs the input stages every leg needs (gain, echo cancellation, voice activity) on this
     /// tick's input; returns what changed, in order.
-    pub(crate) fn process_input(&mut self, stages: Stages, changes: &mut Vec<LegChange>) -> Result<(), MixerError> {
+    pub(crate) fn process_input(
+        &mut self,
+        stages: Stages,
+        changes: &mut Vec<LegChange>,
+    ) -> Result<(), MixerError> {
         let mut result = Ok(());
         if self.controls.input_gain_db != 0.0 {
             let gain = db_to_gain(self.controls.input_gain_db);
@@ -461,7 +504,9 @@ impl Leg {
     /// only notes that a frame went by.
     pub(crate) fn idle_input(&mut self, stages: Stages, phase: u64) -> Result<(), MixerError> {
         let rate = self.codec_rate();
-        let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, rate) else { return Ok(()) };
+        let Some(noise) = suppressor(&mut self.noise, &self.controls, stages, rate) else {
+            return Ok(());
+        };
         let learn = phase.is_multiple_of(NOISE_LEARN_EVERY);
         noise.listen(learn.then_some(&self.decoding.native[..]))
     }
@@ -470,7 +515,11 @@ impl Leg {
     /// the echo detector's other half (its decision takes effect at the next tick's input).
     /// `shared` is the shared output's frame it heard and that frame's [`half_levels`]; `None`
     /// when it heard its own encoding's frame.
-    pub(crate) fn sent(&mut self, shared: Option<(&[i16], [f32; 2])>, stages: Stages) -> Result<(), MixerError> {
+    pub(crate) fn sent(
+        &mut self,
+        shared: Option<(&[i16], [f32; 2])>,
+        stages: Stages,
+    ) -> Result<(), MixerError> {
         let auto = self.aec_mode(stages) == AecMode::Auto;
         let aec = self.aec.as_mut().filter(|_| self.aec_active);
         if !auto && aec.is_none() {
@@ -497,7 +546,9 @@ impl Leg {
     /// Takes the next prompt frame into `out` (at the mix rate), if a prompt plays; ends it
     /// after its last frame.
     pub(crate) fn prompt_frame(&mut self, out: &mut [i16]) -> bool {
-        let Some(prompt) = &mut self.prompt else { return false };
+        let Some(prompt) = &mut self.prompt else {
+            return false;
+        };
         if !prompt.next_into(out, false) {
             self.prompt = None;
         }
@@ -507,7 +558,15 @@ impl Leg {
 
 /// A leg's noise suppressor (at the leg's processing `rate`), created on first use, when
 /// suppression is on for the leg.
-fn suppressor<'a>(noise: &'a mut Option<NoiseSuppressor>, controls: &LegControls, stages: Stages, rate: u32) -> Option<&'a mut NoiseSuppressor> {
-    let on = controls.noise_suppression.unwrap_or(stages.audio.noise_suppression) && stages.degradation < Degradation::NoNoiseSuppression;
+fn suppressor<'a>(
+    noise: &'a mut Option<NoiseSuppressor>,
+    controls: &LegControls,
+    stages: Stages,
+    rate: u32,
+) -> Option<&'a mut NoiseSuppressor> {
+    let on = controls
+        .noise_suppression
+        .unwrap_or(stages.audio.noise_suppression)
+        && stages.degradation < Degradation::NoNoiseSuppression;
     on.then(|| noise.get_or_insert_with(|| NoiseSuppressor::new(rate)))
 }

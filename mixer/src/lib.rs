@@ -23,11 +23,11 @@ pub mod noise;
 pub mod pool;
 pub mod room;
 mod sound;
-pub mod vad;
 #[cfg(test)]
 mod test_audio;
+pub mod vad;
 
-pub use error::MixerError;
 pub use controls::{AudioConfig, Degradation, LegControls};
 pub use echo::{AecMode, EchoBackend};
+pub use error::MixerError;
 pub use room::{LegId, LegStatus, Room, RoomConfig, RoomEvent};

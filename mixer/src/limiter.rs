@@ -84,7 +84,11 @@ impl Limiter {
         let mut bounds = [1.0f32; BLOCKS + 1];
         bounds[0] = self.gain.min(need[0]);
         for k in 1..=BLOCKS {
-            let target = if k < BLOCKS { need[k - 1].min(need[k]) } else { need[BLOCKS - 1] };
+            let target = if k < BLOCKS {
+                need[k - 1].min(need[k])
+            } else {
+                need[BLOCKS - 1]
+            };
             let released = bounds[k - 1] + (1.0 - bounds[k - 1]) * RELEASE;
             // Within 0.001 dB of unity is unity (the release alone would never get there).
             let released = if released > UNITY { 1.0 } else { released };
@@ -99,7 +103,10 @@ impl Limiter {
             }
         }
         // Samples past the last whole sub-block (frames not divisible by 20) use the last gain.
-        for (o, &x) in out[BLOCKS * block..len].iter_mut().zip(&input[BLOCKS * block..len]) {
+        for (o, &x) in out[BLOCKS * block..len]
+            .iter_mut()
+            .zip(&input[BLOCKS * block..len])
+        {
             *o = to_i16((x * bounds[BLOCKS]).clamp(-CEILING, CEILING));
         }
         self.gain = bounds[BLOCKS];
@@ -111,7 +118,9 @@ mod tests {
     use super::*;
 
     fn sine(amplitude: f32, freq: f32, n0: usize, len: usize) -> Vec<f32> {
-        (0..len).map(|i| amplitude * (std::f32::consts::TAU * freq * (n0 + i) as f32 / 16000.0).sin()).collect()
+        (0..len)
+            .map(|i| amplitude * (std::f32::consts::TAU * freq * (n0 + i) as f32 / 16000.0).sin())
+            .collect()
     }
 
     #[test]
@@ -129,7 +138,9 @@ mod tests {
     #[test]
     fn ten_full_scale_talkers_stay_under_the_ceiling_near_it() {
         let mut limiter = Limiter::new(true);
-        let freqs = [220.0, 330.0, 440.0, 550.0, 660.0, 770.0, 880.0, 990.0, 1100.0, 1210.0];
+        let freqs = [
+            220.0, 330.0, 440.0, 550.0, 660.0, 770.0, 880.0, 990.0, 1100.0, 1210.0,
+        ];
         let mut peak = 0i32;
         for frame in 0..100 {
             let mut sum = vec![0.0f32; 320];
@@ -141,7 +152,10 @@ mod tests {
             let mut out = vec![0i16; 320];
             limiter.process(&sum, &mut out);
             for &o in &out {
-                assert!(f32::from(o).abs() <= CEILING + 1.0, "sample {o} above the ceiling");
+                assert!(
+                    f32::from(o).abs() <= CEILING + 1.0,
+                    "sample {o} above the ceiling"
+                );
                 if frame >= 50 {
                     peak = peak.max(i32::from(o).abs());
                 }

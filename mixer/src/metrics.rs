@@ -1,6 +1,9 @@
 //! Prometheus metrics of the mixer threads.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 use crate::controls::Degradation;
 
@@ -32,19 +35,33 @@ pub struct MixerMetrics {
 impl MixerMetrics {
     /// Creates the metrics and registers them on `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<MixerMetrics> {
-        let buckets = vec![0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5];
+        let buckets = vec![
+            0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5,
+        ];
         let tick_lateness = HistogramVec::new(
-            HistogramOpts::new("roundtable_mixer_tick_lateness_seconds", "Lateness of mixer ticks behind their deadline")
-                .buckets(buckets.clone()),
+            HistogramOpts::new(
+                "roundtable_mixer_tick_lateness_seconds",
+                "Lateness of mixer ticks behind their deadline",
+            )
+            .buckets(buckets.clone()),
             &["thread"],
         )?;
         let tick_duration = HistogramVec::new(
-            HistogramOpts::new("roundtable_mixer_tick_duration_seconds", "Time one mixer thread spent on one tick")
-                .buckets(buckets),
+            HistogramOpts::new(
+                "roundtable_mixer_tick_duration_seconds",
+                "Time one mixer thread spent on one tick",
+            )
+            .buckets(buckets),
             &["thread"],
         )?;
-        let ticks_skipped = IntCounter::new("roundtable_mixer_ticks_skipped_total", "Mixer ticks skipped after falling behind")?;
-        let send_errors = IntCounter::new("roundtable_mixer_send_errors_total", "RTP sends from mixer threads that failed")?;
+        let ticks_skipped = IntCounter::new(
+            "roundtable_mixer_ticks_skipped_total",
+            "Mixer ticks skipped after falling behind",
+        )?;
+        let send_errors = IntCounter::new(
+            "roundtable_mixer_send_errors_total",
+            "RTP sends from mixer threads that failed",
+        )?;
         let recorder_frames_dropped = IntCounter::new(
             "roundtable_recorder_frames_dropped_total",
             "Mix frames a recorder fell behind on (recorded as silence and counted as gaps)",
@@ -57,21 +74,35 @@ impl MixerMetrics {
             &["thread"],
         )?;
         let degradations = IntCounterVec::new(
-            Opts::new("roundtable_mixer_degradations_total", "Overload steps down into each degradation stage"),
+            Opts::new(
+                "roundtable_mixer_degradations_total",
+                "Overload steps down into each degradation stage",
+            ),
             &["stage"],
         )?;
         for stage in &Degradation::ALL[1..] {
             degradations.with_label_values(&[stage.name()]);
         }
-        let restorations =
-            IntCounter::new("roundtable_mixer_restorations_total", "Degradation stages given back after an overload")?;
-        let processing_errors =
-            IntCounter::new("roundtable_mixer_processing_errors_total", "Frames a voice processing stage refused")?;
+        let restorations = IntCounter::new(
+            "roundtable_mixer_restorations_total",
+            "Degradation stages given back after an overload",
+        )?;
+        let processing_errors = IntCounter::new(
+            "roundtable_mixer_processing_errors_total",
+            "Frames a voice processing stage refused",
+        )?;
         let events_dropped = IntCounter::new(
             "roundtable_mixer_events_dropped_total",
             "Room events (talking, echo cancellation) dropped because their consumer fell behind",
         )?;
-        for m in [&ticks_skipped, &send_errors, &recorder_frames_dropped, &restorations, &processing_errors, &events_dropped] {
+        for m in [
+            &ticks_skipped,
+            &send_errors,
+            &recorder_frames_dropped,
+            &restorations,
+            &processing_errors,
+            &events_dropped,
+        ] {
             registry.register(Box::new(m.clone()))?;
         }
         registry.register(Box::new(tick_lateness.clone()))?;

@@ -68,7 +68,9 @@ pub struct NoiseSuppressor {
 
 impl std::fmt::Debug for NoiseSuppressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NoiseSuppressor").field("hop", &self.hop).finish_non_exhaustive()
+        f.debug_struct("NoiseSuppressor")
+            .field("hop", &self.hop)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +83,9 @@ impl NoiseSuppressor {
         let forward = planner.plan_fft_forward(size);
         let inverse = planner.plan_fft_inverse(size);
         let window = (0..size)
-            .map(|n| (0.5 - 0.5 * (2.0 * std::f32::consts::PI * n as f32 / size as f32).cos()).sqrt())
+            .map(|n| {
+                (0.5 - 0.5 * (2.0 * std::f32::consts::PI * n as f32 / size as f32).cos()).sqrt()
+            })
             .collect();
         let bins = size / 2 + 1;
         let rise = 10f32.powf(RISE_DB_PER_SECOND / 10.0 / 100.0);
@@ -163,7 +167,8 @@ impl NoiseSuppressor {
             let power = bin.norm_sqr();
             let noise = (self.noise[k] * MINIMUM_BIAS).max(1e-3);
             let posterior = power / noise;
-            let prior = DECISION_DIRECTED * self.clean[k] / noise + (1.0 - DECISION_DIRECTED) * (posterior - 1.0).max(0.0);
+            let prior = DECISION_DIRECTED * self.clean[k] / noise
+                + (1.0 - DECISION_DIRECTED) * (posterior - 1.0).max(0.0);
             let gain = (prior / (1.0 + prior)).max(self.gain_floor);
             self.clean[k] = gain * gain * power;
             *bin *= gain;
@@ -176,7 +181,11 @@ impl NoiseSuppressor {
             last.im = 0.0;
         }
         self.inverse
-            .process_with_scratch(&mut self.spectrum, &mut self.time, &mut self.scratch_inverse)
+            .process_with_scratch(
+                &mut self.spectrum,
+                &mut self.time,
+                &mut self.scratch_inverse,
+            )
             .map_err(|e| MixerError::Processing(e.to_string()))?;
         let scale = 1.0 / (2 * hop) as f32;
         for i in 0..hop {
@@ -190,7 +199,11 @@ impl NoiseSuppressor {
     /// Forward FFT of `time` into `spectrum`.
     fn analyse(&mut self) -> Result<(), MixerError> {
         self.forward
-            .process_with_scratch(&mut self.time, &mut self.spectrum, &mut self.scratch_forward)
+            .process_with_scratch(
+                &mut self.time,
+                &mut self.spectrum,
+                &mut self.scratch_forward,
+            )
             .map_err(|e| MixerError::Processing(e.to_string()))
     }
 
@@ -200,7 +213,12 @@ impl NoiseSuppressor {
         self.hops_unseen = 0;
         let rise = self.rise.powi(hops as i32);
         let weight = 1.0 - (1.0 - SMOOTHING).powi(hops as i32);
-        for ((bin, smoothed), noise) in self.spectrum.iter().zip(&mut self.smoothed).zip(&mut self.noise) {
+        for ((bin, smoothed), noise) in self
+            .spectrum
+            .iter()
+            .zip(&mut self.smoothed)
+            .zip(&mut self.noise)
+        {
             let power = bin.norm_sqr();
             if self.started {
                 *smoothed += weight * (power - *smoothed);
@@ -227,15 +245,27 @@ mod tests {
         let mut ns = NoiseSuppressor::new(16000);
         // Noise alone for 2 s, then speech over the same noise. The noise is measured in the
         // pauses of the speech (from 60 ms after a word ends), the speech where it is loud.
-        let (mut noise_in, mut noise_out, mut speech_in, mut speech_out) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let (mut noise_in, mut noise_out, mut speech_in, mut speech_out) =
+            (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         let mut quiet_run = 0;
         let power = |x: &[i16]| x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>();
         for f in 0..100 + speech.len() / 320 {
-            let clean: Vec<i16> = if f < 100 { vec![0; 320] } else { speech[(f - 100) * 320..(f - 99) * 320].to_vec() };
-            let mut frame: Vec<i16> = clean.iter().map(|&s| s.saturating_add(noise.sample(600.0))).collect();
+            let clean: Vec<i16> = if f < 100 {
+                vec![0; 320]
+            } else {
+                speech[(f - 100) * 320..(f - 99) * 320].to_vec()
+            };
+            let mut frame: Vec<i16> = clean
+                .iter()
+                .map(|&s| s.saturating_add(noise.sample(600.0)))
+                .collect();
             let before = frame.clone();
             ns.process(&mut frame).unwrap();
-            quiet_run = if level_db(&clean) < -70.0 { quiet_run + 1 } else { 0 };
+            quiet_run = if level_db(&clean) < -70.0 {
+                quiet_run + 1
+            } else {
+                0
+            };
             if f < 100 {
                 continue;
             }
@@ -249,9 +279,14 @@ mod tests {
         }
         let reduction = 10.0 * (noise_in / noise_out).log10();
         let speech_change = 10.0 * (speech_out / speech_in).log10();
-        println!("noise in pauses reduced by {reduction:.1} dB, speech changed by {speech_change:.1} dB");
+        println!(
+            "noise in pauses reduced by {reduction:.1} dB, speech changed by {speech_change:.1} dB"
+        );
         assert!(reduction >= 10.0, "noise reduced by {reduction:.1} dB");
-        assert!(speech_change.abs() < 3.0, "speech level changed by {speech_change:.1} dB");
+        assert!(
+            speech_change.abs() < 3.0,
+            "speech level changed by {speech_change:.1} dB"
+        );
     }
 
     /// What the suppressor does to the signal itself: the output, aligned for its 10 ms delay,
@@ -264,7 +299,10 @@ mod tests {
         let (mut clean_all, mut noisy_all, mut out_all) = (Vec::new(), Vec::new(), Vec::new());
         for f in 0..speech.len() / 320 {
             let clean = &speech[f * 320..(f + 1) * 320];
-            let mut frame: Vec<i16> = clean.iter().map(|&s| s.saturating_add(noise.sample(1500.0))).collect();
+            let mut frame: Vec<i16> = clean
+                .iter()
+                .map(|&s| s.saturating_add(noise.sample(1500.0)))
+                .collect();
             noisy_all.extend_from_slice(&frame);
             ns.process(&mut frame).unwrap();
             clean_all.extend_from_slice(clean);
@@ -272,11 +310,16 @@ mod tests {
         }
         // Skip the first second (learning) and align the output by one 160-sample hop.
         let error = |x: &[i16], delay: usize| {
-            (16000..clean_all.len() - 160).map(|n| (f64::from(x[n + delay]) - f64::from(clean_all[n])).powi(2)).sum::<f64>()
+            (16000..clean_all.len() - 160)
+                .map(|n| (f64::from(x[n + delay]) - f64::from(clean_all[n])).powi(2))
+                .sum::<f64>()
         };
         let improvement = 10.0 * (error(&noisy_all, 0) / error(&out_all, 160)).log10();
         println!("error energy reduced by {improvement:.1} dB");
-        assert!(improvement >= 2.0, "error energy reduced by only {improvement:.1} dB");
+        assert!(
+            improvement >= 2.0,
+            "error energy reduced by only {improvement:.1} dB"
+        );
     }
 
     #[test]
@@ -296,7 +339,10 @@ mod tests {
             after += frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>();
         }
         let reduction = 10.0 * (before / after).log10();
-        assert!(reduction >= 10.0, "first 200 ms reduced by {reduction:.1} dB");
+        assert!(
+            reduction >= 10.0,
+            "first 200 ms reduced by {reduction:.1} dB"
+        );
     }
 
     #[test]

@@ -24,17 +24,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use roundtable_media::MediaError;
+use roundtable_media::codec::LegCodec;
 use roundtable_media::metrics::MediaMetrics;
 use roundtable_media::socket::{LegCounters, LegInput, RtpIntake};
 use roundtable_media::udp::{ClockPair, RecvBatch};
-use roundtable_media::MediaError;
-use roundtable_media::codec::LegCodec;
 
 use crate::controls::{Degradation, LegControls};
 use crate::echo::AecMode;
@@ -329,16 +329,27 @@ impl MixerPool {
             handles.push(handle);
             loads.push(load);
         }
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        Ok(MixerPool { workers, threads: handles, loads, config, seed: AtomicU64::new(seed) })
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Ok(MixerPool {
+            workers,
+            threads: handles,
+            loads,
+            config,
+            seed: AtomicU64::new(seed),
+        })
     }
 
     /// The thread a new room should go to: the least loaded by measured tick cost.
     pub fn assign(&self) -> WorkerId {
         let load = |l: &Load| {
-            l.cost_ns.load(Ordering::Relaxed) + l.recent_rooms.load(Ordering::Relaxed) * ROOM_ALLOWANCE_NS
+            l.cost_ns.load(Ordering::Relaxed)
+                + l.recent_rooms.load(Ordering::Relaxed) * ROOM_ALLOWANCE_NS
         };
-        let index = (0..self.loads.len()).min_by_key(|&i| load(&self.loads[i])).unwrap_or(0);
+        let index = (0..self.loads.len())
+            .min_by_key(|&i| load(&self.loads[i]))
+            .unwrap_or(0);
         if let Some(l) = self.loads.get(index) {
             l.recent_rooms.fetch_add(1, Ordering::Relaxed);
         }
@@ -348,14 +359,24 @@ impl MixerPool {
     /// The command that adds `leg` to `room`, with its media pipelines built here, on the
     /// caller's thread: a burst of joins then costs the mixer threads nothing but a move.
     pub fn add_leg(&self, room: RoomKey, leg: LegId, io: LegIo) -> Command {
-        let seed = self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ leg.0.rotate_left(17);
+        let seed = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            ^ leg.0.rotate_left(17);
         let media = Room::prepare_leg(&self.config, leg, io.codec, seed);
-        Command::AddLeg { room, leg, io, media }
+        Command::AddLeg {
+            room,
+            leg,
+            io,
+            media,
+        }
     }
 
     /// Sends a command to a thread; `false` if it has stopped.
     pub fn send(&self, worker: WorkerId, command: Command) -> bool {
-        self.workers.get(worker.0).is_some_and(|w| w.send(command).is_ok())
+        self.workers
+            .get(worker.0)
+            .is_some_and(|w| w.send(command).is_ok())
     }
 
     /// Stops every thread and waits for them.
@@ -414,7 +435,16 @@ impl Worker {
                 }
             }
             for (key, slot) in self.rooms.iter_mut() {
-                tick_room(key, slot, started, tick, &mut self.batch, &self.metrics, &self.media, &self.events);
+                tick_room(
+                    key,
+                    slot,
+                    started,
+                    tick,
+                    &mut self.batch,
+                    &self.metrics,
+                    &self.media,
+                    &self.events,
+                );
             }
             if let Some((stage, cost)) = self.drill
                 && self.governor.level() < stage
@@ -434,14 +464,25 @@ impl Worker {
     fn account(&mut self, now: Instant, cost: Duration, late: Duration) {
         let old = self.load.cost_ns.load(Ordering::Relaxed);
         let cost_ns = cost.as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.load.cost_ns.store(old - old / 16 + cost_ns / 16, Ordering::Relaxed);
+        self.load
+            .cost_ns
+            .store(old - old / 16 + cost_ns / 16, Ordering::Relaxed);
         self.load.recent_rooms.store(0, Ordering::Relaxed);
         let previous = self.governor.level();
-        let Some(level) = self.governor.observe(now, cost, late) else { return };
+        let Some(level) = self.governor.observe(now, cost, late) else {
+            return;
+        };
         self.thread.level.set(level as i64);
         if level > previous {
-            self.metrics.degradations.with_label_values(&[level.name()]).inc();
-            tracing::warn!(stage = level.name(), cost_ms = cost.as_secs_f64() * 1e3, "mixer thread overloaded: shedding work");
+            self.metrics
+                .degradations
+                .with_label_values(&[level.name()])
+                .inc();
+            tracing::warn!(
+                stage = level.name(),
+                cost_ms = cost.as_secs_f64() * 1e3,
+                "mixer thread overloaded: shedding work"
+            );
         } else {
             self.metrics.restorations.inc();
             tracing::info!(stage = level.name(), "mixer thread recovered a stage");
@@ -453,13 +494,22 @@ impl Worker {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::AddLeg { room, leg, mut io, media } => {
+            Command::AddLeg {
+                room,
+                leg,
+                mut io,
+                media,
+            } => {
                 let config = self.config;
                 let degradation = self.governor.level();
                 let slot = self.rooms.entry(room).or_insert_with(|| {
                     let mut room = Room::new(config);
                     room.set_degradation(degradation);
-                    RoomSlot { room, legs: HashMap::new(), recorder: None }
+                    RoomSlot {
+                        room,
+                        legs: HashMap::new(),
+                        recorder: None,
+                    }
                 });
                 match media {
                     Ok(prepared) => slot.room.add_prepared(prepared),
@@ -473,7 +523,14 @@ impl Worker {
                 let remote = io.remote;
                 slot.legs.insert(leg, LegSlot { io, remote });
             }
-            Command::UpdateLeg { room, leg, codec, remote, hears, heard } => {
+            Command::UpdateLeg {
+                room,
+                leg,
+                codec,
+                remote,
+                hears,
+                heard,
+            } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     if let Err(error) = slot.room.update_leg(leg, codec, hears, heard) {
                         tracing::warn!(%leg, %error, "leg codec change failed; keeping the old one");
@@ -490,7 +547,11 @@ impl Worker {
                     slot.room.play(leg, samples);
                 }
             }
-            Command::SetControls { room, leg, controls } => {
+            Command::SetControls {
+                room,
+                leg,
+                controls,
+            } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.room.set_controls(leg, controls);
                 }
@@ -572,22 +633,39 @@ fn tick_room(
             // Settings changes also arrive with UpdateLeg; this catches any other path.
             leg.io.intake.refresh();
         }
-        received += read_leg(room, *id, &mut leg.io.intake, &mut leg.remote, batch, &clock);
+        received += read_leg(
+            room,
+            *id,
+            &mut leg.io.intake,
+            &mut leg.remote,
+            batch,
+            &clock,
+        );
     }
     media.packets_in(received);
     slot.room.tick(now);
     for _ in 0..slot.room.take_codec_errors() {
         media.invalid(MediaError::Codec("decode or encode"));
     }
-    metrics.processing_errors.inc_by(slot.room.take_processing_errors());
+    metrics
+        .processing_errors
+        .inc_by(slot.room.take_processing_errors());
     while let Some(event) = slot.room.poll_event() {
-        if events.try_send(MixerEvent { room: key.clone(), event }).is_err() {
+        if events
+            .try_send(MixerEvent {
+                room: key.clone(),
+                event,
+            })
+            .is_err()
+        {
             metrics.events_dropped.inc();
         }
     }
     let mut sent = 0;
     for (id, packet) in slot.room.packets() {
-        let Some(leg) = slot.legs.get_mut(&id) else { continue };
+        let Some(leg) = slot.legs.get_mut(&id) else {
+            continue;
+        };
         let protected;
         let packet = match leg.io.protect.as_mut().map(|p| p.rtp(packet)) {
             None => packet,
@@ -617,8 +695,20 @@ fn tick_room(
         }
     }
     if let Some(sink) = &slot.recorder {
-        let legs = slot.room.tracks().map(|(leg, source, samples)| LegFrame { leg, source, samples: samples.into() }).collect();
-        let frame = MixFrame { tick, samples: slot.room.mix().into(), legs };
+        let legs = slot
+            .room
+            .tracks()
+            .map(|(leg, source, samples)| LegFrame {
+                leg,
+                source,
+                samples: samples.into(),
+            })
+            .collect();
+        let frame = MixFrame {
+            tick,
+            samples: slot.room.mix().into(),
+            legs,
+        };
         match sink.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => metrics.recorder_frames_dropped.inc(),
@@ -633,7 +723,14 @@ fn tick_room(
 /// Reads one leg's socket into its room for this tick (bounded by the intake's per-tick cap):
 /// reading that stopped early goes on when the leg's jitter buffer still lacks its next frame.
 /// Returns the valid packets taken.
-fn read_leg(room: &mut Room, id: LegId, intake: &mut RtpIntake, remote: &mut SocketAddr, batch: &mut RecvBatch, clock: &ClockPair) -> u64 {
+fn read_leg(
+    room: &mut Room,
+    id: LegId,
+    intake: &mut RtpIntake,
+    remote: &mut SocketAddr,
+    batch: &mut RecvBatch,
+    clock: &ClockPair,
+) -> u64 {
     let polled = intake.poll(batch, clock, |input| deliver(room, remote, id, input));
     let mut taken = polled.accepted;
     if polled.stopped_early && !room.input_ready(id) {
@@ -657,7 +754,10 @@ fn deliver(room: &mut Room, remote: &mut SocketAddr, id: LegId, input: LegInput<
 /// ticks. `None` where the clock is missing (then the wall clock is used).
 #[cfg(unix)]
 fn thread_cpu_time() -> Option<Duration> {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid timespec for the call to fill in.
     let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
     (ok && now.tv_sec >= 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
@@ -677,11 +777,17 @@ struct CpuStopwatch {
 
 impl CpuStopwatch {
     fn start() -> CpuStopwatch {
-        CpuStopwatch { started: Instant::now(), cpu: thread_cpu_time() }
+        CpuStopwatch {
+            started: Instant::now(),
+            cpu: thread_cpu_time(),
+        }
     }
 
     fn used(&self) -> Duration {
-        self.cpu.zip(thread_cpu_time()).map_or_else(|| self.started.elapsed(), |(start, now)| now.saturating_sub(start))
+        self.cpu.zip(thread_cpu_time()).map_or_else(
+            || self.started.elapsed(),
+            |(start, now)| now.saturating_sub(start),
+        )
     }
 }
 
@@ -707,24 +813,50 @@ mod tests {
         let metrics = MixerMetrics::register(&registry).unwrap();
         let media = MediaMetrics::register(&registry).unwrap();
         let (events, _events_rx) = mpsc::sync_channel(16);
-        let pool = MixerPool::start(1, RoomConfig::at(16000), metrics.clone(), media, events).unwrap();
-        let shed = || metrics.degradations.with_label_values(&[Degradation::NoNoiseSuppression.name()]).get();
+        let pool =
+            MixerPool::start(1, RoomConfig::at(16000), metrics.clone(), media, events).unwrap();
+        let shed = || {
+            metrics
+                .degradations
+                .with_label_values(&[Degradation::NoNoiseSuppression.name()])
+                .get()
+        };
         let level = || metrics.degradation_level.with_label_values(&["0"]).get();
-        assert!(pool.send(WorkerId(0), Command::SlowStage(Some((Degradation::NoNoiseSuppression, Duration::from_millis(17))))));
+        assert!(pool.send(
+            WorkerId(0),
+            Command::SlowStage(Some((
+                Degradation::NoNoiseSuppression,
+                Duration::from_millis(17)
+            )))
+        ));
         let deadline = Instant::now() + Duration::from_secs(5);
         while shed() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!((shed(), level()), (1, Degradation::NoNoiseSuppression as i64), "shed within 5 s");
+        assert_eq!(
+            (shed(), level()),
+            (1, Degradation::NoNoiseSuppression as i64),
+            "shed within 5 s"
+        );
         // Shedding it cured the overload: nothing further is shed.
         std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(metrics.degradations.with_label_values(&[Degradation::NoAutoAec.name()]).get(), 0);
+        assert_eq!(
+            metrics
+                .degradations
+                .with_label_values(&[Degradation::NoAutoAec.name()])
+                .get(),
+            0
+        );
         assert!(pool.send(WorkerId(0), Command::SlowStage(None)));
         let deadline = Instant::now() + Duration::from_secs(60);
         while metrics.restorations.get() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert_eq!((metrics.restorations.get(), level()), (1, Degradation::Full as i64), "recovered within 60 s");
+        assert_eq!(
+            (metrics.restorations.get(), level()),
+            (1, Degradation::Full as i64),
+            "recovered within 60 s"
+        );
         assert_eq!(shed(), 1, "shed once");
         pool.shutdown();
     }
@@ -751,8 +883,17 @@ mod tests {
         let media = MediaMetrics::register(&prometheus::Registry::new()).unwrap();
         let counters = Arc::new(LegCounters::default());
         let cancel = tokio_util::sync::CancellationToken::new();
-        let (mut intake, _supervision) =
-            roundtable_media::socket::split_receive(rtp.try_clone().unwrap(), rtcp, settings, None, digits, counters, media, cancel).unwrap();
+        let (mut intake, _supervision) = roundtable_media::socket::split_receive(
+            rtp.try_clone().unwrap(),
+            rtcp,
+            settings,
+            None,
+            digits,
+            counters,
+            media,
+            cancel,
+        )
+        .unwrap();
         let to = rtp.local_addr().unwrap();
         let send = |sequence: u16| {
             let mut packet = vec![0x80, 0];
@@ -764,7 +905,8 @@ mod tests {
         };
         let id = LegId(1);
         let mut room = Room::new(RoomConfig::at(8000));
-        room.add_leg(id, LegCodec::plain(roundtable_media::codec::Codec::Pcmu), 1).unwrap();
+        room.add_leg(id, LegCodec::plain(roundtable_media::codec::Codec::Pcmu), 1)
+            .unwrap();
         let mut remote = peer.local_addr().unwrap();
         let mut batch = RecvBatch::new(RECV_BATCH);
         let start = Instant::now();
@@ -773,7 +915,17 @@ mod tests {
         for sequence in 1..=10u16 {
             send(sequence);
             std::thread::sleep(Duration::from_millis(2));
-            assert_eq!(read_leg(&mut room, id, &mut intake, &mut remote, &mut batch, &ClockPair::now()), 1);
+            assert_eq!(
+                read_leg(
+                    &mut room,
+                    id,
+                    &mut intake,
+                    &mut remote,
+                    &mut batch,
+                    &ClockPair::now()
+                ),
+                1
+            );
             tick(&mut room, u64::from(sequence));
         }
         // Packet 11 is late: the buffer plays the 10 it held, then conceals 11 and waits for 12.
@@ -785,7 +937,18 @@ mod tests {
             send(sequence);
         }
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(read_leg(&mut room, id, &mut intake, &mut remote, &mut batch, &ClockPair::now()), 3, "the whole burst in one tick");
+        assert_eq!(
+            read_leg(
+                &mut room,
+                id,
+                &mut intake,
+                &mut remote,
+                &mut batch,
+                &ClockPair::now()
+            ),
+            3,
+            "the whole burst in one tick"
+        );
         assert!(room.input_ready(id), "the frame due next is here");
     }
 
@@ -797,10 +960,16 @@ mod tests {
         let before = thread_cpu_time().expect("thread CPU clock");
         std::thread::sleep(Duration::from_millis(30));
         let slept = thread_cpu_time().unwrap() - before;
-        assert!(slept < Duration::from_millis(10), "{slept:?} counted for 30 ms of sleep");
+        assert!(
+            slept < Duration::from_millis(10),
+            "{slept:?} counted for 30 ms of sleep"
+        );
         let before = thread_cpu_time().unwrap();
         burn_cpu(Duration::from_millis(20));
         let burnt = thread_cpu_time().unwrap() - before;
-        assert!(burnt >= Duration::from_millis(20), "{burnt:?} counted for 20 ms of work");
+        assert!(
+            burnt >= Duration::from_millis(20),
+            "{burnt:?} counted for 20 ms of work"
+        );
     }
 }

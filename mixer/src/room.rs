@@ -66,7 +66,11 @@ pub struct RoomConfig {
 impl RoomConfig {
     /// A room at `rate` with the default jitter bounds and audio features.
     pub fn at(rate: u32) -> RoomConfig {
-        RoomConfig { rate, jitter: JitterConfig::default(), audio: AudioConfig::default() }
+        RoomConfig {
+            rate,
+            jitter: JitterConfig::default(),
+            audio: AudioConfig::default(),
+        }
     }
 }
 
@@ -232,12 +236,19 @@ impl Room {
 
     /// Moves the room to the mix rate its legs need, converting legs that joined at another.
     fn fit_mix_rate(&mut self) {
-        let Some(wanted) = self.legs.iter().map(Leg::codec_rate).max() else { return };
+        let Some(wanted) = self.legs.iter().map(Leg::codec_rate).max() else {
+            return;
+        };
         if wanted != self.mix_rate {
             let rate = self.config.rate;
             let (Ok(mix_up), Ok(outputs)) = (
-                (wanted != rate).then(|| Resampler::new(wanted, rate)).transpose(),
-                self.shared.iter().map(|s| s.encoding.converter_from(wanted)).collect::<Result<Vec<_>, _>>(),
+                (wanted != rate)
+                    .then(|| Resampler::new(wanted, rate))
+                    .transpose(),
+                self.shared
+                    .iter()
+                    .map(|s| s.encoding.converter_from(wanted))
+                    .collect::<Result<Vec<_>, _>>(),
             ) else {
                 // Not a pair of telephony rates (config validation rules that out): stay.
                 self.codec_errors += 1;
@@ -282,7 +293,12 @@ impl Room {
 
     /// Builds a leg's codec pipelines and state for a room set up with `config`, so that the
     /// work (resampler plans, codec state) happens on the caller's thread, not in a tick.
-    pub fn prepare_leg(config: &RoomConfig, id: LegId, codec: LegCodec, seed: u64) -> Result<PreparedLeg, MediaError> {
+    pub fn prepare_leg(
+        config: &RoomConfig,
+        id: LegId,
+        codec: LegCodec,
+        seed: u64,
+    ) -> Result<PreparedLeg, MediaError> {
         Leg::new(id, codec, seed, config).map(|leg| PreparedLeg(Box::new(leg)))
     }
 
@@ -323,9 +339,17 @@ impl Room {
 
     /// Changes a leg's codec and whether it hears and is heard (hold, resume, re-offers). A new
     /// codec gets fresh pipelines; on error the leg keeps its old ones.
-    pub fn update_leg(&mut self, id: LegId, codec: LegCodec, hears: bool, heard: bool) -> Result<(), MediaError> {
+    pub fn update_leg(
+        &mut self,
+        id: LegId,
+        codec: LegCodec,
+        hears: bool,
+        heard: bool,
+    ) -> Result<(), MediaError> {
         let jitter = self.config.jitter;
-        let Some(leg) = self.leg_mut(id) else { return Ok(()) };
+        let Some(leg) = self.leg_mut(id) else {
+            return Ok(());
+        };
         leg.hears = hears;
         leg.heard = heard;
         leg.set_codec(codec, jitter)?;
@@ -367,13 +391,15 @@ impl Room {
 
     /// A leg's mixer-side state.
     pub fn status(&self, id: LegId) -> Option<LegStatus> {
-        self.leg_index(id).map(|i| &self.legs[i]).map(|l| LegStatus {
-            controls: l.controls,
-            talking: l.talking(),
-            mixed: l.mixed,
-            aec_active: l.aec_active(),
-            echo_detected: l.echo_detected(),
-        })
+        self.leg_index(id)
+            .map(|i| &self.legs[i])
+            .map(|l| LegStatus {
+                controls: l.controls,
+                talking: l.talking(),
+                mixed: l.mixed,
+                aec_active: l.aec_active(),
+                echo_detected: l.echo_detected(),
+            })
     }
 
     /// Removes a leg; unknown ids are ignored.
@@ -394,7 +420,8 @@ impl Room {
     /// Whether leg `id`'s jitter buffer holds the frame it plays next (the mixer thread reads
     /// the rest of the leg's socket when not; see `RtpIntake::poll`). An unknown leg is ready.
     pub fn input_ready(&self, id: LegId) -> bool {
-        self.leg_index(id).is_none_or(|i| self.legs[i].jitter.next_ready())
+        self.leg_index(id)
+            .is_none_or(|i| self.legs[i].jitter.next_ready())
     }
 
     /// Each leg's receive quality: jitter buffer counters (its `concealed` excludes frames FEC
@@ -404,12 +431,23 @@ impl Room {
             let mut jitter = l.jitter.stats();
             jitter.concealed = jitter.concealed.saturating_sub(l.fec_recovered);
             let sender = l.hears.then(|| l.sender.stats());
-            (l.id, LegQuality { jitter, fec_recovered: l.fec_recovered, sender })
+            (
+                l.id,
+                LegQuality {
+                    jitter,
+                    fec_recovered: l.fec_recovered,
+                    sender,
+                },
+            )
         })
     }
 
     fn stages(&self) -> Stages {
-        Stages { audio: self.config.audio, room_aec: self.aec, degradation: self.degradation }
+        Stages {
+            audio: self.config.audio,
+            room_aec: self.aec,
+            degradation: self.degradation,
+        }
     }
 
     /// Runs one 20 ms step at `now`: every leg's next frame in, one packet per leg out.
@@ -423,7 +461,11 @@ impl Room {
         self.take_inputs(stages);
         self.select_talkers();
         for leg in &mut self.legs {
-            let done = if leg.mixed { leg.finish_input(stages) } else { leg.idle_input(stages, self.ticks + leg.id.0) };
+            let done = if leg.mixed {
+                leg.finish_input(stages)
+            } else {
+                leg.idle_input(stages, self.ticks + leg.id.0)
+            };
             if done.is_err() {
                 self.processing_errors += 1;
             }
@@ -480,7 +522,8 @@ impl Room {
         self.ranking.clear();
         for (i, leg) in self.legs.iter().enumerate() {
             if let Some(level) = leg.candidate().filter(|_| self.hold.is_none()) {
-                self.ranking.push((level + if leg.mixed { 6.0 } else { 0.0 }, i));
+                self.ranking
+                    .push((level + if leg.mixed { 6.0 } else { 0.0 }, i));
             }
         }
         let k = match self.config.audio.top_k {
@@ -488,7 +531,8 @@ impl Room {
             k => k.min(self.ranking.len()),
         };
         if k < self.ranking.len() {
-            self.ranking.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+            self.ranking
+                .select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
             self.ranking.truncate(k);
         }
         for leg in &mut self.legs {
@@ -503,7 +547,8 @@ impl Room {
     /// unused for a second).
     fn route(&mut self) {
         let ticks = self.ticks;
-        self.shared.retain(|s| ticks - s.last_used <= SHARED_IDLE_TICKS);
+        self.shared
+            .retain(|s| ticks - s.last_used <= SHARED_IDLE_TICKS);
         for leg in &mut self.legs {
             leg.route = if !leg.hears {
                 Route::Nothing
@@ -518,14 +563,25 @@ impl Room {
                     Content::Mix((leg.controls.output_gain_db * 100.0).round() as i32)
                 };
                 let codec = leg.encoding.codec;
-                let found = self.shared.iter().position(|s| s.codec == codec.codec && s.opus == codec.opus && s.content == content);
+                let found = self.shared.iter().position(|s| {
+                    s.codec == codec.codec && s.opus == codec.opus && s.content == content
+                });
                 let index = match found {
                     Some(i) => i,
                     None => match Encoding::new(codec, self.config.rate, self.mix_rate) {
                         Ok(encoding) => {
                             let frame = vec![0; self.mix.len()];
                             let limiter = Limiter::new(self.config.audio.limiter);
-                            self.shared.push(SharedOutput { codec: codec.codec, opus: codec.opus, content, encoding, limiter, frame, levels: [0.0; 2], last_used: 0 });
+                            self.shared.push(SharedOutput {
+                                codec: codec.codec,
+                                opus: codec.opus,
+                                content,
+                                encoding,
+                                limiter,
+                                frame,
+                                levels: [0.0; 2],
+                                last_used: 0,
+                            });
                             self.shared.len() - 1
                         }
                         Err(_) => {
@@ -549,7 +605,11 @@ impl Room {
                 Content::Hold => output.frame.copy_from_slice(&self.sound),
                 Content::Mix(0) => output.frame.copy_from_slice(&self.mix),
                 Content::Mix(centi_db) => {
-                    mix::widen(&self.acc, db_to_gain(centi_db as f32 / 100.0), &mut self.scratch);
+                    mix::widen(
+                        &self.acc,
+                        db_to_gain(centi_db as f32 / 100.0),
+                        &mut self.scratch,
+                    );
                     output.limiter.process(&self.scratch, &mut output.frame);
                 }
             }
@@ -569,19 +629,26 @@ impl Room {
                 Route::Nothing => continue,
                 Route::Private => {
                     if !leg.prompt_frame(&mut self.output) {
-                        mix::minus_own(&self.acc, &leg.input, db_to_gain(leg.controls.output_gain_db), &mut self.scratch);
+                        mix::minus_own(
+                            &self.acc,
+                            &leg.input,
+                            db_to_gain(leg.controls.output_gain_db),
+                            &mut self.scratch,
+                        );
                         leg.limiter.process(&self.scratch, &mut self.output);
                     }
                     self.encodes += 1;
                     if leg.encoding.encode(&self.output).is_err() {
                         self.codec_errors += 1;
                     }
-                    leg.sender.write(&leg.encoding.payload, step, &mut leg.packet);
+                    leg.sender
+                        .write(&leg.encoding.payload, step, &mut leg.packet);
                     None
                 }
                 Route::Shared(index) => {
                     let output = &self.shared[index];
-                    leg.sender.write(&output.encoding.payload, step, &mut leg.packet);
+                    leg.sender
+                        .write(&output.encoding.payload, step, &mut leg.packet);
                     Some((output.encoding.native(), output.levels))
                 }
             };
@@ -628,14 +695,21 @@ impl Room {
 
     /// The RTP packet each leg that hears should receive for the last tick.
     pub fn packets(&self) -> impl Iterator<Item = (LegId, &[u8])> {
-        self.legs.iter().filter(|l| l.route != Route::Nothing).map(|l| (l.id, l.packet.as_slice()))
+        self.legs
+            .iter()
+            .filter(|l| l.route != Route::Nothing)
+            .map(|l| (l.id, l.packet.as_slice()))
     }
 
     /// The whole room's mix of the last tick (the mixed talkers, limited), at the room's rate,
     /// while [`Room::set_recording`] is on (silence otherwise, when the room mixes at a lower
     /// rate).
     pub fn mix(&self) -> &[i16] {
-        if self.mix_up.is_some() { &self.recorded } else { &self.mix }
+        if self.mix_up.is_some() {
+            &self.recorded
+        } else {
+            &self.mix
+        }
     }
 
     /// Keeps the room's mix at the room's rate for [`Room::mix`] and, with `tracks`, each
@@ -652,7 +726,10 @@ impl Room {
     /// suppression and level control (what the leg said, as a per-leg track records it), and
     /// where it came from. Empty unless [`Room::set_recording`] asked for tracks.
     pub fn tracks(&self) -> impl Iterator<Item = (LegId, FrameSource, &[i16])> {
-        self.legs.iter().filter(|_| self.tracks).map(|l| (l.id, l.source, l.track.as_slice()))
+        self.legs
+            .iter()
+            .filter(|_| self.tracks)
+            .map(|l| (l.id, l.source, l.track.as_slice()))
     }
 }
 

@@ -22,7 +22,12 @@ pub(crate) struct Playing {
 impl Playing {
     /// Plays `samples` (at `rate` Hz) from their start.
     pub(crate) fn new(samples: Arc<[i16]>, rate: u32) -> Playing {
-        Playing { samples, rate, position: 0, convert: None }
+        Playing {
+            samples,
+            rate,
+            position: 0,
+            convert: None,
+        }
     }
 
     /// Writes the sound's next frame into `out` (20 ms at the output's rate, found from its
@@ -36,7 +41,8 @@ impl Playing {
             Some((resampler, frame)) if resampler.to_rate() == to => (resampler, frame),
             slot => match Resampler::new(self.rate, to) {
                 Ok(resampler) => {
-                    let (resampler, frame) = slot.insert((resampler, vec![0; frame_len(self.rate)]));
+                    let (resampler, frame) =
+                        slot.insert((resampler, vec![0; frame_len(self.rate)]));
                     (resampler, frame)
                 }
                 Err(_) => {
@@ -90,7 +96,10 @@ mod tests {
         assert_eq!(out[..3], [0, 1, 2]);
         assert!(!sound.next_into(&mut out, false), "its last frame ends it");
         assert_eq!(out[179], 499);
-        assert!(out[180..].iter().all(|&s| s == 0), "the rest of the last frame is silence");
+        assert!(
+            out[180..].iter().all(|&s| s == 0),
+            "the rest of the last frame is silence"
+        );
     }
 
     #[test]
@@ -104,7 +113,12 @@ mod tests {
     #[test]
     fn a_sound_at_the_rooms_rate_plays_at_the_mixs_rate() {
         // A 1 kHz tone at 16 kHz, asked for in 8 kHz frames: the tone comes out at 8 kHz.
-        let tone: Arc<[i16]> = (0..16000).map(|n| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(n) / 16000.0).sin()) as i16).collect();
+        let tone: Arc<[i16]> = (0..16000)
+            .map(|n| {
+                (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(n) / 16000.0).sin())
+                    as i16
+            })
+            .collect();
         let mut sound = Playing::new(tone, 16000);
         let mut all = Vec::new();
         let mut out = vec![0; 160];
@@ -113,11 +127,15 @@ mod tests {
             all.extend_from_slice(&out);
         }
         let tail = &all[800..];
-        let rms = (tail.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / tail.len() as f64).sqrt();
+        let rms =
+            (tail.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / tail.len() as f64).sqrt();
         assert!((rms - 8000.0 / 2f64.sqrt()).abs() < 300.0, "rms {rms}");
         // A sinusoid at 1 kHz sampled at 8 kHz repeats every 8 samples.
         for i in 800..all.len() - 8 {
-            assert!((i32::from(all[i]) - i32::from(all[i + 8])).abs() < 200, "sample {i}");
+            assert!(
+                (i32::from(all[i]) - i32::from(all[i + 8])).abs() < 200,
+                "sample {i}"
+            );
         }
     }
 }

@@ -6,7 +6,10 @@ pub fn speech(which: usize) -> Vec<i16> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut reader = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(reader.spec().sample_rate, 16000);
-    reader.samples::<i16>().map(|s| s.expect("fixture sample")).collect()
+    reader
+        .samples::<i16>()
+        .map(|s| s.expect("fixture sample"))
+        .collect()
 }
 
 /// Seeded white noise.

@@ -29,7 +29,11 @@ pub fn level_db(frame: &[i16]) -> f32 {
         return SILENCE_DB;
     }
     // Exact in integers (a square fits an i32, a frame's sum an i64), which also vectorises.
-    let energy = frame.iter().map(|&s| i64::from(i32::from(s) * i32::from(s))).sum::<i64>() as f64 / frame.len() as f64;
+    let energy = frame
+        .iter()
+        .map(|&s| i64::from(i32::from(s) * i32::from(s)))
+        .sum::<i64>() as f64
+        / frame.len() as f64;
     if energy < 1e-3 {
         return SILENCE_DB;
     }
@@ -59,7 +63,15 @@ pub struct VoiceDetector {
 
 impl Default for VoiceDetector {
     fn default() -> Self {
-        VoiceDetector { floor_db: FLOOR_MAX_DB, level_db: SILENCE_DB, speech_run: 0, silence_run: u32::MAX / 2, speech: false, active: false, talking: false }
+        VoiceDetector {
+            floor_db: FLOOR_MAX_DB,
+            level_db: SILENCE_DB,
+            speech_run: 0,
+            silence_run: u32::MAX / 2,
+            speech: false,
+            active: false,
+            talking: false,
+        }
     }
 }
 
@@ -71,12 +83,18 @@ impl VoiceDetector {
         if level_db < self.floor_db {
             self.floor_db = level_db.max(SILENCE_DB);
         } else {
-            self.floor_db = (self.floor_db + FLOOR_RISE_DB).min(level_db).min(FLOOR_MAX_DB);
+            self.floor_db = (self.floor_db + FLOOR_RISE_DB)
+                .min(level_db)
+                .min(FLOOR_MAX_DB);
         }
         if speech {
             self.speech_run += 1;
             self.silence_run = 0;
-            self.level_db = if self.active { 0.7 * self.level_db + 0.3 * level_db } else { level_db };
+            self.level_db = if self.active {
+                0.7 * self.level_db + 0.3 * level_db
+            } else {
+                level_db
+            };
         } else {
             self.speech_run = 0;
             self.silence_run = self.silence_run.saturating_add(1);
@@ -120,7 +138,9 @@ mod tests {
     use super::*;
 
     fn frame(amplitude: f64, n0: usize) -> Vec<i16> {
-        (0..320).map(|i| (amplitude * (0.3 * (n0 + i) as f64).sin()) as i16).collect()
+        (0..320)
+            .map(|i| (amplitude * (0.3 * (n0 + i) as f64).sin()) as i16)
+            .collect()
     }
 
     #[test]
@@ -137,9 +157,15 @@ mod tests {
         for i in 0..50 {
             changes.extend(vad.update(level_db(&frame(30.0, i * 320))).map(|c| (i, c)));
         }
-        assert!(!vad.active() && changes.is_empty(), "quiet noise is not speech");
+        assert!(
+            !vad.active() && changes.is_empty(),
+            "quiet noise is not speech"
+        );
         for i in 50..100 {
-            changes.extend(vad.update(level_db(&frame(8000.0, i * 320))).map(|c| (i, c)));
+            changes.extend(
+                vad.update(level_db(&frame(8000.0, i * 320)))
+                    .map(|c| (i, c)),
+            );
             assert!(vad.active(), "speech is mixed from its first frame");
         }
         for i in 100..200 {
@@ -155,11 +181,17 @@ mod tests {
         for i in 0..2000 {
             vad.update(level_db(&frame(3000.0, i * 320)));
         }
-        assert!(vad.talking() && vad.active(), "a steady -23 dBFS tone counts as speech");
+        assert!(
+            vad.talking() && vad.active(),
+            "a steady -23 dBFS tone counts as speech"
+        );
         let mut vad = VoiceDetector::default();
         for i in 0..2000 {
             vad.update(level_db(&frame(250.0, i * 320)));
         }
-        assert!(!vad.active(), "steady -45 dBFS noise is learnt as the floor");
+        assert!(
+            !vad.active(),
+            "steady -45 dBFS noise is learnt as the floor"
+        );
     }
 }

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use roundtable_mixer::pool::MixFrame;
 use roundtable_storage::{ObjectKey, ObjectStore};
 
-use crate::upload::{S3Uploader, UploadState};
-use crate::{RecordError, Recording};
 use crate::ledger::{self, Entry, Event};
 use crate::manifest::{Fingerprint, LegRecord, Manifest, ObjectRecord, Retention, Signer};
 use crate::spec::{Mode, Spec};
 use crate::spool::SpoolAccount;
 use crate::time::rfc3339;
 use crate::track::Track;
+use crate::upload::{S3Uploader, UploadState};
 use crate::writer::{Closed, LEDGER_FILE};
+use crate::{RecordError, Recording};
 
 /// The manifest's object name in a recording's folder.
 pub const MANIFEST: &str = "manifest.json";
@@ -42,7 +42,10 @@ pub struct Archive {
 
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Archive").field("backend", &self.store.backend()).field("spool", &self.spool).finish()
+        f.debug_struct("Archive")
+            .field("backend", &self.store.backend())
+            .field("spool", &self.spool)
+            .finish()
     }
 }
 
@@ -58,7 +61,15 @@ impl Archive {
         retention: Retention,
         account: Arc<SpoolAccount>,
     ) -> Archive {
-        Archive { store, target, spool, prefix, signer, retention, account }
+        Archive {
+            store,
+            target,
+            spool,
+            prefix,
+            signer,
+            retention,
+            account,
+        }
     }
 
     /// The store's key prefix (`""` or ending in `/`).
@@ -81,8 +92,15 @@ impl Archive {
 
     /// Starts a recording of `spec` (its `spool` is replaced by this archive's) fed by `frames`;
     /// with S3, also the thread that streams its parts while it runs.
-    pub fn start(self: &Arc<Self>, spec: Spec, frames: std::sync::mpsc::Receiver<MixFrame>) -> Result<Recording, RecordError> {
-        let spec = Spec { spool: self.spool.clone(), ..spec };
+    pub fn start(
+        self: &Arc<Self>,
+        spec: Spec,
+        frames: std::sync::mpsc::Receiver<MixFrame>,
+    ) -> Result<Recording, RecordError> {
+        let spec = Spec {
+            spool: self.spool.clone(),
+            ..spec
+        };
         let mut recording = Recording::start(spec.clone(), frames, self.account.clone())?;
         if matches!(self.target, Target::S3(_)) {
             let archive = self.clone();
@@ -90,7 +108,9 @@ impl Archive {
             let thread = std::thread::Builder::new()
                 .name("uploader".into())
                 .spawn(move || {
-                    let Target::S3(uploader) = &archive.target else { return Ok(()) };
+                    let Target::S3(uploader) = &archive.target else {
+                        return Ok(());
+                    };
                     let key_base = format!("{}{}", archive.prefix, spec.folder());
                     uploader.stream(&spec.dir(), &key_base, &progress, &archive.account)
                 })
@@ -122,7 +142,12 @@ impl Archive {
         let folder = closed.spec.folder();
         let names = object_names(&dir)?;
         if let Target::S3(uploader) = &self.target {
-            uploader.complete(&dir, &format!("{}{folder}", self.prefix), &names, &self.account)?;
+            uploader.complete(
+                &dir,
+                &format!("{}{folder}", self.prefix),
+                &names,
+                &self.account,
+            )?;
         }
         let mut objects = Vec::new();
         let mut spooled = 0;
@@ -130,15 +155,27 @@ impl Archive {
             let path = dir.join(&name);
             let file = std::fs::File::open(&path).map_err(|e| RecordError::io(&path, e))?;
             let key = format!("{}{folder}/{name}", self.prefix);
-            let record = Fingerprint::of_reader(key, std::io::BufReader::with_capacity(256 * 1024, file))
-                .map_err(|e| RecordError::io(&path, e))?;
+            let record =
+                Fingerprint::of_reader(key, std::io::BufReader::with_capacity(256 * 1024, file))
+                    .map_err(|e| RecordError::io(&path, e))?;
             spooled += record.size;
             objects.push(record);
         }
         let mut ledger = closed.ledger;
         ledger.retain(|e| e.event != Event::Checkpoint);
-        ledger.push(Entry { t_ms: closed.frames * 20, event: Event::Upload { outcome: "complete".into() } });
-        let mut manifest = build(&closed.spec, closed.frames, objects, ledger, self.retention.clone());
+        ledger.push(Entry {
+            t_ms: closed.frames * 20,
+            event: Event::Upload {
+                outcome: "complete".into(),
+            },
+        });
+        let mut manifest = build(
+            &closed.spec,
+            closed.frames,
+            objects,
+            ledger,
+            self.retention.clone(),
+        );
         self.signer.sign(&mut manifest);
         let key = ObjectKey::new(format!("{}{folder}/{MANIFEST}", self.prefix))?;
         let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
@@ -183,13 +220,21 @@ impl Archive {
         let recordings = self.spool.join("recordings");
         for dir in open_recordings(&recordings) {
             if let Ok(names) = object_names(&dir) {
-                let bytes: u64 = names.iter().filter_map(|n| std::fs::metadata(dir.join(n)).ok()).map(|m| m.len()).sum();
+                let bytes: u64 = names
+                    .iter()
+                    .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+                    .map(|m| m.len())
+                    .sum();
                 let state = UploadState::load(&dir);
                 self.account.add(bytes.saturating_sub(state.uploaded()));
-                inventory.upload_ids.extend(state.objects.values().map(|o| o.upload_id.clone()));
+                inventory
+                    .upload_ids
+                    .extend(state.objects.values().map(|o| o.upload_id.clone()));
             }
             if let Some(folder) = dir.strip_prefix(&self.spool).ok().and_then(|f| f.to_str()) {
-                inventory.key_folders.push(format!("{}{folder}/", self.prefix));
+                inventory
+                    .key_folders
+                    .push(format!("{}{folder}/", self.prefix));
             }
         }
         inventory
@@ -229,9 +274,13 @@ fn object_names(dir: &Path) -> Result<Vec<String>, RecordError> {
 /// Recording folders (`recordings/<room>/<start>/`) with a ledger but no manifest.
 fn open_recordings(recordings: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(rooms) = std::fs::read_dir(recordings) else { return found };
+    let Ok(rooms) = std::fs::read_dir(recordings) else {
+        return found;
+    };
     for room in rooms.filter_map(|e| e.ok()) {
-        let Ok(starts) = std::fs::read_dir(room.path()) else { continue };
+        let Ok(starts) = std::fs::read_dir(room.path()) else {
+            continue;
+        };
         for start in starts.filter_map(|e| e.ok()) {
             let dir = start.path();
             if dir.join(LEDGER_FILE).is_file() && !dir.join(MANIFEST).exists() {
@@ -248,16 +297,49 @@ fn open_recordings(recordings: &Path) -> Vec<PathBuf> {
 /// recording that was closed (its ledger ends with `stopped`) is taken as it is.
 fn recover_files(dir: &Path, spool: &Path) -> Result<Closed, RecordError> {
     let ledger_path = dir.join(LEDGER_FILE);
-    let text = std::fs::read_to_string(&ledger_path).map_err(|e| RecordError::io(&ledger_path, e))?;
-    let mut entries = ledger::parse(&text).map_err(|reason| RecordError::Ledger { path: ledger_path.clone(), reason })?;
-    let Some(Entry { event: Event::Started { room, id, start_unix_ms, rate, mode }, .. }) = entries.first().cloned() else {
-        return Err(RecordError::Ledger { path: ledger_path, reason: "does not begin with `started`".into() });
+    let text =
+        std::fs::read_to_string(&ledger_path).map_err(|e| RecordError::io(&ledger_path, e))?;
+    let mut entries = ledger::parse(&text).map_err(|reason| RecordError::Ledger {
+        path: ledger_path.clone(),
+        reason,
+    })?;
+    let Some(Entry {
+        event:
+            Event::Started {
+                room,
+                id,
+                start_unix_ms,
+                rate,
+                mode,
+            },
+        ..
+    }) = entries.first().cloned()
+    else {
+        return Err(RecordError::Ledger {
+            path: ledger_path,
+            reason: "does not begin with `started`".into(),
+        });
     };
     let start = id.rsplit('/').next().unwrap_or_default().to_string();
-    let mode = Mode::parse(&mode).ok_or_else(|| RecordError::Ledger { path: ledger_path.clone(), reason: format!("unknown mode {mode:?}") })?;
-    let spec = Spec { room, start, start_unix_ms, rate, mode, spool: spool.to_path_buf() };
+    let mode = Mode::parse(&mode).ok_or_else(|| RecordError::Ledger {
+        path: ledger_path.clone(),
+        reason: format!("unknown mode {mode:?}"),
+    })?;
+    let spec = Spec {
+        room,
+        start,
+        start_unix_ms,
+        rate,
+        mode,
+        spool: spool.to_path_buf(),
+    };
     if let Some(stopped) = entries.iter().rev().find(|e| e.event == Event::Stopped) {
-        return Ok(Closed { spec, frames: stopped.t_ms / 20, gap_frames: 0, ledger: entries });
+        return Ok(Closed {
+            spec,
+            frames: stopped.t_ms / 20,
+            gap_frames: 0,
+            ledger: entries,
+        });
     }
     let mut left = std::collections::BTreeSet::new();
     for entry in &entries {
@@ -265,45 +347,76 @@ fn recover_files(dir: &Path, spool: &Path) -> Result<Closed, RecordError> {
             left.insert(leg.clone());
         }
     }
-    let checkpoint = entries.iter().rev().find(|e| e.event == Event::Checkpoint).map_or(0, |e| e.t_ms / 20);
+    let checkpoint = entries
+        .iter()
+        .rev()
+        .find(|e| e.event == Event::Checkpoint)
+        .map_or(0, |e| e.t_ms / 20);
     let mut lengths = BTreeMap::new();
     for name in object_names(dir)? {
         let path = dir.join(&name);
-        let len = std::fs::metadata(&path).map_err(|e| RecordError::io(&path, e))?.len();
+        let len = std::fs::metadata(&path)
+            .map_err(|e| RecordError::io(&path, e))?
+            .len();
         lengths.insert(name, Track::frames_in(len, rate));
     }
     let open = lengths.iter().filter(|(name, _)| {
-        name.strip_prefix("legs/").and_then(|n| n.strip_suffix(".wav")).is_none_or(|leg| !left.contains(leg))
+        name.strip_prefix("legs/")
+            .and_then(|n| n.strip_suffix(".wav"))
+            .is_none_or(|leg| !left.contains(leg))
     });
     let frames = open.map(|(_, &f)| f).min().unwrap_or(checkpoint);
     for (name, &have) in &lengths {
         let path = dir.join(name);
-        let mut track = Track::reopen(&path, rate, have.min(frames)).map_err(|e| RecordError::io(&path, e))?;
-        track.finish(frames).map_err(|_| RecordError::io(&path, std::io::Error::other("could not complete the track")))?;
+        let mut track =
+            Track::reopen(&path, rate, have.min(frames)).map_err(|e| RecordError::io(&path, e))?;
+        track.finish(frames).map_err(|_| {
+            RecordError::io(&path, std::io::Error::other("could not complete the track"))
+        })?;
     }
     let t = frames * 20;
     entries.push(Entry {
         t_ms: t,
-        event: Event::Lost { at_most_ms: 1000, reason: "the process ended without closing the recording; recovered at the next start".into() },
+        event: Event::Lost {
+            at_most_ms: 1000,
+            reason: "the process ended without closing the recording; recovered at the next start"
+                .into(),
+        },
     });
-    entries.push(Entry { t_ms: t, event: Event::Stopped });
-    Ok(Closed { spec, frames, gap_frames: 0, ledger: entries })
+    entries.push(Entry {
+        t_ms: t,
+        event: Event::Stopped,
+    });
+    Ok(Closed {
+        spec,
+        frames,
+        gap_frames: 0,
+        ledger: entries,
+    })
 }
 
 /// Assembles a recording's (unsigned) manifest.
-fn build(spec: &Spec, frames: u64, objects: Vec<ObjectRecord>, ledger: Vec<Entry>, retention: Retention) -> Manifest {
+fn build(
+    spec: &Spec,
+    frames: u64,
+    objects: Vec<ObjectRecord>,
+    ledger: Vec<Entry>,
+    retention: Retention,
+) -> Manifest {
     let duration_ms = frames * 20;
     let mut legs: Vec<LegRecord> = Vec::new();
     for entry in &ledger {
         match &entry.event {
-            Event::Joined { leg, from, codec } if !legs.iter().any(|l| &l.id == leg) => legs.push(LegRecord {
-                id: leg.clone(),
-                from: from.clone(),
-                codec: codec.clone(),
-                joined_ms: entry.t_ms,
-                left_ms: duration_ms,
-                consent_notice: false,
-            }),
+            Event::Joined { leg, from, codec } if !legs.iter().any(|l| &l.id == leg) => {
+                legs.push(LegRecord {
+                    id: leg.clone(),
+                    from: from.clone(),
+                    codec: codec.clone(),
+                    joined_ms: entry.t_ms,
+                    left_ms: duration_ms,
+                    consent_notice: false,
+                })
+            }
             Event::Left { leg } => {
                 if let Some(l) = legs.iter_mut().find(|l| &l.id == leg) {
                     l.left_ms = entry.t_ms;

@@ -56,8 +56,18 @@ pub struct Breaker {
 
 impl Default for Breaker {
     fn default() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
-        Breaker { inner: Mutex::new(Inner { failures: 0, open_until: None, probing: false, seed }) }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Breaker {
+            inner: Mutex::new(Inner {
+                failures: 0,
+                open_until: None,
+                probing: false,
+                seed,
+            }),
+        }
     }
 }
 
@@ -108,7 +118,9 @@ impl Breaker {
 
     /// The wait before try `attempt` (0 = the first retry): uniform in [0, bound].
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let bound = FIRST_BACKOFF.saturating_mul(1u32 << attempt.min(16)).min(MAX_BACKOFF);
+        let bound = FIRST_BACKOFF
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(MAX_BACKOFF);
         let mut inner = self.lock();
         // xorshift64: jitter needs no cryptographic randomness.
         let mut x = inner.seed;
@@ -140,7 +152,11 @@ mod tests {
         assert!(b.admit(later).is_ok());
         assert!(b.admit(later).is_err(), "one probe at a time");
         b.record(false, later);
-        assert_eq!(b.state(later), BreakerState::Open, "a failed probe opens it again");
+        assert_eq!(
+            b.state(later),
+            BreakerState::Open,
+            "a failed probe opens it again"
+        );
         let again = later + OPEN_FOR;
         assert!(b.admit(again).is_ok());
         b.record(true, again);
@@ -153,8 +169,16 @@ mod tests {
         let b = Breaker::default();
         let waits: Vec<Duration> = (0..200).map(|_| b.backoff(0)).collect();
         assert!(waits.iter().all(|w| *w <= FIRST_BACKOFF));
-        assert!(waits.iter().any(|w| *w < FIRST_BACKOFF / 2) && waits.iter().any(|w| *w > FIRST_BACKOFF / 2), "jittered");
+        assert!(
+            waits.iter().any(|w| *w < FIRST_BACKOFF / 2)
+                && waits.iter().any(|w| *w > FIRST_BACKOFF / 2),
+            "jittered"
+        );
         assert!((0..200).map(|_| b.backoff(30)).all(|w| w <= MAX_BACKOFF));
-        assert!((0..200).map(|_| b.backoff(3)).any(|w| w > FIRST_BACKOFF * 2));
+        assert!(
+            (0..200)
+                .map(|_| b.backoff(3))
+                .any(|w| w > FIRST_BACKOFF * 2)
+        );
     }
 }

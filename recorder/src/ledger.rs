@@ -132,11 +132,27 @@ mod tests {
     #[test]
     fn round_trips_and_drops_a_torn_tail() {
         let entries = vec![
-            Entry { t_ms: 0, event: Event::Joined { leg: "7".into(), from: "sip:a@b".into(), codec: "PCMU".into() } },
-            Entry { t_ms: 1000, event: Event::Checkpoint },
+            Entry {
+                t_ms: 0,
+                event: Event::Joined {
+                    leg: "7".into(),
+                    from: "sip:a@b".into(),
+                    codec: "PCMU".into(),
+                },
+            },
+            Entry {
+                t_ms: 1000,
+                event: Event::Checkpoint,
+            },
         ];
-        let mut text: String = entries.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
-        assert!(text.starts_with(r#"{"t_ms":0,"event":"joined","leg":"7""#), "{text}");
+        let mut text: String = entries
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        assert!(
+            text.starts_with(r#"{"t_ms":0,"event":"joined","leg":"7""#),
+            "{text}"
+        );
         assert_eq!(parse(&text).unwrap(), entries);
         text.push_str(r#"{"t_ms":1020,"ev"#);
         assert_eq!(parse(&text).unwrap(), entries);

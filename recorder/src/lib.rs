@@ -91,7 +91,10 @@ pub enum RecordError {
 
 impl RecordError {
     fn io(path: &Path, source: std::io::Error) -> RecordError {
-        RecordError::Io { path: path.to_path_buf(), source }
+        RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -108,7 +111,11 @@ pub struct Recording {
 impl Recording {
     /// Creates the recording's spool folder, ledger and tracks, and starts the thread that
     /// writes `frames` into them. Fails if the folder exists ([`RecordError::Exists`]).
-    pub fn start(spec: Spec, frames: Receiver<MixFrame>, account: Arc<SpoolAccount>) -> Result<Recording, RecordError> {
+    pub fn start(
+        spec: Spec,
+        frames: Receiver<MixFrame>,
+        account: Arc<SpoolAccount>,
+    ) -> Result<Recording, RecordError> {
         let id = spec.id();
         let dir = spec.dir();
         let progress = Arc::new(Progress::default());
@@ -121,7 +128,13 @@ impl Recording {
             .name("recorder".into())
             .spawn(move || writer.run(frames, control_rx))
             .map_err(|_| RecordError::Thread)?;
-        Ok(Recording { id, controls, progress, thread, uploader: None })
+        Ok(Recording {
+            id,
+            controls,
+            progress,
+            thread,
+            uploader: None,
+        })
     }
 
     /// `<room>/<start>`.
@@ -157,38 +170,67 @@ impl Recording {
 
 /// The manifest of recording `id` (`<room>/<start>`) in `store`, signature checked (against
 /// `trusted`, a hex public key, when given).
-pub fn read_manifest(store: &dyn ObjectStore, prefix: &str, id: &str, trusted: Option<&str>) -> Result<Manifest, RecordError> {
+pub fn read_manifest(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    id: &str,
+    trusted: Option<&str>,
+) -> Result<Manifest, RecordError> {
     let key = ObjectKey::new(format!("{prefix}recordings/{id}/{MANIFEST}"))?;
-    let manifest_error = |reason: String| RecordError::Manifest { key: key.to_string(), reason };
+    let manifest_error = |reason: String| RecordError::Manifest {
+        key: key.to_string(),
+        reason,
+    };
     let mut reader = store.open(&key)?;
     let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut reader.body, &mut text).map_err(|e| manifest_error(e.to_string()))?;
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| manifest_error(e.to_string()))?;
-    manifest.verify_signature(trusted).map_err(|e| manifest_error(e.to_string()))?;
+    std::io::Read::read_to_end(&mut reader.body, &mut text)
+        .map_err(|e| manifest_error(e.to_string()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| manifest_error(e.to_string()))?;
+    manifest
+        .verify_signature(trusted)
+        .map_err(|e| manifest_error(e.to_string()))?;
     // The signature covers what the fields say; the bytes must also be exactly what was
     // written, so that nothing (an extra field in a ledger entry) was slipped in around them.
     if serde_json::to_vec_pretty(&manifest).ok().as_deref() != Some(text.as_slice()) {
-        return Err(manifest_error("the manifest was altered (its bytes are not the signed document's)".into()));
+        return Err(manifest_error(
+            "the manifest was altered (its bytes are not the signed document's)".into(),
+        ));
     }
     Ok(manifest)
 }
 
 /// Re-reads every object of a manifest and checks its size, hash and chain; `progress` is told
 /// the bytes read so far. Returns the first mismatch.
-pub fn verify_objects(store: &dyn ObjectStore, manifest: &Manifest, mut progress: impl FnMut(u64)) -> Result<(), RecordError> {
+pub fn verify_objects(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    mut progress: impl FnMut(u64),
+) -> Result<(), RecordError> {
     let mut total = 0;
     for record in &manifest.objects {
         let key = ObjectKey::new(record.key.clone())?;
         let reader = store.open(&key)?;
-        let mut counting = CountingReader { inner: reader.body, count: &mut |n| {
-            total += n;
-            progress(total);
-        } };
-        let found = manifest::Fingerprint::of_reader(record.key.clone(), &mut counting).map_err(|e| RecordError::Manifest {
-            key: record.key.clone(),
-            reason: format!("reading failed: {e}"),
-        })?;
-        record.compare(&found).map_err(|mismatch| RecordError::Mismatch { key: record.key.clone(), mismatch })?;
+        let mut counting = CountingReader {
+            inner: reader.body,
+            count: &mut |n| {
+                total += n;
+                progress(total);
+            },
+        };
+        let found =
+            manifest::Fingerprint::of_reader(record.key.clone(), &mut counting).map_err(|e| {
+                RecordError::Manifest {
+                    key: record.key.clone(),
+                    reason: format!("reading failed: {e}"),
+                }
+            })?;
+        record
+            .compare(&found)
+            .map_err(|mismatch| RecordError::Mismatch {
+                key: record.key.clone(),
+                mismatch,
+            })?;
     }
     Ok(())
 }
@@ -198,7 +240,14 @@ pub fn verify_objects(store: &dyn ObjectStore, manifest: &Manifest, mut progress
 pub fn list_recordings(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>, RecordError> {
     let mut all: Vec<String> = Vec::new();
     loop {
-        let page = list_recordings_page(store, prefix, None, all.last().map(String::as_str), LIST_PAGE_MAX, &|_| true)?;
+        let page = list_recordings_page(
+            store,
+            prefix,
+            None,
+            all.last().map(String::as_str),
+            LIST_PAGE_MAX,
+            &|_| true,
+        )?;
         all.extend(page.ids);
         if page.next.is_none() {
             return Ok(all);
@@ -238,8 +287,14 @@ pub fn list_recordings_page(
     loop {
         let objects = store.list_page(&scope, key_after.as_deref(), LIST_PAGE_MAX)?;
         for object in &objects.objects {
-            let id = object.key.as_str().strip_prefix(&base).and_then(|k| k.strip_suffix(&manifest));
-            let Some(id) = id.filter(|id| id.split('/').count() == 2 && keep(id)) else { continue };
+            let id = object
+                .key
+                .as_str()
+                .strip_prefix(&base)
+                .and_then(|k| k.strip_suffix(&manifest));
+            let Some(id) = id.filter(|id| id.split('/').count() == 2 && keep(id)) else {
+                continue;
+            };
             if page.ids.len() == limit {
                 page.next = page.ids.last().cloned();
                 return Ok(page);

@@ -154,7 +154,12 @@ impl Fingerprint {
         if self.in_chunk > 0 || self.chain.is_empty() {
             self.close_chunk();
         }
-        ObjectRecord { key, size: self.size, sha256: hex(&self.whole.finalize()), chain: self.chain.iter().map(|l| hex(l)).collect() }
+        ObjectRecord {
+            key,
+            size: self.size,
+            sha256: hex(&self.whole.finalize()),
+            chain: self.chain.iter().map(|l| hex(l)).collect(),
+        }
     }
 
     /// Fingerprints everything `reader` yields.
@@ -190,8 +195,15 @@ pub enum Mismatch {
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Mismatch::Size { expected, found } => write!(f, "size {found} bytes, manifest says {expected}"),
-            Mismatch::Chunk(i) => write!(f, "bytes {}..{} differ (hash chain link {i})", i * CHUNK, (i + 1) * CHUNK),
+            Mismatch::Size { expected, found } => {
+                write!(f, "size {found} bytes, manifest says {expected}")
+            }
+            Mismatch::Chunk(i) => write!(
+                f,
+                "bytes {}..{} differ (hash chain link {i})",
+                i * CHUNK,
+                (i + 1) * CHUNK
+            ),
             Mismatch::Sha256 => f.write_str("SHA-256 differs"),
         }
     }
@@ -200,11 +212,19 @@ impl std::fmt::Display for Mismatch {
 impl ObjectRecord {
     /// Compares a re-read copy with this record.
     pub fn compare(&self, found: &ObjectRecord) -> Result<(), Mismatch> {
-        if let Some(i) = self.chain.iter().zip(&found.chain).position(|(a, b)| a != b) {
+        if let Some(i) = self
+            .chain
+            .iter()
+            .zip(&found.chain)
+            .position(|(a, b)| a != b)
+        {
             return Err(Mismatch::Chunk(i));
         }
         if found.size != self.size {
-            return Err(Mismatch::Size { expected: self.size, found: found.size });
+            return Err(Mismatch::Size {
+                expected: self.size,
+                found: found.size,
+            });
         }
         if found.sha256 != self.sha256 || found.chain.len() != self.chain.len() {
             return Err(Mismatch::Sha256);
@@ -228,7 +248,9 @@ pub enum SignatureError {
     #[error("manifest is not signed")]
     Unsigned,
     /// The signature does not match the manifest's content.
-    #[error("manifest signature does not verify (the manifest was changed or signed by another key)")]
+    #[error(
+        "manifest signature does not verify (the manifest was changed or signed by another key)"
+    )]
     Invalid,
 }
 
@@ -247,7 +269,10 @@ impl Signer {
     /// Loads the PKCS#8 key at `path`, generating it (readable by its owner only) if the file
     /// does not exist and `create` is set.
     pub fn load(path: &std::path::Path, create: bool) -> Result<Signer, SignatureError> {
-        let key_error = |reason: String| SignatureError::Key { path: path.display().to_string(), reason };
+        let key_error = |reason: String| SignatureError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
@@ -258,7 +283,8 @@ impl Signer {
             }
             Err(e) => return Err(key_error(e.to_string())),
         };
-        let pair = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| key_error(format!("not a PKCS#8 Ed25519 key: {e}")))?;
+        let pair = Ed25519KeyPair::from_pkcs8(&bytes)
+            .map_err(|e| key_error(format!("not a PKCS#8 Ed25519 key: {e}")))?;
         Ok(Signer { pair })
     }
 
@@ -285,7 +311,11 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -294,16 +324,21 @@ impl Manifest {
     /// Checks the signature against the key it names, and against `trusted` (hex) if given.
     pub fn verify_signature(&self, trusted: Option<&str>) -> Result<(), SignatureError> {
         let signature = self.signature.as_ref().ok_or(SignatureError::Unsigned)?;
-        if trusted.is_some_and(|t| !t.eq_ignore_ascii_case(&signature.public_key)) || signature.algorithm != "ed25519" {
+        if trusted.is_some_and(|t| !t.eq_ignore_ascii_case(&signature.public_key))
+            || signature.algorithm != "ed25519"
+        {
             return Err(SignatureError::Invalid);
         }
-        let (Some(key), Some(value)) = (unhex(&signature.public_key), unhex(&signature.value)) else {
+        let (Some(key), Some(value)) = (unhex(&signature.public_key), unhex(&signature.value))
+        else {
             return Err(SignatureError::Invalid);
         };
         let mut unsigned = self.clone();
         unsigned.signature = None;
         let bytes = serde_json::to_vec(&unsigned).expect("a manifest always serializes");
-        UnparsedPublicKey::new(&ED25519, key).verify(&bytes, &value).map_err(|_| SignatureError::Invalid)
+        UnparsedPublicKey::new(&ED25519, key)
+            .verify(&bytes, &value)
+            .map_err(|_| SignatureError::Invalid)
     }
 }
 
@@ -316,7 +351,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -357,7 +395,10 @@ mod tests {
         let changed = Fingerprint::of_reader("k".into(), &data[..]).unwrap();
         assert_eq!(original.compare(&changed), Err(Mismatch::Chunk(2)));
         let truncated = Fingerprint::of_reader("k".into(), &data[..CHUNK * 3]).unwrap();
-        assert!(matches!(original.compare(&truncated), Err(Mismatch::Chunk(_) | Mismatch::Size { .. })));
+        assert!(matches!(
+            original.compare(&truncated),
+            Err(Mismatch::Chunk(_) | Mismatch::Size { .. })
+        ));
         let empty = Fingerprint::of_reader("k".into(), &[][..]).unwrap();
         assert_eq!(empty.chain.len(), 1);
     }
@@ -370,21 +411,32 @@ mod tests {
         let again = Signer::load(&path, false).unwrap();
         assert_eq!(signer.public_key_hex(), again.public_key_hex());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
 
         let record = Fingerprint::of_reader("mix.wav".into(), &b"abc"[..]).unwrap();
         let mut manifest = sample(vec![record]);
         signer.sign(&mut manifest);
-        manifest.verify_signature(Some(&signer.public_key_hex())).unwrap();
+        manifest
+            .verify_signature(Some(&signer.public_key_hex()))
+            .unwrap();
         let text = serde_json::to_string(&manifest).unwrap();
         let parsed: Manifest = serde_json::from_str(&text).unwrap();
         parsed.verify_signature(None).unwrap();
 
         let mut tampered = manifest.clone();
         tampered.objects[0].size += 1;
-        assert!(matches!(tampered.verify_signature(None), Err(SignatureError::Invalid)));
+        assert!(matches!(
+            tampered.verify_signature(None),
+            Err(SignatureError::Invalid)
+        ));
         let other = Signer::load(&dir.path().join("other.pk8"), true).unwrap();
-        assert!(matches!(manifest.verify_signature(Some(&other.public_key_hex())), Err(SignatureError::Invalid)));
+        assert!(matches!(
+            manifest.verify_signature(Some(&other.public_key_hex())),
+            Err(SignatureError::Invalid)
+        ));
         let added = text.replacen("{", r#"{"extra":1,"#, 1);
         assert!(serde_json::from_str::<Manifest>(&added).is_err());
         assert!(Signer::load(&dir.path().join("missing.pk8"), false).is_err());

@@ -20,7 +20,12 @@ pub struct SpoolAccount {
 impl SpoolAccount {
     /// An empty spool with `quota` bytes.
     pub fn new(quota: u64) -> SpoolAccount {
-        SpoolAccount { used: AtomicU64::new(0), written: AtomicU64::new(0), failed_writes: AtomicU64::new(0), quota }
+        SpoolAccount {
+            used: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            failed_writes: AtomicU64::new(0),
+            quota,
+        }
     }
 
     /// Bytes now held.
@@ -55,7 +60,11 @@ impl SpoolAccount {
 
     /// Counts bytes that left the spool (uploaded, or kept as the final local object).
     pub fn release(&self, bytes: u64) {
-        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| Some(u.saturating_sub(bytes)));
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// Whether a new recording may start: below [`REFUSE_AT`] of the quota.

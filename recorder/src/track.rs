@@ -41,9 +41,20 @@ impl Track {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         file.write_all_at(&wav::header(rate, 0), 0)?;
-        let mut track = Track { file, rate, frame_bytes: u64::from(rate / 50) * 2, on_disk: 0, pending: Vec::new(), pending_from: 0 };
+        let mut track = Track {
+            file,
+            rate,
+            frame_bytes: u64::from(rate / 50) * 2,
+            on_disk: 0,
+            pending: Vec::new(),
+            pending_from: 0,
+        };
         track.silence(frames_before);
         Ok(track)
     }
@@ -54,7 +65,14 @@ impl Track {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let frame_bytes = u64::from(rate / 50) * 2;
         file.set_len(wav::HEADER_LEN + frames * frame_bytes)?;
-        Ok(Track { file, rate, frame_bytes, on_disk: frames, pending: Vec::new(), pending_from: frames })
+        Ok(Track {
+            file,
+            rate,
+            frame_bytes,
+            on_disk: frames,
+            pending: Vec::new(),
+            pending_from: frames,
+        })
     }
 
     /// Complete frames in a track file of `len` bytes.
@@ -97,8 +115,13 @@ impl Track {
                 Ok(())
             }
             Err(_) => {
-                let _ = self.file.set_len(wav::HEADER_LEN + self.on_disk * self.frame_bytes);
-                let lost = Lost { from: self.pending_from, frames: end - self.pending_from };
+                let _ = self
+                    .file
+                    .set_len(wav::HEADER_LEN + self.on_disk * self.frame_bytes);
+                let lost = Lost {
+                    from: self.pending_from,
+                    frames: end - self.pending_from,
+                };
                 self.pending.clear();
                 self.pending_from = end;
                 Err(lost)
@@ -121,7 +144,8 @@ impl Track {
             }
         }
         self.file.write_all_at(&self.pending, offset)?;
-        self.file.write_all_at(&wav::header(self.rate, end * self.frame_bytes), 0)
+        self.file
+            .write_all_at(&wav::header(self.rate, end * self.frame_bytes), 0)
     }
 
     /// Makes what was flushed durable.
@@ -136,7 +160,10 @@ impl Track {
             self.silence(frames - now);
         }
         self.flush()?;
-        self.sync().map_err(|_| Lost { from: frames, frames: 0 })
+        self.sync().map_err(|_| Lost {
+            from: frames,
+            frames: 0,
+        })
     }
 
     /// Bytes of the file as the timeline stands (header included).
@@ -150,7 +177,11 @@ mod tests {
     use super::*;
 
     fn samples(path: &Path) -> Vec<i16> {
-        hound::WavReader::open(path).unwrap().into_samples().map(Result::unwrap).collect()
+        hound::WavReader::open(path)
+            .unwrap()
+            .into_samples()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]

@@ -78,11 +78,18 @@ pub struct UploadState {
 impl UploadState {
     /// Reads a folder's state (empty if there is none).
     pub fn load(dir: &Path) -> UploadState {
-        std::fs::read(dir.join(UPLOAD_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        std::fs::read(dir.join(UPLOAD_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     fn save(&self, dir: &Path) -> Result<(), UploadError> {
-        write_atomically(&dir.join(UPLOAD_FILE), &serde_json::to_vec(self).expect("upload state serializes")).map_err(UploadError::from)
+        write_atomically(
+            &dir.join(UPLOAD_FILE),
+            &serde_json::to_vec(self).expect("upload state serializes"),
+        )
+        .map_err(UploadError::from)
     }
 
     /// Bytes already sent (their spool space is released).
@@ -111,8 +118,18 @@ pub struct S3Uploader {
 
 impl S3Uploader {
     /// An uploader to `store`; setting `stop` ends every retry loop.
-    pub fn new(store: Arc<S3Store>, breaker: Arc<Breaker>, stop: Arc<AtomicBool>, counters: Arc<UploadCounters>) -> S3Uploader {
-        S3Uploader { store, breaker, stop, counters }
+    pub fn new(
+        store: Arc<S3Store>,
+        breaker: Arc<Breaker>,
+        stop: Arc<AtomicBool>,
+        counters: Arc<UploadCounters>,
+    ) -> S3Uploader {
+        S3Uploader {
+            store,
+            breaker,
+            stop,
+            counters,
+        }
     }
 
     /// The store.
@@ -126,7 +143,10 @@ impl S3Uploader {
     }
 
     /// Runs `op` until it succeeds, through the breaker, with backoff between tries.
-    fn call<T>(&self, mut op: impl FnMut(&S3Store) -> Result<T, StorageError>) -> Result<T, UploadError> {
+    fn call<T>(
+        &self,
+        mut op: impl FnMut(&S3Store) -> Result<T, StorageError>,
+    ) -> Result<T, UploadError> {
         let mut attempt = 0;
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -168,12 +188,20 @@ impl S3Uploader {
     pub(crate) fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), UploadError> {
         use roundtable_storage::ObjectStore;
         self.call(|s| s.put(key, bytes))?;
-        self.counters.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// Streams a running recording's full parts until it closes (or shutdown).
-    pub(crate) fn stream(&self, dir: &Path, key_base: &str, progress: &Progress, account: &SpoolAccount) -> Result<(), UploadError> {
+    pub(crate) fn stream(
+        &self,
+        dir: &Path,
+        key_base: &str,
+        progress: &Progress,
+        account: &SpoolAccount,
+    ) -> Result<(), UploadError> {
         let mut state = UploadState::load(dir);
         loop {
             let closed = progress.is_closed();
@@ -191,11 +219,22 @@ impl S3Uploader {
     }
 
     /// Sends whatever is left of a closed recording's objects and completes their uploads.
-    pub(crate) fn complete(&self, dir: &Path, key_base: &str, names: &[String], account: &SpoolAccount) -> Result<(), UploadError> {
+    pub(crate) fn complete(
+        &self,
+        dir: &Path,
+        key_base: &str,
+        names: &[String],
+        account: &SpoolAccount,
+    ) -> Result<(), UploadError> {
         let mut state = UploadState::load(dir);
         for name in names {
             let path = dir.join(name);
-            let size = std::fs::metadata(&path).map_err(|source| UploadError::Spool { path: path.clone(), source })?.len();
+            let size = std::fs::metadata(&path)
+                .map_err(|source| UploadError::Spool {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
             self.send_parts(dir, key_base, name, size, true, &mut state, account)?;
             let upload = state.objects.get(name).cloned().unwrap_or_default();
             let key = ObjectKey::new(upload.key.clone())?;
@@ -207,7 +246,8 @@ impl S3Uploader {
             if !upload.sealed && upload.parts.len() > 1 {
                 let first = upload.parts[0].2;
                 let bytes = read_at(&path, 0, first)?;
-                let etag = self.call(|s| s.upload_part(&key, &upload.upload_id, 1, bytes.clone()))?;
+                let etag =
+                    self.call(|s| s.upload_part(&key, &upload.upload_id, 1, bytes.clone()))?;
                 self.counters.bytes.fetch_add(first, Ordering::Relaxed);
                 let entry = state.objects.get_mut(name).expect("present");
                 entry.parts[0].1 = etag;
@@ -215,7 +255,8 @@ impl S3Uploader {
                 state.save(dir)?;
             }
             let upload = state.objects.get(name).cloned().unwrap_or_default();
-            let parts: Vec<(i32, String)> = upload.parts.iter().map(|p| (p.0, p.1.clone())).collect();
+            let parts: Vec<(i32, String)> =
+                upload.parts.iter().map(|p| (p.0, p.1.clone())).collect();
             self.call(|s| s.complete_multipart(&key, &upload.upload_id, &parts))?;
             state.objects.get_mut(name).expect("present").completed = true;
             state.save(dir)?;
@@ -240,7 +281,14 @@ impl S3Uploader {
         if !state.objects.contains_key(name) {
             let key = ObjectKey::new(format!("{key_base}/{name}"))?;
             let upload_id = self.call(|s| s.create_multipart(&key))?;
-            state.objects.insert(name.to_string(), ObjectUpload { key: key.to_string(), upload_id, ..ObjectUpload::default() });
+            state.objects.insert(
+                name.to_string(),
+                ObjectUpload {
+                    key: key.to_string(),
+                    upload_id,
+                    ..ObjectUpload::default()
+                },
+            );
             state.save(dir)?;
         }
         loop {
@@ -250,13 +298,27 @@ impl S3Uploader {
             }
             let sent = upload.uploaded();
             let ready = durable.saturating_sub(sent);
-            let size = if ready >= part_size { part_size } else if last && ready > 0 { ready } else { return Ok(()) };
+            let size = if ready >= part_size {
+                part_size
+            } else if last && ready > 0 {
+                ready
+            } else {
+                return Ok(());
+            };
             let number = upload.parts.len() as i32 + 1;
-            let (key, upload_id) = (ObjectKey::new(upload.key.clone())?, upload.upload_id.clone());
+            let (key, upload_id) = (
+                ObjectKey::new(upload.key.clone())?,
+                upload.upload_id.clone(),
+            );
             let bytes = read_at(&dir.join(name), sent, size)?;
             let etag = self.call(|s| s.upload_part(&key, &upload_id, number, bytes.clone()))?;
             self.counters.bytes.fetch_add(size, Ordering::Relaxed);
-            state.objects.get_mut(name).expect("present").parts.push((number, etag, size));
+            state
+                .objects
+                .get_mut(name)
+                .expect("present")
+                .parts
+                .push((number, etag, size));
             state.save(dir)?;
             account.release(size);
         }
@@ -266,12 +328,20 @@ impl S3Uploader {
     /// folder of a recording this spool holds (a run killed between starting the upload and
     /// noting it), and any that began more than a day ago (younger ones elsewhere may belong to
     /// another instance's running call).
-    pub fn abort_orphans(&self, prefix: &str, inventory: &crate::archive::SpoolInventory) -> Result<usize, StorageError> {
+    pub fn abort_orphans(
+        &self,
+        prefix: &str,
+        inventory: &crate::archive::SpoolInventory,
+    ) -> Result<usize, StorageError> {
         let uploads = self.store.list_multipart_uploads(prefix)?;
         let mut aborted = 0;
         for (key, upload_id, initiated) in uploads {
-            let old = initiated.is_some_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86_400));
-            let ours = inventory.key_folders.iter().any(|f| key.starts_with(f.as_str()));
+            let old = initiated
+                .is_some_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86_400));
+            let ours = inventory
+                .key_folders
+                .iter()
+                .any(|f| key.starts_with(f.as_str()));
             if inventory.upload_ids.contains(&upload_id) || !(old || ours) {
                 continue;
             }
@@ -286,7 +356,10 @@ impl S3Uploader {
 }
 
 fn read_at(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, UploadError> {
-    let spool = |source| UploadError::Spool { path: path.to_path_buf(), source };
+    let spool = |source| UploadError::Spool {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(spool)?;
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, offset).map_err(spool)?;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use roundtable_mixer::pool::{FrameSource, MixFrame};
 
 use crate::ledger::{Entry, Event};
-use crate::spool::{Progress, SpoolAccount};
 use crate::spec::Spec;
+use crate::spool::{Progress, SpoolAccount};
 use crate::track::{Lost, Track};
 
 /// Frames between checkpoints (1 s): the most a crash can lose.
@@ -90,19 +90,31 @@ struct LedgerFile {
 
 impl LedgerFile {
     fn create(path: &Path) -> std::io::Result<LedgerFile> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-        Ok(LedgerFile { file, on_disk: 0, pending: String::new() })
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(LedgerFile {
+            file,
+            on_disk: 0,
+            pending: String::new(),
+        })
     }
 
     fn append(&mut self, entry: &Entry) {
-        self.pending.push_str(&serde_json::to_string(entry).expect("ledger entries serialize"));
+        self.pending
+            .push_str(&serde_json::to_string(entry).expect("ledger entries serialize"));
         self.pending.push('\n');
     }
 
     /// Writes and syncs what is pending; on failure keeps it for the next try.
     fn sync(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
-            if let Err(e) = self.file.write_all_at(self.pending.as_bytes(), self.on_disk) {
+            if let Err(e) = self
+                .file
+                .write_all_at(self.pending.as_bytes(), self.on_disk)
+            {
                 let _ = self.file.set_len(self.on_disk);
                 return Err(e);
             }
@@ -147,14 +159,25 @@ pub(crate) struct Writer {
 
 /// Creates the recording's folder, ledger and (for the mix) first track: errors here mean the
 /// recording did not start.
-pub(crate) fn open(spec: Spec, account: Arc<SpoolAccount>, progress: Arc<Progress>) -> std::io::Result<Writer> {
+pub(crate) fn open(
+    spec: Spec,
+    account: Arc<SpoolAccount>,
+    progress: Arc<Progress>,
+) -> std::io::Result<Writer> {
     let dir = spec.dir();
     if dir.exists() {
-        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists", dir.display())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists", dir.display()),
+        ));
     }
     std::fs::create_dir_all(&dir)?;
     let mut ledger = LedgerFile::create(&dir.join(LEDGER_FILE))?;
-    let mix = if spec.mode.mix() { Some(Track::create(&dir.join("mix.wav"), spec.rate, 0)?) } else { None };
+    let mix = if spec.mode.mix() {
+        Some(Track::create(&dir.join("mix.wav"), spec.rate, 0)?)
+    } else {
+        None
+    };
     let started = Entry {
         t_ms: 0,
         event: Event::Started {
@@ -266,14 +289,24 @@ impl Writer {
             let missing = frame.tick - expected;
             if missing > 0 {
                 let t = self.t_ms();
-                self.log(t, Event::Gap { ms: missing * 20, reason: "the mixer's frames did not reach the recorder".into() });
+                self.log(
+                    t,
+                    Event::Gap {
+                        ms: missing * 20,
+                        reason: "the mixer's frames did not reach the recorder".into(),
+                    },
+                );
                 self.gap_frames += missing;
                 self.silence_all(missing);
             }
         }
         self.next_tick = Some(frame.tick + 1);
         if let Some(mix) = &mut self.mix {
-            if self.paused { mix.silence(1) } else { mix.push(&frame.samples) }
+            if self.paused {
+                mix.silence(1)
+            } else {
+                mix.push(&frame.samples)
+            }
         }
         if self.spec.mode.tracks() {
             self.write_legs(&frame);
@@ -294,23 +327,53 @@ impl Writer {
                 match Track::create(&path, self.spec.rate, frames) {
                     Ok(track) => {
                         self.new_files = true;
-                        self.legs.insert(id.clone(), LegTrack { track: Some(track), path, closed_len: None, missing: None });
+                        self.legs.insert(
+                            id.clone(),
+                            LegTrack {
+                                track: Some(track),
+                                path,
+                                closed_len: None,
+                                missing: None,
+                            },
+                        );
                     }
                     Err(error) => {
                         tracing::warn!(%error, path = %path.display(), "leg track not created");
                         // Remember the leg so it is not retried every frame; its track stays
                         // absent and the gap is in the ledger.
-                        self.legs.insert(id.clone(), LegTrack { track: None, path, closed_len: None, missing: None });
-                        self.log(frames * 20, Event::Gap { ms: 0, reason: format!("track of leg {id} not created: {error}") });
+                        self.legs.insert(
+                            id.clone(),
+                            LegTrack {
+                                track: None,
+                                path,
+                                closed_len: None,
+                                missing: None,
+                            },
+                        );
+                        self.log(
+                            frames * 20,
+                            Event::Gap {
+                                ms: 0,
+                                reason: format!("track of leg {id} not created: {error}"),
+                            },
+                        );
                         continue;
                     }
                 }
             }
             let paused = self.paused;
-            let Some(leg) = self.legs.get_mut(&id) else { continue };
-            let Some(track) = leg.track.as_mut() else { continue };
+            let Some(leg) = self.legs.get_mut(&id) else {
+                continue;
+            };
+            let Some(track) = leg.track.as_mut() else {
+                continue;
+            };
             seen += 1;
-            if paused { track.silence(1) } else { track.push(&leg_frame.samples) }
+            if paused {
+                track.silence(1)
+            } else {
+                track.push(&leg_frame.samples)
+            }
             let arrived = leg_frame.source == FrameSource::Received;
             let concealed = leg_frame.source == FrameSource::Concealed;
             let ended = match (&leg.missing, arrived) {
@@ -320,13 +383,24 @@ impl Writer {
                 }
                 (Some((start, was)), _) if arrived || *was != concealed => {
                     let ended = (*start, *was);
-                    leg.missing = if arrived { None } else { Some((frames, concealed)) };
+                    leg.missing = if arrived {
+                        None
+                    } else {
+                        Some((frames, concealed))
+                    };
                     Some(ended)
                 }
                 _ => None,
             };
             if let Some((start, concealed)) = ended {
-                self.log(start * 20, Event::Missing { leg: id, ms: (frames - start) * 20, concealed });
+                self.log(
+                    start * 20,
+                    Event::Missing {
+                        leg: id,
+                        ms: (frames - start) * 20,
+                        concealed,
+                    },
+                );
             }
         }
         // Open tracks the mixer did not send this tick (a leg between leaving the room and
@@ -352,7 +426,9 @@ impl Writer {
 
     fn close_leg(&mut self, id: &str) {
         self.end_missing_span(id);
-        let Some(leg) = self.legs.get_mut(id) else { return };
+        let Some(leg) = self.legs.get_mut(id) else {
+            return;
+        };
         if let Some(mut track) = leg.track.take() {
             let lost = track.flush();
             let _ = track.sync();
@@ -367,14 +443,27 @@ impl Writer {
     fn end_missing_span(&mut self, id: &str) {
         let frames = self.frames;
         if let Some((start, concealed)) = self.legs.get_mut(id).and_then(|l| l.missing.take()) {
-            self.log(start * 20, Event::Missing { leg: id.to_string(), ms: (frames - start) * 20, concealed });
+            self.log(
+                start * 20,
+                Event::Missing {
+                    leg: id.to_string(),
+                    ms: (frames - start) * 20,
+                    concealed,
+                },
+            );
         }
     }
 
     fn log_lost(&mut self, object: &str, lost: Lost) {
         self.account.write_failed();
         self.gap_frames += lost.frames;
-        self.log(lost.from * 20, Event::Gap { ms: lost.frames * 20, reason: format!("writing {object} to the spool failed (disk full?)") });
+        self.log(
+            lost.from * 20,
+            Event::Gap {
+                ms: lost.frames * 20,
+                reason: format!("writing {object} to the spool failed (disk full?)"),
+            },
+        );
         tracing::error!(recording = %self.spec.id(), object, ms = lost.frames * 20, "spool write failed: audio lost");
     }
 
@@ -429,7 +518,11 @@ impl Writer {
     }
 
     fn closed_bytes(&self) -> u64 {
-        self.legs.values().filter(|l| l.track.is_none()).filter_map(|l| l.closed_len).sum()
+        self.legs
+            .values()
+            .filter(|l| l.track.is_none())
+            .filter_map(|l| l.closed_len)
+            .sum()
     }
 
     fn close(mut self) -> Closed {
@@ -445,10 +538,16 @@ impl Writer {
         let ids: Vec<String> = self.legs.keys().cloned().collect();
         for id in &ids {
             self.end_missing_span(id);
-            let Some(leg) = self.legs.get_mut(id) else { continue };
+            let Some(leg) = self.legs.get_mut(id) else {
+                continue;
+            };
             let track = match (leg.track.take(), leg.closed_len) {
                 (Some(track), _) => Ok(track),
-                (None, Some(len)) => Track::reopen(&leg.path, rate, Track::frames_in(len, rate)).map_err(|_| Lost { from: frames, frames: 0 }),
+                (None, Some(len)) => Track::reopen(&leg.path, rate, Track::frames_in(len, rate))
+                    .map_err(|_| Lost {
+                        from: frames,
+                        frames: 0,
+                    }),
                 (None, None) => continue,
             };
             match track.and_then(|mut t| t.finish(frames).map(|()| t)) {
@@ -466,6 +565,11 @@ impl Writer {
         let _ = sync_dir(&self.dir);
         self.publish();
         self.progress.close();
-        Closed { spec: self.spec, frames, gap_frames: self.gap_frames, ledger: self.entries }
+        Closed {
+            spec: self.spec,
+            frames,
+            gap_frames: self.gap_frames,
+            ledger: self.entries,
+        }
     }
 }

@@ -37,11 +37,15 @@ impl Cidr {
         };
         match (self.network, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -62,7 +66,11 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits { requests_per_second: 50.0, burst: 200.0, hard_limit: 500 }
+        RateLimits {
+            requests_per_second: 50.0,
+            burst: 200.0,
+            hard_limit: 500,
+        }
     }
 }
 
@@ -98,7 +106,11 @@ pub struct Admission {
 impl Admission {
     /// An admission policy; an empty `allow` admits every address.
     pub fn new(allow: Vec<Cidr>, limits: RateLimits) -> Admission {
-        Admission { allow, limits, buckets: HashMap::new() }
+        Admission {
+            allow,
+            limits,
+            buckets: HashMap::new(),
+        }
     }
 
     /// Decides on one message from `source` at `now`.
@@ -107,7 +119,8 @@ impl Admission {
             return Verdict::Forbidden;
         }
         if self.buckets.len() >= MAX_SOURCES {
-            self.buckets.retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(10));
+            self.buckets
+                .retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(10));
         }
         let limits = self.limits;
         let bucket = self.buckets.entry(source).or_insert(Bucket {
@@ -148,15 +161,27 @@ mod tests {
         let host = Cidr::parse("127.0.0.1").unwrap();
         assert!(host.contains("127.0.0.1".parse().unwrap()));
         assert!(!host.contains("127.0.0.2".parse().unwrap()));
-        assert!(Cidr::parse("2001:db8::/32").unwrap().contains("2001:db8:1::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("192.0.2.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8:1::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("192.0.2.1".parse().unwrap())
+        );
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("nonsense"), None);
     }
 
     #[test]
     fn burst_then_throttle_then_drop_and_refill() {
-        let limits = RateLimits { requests_per_second: 10.0, burst: 20.0, hard_limit: 30 };
+        let limits = RateLimits {
+            requests_per_second: 10.0,
+            burst: 20.0,
+            hard_limit: 30,
+        };
         let mut a = Admission::new(Vec::new(), limits);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
@@ -167,15 +192,23 @@ mod tests {
         // Another source is not affected; after a second ten more are admitted.
         assert_eq!(a.check("192.0.2.2".parse().unwrap(), t0), Verdict::Admit);
         let t1 = t0 + Duration::from_secs(1);
-        let admitted = (0..15).filter(|_| a.check(ip, t1) == Verdict::Admit).count();
+        let admitted = (0..15)
+            .filter(|_| a.check(ip, t1) == Verdict::Admit)
+            .count();
         assert_eq!(admitted, 10);
     }
 
     #[test]
     fn allow_list() {
-        let mut a = Admission::new(vec![Cidr::parse("127.0.0.1/32").unwrap()], RateLimits::default());
+        let mut a = Admission::new(
+            vec![Cidr::parse("127.0.0.1/32").unwrap()],
+            RateLimits::default(),
+        );
         let now = Instant::now();
         assert_eq!(a.check("127.0.0.1".parse().unwrap(), now), Verdict::Admit);
-        assert_eq!(a.check("127.0.0.3".parse().unwrap(), now), Verdict::Forbidden);
+        assert_eq!(
+            a.check("127.0.0.3".parse().unwrap(), now),
+            Verdict::Forbidden
+        );
     }
 }

@@ -105,7 +105,10 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator keyed with `secret` (random per process).
     pub fn new(config: AuthConfig, secret: u64) -> Authenticator {
-        Authenticator { config, secret: format!("{secret:016x}") }
+        Authenticator {
+            config,
+            secret: format!("{secret:016x}"),
+        }
     }
 
     /// Whether calls must authenticate.
@@ -114,7 +117,11 @@ impl Authenticator {
     }
 
     fn algorithms(&self) -> &[Algorithm] {
-        if self.config.algorithms.is_empty() { &[Algorithm::Sha256, Algorithm::Md5] } else { &self.config.algorithms }
+        if self.config.algorithms.is_empty() {
+            &[Algorithm::Sha256, Algorithm::Md5]
+        } else {
+            &self.config.algorithms
+        }
     }
 
     fn nonce(&self, issued: u64) -> String {
@@ -143,9 +150,15 @@ impl Authenticator {
     pub fn check(&self, method: &str, authorizations: &[&str], now_s: u64) -> Verdict {
         let mut stale = false;
         for value in authorizations {
-            let Some(params) = value.trim().strip_prefix("Digest") else { continue };
+            let Some(params) = value.trim().strip_prefix("Digest") else {
+                continue;
+            };
             let p = parse_params(params);
-            let get = |k: &str| p.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+            let get = |k: &str| {
+                p.iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.as_str())
+            };
             let (Some(username), Some(nonce), Some(uri), Some(response)) =
                 (get("username"), get("nonce"), get("uri"), get("response"))
             else {
@@ -154,11 +167,16 @@ impl Authenticator {
             if get("realm") != Some(self.config.realm.as_str()) {
                 continue;
             }
-            let Some(algorithm) = Algorithm::from_name(get("algorithm").unwrap_or("MD5")) else { continue };
+            let Some(algorithm) = Algorithm::from_name(get("algorithm").unwrap_or("MD5")) else {
+                continue;
+            };
             if !self.algorithms().contains(&algorithm) {
                 continue;
             }
-            let Some(issued) = nonce.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok()) else {
+            let Some(issued) = nonce
+                .split_once('.')
+                .and_then(|(t, _)| u64::from_str_radix(t, 16).ok())
+            else {
                 continue;
             };
             if !constant_time_eq(self.nonce(issued).as_bytes(), nonce.as_bytes()) {
@@ -168,8 +186,13 @@ impl Authenticator {
                 stale = true;
                 continue;
             }
-            let Some(user) = self.config.users.iter().find(|u| u.name == username) else { continue };
-            let ha1 = algorithm.hash(&format!("{}:{}:{}", user.name, self.config.realm, user.password));
+            let Some(user) = self.config.users.iter().find(|u| u.name == username) else {
+                continue;
+            };
+            let ha1 = algorithm.hash(&format!(
+                "{}:{}:{}",
+                user.name, self.config.realm, user.password
+            ));
             let ha2 = algorithm.hash(&format!("{method}:{uri}"));
             let expected = match (get("qop"), get("nc"), get("cnonce")) {
                 (Some(qop), Some(nc), Some(cnonce)) if qop.eq_ignore_ascii_case("auth") => {
@@ -178,7 +201,10 @@ impl Authenticator {
                 (None, _, _) => algorithm.hash(&format!("{ha1}:{nonce}:{ha2}")),
                 _ => continue,
             };
-            if constant_time_eq(expected.as_bytes(), response.to_ascii_lowercase().as_bytes()) {
+            if constant_time_eq(
+                expected.as_bytes(),
+                response.to_ascii_lowercase().as_bytes(),
+            ) {
                 return Verdict::Authenticated(user.name.clone());
             }
         }
@@ -192,7 +218,10 @@ fn parse_params(text: &str) -> Vec<(String, String)> {
         .filter_map(|part| {
             let (name, value) = part.split_once('=')?;
             let value = value.trim();
-            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
             Some((name.trim().to_string(), value.to_string()))
         })
         .collect()
@@ -203,9 +232,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Computes a client's `Authorization` value for a challenge (tests and the load tools use it).
-pub fn answer(challenge: &str, method: &str, uri: &str, user: &User, cnonce: &str) -> Option<String> {
+pub fn answer(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    user: &User,
+    cnonce: &str,
+) -> Option<String> {
     let p = parse_params(challenge.trim().strip_prefix("Digest")?);
-    let get = |k: &str| p.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     let (realm, nonce) = (get("realm")?, get("nonce")?);
     let algorithm = match get("algorithm").as_deref() {
         Some(a) if a.eq_ignore_ascii_case("SHA-256") => Algorithm::Sha256,
@@ -227,19 +266,38 @@ mod tests {
     use super::*;
 
     fn auth() -> Authenticator {
-        let user = User { name: "alice".into(), password: "s3cret".into() };
-        let config = AuthConfig { required: true, realm: "roundtable".into(), users: vec![user], algorithms: Vec::new() };
+        let user = User {
+            name: "alice".into(),
+            password: "s3cret".into(),
+        };
+        let config = AuthConfig {
+            required: true,
+            realm: "roundtable".into(),
+            users: vec![user],
+            algorithms: Vec::new(),
+        };
         Authenticator::new(config, 42)
     }
 
     #[test]
     fn sha256_and_md5_answers_are_accepted() {
         let a = auth();
-        let user = User { name: "alice".into(), password: "s3cret".into() };
+        let user = User {
+            name: "alice".into(),
+            password: "s3cret".into(),
+        };
         for challenge in a.challenges(100, false) {
             let authz = answer(&challenge, "INVITE", "sip:1000@h", &user, "abc").unwrap();
-            assert_eq!(a.check("INVITE", &[&authz], 120), Verdict::Authenticated("alice".into()), "{challenge}");
-            assert_eq!(a.check("BYE", &[&authz], 120), Verdict::Challenge { stale: false }, "method is bound");
+            assert_eq!(
+                a.check("INVITE", &[&authz], 120),
+                Verdict::Authenticated("alice".into()),
+                "{challenge}"
+            );
+            assert_eq!(
+                a.check("BYE", &[&authz], 120),
+                Verdict::Challenge { stale: false },
+                "method is bound"
+            );
         }
     }
 
@@ -247,15 +305,30 @@ mod tests {
     fn wrong_password_forged_and_stale_nonces() {
         let a = auth();
         let challenge = &a.challenges(100, false)[0];
-        let wrong = User { name: "alice".into(), password: "guess".into() };
+        let wrong = User {
+            name: "alice".into(),
+            password: "guess".into(),
+        };
         let authz = answer(challenge, "INVITE", "sip:1000@h", &wrong, "abc").unwrap();
-        assert_eq!(a.check("INVITE", &[&authz], 120), Verdict::Challenge { stale: false });
+        assert_eq!(
+            a.check("INVITE", &[&authz], 120),
+            Verdict::Challenge { stale: false }
+        );
         let forged = challenge.replace("nonce=\"64.", "nonce=\"65.");
-        let user = User { name: "alice".into(), password: "s3cret".into() };
+        let user = User {
+            name: "alice".into(),
+            password: "s3cret".into(),
+        };
         let authz = answer(&forged, "INVITE", "sip:1000@h", &user, "abc").unwrap();
-        assert_eq!(a.check("INVITE", &[&authz], 120), Verdict::Challenge { stale: false });
+        assert_eq!(
+            a.check("INVITE", &[&authz], 120),
+            Verdict::Challenge { stale: false }
+        );
         let authz = answer(challenge, "INVITE", "sip:1000@h", &user, "abc").unwrap();
-        assert_eq!(a.check("INVITE", &[&authz], 100 + 301), Verdict::Challenge { stale: true });
+        assert_eq!(
+            a.check("INVITE", &[&authz], 100 + 301),
+            Verdict::Challenge { stale: true }
+        );
         assert!(a.challenges(100, true)[0].ends_with("stale=true"));
     }
 }

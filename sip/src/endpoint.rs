@@ -22,7 +22,9 @@ use std::time::Instant;
 use crate::admission::{Admission, Cidr, RateLimits, Verdict};
 use crate::digest::{AuthConfig, Authenticator, Verdict as DigestVerdict};
 use crate::error::{ParseError, Rejection};
-use crate::message::{split_commas, Framing, Headers, Message, Method, NameAddr, SipUri, StartLine};
+use crate::message::{
+    Framing, Headers, Message, Method, NameAddr, SipUri, StartLine, split_commas,
+};
 use crate::session_timer::{self, Negotiation, Refresher};
 use crate::timer::{TimerConfig, TimerKind};
 
@@ -305,18 +307,35 @@ struct Session {
 
 impl Session {
     fn start(now: Instant, negotiation: Negotiation) -> Option<Session> {
-        let Negotiation::Timer { interval, refresher, caller_supports } = negotiation else { return None };
+        let Negotiation::Timer {
+            interval,
+            refresher,
+            caller_supports,
+        } = negotiation
+        else {
+            return None;
+        };
         let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
         let (expires_at, refresh_at) = match refresher {
             Refresher::Caller => (now + session_timer::expiry(interval), None),
             Refresher::Bridge => (now + secs(interval), Some(now + secs(interval / 2))),
         };
-        Some(Session { interval, refresher, caller_supports, expires_at, refresh_at })
+        Some(Session {
+            interval,
+            refresher,
+            caller_supports,
+            expires_at,
+            refresh_at,
+        })
     }
 
     /// The terms this session runs on.
     fn terms(&self) -> Negotiation {
-        Negotiation::Timer { interval: self.interval, refresher: self.refresher, caller_supports: self.caller_supports }
+        Negotiation::Timer {
+            interval: self.interval,
+            refresher: self.refresher,
+            caller_supports: self.caller_supports,
+        }
     }
 
     /// Adds `Session-Expires` (and `Require: timer` when the caller knows it) to a 2xx.
@@ -408,9 +427,15 @@ pub struct Endpoint {
 impl Endpoint {
     /// A new endpoint with no calls.
     pub fn new(config: EndpointConfig) -> Endpoint {
-        let rng = config.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64)) | 1;
+        let rng = config
+            .seed
+            .unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64))
+            | 1;
         let admission = Admission::new(config.allow.clone(), config.limits);
-        let auth = Authenticator::new(config.auth.clone(), rng.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15);
+        let auth = Authenticator::new(
+            config.auth.clone(),
+            rng.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15,
+        );
         Endpoint {
             admission,
             auth,
@@ -451,15 +476,28 @@ impl Endpoint {
 
     /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let invites = self.invites.values().flat_map(|t| t.timers.iter().map(|(_, at)| *at));
+        let invites = self
+            .invites
+            .values()
+            .flat_map(|t| t.timers.iter().map(|(_, at)| *at));
         let non_invites = self.non_invites.values().map(|t| t.expires);
         let clients = self.clients.values().map(ClientTxn::deadline);
         let dialogs = self.dialogs.values().flat_map(|d| {
-            let unacked = d.unacked.iter().flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
-            let session = d.session.iter().flat_map(|s| s.refresh_at.into_iter().chain([s.expires_at]));
+            let unacked = d
+                .unacked
+                .iter()
+                .flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
+            let session = d
+                .session
+                .iter()
+                .flat_map(|s| s.refresh_at.into_iter().chain([s.expires_at]));
             unacked.chain(session).chain(d.ping_at)
         });
-        invites.chain(non_invites).chain(clients).chain(dialogs).min()
+        invites
+            .chain(non_invites)
+            .chain(clients)
+            .chain(dialogs)
+            .min()
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -471,7 +509,8 @@ impl Endpoint {
 
     /// Seconds since the first `now`, for nonce timestamps.
     fn seconds(&self, now: Instant) -> u64 {
-        self.epoch.map_or(0, |e| now.saturating_duration_since(e).as_secs())
+        self.epoch
+            .map_or(0, |e| now.saturating_duration_since(e).as_secs())
     }
 
     /// Handles bytes that arrived from `peer` (one datagram, or one framed message of a stream).
@@ -495,12 +534,16 @@ impl Endpoint {
         };
         match &message.start {
             StartLine::Request { method, .. } => {
-                self.outputs.push_back(Output::Count(Count::RequestIn(method.metric_label())));
+                self.outputs
+                    .push_back(Output::Count(Count::RequestIn(method.metric_label())));
                 let reply = reply_peer(peer, &message);
                 if let Err(rejection) = message.validate_request() {
                     // Even a Via we cannot parse lets us answer the source address.
-                    if message.method() != Some(&Method::Ack) && message.headers.get("Via").is_some() {
-                        let response = self.response(&message, rejection.code, rejection.reason, None);
+                    if message.method() != Some(&Method::Ack)
+                        && message.headers.get("Via").is_some()
+                    {
+                        let response =
+                            self.response(&message, rejection.code, rejection.reason, None);
                         self.send_response(reply, response);
                     } else {
                         self.count(Count::Dropped);
@@ -523,7 +566,9 @@ impl Endpoint {
         };
         self.count(Count::Refused(label));
         let Some((code, reason)) = answer else { return };
-        let Ok((request, _)) = Message::parse(bytes, framing) else { return };
+        let Ok((request, _)) = Message::parse(bytes, framing) else {
+            return;
+        };
         if request.method().is_none_or(|m| *m == Method::Ack) || request.top_via().is_none() {
             return;
         }
@@ -570,7 +615,10 @@ impl Endpoint {
             self.count(Count::Dropped);
             return;
         };
-        let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
+        let method = request
+            .method()
+            .cloned()
+            .unwrap_or(Method::Other(String::new()));
         if method == Method::Ack {
             self.handle_ack(now, &key, &request);
             return;
@@ -583,14 +631,20 @@ impl Endpoint {
         // Retransmission of a request whose transaction we still hold: resend our last answer.
         if let Some(txn) = self.invites.get(&key).filter(|_| method == Method::Invite) {
             if let Some(bytes) = &txn.last_response {
-                let transmit = Transmit { peer, bytes: bytes.clone() };
+                let transmit = Transmit {
+                    peer,
+                    bytes: bytes.clone(),
+                };
                 self.outputs.push_back(Output::Transmit(transmit));
             }
             self.count(Count::Retransmission("answered"));
             return;
         }
         if let Some(txn) = self.non_invites.get(&key) {
-            let transmit = Transmit { peer, bytes: txn.last_response.clone() };
+            let transmit = Transmit {
+                peer,
+                bytes: txn.last_response.clone(),
+            };
             self.outputs.push_back(Output::Transmit(transmit));
             self.count(Count::Retransmission("answered"));
             return;
@@ -607,7 +661,9 @@ impl Endpoint {
             }
             return;
         }
-        if self.invites.len() + self.non_invites.len() + self.dialogs.len() >= self.config.max_transactions {
+        if self.invites.len() + self.non_invites.len() + self.dialogs.len()
+            >= self.config.max_transactions
+        {
             let mut response = self.response(&request, 503, "Service Unavailable", None);
             response.headers.push("Retry-After", "5");
             self.send_response(peer, response);
@@ -627,7 +683,14 @@ impl Endpoint {
             }
             Method::Cancel => self.handle_cancel(now, peer, key, request),
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
-                self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
+                self.answer_non_invite(
+                    now,
+                    peer,
+                    key,
+                    &request,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                );
             }
             Method::Other(_) => {
                 self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");
@@ -641,8 +704,15 @@ impl Endpoint {
     fn handle_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
         if self.auth.required() {
             let authorizations: Vec<&str> = request.headers.all("Authorization").collect();
-            if let DigestVerdict::Challenge { stale } = self.auth.check("INVITE", &authorizations, self.seconds(now)) {
-                self.count(Count::Refused(if authorizations.is_empty() { "challenged" } else { "auth_failed" }));
+            if let DigestVerdict::Challenge { stale } =
+                self.auth
+                    .check("INVITE", &authorizations, self.seconds(now))
+            {
+                self.count(Count::Refused(if authorizations.is_empty() {
+                    "challenged"
+                } else {
+                    "auth_failed"
+                }));
                 let mut response = self.response(&request, 401, "Unauthorized", None);
                 for challenge in self.auth.challenges(self.seconds(now), stale) {
                     response.headers.push("WWW-Authenticate", challenge);
@@ -651,15 +721,29 @@ impl Endpoint {
                 return;
             }
         }
-        let user = request.request_uri().and_then(|u| SipUri::parse(u).ok()).and_then(|u| u.user);
-        let from = request.headers.get("From").and_then(|v| NameAddr::parse(v).ok());
+        let user = request
+            .request_uri()
+            .and_then(|u| SipUri::parse(u).ok())
+            .and_then(|u| u.user);
+        let from = request
+            .headers
+            .get("From")
+            .and_then(|v| NameAddr::parse(v).ok());
         let call_id = request.call_id().unwrap_or_default().to_string();
         let request_uri = request.request_uri().unwrap_or_default().to_string();
         let body = request.body.clone();
         let call = self.open_invite_txn(peer, key, request);
-        let incoming =
-            IncomingCall { call, call_id, request_uri, user, from: from.map(|f| f.uri).unwrap_or_default(), body, peer };
-        self.outputs.push_back(Output::Event(Event::IncomingCall(incoming)));
+        let incoming = IncomingCall {
+            call,
+            call_id,
+            request_uri,
+            user,
+            from: from.map(|f| f.uri).unwrap_or_default(),
+            body,
+            peer,
+        };
+        self.outputs
+            .push_back(Output::Event(Event::IncomingCall(incoming)));
     }
 
     /// Sends 100 Trying and holds a Proceeding INVITE server transaction until the application
@@ -669,7 +753,10 @@ impl Endpoint {
         self.next_call += 1;
         let trying = self.response(&request, 100, "Trying", None).to_bytes();
         self.count(Count::ResponseOut(100));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: trying.clone() }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            peer,
+            bytes: trying.clone(),
+        }));
         let txn = InviteServer {
             call,
             request,
@@ -684,7 +771,14 @@ impl Endpoint {
     }
 
     /// Creates an INVITE server transaction that answers at once with a non-2xx response.
-    fn start_invite_txn(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message, response: Message) {
+    fn start_invite_txn(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: TxnKey,
+        request: Message,
+        response: Message,
+    ) {
         let call = CallKey(self.next_call);
         self.next_call += 1;
         let txn = InviteServer {
@@ -701,13 +795,28 @@ impl Endpoint {
     }
 
     fn handle_cancel(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
-        let invite_key = TxnKey { method: "INVITE".into(), ..key.clone() };
-        let pending = self
-            .invites
-            .get(&invite_key)
-            .map(|t| (t.call, matches!(t.state, InviteState::Proceeding | InviteState::Ringing { .. })));
+        let invite_key = TxnKey {
+            method: "INVITE".into(),
+            ..key.clone()
+        };
+        let pending = self.invites.get(&invite_key).map(|t| {
+            (
+                t.call,
+                matches!(
+                    t.state,
+                    InviteState::Proceeding | InviteState::Ringing { .. }
+                ),
+            )
+        });
         let Some((call, pending)) = pending else {
-            self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
+            self.answer_non_invite(
+                now,
+                peer,
+                key,
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+            );
             return;
         };
         self.answer_non_invite(now, peer, key, &request, 200, "OK");
@@ -715,13 +824,21 @@ impl Endpoint {
             let request = &self.invites[&invite_key].request;
             let terminated = self.response(request, 487, "Request Terminated", None);
             self.send_final_non_2xx(now, call, terminated);
-            self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::Cancelled)));
+            self.outputs
+                .push_back(Output::Event(Event::CallEnded(call, EndReason::Cancelled)));
         }
     }
 
     fn handle_in_dialog(&mut self, now: Instant, peer: Peer, key: TxnKey, request: Message) {
         let Some(&call) = self.dialog_index.get(&dialog_index_of(&request)) else {
-            self.answer_non_invite(now, peer, key, &request, 481, "Call/Transaction Does Not Exist");
+            self.answer_non_invite(
+                now,
+                peer,
+                key,
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+            );
             return;
         };
         if let Some(response) = self.refuse_extensions_or_body(&request) {
@@ -731,12 +848,16 @@ impl Endpoint {
             }
             return;
         }
-        let method = request.method().cloned().unwrap_or(Method::Other(String::new()));
+        let method = request
+            .method()
+            .cloned()
+            .unwrap_or(Method::Other(String::new()));
         match method {
             Method::Bye => {
                 self.answer_non_invite(now, peer, key, &request, 200, "OK");
                 self.remove_dialog(call);
-                self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::RemoteBye)));
+                self.outputs
+                    .push_back(Output::Event(Event::CallEnded(call, EndReason::RemoteBye)));
             }
             Method::Options => {
                 self.answer_non_invite(now, peer, key, &request, 200, "OK");
@@ -744,8 +865,16 @@ impl Endpoint {
             Method::Info => {
                 self.answer_non_invite(now, peer, key, &request, 200, "OK");
                 if !request.body.is_empty() {
-                    let content_type = request.headers.get("Content-Type").unwrap_or_default().to_string();
-                    let info = Info { call, content_type, body: request.body };
+                    let content_type = request
+                        .headers
+                        .get("Content-Type")
+                        .unwrap_or_default()
+                        .to_string();
+                    let info = Info {
+                        call,
+                        content_type,
+                        body: request.body,
+                    };
                     self.outputs.push_back(Output::Event(Event::Info(info)));
                 }
             }
@@ -774,7 +903,8 @@ impl Endpoint {
                     id
                 };
                 self.reoffers.insert(id, call);
-                self.outputs.push_back(Output::Event(Event::Reoffer(Reoffer { call, id, body })));
+                self.outputs
+                    .push_back(Output::Event(Event::Reoffer(Reoffer { call, id, body })));
             }
             Method::Refer => {
                 // Transfers out of a conference are not offered (yet): decline, keep the call.
@@ -790,13 +920,20 @@ impl Endpoint {
     }
 
     fn handle_ack(&mut self, now: Instant, key: &TxnKey, request: &Message) {
-        let invite_key = TxnKey { method: "INVITE".into(), ..key.clone() };
+        let invite_key = TxnKey {
+            method: "INVITE".into(),
+            ..key.clone()
+        };
         if let Some(txn) = self.invites.get_mut(&invite_key) {
             if let InviteState::Completed { .. } = txn.state {
                 txn.state = InviteState::Confirmed;
                 txn.timers.clear();
                 let reliable = txn.peer.transport.reliable();
-                let wait = self.config.timers.duration(TimerKind::I, 0, reliable).unwrap_or_default();
+                let wait = self
+                    .config
+                    .timers
+                    .duration(TimerKind::I, 0, reliable)
+                    .unwrap_or_default();
                 txn.timers.push((TimerKind::I, now + wait));
                 return;
             }
@@ -805,9 +942,13 @@ impl Endpoint {
         let Some(&call) = self.dialog_index.get(&dialog_index_of(request)) else {
             return;
         };
-        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
         let acked = request.cseq().map(|c| c.number);
-        let Some(unacked) = dialog.unacked.take_if(|u| Some(u.cseq) == acked) else { return };
+        let Some(unacked) = dialog.unacked.take_if(|u| Some(u.cseq) == acked) else {
+            return;
+        };
         if let Some(txn) = self.invites.remove(&unacked.txn) {
             if txn.call != call {
                 self.calls.remove(&txn.call);
@@ -816,7 +957,8 @@ impl Endpoint {
         if !dialog.confirmed {
             dialog.confirmed = true;
             self.calls.remove(&call);
-            self.outputs.push_back(Output::Event(Event::CallConfirmed(call)));
+            self.outputs
+                .push_back(Output::Event(Event::CallConfirmed(call)));
         }
     }
 
@@ -829,9 +971,14 @@ impl Endpoint {
         };
         let timers = self.config.timers;
         let purpose = txn.purpose;
-        let step = txn.on_response(now, &timers, &response, || self.ack_for_2xx(purpose, &response));
+        let step = txn.on_response(now, &timers, &response, || {
+            self.ack_for_2xx(purpose, &response)
+        });
         if let Some(bytes) = step.send {
-            self.outputs.push_back(Output::Transmit(Transmit { peer: txn.peer, bytes }));
+            self.outputs.push_back(Output::Transmit(Transmit {
+                peer: txn.peer,
+                bytes,
+            }));
         }
         if !step.finished {
             self.clients.insert(branch.clone(), txn);
@@ -844,9 +991,15 @@ impl Endpoint {
     /// The ACK of a 2xx to our re-INVITE (RFC 3261 13.2.2.4): a new transaction in the dialog
     /// with the INVITE's CSeq number.
     fn ack_for_2xx(&mut self, purpose: Purpose, response: &Message) -> Vec<u8> {
-        let Purpose::Refresh(call) = purpose else { return Vec::new() };
+        let Purpose::Refresh(call) = purpose else {
+            return Vec::new();
+        };
         let number = response.cseq().map_or(0, |c| c.number);
-        let target = response.headers.get("Contact").and_then(|c| NameAddr::parse(c).ok()).map(|c| c.uri);
+        let target = response
+            .headers
+            .get("Contact")
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|c| c.uri);
         if let (Some(target), Some(dialog)) = (target, self.dialogs.get_mut(&call)) {
             // 12.2.1.2: a 2xx to a target refresh updates the remote target.
             dialog.remote_target = target;
@@ -863,19 +1016,27 @@ impl Endpoint {
             Purpose::Bye => return,
             Purpose::Refresh(call) | Purpose::Ping(call) => call,
         };
-        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
         if dialog.pending_refresh.as_deref() == Some(branch) {
             dialog.pending_refresh = None;
         }
         match outcome {
             Outcome::Failure(481) => {
                 self.remove_dialog(call);
-                self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::PeerUnreachable)));
+                self.outputs.push_back(Output::Event(Event::CallEnded(
+                    call,
+                    EndReason::PeerUnreachable,
+                )));
                 return;
             }
             Outcome::Failure(408) | Outcome::Timeout => {
                 self.hangup(now, call);
-                self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::PeerUnreachable)));
+                self.outputs.push_back(Output::Event(Event::CallEnded(
+                    call,
+                    EndReason::PeerUnreachable,
+                )));
                 return;
             }
             _ => {}
@@ -886,8 +1047,12 @@ impl Endpoint {
             (Purpose::Refresh(_), Outcome::Success(response)) => {
                 // The peer may shorten the interval or take the refresher role (RFC 4028 7.4).
                 let current = dialog.session.map_or(0, |s| s.interval);
-                let mut negotiation = session_timer::negotiate(&response, current, self.config.min_session_expires);
-                if let Negotiation::Timer { caller_supports, .. } = &mut negotiation {
+                let mut negotiation =
+                    session_timer::negotiate(&response, current, self.config.min_session_expires);
+                if let Negotiation::Timer {
+                    caller_supports, ..
+                } = &mut negotiation
+                {
                     *caller_supports = dialog.session.is_some_and(|s| s.caller_supports);
                 }
                 dialog.session = Session::start(now, negotiation).or(dialog.session);
@@ -906,27 +1071,37 @@ impl Endpoint {
     }
 
     fn refresh_in_flight(&self, call: CallKey) -> bool {
-        self.dialogs.get(&call).is_some_and(|d| d.pending_refresh.is_some())
+        self.dialogs
+            .get(&call)
+            .is_some_and(|d| d.pending_refresh.is_some())
     }
 
     /// RFC 3261 8.2.2.2 (and 16.3 item 4 in spirit): a request whose Via list holds a branch we
     /// generated is one of ours routed back to us.
     fn is_our_own(&self, request: &Message) -> bool {
-        request.headers.all("Via").flat_map(split_commas).any(|via| {
-            crate::message::Via::parse(via)
-                .ok()
-                .and_then(|v| v.branch)
-                .is_some_and(|b| b.starts_with(&self.branch_prefix))
-        })
+        request
+            .headers
+            .all("Via")
+            .flat_map(split_commas)
+            .any(|via| {
+                crate::message::Via::parse(via)
+                    .ok()
+                    .and_then(|v| v.branch)
+                    .is_some_and(|b| b.starts_with(&self.branch_prefix))
+            })
     }
 
     /// Answers the call with 200 OK carrying `sdp`; the dialog starts now.
     pub fn accept(&mut self, now: Instant, call: CallKey, sdp: Vec<u8>) {
         let now = self.advance(now);
-        let Some(key) = self.calls.get(&call).cloned() else { return };
+        let Some(key) = self.calls.get(&call).cloned() else {
+            return;
+        };
         let local_tag = self.random_token();
         let delay = self.config.answer_delay;
-        let Some(txn) = self.invites.get(&key) else { return };
+        let Some(txn) = self.invites.get(&key) else {
+            return;
+        };
         if !matches!(txn.state, InviteState::Proceeding) {
             return;
         }
@@ -937,25 +1112,46 @@ impl Endpoint {
         let mut ringing = self.response(&txn.request, 180, "Ringing", Some(&local_tag));
         copy_record_route(&txn.request, &mut ringing);
         let ringing = ringing.to_bytes();
-        let Some(txn) = self.invites.get_mut(&key) else { return };
+        let Some(txn) = self.invites.get_mut(&key) else {
+            return;
+        };
         let peer = txn.peer;
         txn.last_response = Some(ringing.clone());
         txn.state = InviteState::Ringing { sdp, local_tag };
         txn.timers.push((TimerKind::AnswerDelay, now + delay));
         self.count(Count::ResponseOut(180));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: ringing }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            peer,
+            bytes: ringing,
+        }));
     }
 
     /// Sends the 200 OK of an accepted call and starts its dialog.
-    fn send_ok(&mut self, now: Instant, call: CallKey, key: TxnKey, sdp: Vec<u8>, local_tag: String) {
-        let Some(txn) = self.invites.get_mut(&key) else { return };
+    fn send_ok(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        key: TxnKey,
+        sdp: Vec<u8>,
+        local_tag: String,
+    ) {
+        let Some(txn) = self.invites.get_mut(&key) else {
+            return;
+        };
         txn.state = InviteState::Accepted;
         txn.timers.clear();
         let peer = txn.peer;
         let request = txn.request.clone();
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         copy_record_route(&request, &mut response);
-        let session = Session::start(now, session_timer::negotiate(&request, self.config.session_expires, self.config.min_session_expires));
+        let session = Session::start(
+            now,
+            session_timer::negotiate(
+                &request,
+                self.config.session_expires,
+                self.config.min_session_expires,
+            ),
+        );
         if let Some(session) = &session {
             session.annotate(&mut response);
         }
@@ -978,11 +1174,19 @@ impl Endpoint {
             .unwrap_or_default();
         let reliable = peer.transport.reliable();
         let timers = self.config.timers;
-        let retransmit_at = timers.duration(TimerKind::Retransmit2xx, 0, reliable).map(|d| now + d);
-        let give_up_at = now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default();
+        let retransmit_at = timers
+            .duration(TimerKind::Retransmit2xx, 0, reliable)
+            .map(|d| now + d);
+        let give_up_at = now
+            + timers
+                .duration(TimerKind::AckTimeout, 0, reliable)
+                .unwrap_or_default();
         let call_id = request.call_id().unwrap_or_default().to_string();
         let cseq = request.cseq().map_or(0, |c| c.number);
-        self.dialog_index.insert((call_id.clone(), remote_tag.clone(), local_tag.clone()), call);
+        self.dialog_index.insert(
+            (call_id.clone(), remote_tag.clone(), local_tag.clone()),
+            call,
+        );
         self.dialogs.insert(
             call,
             Dialog {
@@ -992,12 +1196,24 @@ impl Endpoint {
                 remote_party: from,
                 local_party,
                 remote_target,
-                route_set: request.headers.all("Record-Route").flat_map(split_commas).map(str::to_string).collect(),
+                route_set: request
+                    .headers
+                    .all("Record-Route")
+                    .flat_map(split_commas)
+                    .map(str::to_string)
+                    .collect(),
                 local_cseq: 1,
                 peer,
                 invite_key: key.clone(),
                 confirmed: false,
-                unacked: Some(UnackedOk { response: bytes, cseq, txn: key, attempt: 0, retransmit_at, give_up_at }),
+                unacked: Some(UnackedOk {
+                    response: bytes,
+                    cseq,
+                    txn: key,
+                    attempt: 0,
+                    retransmit_at,
+                    give_up_at,
+                }),
                 session,
                 pending_refresh: None,
                 local_sdp: sdp,
@@ -1009,9 +1225,16 @@ impl Endpoint {
 
     /// Answers a [`Reoffer`]: `Ok(sdp)` sends 200 with our answer (retransmitted until the ACK for
     /// a re-INVITE), `Err` rejects it and the session stays as it was.
-    pub fn answer_reoffer(&mut self, now: Instant, id: CallKey, answer: Result<Vec<u8>, Rejection>) {
+    pub fn answer_reoffer(
+        &mut self,
+        now: Instant,
+        id: CallKey,
+        answer: Result<Vec<u8>, Rejection>,
+    ) {
         let now = self.advance(now);
-        let Some(call) = self.reoffers.remove(&id) else { return };
+        let Some(call) = self.reoffers.remove(&id) else {
+            return;
+        };
         if let Some((key, peer, request)) = self.pending_updates.remove(&id) {
             let response = match answer {
                 Ok(sdp) => {
@@ -1032,7 +1255,9 @@ impl Endpoint {
             self.finish_non_invite(now, peer, key, response);
             return;
         }
-        let Some(key) = self.calls.get(&id).cloned() else { return };
+        let Some(key) = self.calls.get(&id).cloned() else {
+            return;
+        };
         let sdp = match answer {
             Ok(sdp) => sdp,
             Err(rejection) => {
@@ -1040,7 +1265,9 @@ impl Endpoint {
                 return;
             }
         };
-        let Some(txn) = self.invites.get_mut(&key) else { return };
+        let Some(txn) = self.invites.get_mut(&key) else {
+            return;
+        };
         txn.state = InviteState::Accepted;
         let (peer, request) = (txn.peer, txn.request.clone());
         let mut response = self.response(&request, 200, "OK", None);
@@ -1055,15 +1282,26 @@ impl Endpoint {
                 cseq: request.cseq().map_or(0, |c| c.number),
                 txn: key,
                 attempt: 0,
-                retransmit_at: timers.duration(TimerKind::Retransmit2xx, 0, reliable).map(|d| now + d),
-                give_up_at: now + timers.duration(TimerKind::AckTimeout, 0, reliable).unwrap_or_default(),
+                retransmit_at: timers
+                    .duration(TimerKind::Retransmit2xx, 0, reliable)
+                    .map(|d| now + d),
+                give_up_at: now
+                    + timers
+                        .duration(TimerKind::AckTimeout, 0, reliable)
+                        .unwrap_or_default(),
             });
         }
     }
 
     /// Sends a 200 to an INVITE (initial or re-INVITE) carrying our SDP, and keeps it to answer
     /// retransmissions of that INVITE. Returns the bytes for the retransmissions until the ACK.
-    fn send_invite_ok(&mut self, key: &TxnKey, peer: Peer, mut response: Message, sdp: Vec<u8>) -> Vec<u8> {
+    fn send_invite_ok(
+        &mut self,
+        key: &TxnKey,
+        peer: Peer,
+        mut response: Message,
+        sdp: Vec<u8>,
+    ) -> Vec<u8> {
         response.headers.push("Contact", contact(peer));
         response.headers.push("Allow", ALLOW);
         response.headers.push("Content-Type", "application/sdp");
@@ -1073,14 +1311,25 @@ impl Endpoint {
             txn.last_response = Some(bytes.clone());
         }
         self.count(Count::ResponseOut(200));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: bytes.clone() }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            peer,
+            bytes: bytes.clone(),
+        }));
         bytes
     }
 
     /// A refresh (re-INVITE or UPDATE answered 2xx) restarts the session timer, with the
     /// interval and refresher the request asks for, or the interval in force when it names none.
-    fn refresh_session(&mut self, now: Instant, call: CallKey, request: &Message, response: &mut Message) {
-        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+    fn refresh_session(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        request: &Message,
+        response: &mut Message,
+    ) {
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
         let negotiation = match dialog.session {
             // A refresh that names nothing keeps the terms in force.
             Some(s) if request.headers.get("Session-Expires").is_none() => s.terms(),
@@ -1095,9 +1344,16 @@ impl Endpoint {
     /// Rejects a pending call with a final status (4xx-6xx).
     pub fn reject(&mut self, now: Instant, call: CallKey, rejection: Rejection) {
         let now = self.advance(now);
-        let Some(key) = self.calls.get(&call) else { return };
-        let Some(txn) = self.invites.get(key) else { return };
-        if !matches!(txn.state, InviteState::Proceeding | InviteState::Ringing { .. }) {
+        let Some(key) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(txn) = self.invites.get(key) else {
+            return;
+        };
+        if !matches!(
+            txn.state,
+            InviteState::Proceeding | InviteState::Ringing { .. }
+        ) {
             return;
         }
         let response = self.response(&txn.request, rejection.code, rejection.reason, None);
@@ -1137,7 +1393,14 @@ impl Endpoint {
         });
         let (uri, peer) = next_hop(dialog);
         let mut headers = Headers::default();
-        headers.push("Via", format!("SIP/2.0/{} {};branch={branch};rport", peer.transport.via_name(), peer.local));
+        headers.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                peer.transport.via_name(),
+                peer.local
+            ),
+        );
         headers.push("Max-Forwards", "70");
         for route in route_headers(dialog) {
             headers.push("Route", route);
@@ -1153,7 +1416,15 @@ impl Endpoint {
         if !body.is_empty() {
             headers.push("Content-Type", "application/sdp");
         }
-        let request = Message { start: StartLine::Request { method, uri, version: "SIP/2.0".into() }, headers, body };
+        let request = Message {
+            start: StartLine::Request {
+                method,
+                uri,
+                version: "SIP/2.0".into(),
+            },
+            headers,
+            body,
+        };
         Some((request, peer, branch))
     }
 
@@ -1171,7 +1442,10 @@ impl Endpoint {
         let label = request.method().map_or("other", Method::metric_label);
         let txn = ClientTxn::new(now, &self.config.timers, purpose, peer, request);
         self.count(Count::RequestOut(label));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: txn.bytes().to_vec() }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            peer,
+            bytes: txn.bytes().to_vec(),
+        }));
         self.clients.insert(branch.clone(), txn);
         Some(branch)
     }
@@ -1179,8 +1453,12 @@ impl Endpoint {
     /// Refreshes a session we are the refresher of (RFC 4028 7.4): UPDATE without a body when
     /// the peer allows it, else a re-INVITE with our current SDP (same version: nothing changes).
     fn send_refresh(&mut self, now: Instant, call: CallKey) {
-        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
-        let Some(session) = dialog.session.as_mut() else { return };
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        let Some(session) = dialog.session.as_mut() else {
+            return;
+        };
         session.refresh_at = None;
         if dialog.pending_refresh.is_some() || dialog.unacked.is_some() {
             // An offer is in flight; the exchange under way will settle first.
@@ -1190,7 +1468,10 @@ impl Endpoint {
         let mut extra = vec![
             ("Contact", contact(dialog.peer)),
             ("Supported", "timer".to_string()),
-            ("Session-Expires", format!("{};refresher=uas", session.interval)),
+            (
+                "Session-Expires",
+                format!("{};refresher=uas", session.interval),
+            ),
         ];
         let (method, body) = if dialog.peer_allows_update {
             (Method::Update, Vec::new())
@@ -1215,7 +1496,12 @@ impl Endpoint {
         let mut answer = Vec::new();
         for (key, txn) in &mut self.invites {
             let reliable = txn.peer.transport.reliable();
-            let due: Vec<TimerKind> = txn.timers.iter().filter(|(_, at)| *at <= now).map(|(k, _)| *k).collect();
+            let due: Vec<TimerKind> = txn
+                .timers
+                .iter()
+                .filter(|(_, at)| *at <= now)
+                .map(|(k, _)| *k)
+                .collect();
             txn.timers.retain(|(_, at)| *at > now);
             for kind in due {
                 match kind {
@@ -1223,7 +1509,13 @@ impl Endpoint {
                         if let InviteState::Completed { attempt } = &mut txn.state {
                             *attempt += 1;
                             if let Some(bytes) = &txn.last_response {
-                                resend.push(("final", Transmit { peer: txn.peer, bytes: bytes.clone() }));
+                                resend.push((
+                                    "final",
+                                    Transmit {
+                                        peer: txn.peer,
+                                        bytes: bytes.clone(),
+                                    },
+                                ));
                             }
                             if let Some(d) = timers.duration(TimerKind::G, *attempt, reliable) {
                                 txn.timers.push((TimerKind::G, now + d));
@@ -1232,7 +1524,12 @@ impl Endpoint {
                     }
                     TimerKind::AnswerDelay => {
                         if let InviteState::Ringing { sdp, local_tag } = &mut txn.state {
-                            answer.push((txn.call, key.clone(), std::mem::take(sdp), std::mem::take(local_tag)));
+                            answer.push((
+                                txn.call,
+                                key.clone(),
+                                std::mem::take(sdp),
+                                std::mem::take(local_tag),
+                            ));
                         }
                     }
                     TimerKind::H => {
@@ -1256,15 +1553,27 @@ impl Endpoint {
 
         self.non_invites.retain(|_, t| t.expires > now);
 
-        let due: Vec<String> =
-            self.clients.iter().filter(|(_, t)| t.deadline() <= now).map(|(b, _)| b.clone()).collect();
+        let due: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, t)| t.deadline() <= now)
+            .map(|(b, _)| b.clone())
+            .collect();
         let mut outcomes = Vec::new();
         for branch in due {
-            let Some(mut txn) = self.clients.remove(&branch) else { continue };
+            let Some(mut txn) = self.clients.remove(&branch) else {
+                continue;
+            };
             let step = txn.on_timeout(now, &timers);
             let label = txn.method_label();
             if let Some(bytes) = step.send {
-                resend.push((label, Transmit { peer: txn.peer, bytes }));
+                resend.push((
+                    label,
+                    Transmit {
+                        peer: txn.peer,
+                        bytes,
+                    },
+                ));
             }
             if step.outcome == Some(Outcome::Timeout) {
                 timeouts.push(label);
@@ -1295,13 +1604,23 @@ impl Endpoint {
                 dialog.ping_at = None;
                 ping.push(*call);
             }
-            let Some(u) = dialog.unacked.as_mut() else { continue };
+            let Some(u) = dialog.unacked.as_mut() else {
+                continue;
+            };
             if u.give_up_at <= now {
                 no_ack.push(*call);
             } else if u.retransmit_at.is_some_and(|at| at <= now) {
                 u.attempt += 1;
-                resend.push(("2xx", Transmit { peer: dialog.peer, bytes: u.response.clone() }));
-                u.retransmit_at = timers.duration(TimerKind::Retransmit2xx, u.attempt, false).map(|d| now + d);
+                resend.push((
+                    "2xx",
+                    Transmit {
+                        peer: dialog.peer,
+                        bytes: u.response.clone(),
+                    },
+                ));
+                u.retransmit_at = timers
+                    .duration(TimerKind::Retransmit2xx, u.attempt, false)
+                    .map(|d| now + d);
             }
         }
         for (kind, transmit) in resend {
@@ -1314,12 +1633,16 @@ impl Endpoint {
         for call in no_ack {
             self.count(Count::Timeout("ack"));
             self.hangup(now, call);
-            self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::AckTimeout)));
+            self.outputs
+                .push_back(Output::Event(Event::CallEnded(call, EndReason::AckTimeout)));
         }
         for call in expired {
             self.count(Count::Timeout("session"));
             self.hangup(now, call);
-            self.outputs.push_back(Output::Event(Event::CallEnded(call, EndReason::SessionExpired)));
+            self.outputs.push_back(Output::Event(Event::CallEnded(
+                call,
+                EndReason::SessionExpired,
+            )));
         }
         for (purpose, branch, outcome) in outcomes {
             self.on_outcome(now, purpose, &branch, outcome);
@@ -1329,21 +1652,36 @@ impl Endpoint {
         }
         for call in ping {
             let extra = vec![("Accept", "application/sdp".to_string())];
-            self.send_request(now, call, Purpose::Ping(call), Method::Options, extra, Vec::new());
+            self.send_request(
+                now,
+                call,
+                Purpose::Ping(call),
+                Method::Options,
+                extra,
+                Vec::new(),
+            );
         }
     }
 
     fn remove_dialog(&mut self, call: CallKey) -> Option<Dialog> {
         let dialog = self.dialogs.remove(&call)?;
-        self.dialog_index.remove(&(dialog.call_id.clone(), dialog.remote_tag.clone(), dialog.local_tag.clone()));
+        self.dialog_index.remove(&(
+            dialog.call_id.clone(),
+            dialog.remote_tag.clone(),
+            dialog.local_tag.clone(),
+        ));
         self.invites.remove(&dialog.invite_key);
         self.calls.remove(&call);
         Some(dialog)
     }
 
     fn send_final_non_2xx(&mut self, now: Instant, call: CallKey, response: Message) {
-        let Some(key) = self.calls.get(&call) else { return };
-        let Some(txn) = self.invites.get_mut(key) else { return };
+        let Some(key) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(txn) = self.invites.get_mut(key) else {
+            return;
+        };
         let bytes = response.to_bytes();
         let code = response.status().unwrap_or(500);
         txn.last_response = Some(bytes.clone());
@@ -1354,10 +1692,16 @@ impl Endpoint {
         if let Some(d) = timers.duration(TimerKind::G, 0, reliable) {
             txn.timers.push((TimerKind::G, now + d));
         }
-        txn.timers.push((TimerKind::H, now + timers.duration(TimerKind::H, 0, reliable).unwrap_or_default()));
+        txn.timers.push((
+            TimerKind::H,
+            now + timers
+                .duration(TimerKind::H, 0, reliable)
+                .unwrap_or_default(),
+        ));
         let peer = txn.peer;
         self.count(Count::ResponseOut(code));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
+        self.outputs
+            .push_back(Output::Transmit(Transmit { peer, bytes }));
     }
 
     /// RFC 3261 8.2.2.2: an INVITE with the From tag, Call-ID and CSeq of a transaction we hold,
@@ -1393,10 +1737,13 @@ impl Endpoint {
             return Some(response);
         }
         if matches!(method, Method::Invite | Method::Update)
-            && session_timer::negotiate(request, 0, self.config.min_session_expires) == Negotiation::TooSmall
+            && session_timer::negotiate(request, 0, self.config.min_session_expires)
+                == Negotiation::TooSmall
         {
             let mut response = self.response(request, 422, "Session Interval Too Small", None);
-            response.headers.push("Min-SE", self.config.min_session_expires.to_string());
+            response
+                .headers
+                .push("Min-SE", self.config.min_session_expires.to_string());
             return Some(response);
         }
         if *method != Method::Invite {
@@ -1404,18 +1751,27 @@ impl Endpoint {
         }
         let is_sdp = |media: &str| {
             let media = media.split(';').next().unwrap_or_default().trim();
-            ["application/sdp", "application/*", "*/*"].iter().any(|m| media.eq_ignore_ascii_case(m))
+            ["application/sdp", "application/*", "*/*"]
+                .iter()
+                .any(|m| media.eq_ignore_ascii_case(m))
         };
-        let content_is_sdp = request
-            .headers
-            .get("Content-Type")
-            .is_some_and(|ct| ct.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/sdp"));
+        let content_is_sdp = request.headers.get("Content-Type").is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("application/sdp")
+        });
         if !request.body.is_empty() && !content_is_sdp {
             let mut response = self.response(request, 415, "Unsupported Media Type", None);
             response.headers.push("Accept", "application/sdp");
             return Some(response);
         }
-        let accepts: Vec<&str> = request.headers.all("Accept").flat_map(|v| v.split(',')).collect();
+        let accepts: Vec<&str> = request
+            .headers
+            .all("Accept")
+            .flat_map(|v| v.split(','))
+            .collect();
         if !accepts.is_empty() && !accepts.iter().any(|a| is_sdp(a)) {
             let mut response = self.response(request, 406, "Not Acceptable", None);
             response.headers.push("Accept", "application/sdp");
@@ -1425,7 +1781,15 @@ impl Endpoint {
     }
 
     /// Answers a non-INVITE request with a plain status.
-    fn answer_non_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, request: &Message, code: u16, reason: &str) {
+    fn answer_non_invite(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: TxnKey,
+        request: &Message,
+        code: u16,
+        reason: &str,
+    ) {
         let response = self.response(request, code, reason, None);
         self.finish_non_invite(now, peer, key, response);
     }
@@ -1433,16 +1797,30 @@ impl Endpoint {
     fn finish_non_invite(&mut self, now: Instant, peer: Peer, key: TxnKey, response: Message) {
         let bytes = response.to_bytes();
         self.count(Count::ResponseOut(response.status().unwrap_or(500)));
-        let wait = self.config.timers.duration(TimerKind::J, 0, peer.transport.reliable()).unwrap_or_default();
+        let wait = self
+            .config
+            .timers
+            .duration(TimerKind::J, 0, peer.transport.reliable())
+            .unwrap_or_default();
         if !wait.is_zero() {
-            self.non_invites.insert(key, NonInviteServer { last_response: bytes.clone(), expires: now + wait });
+            self.non_invites.insert(
+                key,
+                NonInviteServer {
+                    last_response: bytes.clone(),
+                    expires: now + wait,
+                },
+            );
         }
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes }));
+        self.outputs
+            .push_back(Output::Transmit(Transmit { peer, bytes }));
     }
 
     fn send_response(&mut self, peer: Peer, response: Message) {
         self.count(Count::ResponseOut(response.status().unwrap_or(500)));
-        self.outputs.push_back(Output::Transmit(Transmit { peer, bytes: response.to_bytes() }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            peer,
+            bytes: response.to_bytes(),
+        }));
     }
 
     fn count(&mut self, count: Count) {
@@ -1451,7 +1829,13 @@ impl Endpoint {
 
     /// Builds a response to `request` (RFC 3261 8.2.6): copies Via, From, To, Call-ID and CSeq,
     /// and adds our To-tag when given and the request had none.
-    fn response(&self, request: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
+    fn response(
+        &self,
+        request: &Message,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+    ) -> Message {
         let mut headers = Headers::default();
         for via in request.headers.all("Via") {
             headers.push("Via", via.to_string());
@@ -1469,10 +1853,18 @@ impl Endpoint {
             }
         }
         headers.push("Server", self.config.user_agent.clone());
-        if matches!(code, 405 | 501) || (code == 200 && request.method() == Some(&Method::Options)) {
+        if matches!(code, 405 | 501) || (code == 200 && request.method() == Some(&Method::Options))
+        {
             headers.push("Allow", ALLOW);
         }
-        Message { start: StartLine::Response { code, reason: reason.to_string() }, headers, body: Vec::new() }
+        Message {
+            start: StartLine::Response {
+                code,
+                reason: reason.to_string(),
+            },
+            headers,
+            body: Vec::new(),
+        }
     }
 
     fn random_token(&mut self) -> String {
@@ -1497,7 +1889,10 @@ fn reply_peer(peer: Peer, request: &Message) -> Peer {
     match request.top_via() {
         Some(via) if !via.rport => {
             let port = via.sent_by_port().unwrap_or(5060);
-            Peer { remote: SocketAddr::new(peer.remote.ip(), port), ..peer }
+            Peer {
+                remote: SocketAddr::new(peer.remote.ip(), port),
+                ..peer
+            }
         }
         _ => peer,
     }
@@ -1518,18 +1913,40 @@ fn copy_record_route(request: &Message, response: &mut Message) {
 /// first hop, or the remote target. Addresses must be IP literals (the core does no DNS); a
 /// hostname falls back to the INVITE's source.
 fn next_hop(dialog: &Dialog) -> (String, Peer) {
-    let hop = dialog.route_set.first().and_then(|first| NameAddr::parse(first).ok());
+    let hop = dialog
+        .route_set
+        .first()
+        .and_then(|first| NameAddr::parse(first).ok());
     let Some(hop) = hop else {
         let remote = match dialog.peer.transport {
             Transport::Udp => None,
             Transport::Tcp | Transport::Tls => uri_address(&dialog.remote_target),
         };
-        return (dialog.remote_target.clone(), Peer { remote: remote.unwrap_or(dialog.peer.remote), ..dialog.peer });
+        return (
+            dialog.remote_target.clone(),
+            Peer {
+                remote: remote.unwrap_or(dialog.peer.remote),
+                ..dialog.peer
+            },
+        );
     };
-    let loose = hop.uri.split(';').any(|p| p.trim().eq_ignore_ascii_case("lr"));
-    let uri = if loose { dialog.remote_target.clone() } else { hop.uri.clone() };
+    let loose = hop
+        .uri
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("lr"));
+    let uri = if loose {
+        dialog.remote_target.clone()
+    } else {
+        hop.uri.clone()
+    };
     let remote = uri_address(&hop.uri).unwrap_or(dialog.peer.remote);
-    (uri, Peer { remote, ..dialog.peer })
+    (
+        uri,
+        Peer {
+            remote,
+            ..dialog.peer
+        },
+    )
 }
 
 /// The socket address of a SIP URI whose host is an IP literal (default port 5060, 5061 for
@@ -1538,16 +1955,29 @@ fn uri_address(uri: &str) -> Option<SocketAddr> {
     let uri = SipUri::parse(uri).ok()?;
     let host_port = uri.host_port;
     host_port.parse::<SocketAddr>().ok().or_else(|| {
-        let ip: std::net::IpAddr = host_port.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-        Some(SocketAddr::new(ip, if uri.scheme == "sips" { 5061 } else { 5060 }))
+        let ip: std::net::IpAddr = host_port
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        Some(SocketAddr::new(
+            ip,
+            if uri.scheme == "sips" { 5061 } else { 5060 },
+        ))
     })
 }
 
 /// The Route headers of our in-dialog requests: the route set, minus the strict router that
 /// became the Request-URI, plus the remote target at the end in that case.
 fn route_headers(dialog: &Dialog) -> Vec<String> {
-    let Some(first) = dialog.route_set.first() else { return Vec::new() };
-    let loose = NameAddr::parse(first).is_ok_and(|h| h.uri.split(';').any(|p| p.trim().eq_ignore_ascii_case("lr")));
+    let Some(first) = dialog.route_set.first() else {
+        return Vec::new();
+    };
+    let loose = NameAddr::parse(first).is_ok_and(|h| {
+        h.uri
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("lr"))
+    });
     if loose {
         dialog.route_set.clone()
     } else {
@@ -1581,10 +2011,19 @@ fn txn_key(request: &Message) -> Option<TxnKey> {
         other => other.as_str().to_string(),
     };
     // RFC 2543 peers lack the magic cookie: Call-ID and CSeq number alone then identify it.
-    let branch = via.branch.filter(|b| b.starts_with("z9hG4bK")).unwrap_or_default();
+    let branch = via
+        .branch
+        .filter(|b| b.starts_with("z9hG4bK"))
+        .unwrap_or_default();
     let call_id = request.call_id()?.to_string();
     let cseq = request.cseq()?.number;
-    Some(TxnKey { branch, sent_by: via.sent_by, method, call_id, cseq })
+    Some(TxnKey {
+        branch,
+        sent_by: via.sent_by,
+        method,
+        call_id,
+        cseq,
+    })
 }
 
 /// The header section `head` (without the blank line) with Content-Length set to 0.

@@ -147,7 +147,10 @@ impl Headers {
 
     /// The first value of a field, by case-insensitive name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a field in order, each comma-joined line kept whole.
@@ -160,7 +163,10 @@ impl Headers {
 
     /// How many header lines carry this name.
     pub fn count(&self, name: &str) -> usize {
-        self.fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+        self.fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
     }
 
     /// Removes every field of this name.
@@ -297,7 +303,14 @@ impl Message {
             };
         }
         let body = buf[body_start..body_start + content_length].to_vec();
-        Ok((Message { start, headers, body }, body_start + content_length))
+        Ok((
+            Message {
+                start,
+                headers,
+                body,
+            },
+            body_start + content_length,
+        ))
     }
 
     /// The method, if this is a request.
@@ -331,7 +344,10 @@ impl Message {
 
     /// The `tag` parameter of a From or To header.
     pub fn tag(&self, header: &str) -> Option<String> {
-        self.headers.get(header).and_then(|v| NameAddr::parse(v).ok()).and_then(|n| n.tag)
+        self.headers
+            .get(header)
+            .and_then(|v| NameAddr::parse(v).ok())
+            .and_then(|n| n.tag)
     }
 
     /// The parsed CSeq header.
@@ -348,7 +364,12 @@ impl Message {
     /// Checks the semantic rules RFC 3261 and RFC 4475 set for requests, returning the response a
     /// broken request deserves. Syntax was already checked by [`Message::parse`].
     pub fn validate_request(&self) -> Result<(), Rejection> {
-        let StartLine::Request { method, uri, version } = &self.start else {
+        let StartLine::Request {
+            method,
+            uri,
+            version,
+        } = &self.start
+        else {
             return Ok(());
         };
         if version != "SIP/2.0" {
@@ -359,7 +380,14 @@ impl Message {
                 return Err(Rejection::new(400, "Missing Mandatory Header"));
             }
         }
-        for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type"] {
+        for name in [
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Content-Type",
+        ] {
             if self.headers.count(name) > 1 {
                 return Err(Rejection::new(400, "Duplicate Single-Value Header"));
             }
@@ -376,7 +404,10 @@ impl Message {
         }
         for line in self.headers.all("Via") {
             let values: Vec<&str> = line.split(',').map(str::trim).collect();
-            if values.iter().any(|v| v.is_empty() || Via::parse(v).is_err()) {
+            if values
+                .iter()
+                .any(|v| v.is_empty() || Via::parse(v).is_err())
+            {
                 return Err(Rejection::new(400, "Bad Via"));
             }
         }
@@ -384,7 +415,11 @@ impl Message {
             let value = self.headers.get(name).unwrap_or_default();
             NameAddr::parse(value).map_err(|_| Rejection::new(400, "Bad From/To"))?;
         }
-        let scheme = uri.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = uri
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if uri.contains(['<', '>', ' ']) {
             return Err(Rejection::new(400, "Bad Request-URI"));
         }
@@ -392,7 +427,9 @@ impl Message {
             return Err(Rejection::new(416, "Unsupported URI Scheme"));
         }
         if scheme != "tel" {
-            let host = SipUri::parse(uri).map_err(|_| Rejection::new(400, "Bad Request-URI"))?.host_port;
+            let host = SipUri::parse(uri)
+                .map_err(|_| Rejection::new(400, "Bad Request-URI"))?
+                .host_port;
             // An IPv6 literal must be bracketed (RFC 5118 4.2): more than one colon otherwise.
             if !host.starts_with('[') && host.matches(':').count() > 1 {
                 return Err(Rejection::new(400, "Bad Request-URI"));
@@ -405,7 +442,11 @@ impl Message {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = String::with_capacity(512 + self.body.len());
         match &self.start {
-            StartLine::Request { method, uri, version } => {
+            StartLine::Request {
+                method,
+                uri,
+                version,
+            } => {
                 let _ = write!(out, "{} {} {}\r\n", method.as_str(), uri, version);
             }
             StartLine::Response { code, reason } => {
@@ -429,12 +470,18 @@ impl Message {
 /// "read more". Leading CRLFs (keep-alives, RFC 5626) must be skipped by the caller.
 pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_MESSAGE_LEN { Err(ParseError::TooLarge) } else { Ok(None) };
+        return if buf.len() > MAX_MESSAGE_LEN {
+            Err(ParseError::TooLarge)
+        } else {
+            Ok(None)
+        };
     };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| ParseError::NotUtf8)?;
     let mut length = None;
     for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = name.trim();
         if name.eq_ignore_ascii_case("Content-Length") || name == "l" || name == "L" {
             if length.is_some() {
@@ -547,7 +594,9 @@ impl CSeq {
         let mut parts = value.split_whitespace();
         let number = parts.next().ok_or(ParseError::BadHeader)?;
         let method = parts.next().ok_or(ParseError::BadHeader)?;
-        if parts.next().is_some() || number.len() > 10 || !number.bytes().all(|b| b.is_ascii_digit())
+        if parts.next().is_some()
+            || number.len() > 10
+            || !number.bytes().all(|b| b.is_ascii_digit())
         {
             return Err(ParseError::BadHeader);
         }
@@ -555,7 +604,10 @@ impl CSeq {
         if number >= 1 << 31 {
             return Err(ParseError::BadHeader);
         }
-        Ok(CSeq { number: number as u32, method: Method::from_token(method) })
+        Ok(CSeq {
+            number: number as u32,
+            method: Method::from_token(method),
+        })
     }
 }
 
@@ -587,7 +639,10 @@ impl Via {
             return Err(ParseError::BadHeader);
         }
         let mut rest = rest.split_whitespace();
-        let transport = rest.next().ok_or(ParseError::BadHeader)?.to_ascii_uppercase();
+        let transport = rest
+            .next()
+            .ok_or(ParseError::BadHeader)?
+            .to_ascii_uppercase();
         let sent_by: String = rest.collect::<Vec<_>>().join("");
         if sent_by.is_empty() {
             return Err(ParseError::BadHeader);
@@ -596,16 +651,26 @@ impl Via {
             return Err(ParseError::BadHeader);
         }
         let params = parse_params(params);
-        let branch = params.iter().find(|(n, _)| n == "branch").and_then(|(_, v)| v.clone());
+        let branch = params
+            .iter()
+            .find(|(n, _)| n == "branch")
+            .and_then(|(_, v)| v.clone());
         let rport = params.iter().any(|(n, _)| n == "rport");
-        Ok(Via { transport, sent_by, branch, rport })
+        Ok(Via {
+            transport,
+            sent_by,
+            branch,
+            rport,
+        })
     }
 
     /// The port of sent-by, if written (`host:port`, `[v6]:port`).
     pub fn sent_by_port(&self) -> Option<u16> {
         let tail = match self.sent_by.rfind(']') {
             Some(close) => &self.sent_by[close + 1..],
-            None if self.sent_by.matches(':').count() == 1 => &self.sent_by[self.sent_by.find(':')?..],
+            None if self.sent_by.matches(':').count() == 1 => {
+                &self.sent_by[self.sent_by.find(':')?..]
+            }
             None => return None,
         };
         tail.strip_prefix(':')?.parse().ok()
@@ -629,7 +694,10 @@ impl NameAddr {
             let display = value[..open].trim();
             if !display.is_empty() && !display.starts_with('"') {
                 // An unquoted display name must be tokens and spaces (RFC 4475 baddn).
-                if !display.bytes().all(|b| is_token_char(b) || b == b' ' || b == b'\t') {
+                if !display
+                    .bytes()
+                    .all(|b| is_token_char(b) || b == b' ' || b == b'\t')
+                {
                     return Err(ParseError::BadHeader);
                 }
             }
@@ -650,8 +718,14 @@ impl NameAddr {
         if uri.is_empty() || !uri.contains(':') || uri.contains(char::is_whitespace) {
             return Err(ParseError::BadHeader);
         }
-        let tag = parse_params(params).into_iter().find(|(n, _)| n == "tag").and_then(|(_, v)| v);
-        Ok(NameAddr { uri: uri.to_string(), tag })
+        let tag = parse_params(params)
+            .into_iter()
+            .find(|(n, _)| n == "tag")
+            .and_then(|(_, v)| v);
+        Ok(NameAddr {
+            uri: uri.to_string(),
+            tag,
+        })
     }
 }
 
@@ -703,14 +777,21 @@ impl SipUri {
         }
         let rest = rest.split(['?']).next().unwrap_or_default();
         let (user, host_part) = match rest.rfind('@') {
-            Some(at) => (Some(rest[..at].split(':').next().unwrap_or_default().to_string()), &rest[at + 1..]),
+            Some(at) => (
+                Some(rest[..at].split(':').next().unwrap_or_default().to_string()),
+                &rest[at + 1..],
+            ),
             None => (None, rest),
         };
         let host_port = host_part.split(';').next().unwrap_or_default().to_string();
         if host_port.is_empty() {
             return Err(ParseError::BadUri);
         }
-        Ok(SipUri { scheme, user, host_port })
+        Ok(SipUri {
+            scheme,
+            user,
+            host_port,
+        })
     }
 }
 
@@ -719,7 +800,10 @@ mod tests {
     use super::*;
 
     fn torture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../testdata/sip-torture/rfc4475/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../testdata/sip-torture/rfc4475/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -733,10 +817,25 @@ mod tests {
     #[test]
     fn torture_must_accept() {
         for name in [
-            "wsinv.dat", "intmeth.dat", "esc01.dat", "escnull.dat", "esc02.dat", "lwsdisp.dat",
-            "longreq.dat", "dblreq.dat", "semiuri.dat", "transports.dat", "mpart01.dat",
-            "unreason.dat", "noreason.dat", "zeromf.dat", "cparam01.dat", "cparam02.dat",
-            "regescrt.dat", "inv2543.dat", "regaut01.dat",
+            "wsinv.dat",
+            "intmeth.dat",
+            "esc01.dat",
+            "escnull.dat",
+            "esc02.dat",
+            "lwsdisp.dat",
+            "longreq.dat",
+            "dblreq.dat",
+            "semiuri.dat",
+            "transports.dat",
+            "mpart01.dat",
+            "unreason.dat",
+            "noreason.dat",
+            "zeromf.dat",
+            "cparam01.dat",
+            "cparam02.dat",
+            "regescrt.dat",
+            "inv2543.dat",
+            "regaut01.dat",
         ] {
             assert_eq!(outcome(name), Ok(()), "{name} must be accepted");
         }
@@ -761,7 +860,10 @@ mod tests {
             ("mcl01.dat", &[0, 400]),
         ] {
             let got = outcome(name).expect_err(name);
-            assert!(codes.contains(&got), "{name}: got {got}, want one of {codes:?}");
+            assert!(
+                codes.contains(&got),
+                "{name}: got {got}, want one of {codes:?}"
+            );
         }
     }
 
@@ -789,8 +891,14 @@ mod tests {
     #[test]
     fn stream_framing_waits_for_body() {
         let text = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 4\r\n\r\nab";
-        assert!(matches!(Message::parse(text, Framing::Stream), Err(ParseError::Incomplete)));
-        assert!(matches!(Message::parse(&text[..10], Framing::Stream), Err(ParseError::Incomplete)));
+        assert!(matches!(
+            Message::parse(text, Framing::Stream),
+            Err(ParseError::Incomplete)
+        ));
+        assert!(matches!(
+            Message::parse(&text[..10], Framing::Stream),
+            Err(ParseError::Incomplete)
+        ));
     }
 
     #[test]
@@ -821,8 +929,18 @@ mod tests {
         assert_eq!((v.sent_by_port(), v.rport), (Some(5070), true));
         let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKx").unwrap();
         assert_eq!((v.sent_by_port(), v.rport), (Some(6050), false));
-        assert_eq!(Via::parse("SIP/2.0/UDP [2001:db8::1];branch=z").unwrap().sent_by_port(), None);
-        assert_eq!(Via::parse("SIP/2.0/UDP example.com;rport=1").unwrap().sent_by_port(), None);
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP [2001:db8::1];branch=z")
+                .unwrap()
+                .sent_by_port(),
+            None
+        );
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP example.com;rport=1")
+                .unwrap()
+                .sent_by_port(),
+            None
+        );
     }
 
     proptest::proptest! {

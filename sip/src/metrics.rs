@@ -22,11 +22,17 @@ impl SipMetrics {
     /// Creates the counters and registers them on `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<SipMetrics> {
         let requests = IntCounterVec::new(
-            Opts::new("roundtable_sip_requests_total", "SIP requests received, by method"),
+            Opts::new(
+                "roundtable_sip_requests_total",
+                "SIP requests received, by method",
+            ),
             &["method"],
         )?;
         let responses = IntCounterVec::new(
-            Opts::new("roundtable_sip_responses_total", "SIP responses sent, by status code"),
+            Opts::new(
+                "roundtable_sip_responses_total",
+                "SIP responses sent, by status code",
+            ),
             &["code"],
         )?;
         let dropped = IntCounter::new(
@@ -45,15 +51,26 @@ impl SipMetrics {
         )?;
         registry.register(Box::new(refused.clone()))?;
         let retransmissions = IntCounterVec::new(
-            Opts::new("roundtable_sip_retransmissions_total", "SIP retransmissions sent or answered, by kind"),
+            Opts::new(
+                "roundtable_sip_retransmissions_total",
+                "SIP retransmissions sent or answered, by kind",
+            ),
             &["kind"],
         )?;
-        let timeouts =
-            IntCounterVec::new(Opts::new("roundtable_sip_timeouts_total", "SIP timers that gave up, by kind"), &["kind"])?;
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "roundtable_sip_timeouts_total",
+                "SIP timers that gave up, by kind",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(retransmissions.clone()))?;
         registry.register(Box::new(timeouts.clone()))?;
         let requests_out = IntCounterVec::new(
-            Opts::new("roundtable_sip_requests_sent_total", "SIP requests the bridge sent in its dialogs, by method"),
+            Opts::new(
+                "roundtable_sip_requests_sent_total",
+                "SIP requests the bridge sent in its dialogs, by method",
+            ),
             &["method"],
         )?;
         let loops = IntCounter::new(
@@ -70,7 +87,17 @@ impl SipMetrics {
             &["transport"],
         )?;
         registry.register(Box::new(send_failures.clone()))?;
-        Ok(SipMetrics { requests, responses, dropped, refused, retransmissions, timeouts, requests_out, loops, send_failures })
+        Ok(SipMetrics {
+            requests,
+            responses,
+            dropped,
+            refused,
+            retransmissions,
+            timeouts,
+            requests_out,
+            loops,
+            send_failures,
+        })
     }
 
     /// Counts a message the driver could not send.
@@ -82,7 +109,9 @@ impl SipMetrics {
     pub fn record(&self, count: Count) {
         match count {
             Count::RequestIn(method) => self.requests.with_label_values(&[method]).inc(),
-            Count::ResponseOut(code) => self.responses.with_label_values(&[&code.to_string()]).inc(),
+            Count::ResponseOut(code) => {
+                self.responses.with_label_values(&[&code.to_string()]).inc()
+            }
             Count::Dropped => self.dropped.inc(),
             Count::Refused(verdict) => self.refused.with_label_values(&[verdict]).inc(),
             Count::RequestOut(method) => self.requests_out.with_label_values(&[method]).inc(),

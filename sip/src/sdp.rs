@@ -55,7 +55,9 @@ impl AudioCodec {
     /// payload type without an rtpmap.
     fn matches(self, format: &OfferedFormat) -> bool {
         match (&format.encoding, format.clock_rate) {
-            (Some(name), Some(rate)) => name.eq_ignore_ascii_case(self.name()) && rate == self.clock_rate(),
+            (Some(name), Some(rate)) => {
+                name.eq_ignore_ascii_case(self.name()) && rate == self.clock_rate()
+            }
             _ => self.static_payload_type() == Some(format.payload_type),
         }
     }
@@ -98,7 +100,11 @@ pub struct SrtpAnswer {
 impl std::fmt::Debug for SrtpAnswer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys never reach a log.
-        write!(f, "SrtpAnswer {{ tag: {}, suite: {} }}", self.offer.tag, self.offer.suite)
+        write!(
+            f,
+            "SrtpAnswer {{ tag: {}, suite: {} }}",
+            self.offer.tag, self.offer.suite
+        )
     }
 }
 
@@ -149,7 +155,9 @@ impl OfferedFormat {
     /// Whether the fmtp sets `name=1` (RFC 7587 parameters are `;`-separated).
     fn flag(&self, name: &str) -> bool {
         self.fmtp.as_deref().is_some_and(|f| {
-            f.split(';').filter_map(|p| p.split_once('=')).any(|(k, v)| k.trim().eq_ignore_ascii_case(name) && v.trim() == "1")
+            f.split(';')
+                .filter_map(|p| p.split_once('='))
+                .any(|(k, v)| k.trim().eq_ignore_ascii_case(name) && v.trim() == "1")
         })
     }
 }
@@ -252,7 +260,9 @@ impl Offer {
             if line.is_empty() {
                 continue;
             }
-            let (kind, value) = line.split_once('=').ok_or(ParseError::BadSdp("line without '='"))?;
+            let (kind, value) = line
+                .split_once('=')
+                .ok_or(ParseError::BadSdp("line without '='"))?;
             if kind.len() != 1 {
                 return Err(ParseError::BadSdp("type is not one character"));
             }
@@ -260,10 +270,23 @@ impl Offer {
                 "v" => saw_version = value == "0",
                 "m" => {
                     let mut parts = value.split(' ').filter(|p| !p.is_empty());
-                    let media = parts.next().ok_or(ParseError::BadSdp("empty m= line"))?.to_string();
-                    let port = parts.next().unwrap_or_default().split('/').next().unwrap_or_default();
-                    let port: u16 = port.parse().map_err(|_| ParseError::BadSdp("bad m= port"))?;
-                    let proto = parts.next().ok_or(ParseError::BadSdp("m= without proto"))?.to_string();
+                    let media = parts
+                        .next()
+                        .ok_or(ParseError::BadSdp("empty m= line"))?
+                        .to_string();
+                    let port = parts
+                        .next()
+                        .unwrap_or_default()
+                        .split('/')
+                        .next()
+                        .unwrap_or_default();
+                    let port: u16 = port
+                        .parse()
+                        .map_err(|_| ParseError::BadSdp("bad m= port"))?;
+                    let proto = parts
+                        .next()
+                        .ok_or(ParseError::BadSdp("m= without proto"))?
+                        .to_string();
                     let formats_text: Vec<String> = parts.map(str::to_string).collect();
                     if formats_text.is_empty() {
                         return Err(ParseError::BadSdp("m= without formats"));
@@ -289,8 +312,14 @@ impl Offer {
                     if net != Some("IN") {
                         return Err(ParseError::BadSdp("c= network is not IN"));
                     }
-                    let addr = addr.unwrap_or_default().split('/').next().unwrap_or_default();
-                    let ip: IpAddr = addr.parse().map_err(|_| ParseError::BadSdp("bad c= address"))?;
+                    let addr = addr
+                        .unwrap_or_default()
+                        .split('/')
+                        .next()
+                        .unwrap_or_default();
+                    let ip: IpAddr = addr
+                        .parse()
+                        .map_err(|_| ParseError::BadSdp("bad c= address"))?;
                     if (family == Some("IP4")) != ip.is_ipv4() {
                         return Err(ParseError::BadSdp("c= address family mismatch"));
                     }
@@ -315,24 +344,38 @@ impl Offer {
                                 if value == "rtcp-mux" {
                                     m.rtcp_mux = true;
                                 } else if let Some(rtcp) = value.strip_prefix("rtcp:") {
-                                    m.rtcp_port = rtcp.split_whitespace().next().and_then(|p| p.parse().ok()).filter(|p| *p != 0);
+                                    m.rtcp_port = rtcp
+                                        .split_whitespace()
+                                        .next()
+                                        .and_then(|p| p.parse().ok())
+                                        .filter(|p| *p != 0);
                                 } else if let Some(crypto) = value.strip_prefix("crypto:") {
                                     let mut fields = crypto.split_whitespace();
                                     let tag = fields.next().and_then(|t| t.parse::<u32>().ok());
                                     let suite = fields.next().filter(|s| SRTP_SUITES.contains(s));
                                     let key = fields.next().filter(|k| k.starts_with("inline:"));
                                     // Session parameters (a fourth field) are not supported.
-                                    if let (Some(tag), Some(suite), Some(key), None) = (tag, suite, key, fields.next()) {
-                                        m.crypto.push(CryptoOffer { tag, suite: suite.to_string(), key_params: key.to_string() });
+                                    if let (Some(tag), Some(suite), Some(key), None) =
+                                        (tag, suite, key, fields.next())
+                                    {
+                                        m.crypto.push(CryptoOffer {
+                                            tag,
+                                            suite: suite.to_string(),
+                                            key_params: key.to_string(),
+                                        });
                                     }
                                 }
                             }
-                            if let (Some(map), Some(m)) = (value.strip_prefix("rtpmap:"), maps.last_mut()) {
+                            if let (Some(map), Some(m)) =
+                                (value.strip_prefix("rtpmap:"), maps.last_mut())
+                            {
                                 if let Some(parsed) = parse_rtpmap(map) {
                                     m.push(parsed);
                                 }
                             }
-                            if let (Some(fmtp), Some(f)) = (value.strip_prefix("fmtp:"), fmtps.last_mut()) {
+                            if let (Some(fmtp), Some(f)) =
+                                (value.strip_prefix("fmtp:"), fmtps.last_mut())
+                            {
                                 if let Some((pt, params)) = fmtp.split_once(' ') {
                                     if let Ok(pt) = pt.trim().parse::<u8>() {
                                         f.push((pt, params.trim().to_string()));
@@ -364,8 +407,11 @@ impl Offer {
                 })
                 .collect();
         }
-        let usable = |m: &MediaLine, proto: &str| m.media == "audio" && m.proto == proto && m.port != 0;
-        let secure = lines.iter().position(|m| usable(m, "RTP/SAVP") && !m.crypto.is_empty());
+        let usable =
+            |m: &MediaLine, proto: &str| m.media == "audio" && m.proto == proto && m.port != 0;
+        let secure = lines
+            .iter()
+            .position(|m| usable(m, "RTP/SAVP") && !m.crypto.is_empty());
         let plain = lines.iter().position(|m| usable(m, "RTP/AVP"));
         let audio = match policy {
             SrtpPolicy::Off => plain,
@@ -375,8 +421,14 @@ impl Offer {
         .or_else(|| lines.iter().position(|m| m.media == "audio"))
         .ok_or(ParseError::BadSdp("no audio stream"))?;
         let chosen = &lines[audio];
-        let ip = chosen.connection.or(session_addr).ok_or(ParseError::BadSdp("no connection address"))?;
-        let direction = chosen.direction.or(session_direction).unwrap_or(Direction::SendRecv);
+        let ip = chosen
+            .connection
+            .or(session_addr)
+            .ok_or(ParseError::BadSdp("no connection address"))?;
+        let direction = chosen
+            .direction
+            .or(session_direction)
+            .unwrap_or(Direction::SendRecv);
         let rtcp_port = match (chosen.rtcp_mux, chosen.rtcp_port) {
             (true, _) => chosen.port,
             (false, Some(port)) => port,
@@ -385,7 +437,12 @@ impl Offer {
         let rtcp_mux = chosen.rtcp_mux;
         // Our preferred suite among those offered.
         let crypto = (chosen.proto == "RTP/SAVP")
-            .then(|| SRTP_SUITES.iter().find_map(|suite| chosen.crypto.iter().find(|c| c.suite == *suite)).cloned())
+            .then(|| {
+                SRTP_SUITES
+                    .iter()
+                    .find_map(|suite| chosen.crypto.iter().find(|c| c.suite == *suite))
+                    .cloned()
+            })
             .flatten();
         Ok(Offer {
             crypto,
@@ -404,7 +461,8 @@ impl Offer {
     /// declined.
     pub fn answer(&self, preference: &[AudioCodec]) -> Result<Answer, NegotiationError> {
         let audio = &self.lines[self.audio];
-        let secure = audio.proto == "RTP/SAVP" && self.crypto.is_some() && self.policy != SrtpPolicy::Off;
+        let secure =
+            audio.proto == "RTP/SAVP" && self.crypto.is_some() && self.policy != SrtpPolicy::Off;
         if self.policy == SrtpPolicy::Required && !secure {
             return Err(NegotiationError::SrtpRequired);
         }
@@ -413,13 +471,23 @@ impl Offer {
         }
         let (codec, format) = preference
             .iter()
-            .find_map(|codec| audio.formats.iter().find(|f| codec.matches(f)).map(|f| (*codec, f)))
+            .find_map(|codec| {
+                audio
+                    .formats
+                    .iter()
+                    .find(|f| codec.matches(f))
+                    .map(|f| (*codec, f))
+            })
             .ok_or(NegotiationError::NoCommonCodec)?;
         // RFC 4733: telephone-event at the audio clock; many phones offer only 8000 beside Opus.
         let telephone_event = [codec.clock_rate(), 8000].into_iter().find_map(|rate| {
             audio.formats.iter().find_map(|f| {
-                let is_te = f.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("telephone-event"));
-                (is_te && f.clock_rate == Some(rate) && f.payload_type >= 96).then_some((f.payload_type, rate))
+                let is_te = f
+                    .encoding
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("telephone-event"));
+                (is_te && f.clock_rate == Some(rate) && f.payload_type >= 96)
+                    .then_some((f.payload_type, rate))
             })
         });
         let lines = self
@@ -427,7 +495,8 @@ impl Offer {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                (i != self.audio).then(|| (m.media.clone(), m.proto.clone(), m.formats_text[0].clone()))
+                (i != self.audio)
+                    .then(|| (m.media.clone(), m.proto.clone(), m.formats_text[0].clone()))
             })
             .collect();
         Ok(Answer {
@@ -442,7 +511,10 @@ impl Offer {
                 .crypto
                 .clone()
                 .filter(|_| secure)
-                .map(|offer| SrtpAnswer { offer, local_key_params: String::new() }),
+                .map(|offer| SrtpAnswer {
+                    offer,
+                    local_key_params: String::new(),
+                }),
             direction: self.direction.answer(),
             lines,
         })
@@ -473,16 +545,28 @@ impl Answer {
         let ip = rtp.ip();
         let pt = self.payload_type;
         let mut s = String::with_capacity(256);
-        let _ = write!(s, "v=0\r\no=roundtable {session_id} {version} IN {family} {ip}\r\n");
+        let _ = write!(
+            s,
+            "v=0\r\no=roundtable {session_id} {version} IN {family} {ip}\r\n"
+        );
         let _ = write!(s, "s=Roundtable\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
         for line in &self.lines {
             let Some((media, proto, format)) = line else {
-                let proto = if self.srtp.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
+                let proto = if self.srtp.is_some() {
+                    "RTP/SAVP"
+                } else {
+                    "RTP/AVP"
+                };
                 let _ = write!(s, "m=audio {} {proto} {pt}", rtp.port());
                 if let Some(te) = self.telephone_event {
                     let _ = write!(s, " {te}");
                 }
-                let _ = write!(s, "\r\na=rtpmap:{pt} {}/{}", self.codec.name(), self.codec.clock_rate());
+                let _ = write!(
+                    s,
+                    "\r\na=rtpmap:{pt} {}/{}",
+                    self.codec.name(),
+                    self.codec.clock_rate()
+                );
                 if self.codec == AudioCodec::Opus {
                     // RFC 7587: always two channels in rtpmap; we decode in-band FEC.
                     let _ = write!(s, "/2\r\na=fmtp:{pt} useinbandfec=1");
@@ -490,13 +574,20 @@ impl Answer {
                 s.push_str("\r\n");
                 if let Some(te) = self.telephone_event {
                     let rate = self.telephone_event_rate;
-                    let _ = write!(s, "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-16\r\n");
+                    let _ = write!(
+                        s,
+                        "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-16\r\n"
+                    );
                 }
                 if self.rtcp_mux {
                     s.push_str("a=rtcp-mux\r\n");
                 }
                 if let Some(srtp) = &self.srtp {
-                    let _ = write!(s, "a=crypto:{} {} {}\r\n", srtp.offer.tag, srtp.offer.suite, srtp.local_key_params);
+                    let _ = write!(
+                        s,
+                        "a=crypto:{} {} {}\r\n",
+                        srtp.offer.tag, srtp.offer.suite, srtp.local_key_params
+                    );
                 }
                 let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
                 continue;
@@ -512,7 +603,12 @@ mod tests {
     use super::*;
 
     const G711: &[AudioCodec] = &[AudioCodec::Pcmu, AudioCodec::Pcma];
-    const ALL: &[AudioCodec] = &[AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu, AudioCodec::Pcma];
+    const ALL: &[AudioCodec] = &[
+        AudioCodec::Opus,
+        AudioCodec::G722,
+        AudioCodec::Pcmu,
+        AudioCodec::Pcma,
+    ];
 
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
         m=audio 40000 RTP/AVP 9 8 0 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:8 PCMA/8000\r\n\
@@ -525,7 +621,8 @@ mod tests {
         let answer = offer.answer(&[AudioCodec::Pcma, AudioCodec::Pcmu]).unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcma);
         assert_eq!(answer.telephone_event, Some(101));
-        let sdp = String::from_utf8(answer.to_sdp("10.0.0.5:16384".parse().unwrap(), 7, 1)).unwrap();
+        let sdp =
+            String::from_utf8(answer.to_sdp("10.0.0.5:16384".parse().unwrap(), 7, 1)).unwrap();
         assert!(sdp.contains("c=IN IP4 10.0.0.5\r\n"));
         assert!(sdp.contains("m=audio 16384 RTP/AVP 8 101\r\n"));
         assert!(sdp.contains("a=rtpmap:101 telephone-event/8000"));
@@ -538,33 +635,82 @@ mod tests {
                      a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n";
         let offer = Offer::parse(offer.as_bytes(), SrtpPolicy::Optional).unwrap();
         let answer = offer.answer(ALL).unwrap();
-        assert_eq!((answer.codec, answer.payload_type, answer.opus_fec, answer.opus_dtx), (AudioCodec::Opus, 111, true, true));
-        assert_eq!(answer.telephone_event, Some(101), "telephone-event at the Opus clock");
+        assert_eq!(
+            (
+                answer.codec,
+                answer.payload_type,
+                answer.opus_fec,
+                answer.opus_dtx
+            ),
+            (AudioCodec::Opus, 111, true, true)
+        );
+        assert_eq!(
+            answer.telephone_event,
+            Some(101),
+            "telephone-event at the Opus clock"
+        );
         let sdp = String::from_utf8(answer.to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(sdp.contains("m=audio 4000 RTP/AVP 111 101\r\n"), "{sdp}");
-        assert!(sdp.contains("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n"), "{sdp}");
-        assert!(sdp.contains("a=rtpmap:101 telephone-event/48000\r\n"), "{sdp}");
+        assert!(
+            sdp.contains("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n"),
+            "{sdp}"
+        );
+        assert!(
+            sdp.contains("a=rtpmap:101 telephone-event/48000\r\n"),
+            "{sdp}"
+        );
         // G.722 by static type, in the caller's list but chosen by our order.
         let answer = offer.answer(&[AudioCodec::G722, AudioCodec::Pcmu]).unwrap();
-        assert_eq!((answer.codec, answer.payload_type, answer.telephone_event), (AudioCodec::G722, 9, Some(102)));
+        assert_eq!(
+            (answer.codec, answer.payload_type, answer.telephone_event),
+            (AudioCodec::G722, 9, Some(102))
+        );
         let sdp = String::from_utf8(answer.to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(sdp.contains("a=rtpmap:9 G722/8000\r\n"), "{sdp}");
         // Opus at a wrong clock rate is not Opus.
-        let odd = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 opus/16000\r\n";
-        assert_eq!(Offer::parse(odd.as_bytes(), SrtpPolicy::Optional).unwrap().answer(ALL), Err(NegotiationError::NoCommonCodec));
+        let odd =
+            "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 opus/16000\r\n";
+        assert_eq!(
+            Offer::parse(odd.as_bytes(), SrtpPolicy::Optional)
+                .unwrap()
+                .answer(ALL),
+            Err(NegotiationError::NoCommonCodec)
+        );
     }
 
     #[test]
     fn rtcp_address_mux_and_port_attribute() {
-        let plain = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n", SrtpPolicy::Optional).unwrap();
+        let plain = Offer::parse(
+            b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n",
+            SrtpPolicy::Optional,
+        )
+        .unwrap();
         assert_eq!((plain.rtcp_addr.port(), plain.rtcp_mux), (5001, false));
-        let port = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:6000 IN IP4 1.2.3.4\r\n", SrtpPolicy::Optional).unwrap();
+        let port = Offer::parse(
+            b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp:6000 IN IP4 1.2.3.4\r\n",
+            SrtpPolicy::Optional,
+        )
+        .unwrap();
         assert_eq!(port.rtcp_addr.port(), 6000);
-        let mux = Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\n", SrtpPolicy::Optional).unwrap();
+        let mux = Offer::parse(
+            b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\n",
+            SrtpPolicy::Optional,
+        )
+        .unwrap();
         assert_eq!((mux.rtcp_addr.port(), mux.rtcp_mux), (5000, true));
-        let answer = String::from_utf8(mux.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        let answer = String::from_utf8(mux.answer(G711).unwrap().to_sdp(
+            "10.0.0.1:4000".parse().unwrap(),
+            1,
+            1,
+        ))
+        .unwrap();
         assert!(answer.contains("a=rtcp-mux\r\n"), "{answer}");
-        let answer = String::from_utf8(plain.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        let answer = String::from_utf8(plain.answer(G711).unwrap().to_sdp(
+            "10.0.0.1:4000".parse().unwrap(),
+            1,
+            1,
+        ))
+        .unwrap();
         assert!(!answer.contains("rtcp-mux"));
     }
 
@@ -578,27 +724,54 @@ mod tests {
         let offer = Offer::parse(both.as_bytes(), SrtpPolicy::Optional).unwrap();
         assert_eq!(offer.rtp_addr.port(), 5002);
         let crypto = offer.crypto.clone().unwrap();
-        assert_eq!((crypto.tag, crypto.suite.as_str(), crypto.key_params.as_str()), (3, "AES_CM_128_HMAC_SHA1_80", "inline:a2V5"));
+        assert_eq!(
+            (
+                crypto.tag,
+                crypto.suite.as_str(),
+                crypto.key_params.as_str()
+            ),
+            (3, "AES_CM_128_HMAC_SHA1_80", "inline:a2V5")
+        );
         let mut answer = offer.answer(G711).unwrap();
         answer.set_local_key("inline:b3Vy".into());
-        assert!(!format!("{answer:?}").contains("b3Vy"), "keys stay out of Debug");
+        assert!(
+            !format!("{answer:?}").contains("b3Vy"),
+            "keys stay out of Debug"
+        );
         let sdp = String::from_utf8(answer.to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
         let m: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(m, ["m=audio 0 RTP/AVP 0", "m=audio 4000 RTP/SAVP 0"]);
-        assert!(sdp.contains("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:b3Vy\r\n"), "{sdp}");
+        assert!(
+            sdp.contains("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:b3Vy\r\n"),
+            "{sdp}"
+        );
         // Off keeps to plain RTP; Required refuses a plain-only offer.
-        assert_eq!(Offer::parse(both.as_bytes(), SrtpPolicy::Off).unwrap().rtp_addr.port(), 5000);
+        assert_eq!(
+            Offer::parse(both.as_bytes(), SrtpPolicy::Off)
+                .unwrap()
+                .rtp_addr
+                .port(),
+            5000
+        );
         let plain = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n";
         let required = Offer::parse(plain.as_bytes(), SrtpPolicy::Required).unwrap();
         assert_eq!(required.answer(G711), Err(NegotiationError::SrtpRequired));
         let secure_only = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:a2V5\r\n";
-        assert_eq!(Offer::parse(secure_only.as_bytes(), SrtpPolicy::Off).unwrap().answer(G711), Err(NegotiationError::NoAudio));
+        assert_eq!(
+            Offer::parse(secure_only.as_bytes(), SrtpPolicy::Off)
+                .unwrap()
+                .answer(G711),
+            Err(NegotiationError::NoAudio)
+        );
     }
 
     #[test]
     fn static_payload_type_without_rtpmap() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n";
-        let answer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap().answer(G711).unwrap();
+        let answer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional)
+            .unwrap()
+            .answer(G711)
+            .unwrap();
         assert_eq!(answer.codec, AudioCodec::Pcmu);
         assert_eq!(answer.telephone_event, None);
     }
@@ -624,9 +797,21 @@ mod tests {
                    m=audio 5004 RTP/SAVP 0\r\n";
         let offer = Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap();
         assert_eq!(offer.rtp_addr.port(), 5000);
-        let answer = String::from_utf8(offer.answer(G711).unwrap().to_sdp("10.0.0.1:4000".parse().unwrap(), 1, 1)).unwrap();
+        let answer = String::from_utf8(offer.answer(G711).unwrap().to_sdp(
+            "10.0.0.1:4000".parse().unwrap(),
+            1,
+            1,
+        ))
+        .unwrap();
         let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
-        assert_eq!(m_lines, ["m=video 0 RTP/AVP 31", "m=audio 4000 RTP/AVP 0", "m=audio 0 RTP/SAVP 0"]);
+        assert_eq!(
+            m_lines,
+            [
+                "m=video 0 RTP/AVP 31",
+                "m=audio 4000 RTP/AVP 0",
+                "m=audio 0 RTP/SAVP 0"
+            ]
+        );
     }
 
     #[test]
@@ -638,13 +823,24 @@ mod tests {
         assert_eq!(answer.direction, Direction::Inactive);
         let text = String::from_utf8(answer.to_sdp("[::1]:4000".parse().unwrap(), 1, 1)).unwrap();
         assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
-        assert!(Offer::parse(b"v=0\r\nc=IN IP4 2001:db8::1\r\nm=audio 1 RTP/AVP 0\r\n", SrtpPolicy::Optional).is_err());
+        assert!(
+            Offer::parse(
+                b"v=0\r\nc=IN IP4 2001:db8::1\r\nm=audio 1 RTP/AVP 0\r\n",
+                SrtpPolicy::Optional
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn declined_or_secure_audio_alone_is_no_audio() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\n";
-        assert_eq!(Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional).unwrap().answer(G711), Err(NegotiationError::NoAudio));
+        assert_eq!(
+            Offer::parse(sdp.as_bytes(), SrtpPolicy::Optional)
+                .unwrap()
+                .answer(G711),
+            Err(NegotiationError::NoAudio)
+        );
     }
 
     #[test]

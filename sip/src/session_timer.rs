@@ -46,8 +46,16 @@ impl Negotiation {
     /// The `Session-Expires` value of our 2xx, if a timer runs.
     pub fn header(&self) -> Option<String> {
         match self {
-            Negotiation::Timer { interval, refresher, .. } => {
-                let who = if *refresher == Refresher::Caller { "uac" } else { "uas" };
+            Negotiation::Timer {
+                interval,
+                refresher,
+                ..
+            } => {
+                let who = if *refresher == Refresher::Caller {
+                    "uac"
+                } else {
+                    "uas"
+                };
                 Some(format!("{interval};refresher={who}"))
             }
             Negotiation::Off | Negotiation::TooSmall => None,
@@ -60,9 +68,16 @@ impl Negotiation {
 /// is our Min-SE.
 pub fn negotiate(request: &Message, default_interval: u32, min_se: u32) -> Negotiation {
     let caller_supports = ["Supported", "Require"].iter().any(|h| {
-        request.headers.all(h).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("timer"))
+        request
+            .headers
+            .all(h)
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("timer"))
     });
-    let their_min = request.headers.get("Min-SE").and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+    let their_min = request
+        .headers
+        .get("Min-SE")
+        .and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
     let asked = request.headers.get("Session-Expires").and_then(|value| {
         let mut parts = value.split(';');
         let interval = parts.next()?.trim().parse::<u32>().ok()?;
@@ -73,17 +88,26 @@ pub fn negotiate(request: &Message, default_interval: u32, min_se: u32) -> Negot
         Some((interval, refresher))
     });
     let (interval, refresher) = match asked {
-        Some((interval, _)) if interval < min_se && caller_supports => return Negotiation::TooSmall,
+        Some((interval, _)) if interval < min_se && caller_supports => {
+            return Negotiation::TooSmall;
+        }
         Some((interval, refresher)) => (interval.max(min_se), refresher),
         None if default_interval == 0 => return Negotiation::Off,
-        None => (default_interval.max(their_min.unwrap_or(0)).max(min_se), None),
+        None => (
+            default_interval.max(their_min.unwrap_or(0)).max(min_se),
+            None,
+        ),
     };
     let refresher = match refresher.as_deref() {
         Some("uas") => Refresher::Bridge,
         _ if caller_supports => Refresher::Caller,
         _ => Refresher::Bridge,
     };
-    Negotiation::Timer { interval, refresher, caller_supports }
+    Negotiation::Timer {
+        interval,
+        refresher,
+        caller_supports,
+    }
 }
 
 /// When to give up on a session that was last refreshed `interval` seconds ago: RFC 4028 10
@@ -107,30 +131,70 @@ mod tests {
     }
 
     fn timer(interval: u32, refresher: Refresher, caller_supports: bool) -> Negotiation {
-        Negotiation::Timer { interval, refresher, caller_supports }
+        Negotiation::Timer {
+            interval,
+            refresher,
+            caller_supports,
+        }
     }
 
     #[test]
     fn negotiation() {
         use Refresher::{Bridge, Caller};
         assert_eq!(negotiate(&request(""), 0, MIN_SE), Negotiation::Off);
-        assert_eq!(negotiate(&request(""), 1800, MIN_SE), timer(1800, Bridge, false), "we refresh for old phones");
-        assert_eq!(negotiate(&request("Supported: timer\r\n"), 1800, MIN_SE), timer(1800, Caller, true));
-        assert_eq!(negotiate(&request("Min-SE: 3600\r\n"), 1800, MIN_SE), timer(3600, Bridge, false));
+        assert_eq!(
+            negotiate(&request(""), 1800, MIN_SE),
+            timer(1800, Bridge, false),
+            "we refresh for old phones"
+        );
+        assert_eq!(
+            negotiate(&request("Supported: timer\r\n"), 1800, MIN_SE),
+            timer(1800, Caller, true)
+        );
+        assert_eq!(
+            negotiate(&request("Min-SE: 3600\r\n"), 1800, MIN_SE),
+            timer(3600, Bridge, false)
+        );
         let ok = request("Supported: timer, 100rel\r\nSession-Expires: 1800\r\n");
         assert_eq!(negotiate(&ok, 0, MIN_SE), timer(1800, Caller, true));
         let uac = request("Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n");
         assert_eq!(negotiate(&uac, 0, MIN_SE), timer(120, Caller, true));
         let uas = request("Supported: timer\r\nSession-Expires: 120;refresher=uas\r\n");
         assert_eq!(negotiate(&uas, 0, MIN_SE), timer(120, Bridge, true));
-        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 60\r\n"), 0, MIN_SE), Negotiation::TooSmall);
-        assert_eq!(negotiate(&request("Session-Expires: 60\r\n"), 0, MIN_SE), timer(90, Bridge, false), "raised, not refused");
-        assert_eq!(negotiate(&request("Session-Expires: 1800\r\n"), 0, MIN_SE), timer(1800, Bridge, false));
+        assert_eq!(
+            negotiate(
+                &request("Supported: timer\r\nSession-Expires: 60\r\n"),
+                0,
+                MIN_SE
+            ),
+            Negotiation::TooSmall
+        );
+        assert_eq!(
+            negotiate(&request("Session-Expires: 60\r\n"), 0, MIN_SE),
+            timer(90, Bridge, false),
+            "raised, not refused"
+        );
+        assert_eq!(
+            negotiate(&request("Session-Expires: 1800\r\n"), 0, MIN_SE),
+            timer(1800, Bridge, false)
+        );
         // Another Min-SE (tests shorten it): 9 s is then long enough, 5 s is not.
-        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 9\r\n"), 0, 9), timer(9, Caller, true));
-        assert_eq!(negotiate(&request("Supported: timer\r\nSession-Expires: 5\r\n"), 0, 9), Negotiation::TooSmall);
-        assert_eq!(timer(90, Bridge, false).header().as_deref(), Some("90;refresher=uas"));
-        assert_eq!(timer(90, Caller, true).header().as_deref(), Some("90;refresher=uac"));
+        assert_eq!(
+            negotiate(&request("Supported: timer\r\nSession-Expires: 9\r\n"), 0, 9),
+            timer(9, Caller, true)
+        );
+        assert_eq!(
+            negotiate(&request("Supported: timer\r\nSession-Expires: 5\r\n"), 0, 9),
+            Negotiation::TooSmall
+        );
+        assert_eq!(
+            timer(90, Bridge, false).header().as_deref(),
+            Some("90;refresher=uas")
+        );
+        assert_eq!(
+            timer(90, Caller, true).header().as_deref(),
+            Some("90;refresher=uac")
+        );
     }
 
     #[test]

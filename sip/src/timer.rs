@@ -87,10 +87,15 @@ mod tests {
     #[test]
     fn retransmit_interval_doubles_to_t2() {
         let c = TimerConfig::default();
-        let got: Vec<_> = (0..6).map(|a| c.duration(TimerKind::G, a, false).unwrap()).collect();
+        let got: Vec<_> = (0..6)
+            .map(|a| c.duration(TimerKind::G, a, false).unwrap())
+            .collect();
         let ms: Vec<u128> = got.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [500, 1000, 2000, 4000, 4000, 4000]);
         assert_eq!(c.duration(TimerKind::E, 0, true), None);
-        assert_eq!(c.duration(TimerKind::AckTimeout, 0, true), Some(Duration::from_secs(32)));
+        assert_eq!(
+            c.duration(TimerKind::AckTimeout, 0, true),
+            Some(Duration::from_secs(32))
+        );
     }
 }

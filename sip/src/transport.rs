@@ -30,7 +30,7 @@ use crate::endpoint::{
     Transport,
 };
 use crate::error::Rejection;
-use crate::message::{stream_frame_len, MAX_MESSAGE_LEN};
+use crate::message::{MAX_MESSAGE_LEN, stream_frame_len};
 use crate::metrics::SipMetrics;
 
 /// Most TCP connections held open at once; further connections are closed at accept.
@@ -117,7 +117,11 @@ struct Inbound {
 enum FlowWriter {
     Udp(Arc<UdpSocket>),
     /// A TCP or TLS connection to `remote`.
-    Stream { transport: Transport, remote: SocketAddr, writer: mpsc::Sender<Vec<u8>> },
+    Stream {
+        transport: Transport,
+        remote: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
 }
 
 /// What connection tasks tell the driver.
@@ -134,7 +138,10 @@ enum FlowUpdate {
 pub type BoundAddrs = Vec<ListenAddr>;
 
 /// Loads a PEM certificate chain and private key into a TLS server configuration.
-pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -160,7 +167,11 @@ pub async fn spawn(
     metrics: SipMetrics,
     shutdown: CancellationToken,
 ) -> io::Result<(SipHandle, BoundAddrs, tokio::task::JoinHandle<()>)> {
-    let TransportConfig { listen, tls, tcp_idle_timeout } = transport;
+    let TransportConfig {
+        listen,
+        tls,
+        tcp_idle_timeout,
+    } = transport;
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
     let (flow_tx, flow_rx) = mpsc::unbounded_channel::<FlowUpdate>();
     let mut flows = HashMap::new();
@@ -174,29 +185,60 @@ pub async fn spawn(
                 let flow = FlowId(next_flow);
                 next_flow += 1;
                 flows.insert(flow, FlowWriter::Udp(socket.clone()));
-                bound.push(ListenAddr { transport: Transport::Udp, addr: local });
-                tokio::spawn(udp_reader(socket, flow, inbound_tx.clone(), shutdown.clone()));
+                bound.push(ListenAddr {
+                    transport: Transport::Udp,
+                    addr: local,
+                });
+                tokio::spawn(udp_reader(
+                    socket,
+                    flow,
+                    inbound_tx.clone(),
+                    shutdown.clone(),
+                ));
             }
             Transport::Tcp | Transport::Tls => {
                 let acceptor = match (l.transport, &tls) {
-                    (Transport::Tls, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+                    (Transport::Tls, Some(config)) => {
+                        Some(tokio_rustls::TlsAcceptor::from(config.clone()))
+                    }
                     (Transport::Tls, None) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TLS listener needs a certificate"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "a TLS listener needs a certificate",
+                        ));
                     }
                     _ => None,
                 };
                 let listener = TcpListener::bind(l.addr).await?;
-                bound.push(ListenAddr { transport: l.transport, addr: listener.local_addr()? });
+                bound.push(ListenAddr {
+                    transport: l.transport,
+                    addr: listener.local_addr()?,
+                });
                 // Each stream listener numbers its connections from its own base, far above the
                 // UDP socket numbers.
-                let links = Links { inbound: inbound_tx.clone(), flows: flow_tx.clone(), shutdown: shutdown.clone(), idle: tcp_idle_timeout };
-                tokio::spawn(stream_acceptor(listener, acceptor, (next_flow + 1) << 48, links));
+                let links = Links {
+                    inbound: inbound_tx.clone(),
+                    flows: flow_tx.clone(),
+                    shutdown: shutdown.clone(),
+                    idle: tcp_idle_timeout,
+                };
+                tokio::spawn(stream_acceptor(
+                    listener,
+                    acceptor,
+                    (next_flow + 1) << 48,
+                    links,
+                ));
                 next_flow += 1;
             }
         }
     }
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    let links = Links { inbound: inbound_tx, flows: flow_tx, shutdown: shutdown.clone(), idle: tcp_idle_timeout };
+    let links = Links {
+        inbound: inbound_tx,
+        flows: flow_tx,
+        shutdown: shutdown.clone(),
+        idle: tcp_idle_timeout,
+    };
     let driver = Driver {
         endpoint: Endpoint::new(config),
         flows,
@@ -208,7 +250,13 @@ pub async fn spawn(
         clock_origin: (Instant::now(), std::time::Instant::now()),
     };
     let task = tokio::spawn(driver.run(inbound_rx, flow_rx, commands_rx, shutdown));
-    Ok((SipHandle { commands: commands_tx }, bound, task))
+    Ok((
+        SipHandle {
+            commands: commands_tx,
+        },
+        bound,
+        task,
+    ))
 }
 
 /// What a connection task needs to talk to the driver.
@@ -329,7 +377,10 @@ impl Driver {
     fn update_flow(&mut self, update: FlowUpdate) {
         match update {
             FlowUpdate::Opened(flow, writer) => {
-                if let FlowWriter::Stream { transport, remote, .. } = &writer {
+                if let FlowWriter::Stream {
+                    transport, remote, ..
+                } = &writer
+                {
                     self.streams.insert((*transport, *remote), flow);
                 }
                 self.flows.insert(flow, writer);
@@ -345,7 +396,10 @@ impl Driver {
     }
 
     fn forget_flow(&mut self, flow: FlowId) {
-        if let Some(FlowWriter::Stream { transport, remote, .. }) = self.flows.remove(&flow) {
+        if let Some(FlowWriter::Stream {
+            transport, remote, ..
+        }) = self.flows.remove(&flow)
+        {
             if self.streams.get(&(transport, remote)) == Some(&flow) {
                 self.streams.remove(&(transport, remote));
             }
@@ -397,16 +451,27 @@ impl Driver {
         self.next_outbound += 1;
         let flow = FlowId(self.next_outbound);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-        let writer = FlowWriter::Stream { transport: Transport::Tcp, remote, writer: tx.clone() };
+        let writer = FlowWriter::Stream {
+            transport: Transport::Tcp,
+            remote,
+            writer: tx.clone(),
+        };
         self.update_flow(FlowUpdate::Opened(flow, writer));
         let links = self.links.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(remote)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(remote))
+                .await
+            {
                 Ok(Ok(stream)) => match stream.local_addr() {
                     Ok(local) => {
                         debug!(%remote, "SIP TCP connection opened");
-                        let peer = Peer { transport: Transport::Tcp, remote, local, flow };
+                        let peer = Peer {
+                            transport: Transport::Tcp,
+                            remote,
+                            local,
+                            flow,
+                        };
                         stream_connection(stream, peer, rx, &links).await;
                     }
                     Err(error) => debug!(%error, %remote, "SIP TCP connection unusable"),
@@ -443,7 +508,12 @@ fn route_source(bound: SocketAddr, remote: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-async fn udp_reader(socket: Arc<UdpSocket>, flow: FlowId, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) {
+async fn udp_reader(
+    socket: Arc<UdpSocket>,
+    flow: FlowId,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
     let bound = match socket.local_addr() {
         Ok(a) => a,
         Err(_) => return,
@@ -461,9 +531,23 @@ async fn udp_reader(socket: Arc<UdpSocket>, flow: FlowId, inbound: mpsc::Sender<
         if sources.len() > 4096 {
             sources.clear();
         }
-        let local = *sources.entry(remote.ip()).or_insert_with(|| route_source(bound, remote));
-        let peer = Peer { transport: Transport::Udp, remote, local, flow };
-        if inbound.send(Inbound { peer, bytes: buf[..len].to_vec() }).await.is_err() {
+        let local = *sources
+            .entry(remote.ip())
+            .or_insert_with(|| route_source(bound, remote));
+        let peer = Peer {
+            transport: Transport::Udp,
+            remote,
+            local,
+            flow,
+        };
+        if inbound
+            .send(Inbound {
+                peer,
+                bytes: buf[..len].to_vec(),
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -472,10 +556,19 @@ async fn udp_reader(socket: Arc<UdpSocket>, flow: FlowId, inbound: mpsc::Sender<
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn stream_acceptor(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, first_flow: u64, links: Links) {
+async fn stream_acceptor(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    first_flow: u64,
+    links: Links,
+) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     let mut next = first_flow;
-    let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -488,21 +581,38 @@ async fn stream_acceptor(listener: TcpListener, tls: Option<tokio_rustls::TlsAcc
             warn!(%remote, "SIP TCP connection limit reached; closing");
             continue;
         };
-        let Ok(local) = stream.local_addr() else { continue };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         next += 1;
         let flow = FlowId(next);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-        let _ = links.flows.send(FlowUpdate::Opened(flow, FlowWriter::Stream { transport, remote, writer: tx }));
-        let peer = Peer { transport, remote, local, flow };
+        let _ = links.flows.send(FlowUpdate::Opened(
+            flow,
+            FlowWriter::Stream {
+                transport,
+                remote,
+                writer: tx,
+            },
+        ));
+        let peer = Peer {
+            transport,
+            remote,
+            local,
+            flow,
+        };
         let (links, tls) = (links.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
                 None => stream_connection(stream, peer, rx, &links).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => stream_connection(tls_stream, peer, rx, &links).await,
-                    Ok(Err(error)) => debug!(%error, %remote, "TLS handshake failed"),
-                    Err(_) => debug!(%remote, "TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => stream_connection(tls_stream, peer, rx, &links).await,
+                        Ok(Err(error)) => debug!(%error, %remote, "TLS handshake failed"),
+                        Err(_) => debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
             }
             let _ = links.flows.send(FlowUpdate::Closed(flow));
             drop(permit);
@@ -512,8 +622,12 @@ async fn stream_acceptor(listener: TcpListener, tls: Option<tokio_rustls::TlsAcc
 
 /// Reads framed SIP messages from a TCP or TLS stream and writes what the driver queues for it,
 /// until either side closes, framing is lost, the driver drops the writer (idle), or shutdown.
-async fn stream_connection<S>(stream: S, peer: Peer, mut outbound: mpsc::Receiver<Vec<u8>>, links: &Links)
-where
+async fn stream_connection<S>(
+    stream: S,
+    peer: Peer,
+    mut outbound: mpsc::Receiver<Vec<u8>>,
+    links: &Links,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);

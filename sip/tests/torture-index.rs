@@ -17,7 +17,10 @@ enum Outcome {
 }
 
 fn outcome(bytes: &[u8]) -> Vec<Outcome> {
-    let mut ep = Endpoint::new(EndpointConfig { seed: Some(7), ..EndpointConfig::default() });
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: Some(7),
+        ..EndpointConfig::default()
+    });
     let peer = Peer {
         transport: Transport::Udp,
         remote: "127.0.0.1:5070".parse().unwrap(),
@@ -29,7 +32,8 @@ fn outcome(bytes: &[u8]) -> Vec<Outcome> {
     while let Some(out) = ep.poll_output() {
         match out {
             Output::Transmit(t) => {
-                let (m, _) = Message::parse(&t.bytes, Framing::Datagram).expect("we print valid SIP");
+                let (m, _) =
+                    Message::parse(&t.bytes, Framing::Datagram).expect("we print valid SIP");
                 if let Some(code) = m.status().filter(|c| *c >= 200) {
                     seen.push(Outcome::Response(code));
                 }
@@ -56,7 +60,10 @@ fn every_torture_message_gets_the_indexed_verdict() {
     for line in index.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
         let (file, expect, codes) = (cols[0], cols[5], cols[6]);
-        let codes: Vec<u16> = codes.split(',').filter_map(|c| c.trim().parse().ok()).collect();
+        let codes: Vec<u16> = codes
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
         let bytes = std::fs::read(torture_dir().join(file)).expect(file);
         let got = outcome(&bytes);
         rows += 1;
@@ -66,7 +73,9 @@ fn every_torture_message_gets_the_indexed_verdict() {
                 Outcome::Response(c) => *c != 400 && (codes.is_empty() || codes.contains(c)),
                 Outcome::Silence => false,
             }),
-            "reject" => got.iter().all(|o| matches!(o, Outcome::Response(c) if codes.contains(c))),
+            "reject" => got
+                .iter()
+                .all(|o| matches!(o, Outcome::Response(c) if codes.contains(c))),
             "either" => true,
             "drop" => got == [Outcome::Silence],
             "dblreq" => got.len() == 1 && matches!(got[0], Outcome::Response(c) if c != 400),
@@ -77,5 +86,10 @@ fn every_torture_message_gets_the_indexed_verdict() {
         }
     }
     assert_eq!(rows, 61, "every row of the index");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

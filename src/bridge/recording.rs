@@ -4,7 +4,10 @@
 
 use std::time::UNIX_EPOCH;
 
-use roundtable_api::{ControlError, Download, RecordingAction, RecordingMode, RecordingQuery, RecordingRequest, RecordingSummary, RecordingsPage};
+use roundtable_api::{
+    ControlError, Download, RecordingAction, RecordingMode, RecordingQuery, RecordingRequest,
+    RecordingSummary, RecordingsPage,
+};
 use roundtable_mixer::pool::{Command, RECORDER_QUEUE, RoomKey};
 use roundtable_recorder::upload::UploadError;
 use roundtable_recorder::{Control as RecordControl, Mode, RecordError, Recording, Spec};
@@ -32,13 +35,23 @@ fn mode_of(mode: RecordingMode) -> Mode {
 
 /// An instant as the folder names write it (`20261122T093000Z`), from RFC 3339 or that form.
 fn basic_instant(text: &str) -> Option<String> {
-    let digits: String = text.chars().take_while(|c| *c != '.' && *c != 'Z' && *c != '+').filter(|c| c.is_ascii_digit()).collect();
+    let digits: String = text
+        .chars()
+        .take_while(|c| *c != '.' && *c != 'Z' && *c != '+')
+        .filter(|c| c.is_ascii_digit())
+        .collect();
     (digits.len() == 14).then(|| format!("{}T{}Z", &digits[..8], &digits[8..]))
 }
 
 impl Bridge {
     /// Starts recording `room` (`state` locked by the caller); `by` is the API caller.
-    pub(super) fn start_recording(&self, state: &mut State, room: &RoomKey, mode: Mode, by: Option<&str>) -> Result<(), ControlError> {
+    pub(super) fn start_recording(
+        &self,
+        state: &mut State,
+        room: &RoomKey,
+        mode: Mode,
+        by: Option<&str>,
+    ) -> Result<(), ControlError> {
         let entry = state.rooms.get(room).ok_or(ControlError::RoomNotFound)?;
         if entry.recording.is_some() {
             return Err(ControlError::Conflict("room is already being recorded"));
@@ -47,21 +60,41 @@ impl Bridge {
         if !account.accepts_new() {
             self.metrics.recordings_refused.inc();
             error!(room = %room, used = account.used(), quota = account.quota(), "recording refused: the spool is over 80% of storage.spool_quota_mib");
-            return Err(ControlError::Unavailable("recording refused: the recording spool is over 80% of its quota".into()));
+            return Err(ControlError::Unavailable(
+                "recording refused: the recording spool is over 80% of its quota".into(),
+            ));
         }
         let now = self.clock.now();
         let start = time::iso_basic(now);
-        let start_unix_ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let start_unix_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut started = None;
         // A room recorded twice in one second gets `-2`, `-3`... (the spool folder, and this
         // process's memory of names it used, tell which are taken).
         for attempt in 1..=20 {
-            let folder = if attempt == 1 { start.clone() } else { format!("{start}-{attempt}") };
+            let folder = if attempt == 1 {
+                start.clone()
+            } else {
+                format!("{start}-{attempt}")
+            };
             let id = format!("{room}/{folder}");
-            if self.recent_recordings.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+            if self
+                .recent_recordings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+            {
                 continue;
             }
-            let spec = Spec { room: room.to_string(), start: folder, start_unix_ms, rate: self.config.audio_rate, mode, spool: Default::default() };
+            let spec = Spec {
+                room: room.to_string(),
+                start: folder,
+                start_unix_ms,
+                rate: self.config.audio_rate,
+                mode,
+                spool: Default::default(),
+            };
             let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
             match self.archive.start(spec, rx) {
                 Ok(recording) => {
@@ -72,7 +105,9 @@ impl Bridge {
                 Err(error) => {
                     self.metrics.recording_failures.inc();
                     warn!(room = %room, %error, "recording not started");
-                    return Err(ControlError::Unavailable(format!("recording not started: {error}")));
+                    return Err(ControlError::Unavailable(format!(
+                        "recording not started: {error}"
+                    )));
                 }
             }
         }
@@ -80,19 +115,42 @@ impl Bridge {
             return Err(ControlError::Unavailable("no free recording name".into()));
         };
         {
-            let mut recent = self.recent_recordings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = self
+                .recent_recordings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             recent.retain(|id| id.rsplit('/').next().is_some_and(|f| f.starts_with(&start)));
             recent.insert(recording.id().to_string());
         }
         let id = recording.id().to_string();
         info!(room = %room, recording = %id, mode = mode.as_str(), "recording started");
-        self.event("recording_started", room, serde_json::json!({"recording": id, "mode": mode.as_str()}));
+        self.event(
+            "recording_started",
+            room,
+            serde_json::json!({"recording": id, "mode": mode.as_str()}),
+        );
         if let Some(by) = by {
-            recording.control(RecordControl::Action { action: format!("start {}", mode.as_str()), by: by.to_string() });
+            recording.control(RecordControl::Action {
+                action: format!("start {}", mode.as_str()),
+                by: by.to_string(),
+            });
         }
-        let entry = state.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
-        self.mixer.send(entry.worker, Command::StartRecording { room: room.clone(), sink: tx, tracks: mode.tracks() });
-        entry.recording = Some(ActiveRecording { recording, paused: false });
+        let entry = state
+            .rooms
+            .get_mut(room)
+            .ok_or(ControlError::RoomNotFound)?;
+        self.mixer.send(
+            entry.worker,
+            Command::StartRecording {
+                room: room.clone(),
+                sink: tx,
+                tracks: mode.tracks(),
+            },
+        );
+        entry.recording = Some(ActiveRecording {
+            recording,
+            paused: false,
+        });
         self.metrics.recordings_active.inc();
         // Everyone already in the room is in the recording, and hears the notice.
         let calls: Vec<CallKey> = entry.legs.values().copied().collect();
@@ -104,23 +162,47 @@ impl Bridge {
 
     /// Tells a room's recording that `call` is in it, and plays that leg the notice.
     pub(super) fn recording_joined(&self, state: &State, room: &RoomKey, call: CallKey) {
-        let (Some(entry), Some(leg)) = (state.rooms.get(room), state.legs.get(&call)) else { return };
-        let Some(active) = &entry.recording else { return };
+        let (Some(entry), Some(leg)) = (state.rooms.get(room), state.legs.get(&call)) else {
+            return;
+        };
+        let Some(active) = &entry.recording else {
+            return;
+        };
         let recording = &active.recording;
-        recording.control(RecordControl::Joined { leg: leg.id.to_string(), from: leg.from.clone(), codec: leg.codec.name().to_string() });
+        recording.control(RecordControl::Joined {
+            leg: leg.id.to_string(),
+            from: leg.from.clone(),
+            codec: leg.codec.name().to_string(),
+        });
         if leg.controls.muted {
-            recording.control(RecordControl::Muted { leg: leg.id.to_string(), muted: true });
+            recording.control(RecordControl::Muted {
+                leg: leg.id.to_string(),
+                muted: true,
+            });
         }
         if self.config.consent_notice {
-            self.mixer.send(entry.worker, Command::Play { room: room.clone(), leg: leg.id, samples: self.prompts.samples(Prompt::Recording) });
-            recording.control(RecordControl::ConsentNotice { leg: leg.id.to_string() });
+            self.mixer.send(
+                entry.worker,
+                Command::Play {
+                    room: room.clone(),
+                    leg: leg.id,
+                    samples: self.prompts.samples(Prompt::Recording),
+                },
+            );
+            recording.control(RecordControl::ConsentNotice {
+                leg: leg.id.to_string(),
+            });
         }
     }
 
     /// Waits for a stopped recording's files to close and stores it (off the caller's thread).
     pub(super) fn finish_recording(&self, room: RoomKey, recording: ActiveRecording) {
         let id = recording.recording.id().to_string();
-        self.event("recording_stopped", &room, serde_json::json!({"recording": id}));
+        self.event(
+            "recording_stopped",
+            &room,
+            serde_json::json!({"recording": id}),
+        );
         let gauge = self.metrics.recordings_active.clone();
         let failures = self.metrics.recording_failures.clone();
         let archive = self.archive.clone();
@@ -146,35 +228,70 @@ impl Bridge {
     }
 
     /// `POST /v1/rooms/{room}/recording`.
-    pub(super) fn recording_request(&self, room: &str, request: RecordingRequest, by: &str) -> Result<(), ControlError> {
+    pub(super) fn recording_request(
+        &self,
+        room: &str,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Result<(), ControlError> {
         let mut state = self.lock();
-        let key: RoomKey = state.rooms.get_key_value(room).map(|(k, _)| k.clone()).ok_or(ControlError::RoomNotFound)?;
+        let key: RoomKey = state
+            .rooms
+            .get_key_value(room)
+            .map(|(k, _)| k.clone())
+            .ok_or(ControlError::RoomNotFound)?;
         if request.action == RecordingAction::Start {
             let mode = request.mode.map_or(self.config.recording_mode, mode_of);
             return self.start_recording(&mut state, &key, mode, Some(by));
         }
-        let entry = state.rooms.get_mut(&key).ok_or(ControlError::RoomNotFound)?;
-        let active = entry.recording.as_mut().ok_or(ControlError::Conflict("room is not being recorded"))?;
+        let entry = state
+            .rooms
+            .get_mut(&key)
+            .ok_or(ControlError::RoomNotFound)?;
+        let active = entry
+            .recording
+            .as_mut()
+            .ok_or(ControlError::Conflict("room is not being recorded"))?;
         let action = match request.action {
-            RecordingAction::Pause if active.paused => return Err(ControlError::Conflict("recording is already paused")),
-            RecordingAction::Resume if !active.paused => return Err(ControlError::Conflict("recording is not paused")),
+            RecordingAction::Pause if active.paused => {
+                return Err(ControlError::Conflict("recording is already paused"));
+            }
+            RecordingAction::Resume if !active.paused => {
+                return Err(ControlError::Conflict("recording is not paused"));
+            }
             RecordingAction::Pause => "pause",
             RecordingAction::Resume => "resume",
             RecordingAction::Stop | RecordingAction::Start => "stop",
         };
-        active.recording.control(RecordControl::Action { action: action.into(), by: by.to_string() });
+        active.recording.control(RecordControl::Action {
+            action: action.into(),
+            by: by.to_string(),
+        });
         info!(room = %room, recording = %active.recording.id(), action, by, "recording changed through the API");
         match request.action {
             RecordingAction::Pause | RecordingAction::Resume => {
                 active.paused = request.action == RecordingAction::Pause;
-                active.recording.control(if active.paused { RecordControl::Pause } else { RecordControl::Resume });
+                active.recording.control(if active.paused {
+                    RecordControl::Pause
+                } else {
+                    RecordControl::Resume
+                });
                 let id = active.recording.id().to_string();
                 drop(state);
-                self.event(if action == "pause" { "recording_paused" } else { "recording_resumed" }, room, serde_json::json!({"recording": id}));
+                self.event(
+                    if action == "pause" {
+                        "recording_paused"
+                    } else {
+                        "recording_resumed"
+                    },
+                    room,
+                    serde_json::json!({"recording": id}),
+                );
             }
             _ => {
                 let recording = entry.recording.take().expect("checked above");
-                self.mixer.send(entry.worker, Command::StopRecording { room: key.clone() });
+                self.mixer
+                    .send(entry.worker, Command::StopRecording { room: key.clone() });
                 drop(state);
                 self.finish_recording(key, recording);
             }
@@ -183,10 +300,17 @@ impl Bridge {
     }
 
     /// `GET /v1/recordings`.
-    pub(super) fn list_recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
+    pub(super) fn list_recordings(
+        &self,
+        query: &RecordingQuery,
+    ) -> Result<RecordingsPage, ControlError> {
         let bound = |text: &Option<String>, name: &str| match text {
             None => Ok(None),
-            Some(t) => basic_instant(t).map(Some).ok_or_else(|| ControlError::Invalid(format!("{name}: not an RFC 3339 or ISO 8601 basic UTC instant"))),
+            Some(t) => basic_instant(t).map(Some).ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "{name}: not an RFC 3339 or ISO 8601 basic UTC instant"
+                ))
+            }),
         };
         let (since, until) = (bound(&query.since, "since")?, bound(&query.until, "until")?);
         if let Some(room) = &query.room
@@ -196,27 +320,51 @@ impl Bridge {
         }
         let keep = |id: &str| {
             let instant = id.split_once('/').and_then(|(_, start)| start.get(..16));
-            instant.is_some_and(|instant| since.as_deref().is_none_or(|s| instant >= s) && until.as_deref().is_none_or(|u| instant < u))
+            instant.is_some_and(|instant| {
+                since.as_deref().is_none_or(|s| instant >= s)
+                    && until.as_deref().is_none_or(|u| instant < u)
+            })
         };
-        let limit = query.limit.unwrap_or(roundtable_api::RECORDINGS_PAGE_DEFAULT);
+        let limit = query
+            .limit
+            .unwrap_or(roundtable_api::RECORDINGS_PAGE_DEFAULT);
         let store = self.archive.store();
-        let page = roundtable_recorder::list_recordings_page(store.as_ref(), self.archive.prefix(), query.room.as_deref(), query.after.as_deref(), limit, &keep)
-            .map_err(storage_error)?;
+        let page = roundtable_recorder::list_recordings_page(
+            store.as_ref(),
+            self.archive.prefix(),
+            query.room.as_deref(),
+            query.after.as_deref(),
+            limit,
+            &keep,
+        )
+        .map_err(storage_error)?;
         let recordings = page
             .ids
             .into_iter()
             .filter_map(|id| {
                 let (room, start) = id.split_once('/')?;
-                Some(RecordingSummary { room: room.to_string(), start: start.to_string(), id: id.clone() })
+                Some(RecordingSummary {
+                    room: room.to_string(),
+                    start: start.to_string(),
+                    id: id.clone(),
+                })
             })
             .collect();
-        Ok(RecordingsPage { recordings, next: page.next })
+        Ok(RecordingsPage {
+            recordings,
+            next: page.next,
+        })
     }
 
     /// `GET /v1/recordings/{room}/{start}`: the manifest, its signature checked.
     pub(super) fn manifest_json(&self, id: &str) -> Result<serde_json::Value, ControlError> {
-        let manifest = roundtable_recorder::read_manifest(self.archive.store().as_ref(), self.archive.prefix(), &checked_id(id)?, None)
-            .map_err(storage_error)?;
+        let manifest = roundtable_recorder::read_manifest(
+            self.archive.store().as_ref(),
+            self.archive.prefix(),
+            &checked_id(id)?,
+            None,
+        )
+        .map_err(storage_error)?;
         serde_json::to_value(manifest).map_err(|e| ControlError::Unavailable(e.to_string()))
     }
 
@@ -225,21 +373,41 @@ impl Bridge {
         let id = checked_id(id)?;
         let allowed = object == "mix.wav"
             || object == roundtable_recorder::MANIFEST
-            || object.strip_prefix("legs/").and_then(|n| n.strip_suffix(".wav")).is_some_and(|n| n.parse::<u64>().is_ok());
+            || object
+                .strip_prefix("legs/")
+                .and_then(|n| n.strip_suffix(".wav"))
+                .is_some_and(|n| n.parse::<u64>().is_ok());
         if !allowed {
             return Err(ControlError::RecordingNotFound);
         }
-        let key = ObjectKey::new(format!("{}recordings/{id}/{object}", self.archive.prefix())).map_err(|_| ControlError::RecordingNotFound)?;
-        let reader = self.archive.store().open(&key).map_err(|e| storage_error(RecordError::Storage(e)))?;
-        let content_type = if object.ends_with(".wav") { "audio/wav" } else { "application/json" };
-        Ok(Download { size: reader.size, content_type, body: reader.body })
+        let key = ObjectKey::new(format!("{}recordings/{id}/{object}", self.archive.prefix()))
+            .map_err(|_| ControlError::RecordingNotFound)?;
+        let reader = self
+            .archive
+            .store()
+            .open(&key)
+            .map_err(|e| storage_error(RecordError::Storage(e)))?;
+        let content_type = if object.ends_with(".wav") {
+            "audio/wav"
+        } else {
+            "application/json"
+        };
+        Ok(Download {
+            size: reader.size,
+            content_type,
+            body: reader.body,
+        })
     }
 }
 
 /// A recording id as the API takes it: two key segments.
 fn checked_id(id: &str) -> Result<String, ControlError> {
     let ok = id.split('/').count() == 2 && ObjectKey::new(id).is_ok();
-    if ok { Ok(id.to_string()) } else { Err(ControlError::RecordingNotFound) }
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(ControlError::RecordingNotFound)
+    }
 }
 
 fn storage_error(error: RecordError) -> ControlError {
@@ -255,9 +423,18 @@ mod tests {
 
     #[test]
     fn instants_in_either_form() {
-        assert_eq!(basic_instant("2026-11-22T09:30:00Z").as_deref(), Some("20261122T093000Z"));
-        assert_eq!(basic_instant("2026-11-22T09:30:00.123Z").as_deref(), Some("20261122T093000Z"));
-        assert_eq!(basic_instant("20261122T093000Z").as_deref(), Some("20261122T093000Z"));
+        assert_eq!(
+            basic_instant("2026-11-22T09:30:00Z").as_deref(),
+            Some("20261122T093000Z")
+        );
+        assert_eq!(
+            basic_instant("2026-11-22T09:30:00.123Z").as_deref(),
+            Some("20261122T093000Z")
+        );
+        assert_eq!(
+            basic_instant("20261122T093000Z").as_deref(),
+            Some("20261122T093000Z")
+        );
         assert_eq!(basic_instant("yesterday"), None);
         assert!(checked_id("1000/20261122T093000Z").is_ok());
         assert!(checked_id("../x").is_err() && checked_id("a/b/c").is_err());

@@ -60,9 +60,15 @@ impl ObjectKey {
                 !seg.is_empty()
                     && seg != "."
                     && seg != ".."
-                    && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             });
-        if ok { Ok(ObjectKey(key)) } else { Err(StorageError::InvalidKey(key)) }
+        if ok {
+            Ok(ObjectKey(key))
+        } else {
+            Err(StorageError::InvalidKey(key))
+        }
     }
 
     /// The key text.
@@ -117,7 +123,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// At most `max` objects whose key starts with `prefix` and sorts after `after` (when
     /// given), in key order (bytewise, as S3 orders keys). Paging keeps a listing of a large
     /// archive bounded: the API lists recordings a page at a time.
-    fn list_page(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<ObjectPage, StorageError>;
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<ObjectPage, StorageError>;
     /// Every object whose key starts with `prefix`, in key order (page after page).
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let mut all: Vec<ObjectInfo> = Vec::new();
@@ -160,12 +171,28 @@ impl LocalStore {
     /// `page`, in key order: each folder's entries sorted, a subfolder as its name and a slash
     /// (so `a-b` comes before `a/b`, as in S3). Folders that hold no key after `after` or none
     /// under `prefix` are not opened, so a page costs little however many pages come before it.
-    fn walk(&self, folder: &str, prefix: &str, after: Option<&str>, max: usize, page: &mut ObjectPage) -> Result<(), StorageError> {
-        let dir = if folder.is_empty() { self.root.clone() } else { self.root.join(folder) };
+    fn walk(
+        &self,
+        folder: &str,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+        page: &mut ObjectPage,
+    ) -> Result<(), StorageError> {
+        let dir = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(folder)
+        };
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(StorageError::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(StorageError::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
         };
         // (key, the entry for a file; None for a folder). The file type comes with the folder's
         // listing; a file's size is read only when the file joins the page.
@@ -173,8 +200,14 @@ impl LocalStore {
         for entry in entries {
             let entry = entry.map_err(io_error(&dir))?;
             let is_dir = entry.file_type().map_err(io_error(&entry.path()))?.is_dir();
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-            let key = if folder.is_empty() { name } else { format!("{folder}/{name}") };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let key = if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            };
             if is_dir {
                 found.push((format!("{key}/"), None));
             } else {
@@ -198,7 +231,9 @@ impl LocalStore {
             if !key.starts_with(prefix) || after.is_some_and(|a| key.as_str() <= a) {
                 continue;
             }
-            let Ok(key) = ObjectKey::new(&key) else { continue };
+            let Ok(key) = ObjectKey::new(&key) else {
+                continue;
+            };
             if page.objects.len() >= max {
                 page.more = true;
                 return Ok(());
@@ -211,7 +246,10 @@ impl LocalStore {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.to_path_buf(), source }
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` so that the file is either absent, the old one, or complete and
@@ -226,10 +264,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     });
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(StorageError::Io { path: tmp, source: e });
+        return Err(StorageError::Io {
+            path: tmp,
+            source: e,
+        });
     }
     fs::rename(&tmp, path).map_err(io_error(path))?;
-    File::open(parent).and_then(|d| d.sync_all()).map_err(io_error(parent))
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(parent))
 }
 
 impl ObjectStore for LocalStore {
@@ -245,13 +288,24 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key);
         let file = File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StorageError::NotFound(key.to_string()),
-            _ => StorageError::Io { path: path.clone(), source: e },
+            _ => StorageError::Io {
+                path: path.clone(),
+                source: e,
+            },
         })?;
         let size = file.metadata().map_err(io_error(&path))?.len();
-        Ok(ObjectReader { size, body: Box::new(io::BufReader::with_capacity(256 * 1024, file)) })
+        Ok(ObjectReader {
+            size,
+            body: Box::new(io::BufReader::with_capacity(256 * 1024, file)),
+        })
     }
 
-    fn list_page(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<ObjectPage, StorageError> {
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<ObjectPage, StorageError> {
         // Walk from the deepest folder the prefix names.
         let folder = prefix.rfind('/').map_or("", |i| &prefix[..i]);
         let mut page = ObjectPage::default();
@@ -261,8 +315,12 @@ impl ObjectStore for LocalStore {
 
     fn check_writable(&self) -> Result<(), StorageError> {
         fs::create_dir_all(&self.root).map_err(io_error(&self.root))?;
-        let probe = self.root.join(format!(".roundtable-write-check-{}", std::process::id()));
-        let result = File::create(&probe).and_then(|mut f| f.write_all(b"ok")).map_err(io_error(&probe));
+        let probe = self
+            .root
+            .join(format!(".roundtable-write-check-{}", std::process::id()));
+        let result = File::create(&probe)
+            .and_then(|mut f| f.write_all(b"ok"))
+            .map_err(io_error(&probe));
         let _ = fs::remove_file(&probe);
         result
     }
@@ -275,7 +333,9 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert!(ObjectKey::new("recordings/1000/20261121T223015Z/mix.wav").is_ok());
-        for bad in ["", "/abs", "a//b", "../x", "a/./b", "a b", "a/\u{e9}", "a\\b"] {
+        for bad in [
+            "", "/abs", "a//b", "../x", "a/./b", "a b", "a/\u{e9}", "a\\b",
+        ] {
             assert!(ObjectKey::new(bad).is_err(), "{bad:?}");
         }
     }
@@ -288,39 +348,98 @@ mod tests {
         let key = ObjectKey::new("recordings/r/1/manifest.json").unwrap();
         store.put(&key, b"first").unwrap();
         store.put(&key, b"second").unwrap();
-        store.put(&ObjectKey::new("recordings/r/2/mix.wav").unwrap(), b"x").unwrap();
-        store.put(&ObjectKey::new("other/y").unwrap(), b"y").unwrap();
+        store
+            .put(&ObjectKey::new("recordings/r/2/mix.wav").unwrap(), b"x")
+            .unwrap();
+        store
+            .put(&ObjectKey::new("other/y").unwrap(), b"y")
+            .unwrap();
         let mut body = String::new();
         let reader = store.open(&key).unwrap();
         assert_eq!(reader.size, 6);
         { reader.body }.read_to_string(&mut body).unwrap();
         assert_eq!(body, "second");
-        let listed: Vec<String> = store.list("recordings/r/").unwrap().into_iter().map(|o| o.key.to_string()).collect();
-        assert_eq!(listed, ["recordings/r/1/manifest.json", "recordings/r/2/mix.wav"]);
-        assert!(matches!(store.open(&ObjectKey::new("nope").unwrap()), Err(StorageError::NotFound(_))));
-        assert_eq!(fs::read_dir(dir.path().join("recordings/r/1")).unwrap().count(), 1, "no temporary file left");
+        let listed: Vec<String> = store
+            .list("recordings/r/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key.to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            ["recordings/r/1/manifest.json", "recordings/r/2/mix.wav"]
+        );
+        assert!(matches!(
+            store.open(&ObjectKey::new("nope").unwrap()),
+            Err(StorageError::NotFound(_))
+        ));
+        assert_eq!(
+            fs::read_dir(dir.path().join("recordings/r/1"))
+                .unwrap()
+                .count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]
     fn lists_page_by_page_in_key_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        let keys = ["r/a/1", "r/a/2", "r/a-b/1", "r/b/1/x", "r/b/2", "r/c", "s/1"];
+        let keys = [
+            "r/a/1", "r/a/2", "r/a-b/1", "r/b/1/x", "r/b/2", "r/c", "s/1",
+        ];
         for key in keys.iter().rev() {
             store.put(&ObjectKey::new(*key).unwrap(), b"x").unwrap();
         }
         let page = |prefix: &str, after: Option<&str>, max: usize| {
             let page = store.list_page(prefix, after, max).unwrap();
-            (page.objects.into_iter().map(|o| o.key.to_string()).collect::<Vec<_>>(), page.more)
+            (
+                page.objects
+                    .into_iter()
+                    .map(|o| o.key.to_string())
+                    .collect::<Vec<_>>(),
+                page.more,
+            )
         };
         // Bytewise key order, as S3 lists: "a-b/" sorts before "a/".
-        assert_eq!(page("r/", None, 10), (vec!["r/a-b/1".into(), "r/a/1".into(), "r/a/2".into(), "r/b/1/x".into(), "r/b/2".into(), "r/c".into()], false));
-        assert_eq!(page("r/", None, 2), (vec!["r/a-b/1".into(), "r/a/1".into()], true));
-        assert_eq!(page("r/", Some("r/a/1"), 2), (vec!["r/a/2".into(), "r/b/1/x".into()], true));
-        assert_eq!(page("r/", Some("r/b/1/x"), 2), (vec!["r/b/2".into(), "r/c".into()], false));
-        assert_eq!(page("r/b", None, 10), (vec!["r/b/1/x".into(), "r/b/2".into()], false));
+        assert_eq!(
+            page("r/", None, 10),
+            (
+                vec![
+                    "r/a-b/1".into(),
+                    "r/a/1".into(),
+                    "r/a/2".into(),
+                    "r/b/1/x".into(),
+                    "r/b/2".into(),
+                    "r/c".into()
+                ],
+                false
+            )
+        );
+        assert_eq!(
+            page("r/", None, 2),
+            (vec!["r/a-b/1".into(), "r/a/1".into()], true)
+        );
+        assert_eq!(
+            page("r/", Some("r/a/1"), 2),
+            (vec!["r/a/2".into(), "r/b/1/x".into()], true)
+        );
+        assert_eq!(
+            page("r/", Some("r/b/1/x"), 2),
+            (vec!["r/b/2".into(), "r/c".into()], false)
+        );
+        assert_eq!(
+            page("r/b", None, 10),
+            (vec!["r/b/1/x".into(), "r/b/2".into()], false)
+        );
         assert_eq!(page("r/", Some("r/c"), 10), (vec![], false));
-        let all: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key.to_string()).collect();
+        let all: Vec<String> = store
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key.to_string())
+            .collect();
         let mut sorted: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         sorted.sort();
         assert_eq!(all, sorted);
@@ -332,6 +451,9 @@ mod tests {
         let file = dir.path().join("file");
         fs::write(&file, b"x").unwrap();
         let store = LocalStore::new(file.join("sub"));
-        assert!(matches!(store.check_writable(), Err(StorageError::Io { .. })));
+        assert!(matches!(
+            store.check_writable(),
+            Err(StorageError::Io { .. })
+        ));
     }
 }

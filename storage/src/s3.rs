@@ -16,10 +16,13 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, ServerSideEncryption,
+    CompletedMultipartUpload, CompletedPart, ObjectLockMode, ObjectLockRetention,
+    ObjectLockRetentionMode, ServerSideEncryption,
 };
 
-use crate::{LIST_PAGE_MAX, ObjectInfo, ObjectKey, ObjectPage, ObjectReader, ObjectStore, StorageError};
+use crate::{
+    LIST_PAGE_MAX, ObjectInfo, ObjectKey, ObjectPage, ObjectReader, ObjectStore, StorageError,
+};
 
 /// `[storage.s3]`. Its `Debug` leaves the secret key out.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -76,8 +79,14 @@ impl S3Config {
         if self.bucket.is_empty() {
             return Err(("bucket", "must be set"));
         }
-        if !self.prefix.is_empty() && (!self.prefix.ends_with('/') || ObjectKey::new(self.prefix.trim_end_matches('/')).is_err()) {
-            return Err(("prefix", "must be empty or path segments of [A-Za-z0-9_.-] ending in '/'"));
+        if !self.prefix.is_empty()
+            && (!self.prefix.ends_with('/')
+                || ObjectKey::new(self.prefix.trim_end_matches('/')).is_err())
+        {
+            return Err((
+                "prefix",
+                "must be empty or path segments of [A-Za-z0-9_.-] ending in '/'",
+            ));
         }
         if self.part_size < MIN_PART {
             return Err(("part_size_mib", "must be at least 5"));
@@ -89,10 +98,16 @@ impl S3Config {
             return Err(("kms_key_id", "needs sse = \"aws:kms\""));
         }
         if !["", "GOVERNANCE", "COMPLIANCE"].contains(&self.object_lock_mode.as_str()) {
-            return Err(("object_lock_mode", "must be \"\", \"GOVERNANCE\" or \"COMPLIANCE\""));
+            return Err((
+                "object_lock_mode",
+                "must be \"\", \"GOVERNANCE\" or \"COMPLIANCE\"",
+            ));
         }
         if self.object_lock_mode.is_empty() != (self.retention_days == 0) {
-            return Err(("retention_days", "must be set (above 0) exactly when object_lock_mode is"));
+            return Err((
+                "retention_days",
+                "must be set (above 0) exactly when object_lock_mode is",
+            ));
         }
         if self.access_key.is_empty() != self.secret_key.is_empty() {
             return Err(("secret_key", "access_key and secret_key go together"));
@@ -121,7 +136,10 @@ impl Drop for S3Store {
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Store").field("endpoint", &self.config.endpoint).field("bucket", &self.config.bucket).finish()
+        f.debug_struct("S3Store")
+            .field("endpoint", &self.config.endpoint)
+            .field("bucket", &self.config.bucket)
+            .finish()
     }
 }
 
@@ -134,16 +152,25 @@ fn s3_error(operation: &'static str, key: &str, e: impl std::error::Error) -> St
         message.push_str(&s.to_string());
         source = s.source();
     }
-    StorageError::S3 { operation, key: key.to_string(), message }
+    StorageError::S3 {
+        operation,
+        key: key.to_string(),
+        message,
+    }
 }
 
 impl S3Store {
     /// A client for `config` (credentials from it, else from the standard environment
     /// variables). Makes no request.
     pub fn new(config: S3Config) -> Result<S3Store, StorageError> {
-        config.validate().map_err(|(key, reason)| StorageError::Config(format!("storage.s3.{key} {reason}")))?;
+        config
+            .validate()
+            .map_err(|(key, reason)| StorageError::Config(format!("storage.s3.{key} {reason}")))?;
         let (access, secret) = if config.access_key.is_empty() {
-            (std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(), std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default())
+            (
+                std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+                std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+            )
         } else {
             (config.access_key.clone(), config.secret_key.clone())
         };
@@ -174,7 +201,11 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| StorageError::Config(format!("S3 runtime: {e}")))?;
-        Ok(S3Store { client: Client::from_conf(builder.build()), config, runtime: Some(runtime) })
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            config,
+            runtime: Some(runtime),
+        })
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -204,13 +235,25 @@ impl S3Store {
             .set_ssekms_key_id(kms_key_id)
             .set_object_lock_mode(lock_mode)
             .set_object_lock_retain_until_date(until);
-        let output = self.block_on(request.send()).map_err(|e| s3_error("CreateMultipartUpload", key.as_str(), e))?;
-        output.upload_id.ok_or_else(|| StorageError::S3 { operation: "CreateMultipartUpload", key: key.to_string(), message: "no upload id".into() })
+        let output = self
+            .block_on(request.send())
+            .map_err(|e| s3_error("CreateMultipartUpload", key.as_str(), e))?;
+        output.upload_id.ok_or_else(|| StorageError::S3 {
+            operation: "CreateMultipartUpload",
+            key: key.to_string(),
+            message: "no upload id".into(),
+        })
     }
 
     /// Uploads part `number` (1-based; sending a number again replaces that part); returns its
     /// ETag.
-    pub fn upload_part(&self, key: &ObjectKey, upload_id: &str, number: i32, bytes: Vec<u8>) -> Result<String, StorageError> {
+    pub fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<String, StorageError> {
         let request = self
             .client
             .upload_part()
@@ -220,21 +263,40 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(bytes));
-        let output = self.block_on(request.send()).map_err(|e| s3_error("UploadPart", key.as_str(), e))?;
-        output.e_tag.ok_or_else(|| StorageError::S3 { operation: "UploadPart", key: key.to_string(), message: "no ETag".into() })
+        let output = self
+            .block_on(request.send())
+            .map_err(|e| s3_error("UploadPart", key.as_str(), e))?;
+        output.e_tag.ok_or_else(|| StorageError::S3 {
+            operation: "UploadPart",
+            key: key.to_string(),
+            message: "no ETag".into(),
+        })
     }
 
     /// Completes an upload from its parts' (number, ETag), in order.
-    pub fn complete_multipart(&self, key: &ObjectKey, upload_id: &str, parts: &[(i32, String)]) -> Result<(), StorageError> {
-        let parts = parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build()).collect();
+    pub fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<(), StorageError> {
+        let parts = parts
+            .iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build())
+            .collect();
         let request = self
             .client
             .complete_multipart_upload()
             .bucket(&self.config.bucket)
             .key(key.as_str())
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
-        self.block_on(request.send()).map_err(|e| s3_error("CompleteMultipartUpload", key.as_str(), e))?;
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        self.block_on(request.send())
+            .map_err(|e| s3_error("CompleteMultipartUpload", key.as_str(), e))?;
         Ok(())
     }
 
@@ -242,25 +304,45 @@ impl S3Store {
     /// upload's completed object does not get the lock its CreateMultipartUpload asked for on
     /// every S3 implementation (moto drops it). Idempotent; a no-op without object lock.
     pub fn apply_retention(&self, key: &ObjectKey) -> Result<(), StorageError> {
-        let Some((_, until)) = self.lock() else { return Ok(()) };
+        let Some((_, until)) = self.lock() else {
+            return Ok(());
+        };
         let retention = ObjectLockRetention::builder()
-            .mode(ObjectLockRetentionMode::from(self.config.object_lock_mode.as_str()))
+            .mode(ObjectLockRetentionMode::from(
+                self.config.object_lock_mode.as_str(),
+            ))
             .retain_until_date(until)
             .build();
-        let request = self.client.put_object_retention().bucket(&self.config.bucket).key(key.as_str()).retention(retention);
-        self.block_on(request.send()).map_err(|e| s3_error("PutObjectRetention", key.as_str(), e))?;
+        let request = self
+            .client
+            .put_object_retention()
+            .bucket(&self.config.bucket)
+            .key(key.as_str())
+            .retention(retention);
+        self.block_on(request.send())
+            .map_err(|e| s3_error("PutObjectRetention", key.as_str(), e))?;
         Ok(())
     }
 
     /// Abandons an upload and its parts.
     pub fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) -> Result<(), StorageError> {
-        let request = self.client.abort_multipart_upload().bucket(&self.config.bucket).key(key.as_str()).upload_id(upload_id);
-        self.block_on(request.send()).map_err(|e| s3_error("AbortMultipartUpload", key.as_str(), e))?;
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id);
+        self.block_on(request.send())
+            .map_err(|e| s3_error("AbortMultipartUpload", key.as_str(), e))?;
         Ok(())
     }
 
     /// The parts the server holds for an upload: (number, ETag, size).
-    pub fn list_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<(i32, String, u64)>, StorageError> {
+    pub fn list_parts(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+    ) -> Result<Vec<(i32, String, u64)>, StorageError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -271,9 +353,15 @@ impl S3Store {
                 .key(key.as_str())
                 .upload_id(upload_id)
                 .set_part_number_marker(marker.clone());
-            let output = self.block_on(request.send()).map_err(|e| s3_error("ListParts", key.as_str(), e))?;
+            let output = self
+                .block_on(request.send())
+                .map_err(|e| s3_error("ListParts", key.as_str(), e))?;
             for p in output.parts() {
-                parts.push((p.part_number.unwrap_or(0), p.e_tag.clone().unwrap_or_default(), p.size.unwrap_or(0).max(0) as u64));
+                parts.push((
+                    p.part_number.unwrap_or(0),
+                    p.e_tag.clone().unwrap_or_default(),
+                    p.size.unwrap_or(0).max(0) as u64,
+                ));
             }
             if output.is_truncated != Some(true) {
                 return Ok(parts);
@@ -287,9 +375,18 @@ impl S3Store {
 
     /// Multipart uploads in progress under `prefix`: (key, upload id, when it began). Not every
     /// S3-compatible server implements this (s3s-fs does not).
-    pub fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<(String, String, Option<SystemTime>)>, StorageError> {
-        let request = self.client.list_multipart_uploads().bucket(&self.config.bucket).prefix(prefix);
-        let output = self.block_on(request.send()).map_err(|e| s3_error("ListMultipartUploads", prefix, e))?;
+    pub fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, Option<SystemTime>)>, StorageError> {
+        let request = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.config.bucket)
+            .prefix(prefix);
+        let output = self
+            .block_on(request.send())
+            .map_err(|e| s3_error("ListMultipartUploads", prefix, e))?;
         Ok(output
             .uploads()
             .iter()
@@ -302,7 +399,9 @@ impl S3Store {
 
     /// The configured server-side encryption and its KMS key id, for a request's `set_*` calls.
     fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
-        let sse = Some(self.config.sse.as_str()).filter(|s| !s.is_empty()).map(ServerSideEncryption::from);
+        let sse = Some(self.config.sse.as_str())
+            .filter(|s| !s.is_empty())
+            .map(ServerSideEncryption::from);
         let kms_key_id = Some(self.config.kms_key_id.clone()).filter(|k| !k.is_empty());
         (sse, kms_key_id)
     }
@@ -311,8 +410,12 @@ impl S3Store {
         if self.config.object_lock_mode.is_empty() {
             return None;
         }
-        let until = SystemTime::now() + Duration::from_secs(u64::from(self.config.retention_days) * 86_400);
-        Some((ObjectLockMode::from(self.config.object_lock_mode.as_str()), DateTime::from(until)))
+        let until =
+            SystemTime::now() + Duration::from_secs(u64::from(self.config.retention_days) * 86_400);
+        Some((
+            ObjectLockMode::from(self.config.object_lock_mode.as_str()),
+            DateTime::from(until),
+        ))
     }
 }
 
@@ -328,7 +431,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -399,12 +506,17 @@ impl ObjectStore for S3Store {
             .set_object_lock_mode(lock_mode)
             .set_object_lock_retain_until_date(until)
             .body(ByteStream::from(bytes.to_vec()));
-        self.block_on(request.send()).map_err(|e| s3_error("PutObject", key.as_str(), e))?;
+        self.block_on(request.send())
+            .map_err(|e| s3_error("PutObject", key.as_str(), e))?;
         Ok(())
     }
 
     fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {
-        let request = self.client.get_object().bucket(&self.config.bucket).key(key.as_str());
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(key.as_str());
         let output = self.block_on(request.send()).map_err(|e| {
             if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
                 StorageError::NotFound(key.to_string())
@@ -413,16 +525,32 @@ impl ObjectStore for S3Store {
             }
         })?;
         let size = output.content_length.unwrap_or(0).max(0) as u64;
-        let reader = BodyReader { body: output.body, handle: self.runtime().handle().clone(), chunk: Vec::new(), pos: 0, key: key.to_string() };
-        Ok(ObjectReader { size, body: Box::new(reader) })
+        let reader = BodyReader {
+            body: output.body,
+            handle: self.runtime().handle().clone(),
+            chunk: Vec::new(),
+            pos: 0,
+            key: key.to_string(),
+        };
+        Ok(ObjectReader {
+            size,
+            body: Box::new(reader),
+        })
     }
 
-    fn list_page(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<ObjectPage, StorageError> {
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<ObjectPage, StorageError> {
         let mut page = ObjectPage::default();
         let mut token: Option<String> = None;
         loop {
             // One more than needed: whether more follow shows without another request.
-            let wanted = (max - page.objects.len()).saturating_add(1).min(LIST_PAGE_MAX);
+            let wanted = (max - page.objects.len())
+                .saturating_add(1)
+                .min(LIST_PAGE_MAX);
             let request = self
                 .client
                 .list_objects_v2()
@@ -431,14 +559,21 @@ impl ObjectStore for S3Store {
                 .set_start_after(after.filter(|_| token.is_none()).map(str::to_string))
                 .max_keys(i32::try_from(wanted).unwrap_or(1000))
                 .set_continuation_token(token.clone());
-            let output = self.block_on(request.send()).map_err(|e| s3_error("ListObjectsV2", prefix, e))?;
+            let output = self
+                .block_on(request.send())
+                .map_err(|e| s3_error("ListObjectsV2", prefix, e))?;
             for object in output.contents() {
-                let Some(key) = object.key.as_deref().and_then(|k| ObjectKey::new(k).ok()) else { continue };
+                let Some(key) = object.key.as_deref().and_then(|k| ObjectKey::new(k).ok()) else {
+                    continue;
+                };
                 if page.objects.len() >= max {
                     page.more = true;
                     return Ok(page);
                 }
-                page.objects.push(ObjectInfo { key, size: object.size.unwrap_or(0).max(0) as u64 });
+                page.objects.push(ObjectInfo {
+                    key,
+                    size: object.size.unwrap_or(0).max(0) as u64,
+                });
             }
             token = output.next_continuation_token;
             if output.is_truncated != Some(true) || token.is_none() {
@@ -453,7 +588,8 @@ impl ObjectStore for S3Store {
 
     fn check_writable(&self) -> Result<(), StorageError> {
         let request = self.client.head_bucket().bucket(&self.config.bucket);
-        self.block_on(request.send()).map_err(|e| s3_error("HeadBucket", &self.config.bucket, e))?;
+        self.block_on(request.send())
+            .map_err(|e| s3_error("HeadBucket", &self.config.bucket, e))?;
         Ok(())
     }
 }
@@ -474,11 +610,51 @@ mod tests {
 
     #[test]
     fn settings_are_checked_by_key() {
-        let good = S3Config { bucket: "b".into(), part_size: MIN_PART, ..S3Config::default() };
+        let good = S3Config {
+            bucket: "b".into(),
+            part_size: MIN_PART,
+            ..S3Config::default()
+        };
         assert_eq!(good.validate(), Ok(()));
-        assert_eq!(S3Config { part_size: 1 << 20, ..good.clone() }.validate().unwrap_err().0, "part_size_mib");
-        assert_eq!(S3Config { object_lock_mode: "GOVERNANCE".into(), ..good.clone() }.validate().unwrap_err().0, "retention_days");
-        assert_eq!(S3Config { prefix: "a/../".into(), ..good.clone() }.validate().unwrap_err().0, "prefix");
-        assert!(!format!("{:?}", S3Config { secret_key: "hunter2".into(), ..good }).contains("hunter2"));
+        assert_eq!(
+            S3Config {
+                part_size: 1 << 20,
+                ..good.clone()
+            }
+            .validate()
+            .unwrap_err()
+            .0,
+            "part_size_mib"
+        );
+        assert_eq!(
+            S3Config {
+                object_lock_mode: "GOVERNANCE".into(),
+                ..good.clone()
+            }
+            .validate()
+            .unwrap_err()
+            .0,
+            "retention_days"
+        );
+        assert_eq!(
+            S3Config {
+                prefix: "a/../".into(),
+                ..good.clone()
+            }
+            .validate()
+            .unwrap_err()
+            .0,
+            "prefix"
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                S3Config {
+                    secret_key: "hunter2".into(),
+                    ..good
+                }
+            )
+            .contains("hunter2")
+        );
     }
 }

@@ -29,9 +29,14 @@ pub fn free_port() -> u16 {
     let block_start = 10000 + (std::process::id() % 20) as u16 * BLOCK;
     for _ in 0..BLOCK {
         let offset = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(offset < BLOCK, "a test process asked for more than {BLOCK} listening ports");
+        assert!(
+            offset < BLOCK,
+            "a test process asked for more than {BLOCK} listening ports"
+        );
         let port = block_start + offset;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
@@ -46,7 +51,11 @@ pub fn rtp_range(pairs: u16) -> (u16, u16) {
     const BLOCK: u16 = 2048;
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let size = pairs * 2 + 2;
-    assert!(size < BLOCK, "at most {} RTP pairs per service", BLOCK / 2 - 1);
+    assert!(
+        size < BLOCK,
+        "at most {} RTP pairs per service",
+        BLOCK / 2 - 1
+    );
     let block_start = 20000 + (std::process::id() % 6) as u16 * BLOCK;
     let offset = NEXT.fetch_add(size, Ordering::SeqCst) % (BLOCK - size);
     let low = block_start + offset;
@@ -80,10 +89,18 @@ impl Service {
         let port = free_port();
         let api_port = free_port();
         let data = tempfile::tempdir().expect("tempdir");
-        let (low, high) = rtp_range(if options.rtp_pairs == 0 { 50 } else { options.rtp_pairs });
+        let (low, high) = rtp_range(if options.rtp_pairs == 0 {
+            50
+        } else {
+            options.rtp_pairs
+        });
         let config = data.path().join("roundtable.toml");
         let store = data.path().join("store");
-        let v6 = if options.ipv6 { format!(", \"udp:[::1]:{port}\"") } else { String::new() };
+        let v6 = if options.ipv6 {
+            format!(", \"udp:[::1]:{port}\"")
+        } else {
+            String::new()
+        };
         let mut toml = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"{v6}]\n\
              [media]\nrtp_ports = \"{low}-{high}\"\n\
@@ -102,11 +119,18 @@ impl Service {
             None => Command::new(BIN),
             Some(kib) => {
                 let mut c = Command::new("bash");
-                c.arg("-c").arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"")).arg(BIN);
+                c.arg("-c")
+                    .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+                    .arg(BIN);
                 c
             }
         };
-        command.arg("serve").arg("--config").arg(&config).stdout(Stdio::null()).stderr(log_file);
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log_file);
         for (k, v) in &options.env {
             command.env(k, v);
         }
@@ -127,7 +151,10 @@ impl Service {
     fn wait_until_ready(&mut self) {
         for _ in 0..200 {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("service exited ({status}) before it was ready:\n{}", self.log());
+                panic!(
+                    "service exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
             }
             if let Ok((200, _)) = self.try_http("GET", "/ready", "", None) {
                 return;
@@ -140,7 +167,10 @@ impl Service {
     /// Stops the service (SIGTERM) and starts it again on the same configuration and data.
     pub fn restart(&mut self) {
         let status = self.terminate(Duration::from_secs(12));
-        assert!(status.is_some_and(|s| s.success()), "clean exit before restart");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "clean exit before restart"
+        );
         self.start_again();
     }
 
@@ -159,7 +189,12 @@ impl Service {
 
     /// Runs `roundtable <args> --config <its config>` to the end: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let output = Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run roundtable");
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .expect("run roundtable");
         (
             output.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -171,7 +206,10 @@ impl Service {
     /// configuration and data, and waits until it is ready.
     pub fn start_again(&mut self) {
         let config = self.data.path().join("roundtable.toml");
-        let log_file = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--config")
@@ -218,7 +256,10 @@ impl Service {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -231,17 +272,30 @@ impl Service {
         None
     }
 
-    pub fn try_http(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    pub fn try_http(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         http(self.api, method, path, body, token)
     }
 
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let (status, text) = self.try_http(method, path, body, None).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_tail()));
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        let (status, text) = self
+            .try_http(method, path, body, None)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_tail()));
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub fn metrics(&self) -> String {
-        self.try_http("GET", "/metrics", "", None).unwrap_or_else(|e| panic!("metrics: {e}\n{}", self.log_tail())).1
+        self.try_http("GET", "/metrics", "", None)
+            .unwrap_or_else(|e| panic!("metrics: {e}\n{}", self.log_tail()))
+            .1
     }
 
     /// Waits (at most `within`) for a finished recording of `room` in `GET /v1/recordings` and
@@ -264,7 +318,11 @@ impl Service {
     pub fn wait_participants(&self, room: &str, n: usize) {
         for _ in 0..800 {
             let (status, body) = self.http("GET", &format!("/v1/rooms/{room}"), "");
-            let have = if status == 404 { 0 } else { body["participants"].as_array().map_or(0, Vec::len) };
+            let have = if status == 404 {
+                0
+            } else {
+                body["participants"].as_array().map_or(0, Vec::len)
+            };
             if have == n {
                 return;
             }
@@ -302,24 +360,45 @@ fn merge_toml(base: &str, extra: &str) -> String {
                 }
                 continue;
             }
-            let key = line.split('=').next().unwrap_or_default().trim().to_string();
+            let key = line
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             let section = if current.is_empty() {
                 sections.last_mut().expect("key after a table header")
             } else {
-                sections.iter_mut().find(|(s, _)| *s == current).expect("key before section")
+                sections
+                    .iter_mut()
+                    .find(|(s, _)| *s == current)
+                    .expect("key before section")
             };
-            section.1.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
+            section
+                .1
+                .retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
             section.1.push(line.to_string());
         }
     }
-    sections.into_iter().map(|(s, lines)| format!("{s}\n{}\n", lines.join("\n"))).collect()
+    sections
+        .into_iter()
+        .map(|(s, lines)| format!("{s}\n{}\n", lines.join("\n")))
+        .collect()
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns status and body.
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -328,17 +407,32 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str, token: Optio
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     for _ in 0..10_000 {
-        let Some((size, rest)) = body.split_once("\r\n") else { break };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Some((size, rest)) = body.split_once("\r\n") else {
+            break;
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -392,8 +486,8 @@ pub fn tone_db_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
 }
 
 pub use roundtable_media::codec::{Codec, Decoder, Encoder, OpusOptions};
-pub use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use roundtable_media::g711::ulaw_encode;
+pub use roundtable_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 
 /// The payload type the test caller uses for a codec (111 for Opus).
 pub fn payload_type(codec: Codec) -> u8 {
@@ -408,7 +502,10 @@ pub fn codec_of(pt: u8) -> Option<Codec> {
 /// `len` samples from `n0` of a sine tone at `rate` Hz.
 pub fn tone_at(freq: f64, n0: usize, len: usize, rate: u32, amplitude: f64) -> Vec<i16> {
     (n0..n0 + len)
-        .map(|n| (amplitude * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as i16)
+        .map(|n| {
+            (amplitude * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin())
+                as i16
+        })
         .collect()
 }
 
@@ -424,12 +521,18 @@ impl SipText {
         self.0.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
     }
     pub fn method(&self) -> Option<&str> {
-        if self.0.starts_with("SIP/2.0") { None } else { self.0.split(' ').next() }
+        if self.0.starts_with("SIP/2.0") {
+            None
+        } else {
+            self.0.split(' ').next()
+        }
     }
     pub fn header(&self, name: &str) -> Option<String> {
         self.0.split("\r\n").find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
     pub fn body(&self) -> &str {
@@ -467,11 +570,16 @@ impl Uac {
     /// A caller whose SIP and RTP sockets use another loopback source address (127.0.0.2, ...).
     pub fn new_from(server: SocketAddr, room: &str, source: &str) -> Uac {
         let sip = UdpSocket::bind((source, 0)).unwrap();
-        sip.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sip.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let rtp = UdpSocket::bind((source, 0)).unwrap();
         let n = UAC_COUNTER.fetch_add(1, Ordering::SeqCst);
         Uac {
-            call_id: format!("uac-{}-{n}-{}@127.0.0.1", std::process::id(), sip.local_addr().unwrap().port()),
+            call_id: format!(
+                "uac-{}-{n}-{}@127.0.0.1",
+                std::process::id(),
+                sip.local_addr().unwrap().port()
+            ),
             from_tag: format!("ft{n}"),
             sip,
             server,
@@ -535,7 +643,13 @@ impl Uac {
         let (port, ip) = (local.port(), local.ip());
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let (proto, crypto) = match &self.srtp {
-            Some((key, _)) => ("RTP/SAVP", format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {}\r\n", key.key_params())),
+            Some((key, _)) => (
+                "RTP/SAVP",
+                format!(
+                    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 {}\r\n",
+                    key.key_params()
+                ),
+            ),
             None => ("RTP/AVP", String::new()),
         };
         format!(
@@ -570,7 +684,9 @@ impl Uac {
     pub fn call_with(&mut self, sdp: &str) -> u16 {
         let invite = self.invite_text(sdp, &format!("z9hG4bK-{}-inv", self.call_id));
         self.send_raw(invite.as_bytes());
-        let Some(response) = self.final_response(Duration::from_secs(5)) else { return 0 };
+        let Some(response) = self.final_response(Duration::from_secs(5)) else {
+            return 0;
+        };
         let status = response.status().unwrap_or(0);
         let to = response.header("To").unwrap_or_default();
         self.to_header = Some(to.clone());
@@ -579,7 +695,10 @@ impl Uac {
             let body = response.body();
             let ip: std::net::IpAddr = body
                 .lines()
-                .find_map(|l| l.strip_prefix("c=IN IP4 ").or_else(|| l.strip_prefix("c=IN IP6 ")))
+                .find_map(|l| {
+                    l.strip_prefix("c=IN IP4 ")
+                        .or_else(|| l.strip_prefix("c=IN IP6 "))
+                })
                 .and_then(|ip| ip.trim().parse().ok())
                 .expect("c= in answer");
             let port = body
@@ -644,7 +763,9 @@ impl Uac {
             len = sdp.len(),
         );
         self.send_raw(msg.as_bytes());
-        let Some(response) = self.final_response(Duration::from_secs(5)) else { return (0, String::new()) };
+        let Some(response) = self.final_response(Duration::from_secs(5)) else {
+            return (0, String::new());
+        };
         let status = response.status().unwrap_or(0);
         if status == 200 {
             self.send_in_dialog("ACK", cseq);
@@ -694,7 +815,9 @@ impl Uac {
             len = body.len(),
         );
         self.send_raw(msg.as_bytes());
-        self.final_response(Duration::from_secs(2)).and_then(|m| m.status()).unwrap_or(0)
+        self.final_response(Duration::from_secs(2))
+            .and_then(|m| m.status())
+            .unwrap_or(0)
     }
 
     /// Sends BYE; returns the final status.
@@ -703,7 +826,10 @@ impl Uac {
         self.send_in_dialog("BYE", self.cseq);
         for _ in 0..50 {
             match self.recv(Duration::from_millis(200)) {
-                Some(m) if m.status().is_some_and(|s| s >= 200) && m.header("CSeq").is_some_and(|c| c.contains("BYE")) => {
+                Some(m)
+                    if m.status().is_some_and(|s| s >= 200)
+                        && m.header("CSeq").is_some_and(|c| c.contains("BYE")) =>
+                {
                     return m.status().unwrap_or(0);
                 }
                 Some(_) => continue,
@@ -717,7 +843,9 @@ impl Uac {
     pub fn expect_bye(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let Some(m) = self.recv(deadline - Instant::now()) else { return false };
+            let Some(m) = self.recv(deadline - Instant::now()) else {
+                return false;
+            };
             if m.method() == Some("BYE") {
                 let mut ok = String::from("SIP/2.0 200 OK\r\n");
                 for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
@@ -735,29 +863,51 @@ impl Uac {
 
     /// Streams a tone (or silence with `freq = 0`) for `duration` while recording what arrives.
     pub fn start_media(&self, freq: f64, duration: Duration) -> Media {
-        self.start_media_with(freq, duration, Arc::new(std::sync::atomic::AtomicU8::new(0)))
+        self.start_media_with(
+            freq,
+            duration,
+            Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        )
     }
 
     /// Sends and receives media in `codec` (the one [`Uac::call_codec`] offered).
     pub fn start_media_codec(&self, freq: f64, duration: Duration, codec: Codec) -> Media {
-        self.start_media_with(freq, duration, Arc::new(std::sync::atomic::AtomicU8::new(payload_type(codec))))
+        self.start_media_with(
+            freq,
+            duration,
+            Arc::new(std::sync::atomic::AtomicU8::new(payload_type(codec))),
+        )
     }
 
     /// Like [`Uac::start_media`], sending with the payload type in `pt` (see [`payload_type`]),
     /// which the test may change mid-stream (after a re-INVITE changed the codec). Heard audio
     /// is decoded at its codec's rate (48 kHz for Opus, as a phone would).
-    pub fn start_media_with(&self, freq: f64, duration: Duration, pt: Arc<std::sync::atomic::AtomicU8>) -> Media {
+    pub fn start_media_with(
+        &self,
+        freq: f64,
+        duration: Duration,
+        pt: Arc<std::sync::atomic::AtomicU8>,
+    ) -> Media {
         let remote = self.remote_rtp.expect("call is up");
         let socket = self.rtp.try_clone().unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         let heard = Arc::new(Mutex::new(Vec::<(Instant, u8, Vec<i16>)>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let first = codec_of(pt.load(Ordering::SeqCst)).unwrap_or(Codec::Pcmu);
         let rate = first.audio_rate(48000);
         let suite = Suite::AesCm128Sha1_80;
-        let mut protect = self.srtp.as_ref().map(|(local, _)| Protector::new(suite, local).unwrap());
+        let mut protect = self
+            .srtp
+            .as_ref()
+            .map(|(local, _)| Protector::new(suite, local).unwrap());
         let mut unprotect = self.srtp.as_ref().map(|(_, remote)| {
-            Unprotector::new(suite, remote.as_ref().expect("the bridge's key from the answer")).unwrap()
+            Unprotector::new(
+                suite,
+                remote.as_ref().expect("the bridge's key from the answer"),
+            )
+            .unwrap()
         });
         let sender = {
             let socket = socket.try_clone().unwrap();
@@ -777,9 +927,17 @@ impl Uac {
                     let rate = codec.audio_rate(48000);
                     let n = rate as usize / 50;
                     let samples = tone_at(freq, i * n, n, rate, 6000.0);
-                    let encoder = encoders
-                        .entry(payload_type)
-                        .or_insert_with(|| Encoder::new(codec, 48000, OpusOptions { fec: true, dtx: false }).unwrap());
+                    let encoder = encoders.entry(payload_type).or_insert_with(|| {
+                        Encoder::new(
+                            codec,
+                            48000,
+                            OpusOptions {
+                                fec: true,
+                                dtx: false,
+                            },
+                        )
+                        .unwrap()
+                    });
                     encoder.encode(&samples, &mut payload).unwrap();
                     let mut packet = vec![0x80, payload_type];
                     packet.extend_from_slice(&(i as u16).to_be_bytes());
@@ -822,8 +980,12 @@ impl Uac {
                         };
                         let n = clear.len();
                         let pt = clear[1] & 0x7F;
-                        let Some(codec) = codec_of(pt).filter(|_| n > 12) else { continue };
-                        let decoder = decoders.entry(pt).or_insert_with(|| Decoder::new(codec, 48000).unwrap());
+                        let Some(codec) = codec_of(pt).filter(|_| n > 12) else {
+                            continue;
+                        };
+                        let decoder = decoders
+                            .entry(pt)
+                            .or_insert_with(|| Decoder::new(codec, 48000).unwrap());
                         let mut samples = vec![0i16; decoder.frame_len()];
                         let _ = decoder.decode(&clear[12..n], &mut samples);
                         heard.lock().unwrap().push((Instant::now(), pt, samples));
@@ -831,7 +993,14 @@ impl Uac {
                 }
             })
         };
-        Media { heard, rtcp, stop, threads: vec![sender, receiver], started: Instant::now(), rate }
+        Media {
+            heard,
+            rtcp,
+            stop,
+            threads: vec![sender, receiver],
+            started: Instant::now(),
+            rate,
+        }
     }
 }
 
@@ -862,7 +1031,12 @@ impl Media {
         }
         let packets = std::mem::take(&mut *self.heard.lock().unwrap());
         let rtcp = std::mem::take(&mut *self.rtcp.lock().unwrap());
-        Heard { packets, started: self.started, rate: self.rate, rtcp }
+        Heard {
+            packets,
+            started: self.started,
+            rate: self.rate,
+            rtcp,
+        }
     }
 }
 
@@ -913,20 +1087,32 @@ pub fn sipp_available() -> bool {
     let found = Command::new("sipp").arg("-v").output().is_ok();
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("SIPp (Debian package sip-tester) is required with CI=true but is not installed");
+            panic!(
+                "SIPp (Debian package sip-tester) is required with CI=true but is not installed"
+            );
         }
-        eprintln!("WARNING: SIPp not installed; skipping this SIPp test (run .ci/run to install it)");
+        eprintln!(
+            "WARNING: SIPp not installed; skipping this SIPp test (run .ci/run to install it)"
+        );
     }
     found
 }
 
 /// The path of a SIPp scenario in `tests/sipp/`.
 pub fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
 }
 
 /// Starts SIPp against `service` with a scenario; `extra` adds arguments.
-pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path, extra: &[&str]) -> Child {
+pub fn sipp(
+    service: &Service,
+    scenario_file: &Path,
+    room: &str,
+    workdir: &Path,
+    extra: &[&str],
+) -> Child {
     let port = free_port();
     // SIPp binds four media ports from -mp (audio and video RTP and RTCP): take them from this
     // process's own RTP block, below the ephemeral range, so no other socket can hold them.
@@ -937,10 +1123,18 @@ pub fn sipp(service: &Service, scenario_file: &Path, room: &str, workdir: &Path,
         .args(["-sf"])
         .arg(scenario_file)
         .args(["-s", room, "-i", "127.0.0.1", "-nostdin"])
-        .args(if extra.contains(&"-m") { &[][..] } else { &["-m", "1", "-l", "1"][..] })
+        .args(if extra.contains(&"-m") {
+            &[][..]
+        } else {
+            &["-m", "1", "-l", "1"][..]
+        })
         .args(["-p", &port.to_string(), "-mp", &media.to_string()])
         .args(["-trace_err", "-trace_msg", "-timeout_error"])
-        .args(if extra.contains(&"-timeout") { &[][..] } else { &["-timeout", "60s"][..] })
+        .args(if extra.contains(&"-timeout") {
+            &[][..]
+        } else {
+            &["-timeout", "60s"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -996,9 +1190,14 @@ pub fn write_tone_pcap(path: &Path, freq: f64, duration: Duration) {
         let ip_len = 20 + udp_len;
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&[0x08, 0x00]);
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
         ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        let sum = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+        let sum = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum::<u32>();
         let sum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
         frame.extend_from_slice(&ip);
@@ -1031,7 +1230,11 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     while let Some(d) = stack.pop() {
         if let Ok(entries) = std::fs::read_dir(&d) {
             for e in entries.flatten() {
-                if e.path().is_dir() { stack.push(e.path()) } else { out.push(e.path()) }
+                if e.path().is_dir() {
+                    stack.push(e.path())
+                } else {
+                    out.push(e.path())
+                }
             }
         }
     }
@@ -1070,12 +1273,15 @@ impl Impairer {
     /// Relays between `caller` (the caller's RTP address) and `bridge` (the bridge's).
     pub fn start(caller: SocketAddr, bridge: SocketAddr, seed: u64) -> Impairer {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
         let settings = Arc::new(Mutex::new(Impairment::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new((0u64, 0u64)));
         let thread = {
-            let (socket, settings, stop) = (socket.try_clone().unwrap(), settings.clone(), stop.clone());
+            let (socket, settings, stop) =
+                (socket.try_clone().unwrap(), settings.clone(), stop.clone());
             let counts = counts.clone();
             std::thread::spawn(move || {
                 let mut rng = seed | 1;
@@ -1095,7 +1301,8 @@ impl Impairer {
                         if from == caller {
                             let s = *settings.lock().unwrap();
                             count += 1;
-                            let dropped = random() < s.loss || (s.drop_every > 0 && count.is_multiple_of(s.drop_every));
+                            let dropped = random() < s.loss
+                                || (s.drop_every > 0 && count.is_multiple_of(s.drop_every));
                             {
                                 let mut c = counts.lock().unwrap();
                                 c.0 += 1;
@@ -1104,7 +1311,8 @@ impl Impairer {
                             if !dropped {
                                 let copies = if random() < s.duplicate { 2 } else { 1 };
                                 for _ in 0..copies {
-                                    let delay = Duration::from_secs_f64(random() * s.jitter_ms / 1000.0);
+                                    let delay =
+                                        Duration::from_secs_f64(random() * s.jitter_ms / 1000.0);
                                     queue.push((Instant::now() + delay, buf[..n].to_vec()));
                                 }
                             }
@@ -1124,7 +1332,13 @@ impl Impairer {
                 }
             })
         };
-        Impairer { socket, settings, counts, stop, thread: Some(thread) }
+        Impairer {
+            socket,
+            settings,
+            counts,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Where the caller sends its RTP.
@@ -1150,11 +1364,17 @@ impl Drop for Impairer {
 /// Reads one SIP message (headers and a Content-Length body) from a stream within 5 s, keeping
 /// what follows in `pending`; CRLF keep-alives before it are skipped. The stream should have a
 /// short read timeout.
-pub fn read_stream_message(stream: &mut impl std::io::Read, pending: &mut Vec<u8>) -> Option<String> {
+pub fn read_stream_message(
+    stream: &mut impl std::io::Read,
+    pending: &mut Vec<u8>,
+) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        let skip = pending.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let skip = pending
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
         pending.drain(..skip);
         if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&pending[..end]).to_string();
@@ -1171,7 +1391,11 @@ pub fn read_stream_message(stream: &mut impl std::io::Read, pending: &mut Vec<u8
         match stream.read(&mut buf) {
             Ok(0) => return None,
             Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return None,
         }
     }

@@ -27,10 +27,21 @@ impl S3Server {
     /// Starts a server on a free loopback port with bucket [`BUCKET`] under `root`.
     pub fn start(root: &Path) -> S3Server {
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut server = S3Server { addr, root: root.to_path_buf(), runtime, stop: None };
+        let mut server = S3Server {
+            addr,
+            root: root.to_path_buf(),
+            runtime,
+            stop: None,
+        };
         server.serve(listener);
         server
     }

@@ -26,8 +26,8 @@
 //! meanwhile: on a VM, a busy host makes every figure noisier.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -100,7 +100,9 @@ fn parse_args() -> Result<Args, String> {
             "--pid" => args.pid = Some(value.parse().map_err(|e| bad(&e))?),
             "--api" => args.api = Some(value.parse().map_err(|e| bad(&e))?),
             "--janus" => {
-                let rest = value.strip_prefix("http://").ok_or_else(|| bad(&"not an http:// URL"))?;
+                let rest = value
+                    .strip_prefix("http://")
+                    .ok_or_else(|| bad(&"not an http:// URL"))?;
                 let (host, path) = rest.split_once('/').unwrap_or((rest, "janus"));
                 args.janus = Some((host.parse().map_err(|e| bad(&e))?, format!("/{path}")));
             }
@@ -139,7 +141,14 @@ fn invite(args: &Args, sip_local: SocketAddr, call_id: &str, room: &str, rtp_por
     )
 }
 
-fn in_dialog(args: &Args, sip_local: SocketAddr, leg: &Leg, method: &str, cseq: u32, branch: &str) -> String {
+fn in_dialog(
+    args: &Args,
+    sip_local: SocketAddr,
+    leg: &Leg,
+    method: &str,
+    cseq: u32,
+    branch: &str,
+) -> String {
     format!(
         "{method} sip:{room}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {sip_local};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
          From: <sip:load@{local}>;tag=f{id}\r\nTo: <sip:{room}@{sip}>;tag={to}\r\nCall-ID: {id}\r\nCSeq: {cseq} {method}\r\n\
@@ -162,39 +171,80 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 /// Places every call, one at a time (each within 5 s).
 fn place_calls(args: &Args, sip: &UdpSocket, port: u16) -> Result<Vec<Leg>, String> {
     let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
-    sip.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    sip.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
     let mut legs = Vec::with_capacity(args.legs);
     let mut buf = vec![0u8; 65536];
     for i in 0..args.legs {
         let room = format!("load{}", i / args.room_size);
         let call_id = format!("load{}x{}", std::process::id(), i);
-        sip.send_to(invite(args, sip_local, &call_id, &room, port).as_bytes(), args.sip).map_err(|e| e.to_string())?;
+        sip.send_to(
+            invite(args, sip_local, &call_id, &room, port).as_bytes(),
+            args.sip,
+        )
+        .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(5);
         let answer = loop {
             if Instant::now() > deadline {
                 return Err(format!("call {i}: no final response within 5 s"));
             }
-            let Ok((n, _)) = sip.recv_from(&mut buf) else { continue };
+            let Ok((n, _)) = sip.recv_from(&mut buf) else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
             if header(&text, "Call-ID") != Some(call_id.as_str()) {
                 continue;
             }
-            let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let code: u16 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             if code >= 200 {
                 if code != 200 {
-                    return Err(format!("call {i}: {}", text.lines().next().unwrap_or_default()));
+                    return Err(format!(
+                        "call {i}: {}",
+                        text.lines().next().unwrap_or_default()
+                    ));
                 }
                 break text;
             }
         };
-        let to_tag = header(&answer, "To").and_then(|t| t.split(";tag=").nth(1)).unwrap_or_default().to_string();
+        let to_tag = header(&answer, "To")
+            .and_then(|t| t.split(";tag=").nth(1))
+            .unwrap_or_default()
+            .to_string();
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let ip = body.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).and_then(|a| a.trim().parse::<IpAddr>().ok());
-        let media_port = body.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|m| m.split(' ').next()?.parse::<u16>().ok());
-        let (Some(ip), Some(media_port)) = (ip, media_port) else { return Err(format!("call {i}: no media address in the answer")) };
-        let leg = Leg { remote: SocketAddr::new(ip, media_port), call_id, to_tag, room };
-        sip.send_to(in_dialog(args, sip_local, &leg, "ACK", 1, &format!("{}a", leg.call_id)).as_bytes(), args.sip)
-            .map_err(|e| e.to_string())?;
+        let ip = body
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 "))
+            .and_then(|a| a.trim().parse::<IpAddr>().ok());
+        let media_port = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|m| m.split(' ').next()?.parse::<u16>().ok());
+        let (Some(ip), Some(media_port)) = (ip, media_port) else {
+            return Err(format!("call {i}: no media address in the answer"));
+        };
+        let leg = Leg {
+            remote: SocketAddr::new(ip, media_port),
+            call_id,
+            to_tag,
+            room,
+        };
+        sip.send_to(
+            in_dialog(
+                args,
+                sip_local,
+                &leg,
+                "ACK",
+                1,
+                &format!("{}a", leg.call_id),
+            )
+            .as_bytes(),
+            args.sip,
+        )
+        .map_err(|e| e.to_string())?;
         legs.push(leg);
     }
     Ok(legs)
@@ -207,7 +257,13 @@ const BABBLE_VOICES: u64 = 16;
 /// (`/proc/stat`): on a VM, steal shows when the host was busy and every figure is noisier.
 fn steal_and_total() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
     Some((*fields.get(7)?, fields.iter().take(8).sum()))
 }
 
@@ -223,7 +279,10 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// upper bound.
 fn histogram_buckets(metrics: &str, name: &str) -> Option<HashMap<String, f64>> {
     let mut buckets: HashMap<String, f64> = HashMap::new();
-    for line in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket"))) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket")))
+    {
         let le = line.split("le=\"").nth(1)?.split('"').next()?.to_string();
         let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
         *buckets.entry(le).or_default() += count;
@@ -242,18 +301,35 @@ fn histogram_p99(before: Option<&str>, after: &str, name: &str) -> Option<f64> {
             }
         }
     }
-    let mut sorted: Vec<(f64, f64)> =
-        buckets.into_iter().map(|(le, c)| (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) }, c)).collect();
+    let mut sorted: Vec<(f64, f64)> = buckets
+        .into_iter()
+        .map(|(le, c)| {
+            (
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::INFINITY)
+                },
+                c,
+            )
+        })
+        .collect();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = sorted.last()?.1;
-    sorted.iter().find(|(_, c)| *c >= 0.99 * total).map(|(le, _)| *le)
+    sorted
+        .iter()
+        .find(|(_, c)| *c >= 0.99 * total)
+        .map(|(le, _)| *le)
 }
 
 /// The values of every sample of one metric family (`name` with or without labels).
 fn metric_values<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = f64> + 'a {
     metrics
         .lines()
-        .filter(move |l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter(move |l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
@@ -264,31 +340,57 @@ fn fetch_metrics(api: SocketAddr) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     Some(text)
 }
 
 /// One HTTP/1.1 request to Janus; returns the JSON body.
-fn janus_http(addr: SocketAddr, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, String> {
+fn janus_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("janus: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(40))).map_err(|e| e.to_string())?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("janus: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
-    stream.read_to_string(&mut text).map_err(|e| format!("janus: {e}"))?;
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("janus: {e}"))?;
     let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     serde_json::from_str(json).map_err(|e| format!("janus: {e}: {json}"))
 }
 
 /// Joins every leg as a plain-RTP participant of Janus AudioBridge rooms (PCMU, 16 kHz mixing).
-fn join_janus(args: &Args, addr: SocketAddr, base: &str, port: u16) -> Result<(Vec<Leg>, u64), String> {
+fn join_janus(
+    args: &Args,
+    addr: SocketAddr,
+    base: &str,
+    port: u16,
+) -> Result<(Vec<Leg>, u64), String> {
     let tx = || serde_json::json!(format!("t{}", Instant::now().elapsed().as_nanos()));
-    let created = janus_http(addr, "POST", base, Some(&serde_json::json!({"janus": "create", "transaction": tx()})))?;
-    let session = created["data"]["id"].as_u64().ok_or_else(|| format!("janus create: {created}"))?;
+    let created = janus_http(
+        addr,
+        "POST",
+        base,
+        Some(&serde_json::json!({"janus": "create", "transaction": tx()})),
+    )?;
+    let session = created["data"]["id"]
+        .as_u64()
+        .ok_or_else(|| format!("janus create: {created}"))?;
     let session_path = format!("{base}/{session}");
     let mut legs = Vec::with_capacity(args.legs);
     for i in 0..args.legs {
@@ -296,22 +398,36 @@ fn join_janus(args: &Args, addr: SocketAddr, base: &str, port: u16) -> Result<(V
             addr,
             "POST",
             &session_path,
-            Some(&serde_json::json!({"janus": "attach", "plugin": "janus.plugin.audiobridge", "transaction": tx()})),
+            Some(
+                &serde_json::json!({"janus": "attach", "plugin": "janus.plugin.audiobridge", "transaction": tx()}),
+            ),
         )?;
-        let handle = attached["data"]["id"].as_u64().ok_or_else(|| format!("janus attach: {attached}"))?;
+        let handle = attached["data"]["id"]
+            .as_u64()
+            .ok_or_else(|| format!("janus attach: {attached}"))?;
         let handle_path = format!("{session_path}/{handle}");
         let room = u64::from(std::process::id()) * 10_000 + (i / args.room_size) as u64;
         if i % args.room_size == 0 {
             let body = serde_json::json!({"request": "create", "room": room, "sampling_rate": args.janus_rate, "audiocodec": "pcmu",
                 "allow_rtp_participants": true, "permanent": false});
-            let reply = janus_http(addr, "POST", &handle_path, Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})))?;
+            let reply = janus_http(
+                addr,
+                "POST",
+                &handle_path,
+                Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})),
+            )?;
             if reply["plugindata"]["data"]["audiobridge"] != "created" {
                 return Err(format!("janus create room: {reply}"));
             }
         }
         let body = serde_json::json!({"request": "join", "room": room, "display": format!("load{i}"), "codec": "pcmu",
             "rtp": {"ip": args.local.to_string(), "port": port, "payload_type": 0}});
-        janus_http(addr, "POST", &handle_path, Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})))?;
+        janus_http(
+            addr,
+            "POST",
+            &handle_path,
+            Some(&serde_json::json!({"janus": "message", "transaction": tx(), "body": body})),
+        )?;
         // The join's answer (where to send) arrives as an event on the session.
         let deadline = Instant::now() + Duration::from_secs(10);
         let remote = loop {
@@ -325,16 +441,27 @@ fn join_janus(args: &Args, addr: SocketAddr, base: &str, port: u16) -> Result<(V
             };
             let found = events.iter().find_map(|e| {
                 let data = &e["plugindata"]["data"];
-                (e["sender"].as_u64() == Some(handle) && data["audiobridge"] == "joined").then(|| {
-                    let ip = data["rtp"]["ip"].as_str()?.parse::<IpAddr>().ok()?;
-                    Some(SocketAddr::new(ip, u16::try_from(data["rtp"]["port"].as_u64()?).ok()?))
-                })
+                (e["sender"].as_u64() == Some(handle) && data["audiobridge"] == "joined").then(
+                    || {
+                        let ip = data["rtp"]["ip"].as_str()?.parse::<IpAddr>().ok()?;
+                        Some(SocketAddr::new(
+                            ip,
+                            u16::try_from(data["rtp"]["port"].as_u64()?).ok()?,
+                        ))
+                    },
+                )
             });
             if let Some(found) = found {
-                break found.ok_or_else(|| format!("janus join {i}: no rtp address in the answer"))?;
+                break found
+                    .ok_or_else(|| format!("janus join {i}: no rtp address in the answer"))?;
             }
         };
-        legs.push(Leg { remote, call_id: String::new(), to_tag: String::new(), room: room.to_string() });
+        legs.push(Leg {
+            remote,
+            call_id: String::new(),
+            to_tag: String::new(),
+            room: room.to_string(),
+        });
     }
     Ok((legs, session))
 }
@@ -359,10 +486,16 @@ fn run(args: &Args) -> Result<(), String> {
     let port = media.local_addr().map_err(|e| e.to_string())?.port();
     let started = Instant::now();
     let (legs, janus_session) = match &args.janus {
-        Some((addr, base)) => join_janus(args, *addr, base, port).map(|(legs, session)| (legs, Some(session)))?,
+        Some((addr, base)) => {
+            join_janus(args, *addr, base, port).map(|(legs, session)| (legs, Some(session)))?
+        }
         None => (place_calls(args, &sip, port)?, None),
     };
-    println!("placed {} calls in {:.1} s", legs.len(), started.elapsed().as_secs_f64());
+    println!(
+        "placed {} calls in {:.1} s",
+        legs.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     // The receiver counts from the measurement's start (`measuring`) until told to stop, at
     // most until the longest run could last.
@@ -370,8 +503,13 @@ fn run(args: &Args) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
         let socket = media.try_clone().map_err(|e| e.to_string())?;
-        let index: HashMap<SocketAddr, usize> = legs.iter().enumerate().map(|(i, l)| (l.remote, i)).collect();
-        let latest = Instant::now() + Duration::from_secs(WARM_UP_MAX_TICKS / 50 + args.seconds + 10);
+        let index: HashMap<SocketAddr, usize> = legs
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.remote, i))
+            .collect();
+        let latest =
+            Instant::now() + Duration::from_secs(WARM_UP_MAX_TICKS / 50 + args.seconds + 10);
         let (measuring, stop) = (measuring.clone(), stop.clone());
         std::thread::spawn(move || receive(&socket, &index, &measuring, &stop, latest))
     };
@@ -379,7 +517,8 @@ fn run(args: &Args) -> Result<(), String> {
     // Media: every leg one packet per 20 ms, at absolute deadlines.
     // Each talker of a room speaks its own babble (speech-like noise bursts, see `roundtable_mixer::babble`):
     // recordings would repeat between talkers, and correlated talkers look like echo.
-    let mut encoder = Encoder::new(Codec::Pcmu, 8000, Default::default()).map_err(|e| e.to_string())?;
+    let mut encoder =
+        Encoder::new(Codec::Pcmu, 8000, Default::default()).map_err(|e| e.to_string())?;
     let mut recordings: Vec<Vec<Vec<u8>>> = Vec::new();
     for seed in 0..BABBLE_VOICES {
         let mut payloads = Vec::new();
@@ -392,7 +531,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let quiet = {
         let mut p = Vec::new();
-        encoder.encode(&[1i16; 160], &mut p).map_err(|e| e.to_string())?;
+        encoder
+            .encode(&[1i16; 160], &mut p)
+            .map_err(|e| e.to_string())?;
         p
     };
     let media_start = Instant::now();
@@ -447,16 +588,26 @@ fn run(args: &Args) -> Result<(), String> {
     let mut tick = 0;
     if let Some(api) = args.api {
         let warm_until = tick + WARM_UP_MAX_TICKS;
-        while tick < warm_until && !fetch_metrics(api).is_some_and(|m| metric_values(&m, "roundtable_mixer_degradation_level").all(|l| l == 0.0)) {
+        while tick < warm_until
+            && !fetch_metrics(api).is_some_and(|m| {
+                metric_values(&m, "roundtable_mixer_degradation_level").all(|l| l == 0.0)
+            })
+        {
             for _ in 0..50 {
                 send_tick(tick);
                 tick += 1;
             }
         }
         if tick >= warm_until {
-            return Err(format!("the bridge still sheds voice processing after {} s of media", WARM_UP_MAX_TICKS / 50));
+            return Err(format!(
+                "the bridge still sheds voice processing after {} s of media",
+                WARM_UP_MAX_TICKS / 50
+            ));
         }
-        println!("warm-up: {:.1} s of media until the bridge ran all its voice processing", tick as f64 / 50.0);
+        println!(
+            "warm-up: {:.1} s of media until the bridge ran all its voice processing",
+            tick as f64 / 50.0
+        );
     }
     let metrics_start = args.api.and_then(fetch_metrics);
     let cpu_start = args.pid.and_then(cpu_seconds);
@@ -468,22 +619,46 @@ fn run(args: &Args) -> Result<(), String> {
         tick += 1;
     }
     let elapsed = measure_start.elapsed().as_secs_f64();
-    let cpu = args.pid.and_then(cpu_seconds).zip(cpu_start).map(|(end, start)| end - start);
-    let steal = steal_and_total().zip(steal_start).map(|((s1, t1), (s0, t0))| 100.0 * (s1 - s0) as f64 / (t1 - t0).max(1) as f64);
+    let cpu = args
+        .pid
+        .and_then(cpu_seconds)
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
+    let steal = steal_and_total()
+        .zip(steal_start)
+        .map(|((s1, t1), (s0, t0))| 100.0 * (s1 - s0) as f64 / (t1 - t0).max(1) as f64);
     // The bridge keeps sending until the calls end, 1 s after the media stopped.
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
-    let reception = receiver.join().map_err(|_| "the receiving thread panicked".to_string())?;
+    let reception = receiver
+        .join()
+        .map_err(|_| "the receiving thread panicked".to_string())?;
 
     let metrics = args.api.and_then(fetch_metrics);
     match (&args.janus, janus_session) {
         (Some((addr, base)), Some(session)) => {
-            let _ = janus_http(*addr, "POST", &format!("{base}/{session}"), Some(&serde_json::json!({"janus": "destroy", "transaction": "end"})));
+            let _ = janus_http(
+                *addr,
+                "POST",
+                &format!("{base}/{session}"),
+                Some(&serde_json::json!({"janus": "destroy", "transaction": "end"})),
+            );
         }
         _ => {
             let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
             for (i, leg) in legs.iter().enumerate() {
-                let _ = sip.send_to(in_dialog(args, sip_local, leg, "BYE", 2, &format!("{}b{i}", leg.call_id)).as_bytes(), args.sip);
+                let _ = sip.send_to(
+                    in_dialog(
+                        args,
+                        sip_local,
+                        leg,
+                        "BYE",
+                        2,
+                        &format!("{}b{i}", leg.call_id),
+                    )
+                    .as_bytes(),
+                    args.sip,
+                );
             }
         }
     }
@@ -495,18 +670,30 @@ fn run(args: &Args) -> Result<(), String> {
     let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_ms).collect();
     jitters.sort_by(f64::total_cmp);
     let expected = legs.len() as f64 * (elapsed + 1.0) * 50.0;
-    println!("legs {} (rooms of {}, {} talking), {:.1} s of media", legs.len(), args.room_size, args.talkers.min(args.room_size), elapsed);
+    println!(
+        "legs {} (rooms of {}, {} talking), {:.1} s of media",
+        legs.len(),
+        args.room_size,
+        args.talkers.min(args.room_size),
+        elapsed
+    );
     println!(
         "received {total} packets ({:.1} % of {expected:.0}), lost {lost} ({:.3} %), sender late ticks {late_sends}, tool socket drops {}",
         100.0 * total as f64 / expected,
         100.0 * lost as f64 / (total + lost).max(1) as f64,
         reception.tool_drops
     );
-    println!("frames the server skipped (timestamp jumps): {skipped} ({:.2} % of the packets)", 100.0 * skipped as f64 / total.max(1) as f64);
+    println!(
+        "frames the server skipped (timestamp jumps): {skipped} ({:.2} % of the packets)",
+        100.0 * skipped as f64 / total.max(1) as f64
+    );
     println!(
         "receive jitter ms: median {:.2}, p99 {:.2}, max {:.2}",
         jitters.get(jitters.len() / 2).copied().unwrap_or(0.0),
-        jitters.get(jitters.len() * 99 / 100).copied().unwrap_or(0.0),
+        jitters
+            .get(jitters.len() * 99 / 100)
+            .copied()
+            .unwrap_or(0.0),
         jitters.last().copied().unwrap_or(0.0)
     );
     if let Some(cpu) = cpu {
@@ -518,16 +705,31 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     if let Some(steal) = steal {
-        println!("CPU stolen by the hypervisor while measured: {steal:.1} % of the machine's CPU time");
+        println!(
+            "CPU stolen by the hypervisor while measured: {steal:.1} % of the machine's CPU time"
+        );
     }
     if let Some(metrics) = metrics {
-        let p99 = histogram_p99(metrics_start.as_deref(), &metrics, "roundtable_mixer_tick_lateness_seconds");
-        let skipped = metrics.lines().find(|l| l.starts_with("roundtable_mixer_ticks_skipped_total")).unwrap_or_default();
-        let steps = |m: &str| -> f64 { metric_values(m, "roundtable_mixer_degradations_total").sum() };
+        let p99 = histogram_p99(
+            metrics_start.as_deref(),
+            &metrics,
+            "roundtable_mixer_tick_lateness_seconds",
+        );
+        let skipped = metrics
+            .lines()
+            .find(|l| l.starts_with("roundtable_mixer_ticks_skipped_total"))
+            .unwrap_or_default();
+        let steps =
+            |m: &str| -> f64 { metric_values(m, "roundtable_mixer_degradations_total").sum() };
         let shed = steps(&metrics) - metrics_start.as_deref().map_or(0.0, steps);
-        println!("bridge tick lateness p99 (measured part) <= {} s; {skipped}", p99.map_or("?".into(), |p| p.to_string()));
+        println!(
+            "bridge tick lateness p99 (measured part) <= {} s; {skipped}",
+            p99.map_or("?".into(), |p| p.to_string())
+        );
         if shed > 0.0 {
-            println!("WARNING: the bridge shed voice processing {shed} times while measured: its CPU figure is not at full processing");
+            println!(
+                "WARNING: the bridge shed voice processing {shed} times while measured: its CPU figure is not at full processing"
+            );
         } else {
             println!("full voice processing throughout the measurement");
         }
@@ -541,13 +743,21 @@ fn media_socket(local: IpAddr) -> Result<UdpSocket, String> {
     let socket = UdpSocket::bind((local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
     set_buffers(&socket, 64 << 20);
     enable_stamps(&socket).map_err(|e| format!("RTP socket stamps: {e}"))?;
-    socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
     Ok(socket)
 }
 
 /// Reads everything the server sends until `until`: per leg, packets, sequence gaps and RFC 3550
 /// interarrival jitter from the kernel's arrival stamps.
-fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, measuring: &AtomicBool, stop: &AtomicBool, latest: Instant) -> Reception {
+fn receive(
+    socket: &UdpSocket,
+    index: &HashMap<SocketAddr, usize>,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+    latest: Instant,
+) -> Reception {
     let mut legs = vec![Received::default(); index.len()];
     let mut tool_drops = 0;
     let mut batch = RecvBatch::new(64);
@@ -559,14 +769,21 @@ fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, measuring: &A
             // transit so that the first measured packet is judged against its predecessor.
             counting = true;
             for r in &mut legs {
-                *r = Received { last_sequence: r.last_sequence, last_timestamp: r.last_timestamp, transit: r.transit, ..Received::default() };
+                *r = Received {
+                    last_sequence: r.last_sequence,
+                    last_timestamp: r.last_timestamp,
+                    transit: r.transit,
+                    ..Received::default()
+                };
             }
         }
         // Polls instead of blocking: a thread blocked on the socket would be woken by each
         // datagram, and on loopback that wake-up is charged to the server's send (an IPI per
         // packet in a VM). Remote phones cost the server no such thing. Arrival times come from
         // the kernel's stamps, so polling does not change the jitter measured.
-        let Ok(n) = batch.recv(socket, false) else { continue };
+        let Ok(n) = batch.recv(socket, false) else {
+            continue;
+        };
         if n == 0 {
             std::thread::sleep(Duration::from_millis(1));
             continue;
@@ -575,7 +792,9 @@ fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, measuring: &A
         for datagram in batch.datagrams() {
             tool_drops = tool_drops.max(datagram.dropped.unwrap_or(0));
             let buf = datagram.bytes;
-            let Some(&i) = index.get(&datagram.from) else { continue };
+            let Some(&i) = index.get(&datagram.from) else {
+                continue;
+            };
             if buf.len() < 12 || buf[1] & 0x7F != 0 {
                 continue;
             }
@@ -599,7 +818,12 @@ fn receive(socket: &UdpSocket, index: &HashMap<SocketAddr, usize>, measuring: &A
             r.last_timestamp = timestamp;
             // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units).
             let ts = i64::from(timestamp);
-            let arrival = clock.arrival(datagram.stamp).saturating_duration_since(origin).as_micros() as i64 * 8 / 1000;
+            let arrival = clock
+                .arrival(datagram.stamp)
+                .saturating_duration_since(origin)
+                .as_micros() as i64
+                * 8
+                / 1000;
             let transit = arrival - ts;
             if let Some(previous) = r.transit {
                 let d = (transit - previous).abs() as f64 / 8.0;

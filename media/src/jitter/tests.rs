@@ -52,7 +52,8 @@ impl Sim {
             let now_ms = self.tick as f64 * 20.0 + 7.0;
             while (self.sent as f64) * 20.0 <= now_ms {
                 if let Some(d) = delay(self.sent) {
-                    self.in_flight.push((self.sent as f64 * 20.0 + d, self.sent));
+                    self.in_flight
+                        .push((self.sent as f64 * 20.0 + d, self.sent));
                 }
                 self.sent += 1;
             }
@@ -82,11 +83,18 @@ fn a_clean_network_plays_everything_in_order_at_the_minimum_delay() {
     let mut sim = Sim::new(65530, u32::MAX - 800);
     sim.run(10_000, |_| Some(3.0));
     let played: Vec<u64> = sim.played.iter().flatten().copied().collect();
-    assert_eq!(played, (0..played.len() as u64).collect::<Vec<_>>(), "in order, across the sequence and timestamp wraps");
+    assert_eq!(
+        played,
+        (0..played.len() as u64).collect::<Vec<_>>(),
+        "in order, across the sequence and timestamp wraps"
+    );
     assert!(played.len() >= 495, "{}", played.len());
     let stats = sim.buffer.stats();
     assert_eq!((stats.lost, stats.late, stats.duplicated), (0, 0, 0));
-    assert!(stats.depth_ms <= 40.0 && stats.target_ms <= 40.0, "{stats:?}");
+    assert!(
+        stats.depth_ms <= 40.0 && stats.target_ms <= 40.0,
+        "{stats:?}"
+    );
     assert!(stats.jitter_ms < 1.0, "{stats:?}");
 }
 
@@ -104,9 +112,19 @@ fn reordering_and_duplicates_are_absorbed_and_counted() {
     }
     let stats = sim.buffer.stats();
     assert_eq!(stats.lost, 0);
-    let info = PacketInfo { sequence: 100 + 150, timestamp: 150 * 160, ssrc: 1, marker: false, arrival: sim.t0 + Duration::from_secs(5) };
+    let info = PacketInfo {
+        sequence: 100 + 150,
+        timestamp: 150 * 160,
+        ssrc: 1,
+        marker: false,
+        arrival: sim.t0 + Duration::from_secs(5),
+    };
     sim.buffer.push(info, 150);
-    assert_eq!(sim.buffer.stats().duplicated, 1, "a packet already played, again");
+    assert_eq!(
+        sim.buffer.stats().duplicated,
+        1,
+        "a packet already played, again"
+    );
     let played: Vec<u64> = sim.played.iter().flatten().copied().collect();
     let mut sorted = played.clone();
     sorted.sort_unstable();
@@ -122,7 +140,10 @@ fn losses_are_concealed_and_counted() {
     let rate = stats.lost as f64 / 1000.0;
     assert!((0.03..0.07).contains(&rate), "loss {rate} {stats:?}");
     assert!(stats.concealed >= stats.lost, "{stats:?}");
-    assert!(stats.concealed <= stats.lost + 20, "concealment beyond the losses: {stats:?}");
+    assert!(
+        stats.concealed <= stats.lost + 20,
+        "concealment beyond the losses: {stats:?}"
+    );
 }
 
 #[test]
@@ -134,14 +155,23 @@ fn the_delay_follows_the_jitter_up_and_back_down() {
     let jittery = sim.buffer.stats();
     eprintln!("under jitter: {jittery:?}");
     assert!((30.0..50.0).contains(&jittery.jitter_ms), "{jittery:?}");
-    assert!(jittery.target_ms > 60.0 && jittery.depth_ms > 60.0, "{jittery:?}");
+    assert!(
+        jittery.target_ms > 60.0 && jittery.depth_ms > 60.0,
+        "{jittery:?}"
+    );
     // Few late packets: the buffer covers the jitter.
     assert!(jittery.late < 40, "{jittery:?}");
     let base = sim.buffer.stats().concealed;
     sim.run(10_000, |_| Some(5.0));
     let calm = sim.buffer.stats();
-    assert!(calm.target_ms < 40.0 && calm.depth_ms < 40.0, "within 10 s of calm: {calm:?}");
-    assert!(calm.concealed - base < 20, "shrinking drops packets, it does not conceal: {calm:?}");
+    assert!(
+        calm.target_ms < 40.0 && calm.depth_ms < 40.0,
+        "within 10 s of calm: {calm:?}"
+    );
+    assert!(
+        calm.concealed - base < 20,
+        "shrinking drops packets, it does not conceal: {calm:?}"
+    );
     assert!(calm.jitter_ms < 5.0, "{calm:?}");
 }
 
@@ -153,13 +183,19 @@ fn a_new_ssrc_starts_over_and_the_bounds_hold() {
     sim.start_seq = 40000;
     sim.run(2_000, |_| Some(2.0));
     let stats = sim.buffer.stats();
-    assert!(stats.lost < 5, "no phantom loss across the SSRC change: {stats:?}");
+    assert!(
+        stats.lost < 5,
+        "no phantom loss across the SSRC change: {stats:?}"
+    );
     assert!(sim.played[150..].iter().filter(|p| p.is_some()).count() >= 45);
 
     let mut sim = Sim::new(0, 0);
     let mut rng = Rng(3);
     sim.run(5_000, |_| Some(rng.next() * 1000.0));
-    assert!(sim.buffer.stats().target_ms <= 200.0, "jitter_max_ms caps the delay");
+    assert!(
+        sim.buffer.stats().target_ms <= 200.0,
+        "jitter_max_ms caps the delay"
+    );
 }
 
 #[test]

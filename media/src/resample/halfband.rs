@@ -68,7 +68,13 @@ impl HalfBand {
             // Zero-stuffing halves the level; the filter makes it up.
             taps.iter_mut().for_each(|t| *t *= 2.0);
         }
-        HalfBand { up, taps, even: vec![0.0; HISTORY], odd: vec![0.0; HISTORY], acc: Vec::new() }
+        HalfBand {
+            up,
+            taps,
+            even: vec![0.0; HISTORY],
+            odd: vec![0.0; HISTORY],
+            acc: Vec::new(),
+        }
     }
 
     /// The delay in output samples.
@@ -97,7 +103,9 @@ impl HalfBand {
             let mut lanes = [0f32; BLOCK];
             for (t, &tap) in taps.iter().enumerate() {
                 let start = BLOCK * b + t;
-                let Ok(x) = <&[f32; BLOCK]>::try_from(&input[start..start + BLOCK]) else { continue };
+                let Ok(x) = <&[f32; BLOCK]>::try_from(&input[start..start + BLOCK]) else {
+                    continue;
+                };
                 for i in 0..BLOCK {
                     lanes[i] += tap * x[i];
                 }
@@ -163,7 +171,11 @@ mod tests {
     use super::*;
 
     fn tone(rate: f64, freq: f64, len: usize, n0: usize) -> Vec<i16> {
-        (0..len).map(|n| (10000.0 * (std::f64::consts::TAU * freq * (n0 + n) as f64 / rate).sin()) as i16).collect()
+        (0..len)
+            .map(|n| {
+                (10000.0 * (std::f64::consts::TAU * freq * (n0 + n) as f64 / rate).sin()) as i16
+            })
+            .collect()
     }
 
     fn rms(x: &[i16]) -> f64 {
@@ -196,7 +208,11 @@ mod tests {
     #[test]
     fn a_skipped_frame_leaves_the_next_one_exact() {
         for up in [true, false] {
-            let (rate, len, out_len) = if up { (8000.0, 160, 320) } else { (16000.0, 320, 160) };
+            let (rate, len, out_len) = if up {
+                (8000.0, 160, 320)
+            } else {
+                (16000.0, 320, 160)
+            };
             let (mut full, mut skipping) = (HalfBand::new(up), HalfBand::new(up));
             let (mut a, mut b) = (vec![0i16; out_len], vec![0i16; out_len]);
             for f in 0..4 {
@@ -219,6 +235,10 @@ mod tests {
         for _ in 0..3 {
             up.process(&[1000; 160], &mut out);
         }
-        assert!(out.iter().all(|&s| (s - 1000).abs() <= 1), "{:?}", &out[..8]);
+        assert!(
+            out.iter().all(|&s| (s - 1000).abs() <= 1),
+            "{:?}",
+            &out[..8]
+        );
     }
 }

@@ -131,21 +131,36 @@ impl EchoDetector {
         // slices (no index arithmetic per element), which the compiler vectorises.
         let mut sent = [0f32; RING];
         let mut heard = [0f32; WINDOW];
-        for (s, &x) in sent.iter_mut().zip(newest_first(&self.sent, newest)).take(window + MAX_LAG) {
+        for (s, &x) in sent
+            .iter_mut()
+            .zip(newest_first(&self.sent, newest))
+            .take(window + MAX_LAG)
+        {
             *s = x;
         }
-        for (h, &x) in heard.iter_mut().zip(newest_first(&self.heard, newest)).take(window) {
+        for (h, &x) in heard
+            .iter_mut()
+            .zip(newest_first(&self.heard, newest))
+            .take(window)
+        {
             *h = x;
         }
         let sent = &sent[..window + MAX_LAG];
         let heard = &heard[..window];
-        let (lo, hi) = sent.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
-        let steps = sent.windows(2).filter(|w| (w[0] - w[1]).abs() >= STEP_DB).count();
+        let (lo, hi) = sent
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        let steps = sent
+            .windows(2)
+            .filter(|w| (w[0] - w[1]).abs() >= STEP_DB)
+            .count();
         if hi - lo < MIN_SENT_SPREAD_DB || steps < MIN_SENT_STEPS {
             self.score = 0.0;
             return None; // Nothing was sent worth echoing: no evidence either way.
         }
-        let (quiet, loud) = heard.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &h| (lo.min(h), hi.max(h)));
+        let (quiet, loud) = heard
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &h| (lo.min(h), hi.max(h)));
         if loud - quiet < MIN_HEARD_SPREAD_DB {
             // Sent something worth echoing, heard nothing that varies: evidence of no echo
             // (most listeners, most of the time), without the correlation's cost.
@@ -157,7 +172,10 @@ impl EchoDetector {
         let syy: f64 = heard.iter().map(|&y| f64::from(y) * f64::from(y)).sum();
         // The sent envelope's sums over each lag's window slide by one block per lag.
         let mut sx: f64 = sent[..window].iter().map(|&x| f64::from(x)).sum();
-        let mut sxx: f64 = sent[..window].iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let mut sxx: f64 = sent[..window]
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum();
         let mut best = f32::MIN;
         let mut best_lag = 0;
         for lag in 0..=MAX_LAG {
@@ -178,7 +196,14 @@ impl EchoDetector {
         // Correlation alone is weak evidence: two talkers' on/off envelopes correlate by chance
         // over a few seconds. An echo also repeats what was sent onset by onset, at the delay.
         let echoed = onsets_echoed(sent, heard, best_lag);
-        self.judge(if echoed >= MIN_ONSETS_ECHOED { best.max(0.0) } else { best.clamp(0.0, THRESHOLD) }, best_lag)
+        self.judge(
+            if echoed >= MIN_ONSETS_ECHOED {
+                best.max(0.0)
+            } else {
+                best.clamp(0.0, THRESHOLD)
+            },
+            best_lag,
+        )
     }
 
     /// Takes an evaluation's `score` (at delay `best_lag`): updates the runs of positive and
@@ -189,7 +214,9 @@ impl EchoDetector {
         if self.score > THRESHOLD {
             self.negatives = 0;
             // A real echo path keeps its delay; unrelated speech peaks at a new lag each time.
-            let steady = self.positive_lag.is_some_and(|previous| previous.abs_diff(best_lag) <= LAG_TOLERANCE);
+            let steady = self
+                .positive_lag
+                .is_some_and(|previous| previous.abs_diff(best_lag) <= LAG_TOLERANCE);
             self.positives = if steady { self.positives + 1 } else { 1 };
             self.positive_lag = Some(best_lag);
             if !self.echo && self.positives >= ON_AFTER {
@@ -211,14 +238,20 @@ impl EchoDetector {
 
 /// A ring's blocks newest first, `newest` being the slot written last.
 fn newest_first(ring: &[f32], newest: usize) -> impl Iterator<Item = &f32> {
-    ring[..=newest].iter().rev().chain(ring[newest + 1..].iter().rev())
+    ring[..=newest]
+        .iter()
+        .rev()
+        .chain(ring[newest + 1..].iter().rev())
 }
 
 /// The levels (dBFS, floored) of a 20 ms frame's two 10 ms halves: the detector's envelope
 /// blocks.
 pub fn half_levels(frame: &[i16]) -> [f32; 2] {
     let (first, second) = frame.split_at(frame.len() / 2);
-    [level_db(first).max(FLOOR_DB), level_db(&second[..first.len()]).max(FLOOR_DB)]
+    [
+        level_db(first).max(FLOOR_DB),
+        level_db(&second[..first.len()]).max(FLOOR_DB),
+    ]
 }
 
 /// The share of the sent envelope's onsets (the first block of a rise of [`STEP_DB`] or more
@@ -238,7 +271,11 @@ fn onsets_echoed(sent: &[f32], heard: &[f32], lag: usize) -> f32 {
             echoed += 1;
         }
     }
-    if onsets < MIN_ONSETS { 0.0 } else { echoed as f32 / onsets as f32 }
+    if onsets < MIN_ONSETS {
+        0.0
+    } else {
+        echoed as f32 / onsets as f32
+    }
 }
 
 /// The dot product of two equally long slices in eight independent lanes (a single running
@@ -247,7 +284,12 @@ fn onsets_echoed(sent: &[f32], heard: &[f32], lag: usize) -> f32 {
 fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (x_blocks, y_blocks) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f32 = x_blocks.remainder().iter().zip(y_blocks.remainder()).map(|(a, b)| a * b).sum();
+    let tail: f32 = x_blocks
+        .remainder()
+        .iter()
+        .zip(y_blocks.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
     for (a, b) in x_blocks.zip(y_blocks) {
         for i in 0..8 {
             lanes[i] += a[i] * b[i];

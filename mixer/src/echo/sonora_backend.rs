@@ -17,11 +17,22 @@ pub struct SonoraCanceller {
 impl SonoraCanceller {
     /// A canceller for 20 ms frames at `rate`.
     pub fn new(rate: u32) -> SonoraCanceller {
-        let config = Config { echo_canceller: Some(Aec3::default()), ..Default::default() };
+        let config = Config {
+            echo_canceller: Some(Aec3::default()),
+            ..Default::default()
+        };
         let stream = StreamConfig::new(rate, 1);
-        let apm = AudioProcessing::builder().config(config).capture_config(stream).render_config(stream).build();
+        let apm = AudioProcessing::builder()
+            .config(config)
+            .capture_config(stream)
+            .render_config(stream)
+            .build();
         let chunk = rate as usize / 100;
-        SonoraCanceller { apm, chunk, out: vec![0; chunk] }
+        SonoraCanceller {
+            apm,
+            chunk,
+            out: vec![0; chunk],
+        }
     }
 
     fn check(&self, len: usize) -> Result<(), MixerError> {
@@ -40,7 +51,9 @@ impl EchoCanceller for SonoraCanceller {
     fn render(&mut self, sent: &[i16]) -> Result<(), MixerError> {
         self.check(sent.len())?;
         for part in sent.chunks(self.chunk) {
-            self.apm.process_render_i16(part, &mut self.out).map_err(processing)?;
+            self.apm
+                .process_render_i16(part, &mut self.out)
+                .map_err(processing)?;
         }
         Ok(())
     }
@@ -48,7 +61,9 @@ impl EchoCanceller for SonoraCanceller {
     fn capture(&mut self, input: &mut [i16]) -> Result<(), MixerError> {
         self.check(input.len())?;
         for part in input.chunks_mut(self.chunk) {
-            self.apm.process_capture_i16(part, &mut self.out).map_err(processing)?;
+            self.apm
+                .process_capture_i16(part, &mut self.out)
+                .map_err(processing)?;
             part.copy_from_slice(&self.out);
         }
         Ok(())

@@ -18,7 +18,11 @@ struct EchoPath {
 impl EchoPath {
     fn new(rate: u32, delay_ms: usize, attenuation_db: f32) -> EchoPath {
         let line = std::iter::repeat_n(0.0, delay_ms * rate as usize / 1000).collect();
-        EchoPath { line, gain: 10f32.powf(-attenuation_db / 20.0), last: [0.0; 2] }
+        EchoPath {
+            line,
+            gain: 10f32.powf(-attenuation_db / 20.0),
+            last: [0.0; 2],
+        }
     }
 
     /// What comes back for one frame sent.
@@ -86,9 +90,16 @@ fn run(backend: EchoBackend, rate: u32, delay_ms: usize, attenuation_db: f32) ->
     for f in 0..800 {
         let sent = frame_at(&far, f, frame);
         let echo = path.echo(sent);
-        let own: Vec<i16> = if f >= 400 { frame_at(&near, f - 400, frame).to_vec() } else { vec![0; frame] };
-        let mut input: Vec<i16> =
-            echo.iter().zip(&own).map(|(e, &o)| (e + f32::from(o) + f32::from(noise.sample(3.0))) as i16).collect();
+        let own: Vec<i16> = if f >= 400 {
+            frame_at(&near, f - 400, frame).to_vec()
+        } else {
+            vec![0; frame]
+        };
+        let mut input: Vec<i16> = echo
+            .iter()
+            .zip(&own)
+            .map(|(e, &o)| (e + f32::from(o) + f32::from(noise.sample(3.0))) as i16)
+            .collect();
         let before = input.clone();
         aec.capture(&mut input).unwrap();
         aec.render(sent).unwrap();
@@ -110,7 +121,14 @@ fn run(backend: EchoBackend, rate: u32, delay_ms: usize, attenuation_db: f32) ->
 /// At 16 kHz (wideband legs) and 8 kHz (G.711 legs, whose voice processing runs at their
 /// codec's rate).
 fn check(backend: EchoBackend) {
-    let cases = [(16000, 40, 6.0), (16000, 120, 10.0), (16000, 200, 20.0), (8000, 40, 6.0), (8000, 120, 10.0), (8000, 200, 20.0)];
+    let cases = [
+        (16000, 40, 6.0),
+        (16000, 120, 10.0),
+        (16000, 200, 20.0),
+        (8000, 40, 6.0),
+        (8000, 120, 10.0),
+        (8000, 200, 20.0),
+    ];
     for (rate, delay, attenuation) in cases {
         let outcome = run(backend, rate, delay, attenuation);
         println!(
@@ -119,8 +137,16 @@ fn check(backend: EchoBackend) {
             outcome.erle_db,
             outcome.near_change_db
         );
-        assert!(outcome.erle_db >= 25.0, "{delay} ms: only {:.1} dB of echo reduction", outcome.erle_db);
-        assert!(outcome.near_change_db >= -6.0, "{delay} ms: near-end speech dropped {:.1} dB", outcome.near_change_db);
+        assert!(
+            outcome.erle_db >= 25.0,
+            "{delay} ms: only {:.1} dB of echo reduction",
+            outcome.erle_db
+        );
+        assert!(
+            outcome.near_change_db >= -6.0,
+            "{delay} ms: near-end speech dropped {:.1} dB",
+            outcome.near_change_db
+        );
     }
 }
 
@@ -150,11 +176,24 @@ fn the_detector_finds_an_echoing_leg_and_not_a_clean_one() {
             found.get_or_insert(f);
         }
         // The clean leg talks on its own (in turns with the far end: here, at random).
-        let own = if (f / 40) % 2 == 0 { frame_of(&near, f).to_vec() } else { vec![0; FRAME] };
-        assert_eq!(clean.observe(&own, sent), None, "clean leg at frame {f}, score {}", clean.score());
+        let own = if (f / 40) % 2 == 0 {
+            frame_of(&near, f).to_vec()
+        } else {
+            vec![0; FRAME]
+        };
+        assert_eq!(
+            clean.observe(&own, sent),
+            None,
+            "clean leg at frame {f}, score {}",
+            clean.score()
+        );
     }
     let found = found.expect("echo found");
-    assert!(found < 250, "echo found only after {} s", found as f32 / 50.0);
+    assert!(
+        found < 250,
+        "echo found only after {} s",
+        found as f32 / 50.0
+    );
     assert!(echoing.echo() && !clean.echo());
     // The echo stops (the caller picked up the handset): the detector lets go within 15 s.
     let mut released = None;
@@ -169,7 +208,10 @@ fn the_detector_finds_an_echoing_leg_and_not_a_clean_one() {
 #[test]
 fn unsupported_frame_sizes_are_errors() {
     let mut aec = canceller(EchoBackend::Sonora, RATE).unwrap();
-    assert!(matches!(aec.capture(&mut [0; 100]), Err(MixerError::FrameSize(100))));
+    assert!(matches!(
+        aec.capture(&mut [0; 100]),
+        Err(MixerError::FrameSize(100))
+    ));
     assert!(matches!(aec.render(&[]), Err(MixerError::FrameSize(0))));
 }
 
@@ -179,11 +221,26 @@ fn tones_starting_together_are_not_echo() {
     // which is no evidence of an echo path.
     let mut detector = EchoDetector::new(0);
     let tone = |freq: f32, f: usize| -> Vec<i16> {
-        (0..FRAME).map(|i| (6000.0 * (std::f32::consts::TAU * freq * (f * FRAME + i) as f32 / RATE as f32).sin()) as i16).collect()
+        (0..FRAME)
+            .map(|i| {
+                (6000.0
+                    * (std::f32::consts::TAU * freq * (f * FRAME + i) as f32 / RATE as f32).sin())
+                    as i16
+            })
+            .collect()
     };
     for f in 0..500 {
-        let (heard, sent) = if f < 50 { (vec![0; FRAME], vec![0; FRAME]) } else { (tone(440.0, f), tone(1000.0, f)) };
-        assert_eq!(detector.observe(&heard, &sent), None, "frame {f}, score {}", detector.score());
+        let (heard, sent) = if f < 50 {
+            (vec![0; FRAME], vec![0; FRAME])
+        } else {
+            (tone(440.0, f), tone(1000.0, f))
+        };
+        assert_eq!(
+            detector.observe(&heard, &sent),
+            None,
+            "frame {f}, score {}",
+            detector.score()
+        );
     }
 }
 

@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 
 use roundtable_media::resample::{Resampler, frame_len};
 use webrtc_audio_processing::{
-    Config, EchoCancellation, EchoCancellationSuppressionLevel, InitializationConfig, NUM_SAMPLES_PER_FRAME, Processor,
+    Config, EchoCancellation, EchoCancellationSuppressionLevel, InitializationConfig,
+    NUM_SAMPLES_PER_FRAME, Processor,
 };
 
 use super::EchoCanceller;
@@ -52,7 +53,11 @@ fn processing(error: webrtc_audio_processing::Error) -> MixerError {
 impl WebRtcCanceller {
     /// A canceller for 20 ms frames at `rate`.
     pub fn new(rate: u32) -> Result<WebRtcCanceller, MixerError> {
-        let init = InitializationConfig { num_capture_channels: 1, num_render_channels: 1, ..Default::default() };
+        let init = InitializationConfig {
+            num_capture_channels: 1,
+            num_render_channels: 1,
+            ..Default::default()
+        };
         let mut processor = Processor::new(&init).map_err(processing)?;
         processor.set_config(Config {
             echo_cancellation: Some(EchoCancellation {
@@ -113,7 +118,9 @@ impl EchoCanceller for WebRtcCanceller {
             for (b, &s) in self.block.iter_mut().zip(part) {
                 *b = f32::from(s) / 32768.0;
             }
-            self.processor.process_render_frame(&mut self.block).map_err(processing)?;
+            self.processor
+                .process_render_frame(&mut self.block)
+                .map_err(processing)?;
         }
         Ok(())
     }
@@ -126,7 +133,9 @@ impl EchoCanceller for WebRtcCanceller {
             for (b, &s) in self.block.iter_mut().zip(part.iter()) {
                 *b = f32::from(s) / 32768.0;
             }
-            self.processor.process_capture_frame(&mut self.block).map_err(processing)?;
+            self.processor
+                .process_capture_frame(&mut self.block)
+                .map_err(processing)?;
             for (s, &b) in part.iter_mut().zip(&self.block) {
                 *s = (b * 32768.0) as i16;
             }

@@ -12,7 +12,11 @@ use crate::test_audio::speech;
 
 fn tone(rate: u32, freq: f64, amplitude: f64, n0: usize) -> Vec<i16> {
     (0..frame_len(rate))
-        .map(|i| (amplitude * (2.0 * std::f64::consts::PI * freq * (n0 + i) as f64 / f64::from(rate)).sin()) as i16)
+        .map(|i| {
+            (amplitude
+                * (2.0 * std::f64::consts::PI * freq * (n0 + i) as f64 / f64::from(rate)).sin())
+                as i16
+        })
         .collect()
 }
 
@@ -47,7 +51,13 @@ impl Sim {
     fn new(config: RoomConfig) -> Sim {
         let mut room = Room::new(config);
         room.set_recording(true, false);
-        Sim { room, rate: config.rate, callers: Vec::new(), seq: 0, start: Instant::now() }
+        Sim {
+            room,
+            rate: config.rate,
+            callers: Vec::new(),
+            seq: 0,
+            start: Instant::now(),
+        }
     }
 
     fn add(&mut self, id: u64, codec: Codec) -> LegId {
@@ -93,7 +103,10 @@ impl Sim {
 }
 
 fn plain(rate: u32) -> RoomConfig {
-    RoomConfig { audio: AudioConfig::plain(), ..RoomConfig::at(rate) }
+    RoomConfig {
+        audio: AudioConfig::plain(),
+        ..RoomConfig::at(rate)
+    }
 }
 
 #[test]
@@ -110,7 +123,9 @@ fn a_leg_does_not_hear_itself() {
     assert!(energy(sim.room.mix()) > 1e6);
 
     // On hold leg 1 is neither heard nor sent anything; leg 2 hears silence.
-    sim.room.update_leg(a, LegCodec::plain(Codec::Pcmu), false, false).unwrap();
+    sim.room
+        .update_leg(a, LegCodec::plain(Codec::Pcmu), false, false)
+        .unwrap();
     for i in 6..10 {
         heard = sim.step(&HashMap::from([(a, tone(8000, 440.0, 8000.0, 160 * i))]));
     }
@@ -123,7 +138,11 @@ fn telephone_callers_mix_at_8_khz_until_a_wideband_leg_joins() {
     let mut sim = Sim::new(plain(16000));
     let a = sim.add(1, Codec::Pcmu);
     let b = sim.add(2, Codec::Pcma);
-    assert_eq!(sim.room.mix_rate(), 8000, "two G.711 legs: nothing needs more than 8 kHz");
+    assert_eq!(
+        sim.room.mix_rate(),
+        8000,
+        "two G.711 legs: nothing needs more than 8 kHz"
+    );
     let mut t = 0;
     let mut run = |sim: &mut Sim, ticks: usize| {
         let mut heard = HashMap::new();
@@ -136,21 +155,38 @@ fn telephone_callers_mix_at_8_khz_until_a_wideband_leg_joins() {
     let heard = run(&mut sim, 10);
     assert!(power_at(&heard[&b], 8000, 1000.0) > 1e7, "b hears a");
     let recorded = sim.room.mix();
-    assert_eq!(recorded.len(), 320, "the recorded mix stays at the room's rate");
-    assert!(power_at(recorded, 16000, 1000.0) > 1e7, "and holds a's tone at 1 kHz");
+    assert_eq!(
+        recorded.len(),
+        320,
+        "the recorded mix stays at the room's rate"
+    );
+    assert!(
+        power_at(recorded, 16000, 1000.0) > 1e7,
+        "and holds a's tone at 1 kHz"
+    );
 
     let c = sim.add(3, Codec::G722);
-    assert_eq!(sim.room.mix_rate(), 16000, "a G.722 leg brings the room to 16 kHz");
+    assert_eq!(
+        sim.room.mix_rate(),
+        16000,
+        "a G.722 leg brings the room to 16 kHz"
+    );
     let heard = run(&mut sim, 10);
     assert!(power_at(&heard[&b], 8000, 1000.0) > 1e7, "b still hears a");
-    assert!(power_at(&heard[&c], 16000, 1000.0) > 1e7, "c hears a at its own rate");
+    assert!(
+        power_at(&heard[&c], 16000, 1000.0) > 1e7,
+        "c hears a at its own rate"
+    );
     assert!(power_at(sim.room.mix(), 16000, 1000.0) > 1e7);
 
     sim.room.remove_leg(c);
     sim.callers.retain(|caller| caller.0 != c);
     assert_eq!(sim.room.mix_rate(), 8000, "back to 8 kHz when it leaves");
     let heard = run(&mut sim, 10);
-    assert!(power_at(&heard[&b], 8000, 1000.0) > 1e7, "b hears a after the change");
+    assert!(
+        power_at(&heard[&b], 8000, 1000.0) > 1e7,
+        "b hears a after the change"
+    );
     assert!(power_at(sim.room.mix(), 16000, 1000.0) > 1e7);
     assert!(energy(&heard[&a]) < 10.0, "a never hears itself");
 }
@@ -159,7 +195,9 @@ fn telephone_callers_mix_at_8_khz_until_a_wideband_leg_joins() {
 fn a_prompt_at_the_rooms_rate_reaches_a_leg_mixed_at_8_khz() {
     let mut sim = Sim::new(plain(16000));
     let a = sim.add(1, Codec::Pcmu);
-    let prompt: Arc<[i16]> = (0..10).flat_map(|i| tone(16000, 600.0, 6000.0, 320 * i)).collect();
+    let prompt: Arc<[i16]> = (0..10)
+        .flat_map(|i| tone(16000, 600.0, 6000.0, 320 * i))
+        .collect();
     sim.room.play(a, prompt);
     let mut heard = Vec::new();
     for _ in 0..12 {
@@ -176,22 +214,53 @@ fn a_prompt_at_the_rooms_rate_reaches_a_leg_mixed_at_8_khz() {
 fn legs_of_different_codecs_hear_each_other_at_their_own_rate() {
     let mut sim = Sim::new(plain(16000));
     let codecs = [Codec::Pcmu, Codec::G722, Codec::Opus];
-    let legs: Vec<LegId> = codecs.iter().enumerate().map(|(i, c)| sim.add(i as u64, *c)).collect();
+    let legs: Vec<LegId> = codecs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| sim.add(i as u64, *c))
+        .collect();
     // Only the G.722 leg speaks: a 1 kHz tone at 16 kHz.
     let mut heard = HashMap::new();
     for i in 0..15 {
-        heard = sim.step(&HashMap::from([(legs[1], tone(16000, 1000.0, 8000.0, 320 * i))]));
+        heard = sim.step(&HashMap::from([(
+            legs[1],
+            tone(16000, 1000.0, 8000.0, 320 * i),
+        )]));
     }
-    assert!(energy(&heard[&legs[0]]) > 1e6, "PCMU leg hears it: {}", energy(&heard[&legs[0]]));
-    assert!(energy(&heard[&legs[1]]) < 1e3, "the speaker does not: {}", energy(&heard[&legs[1]]));
-    assert!(energy(&heard[&legs[2]]) > 1e6, "Opus leg hears it: {}", energy(&heard[&legs[2]]));
+    assert!(
+        energy(&heard[&legs[0]]) > 1e6,
+        "PCMU leg hears it: {}",
+        energy(&heard[&legs[0]])
+    );
+    assert!(
+        energy(&heard[&legs[1]]) < 1e3,
+        "the speaker does not: {}",
+        energy(&heard[&legs[1]])
+    );
+    assert!(
+        energy(&heard[&legs[2]]) > 1e6,
+        "Opus leg hears it: {}",
+        energy(&heard[&legs[2]])
+    );
     assert_eq!(heard[&legs[0]].len(), 160);
     assert_eq!(heard[&legs[2]].len(), 320);
     // RTP timestamps advance by the codec's clock: 160 for PCMU, 960 for Opus.
-    let stamps: Vec<u32> = sim.room.packets().map(|(_, p)| RtpPacket::parse(p).unwrap().timestamp).collect();
+    let stamps: Vec<u32> = sim
+        .room
+        .packets()
+        .map(|(_, p)| RtpPacket::parse(p).unwrap().timestamp)
+        .collect();
     sim.step(&HashMap::new());
-    let next: Vec<u32> = sim.room.packets().map(|(_, p)| RtpPacket::parse(p).unwrap().timestamp).collect();
-    let steps: Vec<u32> = next.iter().zip(&stamps).map(|(n, s)| n.wrapping_sub(*s)).collect();
+    let next: Vec<u32> = sim
+        .room
+        .packets()
+        .map(|(_, p)| RtpPacket::parse(p).unwrap().timestamp)
+        .collect();
+    let steps: Vec<u32> = next
+        .iter()
+        .zip(&stamps)
+        .map(|(n, s)| n.wrapping_sub(*s))
+        .collect();
     assert_eq!(steps, [160, 160, 960]);
     assert_eq!(sim.room.take_codec_errors(), 0);
 }
@@ -200,11 +269,20 @@ fn legs_of_different_codecs_hear_each_other_at_their_own_rate() {
 fn a_prompt_replaces_the_mix_until_it_ends() {
     let mut sim = Sim::new(plain(8000));
     let a = sim.add(1, Codec::Pcmu);
-    let prompt: Arc<[i16]> = tone(8000, 1000.0, 8000.0, 0).iter().chain(tone(8000, 1000.0, 8000.0, 160).iter()).copied().collect();
+    let prompt: Arc<[i16]> = tone(8000, 1000.0, 8000.0, 0)
+        .iter()
+        .chain(tone(8000, 1000.0, 8000.0, 160).iter())
+        .copied()
+        .collect();
     sim.room.play(a, prompt);
-    let levels: Vec<f64> = (0..3).map(|_| energy(&sim.step(&HashMap::new())[&a])).collect();
+    let levels: Vec<f64> = (0..3)
+        .map(|_| energy(&sim.step(&HashMap::new())[&a]))
+        .collect();
     assert!(levels[0] > 1e6 && levels[1] > 1e6, "{levels:?}");
-    assert!(levels[2] < 10.0, "back to the (silent) mix after the prompt: {levels:?}");
+    assert!(
+        levels[2] < 10.0,
+        "back to the (silent) mix after the prompt: {levels:?}"
+    );
 }
 
 /// G.711 mu-law in and out of a frame, as the room sees it.
@@ -228,19 +306,42 @@ struct Caller {
 fn caller() -> impl Strategy<Value = Caller> {
     let loud = proptest::collection::vec(-16000i16..16000, 160);
     let frame = prop_oneof![3 => loud, 1 => Just(vec![0i16; 160])];
-    (frame, proptest::bool::weighted(0.2), proptest::bool::weighted(0.2)).prop_map(|(frame, muted, deaf)| Caller { frame, muted, deaf })
+    (
+        frame,
+        proptest::bool::weighted(0.2),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(frame, muted, deaf)| Caller { frame, muted, deaf })
 }
 
 /// Runs a PCMU room at 8 kHz (no resampling: every step is exact) with steady callers; returns
 /// what each heard in the last tick and who was mixed.
-fn run_steady(callers: &[Caller], order: &[usize], top_k: usize) -> (HashMap<LegId, Vec<i16>>, Vec<LegId>) {
-    let mut sim = Sim::new(RoomConfig { audio: AudioConfig { top_k, ..AudioConfig::plain() }, ..RoomConfig::at(8000) });
+fn run_steady(
+    callers: &[Caller],
+    order: &[usize],
+    top_k: usize,
+) -> (HashMap<LegId, Vec<i16>>, Vec<LegId>) {
+    let mut sim = Sim::new(RoomConfig {
+        audio: AudioConfig {
+            top_k,
+            ..AudioConfig::plain()
+        },
+        ..RoomConfig::at(8000)
+    });
     for &i in order {
         let leg = sim.add(i as u64, Codec::Pcmu);
-        let controls = LegControls { muted: callers[i].muted, deaf: callers[i].deaf, ..Default::default() };
+        let controls = LegControls {
+            muted: callers[i].muted,
+            deaf: callers[i].deaf,
+            ..Default::default()
+        };
         sim.room.set_controls(leg, controls);
     }
-    let said: HashMap<LegId, Vec<i16>> = callers.iter().enumerate().map(|(i, c)| (LegId(i as u64), c.frame.clone())).collect();
+    let said: HashMap<LegId, Vec<i16>> = callers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (LegId(i as u64), c.frame.clone()))
+        .collect();
     let mut heard = HashMap::new();
     for _ in 0..6 {
         heard = sim.step(&said);
@@ -293,48 +394,87 @@ fn silence_in_silence_out() {
     let said: HashMap<LegId, Vec<i16>> = legs.iter().map(|&l| (l, vec![0; 320])).collect();
     for _ in 0..20 {
         let heard = sim.step(&said);
-        assert!(heard.values().all(|f| energy(f) < 25.0), "{:?}", heard.values().map(|f| energy(f)).collect::<Vec<_>>());
+        assert!(
+            heard.values().all(|f| energy(f) < 25.0),
+            "{:?}",
+            heard.values().map(|f| energy(f)).collect::<Vec<_>>()
+        );
         assert!(sim.room.mix().iter().all(|&s| s == 0));
     }
 }
 
 #[test]
 fn ten_full_scale_talkers_are_limited_not_clipped() {
-    let mut sim = Sim::new(RoomConfig { audio: AudioConfig { top_k: 0, ..AudioConfig::plain() }, ..RoomConfig::at(8000) });
+    let mut sim = Sim::new(RoomConfig {
+        audio: AudioConfig {
+            top_k: 0,
+            ..AudioConfig::plain()
+        },
+        ..RoomConfig::at(8000)
+    });
     sim.room.config.audio.limiter = true;
     sim.room.mix_limiter = Limiter::new(true);
     let legs: Vec<LegId> = (0..11).map(|i| sim.add(i, Codec::Pcmu)).collect();
     for &leg in &legs {
-        sim.room.legs.iter_mut().find(|l| l.id == leg).unwrap().limiter = Limiter::new(true);
+        sim.room
+            .legs
+            .iter_mut()
+            .find(|l| l.id == leg)
+            .unwrap()
+            .limiter = Limiter::new(true);
     }
     let mut peaks = vec![0i32; legs.len()];
     let mut mix_peak = 0i32;
     for t in 0..100 {
         // Ten legs talk at full scale; the eleventh only listens.
-        let said: HashMap<LegId, Vec<i16>> =
-            legs[..10].iter().enumerate().map(|(i, &l)| (l, tone(8000, 200.0 + 90.0 * i as f64, 32767.0, 160 * t))).collect();
+        let said: HashMap<LegId, Vec<i16>> = legs[..10]
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l, tone(8000, 200.0 + 90.0 * i as f64, 32767.0, 160 * t)))
+            .collect();
         let heard = sim.step(&said);
         if t < 50 {
             continue;
         }
         for (i, leg) in legs.iter().enumerate() {
             let frame = &heard[leg];
-            assert!(frame.iter().all(|&s| s > -32000 && s < 32000), "leg {i} clipped");
+            assert!(
+                frame.iter().all(|&s| s > -32000 && s < 32000),
+                "leg {i} clipped"
+            );
             peaks[i] = peaks[i].max(frame.iter().map(|&s| i32::from(s).abs()).max().unwrap_or(0));
         }
-        mix_peak = mix_peak.max(sim.room.mix().iter().map(|&s| i32::from(s).abs()).max().unwrap_or(0));
+        mix_peak = mix_peak.max(
+            sim.room
+                .mix()
+                .iter()
+                .map(|&s| i32::from(s).abs())
+                .max()
+                .unwrap_or(0),
+        );
     }
     for (i, &peak) in peaks.iter().chain([&mix_peak]).enumerate() {
         let db = 20.0 * (peak as f32 / crate::limiter::CEILING).log10();
-        assert!(db > -3.0 && db < 0.5, "output {i}: peak {db:.1} dB from the limiter's ceiling");
+        assert!(
+            db > -3.0 && db < 0.5,
+            "output {i}: peak {db:.1} dB from the limiter's ceiling"
+        );
     }
 }
 
 #[test]
 fn top_k_mixes_three_talkers_for_fifty_legs_and_encodes_once_per_codec() {
-    let config = RoomConfig { audio: AudioConfig { top_k: 4, ..AudioConfig::plain() }, ..RoomConfig::at(8000) };
+    let config = RoomConfig {
+        audio: AudioConfig {
+            top_k: 4,
+            ..AudioConfig::plain()
+        },
+        ..RoomConfig::at(8000)
+    };
     let mut sim = Sim::new(config);
-    let legs: Vec<LegId> = (0..50).map(|i| sim.add(i, if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma })).collect();
+    let legs: Vec<LegId> = (0..50)
+        .map(|i| sim.add(i, if i % 2 == 0 { Codec::Pcmu } else { Codec::Pcma }))
+        .collect();
     let freqs = [300.0, 700.0, 1500.0];
     let mut heard = HashMap::new();
     for t in 0..20 {
@@ -344,10 +484,18 @@ fn top_k_mixes_three_talkers_for_fifty_legs_and_encodes_once_per_codec() {
         }
         heard = sim.step(&said);
         if t >= 5 {
-            assert!(sim.room.encodes_last_tick() <= 4 + 2, "{} encodes", sim.room.encodes_last_tick());
+            assert!(
+                sim.room.encodes_last_tick() <= 4 + 2,
+                "{} encodes",
+                sim.room.encodes_last_tick()
+            );
         }
     }
-    assert_eq!(sim.room.encodes_last_tick(), 3 + 2, "3 talkers' own mixes + one shared frame per codec");
+    assert_eq!(
+        sim.room.encodes_last_tick(),
+        3 + 2,
+        "3 talkers' own mixes + one shared frame per codec"
+    );
     for (i, leg) in legs.iter().enumerate() {
         for (j, f) in freqs.iter().enumerate() {
             let p = power_at(&heard[leg], 8000, *f);
@@ -370,7 +518,10 @@ fn top_k_mixes_three_talkers_for_fifty_legs_and_encodes_once_per_codec() {
     }
     let mixed: Vec<LegId> = sim.room.mixed_talkers().collect();
     assert_eq!(mixed.len(), 4);
-    assert!(mixed.contains(&legs[10]) && mixed.contains(&legs[11]), "{mixed:?}");
+    assert!(
+        mixed.contains(&legs[10]) && mixed.contains(&legs[11]),
+        "{mixed:?}"
+    );
 }
 
 #[test]
@@ -380,16 +531,35 @@ fn output_gain_and_deaf_get_their_own_shared_outputs() {
     let normal = sim.add(2, Codec::Pcmu);
     let quiet = sim.add(3, Codec::Pcmu);
     let deaf = sim.add(4, Codec::Pcmu);
-    sim.room.set_controls(quiet, LegControls { output_gain_db: -20.0, ..Default::default() });
-    sim.room.set_controls(deaf, LegControls { deaf: true, ..Default::default() });
+    sim.room.set_controls(
+        quiet,
+        LegControls {
+            output_gain_db: -20.0,
+            ..Default::default()
+        },
+    );
+    sim.room.set_controls(
+        deaf,
+        LegControls {
+            deaf: true,
+            ..Default::default()
+        },
+    );
     let mut heard = HashMap::new();
     for t in 0..10 {
-        heard = sim.step(&HashMap::from([(talker, tone(8000, 500.0, 10000.0, 160 * t))]));
+        heard = sim.step(&HashMap::from([(
+            talker,
+            tone(8000, 500.0, 10000.0, 160 * t),
+        )]));
     }
     let ratio = 10.0 * (energy(&heard[&normal]) / energy(&heard[&quiet])).log10();
     assert!((ratio - 20.0).abs() < 1.0, "output gain: {ratio:.1} dB");
     assert!(energy(&heard[&deaf]) < 1.0);
-    assert_eq!(sim.room.encodes_last_tick(), 4, "talker, plain mix, -20 dB mix, silence");
+    assert_eq!(
+        sim.room.encodes_last_tick(),
+        4,
+        "talker, plain mix, -20 dB mix, silence"
+    );
 }
 
 #[test]
@@ -399,20 +569,33 @@ fn talking_events_follow_speech() {
     let _b = sim.add(2, Codec::Pcmu);
     let mut events = Vec::new();
     for t in 0..200 {
-        let frame = if (20..80).contains(&t) { tone(8000, 400.0, 8000.0, 160 * t) } else { vec![0; 160] };
+        let frame = if (20..80).contains(&t) {
+            tone(8000, 400.0, 8000.0, 160 * t)
+        } else {
+            vec![0; 160]
+        };
         sim.step(&HashMap::from([(a, frame)]));
         while let Some(e) = sim.room.poll_event() {
             events.push((t, e));
         }
     }
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(matches!(events[0], (22..=26, RoomEvent::Talking(l)) if l == a), "{events:?}");
-    assert!(matches!(events[1], (118..=126, RoomEvent::StoppedTalking(l)) if l == a), "{events:?}");
+    assert!(
+        matches!(events[0], (22..=26, RoomEvent::Talking(l)) if l == a),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[1], (118..=126, RoomEvent::StoppedTalking(l)) if l == a),
+        "{events:?}"
+    );
 }
 
 /// Fixture speech at 8 kHz (pairs averaged: enough for these tests).
 fn speech_8k(which: usize) -> Vec<i16> {
-    speech(which).chunks(2).map(|p| ((i32::from(p[0]) + i32::from(p.get(1).copied().unwrap_or(0))) / 2) as i16).collect()
+    speech(which)
+        .chunks(2)
+        .map(|p| ((i32::from(p[0]) + i32::from(p.get(1).copied().unwrap_or(0))) / 2) as i16)
+        .collect()
 }
 
 /// A caller that plays back what it hears, 100 ms late at -10 dB.
@@ -437,9 +620,19 @@ impl Echo {
 /// Three legs; `a` talks, `c` echoes what it hears. Returns how far below `a`'s own speech the
 /// echo of it that `a` hears is (dB), and the events.
 fn echo_room(aec: AecMode) -> (f64, Vec<RoomEvent>) {
-    let config = RoomConfig { audio: AudioConfig { aec, ..AudioConfig::default() }, ..RoomConfig::at(8000) };
+    let config = RoomConfig {
+        audio: AudioConfig {
+            aec,
+            ..AudioConfig::default()
+        },
+        ..RoomConfig::at(8000)
+    };
     let mut sim = Sim::new(config);
-    let (a, b, c) = (sim.add(1, Codec::Pcmu), sim.add(2, Codec::Pcmu), sim.add(3, Codec::Pcmu));
+    let (a, b, c) = (
+        sim.add(1, Codec::Pcmu),
+        sim.add(2, Codec::Pcmu),
+        sim.add(3, Codec::Pcmu),
+    );
     let far = speech_8k(0);
     let near = speech_8k(1);
     let mut echo = Echo::new();
@@ -450,9 +643,20 @@ fn echo_room(aec: AecMode) -> (f64, Vec<RoomEvent>) {
         let frame = |s: &[i16], i: usize| s[(i % (s.len() / 160)) * 160..][..160].to_vec();
         let mut said = HashMap::new();
         // a talks for 10 s, then b for 10 s; c only echoes.
-        let a_frame = if t < 500 { frame(&far, t) } else { vec![0; 160] };
+        let a_frame = if t < 500 {
+            frame(&far, t)
+        } else {
+            vec![0; 160]
+        };
         said.insert(a, a_frame.clone());
-        said.insert(b, if t >= 500 { frame(&near, t) } else { vec![0; 160] });
+        said.insert(
+            b,
+            if t >= 500 {
+                frame(&near, t)
+            } else {
+                vec![0; 160]
+            },
+        );
         said.insert(c, echo.step(&heard_c));
         let heard = sim.step(&said);
         heard_c = heard[&c].clone();
@@ -471,15 +675,28 @@ fn echo_room(aec: AecMode) -> (f64, Vec<RoomEvent>) {
 #[test]
 fn auto_aec_cancels_the_echoing_leg_only() {
     let (below, events) = echo_room(AecMode::Auto);
-    assert!(below >= 25.0, "a hears its own speech back only {below:.1} dB down");
-    let aec: Vec<_> = events.iter().filter(|e| matches!(e, RoomEvent::EchoCancellation(..))).collect();
-    assert_eq!(aec, [&RoomEvent::EchoCancellation(LegId(3), true)], "{events:?}");
+    assert!(
+        below >= 25.0,
+        "a hears its own speech back only {below:.1} dB down"
+    );
+    let aec: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, RoomEvent::EchoCancellation(..)))
+        .collect();
+    assert_eq!(
+        aec,
+        [&RoomEvent::EchoCancellation(LegId(3), true)],
+        "{events:?}"
+    );
 }
 
 #[test]
 fn without_aec_the_echo_comes_back() {
     let (below, _) = echo_room(AecMode::Off);
-    assert!(below < 15.0, "without AEC a hears itself {below:.1} dB down");
+    assert!(
+        below < 15.0,
+        "without AEC a hears itself {below:.1} dB down"
+    );
 }
 
 #[test]
@@ -487,16 +704,28 @@ fn a_room_on_hold_hears_only_the_hold_sound_until_released() {
     let mut sim = Sim::new(plain(8000));
     let a = sim.add(1, Codec::Pcmu);
     let b = sim.add(2, Codec::Pcmu);
-    let hold: Arc<[i16]> = tone(8000, 425.0, 4000.0, 0).into_iter().chain(vec![0; 160]).collect();
+    let hold: Arc<[i16]> = tone(8000, 425.0, 4000.0, 0)
+        .into_iter()
+        .chain(vec![0; 160])
+        .collect();
     sim.room.set_hold(Some(hold));
     for t in 0..20 {
         let heard = sim.step(&HashMap::from([(a, tone(8000, 1000.0, 8000.0, 160 * t))]));
         let leak = power_at(&heard[&b], 8000, 1000.0);
         assert!(leak < 1e5, "b does not hear a while on hold: {leak}");
-        assert!(sim.room.mix().iter().all(|&s| s == 0), "the recording is silent on hold");
+        assert!(
+            sim.room.mix().iter().all(|&s| s == 0),
+            "the recording is silent on hold"
+        );
         if t % 2 == 0 {
-            assert!(power_at(&heard[&b], 8000, 425.0) > 1e5, "b hears the hold tone");
-            assert!(power_at(&heard[&a], 8000, 425.0) > 1e5, "a hears the hold tone");
+            assert!(
+                power_at(&heard[&b], 8000, 425.0) > 1e5,
+                "b hears the hold tone"
+            );
+            assert!(
+                power_at(&heard[&a], 8000, 425.0) > 1e5,
+                "a hears the hold tone"
+            );
         }
     }
     assert_eq!(sim.room.mixed_talkers().count(), 0);
@@ -513,12 +742,18 @@ fn an_announcement_reaches_everyone_once() {
     let mut sim = Sim::new(plain(8000));
     let a = sim.add(1, Codec::Pcmu);
     let b = sim.add(2, Codec::Pcmu);
-    let beep: Arc<[i16]> = (0..3).flat_map(|i| tone(8000, 800.0, 6000.0, 160 * i)).collect();
+    let beep: Arc<[i16]> = (0..3)
+        .flat_map(|i| tone(8000, 800.0, 6000.0, 160 * i))
+        .collect();
     sim.room.announce(beep);
     let mut levels = Vec::new();
     for t in 0..5 {
         let heard = sim.step(&HashMap::from([(a, tone(8000, 300.0, 6000.0, 160 * t))]));
-        levels.push((power_at(&heard[&a], 8000, 800.0), power_at(&heard[&b], 8000, 800.0), power_at(&heard[&b], 8000, 300.0)));
+        levels.push((
+            power_at(&heard[&a], 8000, 800.0),
+            power_at(&heard[&b], 8000, 800.0),
+            power_at(&heard[&b], 8000, 300.0),
+        ));
     }
     for (t, (at_a, at_b, talker)) in levels.iter().enumerate() {
         let playing = t < 3;
@@ -534,15 +769,29 @@ fn skipped_ticks_move_the_rtp_timestamps_on() {
     let a = sim.add(1, Codec::Pcmu);
     let b = sim.add(2, Codec::Opus);
     sim.step(&HashMap::new());
-    let before: HashMap<LegId, (u16, u32)> =
-        sim.room.packets().map(|(l, p)| { let p = RtpPacket::parse(p).unwrap(); (l, (p.sequence, p.timestamp)) }).collect();
+    let before: HashMap<LegId, (u16, u32)> = sim
+        .room
+        .packets()
+        .map(|(l, p)| {
+            let p = RtpPacket::parse(p).unwrap();
+            (l, (p.sequence, p.timestamp))
+        })
+        .collect();
     sim.room.skip(10);
     sim.step(&HashMap::new());
     for (leg, packet) in sim.room.packets() {
         let p = RtpPacket::parse(packet).unwrap();
         let step = if leg == a { 160 } else { 960 };
-        assert_eq!(p.sequence, before[&leg].0.wrapping_add(1), "sequence numbers stay contiguous");
-        assert_eq!(p.timestamp, before[&leg].1.wrapping_add(11 * step), "timestamp jumps by the skipped audio");
+        assert_eq!(
+            p.sequence,
+            before[&leg].0.wrapping_add(1),
+            "sequence numbers stay contiguous"
+        );
+        assert_eq!(
+            p.timestamp,
+            before[&leg].1.wrapping_add(11 * step),
+            "timestamp jumps by the skipped audio"
+        );
         assert!(p.marker, "marker on the packet after the gap");
     }
     let _ = b;

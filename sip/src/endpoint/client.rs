@@ -50,7 +50,10 @@ enum State {
     /// A provisional response arrived.
     Proceeding,
     /// A final response arrived; absorbing its retransmissions until `until`.
-    Completed { ack: Option<Vec<u8>>, until: Instant },
+    Completed {
+        ack: Option<Vec<u8>>,
+        until: Instant,
+    },
 }
 
 /// What a transaction wants after an input.
@@ -82,7 +85,13 @@ pub(super) struct ClientTxn {
 
 impl ClientTxn {
     /// Starts a transaction for `request`, already sent once by the caller.
-    pub fn new(now: Instant, timers: &TimerConfig, purpose: Purpose, peer: Peer, request: Message) -> ClientTxn {
+    pub fn new(
+        now: Instant,
+        timers: &TimerConfig,
+        purpose: Purpose,
+        peer: Peer,
+        request: Message,
+    ) -> ClientTxn {
         let bytes = request.to_bytes();
         let reliable = peer.transport.reliable();
         let (retransmit, timeout) = if request.method() == Some(&Method::Invite) {
@@ -120,17 +129,26 @@ impl ClientTxn {
     pub fn deadline(&self) -> Instant {
         match &self.state {
             State::Completed { until, .. } => *until,
-            _ => self.retransmit_at.map_or(self.timeout_at, |at| at.min(self.timeout_at)),
+            _ => self
+                .retransmit_at
+                .map_or(self.timeout_at, |at| at.min(self.timeout_at)),
         }
     }
 
     /// Fires the timers due at `now`.
     pub fn on_timeout(&mut self, now: Instant, timers: &TimerConfig) -> Step {
         if let State::Completed { until, .. } = self.state {
-            return Step { finished: until <= now, ..Step::default() };
+            return Step {
+                finished: until <= now,
+                ..Step::default()
+            };
         }
         if self.timeout_at <= now {
-            return Step { outcome: Some(Outcome::Timeout), finished: true, ..Step::default() };
+            return Step {
+                outcome: Some(Outcome::Timeout),
+                finished: true,
+                ..Step::default()
+            };
         }
         if self.retransmit_at.is_none_or(|at| at > now) {
             return Step::default();
@@ -140,10 +158,17 @@ impl ClientTxn {
         self.retransmit_at = match (&self.state, self.invite()) {
             // A non-INVITE that got a provisional keeps resending every T2 (17.1.2.2).
             (State::Proceeding, false) => Some(now + timers.t2),
-            (_, true) => timers.duration(TimerKind::A, self.attempt, reliable).map(|d| now + d),
-            (_, false) => timers.duration(TimerKind::E, self.attempt, reliable).map(|d| now + d),
+            (_, true) => timers
+                .duration(TimerKind::A, self.attempt, reliable)
+                .map(|d| now + d),
+            (_, false) => timers
+                .duration(TimerKind::E, self.attempt, reliable)
+                .map(|d| now + d),
         };
-        Step { send: Some(self.bytes.clone()), ..Step::default() }
+        Step {
+            send: Some(self.bytes.clone()),
+            ..Step::default()
+        }
     }
 
     /// Handles a response whose top Via carries this transaction's branch. `ack_2xx` is the
@@ -156,10 +181,15 @@ impl ClientTxn {
         response: &Message,
         ack_2xx: impl FnOnce() -> Vec<u8>,
     ) -> Step {
-        let Some(code) = response.status() else { return Step::default() };
+        let Some(code) = response.status() else {
+            return Step::default();
+        };
         let reliable = self.peer.transport.reliable();
         if let State::Completed { ack, .. } = &self.state {
-            return Step { send: if code >= 200 { ack.clone() } else { None }, ..Step::default() };
+            return Step {
+                send: if code >= 200 { ack.clone() } else { None },
+                ..Step::default()
+            };
         }
         if code < 200 {
             if matches!(self.state, State::Calling) {
@@ -181,10 +211,21 @@ impl ClientTxn {
             (false, _) => TimerKind::K,
         };
         let linger = timers.duration(linger, 0, reliable).unwrap_or_default();
-        let outcome = if code < 300 { Outcome::Success(response.clone()) } else { Outcome::Failure(code) };
-        self.state = State::Completed { ack: ack.clone(), until: now + linger };
+        let outcome = if code < 300 {
+            Outcome::Success(response.clone())
+        } else {
+            Outcome::Failure(code)
+        };
+        self.state = State::Completed {
+            ack: ack.clone(),
+            until: now + linger,
+        };
         self.retransmit_at = None;
-        Step { send: ack, outcome: Some(outcome), finished: linger.is_zero() }
+        Step {
+            send: ack,
+            outcome: Some(outcome),
+            finished: linger.is_zero(),
+        }
     }
 
     /// The ACK of a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI, top
@@ -209,7 +250,15 @@ impl ClientTxn {
         let number = self.request.cseq().map_or(0, |c| c.number);
         headers.push("CSeq", format!("{number} ACK"));
         let uri = self.request.request_uri().unwrap_or_default().to_string();
-        Message { start: StartLine::Request { method: Method::Ack, uri, version: "SIP/2.0".into() }, headers, body: Vec::new() }
+        Message {
+            start: StartLine::Request {
+                method: Method::Ack,
+                uri,
+                version: "SIP/2.0".into(),
+            },
+            headers,
+            body: Vec::new(),
+        }
     }
 }
 
@@ -250,7 +299,11 @@ mod tests {
     }
 
     /// Runs timers until the transaction finishes; returns (retransmissions, outcome, end time).
-    fn run(txn: &mut ClientTxn, t0: Instant, timers: &TimerConfig) -> (usize, Option<Outcome>, Duration) {
+    fn run(
+        txn: &mut ClientTxn,
+        t0: Instant,
+        timers: &TimerConfig,
+    ) -> (usize, Option<Outcome>, Duration) {
         let (mut sent, mut outcome) = (0, None);
         for _ in 0..100 {
             let at = txn.deadline();
@@ -267,7 +320,13 @@ mod tests {
     #[test]
     fn invite_over_udp_retransmits_on_timer_a_and_times_out_on_b() {
         let (t0, timers) = (Instant::now(), TimerConfig::default());
-        let mut txn = ClientTxn::new(t0, &timers, Purpose::Bye, peer(Transport::Udp), request("INVITE"));
+        let mut txn = ClientTxn::new(
+            t0,
+            &timers,
+            Purpose::Bye,
+            peer(Transport::Udp),
+            request("INVITE"),
+        );
         let (sent, outcome, end) = run(&mut txn, t0, &timers);
         // Timer A doubles without the T2 cap: 0.5, 1, 2, 4, 8, 16 s, then B at 32 s.
         assert_eq!(sent, 6);
@@ -278,57 +337,133 @@ mod tests {
     #[test]
     fn non_invite_over_tcp_sends_once_and_times_out_on_f() {
         let (t0, timers) = (Instant::now(), TimerConfig::default());
-        let mut txn = ClientTxn::new(t0, &timers, Purpose::Bye, peer(Transport::Tcp), request("OPTIONS"));
+        let mut txn = ClientTxn::new(
+            t0,
+            &timers,
+            Purpose::Bye,
+            peer(Transport::Tcp),
+            request("OPTIONS"),
+        );
         let (sent, outcome, end) = run(&mut txn, t0, &timers);
-        assert_eq!((sent, outcome, end), (0, Some(Outcome::Timeout), Duration::from_secs(32)));
+        assert_eq!(
+            (sent, outcome, end),
+            (0, Some(Outcome::Timeout), Duration::from_secs(32))
+        );
     }
 
     #[test]
     fn non_invite_after_provisional_resends_every_t2_then_completes() {
         let (t0, timers) = (Instant::now(), TimerConfig::default());
-        let mut txn = ClientTxn::new(t0, &timers, Purpose::Bye, peer(Transport::Udp), request("UPDATE"));
-        assert!(txn.on_response(t0, &timers, &response(100, "UPDATE"), Vec::new).outcome.is_none());
+        let mut txn = ClientTxn::new(
+            t0,
+            &timers,
+            Purpose::Bye,
+            peer(Transport::Udp),
+            request("UPDATE"),
+        );
+        assert!(
+            txn.on_response(t0, &timers, &response(100, "UPDATE"), Vec::new)
+                .outcome
+                .is_none()
+        );
         let step = txn.on_timeout(t0 + Duration::from_millis(500), &timers);
         assert!(step.send.is_some());
-        assert_eq!(txn.deadline(), t0 + Duration::from_millis(4500), "Proceeding resends every T2");
-        let step = txn.on_response(t0 + Duration::from_secs(1), &timers, &response(200, "UPDATE"), Vec::new);
+        assert_eq!(
+            txn.deadline(),
+            t0 + Duration::from_millis(4500),
+            "Proceeding resends every T2"
+        );
+        let step = txn.on_response(
+            t0 + Duration::from_secs(1),
+            &timers,
+            &response(200, "UPDATE"),
+            Vec::new,
+        );
         assert!(matches!(step.outcome, Some(Outcome::Success(_))));
         assert!(step.send.is_none() && !step.finished);
         // Timer K absorbs retransmissions, then the transaction is gone.
-        let step = txn.on_response(t0 + Duration::from_secs(2), &timers, &response(200, "UPDATE"), Vec::new);
+        let step = txn.on_response(
+            t0 + Duration::from_secs(2),
+            &timers,
+            &response(200, "UPDATE"),
+            Vec::new,
+        );
         assert!(step.outcome.is_none() && step.send.is_none());
-        assert!(txn.on_timeout(t0 + Duration::from_secs(6), &timers).finished);
+        assert!(
+            txn.on_timeout(t0 + Duration::from_secs(6), &timers)
+                .finished
+        );
     }
 
     #[test]
     fn invite_non_2xx_is_acked_on_the_same_branch_and_again_for_each_retransmission() {
         let (t0, timers) = (Instant::now(), TimerConfig::default());
-        let mut txn = ClientTxn::new(t0, &timers, Purpose::Bye, peer(Transport::Udp), request("INVITE"));
-        let step = txn.on_response(t0, &timers, &response(491, "INVITE"), || panic!("not a 2xx"));
+        let mut txn = ClientTxn::new(
+            t0,
+            &timers,
+            Purpose::Bye,
+            peer(Transport::Udp),
+            request("INVITE"),
+        );
+        let step = txn.on_response(t0, &timers, &response(491, "INVITE"), || {
+            panic!("not a 2xx")
+        });
         assert_eq!(step.outcome, Some(Outcome::Failure(491)));
         let ack = parse(std::str::from_utf8(&step.send.expect("ACK sent")).unwrap());
         assert_eq!(ack.method(), Some(&Method::Ack));
         assert_eq!(ack.request_uri(), Some("sip:a@127.0.0.1:5070"));
-        assert_eq!(ack.headers.get("Via"), Some("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKc1"));
+        assert_eq!(
+            ack.headers.get("Via"),
+            Some("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKc1")
+        );
         assert_eq!(ack.headers.get("CSeq"), Some("7 ACK"));
         assert_eq!(ack.headers.get("To"), Some("<sip:a@h>;tag=them"));
         assert_eq!(ack.headers.get("Route"), Some("<sip:127.0.0.1:5099;lr>"));
-        let again = txn.on_response(t0 + Duration::from_secs(1), &timers, &response(491, "INVITE"), || panic!());
+        let again = txn.on_response(
+            t0 + Duration::from_secs(1),
+            &timers,
+            &response(491, "INVITE"),
+            || panic!(),
+        );
         assert!(again.send.is_some() && again.outcome.is_none());
-        assert!(!txn.on_timeout(t0 + Duration::from_secs(31), &timers).finished);
-        assert!(txn.on_timeout(t0 + Duration::from_secs(32), &timers).finished, "Timer D");
+        assert!(
+            !txn.on_timeout(t0 + Duration::from_secs(31), &timers)
+                .finished
+        );
+        assert!(
+            txn.on_timeout(t0 + Duration::from_secs(32), &timers)
+                .finished,
+            "Timer D"
+        );
     }
 
     #[test]
     fn invite_2xx_sends_the_dialog_ack_and_repeats_it() {
         let (t0, timers) = (Instant::now(), TimerConfig::default());
-        let mut txn = ClientTxn::new(t0, &timers, Purpose::Refresh(CallKey(1)), peer(Transport::Udp), request("INVITE"));
-        assert!(txn.on_response(t0, &timers, &response(180, "INVITE"), Vec::new).send.is_none());
-        assert!(txn.on_timeout(t0 + Duration::from_secs(1), &timers).send.is_none(), "no resend once Proceeding");
+        let mut txn = ClientTxn::new(
+            t0,
+            &timers,
+            Purpose::Refresh(CallKey(1)),
+            peer(Transport::Udp),
+            request("INVITE"),
+        );
+        assert!(
+            txn.on_response(t0, &timers, &response(180, "INVITE"), Vec::new)
+                .send
+                .is_none()
+        );
+        assert!(
+            txn.on_timeout(t0 + Duration::from_secs(1), &timers)
+                .send
+                .is_none(),
+            "no resend once Proceeding"
+        );
         let step = txn.on_response(t0, &timers, &response(200, "INVITE"), || b"ACK".to_vec());
         assert_eq!(step.send.as_deref(), Some(&b"ACK"[..]));
         assert!(matches!(step.outcome, Some(Outcome::Success(_))));
-        let again = txn.on_response(t0, &timers, &response(200, "INVITE"), || panic!("built once"));
+        let again = txn.on_response(t0, &timers, &response(200, "INVITE"), || {
+            panic!("built once")
+        });
         assert_eq!(again.send.as_deref(), Some(&b"ACK"[..]));
     }
 }

@@ -42,10 +42,15 @@ struct Drained {
 }
 
 fn drain(ep: &mut Endpoint) -> Drained {
-    let mut d = Drained { sent: Vec::new(), events: Vec::new() };
+    let mut d = Drained {
+        sent: Vec::new(),
+        events: Vec::new(),
+    };
     while let Some(out) = ep.poll_output() {
         match out {
-            Output::Transmit(t) => d.sent.push(Message::parse(&t.bytes, Framing::Stream).unwrap().0),
+            Output::Transmit(t) => d
+                .sent
+                .push(Message::parse(&t.bytes, Framing::Stream).unwrap().0),
             Output::Event(e) => d.events.push(e),
             Output::Count(_) => {}
         }
@@ -59,7 +64,10 @@ fn codes(d: &Drained) -> Vec<u16> {
 
 /// Runs the endpoint's timers up to `until`, bounded in steps.
 fn run_until(ep: &mut Endpoint, until: Instant) -> Drained {
-    let mut all = Drained { sent: Vec::new(), events: Vec::new() };
+    let mut all = Drained {
+        sent: Vec::new(),
+        events: Vec::new(),
+    };
     for _ in 0..1000 {
         match ep.poll_timeout() {
             Some(at) if at <= until => {
@@ -78,7 +86,9 @@ fn answered(ep: &mut Endpoint, now: Instant) -> (CallKey, String) {
     ep.handle_message(now, peer(), &invite("z9hG4bK1"));
     let d = drain(ep);
     assert_eq!(codes(&d), [100]);
-    let Some(Event::IncomingCall(call)) = d.events.first() else { panic!("no call event") };
+    let Some(Event::IncomingCall(call)) = d.events.first() else {
+        panic!("no call event")
+    };
     assert_eq!(call.user.as_deref(), Some("1000"));
     ep.accept(now, call.call, b"v=0\r\n".to_vec());
     let d = drain(ep);
@@ -112,11 +122,21 @@ fn ok_is_retransmitted_until_ack_then_bye_after_64_t1() {
     let d = run_until(&mut ep, t0 + Duration::from_secs(40));
     let retransmits = d.sent.iter().filter(|m| m.status() == Some(200)).count();
     // 0.5, 1.5, 3.5, 7.5, then every 4 s until 32 s: 10 retransmissions.
-    assert!((9..=11).contains(&retransmits), "{retransmits} retransmissions");
-    let byes: Vec<_> = d.sent.iter().filter(|m| m.method() == Some(&Method::Bye)).collect();
+    assert!(
+        (9..=11).contains(&retransmits),
+        "{retransmits} retransmissions"
+    );
+    let byes: Vec<_> = d
+        .sent
+        .iter()
+        .filter(|m| m.method() == Some(&Method::Bye))
+        .collect();
     assert!(!byes.is_empty(), "BYE sent after the ACK timeout");
     assert_eq!(byes[0].request_uri(), Some("sip:alice@127.0.0.1:5070"));
-    assert!(d.events.contains(&Event::CallEnded(call, EndReason::AckTimeout)));
+    assert!(
+        d.events
+            .contains(&Event::CallEnded(call, EndReason::AckTimeout))
+    );
 }
 
 #[test]
@@ -135,7 +155,9 @@ fn reject_is_retransmitted_until_ack() {
     let t0 = Instant::now();
     let mut ep = Endpoint::new(EndpointConfig::default());
     ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
-    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
     ep.reject(t0, call.call, Rejection::new(488, "Not Acceptable Here"));
     assert_eq!(codes(&drain(&mut ep)), [488]);
     let d = run_until(&mut ep, t0 + Duration::from_millis(600));
@@ -160,8 +182,19 @@ fn hangup_sends_bye_and_retransmits_over_udp() {
     let d = drain(&mut ep);
     let bye = &d.sent[0];
     assert_eq!(bye.method(), Some(&Method::Bye));
-    assert_eq!(NameAddr::parse(bye.headers.get("From").unwrap()).unwrap().tag, Some(tag));
-    assert_eq!(NameAddr::parse(bye.headers.get("To").unwrap()).unwrap().tag.as_deref(), Some("a1"));
+    assert_eq!(
+        NameAddr::parse(bye.headers.get("From").unwrap())
+            .unwrap()
+            .tag,
+        Some(tag)
+    );
+    assert_eq!(
+        NameAddr::parse(bye.headers.get("To").unwrap())
+            .unwrap()
+            .tag
+            .as_deref(),
+        Some("a1")
+    );
     let d = run_until(&mut ep, t0 + Duration::from_secs(1));
     assert_eq!(d.sent.len(), 1, "one retransmission in the first second");
     let d = run_until(&mut ep, t0 + Duration::from_secs(40));
@@ -175,12 +208,16 @@ fn out_of_dialog_requests() {
     let mut ep = Endpoint::new(EndpointConfig::default());
     ep.handle_message(t0, peer(), &request("BYE", "nope", "z9hG4bKa"));
     assert_eq!(codes(&drain(&mut ep)), [481]);
-    let options = String::from_utf8(request("OPTIONS", "x", "z9hG4bKb")).unwrap().replace(";tag=x", "");
+    let options = String::from_utf8(request("OPTIONS", "x", "z9hG4bKb"))
+        .unwrap()
+        .replace(";tag=x", "");
     ep.handle_message(t0, peer(), options.as_bytes());
     let d = drain(&mut ep);
     assert_eq!(codes(&d), [200]);
     assert!(d.sent[0].headers.get("Allow").unwrap().contains("INVITE"));
-    let foo = String::from_utf8(request("FOO", "x", "z9hG4bKc")).unwrap().replace(";tag=x", "");
+    let foo = String::from_utf8(request("FOO", "x", "z9hG4bKc"))
+        .unwrap()
+        .replace(";tag=x", "");
     ep.handle_message(t0, peer(), foo.as_bytes());
     assert_eq!(codes(&drain(&mut ep)), [501]);
 }
@@ -214,16 +251,24 @@ fn cancel_of_pending_invite() {
     ep.handle_message(t0, peer(), cancel.as_bytes());
     let d = drain(&mut ep);
     assert_eq!(codes(&d), [200, 487]);
-    assert!(matches!(d.events[..], [Event::CallEnded(_, EndReason::Cancelled)]));
+    assert!(matches!(
+        d.events[..],
+        [Event::CallEnded(_, EndReason::Cancelled)]
+    ));
 }
 
 #[test]
 fn transaction_table_is_bounded() {
     let t0 = Instant::now();
-    let mut ep = Endpoint::new(EndpointConfig { max_transactions: 3, ..EndpointConfig::default() });
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_transactions: 3,
+        ..EndpointConfig::default()
+    });
     let mut last = Vec::new();
     for i in 0..5 {
-        let options = String::from_utf8(request("OPTIONS", "x", &format!("z9hG4bKo{i}"))).unwrap().replace(";tag=x", "");
+        let options = String::from_utf8(request("OPTIONS", "x", &format!("z9hG4bKo{i}")))
+            .unwrap()
+            .replace(";tag=x", "");
         ep.handle_message(t0, peer(), options.as_bytes());
         last = codes(&drain(&mut ep));
         if i < 3 {
@@ -233,38 +278,65 @@ fn transaction_table_is_bounded() {
     assert_eq!(last, [503]);
     let _ = run_until(&mut ep, t0 + Duration::from_secs(40));
     ep.handle_message(t0 + Duration::from_secs(40), peer(), &invite("z9hG4bKnew"));
-    assert_eq!(codes(&drain(&mut ep)), [100], "room again once Timer J freed the table");
+    assert_eq!(
+        codes(&drain(&mut ep)),
+        [100],
+        "room again once Timer J freed the table"
+    );
 }
 
 #[test]
 fn answer_delay_rings_then_answers_or_is_cancelled() {
     let t0 = Instant::now();
-    let config = EndpointConfig { answer_delay: Duration::from_secs(2), ..EndpointConfig::default() };
+    let config = EndpointConfig {
+        answer_delay: Duration::from_secs(2),
+        ..EndpointConfig::default()
+    };
     let mut ep = Endpoint::new(config.clone());
     ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
-    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
     ep.accept(t0, call.call, b"v=0\r\n".to_vec());
     let d = drain(&mut ep);
     assert_eq!(d.sent[0].status(), Some(180));
-    let ringing_tag = NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap().tag;
-    assert!(ringing_tag.is_some(), "180 carries the To-tag of the early dialog");
+    let ringing_tag = NameAddr::parse(d.sent[0].headers.get("To").unwrap())
+        .unwrap()
+        .tag;
+    assert!(
+        ringing_tag.is_some(),
+        "180 carries the To-tag of the early dialog"
+    );
     let d = run_until(&mut ep, t0 + Duration::from_millis(1900));
     assert!(codes(&d).is_empty(), "no 200 before the delay");
     let d = run_until(&mut ep, t0 + Duration::from_millis(2100));
     assert_eq!(codes(&d), [200]);
-    assert_eq!(NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap().tag, ringing_tag);
+    assert_eq!(
+        NameAddr::parse(d.sent[0].headers.get("To").unwrap())
+            .unwrap()
+            .tag,
+        ringing_tag
+    );
 
     // The same, cancelled while ringing: 200 to the CANCEL, 487 to the INVITE, no 200 ever.
     let mut ep = Endpoint::new(config);
     ep.handle_message(t0, peer(), &invite("z9hG4bK1"));
-    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
     ep.accept(t0, call.call, b"v=0\r\n".to_vec());
     let _ = drain(&mut ep);
-    let cancel = String::from_utf8(request("CANCEL", "x", "z9hG4bK1")).unwrap().replace(";tag=x", "").replace("2 CANCEL", "1 CANCEL");
+    let cancel = String::from_utf8(request("CANCEL", "x", "z9hG4bK1"))
+        .unwrap()
+        .replace(";tag=x", "")
+        .replace("2 CANCEL", "1 CANCEL");
     ep.handle_message(t0 + Duration::from_millis(500), peer(), cancel.as_bytes());
     let d = drain(&mut ep);
     assert_eq!(codes(&d), [200, 487]);
-    assert_eq!(d.events, [Event::CallEnded(call.call, EndReason::Cancelled)]);
+    assert_eq!(
+        d.events,
+        [Event::CallEnded(call.call, EndReason::Cancelled)]
+    );
     let d = run_until(&mut ep, t0 + Duration::from_secs(3));
     assert!(!codes(&d).contains(&200), "never answered after CANCEL");
 }
@@ -277,13 +349,20 @@ fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
     ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
     let _ = drain(&mut ep);
     let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
-    let reinvite = String::from_utf8(request("INVITE", &tag, "z9hG4bK3")).unwrap().replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len()),
-    );
+    let reinvite = String::from_utf8(request("INVITE", &tag, "z9hG4bK3"))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        );
     ep.handle_message(t0, peer(), reinvite.as_bytes());
     let d = drain(&mut ep);
-    let Some(Event::Reoffer(offer)) = d.events.first() else { panic!("{:?}", d.events) };
+    let Some(Event::Reoffer(offer)) = d.events.first() else {
+        panic!("{:?}", d.events)
+    };
     assert_eq!((offer.call, offer.body.as_slice()), (call, sdp.as_bytes()));
     ep.answer_reoffer(t0, offer.id, Ok(b"v=0\r\na=recvonly\r\n".to_vec()));
     let d = drain(&mut ep);
@@ -292,22 +371,38 @@ fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
     // Retransmitted until the ACK (CSeq 2), then quiet; the call stays up.
     let d = run_until(&mut ep, t0 + Duration::from_millis(600));
     assert_eq!(codes(&d), [200]);
-    let ack = String::from_utf8(request("ACK", &tag, "z9hG4bK4")).unwrap().replace("1 ACK", "2 ACK");
+    let ack = String::from_utf8(request("ACK", &tag, "z9hG4bK4"))
+        .unwrap()
+        .replace("1 ACK", "2 ACK");
     ep.handle_message(t0 + Duration::from_millis(700), peer(), ack.as_bytes());
     let d = run_until(&mut ep, t0 + Duration::from_secs(40));
-    assert!(codes(&d).is_empty() && d.events.is_empty(), "{:?}", d.events);
+    assert!(
+        codes(&d).is_empty() && d.events.is_empty(),
+        "{:?}",
+        d.events
+    );
     assert_eq!(ep.active_calls(), 1);
 
     // REFER is declined and the call goes on.
-    let refer = String::from_utf8(request("REFER", &tag, "z9hG4bK6")).unwrap().replace("2 REFER", "4 REFER");
+    let refer = String::from_utf8(request("REFER", &tag, "z9hG4bK6"))
+        .unwrap()
+        .replace("2 REFER", "4 REFER");
     ep.handle_message(t0 + Duration::from_secs(40), peer(), refer.as_bytes());
     assert_eq!(codes(&drain(&mut ep)), [603]);
 
     // An UPDATE is answered at once; a rejected re-offer keeps the call.
-    let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK5")).unwrap().replace("2 UPDATE", "3 UPDATE");
+    let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK5"))
+        .unwrap()
+        .replace("2 UPDATE", "3 UPDATE");
     ep.handle_message(t0 + Duration::from_secs(41), peer(), update.as_bytes());
-    let Some(Event::Reoffer(offer)) = drain(&mut ep).events.pop() else { panic!() };
-    ep.answer_reoffer(t0 + Duration::from_secs(41), offer.id, Err(Rejection::new(488, "Not Acceptable Here")));
+    let Some(Event::Reoffer(offer)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
+    ep.answer_reoffer(
+        t0 + Duration::from_secs(41),
+        offer.id,
+        Err(Rejection::new(488, "Not Acceptable Here")),
+    );
     assert_eq!(codes(&drain(&mut ep)), [488]);
     assert_eq!(ep.active_calls(), 1);
 }
@@ -316,34 +411,54 @@ fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
 fn session_timer_refresh_and_expiry() {
     let t0 = Instant::now();
     let mut ep = Endpoint::new(EndpointConfig::default());
-    let with_timer = String::from_utf8(invite("z9hG4bK1"))
-        .unwrap()
-        .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 90\r\n");
+    let with_timer = String::from_utf8(invite("z9hG4bK1")).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 90\r\n",
+    );
     ep.handle_message(t0, peer(), with_timer.as_bytes());
-    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
     ep.accept(t0, call.call, b"v=0\r\n".to_vec());
     let d = drain(&mut ep);
-    assert_eq!(d.sent[0].headers.get("Session-Expires"), Some("90;refresher=uac"));
+    assert_eq!(
+        d.sent[0].headers.get("Session-Expires"),
+        Some("90;refresher=uac")
+    );
     assert_eq!(d.sent[0].headers.get("Require"), Some("timer"));
-    let tag = NameAddr::parse(d.sent[0].headers.get("To").unwrap()).unwrap().tag.unwrap();
+    let tag = NameAddr::parse(d.sent[0].headers.get("To").unwrap())
+        .unwrap()
+        .tag
+        .unwrap();
     ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
     let _ = drain(&mut ep);
     // A refresh by UPDATE at 50 s moves the end to 50 + 60 s.
     let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK3")).unwrap();
     ep.handle_message(t0 + Duration::from_secs(50), peer(), update.as_bytes());
-    let Some(Event::Reoffer(offer)) = drain(&mut ep).events.pop() else { panic!() };
+    let Some(Event::Reoffer(offer)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
     ep.answer_reoffer(t0 + Duration::from_secs(50), offer.id, Ok(Vec::new()));
     let d = drain(&mut ep);
-    assert_eq!(d.sent[0].headers.get("Session-Expires"), Some("90;refresher=uac"));
+    assert_eq!(
+        d.sent[0].headers.get("Session-Expires"),
+        Some("90;refresher=uac")
+    );
     let d = run_until(&mut ep, t0 + Duration::from_secs(100));
     assert!(d.events.is_empty(), "still up at 100 s: {:?}", d.events);
     let d = run_until(&mut ep, t0 + Duration::from_secs(111));
-    assert!(d.events.contains(&Event::CallEnded(call.call, EndReason::SessionExpired)));
+    assert!(
+        d.events
+            .contains(&Event::CallEnded(call.call, EndReason::SessionExpired))
+    );
     assert!(d.sent.iter().any(|m| m.method() == Some(&Method::Bye)));
 
     // Below Min-SE: 422 with Min-SE.
     let mut ep = Endpoint::new(EndpointConfig::default());
-    let small = String::from_utf8(invite("z9hG4bK9")).unwrap().replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 30\r\n");
+    let small = String::from_utf8(invite("z9hG4bK9")).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 30\r\n",
+    );
     ep.handle_message(t0, peer(), small.as_bytes());
     let d = drain(&mut ep);
     assert_eq!(codes(&d), [422]);
@@ -359,10 +474,15 @@ fn record_route_is_echoed_and_bye_follows_the_route_set() {
         "Max-Forwards: 70\r\nRecord-Route: <sip:127.0.0.1:5099;lr>, <sip:10.9.9.9;lr>\r\n",
     );
     ep.handle_message(t0, peer(), routed.as_bytes());
-    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else { panic!() };
+    let Some(Event::IncomingCall(call)) = drain(&mut ep).events.pop() else {
+        panic!()
+    };
     ep.accept(t0, call.call, b"v=0\r\n".to_vec());
     let d = drain(&mut ep);
-    assert_eq!(d.sent[0].headers.get("Record-Route"), Some("<sip:127.0.0.1:5099;lr>, <sip:10.9.9.9;lr>"));
+    assert_eq!(
+        d.sent[0].headers.get("Record-Route"),
+        Some("<sip:127.0.0.1:5099;lr>, <sip:10.9.9.9;lr>")
+    );
     ep.hangup(t0, call.call);
     let mut transmits = Vec::new();
     while let Some(out) = ep.poll_output() {
@@ -370,9 +490,19 @@ fn record_route_is_echoed_and_bye_follows_the_route_set() {
             transmits.push(t);
         }
     }
-    let bye = Message::parse(&transmits[0].bytes, Framing::Stream).unwrap().0;
-    assert_eq!(transmits[0].peer.remote, "127.0.0.1:5099".parse().unwrap(), "sent to the first hop");
-    assert_eq!(bye.request_uri(), Some("sip:alice@127.0.0.1:5070"), "the remote target stays the Request-URI");
+    let bye = Message::parse(&transmits[0].bytes, Framing::Stream)
+        .unwrap()
+        .0;
+    assert_eq!(
+        transmits[0].peer.remote,
+        "127.0.0.1:5099".parse().unwrap(),
+        "sent to the first hop"
+    );
+    assert_eq!(
+        bye.request_uri(),
+        Some("sip:alice@127.0.0.1:5070"),
+        "the remote target stays the Request-URI"
+    );
     let routes: Vec<&str> = bye.headers.all("Route").collect();
     assert_eq!(routes, ["<sip:127.0.0.1:5099;lr>", "<sip:10.9.9.9;lr>"]);
 }
@@ -392,12 +522,20 @@ fn merged_request_gets_482() {
 
 /// Answers an INVITE carrying `extra` headers and ACKs it; returns the call, our tag and the 200.
 fn answered_with(ep: &mut Endpoint, now: Instant, extra: &str) -> (CallKey, String, Message) {
-    let text = String::from_utf8(invite("z9hG4bK1")).unwrap().replace("Max-Forwards: 70\r\n", &format!("Max-Forwards: 70\r\n{extra}"));
+    let text = String::from_utf8(invite("z9hG4bK1")).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\n{extra}"),
+    );
     ep.handle_message(now, peer(), text.as_bytes());
-    let Some(Event::IncomingCall(call)) = drain(ep).events.pop() else { panic!("no call") };
+    let Some(Event::IncomingCall(call)) = drain(ep).events.pop() else {
+        panic!("no call")
+    };
     ep.accept(now, call.call, b"v=0\r\n".to_vec());
     let ok = drain(ep).sent.remove(0);
-    let tag = NameAddr::parse(ok.headers.get("To").unwrap()).unwrap().tag.unwrap();
+    let tag = NameAddr::parse(ok.headers.get("To").unwrap())
+        .unwrap()
+        .tag
+        .unwrap();
     ep.handle_message(now, peer(), &request("ACK", &tag, "z9hG4bK2"));
     assert_eq!(drain(ep).events, [Event::CallConfirmed(call.call)]);
     (call.call, tag, ok)
@@ -407,7 +545,10 @@ fn answered_with(ep: &mut Endpoint, now: Instant, extra: &str) -> (CallKey, Stri
 fn answer_to(request: &Message, code: u16, extra: &str) -> Vec<u8> {
     let mut text = format!("SIP/2.0 {code} X\r\n");
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        text.push_str(&format!("{name}: {}\r\n", request.headers.get(name).unwrap()));
+        text.push_str(&format!(
+            "{name}: {}\r\n",
+            request.headers.get(name).unwrap()
+        ));
     }
     format!("{text}{extra}Content-Length: 0\r\n\r\n").into_bytes()
 }
@@ -424,22 +565,46 @@ fn bridge_refreshes_callers_without_timer_support_by_update() {
     let mut ep = Endpoint::new(config_with(|c| c.session_expires = 120));
     let (call, _, ok) = answered_with(&mut ep, t0, "Allow: INVITE, ACK, BYE, UPDATE\r\n");
     assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uas"));
-    assert_eq!(ok.headers.get("Require"), None, "the caller does not know the extension");
+    assert_eq!(
+        ok.headers.get("Require"),
+        None,
+        "the caller does not know the extension"
+    );
     // Refreshes at half the interval, by UPDATE without a body, and again after each success.
     let d = run_until(&mut ep, t0 + Duration::from_secs(60));
-    let update = d.sent.iter().find(|m| m.method() == Some(&Method::Update)).expect("UPDATE sent at 60 s");
-    assert_eq!(update.headers.get("Session-Expires"), Some("120;refresher=uas"));
+    let update = d
+        .sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Update))
+        .expect("UPDATE sent at 60 s");
+    assert_eq!(
+        update.headers.get("Session-Expires"),
+        Some("120;refresher=uas")
+    );
     assert_eq!(update.headers.get("CSeq"), Some("2 UPDATE"));
     assert_eq!(update.request_uri(), Some("sip:alice@127.0.0.1:5070"));
     assert!(update.body.is_empty());
-    ep.handle_message(t0 + Duration::from_secs(60), peer(), &answer_to(update, 200, ""));
+    ep.handle_message(
+        t0 + Duration::from_secs(60),
+        peer(),
+        &answer_to(update, 200, ""),
+    );
     let d = run_until(&mut ep, t0 + Duration::from_secs(120));
     assert!(d.events.is_empty(), "{:?}", d.events);
-    let second = d.sent.iter().find(|m| m.method() == Some(&Method::Update)).expect("second refresh at 120 s");
+    let second = d
+        .sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Update))
+        .expect("second refresh at 120 s");
     assert_eq!(second.headers.get("CSeq"), Some("3 UPDATE"));
     // No answer to it: Timer F ends the call with BYE.
     let d = run_until(&mut ep, t0 + Duration::from_secs(160));
-    assert!(d.events.contains(&Event::CallEnded(call, EndReason::PeerUnreachable)), "{:?}", d.events);
+    assert!(
+        d.events
+            .contains(&Event::CallEnded(call, EndReason::PeerUnreachable)),
+        "{:?}",
+        d.events
+    );
     assert!(d.sent.iter().any(|m| m.method() == Some(&Method::Bye)));
     assert_eq!(ep.active_calls(), 0);
 }
@@ -450,9 +615,16 @@ fn refresh_by_reinvite_is_acked_and_a_crossing_reinvite_gets_491() {
     let mut ep = Endpoint::new(config_with(|c| c.session_expires = 90));
     let (call, tag, _) = answered_with(&mut ep, t0, "");
     let d = run_until(&mut ep, t0 + Duration::from_secs(45));
-    let reinvite = d.sent.iter().find(|m| m.method() == Some(&Method::Invite)).expect("re-INVITE at 45 s");
+    let reinvite = d
+        .sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Invite))
+        .expect("re-INVITE at 45 s");
     assert_eq!(reinvite.body, b"v=0\r\n", "our current SDP, unchanged");
-    assert_eq!(reinvite.headers.get("Content-Type"), Some("application/sdp"));
+    assert_eq!(
+        reinvite.headers.get("Content-Type"),
+        Some("application/sdp")
+    );
     // The phone's own re-INVITE crosses ours: 491.
     let theirs = String::from_utf8(request("INVITE", &tag, "z9hG4bK7")).unwrap();
     ep.handle_message(t0 + Duration::from_secs(45), peer(), theirs.as_bytes());
@@ -465,13 +637,24 @@ fn refresh_by_reinvite_is_acked_and_a_crossing_reinvite_gets_491() {
     let ack = &d.sent[0];
     assert_eq!(ack.method(), Some(&Method::Ack));
     assert_eq!(ack.headers.get("CSeq"), Some("2 ACK"));
-    assert_eq!(ack.request_uri(), Some("sip:alice@127.0.0.1:5071"), "the 2xx refreshed the target");
-    assert_ne!(ack.top_via().unwrap().branch, reinvite.top_via().unwrap().branch);
+    assert_eq!(
+        ack.request_uri(),
+        Some("sip:alice@127.0.0.1:5071"),
+        "the 2xx refreshed the target"
+    );
+    assert_ne!(
+        ack.top_via().unwrap().branch,
+        reinvite.top_via().unwrap().branch
+    );
     ep.handle_message(t0 + Duration::from_secs(46), peer(), &ok);
     assert_eq!(drain(&mut ep).sent[0].method(), Some(&Method::Ack));
     // Refreshed: still up well past the first interval.
     let d = run_until(&mut ep, t0 + Duration::from_secs(89));
-    assert!(!d.events.iter().any(|e| matches!(e, Event::CallEnded(..))), "{:?}", d.events);
+    assert!(
+        !d.events.iter().any(|e| matches!(e, Event::CallEnded(..))),
+        "{:?}",
+        d.events
+    );
     assert_eq!(ep.active_calls(), 1);
     let _ = call;
 }
@@ -482,13 +665,28 @@ fn a_refused_refresh_is_retried_and_a_non_2xx_is_acked() {
     let mut ep = Endpoint::new(config_with(|c| c.session_expires = 1800));
     let (_, _, _) = answered_with(&mut ep, t0, "");
     let d = run_until(&mut ep, t0 + Duration::from_secs(900));
-    let reinvite = d.sent.iter().find(|m| m.method() == Some(&Method::Invite)).unwrap();
-    ep.handle_message(t0 + Duration::from_secs(900), peer(), &answer_to(reinvite, 500, ""));
+    let reinvite = d
+        .sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Invite))
+        .unwrap();
+    ep.handle_message(
+        t0 + Duration::from_secs(900),
+        peer(),
+        &answer_to(reinvite, 500, ""),
+    );
     let d = drain(&mut ep);
     assert_eq!(d.sent[0].method(), Some(&Method::Ack));
-    assert_eq!(d.sent[0].top_via().unwrap().branch, reinvite.top_via().unwrap().branch, "same transaction");
+    assert_eq!(
+        d.sent[0].top_via().unwrap().branch,
+        reinvite.top_via().unwrap().branch,
+        "same transaction"
+    );
     let d = run_until(&mut ep, t0 + Duration::from_secs(1350));
-    assert!(d.sent.iter().any(|m| m.method() == Some(&Method::Invite)), "retried halfway to the expiry");
+    assert!(
+        d.sent.iter().any(|m| m.method() == Some(&Method::Invite)),
+        "retried halfway to the expiry"
+    );
 }
 
 #[test]
@@ -501,14 +699,36 @@ fn ping_481_ends_the_call_without_bye_and_a_200_keeps_pinging() {
     let (call, _, ok) = answered_with(&mut ep, t0, "");
     assert_eq!(ok.headers.get("Session-Expires"), None);
     let d = run_until(&mut ep, t0 + Duration::from_secs(30));
-    let ping = d.sent.iter().find(|m| m.method() == Some(&Method::Options)).expect("OPTIONS at 30 s");
-    ep.handle_message(t0 + Duration::from_secs(30), peer(), &answer_to(ping, 200, ""));
+    let ping = d
+        .sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Options))
+        .expect("OPTIONS at 30 s");
+    ep.handle_message(
+        t0 + Duration::from_secs(30),
+        peer(),
+        &answer_to(ping, 200, ""),
+    );
     let d = run_until(&mut ep, t0 + Duration::from_secs(60));
-    let ping = d.sent.iter().find(|m| m.method() == Some(&Method::Options)).expect("OPTIONS at 60 s");
-    ep.handle_message(t0 + Duration::from_secs(60), peer(), &answer_to(ping, 481, ""));
+    let ping = d
+        .sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Options))
+        .expect("OPTIONS at 60 s");
+    ep.handle_message(
+        t0 + Duration::from_secs(60),
+        peer(),
+        &answer_to(ping, 481, ""),
+    );
     let d = drain(&mut ep);
-    assert_eq!(d.events, [Event::CallEnded(call, EndReason::PeerUnreachable)]);
-    assert!(d.sent.is_empty(), "no BYE for a dialog the peer does not know");
+    assert_eq!(
+        d.events,
+        [Event::CallEnded(call, EndReason::PeerUnreachable)]
+    );
+    assert!(
+        d.sent.is_empty(),
+        "no BYE for a dialog the peer does not know"
+    );
     assert_eq!(ep.active_calls(), 0);
 }
 
@@ -525,7 +745,11 @@ fn our_own_request_routed_back_gets_482() {
         }
     }
     // A misconfigured proxy sends our BYE back to us with its own Via on top.
-    let text = String::from_utf8(bye).unwrap().replacen("Via: ", "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKproxy\r\nVia: ", 1);
+    let text = String::from_utf8(bye).unwrap().replacen(
+        "Via: ",
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKproxy\r\nVia: ",
+        1,
+    );
     ep.handle_message(t0, peer(), text.as_bytes());
     assert_eq!(codes(&drain(&mut ep)), [482]);
 }
