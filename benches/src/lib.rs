@@ -1,1 +1,2 @@
 //! Benchmarks live in `benches/benches/`; see README.md.
+#![deny(missing_docs)]

@@ -34,6 +34,10 @@ pub mod rtp;
 pub mod sample;
 pub mod socket;
 pub mod srtp;
+// Batched and connected UDP calls the standard library does not offer (recvmmsg, sendmmsg,
+// SO_TIMESTAMPNS, a second socket on a bound port): raw system calls, each with its SAFETY
+// comment.
+#[allow(unsafe_code)]
 pub mod udp;
 
 pub use error::MediaError;

@@ -208,6 +208,8 @@ pub const DESCRIPTORS_PER_LEG: u64 = 4;
 /// Raises the process's soft limit on open descriptors to its hard limit (systemd starts
 /// services at 1024, which 256 legs would exhaust) and returns the limit now in force. Calls
 /// past it are refused with 503 as when RTP ports run out.
+// getrlimit and setrlimit have no safe wrapper in std or libc.
+#[allow(unsafe_code)]
 pub fn raise_descriptor_limit() -> io::Result<u64> {
     #[cfg(unix)]
     {

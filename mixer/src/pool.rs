@@ -753,6 +753,8 @@ fn deliver(room: &mut Room, remote: &mut SocketAddr, id: LegId, input: LegInput<
 /// throttling) is no work that shedding would save. A thread kept from running for long still counts as overloaded through its late
 /// ticks. `None` where the clock is missing (then the wall clock is used).
 #[cfg(unix)]
+// clock_gettime(CLOCK_THREAD_CPUTIME_ID) has no safe wrapper in std or libc.
+#[allow(unsafe_code)]
 fn thread_cpu_time() -> Option<Duration> {
     let mut now = libc::timespec {
         tv_sec: 0,
