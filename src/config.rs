@@ -102,6 +102,14 @@ drain_s = 0
 [log]
 level = "info"
 format = "text"
+
+[room]
+pin = ""
+moderator_pin = ""
+join_leave_tones = true
+alone_prompt = true
+wait_for_moderator = false
+end_with_moderator = false
 "#;
 
 /// A configuration problem, naming the key.
@@ -577,6 +585,33 @@ pub struct Overrides {
     pub log_level: Option<String>,
 }
 
+/// The list keys the environment can set, as comma-separated values
+/// (`ROUNDTABLE_SIP__LISTEN=udp:127.0.0.1:15060,tcp:127.0.0.1:15060`), so that a container or a
+/// test can move the listening sockets without a file. An empty value is an empty list. Lists of
+/// tables (`sip.auth.users`, `[[rooms]]`, `[[dialplan]]`) are set in the file only.
+pub const ENV_LIST_KEYS: &[&str] = &[
+    "sip.listen",
+    "sip.allow",
+    "sip.auth.algorithms",
+    "media.codecs",
+];
+
+/// The environment variable that sets `key`: `sip.listen` is `ROUNDTABLE_SIP__LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!("ROUNDTABLE_{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+/// A comma-separated list from the environment, each entry trimmed; empty entries are dropped,
+/// so an empty value is an empty list.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Loads and validates. `env` is the environment to read (`std::env::vars()` in production).
 pub fn load(
     file: Option<&Path>,
@@ -594,16 +629,25 @@ pub fn load(
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
-    let env: config::Map<String, String> = env
+    let mut lists = Vec::new();
+    let mut scalars = config::Map::new();
+    for (name, value) in env
         .into_iter()
         .filter(|(k, _)| k.starts_with("ROUNDTABLE_"))
-        .collect();
+    {
+        match ENV_LIST_KEYS.iter().find(|key| env_name(key) == name) {
+            Some(key) => lists.push((*key, value)),
+            None => {
+                scalars.insert(name, value);
+            }
+        }
+    }
     builder = builder.add_source(
         config::Environment::with_prefix("ROUNDTABLE")
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
-            .source(Some(env)),
+            .source(Some(scalars)),
     );
     let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
                key: &str,
@@ -613,6 +657,9 @@ pub fn load(
             .map_err(|e| ConfigError::new(key, e.to_string())),
         None => Ok(b),
     };
+    for (key, value) in lists {
+        builder = set(builder, key, Some(config::Value::from(split_list(&value))))?;
+    }
     builder = set(
         builder,
         "sip.listen",
@@ -1207,6 +1254,9 @@ fn audio_config(raw: &RawAudio) -> Result<roundtable_mixer::AudioConfig, ConfigE
 }
 
 #[cfg(test)]
+mod docs_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1253,6 +1303,66 @@ mod tests {
         assert_eq!(c.api_listen.port(), 9999);
         assert!(c.auto_record);
         assert_eq!(c.max_calls, 5);
+    }
+
+    #[test]
+    fn env_sets_lists_comma_separated() {
+        let env = [
+            (
+                "ROUNDTABLE_SIP__LISTEN",
+                "udp:127.0.0.1:15060, tcp:127.0.0.1:15060",
+            ),
+            ("ROUNDTABLE_SIP__ALLOW", "10.0.0.0/8,127.0.0.1"),
+            ("ROUNDTABLE_MEDIA__CODECS", "pcma"),
+            ("ROUNDTABLE_SIP__AUTH__ALGORITHMS", "MD5"),
+        ];
+        let c = load_toml("[sip]\nlisten = [\"udp:0.0.0.0:5070\"]", &env).unwrap();
+        let listen: Vec<_> = c.sip_listen.iter().map(|l| (l.transport, l.addr)).collect();
+        let addr: SocketAddr = "127.0.0.1:15060".parse().unwrap();
+        assert_eq!(
+            listen,
+            [(Transport::Udp, addr), (Transport::Tcp, addr)],
+            "env beats the file"
+        );
+        assert_eq!(c.sip_allow.len(), 2);
+        assert_eq!(c.codecs, [roundtable_media::codec::Codec::Pcma]);
+        assert_eq!(c.sip_auth.algorithms.len(), 1);
+        let c = load_toml(
+            "[sip]\nallow = [\"10.0.0.0/8\"]",
+            &[("ROUNDTABLE_SIP__ALLOW", "")],
+        );
+        assert!(
+            c.unwrap().sip_allow.is_empty(),
+            "an empty value is an empty list"
+        );
+        let err = load_toml("", &[("ROUNDTABLE_SIP__LISTEN", "udp:127.0.0.1:99999")]).unwrap_err();
+        assert_eq!(err.key, "sip.listen");
+        let err = load_toml("", &[("ROUNDTABLE_SIP__LISTEN", "")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: sip.listen: needs at least one socket"
+        );
+        let flag = Overrides {
+            sip_listen: Some(vec!["udp:127.0.0.1:25060".into()]),
+            ..Overrides::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!("[storage]\npath = {:?}\n", dir.path().display()),
+        )
+        .unwrap();
+        let env = [(
+            "ROUNDTABLE_SIP__LISTEN".to_string(),
+            "udp:127.0.0.1:15060".to_string(),
+        )];
+        let c = load(Some(&file), env, &flag).unwrap();
+        assert_eq!(
+            c.sip_listen[0].addr.port(),
+            25060,
+            "the command line beats the environment"
+        );
     }
 
     #[test]
