@@ -99,8 +99,8 @@ fn srtp_contexts(
     srtp: &roundtable_sip::sdp::SrtpAnswer,
 ) -> Result<(MasterKey, Protector, (Unprotector, Protector)), Rejection> {
     let bad = Rejection::new(488, "Not Acceptable Here");
-    let suite = Suite::from_name(&srtp.offer.suite).ok_or(bad.clone())?;
-    let remote = MasterKey::from_key_params(&srtp.offer.key_params).ok_or(bad.clone())?;
+    let suite = Suite::from_name(&srtp.offer.suite).ok_or(bad)?;
+    let remote = MasterKey::from_key_params(&srtp.offer.key_params).ok_or(bad)?;
     let local = MasterKey::random().map_err(|_| Rejection::new(500, "Server Internal Error"))?;
     let contexts = (|| -> Result<_, roundtable_media::MediaError> {
         Ok((

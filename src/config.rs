@@ -1367,7 +1367,9 @@ mod tests {
 
     #[test]
     fn invalid_cases_name_the_key() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        // (TOML, environment, the key the error must name)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("[api]\nlisten = \"127.0.0.1:70000\"", &[], "api.listen"),
             (
                 "[media]\nrtp_ports = \"20000-20000\"",

@@ -76,10 +76,10 @@ impl LockoutTracker {
         if count(&mut self.sources, source, self.config, now) {
             locked.push(Scope::Source);
         }
-        if let Some(room) = room {
-            if count(&mut self.rooms, room.to_string(), self.config, now) {
-                locked.push(Scope::Room);
-            }
+        if let Some(room) = room
+            && count(&mut self.rooms, room.to_string(), self.config, now)
+        {
+            locked.push(Scope::Room);
         }
         locked
     }

@@ -37,7 +37,9 @@ fn each_invalid_case_exits_non_zero_and_names_the_key() {
         "[storage]\npath = {:?}",
         blocker.path().join("sub").display().to_string()
     );
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    // (TOML, environment, the key the error must name)
+    type Case = (String, Vec<(&'static str, &'static str)>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "[api]\nlisten = \"127.0.0.1:70000\"".into(),
             vec![],

@@ -51,10 +51,11 @@ fn count_received(socket: &UdpSocket, within: Duration) -> usize {
     let mut buf = [0u8; 2048];
     let mut n = 0;
     while Instant::now() < deadline {
-        if let Ok((len, _)) = socket.recv_from(&mut buf) {
-            if len > 12 && buf[1] & 0x7f == 0 {
-                n += 1;
-            }
+        if let Ok((len, _)) = socket.recv_from(&mut buf)
+            && len > 12
+            && buf[1] & 0x7f == 0
+        {
+            n += 1;
         }
     }
     n

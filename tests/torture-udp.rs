@@ -46,10 +46,10 @@ fn collect(sockets: &[(u16, UdpSocket)], call_id: &str, wait: Duration) -> Vec<u
                     .or_else(|| text.header("i"))
                     .unwrap_or_default()
                     == call_id;
-                if let Some(code) = text.status().filter(|c| *c >= 200 && same_call) {
-                    if !codes.contains(&code) {
-                        codes.push(code);
-                    }
+                if let Some(code) = text.status().filter(|c| *c >= 200 && same_call)
+                    && !codes.contains(&code)
+                {
+                    codes.push(code);
                 }
             }
         }

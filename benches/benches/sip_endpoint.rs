@@ -69,7 +69,7 @@ fn transactions(c: &mut Criterion) {
             ep.handle_message(now, peer, &request("BYE", call_no, 2, Some(&tag), ""));
             while ep.poll_output().is_some() {}
             // Let Timer J expire now and then so the tables stay at a steady size.
-            if call_no % 1024 == 0 {
+            if call_no.is_multiple_of(1024) {
                 now += Duration::from_secs(40);
                 ep.handle_timeout(now);
                 while ep.poll_output().is_some() {}

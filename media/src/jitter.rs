@@ -243,18 +243,18 @@ impl<T> JitterBuffer<T> {
         {
             self.next = None;
         }
-        if let Some(next) = self.next {
-            if seq < next {
-                let age = next - 1 - seq;
-                if age < 64 && self.history & (1 << age) != 0 {
-                    self.stats.duplicated += 1;
-                } else {
-                    self.stats.late += 1;
-                    self.stats.received += 1;
-                    self.mark_received(seq);
-                }
-                return;
+        if let Some(next) = self.next
+            && seq < next
+        {
+            let age = next - 1 - seq;
+            if age < 64 && self.history & (1 << age) != 0 {
+                self.stats.duplicated += 1;
+            } else {
+                self.stats.late += 1;
+                self.stats.received += 1;
+                self.mark_received(seq);
             }
+            return;
         }
         if self.packets.contains(seq) {
             self.stats.duplicated += 1;
@@ -324,11 +324,12 @@ impl<T> JitterBuffer<T> {
             self.next = None;
             return Playout::Idle;
         }
-        if let Some(first) = self.packets.first() {
-            if self.consecutive_missing as usize > self.target_frames && first > next + 1 {
-                // A jump in sequence numbers: resynchronise instead of waiting through the gap.
-                self.next = Some(first);
-            }
+        if let Some(first) = self.packets.first()
+            && self.consecutive_missing as usize > self.target_frames
+            && first > next + 1
+        {
+            // A jump in sequence numbers: resynchronise instead of waiting through the gap.
+            self.next = Some(first);
         }
         self.stats.concealed += 1;
         Playout::Missing

@@ -18,7 +18,7 @@ impl PortRange {
         if first_even == 0 || high < first_even.checked_add(1)? {
             return None;
         }
-        let pairs = (high - first_even + 1) / 2;
+        let pairs = (high - first_even).div_ceil(2);
         Some(PortRange { first_even, pairs })
     }
 

@@ -671,12 +671,11 @@ pub async fn supervise(mut s: Supervision) -> ReceiveEnd {
             tokio::time::Instant::from_std(session.next_report(std::time::Instant::now()));
         tokio::select! {
             r = rtcp_socket.recv_from(&mut rtcp_buf) => {
-                if let Ok((n, from)) = r {
-                    if let Some(clear) = unprotect_rtcp(&s.unprotect, &rtcp_buf[..n], &s.metrics) {
+                if let Ok((n, from)) = r
+                    && let Some(clear) = unprotect_rtcp(&s.unprotect, &rtcp_buf[..n], &s.metrics) {
                         read_rtcp(&mut session, &clear, &s.counters, &s.metrics);
                         rtcp_from = Some(from);
                     }
-                }
             }
             Some(bytes) = s.muxed.recv() => {
                 if let Some(clear) = unprotect_rtcp(&s.unprotect, &bytes, &s.metrics) {

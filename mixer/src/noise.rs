@@ -153,6 +153,9 @@ impl NoiseSuppressor {
         Ok(())
     }
 
+    // `i` indexes the window, the time buffer's two halves, the carried samples and `part` at
+    // once; an index reads more plainly than zipping five slices.
+    #[allow(clippy::needless_range_loop)]
     fn process_hop(&mut self, part: &mut [i16]) -> Result<(), MixerError> {
         let hop = self.hop;
         for i in 0..hop {

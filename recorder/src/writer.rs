@@ -528,10 +528,10 @@ impl Writer {
     fn close(mut self) -> Closed {
         let (frames, rate) = (self.frames, self.spec.rate);
         let mut failures = Vec::new();
-        if let Some(mix) = &mut self.mix {
-            if let Err(lost) = mix.finish(frames) {
-                failures.push(("mix.wav".to_string(), lost));
-            }
+        if let Some(mix) = &mut self.mix
+            && let Err(lost) = mix.finish(frames)
+        {
+            failures.push(("mix.wav".to_string(), lost));
         }
         // Every track is padded with silence to the recording's length; those of legs that
         // left are reopened for it.

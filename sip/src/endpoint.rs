@@ -592,18 +592,17 @@ impl Endpoint {
             // Re-read the headers with the body ignored: cut at the header end.
             if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
                 let cleaned = strip_content_length(&bytes[..end]);
-                if let Ok((m, _)) = Message::parse(&cleaned, Framing::Datagram) {
-                    if matches!(m.start, StartLine::Request { .. })
-                        && m.method() != Some(&Method::Ack)
-                        && m.top_via().is_some()
-                        && m.validate_request().is_ok()
-                    {
-                        let label = m.method().map_or("other", Method::metric_label);
-                        self.count(Count::RequestIn(label));
-                        let response = self.response(&m, 400, "Bad Content-Length", None);
-                        self.send_response(reply_peer(peer, &m), response);
-                        return;
-                    }
+                if let Ok((m, _)) = Message::parse(&cleaned, Framing::Datagram)
+                    && matches!(m.start, StartLine::Request { .. })
+                    && m.method() != Some(&Method::Ack)
+                    && m.top_via().is_some()
+                    && m.validate_request().is_ok()
+                {
+                    let label = m.method().map_or("other", Method::metric_label);
+                    self.count(Count::RequestIn(label));
+                    let response = self.response(&m, 400, "Bad Content-Length", None);
+                    self.send_response(reply_peer(peer, &m), response);
+                    return;
                 }
             }
         }
@@ -924,19 +923,19 @@ impl Endpoint {
             method: "INVITE".into(),
             ..key.clone()
         };
-        if let Some(txn) = self.invites.get_mut(&invite_key) {
-            if let InviteState::Completed { .. } = txn.state {
-                txn.state = InviteState::Confirmed;
-                txn.timers.clear();
-                let reliable = txn.peer.transport.reliable();
-                let wait = self
-                    .config
-                    .timers
-                    .duration(TimerKind::I, 0, reliable)
-                    .unwrap_or_default();
-                txn.timers.push((TimerKind::I, now + wait));
-                return;
-            }
+        if let Some(txn) = self.invites.get_mut(&invite_key)
+            && let InviteState::Completed { .. } = txn.state
+        {
+            txn.state = InviteState::Confirmed;
+            txn.timers.clear();
+            let reliable = txn.peer.transport.reliable();
+            let wait = self
+                .config
+                .timers
+                .duration(TimerKind::I, 0, reliable)
+                .unwrap_or_default();
+            txn.timers.push((TimerKind::I, now + wait));
+            return;
         }
         // ACK for a 2xx: a new transaction, matched to the dialog.
         let Some(&call) = self.dialog_index.get(&dialog_index_of(request)) else {
@@ -949,10 +948,10 @@ impl Endpoint {
         let Some(unacked) = dialog.unacked.take_if(|u| Some(u.cseq) == acked) else {
             return;
         };
-        if let Some(txn) = self.invites.remove(&unacked.txn) {
-            if txn.call != call {
-                self.calls.remove(&txn.call);
-            }
+        if let Some(txn) = self.invites.remove(&unacked.txn)
+            && txn.call != call
+        {
+            self.calls.remove(&txn.call);
         }
         if !dialog.confirmed {
             dialog.confirmed = true;

@@ -397,10 +397,10 @@ impl Message {
         if cseq.method != *method {
             return Err(Rejection::new(400, "CSeq Method Mismatch"));
         }
-        if let Some(mf) = self.headers.get("Max-Forwards") {
-            if mf.is_empty() || mf.len() > 9 || !mf.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Rejection::new(400, "Bad Max-Forwards"));
-            }
+        if let Some(mf) = self.headers.get("Max-Forwards")
+            && (mf.is_empty() || mf.len() > 9 || !mf.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(Rejection::new(400, "Bad Max-Forwards"));
         }
         for line in self.headers.all("Via") {
             let values: Vec<&str> = line.split(',').map(str::trim).collect();

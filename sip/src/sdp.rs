@@ -368,19 +368,16 @@ impl Offer {
                             }
                             if let (Some(map), Some(m)) =
                                 (value.strip_prefix("rtpmap:"), maps.last_mut())
+                                && let Some(parsed) = parse_rtpmap(map)
                             {
-                                if let Some(parsed) = parse_rtpmap(map) {
-                                    m.push(parsed);
-                                }
+                                m.push(parsed);
                             }
                             if let (Some(fmtp), Some(f)) =
                                 (value.strip_prefix("fmtp:"), fmtps.last_mut())
+                                && let Some((pt, params)) = fmtp.split_once(' ')
+                                && let Ok(pt) = pt.trim().parse::<u8>()
                             {
-                                if let Some((pt, params)) = fmtp.split_once(' ') {
-                                    if let Ok(pt) = pt.trim().parse::<u8>() {
-                                        f.push((pt, params.trim().to_string()));
-                                    }
-                                }
+                                f.push((pt, params.trim().to_string()));
                             }
                         }
                     }

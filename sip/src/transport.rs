@@ -399,10 +399,9 @@ impl Driver {
         if let Some(FlowWriter::Stream {
             transport, remote, ..
         }) = self.flows.remove(&flow)
+            && self.streams.get(&(transport, remote)) == Some(&flow)
         {
-            if self.streams.get(&(transport, remote)) == Some(&flow) {
-                self.streams.remove(&(transport, remote));
-            }
+            self.streams.remove(&(transport, remote));
         }
     }
 
