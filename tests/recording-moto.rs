@@ -27,7 +27,8 @@ impl Drop for Moto {
     }
 }
 
-/// Starts moto, or returns `None` (with a warning) when it is not installed and CI is not set.
+/// Starts moto; when it is missing, fails the test, or returns `None` if `RT_TEST_SKIP` names it
+/// (see [`tool_present`]).
 fn moto() -> Option<Moto> {
     let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
     let port = free_port();
@@ -39,12 +40,7 @@ fn moto() -> Option<Moto> {
     {
         Ok(child) => child,
         Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("moto_server ({program}) is required with CI=true: {e}");
-            }
-            eprintln!(
-                "WARNING: moto_server not installed ({e}); skipping (run .ci/run, or pip install 'moto[server]')"
-            );
+            tool_present(&MOTO, Some(format!("{program}: {e}")));
             return None;
         }
     };

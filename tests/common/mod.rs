@@ -893,7 +893,7 @@ impl Uac {
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
-        let heard = Arc::new(Mutex::new(Vec::<(Instant, u8, Vec<i16>)>::new()));
+        let heard = Arc::new(Mutex::new(Arrivals::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let first = codec_of(pt.load(Ordering::SeqCst)).unwrap_or(Codec::Pcmu);
         let rate = first.audio_rate(48000);
@@ -1010,8 +1010,11 @@ pub fn media_ssrc(remote: SocketAddr) -> u32 {
 }
 
 /// A running media stream of a [`Uac`].
+/// Audio packets as they arrived: when, their payload type and their decoded samples.
+type Arrivals = Vec<(Instant, u8, Vec<i16>)>;
+
 pub struct Media {
-    heard: Arc<Mutex<Vec<(Instant, u8, Vec<i16>)>>>,
+    heard: Arc<Mutex<Arrivals>>,
     rtcp: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -1042,7 +1045,7 @@ impl Media {
 
 /// What a caller heard, with arrival times.
 pub struct Heard {
-    packets: Vec<(Instant, u8, Vec<i16>)>,
+    packets: Arrivals,
     started: Instant,
     /// The sample rate of the heard audio (that of the codec the stream started with).
     pub rate: u32,
@@ -1080,22 +1083,65 @@ impl Heard {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Tools the tests drive
+
+/// A program some end-to-end tests drive, and how a developer gets it.
+pub struct Tool {
+    /// Its name in `RT_TEST_SKIP`.
+    pub name: &'static str,
+    /// What to install (the Debian or PyPI package) when it is missing.
+    pub install: &'static str,
+}
+
+/// SIPp, from Debian's sip-tester.
+pub const SIPP: Tool = Tool {
+    name: "sipp",
+    install: "Debian package sip-tester: `sudo apt-get install sip-tester` (or run .ci/run)",
+};
+
+/// moto's S3 server, from PyPI (`MOTO_SERVER` names its program, else `moto_server` on PATH).
+pub const MOTO: Tool = Tool {
+    name: "moto",
+    install: "PyPI package moto[server]: `pip install 'moto[server]==5.2.5'` and put \
+              moto_server on PATH or in MOTO_SERVER (or run .ci/run, which does both)",
+};
+
+/// Whether a test may use `tool`; `missing` says why it could not be started, if it could not.
+///
+/// A missing tool fails the test, naming what to install: a suite that passes must have run
+/// every test. Only a developer who names the tool in `RT_TEST_SKIP` (comma-separated:
+/// `RT_TEST_SKIP=sipp,moto`) skips such tests on purpose; each then prints a
+/// `SKIPPED <test>: <why>` line past the test harness's output capture, and this returns false.
+pub fn tool_present(tool: &Tool, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("<test>")
+        .to_string();
+    let skip = std::env::var("RT_TEST_SKIP").unwrap_or_default();
+    if skip.split(',').any(|name| name.trim() == tool.name) {
+        let line = format!(
+            "SKIPPED {test}: {} is not installed ({why}); RT_TEST_SKIP names it\n",
+            tool.name
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        return false;
+    }
+    panic!(
+        "{test} needs {} ({why}). Install the {}. To skip such tests on purpose, set RT_TEST_SKIP={}",
+        tool.name, tool.install, tool.name
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // SIPp
 
-/// Whether SIPp is installed. Under `CI=true` a missing SIPp fails the test instead.
+/// Whether SIPp is installed (see [`tool_present`]: a missing SIPp fails the test).
 pub fn sipp_available() -> bool {
-    let found = Command::new("sipp").arg("-v").output().is_ok();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "SIPp (Debian package sip-tester) is required with CI=true but is not installed"
-            );
-        }
-        eprintln!(
-            "WARNING: SIPp not installed; skipping this SIPp test (run .ci/run to install it)"
-        );
-    }
-    found
+    let probe = Command::new("sipp").arg("-v").output();
+    tool_present(&SIPP, probe.err().map(|e| e.to_string()))
 }
 
 /// The path of a SIPp scenario in `tests/sipp/`.
