@@ -344,6 +344,8 @@ pub struct Supervision {
 
 /// Builds a leg's intake (for its mixer thread) and the matching [`Supervision`] (for its
 /// tokio task) around its port pair.
+// Each argument is a distinct piece of the leg (sockets, SRTP, channels, counters); a struct
+// built only to be taken apart here would say nothing more.
 #[allow(clippy::too_many_arguments)]
 pub fn split_receive(
     rtp: UdpSocket,

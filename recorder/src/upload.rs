@@ -266,6 +266,8 @@ impl S3Uploader {
     }
 
     /// Sends the parts of `name` that are ready: full parts while it runs, everything at the end.
+    // The object's place (folder, key, name), its progress and the spool's account are all
+    // needed and belong to different owners.
     #[allow(clippy::too_many_arguments)]
     fn send_parts(
         &self,

@@ -312,3 +312,27 @@ fn readme_table_lists_every_key_with_its_default() {
         }
     }
 }
+
+/// Every TOML example in the README is a configuration `check-config` accepts.
+#[test]
+fn readme_toml_examples_are_accepted() {
+    let readme = include_str!("../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or_default())
+        .collect();
+    assert!(blocks.len() >= 2, "the README's TOML examples are gone");
+    for block in blocks {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("roundtable.toml");
+        std::fs::write(&file, block).unwrap();
+        let env = [(
+            "ROUNDTABLE_STORAGE__PATH".to_string(),
+            dir.path().join("data").display().to_string(),
+        )];
+        if let Err(error) = load(Some(&file), env, &Overrides::default()) {
+            panic!("README example rejected: {error}\n{block}");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! client, tone generation and Goertzel analysis, and SIPp helpers.
 //!
 //! Every wait is bounded in count and time.
+// Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
