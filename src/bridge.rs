@@ -578,6 +578,7 @@ impl Bridge {
                             Command::StopPrompt {
                                 room: room.clone(),
                                 leg,
+                                only: None,
                             },
                         );
                     }
@@ -896,6 +897,11 @@ impl Bridge {
                     room: room.clone(),
                     leg,
                     samples: self.prompts.samples(Prompt::Alone),
+                },
+                PolicyAction::NotAlone(leg) => Command::StopPrompt {
+                    room: room.clone(),
+                    leg,
+                    only: Some(self.prompts.samples(Prompt::Alone)),
                 },
                 PolicyAction::End => continue,
             };

@@ -42,6 +42,8 @@ pub enum PolicyAction {
     Hold(bool),
     /// Play the "only participant" prompt to this leg.
     Alone(LegId),
+    /// Stop the "only participant" prompt to this leg, if it still plays: someone joined it.
+    NotAlone(LegId),
     /// Hang up everyone left: the last moderator left.
     End,
 }
@@ -78,6 +80,12 @@ impl RoomPolicy {
     pub fn joined(&mut self, leg: LegId, moderator: bool) -> Vec<PolicyAction> {
         let mut actions = Vec::new();
         self.legs.insert(leg, moderator);
+        if self.settings.alone_prompt
+            && self.legs.len() == 2
+            && let Some(&first) = self.legs.keys().find(|&&other| other != leg)
+        {
+            actions.push(PolicyAction::NotAlone(first));
+        }
         if self.settings.join_leave_tones && self.legs.len() > 1 {
             actions.push(PolicyAction::JoinTone);
         }
@@ -137,9 +145,11 @@ mod tests {
     fn tones_and_the_alone_prompt() {
         let mut room = RoomPolicy::new(PolicySettings::default());
         assert_eq!(room.joined(LegId(1), false), [Alone(LegId(1))]);
-        assert_eq!(room.joined(LegId(2), false), [JoinTone]);
+        assert_eq!(room.joined(LegId(2), false), [NotAlone(LegId(1)), JoinTone]);
+        assert_eq!(room.joined(LegId(3), false), [JoinTone]);
+        assert_eq!(room.left(LegId(3)), [LeaveTone]);
         assert_eq!(room.left(LegId(1)), [LeaveTone, Alone(LegId(2))]);
-        assert_eq!(room.left(LegId(2)), []);
+        assert_eq!(room.joined(LegId(4), false), [NotAlone(LegId(2)), JoinTone]);
         let mut quiet = RoomPolicy::new(PolicySettings {
             join_leave_tones: false,
             alone_prompt: false,
@@ -157,7 +167,7 @@ mod tests {
         };
         let mut room = RoomPolicy::new(settings);
         assert_eq!(room.joined(LegId(1), false), [Hold(true)]);
-        assert_eq!(room.joined(LegId(2), false), [JoinTone]);
+        assert_eq!(room.joined(LegId(2), false), [NotAlone(LegId(1)), JoinTone]);
         assert!(room.on_hold());
         assert_eq!(room.joined(LegId(3), true), [JoinTone, Hold(false)]);
         assert!(!room.on_hold());
@@ -165,7 +175,10 @@ mod tests {
         // A moderator who dials in first never puts the room on hold.
         let mut room = RoomPolicy::new(settings);
         assert_eq!(room.joined(LegId(9), true), [Alone(LegId(9))]);
-        assert_eq!(room.joined(LegId(10), false), [JoinTone]);
+        assert_eq!(
+            room.joined(LegId(10), false),
+            [NotAlone(LegId(9)), JoinTone]
+        );
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Encoding {
 pub(crate) enum Route {
     /// Nothing is sent (on hold).
     Nothing,
-    /// Its own frame: the mix without itself, or a prompt.
+    /// Its own frame: the mix without itself, and a prompt over what it hears.
     Private,
     /// A shared output's frame (index into the room's outputs).
     Shared(usize),
@@ -189,7 +189,7 @@ pub(crate) struct Leg {
     /// Whether the leg's audio may be mixed (false on hold or when it only listens).
     pub(crate) heard: bool,
     pub(crate) controls: LegControls,
-    /// A prompt playing to this leg instead of the mix.
+    /// A prompt playing to this leg over what it hears.
     /// Boxed: large, and rarely playing.
     pub(crate) prompt: Option<Box<Playing>>,
     /// Lost frames Opus FEC rebuilt.
@@ -538,7 +538,7 @@ impl Leg {
         }
     }
 
-    /// Plays `samples` (at the room's rate) to this leg instead of the mix, from the next tick.
+    /// Plays `samples` (at the room's rate) to this leg over what it hears, from the next tick.
     pub(crate) fn play(&mut self, samples: Arc<[i16]>) {
         self.prompt = Some(Box::new(Playing::new(samples, self.room_rate)));
     }

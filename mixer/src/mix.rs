@@ -26,6 +26,22 @@ pub fn minus_own(acc: &[i32], own: &[i16], gain: f32, out: &mut [f32]) {
     }
 }
 
+/// Writes a 16-bit frame into `out` as is: a sound a listener hears alone, before limiting.
+#[inline]
+pub fn widen_frame(frame: &[i16], out: &mut [f32]) {
+    for (o, &s) in out.iter_mut().zip(frame) {
+        *o = f32::from(s);
+    }
+}
+
+/// Adds a 16-bit frame to `out`: a prompt over what a listener hears, before limiting.
+#[inline]
+pub fn add_frame(out: &mut [f32], frame: &[i16]) {
+    for (o, &s) in out.iter_mut().zip(frame) {
+        *o += f32::from(s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

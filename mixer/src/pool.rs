@@ -113,6 +113,7 @@ pub struct LegIo {
 
 /// What a mixer thread can be told. Commands come per call and per control action, never per
 /// packet, so the size of `AddLeg` (a leg's sockets and prepared pipelines) does not matter.
+// Hence no Box: see the paragraph above.
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Add a leg to a room, creating the room on first join.
@@ -141,7 +142,7 @@ pub enum Command {
         /// Whether its audio is mixed in.
         heard: bool,
     },
-    /// Play a prompt to one leg instead of the mix.
+    /// Play a prompt to one leg, over what it hears.
     Play {
         /// The room.
         room: RoomKey,
@@ -186,6 +187,8 @@ pub enum Command {
         room: RoomKey,
         /// The leg.
         leg: LegId,
+        /// Only this prompt (the samples given to `Play`), if it is still playing; `None`: any.
+        only: Option<Arc<[i16]>>,
     },
     /// Take a leg out of its room and hand its I/O to `reply` (to move it to another room, maybe
     /// on another thread).
@@ -571,9 +574,9 @@ impl Worker {
                     slot.room.set_aec(mode);
                 }
             }
-            Command::StopPrompt { room, leg } => {
+            Command::StopPrompt { room, leg, only } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
-                    slot.room.stop_prompt(leg);
+                    slot.room.stop_prompt(leg, only.as_ref());
                 }
             }
             Command::DetachLeg { room, leg, reply } => {
@@ -613,6 +616,8 @@ impl Worker {
 }
 
 /// One tick of one room: read legs' sockets, mix, send, feed the recorder, pass on events.
+// The thread's per-tick state, passed apart so that the room's slot can be borrowed mutably
+// next to the thread's shared parts.
 #[allow(clippy::too_many_arguments)]
 fn tick_room(
     key: &RoomKey,

@@ -13,7 +13,8 @@
 //! mixed talker hears the mix without itself through its own limiter and encoder, while every
 //! other leg hears the whole mix, limited and encoded once per codec and output gain and shared
 //! (a 100-leg room with 3 talkers encodes 3 + 1 frames per codec). Deaf legs share a silent
-//! output; legs playing a prompt hear the prompt. A leg that starts or stops being a mixed
+//! output; a leg playing a prompt hears it over what it would hear otherwise (the room never
+//! goes quiet behind a prompt: only a lobby, a room of one, has nothing under its prompts). A leg that starts or stops being a mixed
 //! talker switches between its own encoder and the shared one: stateless G.711 does not
 //! notice; G.722 and Opus decoders may make a few milliseconds of artefact at that moment,
 //! which falls while the leg itself starts or stops talking.
@@ -322,7 +323,7 @@ impl Room {
         self.leg_index(id).map(|i| &mut self.legs[i])
     }
 
-    /// Plays `samples` (at the room's rate) to a leg instead of the mix, from the next tick,
+    /// Plays `samples` (at the room's rate) to a leg over what it hears, from the next tick,
     /// replacing any prompt already playing.
     pub fn play(&mut self, id: LegId, samples: Arc<[i16]>) {
         if let Some(leg) = self.leg_mut(id) {
@@ -330,9 +331,12 @@ impl Room {
         }
     }
 
-    /// Stops a leg's prompt; it hears the mix again.
-    pub fn stop_prompt(&mut self, id: LegId) {
-        if let Some(leg) = self.leg_mut(id) {
+    /// Stops a leg's prompt: any prompt, or with `only`, that prompt (the same samples) if it is
+    /// still the one playing, so that stopping one prompt never cuts another short.
+    pub fn stop_prompt(&mut self, id: LegId, only: Option<&Arc<[i16]>>) {
+        if let Some(leg) = self.leg_mut(id)
+            && only.is_none_or(|samples| leg.prompt.as_ref().is_some_and(|p| p.plays(samples)))
+        {
             leg.prompt = None;
         }
     }
@@ -628,15 +632,20 @@ impl Room {
             let shared = match leg.route {
                 Route::Nothing => continue,
                 Route::Private => {
-                    if !leg.prompt_frame(&mut self.output) {
-                        mix::minus_own(
-                            &self.acc,
-                            &leg.input,
-                            db_to_gain(leg.controls.output_gain_db),
-                            &mut self.scratch,
-                        );
-                        leg.limiter.process(&self.scratch, &mut self.output);
+                    let gain = db_to_gain(leg.controls.output_gain_db);
+                    if leg.controls.deaf {
+                        self.scratch.fill(0.0);
+                    } else if self.hold.is_some() {
+                        mix::widen_frame(&self.sound, &mut self.scratch);
+                    } else if leg.mixed {
+                        mix::minus_own(&self.acc, &leg.input, gain, &mut self.scratch);
+                    } else {
+                        mix::widen(&self.acc, gain, &mut self.scratch);
                     }
+                    if leg.prompt_frame(&mut self.output) {
+                        mix::add_frame(&mut self.scratch, &self.output);
+                    }
+                    leg.limiter.process(&self.scratch, &mut self.output);
                     self.encodes += 1;
                     if leg.encoding.encode(&self.output).is_err() {
                         self.codec_errors += 1;

@@ -30,6 +30,11 @@ impl Playing {
         }
     }
 
+    /// Whether these are the samples playing (the same sound, not merely equal samples).
+    pub(crate) fn plays(&self, samples: &Arc<[i16]>) -> bool {
+        Arc::ptr_eq(&self.samples, samples)
+    }
+
     /// Writes the sound's next frame into `out` (20 ms at the output's rate, found from its
     /// length); returns false when a one-shot sound ended with this frame or before.
     pub(crate) fn next_into(&mut self, out: &mut [i16], looped: bool) -> bool {

@@ -266,7 +266,7 @@ fn legs_of_different_codecs_hear_each_other_at_their_own_rate() {
 }
 
 #[test]
-fn a_prompt_replaces_the_mix_until_it_ends() {
+fn a_prompt_plays_until_it_ends() {
     let mut sim = Sim::new(plain(8000));
     let a = sim.add(1, Codec::Pcmu);
     let prompt: Arc<[i16]> = tone(8000, 1000.0, 8000.0, 0)
@@ -281,8 +281,53 @@ fn a_prompt_replaces_the_mix_until_it_ends() {
     assert!(levels[0] > 1e6 && levels[1] > 1e6, "{levels:?}");
     assert!(
         levels[2] < 10.0,
-        "back to the (silent) mix after the prompt: {levels:?}"
+        "only the (silent) room after the prompt: {levels:?}"
     );
+}
+
+#[test]
+fn a_prompt_plays_over_the_room_and_stops_only_itself() {
+    let mut sim = Sim::new(plain(8000));
+    let a = sim.add(1, Codec::Pcmu);
+    let b = sim.add(2, Codec::Pcmu);
+    let prompt: Arc<[i16]> = (0..50)
+        .flat_map(|i| tone(8000, 600.0, 6000.0, 160 * i))
+        .collect();
+    sim.room.play(a, prompt.clone());
+    // b and a both talk while a's prompt plays: a hears b and the prompt, never itself.
+    for i in 0..10 {
+        let heard = sim.step(&HashMap::from([
+            (a, tone(8000, 400.0, 6000.0, 160 * i)),
+            (b, tone(8000, 1000.0, 6000.0, 160 * i)),
+        ]));
+        if i < 3 {
+            continue; // b's first packets are still in its jitter buffer
+        }
+        let (other, own, spoken) = (
+            power_at(&heard[&a], 8000, 1000.0),
+            power_at(&heard[&a], 8000, 400.0),
+            power_at(&heard[&a], 8000, 600.0),
+        );
+        assert!(
+            other > 1e6,
+            "tick {i}: a hears b under its prompt ({other})"
+        );
+        assert!(spoken > 1e6, "tick {i}: a hears its prompt ({spoken})");
+        assert!(
+            own < other / 1e3,
+            "tick {i}: a does not hear itself ({own})"
+        );
+        assert!(power_at(&heard[&b], 8000, 600.0) < 1e3, "b hears no prompt");
+    }
+    // Stopping another prompt leaves this one playing; stopping this one ends it.
+    let other: Arc<[i16]> = prompt.to_vec().into();
+    sim.room.stop_prompt(a, Some(&other));
+    let heard = sim.step(&HashMap::from([(b, tone(8000, 1000.0, 6000.0, 1600))]));
+    assert!(power_at(&heard[&a], 8000, 600.0) > 1e6, "still playing");
+    sim.room.stop_prompt(a, Some(&prompt));
+    let heard = sim.step(&HashMap::from([(b, tone(8000, 1000.0, 6000.0, 1760))]));
+    assert!(power_at(&heard[&a], 8000, 600.0) < 1e3, "stopped");
+    assert!(power_at(&heard[&a], 8000, 1000.0) > 1e6, "the room goes on");
 }
 
 /// G.711 mu-law in and out of a frame, as the room sees it.
