@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-use roundtable_mixer::pool::{FrameSource, LegFrame, MixFrame};
-use roundtable_mixer::room::LegId;
+use roundtable_media::frames::LegId;
+use roundtable_media::frames::{FrameSource, LegFrame, MixFrame};
 use roundtable_recorder::{Mode, Recording, Spec, SpoolAccount};
 use roundtable_storage::ObjectKey;
 use roundtable_storage::s3::{S3Config, S3Store};

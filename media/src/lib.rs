@@ -7,8 +7,9 @@
 //! - [`latch`]: symmetric RTP with a guard against hijacking (pure).
 //! - [`jitter`]: reordering jitter buffer (pure).
 //! - [`dtmf`]: RFC 4733 events and SIP INFO bodies to key presses (pure).
+//! - [`frames`]: the frames a room hands its listeners, the recorder among them (pure data).
 //! - [`ports`]: RTP port pair allocator (pure).
-//! - [`quality`]: the E-model: loss and delay to R and MOS (pure).
+//! - [`quality`]: a leg's receive quality, and the E-model: loss and delay to R and MOS (pure).
 //! - [`resample`]: 20 ms frames between codec and room rates.
 //! - [`sample`]: float to 16-bit sample rounding (pure).
 //! - [`rtcp`]: RTCP reports, sent and read (pure).
@@ -21,6 +22,7 @@
 pub mod codec;
 pub mod dtmf;
 pub mod error;
+pub mod frames;
 pub mod g711;
 pub mod jitter;
 pub mod latch;

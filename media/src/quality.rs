@@ -1,10 +1,26 @@
-//! Call quality as a listener would rate it: the ITU-T G.107 E-model, simplified to the two
-//! impairments a bridge can measure (packet loss and one-way delay), mapped to a MOS.
+//! Call quality: how a leg's audio reaches us ([`LegQuality`]), and how a listener would rate it:
+//! the ITU-T G.107 E-model, simplified to the two impairments a bridge can measure (packet loss
+//! and one-way delay), mapped to a MOS.
 //!
 //! R = 93.2 - Id - Ie,eff, where Id = 0.024 d + 0.11 (d - 177.3) H(d - 177.3) for a one-way
 //! delay d in ms, and Ie,eff = Ie + (95 - Ie) Ppl / (Ppl + Bpl) for a packet loss of Ppl
 //! percent (random loss, BurstR = 1). Ie = 0 and Bpl = 25.1 are G.711's with loss concealment
 //! (G.113 Appendix I); they are used for every codec, a narrowband simplification.
+
+use crate::jitter::JitterStats;
+use crate::rtp::SenderStats;
+
+/// How one leg's incoming audio fares: what the mixer, which plays its jitter buffer, publishes
+/// for the API and RTCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegQuality {
+    /// The jitter buffer's counters and gauges.
+    pub jitter: JitterStats,
+    /// Lost frames rebuilt from Opus in-band FEC (not counted as concealed).
+    pub fec_recovered: u64,
+    /// Our stream to the leg, for RTCP sender reports (`None` while it hears nothing).
+    pub sender: Option<SenderStats>,
+}
 
 /// Equipment impairment of the codec (G.711: 0).
 const IE: f64 = 0.0;

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dtmf::{Digit, DtmfDetector};
 use crate::error::MediaError;
-use crate::jitter::{JitterStats, PacketInfo};
+use crate::jitter::PacketInfo;
 use crate::latch::{Latch, Verdict};
 use crate::metrics::MediaMetrics;
 use crate::ports::PortAllocator;
+use crate::quality::LegQuality;
 use crate::rtcp::{self, RtcpSession, RtcpStats};
 use crate::rtp::RtpPacket;
-use crate::rtp::SenderStats;
 use crate::srtp::{Protector, Unprotector};
 use crate::udp::{ClockPair, Datagram, RecvBatch};
 
@@ -60,17 +60,6 @@ pub struct LegCounters {
     rtcp: std::sync::Mutex<RtcpStats>,
     /// The latched peer address and its SSRC (set by the intake, read for RTCP).
     peer: std::sync::Mutex<Option<(SocketAddr, u32)>>,
-}
-
-/// How one leg's incoming audio fares.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LegQuality {
-    /// The jitter buffer's counters and gauges.
-    pub jitter: JitterStats,
-    /// Lost frames rebuilt from Opus in-band FEC (not counted as concealed).
-    pub fec_recovered: u64,
-    /// Our stream to the leg, for RTCP sender reports (`None` while it hears nothing).
-    pub sender: Option<SenderStats>,
 }
 
 impl LegCounters {

@@ -70,29 +70,7 @@ pub struct MixerEvent {
 /// A room's name, validated by the caller.
 pub type RoomKey = Arc<str>;
 
-pub use crate::room::FrameSource;
-
-/// One 20 ms frame of a room's mix, numbered by tick so a listener can see gaps.
-#[derive(Debug)]
-pub struct MixFrame {
-    /// The mixer thread's tick number; consecutive frames differ by one unless frames were lost.
-    pub tick: u64,
-    /// The samples, at the room's rate.
-    pub samples: Box<[i16]>,
-    /// Every leg's input this tick, when the recording asked for per-leg tracks.
-    pub legs: Vec<LegFrame>,
-}
-
-/// One leg's input in a [`MixFrame`].
-#[derive(Debug)]
-pub struct LegFrame {
-    /// The leg.
-    pub leg: LegId,
-    /// Whether it arrived, was concealed or is silence.
-    pub source: FrameSource,
-    /// The samples, at the room's rate.
-    pub samples: Box<[i16]>,
-}
+pub use roundtable_media::frames::{FrameSource, LegFrame, MixFrame};
 
 /// The I/O side of a leg the mixer thread needs.
 #[derive(Debug)]

@@ -37,8 +37,8 @@ use std::time::Instant;
 use roundtable_media::MediaError;
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::jitter::{JitterConfig, PacketInfo};
+use roundtable_media::quality::LegQuality;
 use roundtable_media::resample::{Resampler, frame_len};
-use roundtable_media::socket::LegQuality;
 
 use crate::agc::db_to_gain;
 use crate::controls::{AudioConfig, Degradation, LegControls};
@@ -75,15 +75,8 @@ impl RoomConfig {
     }
 }
 
-/// Identifies a leg within the whole service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LegId(pub u64);
-
-impl std::fmt::Display for LegId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+// The leg and frame types the room hands its listeners live in media, beside the codecs.
+pub use roundtable_media::frames::{FrameSource, LegId};
 
 /// A leg ready to join a room ([`Room::prepare_leg`]).
 #[derive(Debug)]
@@ -177,18 +170,6 @@ pub struct Room {
     codec_errors: u64,
     /// Frames a voice processing stage refused, since the last read.
     processing_errors: u64,
-}
-
-/// Where a leg's frame of a tick came from (for a recording's ledger).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FrameSource {
-    /// Its packet arrived in time (or was rebuilt from the next packet's FEC).
-    #[default]
-    Received,
-    /// Its packet was lost and the frame was concealed.
-    Concealed,
-    /// No packet (the sender paused, or has not started): silence.
-    Missing,
 }
 
 impl Room {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use roundtable_mixer::pool::MixFrame;
+use roundtable_media::frames::MixFrame;
 use roundtable_storage::{ObjectKey, ObjectStore};
 
 use crate::ledger::{self, Entry, Event};

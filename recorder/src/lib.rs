@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
-use roundtable_mixer::pool::MixFrame;
+use roundtable_media::frames::MixFrame;
 use roundtable_storage::{LIST_PAGE_MAX, ObjectKey, ObjectStore, StorageError};
 use thiserror::Error;
 

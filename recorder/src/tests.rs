@@ -3,8 +3,8 @@
 
 use std::sync::mpsc::sync_channel;
 
-use roundtable_mixer::pool::{FrameSource, LegFrame, MixFrame};
-use roundtable_mixer::room::LegId;
+use roundtable_media::frames::LegId;
+use roundtable_media::frames::{FrameSource, LegFrame, MixFrame};
 use roundtable_storage::LocalStore;
 
 use super::*;

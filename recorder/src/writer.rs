@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use roundtable_mixer::pool::{FrameSource, MixFrame};
+use roundtable_media::frames::{FrameSource, MixFrame};
 
 use crate::ledger::{Entry, Event};
 use crate::spec::Spec;
