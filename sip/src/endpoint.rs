@@ -27,8 +27,10 @@ use crate::message::{
 };
 use crate::session_timer::{self, Negotiation, Refresher};
 use crate::timer::{TimerConfig, TimerKind};
+use deadlines::{Deadlines, Owner};
 
 mod client;
+mod deadlines;
 use client::{ClientTxn, Outcome, Purpose};
 
 /// The methods we answer, for `Allow`.
@@ -395,6 +397,21 @@ struct Dialog {
     ping_at: Option<Instant>,
 }
 
+impl Dialog {
+    /// The dialog's next deadline: its unacknowledged 2xx, its session timer, its ping.
+    fn deadline(&self) -> Option<Instant> {
+        let unacked = self
+            .unacked
+            .iter()
+            .flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
+        let session = self
+            .session
+            .iter()
+            .flat_map(|s| s.refresh_at.into_iter().chain([s.expires_at]));
+        unacked.chain(session).chain(self.ping_at).min()
+    }
+}
+
 /// The bridge's SIP user agent core. See the module docs for the driving loop.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -422,6 +439,10 @@ pub struct Endpoint {
     auth: Authenticator,
     /// The first `now` seen: nonce timestamps count seconds from it.
     epoch: Option<Instant>,
+    /// Every transaction's and dialog's next deadline, in order.
+    deadlines: Deadlines,
+    /// Owners whose timers changed since the queue was last brought up to date ([`Self::settle`]).
+    touched: Vec<Owner>,
 }
 
 impl Endpoint {
@@ -454,6 +475,8 @@ impl Endpoint {
             reoffers: HashMap::new(),
             pending_updates: HashMap::new(),
             outputs: VecDeque::new(),
+            deadlines: Deadlines::default(),
+            touched: Vec::new(),
         }
     }
 
@@ -475,29 +498,59 @@ impl Endpoint {
     }
 
     /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let invites = self
-            .invites
-            .values()
-            .flat_map(|t| t.timers.iter().map(|(_, at)| *at));
-        let non_invites = self.non_invites.values().map(|t| t.expires);
-        let clients = self.clients.values().map(ClientTxn::deadline);
-        let dialogs = self.dialogs.values().flat_map(|d| {
-            let unacked = d
-                .unacked
-                .iter()
-                .flat_map(|u| u.retransmit_at.into_iter().chain([u.give_up_at]));
-            let session = d
-                .session
-                .iter()
-                .flat_map(|s| s.refresh_at.into_iter().chain([s.expires_at]));
-            unacked.chain(session).chain(d.ping_at)
-        });
-        invites
-            .chain(non_invites)
-            .chain(clients)
-            .chain(dialogs)
-            .min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.settle();
+        self.deadlines.next()
+    }
+
+    /// Notes that `owner`'s timers changed: the queue takes its new deadline at the next
+    /// [`Self::settle`].
+    fn touch(&mut self, owner: Owner) {
+        self.touched.push(owner);
+    }
+
+    /// Brings the deadline queue up to date with every owner touched since the last call.
+    fn settle(&mut self) {
+        for owner in std::mem::take(&mut self.touched) {
+            let at = self.deadline_of(&owner);
+            self.deadlines.arm(owner, at);
+        }
+        if cfg!(any(test, debug_assertions)) {
+            self.check_deadlines();
+        }
+    }
+
+    /// An owner's next deadline, read off its state (`None`: none, or the owner is gone).
+    fn deadline_of(&self, owner: &Owner) -> Option<Instant> {
+        match owner {
+            Owner::Invite(key) => self
+                .invites
+                .get(key)
+                .and_then(|t| t.timers.iter().map(|(_, at)| *at).min()),
+            Owner::NonInvite(key) => self.non_invites.get(key).map(|t| t.expires),
+            Owner::Client(branch) => self.clients.get(branch).map(ClientTxn::deadline),
+            Owner::Dialog(call) => self.dialogs.get(call).and_then(Dialog::deadline),
+        }
+    }
+
+    /// In tests and debug builds: the queue holds exactly every owner's deadline. A change to an
+    /// owner's timers that forgot [`Self::touch`] would otherwise miss a timer without a trace.
+    fn check_deadlines(&self) {
+        let owners = (self.invites.keys().cloned().map(Owner::Invite))
+            .chain(self.non_invites.keys().cloned().map(Owner::NonInvite))
+            .chain(self.clients.keys().cloned().map(Owner::Client))
+            .chain(self.dialogs.keys().copied().map(Owner::Dialog));
+        let mut armed = 0;
+        for owner in owners {
+            let at = self.deadline_of(&owner);
+            assert_eq!(self.deadlines.armed(&owner), at, "deadline of {owner:?}");
+            armed += usize::from(at.is_some());
+        }
+        assert_eq!(
+            self.deadlines.len(),
+            armed,
+            "the queue holds owners that are gone"
+        );
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -935,6 +988,7 @@ impl Endpoint {
                 .duration(TimerKind::I, 0, reliable)
                 .unwrap_or_default();
             txn.timers.push((TimerKind::I, now + wait));
+            self.touch(Owner::Invite(invite_key));
             return;
         }
         // ACK for a 2xx: a new transaction, matched to the dialog.
@@ -948,6 +1002,8 @@ impl Endpoint {
         let Some(unacked) = dialog.unacked.take_if(|u| Some(u.cseq) == acked) else {
             return;
         };
+        self.touched.push(Owner::Dialog(call));
+        self.touched.push(Owner::Invite(unacked.txn.clone()));
         if let Some(txn) = self.invites.remove(&unacked.txn)
             && txn.call != call
         {
@@ -982,6 +1038,7 @@ impl Endpoint {
         if !step.finished {
             self.clients.insert(branch.clone(), txn);
         }
+        self.touch(Owner::Client(branch.clone()));
         if let Some(outcome) = step.outcome {
             self.on_outcome(now, purpose, &branch, outcome);
         }
@@ -1018,6 +1075,7 @@ impl Endpoint {
         let Some(dialog) = self.dialogs.get_mut(&call) else {
             return;
         };
+        self.touched.push(Owner::Dialog(call));
         if dialog.pending_refresh.as_deref() == Some(branch) {
             dialog.pending_refresh = None;
         }
@@ -1118,6 +1176,7 @@ impl Endpoint {
         txn.last_response = Some(ringing.clone());
         txn.state = InviteState::Ringing { sdp, local_tag };
         txn.timers.push((TimerKind::AnswerDelay, now + delay));
+        self.touch(Owner::Invite(key));
         self.count(Count::ResponseOut(180));
         self.outputs.push_back(Output::Transmit(Transmit {
             peer,
@@ -1141,6 +1200,8 @@ impl Endpoint {
         txn.timers.clear();
         let peer = txn.peer;
         let request = txn.request.clone();
+        self.touch(Owner::Invite(key.clone()));
+        self.touch(Owner::Dialog(call));
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         copy_record_route(&request, &mut response);
         let session = Session::start(
@@ -1274,6 +1335,7 @@ impl Endpoint {
         let bytes = self.send_invite_ok(&key, peer, response, sdp.clone());
         let reliable = peer.transport.reliable();
         let timers = self.config.timers;
+        self.touch(Owner::Dialog(call));
         if let Some(dialog) = self.dialogs.get_mut(&call) {
             dialog.local_sdp = sdp;
             dialog.unacked = Some(UnackedOk {
@@ -1329,6 +1391,7 @@ impl Endpoint {
         let Some(dialog) = self.dialogs.get_mut(&call) else {
             return;
         };
+        self.touched.push(Owner::Dialog(call));
         let negotiation = match dialog.session {
             // A refresh that names nothing keeps the terms in force.
             Some(s) if request.headers.get("Session-Expires").is_none() => s.terms(),
@@ -1446,6 +1509,7 @@ impl Endpoint {
             bytes: txn.bytes().to_vec(),
         }));
         self.clients.insert(branch.clone(), txn);
+        self.touch(Owner::Client(branch.clone()));
         Some(branch)
     }
 
@@ -1458,6 +1522,7 @@ impl Endpoint {
         let Some(session) = dialog.session.as_mut() else {
             return;
         };
+        self.touched.push(Owner::Dialog(call));
         session.refresh_at = None;
         if dialog.pending_refresh.is_some() || dialog.unacked.is_some() {
             // An offer is in flight; the exchange under way will settle first.
@@ -1488,12 +1553,30 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);
         let timers = self.config.timers;
+        self.settle();
+        let (mut due_invites, mut due_clients, mut due_dialogs) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for owner in self.deadlines.pop_due(now) {
+            // Each due owner's timers are run below, and it is re-armed afterwards.
+            self.touched.push(owner.clone());
+            match owner {
+                Owner::Invite(key) => due_invites.push(key),
+                Owner::NonInvite(key) => {
+                    self.non_invites.remove(&key);
+                }
+                Owner::Client(branch) => due_clients.push(branch),
+                Owner::Dialog(call) => due_dialogs.push(call),
+            }
+        }
 
         let mut finished = Vec::new();
         let mut resend: Vec<(&'static str, Transmit)> = Vec::new();
         let mut timeouts: Vec<&'static str> = Vec::new();
         let mut answer = Vec::new();
-        for (key, txn) in &mut self.invites {
+        for key in due_invites {
+            let Some(txn) = self.invites.get_mut(&key) else {
+                continue;
+            };
             let reliable = txn.peer.transport.reliable();
             let due: Vec<TimerKind> = txn
                 .timers
@@ -1550,16 +1633,8 @@ impl Endpoint {
             self.send_ok(now, call, key, sdp, local_tag);
         }
 
-        self.non_invites.retain(|_, t| t.expires > now);
-
-        let due: Vec<String> = self
-            .clients
-            .iter()
-            .filter(|(_, t)| t.deadline() <= now)
-            .map(|(b, _)| b.clone())
-            .collect();
         let mut outcomes = Vec::new();
-        for branch in due {
+        for branch in due_clients {
             let Some(mut txn) = self.clients.remove(&branch) else {
                 continue;
             };
@@ -1589,25 +1664,28 @@ impl Endpoint {
         let mut expired = Vec::new();
         let mut refresh = Vec::new();
         let mut ping = Vec::new();
-        for (call, dialog) in &mut self.dialogs {
+        for call in due_dialogs {
+            let Some(dialog) = self.dialogs.get_mut(&call) else {
+                continue;
+            };
             if let Some(session) = dialog.session {
                 if session.expires_at <= now {
-                    expired.push(*call);
+                    expired.push(call);
                     continue;
                 }
                 if session.refresh_at.is_some_and(|at| at <= now) {
-                    refresh.push(*call);
+                    refresh.push(call);
                 }
             }
             if dialog.ping_at.is_some_and(|at| at <= now) {
                 dialog.ping_at = None;
-                ping.push(*call);
+                ping.push(call);
             }
             let Some(u) = dialog.unacked.as_mut() else {
                 continue;
             };
             if u.give_up_at <= now {
-                no_ack.push(*call);
+                no_ack.push(call);
             } else if u.retransmit_at.is_some_and(|at| at <= now) {
                 u.attempt += 1;
                 resend.push((
@@ -1660,10 +1738,13 @@ impl Endpoint {
                 Vec::new(),
             );
         }
+        self.settle();
     }
 
     fn remove_dialog(&mut self, call: CallKey) -> Option<Dialog> {
         let dialog = self.dialogs.remove(&call)?;
+        self.touched.push(Owner::Dialog(call));
+        self.touched.push(Owner::Invite(dialog.invite_key.clone()));
         self.dialog_index.remove(&(
             dialog.call_id.clone(),
             dialog.remote_tag.clone(),
@@ -1681,6 +1762,7 @@ impl Endpoint {
         let Some(txn) = self.invites.get_mut(key) else {
             return;
         };
+        self.touched.push(Owner::Invite(key.clone()));
         let bytes = response.to_bytes();
         let code = response.status().unwrap_or(500);
         txn.last_response = Some(bytes.clone());
@@ -1802,6 +1884,7 @@ impl Endpoint {
             .duration(TimerKind::J, 0, peer.transport.reliable())
             .unwrap_or_default();
         if !wait.is_zero() {
+            self.touched.push(Owner::NonInvite(key.clone()));
             self.non_invites.insert(
                 key,
                 NonInviteServer {
