@@ -441,7 +441,8 @@ pub struct Endpoint {
     epoch: Option<Instant>,
     /// Every transaction's and dialog's next deadline, in order.
     deadlines: Deadlines,
-    /// Owners whose timers changed since the queue was last brought up to date ([`Self::settle`]).
+    /// Owners whose timers changed since the queue was last brought up to date: every change to
+    /// an owner's timers pushes it here, and [`Self::settle`] files its new deadline.
     touched: Vec<Owner>,
 }
 
@@ -503,12 +504,6 @@ impl Endpoint {
         self.deadlines.next()
     }
 
-    /// Notes that `owner`'s timers changed: the queue takes its new deadline at the next
-    /// [`Self::settle`].
-    fn touch(&mut self, owner: Owner) {
-        self.touched.push(owner);
-    }
-
     /// Brings the deadline queue up to date with every owner touched since the last call.
     fn settle(&mut self) {
         for owner in std::mem::take(&mut self.touched) {
@@ -534,7 +529,7 @@ impl Endpoint {
     }
 
     /// In tests and debug builds: the queue holds exactly every owner's deadline. A change to an
-    /// owner's timers that forgot [`Self::touch`] would otherwise miss a timer without a trace.
+    /// owner's timers that forgot to push it to `touched` would otherwise miss a timer without a trace.
     fn check_deadlines(&self) {
         let owners = (self.invites.keys().cloned().map(Owner::Invite))
             .chain(self.non_invites.keys().cloned().map(Owner::NonInvite))
@@ -988,7 +983,7 @@ impl Endpoint {
                 .duration(TimerKind::I, 0, reliable)
                 .unwrap_or_default();
             txn.timers.push((TimerKind::I, now + wait));
-            self.touch(Owner::Invite(invite_key));
+            self.touched.push(Owner::Invite(invite_key));
             return;
         }
         // ACK for a 2xx: a new transaction, matched to the dialog.
@@ -1038,7 +1033,7 @@ impl Endpoint {
         if !step.finished {
             self.clients.insert(branch.clone(), txn);
         }
-        self.touch(Owner::Client(branch.clone()));
+        self.touched.push(Owner::Client(branch.clone()));
         if let Some(outcome) = step.outcome {
             self.on_outcome(now, purpose, &branch, outcome);
         }
@@ -1176,7 +1171,7 @@ impl Endpoint {
         txn.last_response = Some(ringing.clone());
         txn.state = InviteState::Ringing { sdp, local_tag };
         txn.timers.push((TimerKind::AnswerDelay, now + delay));
-        self.touch(Owner::Invite(key));
+        self.touched.push(Owner::Invite(key));
         self.count(Count::ResponseOut(180));
         self.outputs.push_back(Output::Transmit(Transmit {
             peer,
@@ -1200,8 +1195,8 @@ impl Endpoint {
         txn.timers.clear();
         let peer = txn.peer;
         let request = txn.request.clone();
-        self.touch(Owner::Invite(key.clone()));
-        self.touch(Owner::Dialog(call));
+        self.touched.push(Owner::Invite(key.clone()));
+        self.touched.push(Owner::Dialog(call));
         let mut response = self.response(&request, 200, "OK", Some(&local_tag));
         copy_record_route(&request, &mut response);
         let session = Session::start(
@@ -1335,7 +1330,7 @@ impl Endpoint {
         let bytes = self.send_invite_ok(&key, peer, response, sdp.clone());
         let reliable = peer.transport.reliable();
         let timers = self.config.timers;
-        self.touch(Owner::Dialog(call));
+        self.touched.push(Owner::Dialog(call));
         if let Some(dialog) = self.dialogs.get_mut(&call) {
             dialog.local_sdp = sdp;
             dialog.unacked = Some(UnackedOk {
@@ -1509,7 +1504,7 @@ impl Endpoint {
             bytes: txn.bytes().to_vec(),
         }));
         self.clients.insert(branch.clone(), txn);
-        self.touch(Owner::Client(branch.clone()));
+        self.touched.push(Owner::Client(branch.clone()));
         Some(branch)
     }
 
