@@ -31,10 +31,7 @@ fn the_first_caller_hears_the_second_at_once_though_its_alone_prompt_played() {
     let heard = listening.finish();
     let spoke_at = speaking.finish().started() - heard.started();
 
-    let prompt = heard.window(Duration::from_millis(100), Duration::from_millis(500));
-    let rms = (prompt.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
-        / prompt.len().max(1) as f64)
-        .sqrt();
+    let rms = rms(&heard.window(Duration::from_millis(100), Duration::from_millis(500)));
     assert!(
         rms > 300.0,
         "the first caller heard no alone prompt (RMS {rms:.0})"

@@ -320,12 +320,6 @@ impl Drop for Running {
     }
 }
 
-/// Root mean square of `samples`.
-fn rms(samples: &[i16]) -> f64 {
-    let sum: f64 = samples.iter().map(|&s| f64::from(s).powi(2)).sum();
-    (sum / samples.len().max(1) as f64).sqrt()
-}
-
 /// The README's first command, then its quick start: a caller alone in room 1000 hears the alone
 /// prompt and shows in the API with packets in; a second caller joins and each hears the other;
 /// the README's `curl` lines show the room and start a recording, whose notice both hear and which

@@ -424,9 +424,6 @@ fn a_recording_started_through_the_api_notifies_everyone_present() {
     for (name, heard) in [("a", heard_a.finish()), ("b", heard_b.finish())] {
         let before = heard.window(Duration::from_millis(200), Duration::from_millis(900));
         let after = heard.window(Duration::from_millis(1300), Duration::from_millis(2300));
-        let rms = |s: &[i16]| {
-            (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
-        };
         assert!(
             rms(&before) < 50.0 && rms(&after) > 300.0,
             "{name}: RMS {:.0} before, {:.0} after the start",

@@ -476,6 +476,12 @@ pub fn goertzel_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
     power / (samples.len() as f64).powi(2)
 }
 
+/// Root mean square of `samples` (0 for none): how loud a stretch of audio is.
+pub fn rms(samples: &[i16]) -> f64 {
+    let sum: f64 = samples.iter().map(|&s| f64::from(s).powi(2)).sum();
+    (sum / samples.len().max(1) as f64).sqrt()
+}
+
 /// `goertzel` in dB (floored at -100 dB so silence compares).
 pub fn tone_db(samples: &[i16], freq: f64) -> f64 {
     tone_db_at(samples, freq, RATE)
