@@ -73,6 +73,33 @@ pub(super) struct UnackedOk {
     pub(super) give_up_at: Instant,
 }
 
+impl UnackedOk {
+    /// A 2xx just sent: retransmitted over UDP (13.3.1.4), given up on after 64*T1.
+    pub(super) fn new(
+        now: Instant,
+        timers: &TimerConfig,
+        peer: Peer,
+        response: Vec<u8>,
+        cseq: u32,
+        txn: TxnKey,
+    ) -> UnackedOk {
+        let reliable = peer.transport.reliable();
+        UnackedOk {
+            response,
+            cseq,
+            txn,
+            attempt: 0,
+            retransmit_at: timers
+                .duration(TimerKind::Retransmit2xx, 0, reliable)
+                .map(|d| now + d),
+            give_up_at: now
+                + timers
+                    .duration(TimerKind::AckTimeout, 0, reliable)
+                    .unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Dialog {
     pub(super) call_id: String,
@@ -405,24 +432,12 @@ impl Endpoint {
         let mut response = self.response(&request, 200, "OK", None);
         self.refresh_session(now, call, &request, &mut response);
         let bytes = self.send_invite_ok(&key, peer, response, sdp.clone());
-        let reliable = peer.transport.reliable();
-        let timers = self.config.timers;
+        let cseq = request.cseq().map_or(0, |c| c.number);
+        let unacked = UnackedOk::new(now, &self.config.timers, peer, bytes, cseq, key);
         self.touched.push(Owner::Dialog(call));
         if let Some(dialog) = self.dialogs.get_mut(&call) {
             dialog.local_sdp = sdp;
-            dialog.unacked = Some(UnackedOk {
-                response: bytes,
-                cseq: request.cseq().map_or(0, |c| c.number),
-                txn: key,
-                attempt: 0,
-                retransmit_at: timers
-                    .duration(TimerKind::Retransmit2xx, 0, reliable)
-                    .map(|d| now + d),
-                give_up_at: now
-                    + timers
-                        .duration(TimerKind::AckTimeout, 0, reliable)
-                        .unwrap_or_default(),
-            });
+            dialog.unacked = Some(unacked);
         }
     }
 

@@ -252,15 +252,6 @@ impl Endpoint {
             .map(|c| c.uri)
             .or_else(|| NameAddr::parse(&from).ok().map(|f| f.uri))
             .unwrap_or_default();
-        let reliable = peer.transport.reliable();
-        let timers = self.config.timers;
-        let retransmit_at = timers
-            .duration(TimerKind::Retransmit2xx, 0, reliable)
-            .map(|d| now + d);
-        let give_up_at = now
-            + timers
-                .duration(TimerKind::AckTimeout, 0, reliable)
-                .unwrap_or_default();
         let call_id = request.call_id().unwrap_or_default().to_string();
         let cseq = request.cseq().map_or(0, |c| c.number);
         self.dialog_index.insert(
@@ -286,14 +277,14 @@ impl Endpoint {
                 peer,
                 invite_key: key.clone(),
                 confirmed: false,
-                unacked: Some(UnackedOk {
-                    response: bytes,
+                unacked: Some(UnackedOk::new(
+                    now,
+                    &self.config.timers,
+                    peer,
+                    bytes,
                     cseq,
-                    txn: key,
-                    attempt: 0,
-                    retransmit_at,
-                    give_up_at,
-                }),
+                    key,
+                )),
                 session,
                 pending_refresh: None,
                 local_sdp: sdp,
