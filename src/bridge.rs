@@ -16,6 +16,10 @@ use roundtable_api::{
     ParticipantPatch, Readiness, ReceiveQuality, RecordingQuery, RecordingRequest, RecordingsPage,
     RoomDetail, RoomPatch, RoomSpec, RoomSummary, RtcpReport,
 };
+use roundtable_conference::RoomId;
+use roundtable_conference::lobby::{Action as LobbyAction, Directory, Lobby, Prompt, RoomAccess};
+use roundtable_conference::lockout::LockoutTracker;
+use roundtable_conference::policy::{PolicyAction, RoomPolicy};
 use roundtable_media::codec::{Codec, LegCodec, OpusOptions};
 use roundtable_media::dtmf::{Digit, digit_from_info};
 use roundtable_media::metrics::MediaMetrics;
@@ -37,10 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, DialAction, RoomConfig};
-use crate::lobby::{Action as LobbyAction, Directory, Lobby, Prompt, RoomAccess};
-use crate::lockout::LockoutTracker;
 use crate::metrics::BridgeMetrics;
-use crate::policy::{PolicyAction, RoomPolicy};
 use crate::prompts::{Prompts, Tones};
 use crate::rooms::RoomBook;
 use crate::time::{self, WallClock};
@@ -131,14 +132,6 @@ fn aec_mode(setting: AecSetting) -> AecMode {
         AecSetting::On => AecMode::On,
         AecSetting::Auto => AecMode::Auto,
     }
-}
-
-/// Checks a room id: `[A-Za-z0-9_.-]{1,64}`, so it is safe in paths and metric labels.
-pub fn valid_room_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Where the dial plan sends a call.
@@ -249,7 +242,7 @@ struct RoomEntry {
     worker: WorkerId,
     legs: BTreeMap<LegId, CallKey>,
     recording: Option<ActiveRecording>,
-    /// Joins, leaves, moderators, hold (see `crate::policy`).
+    /// Joins, leaves, moderators, hold (see `roundtable_conference::policy`).
     policy: RoomPolicy,
     /// New callers are refused.
     locked: bool,
@@ -493,7 +486,7 @@ impl Bridge {
                 rule.moderator,
             )
         };
-        if !valid_room_id(room) {
+        if !RoomId::valid(room) {
             return Err(not_found);
         }
         if self.book().settings(room).has_pin() {
@@ -1413,7 +1406,7 @@ impl Control for Bridge {
     }
 
     fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
-        if !valid_room_id(room) {
+        if !RoomId::valid(room) {
             return Err(ControlError::Invalid(
                 "a room id is [A-Za-z0-9_.-]{1,64}".into(),
             ));

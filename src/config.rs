@@ -465,17 +465,6 @@ pub fn pin_problem(pin: &str) -> Option<&'static str> {
         .then_some("a PIN is 1 to 16 digits (empty: no PIN)")
 }
 
-/// `[sip.lockout]`: brute-force protection of PINs across calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lockout {
-    /// Failures per source address or per room within `window` that trigger a lockout.
-    pub max_failures: usize,
-    /// The counting window.
-    pub window: Duration,
-    /// The first lockout's length; each further lockout doubles it.
-    pub backoff: Duration,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -511,7 +500,7 @@ pub struct Config {
     /// `[room]`: defaults for every room.
     pub room_defaults: RoomConfig,
     /// `[sip.lockout]`.
-    pub lockout: Lockout,
+    pub lockout: roundtable_conference::lockout::Lockout,
     /// `sip.allow`: networks allowed to send SIP; empty allows all.
     pub sip_allow: Vec<roundtable_sip::admission::Cidr>,
     /// `[sip.limits]`.
@@ -858,7 +847,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let room_defaults = RoomConfig::from_raw("room", raw.room, max_legs_per_room)?;
     let mut rooms = std::collections::HashMap::new();
     for room in raw.rooms {
-        if !crate::bridge::valid_room_id(&room.id) {
+        if !roundtable_conference::RoomId::valid(&room.id) {
             return Err(ConfigError::new(
                 "rooms.id",
                 format!("{:?} is not [A-Za-z0-9_.-]{{1,64}}", room.id),
@@ -949,7 +938,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             })
             .collect(),
     };
-    let lockout = Lockout {
+    let lockout = roundtable_conference::lockout::Lockout {
         max_failures: positive("sip.lockout.max_failures", raw.sip.lockout.max_failures)?,
         window: Duration::from_secs(
             positive("sip.lockout.window_s", raw.sip.lockout.window_s)? as u64

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use roundtable_media::resample::{Resampler, frame_len};
 
-use crate::lobby::Prompt;
+use roundtable_conference::lobby::Prompt;
 
 /// The rate the prompt WAVs are made at.
 const PROMPT_RATE: u32 = 8000;

@@ -87,8 +87,8 @@ pub struct RoomSettings {
     pub record: bool,
     /// Echo cancellation in the room (`None`: `audio.aec`).
     pub aec: Option<roundtable_mixer::AecMode>,
-    /// Who joins and leaves, what the room hears (see `crate::policy`).
-    pub policy: crate::policy::PolicySettings,
+    /// Who joins and leaves, what the room hears (see `roundtable_conference::policy`).
+    pub policy: roundtable_conference::policy::PolicySettings,
 }
 
 impl RoomSettings {
@@ -186,7 +186,7 @@ impl RoomBook {
                 .or(fallback.record)
                 .unwrap_or(self.defaults.auto_record),
             aec: own.aec.or(fallback.aec),
-            policy: crate::policy::PolicySettings {
+            policy: roundtable_conference::policy::PolicySettings {
                 join_leave_tones: own
                     .join_leave_tones
                     .or(fallback.join_leave_tones)

@@ -14,7 +14,8 @@
 //! - [`sample`]: float to 16-bit sample rounding (pure).
 //! - [`rtcp`]: RTCP reports, sent and read (pure).
 //! - [`srtp`]: SDES keys and SRTP/SRTCP contexts.
-//! - [`socket`]: binding a leg's ports; its RTP intake (read by the mixer thread) and its RTCP task.
+//! - `socket` (feature `driver`, on by default): binding a leg's ports; its RTP intake (read
+//!   by the mixer thread) and its RTCP task.
 //! - [`udp`]: batched, kernel-timestamped UDP reads and batched sends.
 //! - [`metrics`]: Prometheus counters.
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod sample;
+#[cfg(feature = "driver")]
 pub mod socket;
 pub mod srtp;
 // Batched and connected UDP calls the standard library does not offer (recvmmsg, sendmmsg,

@@ -16,8 +16,8 @@ use roundtable_storage::{ObjectKey, StorageError};
 use tracing::{error, info, warn};
 
 use super::{Bridge, State};
-use crate::lobby::Prompt;
 use crate::time;
+use roundtable_conference::lobby::Prompt;
 
 /// A room's running recording.
 pub(super) struct ActiveRecording {

@@ -5,9 +5,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::Lockout;
+/// `[sip.lockout]`: brute-force protection of PINs across calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failures per source address or per room within `window` that trigger a lockout.
+    pub max_failures: usize,
+    /// The counting window.
+    pub window: Duration,
+    /// The first lockout's length; each further lockout doubles it.
+    pub backoff: Duration,
+}
 
 /// Most addresses or rooms tracked; beyond it, entries without a lockout are forgotten first.
 const MAX_TRACKED: usize = 100_000;
@@ -116,7 +125,6 @@ fn count<K: Hash + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn locks_after_max_failures_and_backs_off_longer_each_time() {

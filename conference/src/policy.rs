@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use roundtable_mixer::LegId;
+use crate::LegId;
 
 /// A room's switches (`[room]`, `[[rooms]]`, `PUT /v1/rooms/{room}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
