@@ -176,7 +176,7 @@ impl Directory for LobbyDirectory<'_> {
         tracker.room_locked(room, now) || tracker.source_locked(self.source, now)
     }
 
-    fn record_failure(&self, room: Option<&str>) {
+    fn record_failure(&mut self, room: Option<&str>) {
         let outcome = if room.is_some() {
             "wrong_pin"
         } else {
@@ -546,7 +546,7 @@ impl Bridge {
         else {
             return;
         };
-        let directory = LobbyDirectory {
+        let mut directory = LobbyDirectory {
             bridge: &self,
             source,
         };
@@ -610,10 +610,10 @@ impl Bridge {
             };
             tokio::select! {
                 digit = digits.recv() => match digit {
-                    Some(d) => lobby.handle_digit(Instant::now(), d.as_char(), &directory),
+                    Some(d) => lobby.handle_digit(Instant::now(), d.as_char(), &mut directory),
                     None => return,
                 },
-                () = sleep => lobby.handle_timeout(Instant::now(), &directory),
+                () = sleep => lobby.handle_timeout(Instant::now(), &mut directory),
                 () = cancel.cancelled() => return,
             }
         }

@@ -348,27 +348,7 @@ struct RawLog {
     format: String,
 }
 
-/// A secret string whose `Debug` output is redacted, so it cannot reach a log by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: String) -> Secret {
-        Secret(secret)
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use roundtable_conference::Secret;
 
 /// What a dial-plan rule does with a matching call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,8 +426,8 @@ impl RoomConfig {
             })?),
         };
         Ok(RoomConfig {
-            pin: raw.pin.map(Secret),
-            moderator_pin: raw.moderator_pin.map(Secret),
+            pin: raw.pin.map(Secret::new),
+            moderator_pin: raw.moderator_pin.map(Secret::new),
             max_participants,
             record: raw.record,
             aec,
@@ -1053,7 +1033,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let api_listen = socket_addr("api.listen", &raw.api.listen)?;
     let api_token = Some(raw.api.token.clone())
         .filter(|t| !t.is_empty())
-        .map(Secret);
+        .map(Secret::new);
     if !api_listen.ip().is_loopback() && api_token.is_none() {
         return Err(ConfigError::new(
             "api.token",

@@ -32,6 +32,11 @@ impl RoomId {
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
     }
 
+    /// The private mixer room of one lobby caller: `~` keeps it apart from every room id.
+    pub fn lobby(leg: LegId) -> RoomId {
+        RoomId(Arc::from(format!("~lobby-{leg}")))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -61,6 +66,28 @@ impl fmt::Debug for RoomId {
     }
 }
 
+/// A secret string whose `Debug` output is redacted, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +106,10 @@ mod tests {
             );
         }
         assert!(RoomId::parse(&"x".repeat(64)).is_ok());
+        assert!(!RoomId::valid(RoomId::lobby(LegId(7)).as_str()));
+        assert_eq!(
+            format!("{:?}", Secret::new("1234".into())),
+            "Secret(<redacted>)"
+        );
     }
 }

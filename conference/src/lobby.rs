@@ -66,7 +66,7 @@ pub trait Directory {
     /// Whether PIN attempts against `room` (or from this caller's address) are locked out now.
     fn locked_out(&self, room: &str) -> bool;
     /// Counts one wrong PIN (or unknown room) for this caller's address and, if given, the room.
-    fn record_failure(&self, room: Option<&str>);
+    fn record_failure(&mut self, room: Option<&str>);
 }
 
 /// What the driver must do.
@@ -143,7 +143,7 @@ impl Lobby {
     }
 
     /// One key press.
-    pub fn handle_digit(&mut self, now: Instant, digit: char, directory: &dyn Directory) {
+    pub fn handle_digit(&mut self, now: Instant, digit: char, directory: &mut dyn Directory) {
         if !matches!(self.stage, Stage::AskRoom | Stage::AskPin { .. }) {
             return;
         }
@@ -164,7 +164,7 @@ impl Lobby {
 
     /// The deadline passed: the entry ends (an empty one counts as a failed try), or the call
     /// ends after the goodbye prompt.
-    pub fn handle_timeout(&mut self, now: Instant, directory: &dyn Directory) {
+    pub fn handle_timeout(&mut self, now: Instant, directory: &mut dyn Directory) {
         if self.deadline.is_none_or(|d| now < d) {
             return;
         }
@@ -179,7 +179,7 @@ impl Lobby {
         }
     }
 
-    fn finish_entry(&mut self, now: Instant, directory: &dyn Directory) {
+    fn finish_entry(&mut self, now: Instant, directory: &mut dyn Directory) {
         let entry = std::mem::take(&mut self.entry);
         self.deadline = Some(now + INTER_DIGIT_TIMEOUT * 3);
         match std::mem::replace(&mut self.stage, Stage::Done) {
@@ -236,11 +236,10 @@ impl Lobby {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
 
     #[derive(Default)]
     struct Rooms {
-        failures: RefCell<Vec<Option<String>>>,
+        failures: Vec<Option<String>>,
         locked: bool,
     }
 
@@ -261,8 +260,8 @@ mod tests {
         fn locked_out(&self, _room: &str) -> bool {
             self.locked
         }
-        fn record_failure(&self, room: Option<&str>) {
-            self.failures.borrow_mut().push(room.map(str::to_string));
+        fn record_failure(&mut self, room: Option<&str>) {
+            self.failures.push(room.map(str::to_string));
         }
     }
 
@@ -270,7 +269,7 @@ mod tests {
         std::iter::from_fn(|| lobby.poll_action()).collect()
     }
 
-    fn type_keys(lobby: &mut Lobby, now: Instant, keys: &str, rooms: &Rooms) {
+    fn type_keys(lobby: &mut Lobby, now: Instant, keys: &str, rooms: &mut Rooms) {
         for k in keys.chars() {
             lobby.handle_digit(now, k, rooms);
         }
@@ -279,15 +278,15 @@ mod tests {
     #[test]
     fn room_then_pin_joins() {
         let t0 = Instant::now();
-        let rooms = Rooms::default();
+        let mut rooms = Rooms::default();
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
         assert_eq!(actions(&mut lobby), [Action::Play(Prompt::Welcome)]);
-        type_keys(&mut lobby, t0, "4242#", &rooms);
+        type_keys(&mut lobby, t0, "4242#", &mut rooms);
         assert_eq!(
             actions(&mut lobby),
             [Action::StopPrompt, Action::Play(Prompt::EnterPin)]
         );
-        type_keys(&mut lobby, t0, "1234#", &rooms);
+        type_keys(&mut lobby, t0, "1234#", &mut rooms);
         assert_eq!(
             actions(&mut lobby),
             [
@@ -304,18 +303,18 @@ mod tests {
     #[test]
     fn moderator_pin_and_open_rooms_and_inter_digit_timeout() {
         let t0 = Instant::now();
-        let rooms = Rooms::default();
+        let mut rooms = Rooms::default();
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
-        type_keys(&mut lobby, t0, "4242#9999#", &rooms);
+        type_keys(&mut lobby, t0, "4242#9999#", &mut rooms);
         assert!(actions(&mut lobby).contains(&Action::Join {
             room: "4242".into(),
             moderator: true
         }));
         // An open room joins without a PIN; the entry ends 5 s after the last key, without '#'.
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
-        type_keys(&mut lobby, t0, "7", &rooms);
+        type_keys(&mut lobby, t0, "7", &mut rooms);
         assert_eq!(lobby.poll_timeout(), Some(t0 + INTER_DIGIT_TIMEOUT));
-        lobby.handle_timeout(t0 + INTER_DIGIT_TIMEOUT, &rooms);
+        lobby.handle_timeout(t0 + INTER_DIGIT_TIMEOUT, &mut rooms);
         assert!(actions(&mut lobby).contains(&Action::Join {
             room: "7".into(),
             moderator: false
@@ -325,11 +324,11 @@ mod tests {
     #[test]
     fn three_wrong_pins_say_goodbye_and_hang_up() {
         let t0 = Instant::now();
-        let rooms = Rooms::default();
+        let mut rooms = Rooms::default();
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
-        type_keys(&mut lobby, t0, "4242#", &rooms);
+        type_keys(&mut lobby, t0, "4242#", &mut rooms);
         let _ = actions(&mut lobby);
-        type_keys(&mut lobby, t0, "1111#", &rooms);
+        type_keys(&mut lobby, t0, "1111#", &mut rooms);
         assert_eq!(
             actions(&mut lobby),
             [
@@ -338,32 +337,26 @@ mod tests {
                 Action::Play(Prompt::EnterPin)
             ]
         );
-        type_keys(&mut lobby, t0, "2222#3333#", &rooms);
+        type_keys(&mut lobby, t0, "2222#3333#", &mut rooms);
         let last = actions(&mut lobby);
         assert_eq!(last.last(), Some(&Action::Play(Prompt::Goodbye)));
         let at = lobby.poll_timeout().expect("hang-up armed");
         assert!(at <= t0 + Duration::from_secs(3));
-        lobby.handle_timeout(at, &rooms);
+        lobby.handle_timeout(at, &mut rooms);
         assert_eq!(actions(&mut lobby), [Action::Hangup]);
-        assert_eq!(rooms.failures.borrow().len(), 3);
-        assert!(
-            rooms
-                .failures
-                .borrow()
-                .iter()
-                .all(|f| f.as_deref() == Some("4242"))
-        );
+        assert_eq!(rooms.failures.len(), 3);
+        assert!(rooms.failures.iter().all(|f| f.as_deref() == Some("4242")));
     }
 
     #[test]
     fn locked_out_room_refuses_even_the_right_pin() {
         let t0 = Instant::now();
-        let rooms = Rooms {
+        let mut rooms = Rooms {
             locked: true,
             ..Rooms::default()
         };
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
-        type_keys(&mut lobby, t0, "4242#1234#", &rooms);
+        type_keys(&mut lobby, t0, "4242#1234#", &mut rooms);
         let got = actions(&mut lobby);
         assert!(got.contains(&Action::Play(Prompt::WrongPin)), "{got:?}");
         assert!(!got.iter().any(|a| matches!(a, Action::Join { .. })));
@@ -372,11 +365,11 @@ mod tests {
     #[test]
     fn unknown_room_counts_a_try() {
         let t0 = Instant::now();
-        let rooms = Rooms::default();
+        let mut rooms = Rooms::default();
         let mut lobby = Lobby::new(t0, Duration::from_secs(1));
-        type_keys(&mut lobby, t0, "99#", &rooms);
+        type_keys(&mut lobby, t0, "99#", &mut rooms);
         let got = actions(&mut lobby);
         assert!(got.contains(&Action::Play(Prompt::InvalidRoom)), "{got:?}");
-        assert_eq!(*rooms.failures.borrow(), [None]);
+        assert_eq!(rooms.failures, [None]);
     }
 }

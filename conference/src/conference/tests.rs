@@ -1,0 +1,569 @@
+//! The conference core on simulated time: no sockets, no clock, every action checked.
+
+use super::*;
+
+/// Rooms as the tests define them: `4242` has PINs, `small` holds two, `auto` records, `mod`
+/// waits for and ends with its moderator; every other id is an open room of ten.
+struct Book;
+
+impl RoomDirectory for Book {
+    fn defined(&self, room: &RoomId) -> bool {
+        matches!(room.as_str(), "4242" | "small" | "auto" | "mod")
+    }
+
+    fn rules(&self, room: &RoomId) -> RoomRules {
+        let mut rules = RoomRules {
+            pin: None,
+            moderator_pin: None,
+            max_participants: 10,
+            record: false,
+            policy: PolicySettings::default(),
+        };
+        match room.as_str() {
+            "4242" => {
+                rules.pin = Some(Secret::new("1234".into()));
+                rules.moderator_pin = Some(Secret::new("9999".into()));
+            }
+            "small" => rules.max_participants = 2,
+            "auto" => rules.record = true,
+            "mod" => {
+                rules.policy.wait_for_moderator = true;
+                rules.policy.end_with_moderator = true;
+            }
+            _ => {}
+        }
+        rules
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_calls: 5,
+        lockout: Lockout {
+            max_failures: 3,
+            window: Duration::from_secs(300),
+            backoff: Duration::from_secs(60),
+        },
+        goodbye_length: Duration::from_secs(1),
+    }
+}
+
+fn core() -> Conference {
+    let mut core = Conference::new(limits());
+    core.set_accepting(true);
+    core
+}
+
+fn id(room: &str) -> RoomId {
+    RoomId::parse(room).unwrap()
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([192, 0, 2, last])
+}
+
+fn drain(core: &mut Conference) -> Vec<Action> {
+    std::iter::from_fn(|| core.poll_action()).collect()
+}
+
+fn to_room(room: &str, moderator: bool) -> Destination {
+    Destination::Room {
+        room: id(room),
+        moderator,
+    }
+}
+
+/// A caller that dialled `room` and whose media came up.
+fn join(core: &mut Conference, now: Instant, room: &str, moderator: bool) -> (LegId, Vec<Action>) {
+    let leg = core
+        .handle_call(now, ip(1), to_room(room, moderator), &Book)
+        .expect("admitted");
+    assert!(
+        drain(core).is_empty(),
+        "nothing happens before its media is up"
+    );
+    core.handle_media_ready(now, leg, &Book).expect("joined");
+    (leg, drain(core))
+}
+
+fn events(actions: &[Action]) -> Vec<Event> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_caller_opens_the_room_and_hears_it_is_alone_until_the_second() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let room = id("1000");
+    let (a, actions) = join(&mut core, t0, "1000", false);
+    assert_eq!(
+        actions,
+        [
+            Action::OpenRoom(room.clone()),
+            Action::AddLeg {
+                room: room.clone(),
+                leg: a
+            },
+            Action::Play {
+                room: room.clone(),
+                leg: a,
+                sound: Sound::Prompt(Prompt::Alone)
+            },
+            Action::Record {
+                room: room.clone(),
+                note: RecordNote::Joined(a)
+            },
+            Action::Event {
+                room: room.clone(),
+                event: Event::Joined {
+                    leg: a,
+                    moderator: false
+                }
+            },
+        ]
+    );
+    let (b, actions) = join(&mut core, t0, "1000", false);
+    assert_eq!(
+        actions[..3],
+        [
+            Action::AddLeg {
+                room: room.clone(),
+                leg: b
+            },
+            Action::StopSound {
+                room: room.clone(),
+                leg: a,
+                only: Some(Sound::Prompt(Prompt::Alone))
+            },
+            Action::Announce {
+                room: room.clone(),
+                sound: Sound::JoinTone
+            },
+        ]
+    );
+    let view = core.room("1000").expect("up");
+    assert_eq!(
+        view.members.iter().map(|m| m.leg).collect::<Vec<_>>(),
+        [a, b]
+    );
+    assert_eq!(core.rooms().count(), 1);
+}
+
+#[test]
+fn leaving_tells_the_room_and_the_last_one_out_closes_it() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let room = id("1000");
+    let (a, _) = join(&mut core, t0, "1000", false);
+    let (b, _) = join(&mut core, t0, "1000", false);
+    core.handle_ended(t0, b, Departure::Hangup);
+    let actions = drain(&mut core);
+    assert!(
+        !actions.contains(&Action::Hangup(b)),
+        "no BYE to who hung up"
+    );
+    assert_eq!(
+        actions,
+        [
+            Action::RemoveLeg {
+                room: room.clone(),
+                leg: b
+            },
+            Action::Record {
+                room: room.clone(),
+                note: RecordNote::Left(b)
+            },
+            Action::Event {
+                room: room.clone(),
+                event: Event::Left {
+                    leg: b,
+                    why: Departure::Hangup
+                }
+            },
+            Action::Announce {
+                room: room.clone(),
+                sound: Sound::LeaveTone
+            },
+            Action::Play {
+                room: room.clone(),
+                leg: a,
+                sound: Sound::Prompt(Prompt::Alone)
+            },
+            Action::Ended {
+                leg: b,
+                why: Departure::Hangup
+            },
+        ]
+    );
+    assert_eq!(core.kick("1000", b), Err(ConferenceError::LegNotFound));
+    assert_eq!(core.kick("9", a), Err(ConferenceError::RoomNotFound));
+    core.kick("1000", a).unwrap();
+    let actions = drain(&mut core);
+    assert_eq!(actions[0], Action::Hangup(a), "a kicked leg is sent BYE");
+    assert!(actions.contains(&Action::CloseRoom(room)));
+    assert_eq!(core.rooms().count(), 0);
+    assert_eq!(core.active_legs(), 0);
+    // Ending a leg twice does nothing more.
+    core.handle_ended(t0, a, Departure::Hangup);
+    assert!(drain(&mut core).is_empty());
+}
+
+#[test]
+fn admission_limits_refuse_at_once() {
+    let t0 = Instant::now();
+    let mut core = Conference::new(limits());
+    assert_eq!(
+        core.handle_call(t0, ip(1), to_room("1", false), &Book),
+        Err(Refusal::NotAccepting)
+    );
+    core.set_accepting(true);
+    join(&mut core, t0, "small", false);
+    join(&mut core, t0, "small", false);
+    assert_eq!(
+        core.handle_call(t0, ip(1), to_room("small", false), &Book),
+        Err(Refusal::RoomFull)
+    );
+    for room in ["a", "b", "c"] {
+        join(&mut core, t0, room, false);
+    }
+    assert_eq!(
+        core.handle_call(t0, ip(1), to_room("d", false), &Book),
+        Err(Refusal::MaxCalls),
+        "five calls up"
+    );
+    core.set_accepting(false);
+    assert_eq!(
+        core.handle_call(t0, ip(1), to_room("a", false), &Book),
+        Err(Refusal::NotAccepting)
+    );
+}
+
+#[test]
+fn a_room_that_filled_while_media_was_set_up_refuses_then() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let late = core
+        .handle_call(t0, ip(1), to_room("small", false), &Book)
+        .unwrap();
+    join(&mut core, t0, "small", false);
+    join(&mut core, t0, "small", false);
+    assert_eq!(
+        core.handle_media_ready(t0, late, &Book),
+        Err(Refusal::RoomFull)
+    );
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.active_legs(), 2);
+    // A caller who hung up while its media was set up is simply gone.
+    let gone = core
+        .handle_call(t0, ip(1), to_room("x", false), &Book)
+        .unwrap();
+    core.handle_ended(t0, gone, Departure::Cancelled);
+    assert_eq!(
+        drain(&mut core),
+        [Action::Ended {
+            leg: gone,
+            why: Departure::Cancelled
+        }]
+    );
+    assert_eq!(core.handle_media_ready(t0, gone, &Book), Ok(()));
+    assert!(drain(&mut core).is_empty());
+}
+
+#[test]
+fn key_commands_mute_oneself_and_let_moderators_lock() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let room = id("1000");
+    let (member, _) = join(&mut core, t0, "1000", false);
+    let (moderator, _) = join(&mut core, t0, "1000", true);
+    core.handle_digit(t0, member, '*', &Book);
+    core.handle_digit(t0, member, '6', &Book);
+    let actions = drain(&mut core);
+    assert!(actions.contains(&Action::Mute {
+        room: room.clone(),
+        leg: member,
+        muted: true
+    }));
+    assert!(actions.contains(&Action::Record {
+        room: room.clone(),
+        note: RecordNote::Muted(member, true)
+    }));
+    assert_eq!(
+        events(&actions),
+        [
+            Event::Dtmf {
+                leg: member,
+                digit: '*'
+            },
+            Event::Dtmf {
+                leg: member,
+                digit: '6'
+            }
+        ]
+    );
+    assert!(core.room("1000").unwrap().members[0].muted);
+    // *5 locks only for moderators.
+    core.handle_digit(t0, member, '*', &Book);
+    core.handle_digit(t0, member, '5', &Book);
+    assert!(!core.room("1000").unwrap().locked);
+    core.handle_digit(t0, moderator, '*', &Book);
+    core.handle_digit(t0, moderator, '5', &Book);
+    assert!(core.room("1000").unwrap().locked);
+    assert!(events(&drain(&mut core)).contains(&Event::Locked(true)));
+    assert_eq!(
+        core.handle_call(t0, ip(1), to_room("1000", false), &Book),
+        Err(Refusal::RoomLocked)
+    );
+    // A 5 without the star is just a key.
+    core.handle_digit(t0, moderator, '5', &Book);
+    assert!(core.room("1000").unwrap().locked);
+    core.set_locked("1000", false).unwrap();
+    assert_eq!(
+        events(&drain(&mut core)).last(),
+        Some(&Event::Locked(false))
+    );
+    assert_eq!(
+        core.set_locked("nope", true),
+        Err(ConferenceError::RoomNotFound)
+    );
+}
+
+#[test]
+fn a_room_waits_for_its_moderator_and_ends_with_it() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let room = id("mod");
+    let (a, actions) = join(&mut core, t0, "mod", false);
+    assert!(actions.contains(&Action::Hold {
+        room: room.clone(),
+        on: true
+    }));
+    assert!(events(&actions).contains(&Event::WaitingForModerator(true)));
+    let (b, _) = join(&mut core, t0, "mod", false);
+    assert!(core.room("mod").unwrap().waiting_for_moderator);
+    let (boss, actions) = join(&mut core, t0, "mod", true);
+    assert!(actions.contains(&Action::Hold {
+        room: room.clone(),
+        on: false
+    }));
+    assert!(actions.contains(&Action::Record {
+        room: room.clone(),
+        note: RecordNote::Hold(false)
+    }));
+    core.handle_ended(t0, boss, Departure::Hangup);
+    let actions = drain(&mut core);
+    for leg in [a, b] {
+        assert!(actions.contains(&Action::Hangup(leg)), "{leg} is hung up");
+        assert!(actions.contains(&Action::Ended {
+            leg,
+            why: Departure::ModeratorLeft
+        }));
+    }
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Ended {
+            leg: boss,
+            why: Departure::Hangup
+        })
+    );
+    assert!(actions.contains(&Action::CloseRoom(room)));
+    assert_eq!(core.active_legs(), 0);
+}
+
+#[test]
+fn a_room_set_to_record_starts_recording_at_its_first_join_only() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (_, first) = join(&mut core, t0, "auto", false);
+    assert_eq!(first.last(), Some(&Action::AutoRecord(id("auto"))));
+    let (_, second) = join(&mut core, t0, "auto", false);
+    assert!(!second.iter().any(|a| matches!(a, Action::AutoRecord(_))));
+}
+
+/// A caller in the lobby: returns the leg and its private mixer room.
+fn lobby_caller(core: &mut Conference, now: Instant, source: u8) -> (LegId, RoomId) {
+    let leg = core
+        .handle_call(now, ip(source), Destination::Lobby, &Book)
+        .unwrap();
+    core.handle_media_ready(now, leg, &Book).unwrap();
+    let private = RoomId::lobby(leg);
+    assert_eq!(
+        drain(core),
+        [
+            Action::OpenRoom(private.clone()),
+            Action::AddLeg {
+                room: private.clone(),
+                leg
+            },
+            Action::Play {
+                room: private.clone(),
+                leg,
+                sound: Sound::Prompt(Prompt::Welcome)
+            },
+        ]
+    );
+    (leg, private)
+}
+
+fn keys(core: &mut Conference, now: Instant, leg: LegId, keys: &str) -> Vec<Action> {
+    for k in keys.chars() {
+        core.handle_digit(now, leg, k, &Book);
+    }
+    drain(core)
+}
+
+#[test]
+fn the_lobby_moves_a_caller_with_the_right_pin_into_its_room() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (leg, private) = lobby_caller(&mut core, t0, 1);
+    assert!(
+        core.poll_timeout().is_some(),
+        "a caller who never types times out"
+    );
+    let actions = keys(&mut core, t0, leg, "4242#9999#");
+    let room = id("4242");
+    assert!(actions.contains(&Action::Tally(Tally::LobbyJoined)));
+    let at = actions
+        .iter()
+        .position(|a| *a == Action::OpenRoom(room.clone()))
+        .expect("the room opens");
+    assert_eq!(
+        actions[at + 1],
+        Action::MoveLeg {
+            leg,
+            from: private,
+            to: room.clone()
+        }
+    );
+    assert!(events(&actions).contains(&Event::Joined {
+        leg,
+        moderator: true
+    }));
+    assert!(
+        !events(&actions)
+            .iter()
+            .any(|e| matches!(e, Event::Dtmf { .. })),
+        "lobby keys are not room events"
+    );
+    assert_eq!(core.room_of(leg), Some(&room));
+    assert_eq!(core.poll_timeout(), None);
+    // In the room, keys are the room's.
+    assert_eq!(
+        events(&keys(&mut core, t0, leg, "1")),
+        [Event::Dtmf { leg, digit: '1' }]
+    );
+}
+
+#[test]
+fn wrong_pins_hang_up_after_the_goodbye_and_lock_the_caller_out() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (leg, private) = lobby_caller(&mut core, t0, 7);
+    let actions = keys(&mut core, t0, leg, "4242#1111#2222#3333#");
+    let wrong = actions
+        .iter()
+        .filter(|a| **a == Action::Tally(Tally::WrongPin))
+        .count();
+    assert_eq!(wrong, 3);
+    assert!(actions.contains(&Action::Tally(Tally::Lockout {
+        scope: Scope::Source,
+        source: ip(7),
+        room: Some("4242".into())
+    })));
+    assert!(actions.contains(&Action::Play {
+        room: private.clone(),
+        leg,
+        sound: Sound::Prompt(Prompt::Goodbye)
+    }));
+    // Nothing before the goodbye has played.
+    let at = core.poll_timeout().expect("the hang-up is armed");
+    core.handle_timeout(at - Duration::from_millis(1), &Book);
+    assert!(drain(&mut core).is_empty());
+    core.handle_timeout(at, &Book);
+    assert_eq!(
+        drain(&mut core),
+        [
+            Action::Tally(Tally::LobbyHungUp),
+            Action::Hangup(leg),
+            Action::RemoveLeg {
+                room: private.clone(),
+                leg
+            },
+            Action::CloseRoom(private),
+            Action::Ended {
+                leg,
+                why: Departure::LobbyFailed
+            },
+        ]
+    );
+    assert_eq!(
+        core.handle_call(at, ip(7), Destination::Lobby, &Book),
+        Err(Refusal::LockedOut)
+    );
+    assert!(
+        core.handle_call(at, ip(8), Destination::Lobby, &Book)
+            .is_ok(),
+        "only that address"
+    );
+    // The lockout ends after its back-off.
+    let later = at + Duration::from_secs(61);
+    assert!(
+        core.handle_call(later, ip(7), Destination::Lobby, &Book)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_lobby_caller_whose_room_filled_is_hung_up() {
+    let t0 = Instant::now();
+    let mut core = core();
+    join(&mut core, t0, "small", false);
+    join(&mut core, t0, "small", false);
+    let (leg, private) = lobby_caller(&mut core, t0, 1);
+    let actions = keys(&mut core, t0, leg, "small#");
+    assert!(actions.contains(&Action::Hangup(leg)));
+    assert!(actions.contains(&Action::CloseRoom(private)));
+    assert!(actions.contains(&Action::Ended {
+        leg,
+        why: Departure::RoomFull
+    }));
+    assert_eq!(core.room("small").unwrap().members.len(), 2);
+}
+
+#[test]
+fn shutdown_hangs_up_everyone_in_rooms_and_lobbies() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (a, _) = join(&mut core, t0, "1000", false);
+    let (b, _) = lobby_caller(&mut core, t0, 1);
+    let pending = core
+        .handle_call(t0, ip(2), to_room("1000", false), &Book)
+        .unwrap();
+    core.hang_up_all();
+    let actions = drain(&mut core);
+    for leg in [a, b, pending] {
+        assert!(actions.contains(&Action::Hangup(leg)), "{leg}");
+    }
+    assert_eq!(core.active_legs(), 0);
+    assert_eq!(core.rooms().count(), 0);
+}
+
+#[test]
+fn time_never_runs_backwards() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (leg, _) = lobby_caller(&mut core, t0 + Duration::from_secs(20), 1);
+    let deadline = core.poll_timeout().unwrap();
+    // An older `now` is taken as the latest one seen.
+    core.handle_timeout(t0, &Book);
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.poll_timeout(), Some(deadline));
+    core.handle_ended(t0, leg, Departure::Hangup);
+}
