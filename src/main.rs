@@ -254,7 +254,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     };
     let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path)
         .context("storage.path: reading rooms.json")?;
-    let bridge = Bridge::new(
+    let bridge = Bridge::spawn(
         config.clone(),
         mixer,
         storage.archive.clone(),
@@ -264,13 +264,12 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         book,
     );
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
-    let weak = Arc::downgrade(&bridge);
+    let events = bridge.clone();
     std::thread::Builder::new()
         .name("mixer-events".into())
         .spawn(move || {
             while let Ok(event) = mixer_events_rx.recv() {
-                let Some(bridge) = weak.upgrade() else { break };
-                bridge.mixer_event(event);
+                events.mixer_event(event);
             }
         })
         .context("starting the mixer event thread")?;
@@ -281,7 +280,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         .with_context(|| format!("api.listen: cannot bind {}", config.api_listen))?;
     info!(addr = %api_listener.local_addr()?, "API listening");
     let router = roundtable_api::router(
-        bridge.clone(),
+        Arc::new(bridge.clone()),
         registry,
         config.api_token.as_ref().map(|t| t.expose().to_string()),
     );
@@ -296,7 +295,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     });
 
     let sip_shutdown = CancellationToken::new();
-    let handler: Arc<dyn CallHandler> = bridge.clone();
+    let handler: Arc<dyn CallHandler> = Arc::new(bridge.clone());
     let mut endpoint = EndpointConfig::default();
     endpoint.timers.t1 = config.timer_t1;
     endpoint.answer_delay = config.answer_delay;
@@ -334,17 +333,17 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     );
     bridge.start_draining();
     let drain_deadline = tokio::time::Instant::now() + config.drain;
-    while bridge.active_calls() > 0 && tokio::time::Instant::now() < drain_deadline {
+    while bridge.active_calls().await > 0 && tokio::time::Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let remaining = bridge.active_calls();
+    let remaining = bridge.active_calls().await;
     if remaining > 0 {
         info!(
             calls = remaining,
             "drain time over: sending BYE to remaining calls"
         );
     }
-    bridge.hang_up_all();
+    bridge.hang_up_all().await;
     // Recordings close (spooled, fsynced, ledger closed) at once; their uploads get a few
     // seconds, then stop and resume at the next start.
     if tokio::time::timeout(Duration::from_secs(8), bridge.wait_for_tasks())
@@ -370,9 +369,11 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     let _ = tokio::time::timeout(Duration::from_secs(1), sip_task).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), api).await;
-    match Arc::try_unwrap(bridge) {
-        Ok(bridge) => bridge.stop_mixer(),
-        Err(_) => warn!("bridge still referenced at exit; mixer threads end with the process"),
+    if tokio::time::timeout(Duration::from_secs(3), bridge.stop())
+        .await
+        .is_err()
+    {
+        warn!("the mixer threads did not stop within 3 s; they end with the process");
     }
     info!("stopped");
     Ok(())

@@ -109,6 +109,26 @@ pub struct Defaults {
     pub auto_record: bool,
 }
 
+impl roundtable_conference::conference::RoomDirectory for RoomBook {
+    fn defined(&self, room: &roundtable_conference::RoomId) -> bool {
+        self.get(room.as_str()).is_some()
+    }
+
+    fn rules(
+        &self,
+        room: &roundtable_conference::RoomId,
+    ) -> roundtable_conference::conference::RoomRules {
+        let settings = self.settings(room.as_str());
+        roundtable_conference::conference::RoomRules {
+            pin: settings.pin,
+            moderator_pin: settings.moderator_pin,
+            max_participants: settings.max_participants,
+            record: settings.record,
+            policy: settings.policy,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
     rooms: Vec<StoredRoom>,

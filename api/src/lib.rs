@@ -402,9 +402,9 @@ impl ControlError {
 /// What the API needs from the service.
 pub trait Control: Send + Sync + 'static {
     /// Every room.
-    fn rooms(&self) -> Vec<RoomSummary>;
+    fn rooms(&self) -> Reply<Vec<RoomSummary>>;
     /// One room.
-    fn room(&self, id: &str) -> Option<RoomDetail>;
+    fn room(&self, id: &str) -> Reply<Option<RoomDetail>>;
     /// Starts, stops, pauses or resumes a room's recording (`by`: the API caller's address, for
     /// the ledger), returning the room.
     fn recording(
@@ -412,28 +412,30 @@ pub trait Control: Send + Sync + 'static {
         room: &str,
         request: RecordingRequest,
         by: &str,
-    ) -> Result<RoomDetail, ControlError>;
-    /// A page of finished recordings, filtered (`query.limit` already checked and set).
+    ) -> Reply<Result<RoomDetail, ControlError>>;
+    /// A page of finished recordings, filtered (`query.limit` already checked and set). Reads
+    /// storage: called on a blocking thread.
     fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError>;
-    /// A finished recording's manifest (signature checked).
+    /// A finished recording's manifest (signature checked). Called on a blocking thread.
     fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError>;
-    /// One object of a finished recording (`mix.wav`, `legs/7.wav`, `manifest.json`).
+    /// One object of a finished recording (`mix.wav`, `legs/7.wav`, `manifest.json`). Called
+    /// on a blocking thread.
     fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError>;
     /// Removes a participant (the bridge sends BYE).
-    fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError>;
+    fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>>;
     /// Changes a running room (lock), returning the room.
-    fn update_room(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError>;
+    fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>>;
     /// Changes a participant's audio controls, returning the participant.
     fn update_participant(
         &self,
         room: &str,
         leg: &str,
         patch: ParticipantPatch,
-    ) -> Result<Participant, ControlError>;
+    ) -> Reply<Result<Participant, ControlError>>;
     /// Defines (or redefines) a room that exists while empty and survives restarts.
-    fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError>;
+    fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>>;
     /// Removes a room defined through the API.
-    fn delete_room(&self, room: &str) -> Result<(), ControlError>;
+    fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
     /// Events after cursor `after`, optionally of one room.
@@ -441,6 +443,10 @@ pub trait Control: Send + Sync + 'static {
     /// Changes whenever an event is appended (so a reader can wait for one).
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
+
+/// A [`Control`] answer that comes later: the service's conference task answers room
+/// requests in turn, so a handler waits for its reply without holding any lock.
+pub type Reply<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 #[derive(Clone)]
 struct AppState {
@@ -532,7 +538,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn list_rooms(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "rooms": state.control.rooms() }))
+    Json(serde_json::json!({ "rooms": state.control.rooms().await }))
 }
 
 /// Query of `GET /v1/events`.
@@ -586,6 +592,7 @@ async fn show_room(
     state
         .control
         .room(&room)
+        .await
         .map(Json)
         .ok_or(ApiError::from(ControlError::RoomNotFound))
 }
@@ -605,7 +612,7 @@ async fn recording(
         ));
     }
     let by = peer.map_or_else(|| "unknown".to_string(), |p| p.0.0.to_string());
-    Ok(Json(state.control.recording(&room, request, &by)?))
+    Ok(Json(state.control.recording(&room, request, &by).await?))
 }
 
 /// `GET /v1/recordings[?room=R][&since=T][&until=T][&limit=N][&after=ID]`: a page at a time.
@@ -712,14 +719,14 @@ async fn put_room(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
     };
-    Ok(Json(state.control.put_room(&room, spec)?))
+    Ok(Json(state.control.put_room(&room, spec).await?))
 }
 
 async fn delete_room(
     State(state): State<AppState>,
     Path(room): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.control.delete_room(&room)?;
+    state.control.delete_room(&room).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -727,7 +734,7 @@ async fn kick(
     State(state): State<AppState>,
     Path((room, leg)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.control.kick(&room, &leg)?;
+    state.control.kick(&room, &leg).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -738,7 +745,7 @@ async fn update_room(
 ) -> Result<Json<RoomDetail>, ApiError> {
     let patch: RoomPatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
-    Ok(Json(state.control.update_room(&room, patch)?))
+    Ok(Json(state.control.update_room(&room, patch).await?))
 }
 
 async fn update_participant(
@@ -751,7 +758,9 @@ async fn update_participant(
     if let Some(problem) = patch.problem() {
         return Err(ApiError(StatusCode::BAD_REQUEST, problem));
     }
-    Ok(Json(state.control.update_participant(&room, &leg, patch)?))
+    Ok(Json(
+        state.control.update_participant(&room, &leg, patch).await?,
+    ))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -13,15 +13,16 @@ struct Fake {
     events: tokio::sync::watch::Sender<u64>,
 }
 
-impl Control for Fake {
-    fn rooms(&self) -> Vec<RoomSummary> {
+/// The answers, as the service would give them.
+impl Fake {
+    fn rooms_now(&self) -> Vec<RoomSummary> {
         vec![RoomSummary {
             id: "1000".into(),
             participants: 1,
             recording: *self.recording.lock().unwrap(),
         }]
     }
-    fn room(&self, id: &str) -> Option<RoomDetail> {
+    fn room_now(&self, id: &str) -> Option<RoomDetail> {
         (id == "1000").then(|| RoomDetail {
             id: id.into(),
             recording: *self.recording.lock().unwrap(),
@@ -33,13 +34,13 @@ impl Control for Fake {
             participants: vec![],
         })
     }
-    fn recording(
+    fn recording_now(
         &self,
         room: &str,
         request: RecordingRequest,
         by: &str,
     ) -> Result<RoomDetail, ControlError> {
-        self.room(room).ok_or(ControlError::RoomNotFound)?;
+        self.room_now(room).ok_or(ControlError::RoomNotFound)?;
         assert_eq!(by, "unknown", "no connection info under oneshot");
         let mut r = self.recording.lock().unwrap();
         match (request.action, *r) {
@@ -54,7 +55,117 @@ impl Control for Fake {
             (RecordingAction::Pause | RecordingAction::Resume, true) => {}
         }
         drop(r);
-        Ok(self.room(room).unwrap())
+        Ok(self.room_now(room).unwrap())
+    }
+    fn kick_now(&self, room: &str, leg: &str) -> Result<(), ControlError> {
+        self.room_now(room).ok_or(ControlError::RoomNotFound)?;
+        if leg == "7" {
+            Ok(())
+        } else {
+            Err(ControlError::LegNotFound)
+        }
+    }
+    fn update_participant_now(
+        &self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Result<Participant, ControlError> {
+        self.room_now(room).ok_or(ControlError::RoomNotFound)?;
+        if leg != "7" {
+            return Err(ControlError::LegNotFound);
+        }
+        let audio = ParticipantAudio {
+            muted: patch.muted.unwrap_or(false),
+            deaf: patch.deaf.unwrap_or(false),
+            input_gain_db: patch.input_gain_db.unwrap_or(0.0),
+            output_gain_db: patch.output_gain_db.unwrap_or(0.0),
+            aec: patch.aec.unwrap_or(AecSetting::Auto),
+            aec_active: false,
+            noise_suppression: patch.noise_suppression.unwrap_or(true),
+            agc: patch.agc.unwrap_or(true),
+            talking: false,
+        };
+        Ok(Participant {
+            id: leg.into(),
+            from: "sip:a@b".into(),
+            codec: "PCMU".into(),
+            joined_at: "2026-01-01T00:00:00Z".into(),
+            packets_in: 0,
+            packets_out: 0,
+            receive: Default::default(),
+            rtcp: Default::default(),
+            audio,
+            moderator: false,
+        })
+    }
+    fn update_room_now(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError> {
+        let mut detail = self.room_now(room).ok_or(ControlError::RoomNotFound)?;
+        detail.locked = patch.locked.unwrap_or(false);
+        Ok(detail)
+    }
+    fn put_room_now(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
+        if spec
+            .pin
+            .as_deref()
+            .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ControlError::Invalid("a PIN is digits".into()));
+        }
+        Ok(RoomDetail {
+            id: room.into(),
+            recording: false,
+            recording_id: None,
+            recording_paused: false,
+            aec: spec.aec.unwrap_or(AecSetting::Auto),
+            locked: false,
+            waiting_for_moderator: false,
+            participants: vec![],
+        })
+    }
+    fn delete_room_now(&self, room: &str) -> Result<(), ControlError> {
+        self.room_now(room)
+            .map(|_| ())
+            .ok_or(ControlError::RoomNotFound)
+    }
+}
+
+impl Control for Fake {
+    fn rooms(&self) -> Reply<Vec<RoomSummary>> {
+        Box::pin(std::future::ready(self.rooms_now()))
+    }
+    fn room(&self, id: &str) -> Reply<Option<RoomDetail>> {
+        Box::pin(std::future::ready(self.room_now(id)))
+    }
+    fn recording(
+        &self,
+        room: &str,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Reply<Result<RoomDetail, ControlError>> {
+        Box::pin(std::future::ready(self.recording_now(room, request, by)))
+    }
+    fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>> {
+        Box::pin(std::future::ready(self.kick_now(room, leg)))
+    }
+    fn update_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Reply<Result<Participant, ControlError>> {
+        Box::pin(std::future::ready(
+            self.update_participant_now(room, leg, patch),
+        ))
+    }
+    fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>> {
+        Box::pin(std::future::ready(self.update_room_now(room, patch)))
+    }
+    fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
+        Box::pin(std::future::ready(self.put_room_now(room, spec)))
+    }
+    fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>> {
+        Box::pin(std::future::ready(self.delete_room_now(room)))
     }
     fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
         let all = vec![RecordingSummary {
@@ -93,77 +204,6 @@ impl Control for Fake {
             content_type: "audio/wav",
             body: Box::new(std::io::Cursor::new(b"RIFF!".to_vec())),
         })
-    }
-    fn kick(&self, room: &str, leg: &str) -> Result<(), ControlError> {
-        self.room(room).ok_or(ControlError::RoomNotFound)?;
-        if leg == "7" {
-            Ok(())
-        } else {
-            Err(ControlError::LegNotFound)
-        }
-    }
-    fn update_participant(
-        &self,
-        room: &str,
-        leg: &str,
-        patch: ParticipantPatch,
-    ) -> Result<Participant, ControlError> {
-        self.room(room).ok_or(ControlError::RoomNotFound)?;
-        if leg != "7" {
-            return Err(ControlError::LegNotFound);
-        }
-        let audio = ParticipantAudio {
-            muted: patch.muted.unwrap_or(false),
-            deaf: patch.deaf.unwrap_or(false),
-            input_gain_db: patch.input_gain_db.unwrap_or(0.0),
-            output_gain_db: patch.output_gain_db.unwrap_or(0.0),
-            aec: patch.aec.unwrap_or(AecSetting::Auto),
-            aec_active: false,
-            noise_suppression: patch.noise_suppression.unwrap_or(true),
-            agc: patch.agc.unwrap_or(true),
-            talking: false,
-        };
-        Ok(Participant {
-            id: leg.into(),
-            from: "sip:a@b".into(),
-            codec: "PCMU".into(),
-            joined_at: "2026-01-01T00:00:00Z".into(),
-            packets_in: 0,
-            packets_out: 0,
-            receive: Default::default(),
-            rtcp: Default::default(),
-            audio,
-            moderator: false,
-        })
-    }
-    fn update_room(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError> {
-        let mut detail = self.room(room).ok_or(ControlError::RoomNotFound)?;
-        detail.locked = patch.locked.unwrap_or(false);
-        Ok(detail)
-    }
-    fn put_room(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
-        if spec
-            .pin
-            .as_deref()
-            .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(ControlError::Invalid("a PIN is digits".into()));
-        }
-        Ok(RoomDetail {
-            id: room.into(),
-            recording: false,
-            recording_id: None,
-            recording_paused: false,
-            aec: spec.aec.unwrap_or(AecSetting::Auto),
-            locked: false,
-            waiting_for_moderator: false,
-            participants: vec![],
-        })
-    }
-    fn delete_room(&self, room: &str) -> Result<(), ControlError> {
-        self.room(room)
-            .map(|_| ())
-            .ok_or(ControlError::RoomNotFound)
     }
     fn readiness(&self) -> Readiness {
         Readiness::Draining

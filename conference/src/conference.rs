@@ -121,6 +121,8 @@ pub enum Departure {
     LobbyFailed,
     /// The service stopped.
     Shutdown,
+    /// Refused before it was answered (its media could not be set up, or its room filled).
+    Refused,
 }
 
 impl Departure {
@@ -140,6 +142,7 @@ impl Departure {
             Departure::RoomLocked => "room locked",
             Departure::LobbyFailed => "lobby: too many wrong entries",
             Departure::Shutdown => "shutdown",
+            Departure::Refused => "refused",
         }
     }
 
@@ -152,6 +155,7 @@ impl Departure {
                 | Departure::NoAck
                 | Departure::SessionExpired
                 | Departure::Unreachable
+                | Departure::Refused
         )
     }
 }
@@ -521,7 +525,7 @@ impl Conference {
         match destination.clone() {
             Destination::Room { room, moderator } => {
                 if let Err(refusal) = self.room_open_to(&room, directory) {
-                    self.legs.remove(&leg);
+                    self.leave(leg, Departure::Refused);
                     return Err(refusal);
                 }
                 self.enter_room(leg, room, moderator, directory, None);

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 
 use crate::endpoint::{
     CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, Output, Peer,
-    Transport,
+    Reoffer, Transport,
 };
 use crate::error::Rejection;
 use crate::message::{MAX_MESSAGE_LEN, stream_frame_len};
@@ -63,19 +63,19 @@ pub struct ListenAddr {
     pub addr: SocketAddr,
 }
 
-/// What the application decides and learns about calls. Called on the driver task: keep it short
-/// and never block.
+/// What the application learns about calls. Called on the driver task: keep it short and never
+/// block (forward to the application's own task). The application answers INVITEs and
+/// re-offers later, through [`SipHandle`]: until then the INVITE waits in Proceeding.
 pub trait CallHandler: Send + Sync + 'static {
-    /// A new INVITE: return the SDP answer to accept, or the rejection to send.
-    fn incoming(&self, call: IncomingCall) -> Result<Vec<u8>, Rejection>;
+    /// A new INVITE: answer with [`SipHandle::accept`] or [`SipHandle::reject`].
+    fn incoming(&self, call: IncomingCall);
     /// The caller acknowledged our answer.
     fn confirmed(&self, call: CallKey);
     /// The call ended from the remote side or by timeout.
     fn ended(&self, call: CallKey, reason: EndReason);
-    /// A new offer in an answered call (re-INVITE or UPDATE; hold, resume, codec change): return
-    /// the SDP answer, or the rejection (the session then stays as it was). An empty `offer`
-    /// asks for our current SDP.
-    fn reoffer(&self, call: CallKey, offer: &[u8]) -> Result<Vec<u8>, Rejection>;
+    /// A new offer in an answered call (re-INVITE or UPDATE; hold, resume, codec change):
+    /// answer with [`SipHandle::answer_reoffer`]. An empty offer asks for our current SDP.
+    fn reoffer(&self, offer: Reoffer);
     /// An INFO body in an answered call (DTMF relay); already answered 200.
     fn info(&self, call: CallKey, content_type: &str, body: &[u8]);
 }
@@ -83,6 +83,9 @@ pub trait CallHandler: Send + Sync + 'static {
 /// Commands to the driver task.
 #[derive(Debug)]
 enum Command {
+    Accept(CallKey, Vec<u8>),
+    Reject(CallKey, Rejection),
+    AnswerReoffer(CallKey, Result<Vec<u8>, Rejection>),
     Hangup(CallKey),
     ActiveCalls(tokio::sync::oneshot::Sender<usize>),
 }
@@ -94,6 +97,22 @@ pub struct SipHandle {
 }
 
 impl SipHandle {
+    /// Answers a pending INVITE with 200 OK carrying our SDP.
+    pub fn accept(&self, call: CallKey, sdp: Vec<u8>) {
+        let _ = self.commands.send(Command::Accept(call, sdp));
+    }
+
+    /// Refuses a pending INVITE.
+    pub fn reject(&self, call: CallKey, rejection: Rejection) {
+        let _ = self.commands.send(Command::Reject(call, rejection));
+    }
+
+    /// Answers a re-offer (`id` from [`Reoffer::id`]): our SDP, or a refusal that leaves the
+    /// session as it was.
+    pub fn answer_reoffer(&self, id: CallKey, answer: Result<Vec<u8>, Rejection>) {
+        let _ = self.commands.send(Command::AnswerReoffer(id, answer));
+    }
+
     /// Ends an answered call with BYE (or refuses a pending one).
     pub fn hangup(&self, call: CallKey) {
         let _ = self.commands.send(Command::Hangup(call));
@@ -316,13 +335,7 @@ impl Driver {
                     let now = self.now();
                     self.endpoint.handle_message(now, message.peer, &message.bytes);
                 }
-                Some(command) = commands.recv() => {
-                    let now = self.now();
-                    match command {
-                        Command::Hangup(call) => self.endpoint.hangup(now, call),
-                        Command::ActiveCalls(reply) => { let _ = reply.send(self.endpoint.active_calls()); }
-                    }
-                }
+                Some(command) = commands.recv() => self.apply(command),
                 () = sleep => {
                     let now = self.now();
                     self.endpoint.handle_timeout(now);
@@ -330,10 +343,7 @@ impl Driver {
                 () = shutdown.cancelled() => {
                     // Flush what is queued (the BYEs of shutdown) before leaving.
                     while let Ok(command) = commands.try_recv() {
-                        if let Command::Hangup(call) = command {
-                            let now = self.now();
-                            self.endpoint.hangup(now, call);
-                        }
+                        self.apply(command);
                     }
                     self.drain_outputs().await;
                     return;
@@ -353,23 +363,25 @@ impl Driver {
         }
     }
 
+    fn apply(&mut self, command: Command) {
+        let now = self.now();
+        match command {
+            Command::Accept(call, sdp) => self.endpoint.accept(now, call, sdp),
+            Command::Reject(call, rejection) => self.endpoint.reject(now, call, rejection),
+            Command::AnswerReoffer(id, answer) => self.endpoint.answer_reoffer(now, id, answer),
+            Command::Hangup(call) => self.endpoint.hangup(now, call),
+            Command::ActiveCalls(reply) => {
+                let _ = reply.send(self.endpoint.active_calls());
+            }
+        }
+    }
+
     fn deliver(&mut self, event: Event) {
         match event {
-            Event::IncomingCall(call) => {
-                let key = call.call;
-                let now = self.now();
-                match self.handler.incoming(call) {
-                    Ok(sdp) => self.endpoint.accept(now, key, sdp),
-                    Err(rejection) => self.endpoint.reject(now, key, rejection),
-                }
-            }
+            Event::IncomingCall(call) => self.handler.incoming(call),
             Event::CallConfirmed(call) => self.handler.confirmed(call),
             Event::Info(info) => self.handler.info(info.call, &info.content_type, &info.body),
-            Event::Reoffer(offer) => {
-                let answer = self.handler.reoffer(offer.call, &offer.body);
-                let now = self.now();
-                self.endpoint.answer_reoffer(now, offer.id, answer);
-            }
+            Event::Reoffer(offer) => self.handler.reoffer(offer),
             Event::CallEnded(call, reason) => self.handler.ended(call, reason),
         }
     }

@@ -8,16 +8,17 @@ use roundtable_api::{
     ControlError, Download, RecordingAction, RecordingMode, RecordingQuery, RecordingRequest,
     RecordingSummary, RecordingsPage,
 };
-use roundtable_mixer::pool::{Command, RECORDER_QUEUE, RoomKey};
+use roundtable_conference::conference::RecordNote;
+use roundtable_conference::lobby::Prompt;
+use roundtable_conference::{LegId, RoomId};
+use roundtable_mixer::pool::{Command, RECORDER_QUEUE};
 use roundtable_recorder::upload::UploadError;
-use roundtable_recorder::{Control as RecordControl, Mode, RecordError, Recording, Spec};
-use roundtable_sip::endpoint::CallKey;
+use roundtable_recorder::{Archive, Control as RecordControl, Mode, RecordError, Recording, Spec};
 use roundtable_storage::{ObjectKey, StorageError};
 use tracing::{error, info, warn};
 
-use super::{Bridge, State};
+use super::Bridge;
 use crate::time;
-use roundtable_conference::lobby::Prompt;
 
 /// A room's running recording.
 pub(super) struct ActiveRecording {
@@ -44,19 +45,18 @@ fn basic_instant(text: &str) -> Option<String> {
 }
 
 impl Bridge {
-    /// Starts recording `room` (`state` locked by the caller); `by` is the API caller.
+    /// Starts recording `room`; `by` is the API caller.
     pub(super) fn start_recording(
-        &self,
-        state: &mut State,
-        room: &RoomKey,
+        &mut self,
+        room: &RoomId,
         mode: Mode,
         by: Option<&str>,
     ) -> Result<(), ControlError> {
-        let entry = state.rooms.get(room).ok_or(ControlError::RoomNotFound)?;
+        let entry = self.rooms.get(room).ok_or(ControlError::RoomNotFound)?;
         if entry.recording.is_some() {
             return Err(ControlError::Conflict("room is already being recorded"));
         }
-        let account = self.archive.account();
+        let account = self.handle.archive.account();
         if !account.accepts_new() {
             self.metrics.recordings_refused.inc();
             error!(room = %room, used = account.used(), quota = account.quota(), "recording refused: the spool is over 80% of storage.spool_quota_mib");
@@ -79,12 +79,7 @@ impl Bridge {
                 format!("{start}-{attempt}")
             };
             let id = format!("{room}/{folder}");
-            if self
-                .recent_recordings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&id)
-            {
+            if self.recent_recordings.contains(&id) {
                 continue;
             }
             let spec = Spec {
@@ -96,7 +91,7 @@ impl Bridge {
                 spool: Default::default(),
             };
             let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
-            match self.archive.start(spec, rx) {
+            match self.handle.archive.start(spec, rx) {
                 Ok(recording) => {
                     started = Some((recording, tx));
                     break;
@@ -114,14 +109,9 @@ impl Bridge {
         let Some((recording, tx)) = started else {
             return Err(ControlError::Unavailable("no free recording name".into()));
         };
-        {
-            let mut recent = self
-                .recent_recordings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            recent.retain(|id| id.rsplit('/').next().is_some_and(|f| f.starts_with(&start)));
-            recent.insert(recording.id().to_string());
-        }
+        self.recent_recordings
+            .retain(|id| id.rsplit('/').next().is_some_and(|f| f.starts_with(&start)));
+        self.recent_recordings.insert(recording.id().to_string());
         let id = recording.id().to_string();
         info!(room = %room, recording = %id, mode = mode.as_str(), "recording started");
         self.event(
@@ -135,14 +125,11 @@ impl Bridge {
                 by: by.to_string(),
             });
         }
-        let entry = state
-            .rooms
-            .get_mut(room)
-            .ok_or(ControlError::RoomNotFound)?;
+        let entry = self.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
         self.mixer.send(
             entry.worker,
             Command::StartRecording {
-                room: room.clone(),
+                room: room.key(),
                 sink: tx,
                 tracks: mode.tracks(),
             },
@@ -153,50 +140,68 @@ impl Bridge {
         });
         self.metrics.recordings_active.inc();
         // Everyone already in the room is in the recording, and hears the notice.
-        let calls: Vec<CallKey> = entry.legs.values().copied().collect();
-        for call in calls {
-            self.recording_joined(state, room, call);
+        let members: Vec<LegId> = self
+            .core
+            .room(room.as_str())
+            .map(|view| view.members.iter().map(|m| m.leg).collect())
+            .unwrap_or_default();
+        for leg in members {
+            self.record_note(room, RecordNote::Joined(leg));
+            if self.legs.get(&leg).is_some_and(|l| l.controls.muted) {
+                self.record_note(room, RecordNote::Muted(leg, true));
+            }
         }
         Ok(())
     }
 
-    /// Tells a room's recording that `call` is in it, and plays that leg the notice.
-    pub(super) fn recording_joined(&self, state: &State, room: &RoomKey, call: CallKey) {
-        let (Some(entry), Some(leg)) = (state.rooms.get(room), state.legs.get(&call)) else {
+    /// Tells a room's recording, if one runs, what the core noted; a leg that joins a recorded
+    /// room hears the notice.
+    pub(super) fn record_note(&mut self, room: &RoomId, note: RecordNote) {
+        let Some(entry) = self.rooms.get(room) else {
             return;
         };
         let Some(active) = &entry.recording else {
             return;
         };
         let recording = &active.recording;
-        recording.control(RecordControl::Joined {
-            leg: leg.id.to_string(),
-            from: leg.from.clone(),
-            codec: leg.codec.name().to_string(),
-        });
-        if leg.controls.muted {
-            recording.control(RecordControl::Muted {
-                leg: leg.id.to_string(),
-                muted: true,
-            });
-        }
-        if self.config.consent_notice {
-            self.mixer.send(
-                entry.worker,
-                Command::Play {
-                    room: room.clone(),
-                    leg: leg.id,
-                    samples: self.prompts.samples(Prompt::Recording),
-                },
-            );
-            recording.control(RecordControl::ConsentNotice {
-                leg: leg.id.to_string(),
-            });
+        match note {
+            RecordNote::Joined(leg) => {
+                let Some(entry) = self.legs.get(&leg) else {
+                    return;
+                };
+                recording.control(RecordControl::Joined {
+                    leg: leg.to_string(),
+                    from: entry.from.clone(),
+                    codec: entry.codec.name().to_string(),
+                });
+                if self.config.consent_notice {
+                    recording.control(RecordControl::ConsentNotice {
+                        leg: leg.to_string(),
+                    });
+                    let samples = self.prompts.samples(Prompt::Recording);
+                    self.send_room(
+                        room,
+                        Command::Play {
+                            room: room.key(),
+                            leg,
+                            samples,
+                        },
+                    );
+                }
+            }
+            RecordNote::Left(leg) => recording.control(RecordControl::Left {
+                leg: leg.to_string(),
+            }),
+            RecordNote::Muted(leg, muted) => recording.control(RecordControl::Muted {
+                leg: leg.to_string(),
+                muted,
+            }),
+            RecordNote::Hold(on) => recording.control(RecordControl::Hold(on)),
         }
     }
 
     /// Waits for a stopped recording's files to close and stores it (off the caller's thread).
-    pub(super) fn finish_recording(&self, room: RoomKey, recording: ActiveRecording) {
+    pub(super) fn finish_recording(&self, room: RoomId, recording: ActiveRecording) {
         let id = recording.recording.id().to_string();
         self.event(
             "recording_stopped",
@@ -205,8 +210,8 @@ impl Bridge {
         );
         let gauge = self.metrics.recordings_active.clone();
         let failures = self.metrics.recording_failures.clone();
-        let archive = self.archive.clone();
-        self.tasks.spawn_blocking(move || {
+        let archive = self.handle.archive.clone();
+        self.handle.tasks.spawn_blocking(move || {
             match recording.recording.join().and_then(|closed| archive.finish(closed)) {
                 Ok(manifest) => info!(
                     room = %room,
@@ -229,25 +234,21 @@ impl Bridge {
 
     /// `POST /v1/rooms/{room}/recording`.
     pub(super) fn recording_request(
-        &self,
+        &mut self,
         room: &str,
         request: RecordingRequest,
         by: &str,
     ) -> Result<(), ControlError> {
-        let mut state = self.lock();
-        let key: RoomKey = state
-            .rooms
-            .get_key_value(room)
-            .map(|(k, _)| k.clone())
+        let key = self
+            .core
+            .room(room)
+            .map(|view| view.id)
             .ok_or(ControlError::RoomNotFound)?;
         if request.action == RecordingAction::Start {
             let mode = request.mode.map_or(self.config.recording_mode, mode_of);
-            return self.start_recording(&mut state, &key, mode, Some(by));
+            return self.start_recording(&key, mode, Some(by));
         }
-        let entry = state
-            .rooms
-            .get_mut(&key)
-            .ok_or(ControlError::RoomNotFound)?;
+        let entry = self.rooms.get_mut(&key).ok_or(ControlError::RoomNotFound)?;
         let active = entry
             .recording
             .as_mut()
@@ -277,127 +278,128 @@ impl Bridge {
                     RecordControl::Resume
                 });
                 let id = active.recording.id().to_string();
-                drop(state);
                 self.event(
                     if action == "pause" {
                         "recording_paused"
                     } else {
                         "recording_resumed"
                     },
-                    room,
+                    &key,
                     serde_json::json!({"recording": id}),
                 );
             }
             _ => {
+                // `active` borrowed it above: it is there.
                 let recording = entry.recording.take().expect("checked above");
                 self.mixer
-                    .send(entry.worker, Command::StopRecording { room: key.clone() });
-                drop(state);
+                    .send(entry.worker, Command::StopRecording { room: key.key() });
                 self.finish_recording(key, recording);
             }
         }
         Ok(())
     }
+}
 
-    /// `GET /v1/recordings`.
-    pub(super) fn list_recordings(
-        &self,
-        query: &RecordingQuery,
-    ) -> Result<RecordingsPage, ControlError> {
-        let bound = |text: &Option<String>, name: &str| match text {
-            None => Ok(None),
-            Some(t) => basic_instant(t).map(Some).ok_or_else(|| {
-                ControlError::Invalid(format!(
-                    "{name}: not an RFC 3339 or ISO 8601 basic UTC instant"
-                ))
-            }),
-        };
-        let (since, until) = (bound(&query.since, "since")?, bound(&query.until, "until")?);
-        if let Some(room) = &query.room
-            && ObjectKey::new(room.as_str()).is_err()
-        {
-            return Err(ControlError::Invalid("room: not a room name".into()));
-        }
-        let keep = |id: &str| {
-            let instant = id.split_once('/').and_then(|(_, start)| start.get(..16));
-            instant.is_some_and(|instant| {
-                since.as_deref().is_none_or(|s| instant >= s)
-                    && until.as_deref().is_none_or(|u| instant < u)
-            })
-        };
-        let limit = query
-            .limit
-            .unwrap_or(roundtable_api::RECORDINGS_PAGE_DEFAULT);
-        let store = self.archive.store();
-        let page = roundtable_recorder::list_recordings_page(
-            store.as_ref(),
-            self.archive.prefix(),
-            query.room.as_deref(),
-            query.after.as_deref(),
-            limit,
-            &keep,
-        )
-        .map_err(storage_error)?;
-        let recordings = page
-            .ids
-            .into_iter()
-            .filter_map(|id| {
-                let (room, start) = id.split_once('/')?;
-                Some(RecordingSummary {
-                    room: room.to_string(),
-                    start: start.to_string(),
-                    id: id.clone(),
-                })
-            })
-            .collect();
-        Ok(RecordingsPage {
-            recordings,
-            next: page.next,
+/// `GET /v1/recordings`.
+pub(super) fn list_recordings(
+    archive: &Archive,
+    query: &RecordingQuery,
+) -> Result<RecordingsPage, ControlError> {
+    let bound = |text: &Option<String>, name: &str| match text {
+        None => Ok(None),
+        Some(t) => basic_instant(t).map(Some).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "{name}: not an RFC 3339 or ISO 8601 basic UTC instant"
+            ))
+        }),
+    };
+    let (since, until) = (bound(&query.since, "since")?, bound(&query.until, "until")?);
+    if let Some(room) = &query.room
+        && ObjectKey::new(room.as_str()).is_err()
+    {
+        return Err(ControlError::Invalid("room: not a room name".into()));
+    }
+    let keep = |id: &str| {
+        let instant = id.split_once('/').and_then(|(_, start)| start.get(..16));
+        instant.is_some_and(|instant| {
+            since.as_deref().is_none_or(|s| instant >= s)
+                && until.as_deref().is_none_or(|u| instant < u)
         })
-    }
-
-    /// `GET /v1/recordings/{room}/{start}`: the manifest, its signature checked.
-    pub(super) fn manifest_json(&self, id: &str) -> Result<serde_json::Value, ControlError> {
-        let manifest = roundtable_recorder::read_manifest(
-            self.archive.store().as_ref(),
-            self.archive.prefix(),
-            &checked_id(id)?,
-            None,
-        )
-        .map_err(storage_error)?;
-        serde_json::to_value(manifest).map_err(|e| ControlError::Unavailable(e.to_string()))
-    }
-
-    /// `GET /v1/recordings/{room}/{start}/{object}`.
-    pub(super) fn object(&self, id: &str, object: &str) -> Result<Download, ControlError> {
-        let id = checked_id(id)?;
-        let allowed = object == "mix.wav"
-            || object == roundtable_recorder::MANIFEST
-            || object
-                .strip_prefix("legs/")
-                .and_then(|n| n.strip_suffix(".wav"))
-                .is_some_and(|n| n.parse::<u64>().is_ok());
-        if !allowed {
-            return Err(ControlError::RecordingNotFound);
-        }
-        let key = ObjectKey::new(format!("{}recordings/{id}/{object}", self.archive.prefix()))
-            .map_err(|_| ControlError::RecordingNotFound)?;
-        let reader = self
-            .archive
-            .store()
-            .open(&key)
-            .map_err(|e| storage_error(RecordError::Storage(e)))?;
-        let content_type = if object.ends_with(".wav") {
-            "audio/wav"
-        } else {
-            "application/json"
-        };
-        Ok(Download {
-            size: reader.size,
-            content_type,
-            body: reader.body,
+    };
+    let limit = query
+        .limit
+        .unwrap_or(roundtable_api::RECORDINGS_PAGE_DEFAULT);
+    let store = archive.store();
+    let page = roundtable_recorder::list_recordings_page(
+        store.as_ref(),
+        archive.prefix(),
+        query.room.as_deref(),
+        query.after.as_deref(),
+        limit,
+        &keep,
+    )
+    .map_err(storage_error)?;
+    let recordings = page
+        .ids
+        .into_iter()
+        .filter_map(|id| {
+            let (room, start) = id.split_once('/')?;
+            Some(RecordingSummary {
+                room: room.to_string(),
+                start: start.to_string(),
+                id: id.clone(),
+            })
         })
+        .collect();
+    Ok(RecordingsPage {
+        recordings,
+        next: page.next,
+    })
+}
+
+/// `GET /v1/recordings/{room}/{start}`: the manifest, its signature checked.
+pub(super) fn manifest_json(
+    archive: &Archive,
+    id: &str,
+) -> Result<serde_json::Value, ControlError> {
+    let manifest = roundtable_recorder::read_manifest(
+        archive.store().as_ref(),
+        archive.prefix(),
+        &checked_id(id)?,
+        None,
+    )
+    .map_err(storage_error)?;
+    serde_json::to_value(manifest).map_err(|e| ControlError::Unavailable(e.to_string()))
+}
+
+/// `GET /v1/recordings/{room}/{start}/{object}`.
+pub(super) fn object(archive: &Archive, id: &str, object: &str) -> Result<Download, ControlError> {
+    let id = checked_id(id)?;
+    let allowed = object == "mix.wav"
+        || object == roundtable_recorder::MANIFEST
+        || object
+            .strip_prefix("legs/")
+            .and_then(|n| n.strip_suffix(".wav"))
+            .is_some_and(|n| n.parse::<u64>().is_ok());
+    if !allowed {
+        return Err(ControlError::RecordingNotFound);
     }
+    let key = ObjectKey::new(format!("{}recordings/{id}/{object}", archive.prefix()))
+        .map_err(|_| ControlError::RecordingNotFound)?;
+    let reader = archive
+        .store()
+        .open(&key)
+        .map_err(|e| storage_error(RecordError::Storage(e)))?;
+    let content_type = if object.ends_with(".wav") {
+        "audio/wav"
+    } else {
+        "application/json"
+    };
+    Ok(Download {
+        size: reader.size,
+        content_type,
+        body: reader.body,
+    })
 }
 
 /// A recording id as the API takes it: two key segments.

@@ -257,7 +257,13 @@ fn a_room_that_filled_while_media_was_set_up_refuses_then() {
         core.handle_media_ready(t0, late, &Book),
         Err(Refusal::RoomFull)
     );
-    assert!(drain(&mut core).is_empty());
+    assert_eq!(
+        drain(&mut core),
+        [Action::Ended {
+            leg: late,
+            why: Departure::Refused
+        }]
+    );
     assert_eq!(core.active_legs(), 2);
     // A caller who hung up while its media was set up is simply gone.
     let gone = core

@@ -1,0 +1,472 @@
+//! The bridge's API side: each request reaches the bridge task as an [`Request`] with its
+//! reply, and is answered from the task's own state.
+
+use roundtable_api::{
+    Participant, ParticipantAudio, ReceiveQuality, RoomDetail, RoomSummary, RtcpReport,
+};
+use roundtable_conference::{LegId, RoomId};
+use roundtable_mixer::pool::Command as MixerCommand;
+use tokio::sync::oneshot;
+use tracing::info;
+
+use super::*;
+use crate::config::RoomConfig;
+
+/// An API request and where its answer goes.
+pub enum Request {
+    /// `GET /v1/rooms`.
+    Rooms(oneshot::Sender<Vec<RoomSummary>>),
+    /// `GET /v1/rooms/{room}`.
+    Room(String, oneshot::Sender<Option<RoomDetail>>),
+    /// `PUT /v1/rooms/{room}`.
+    PutRoom(
+        String,
+        RoomSpec,
+        oneshot::Sender<Result<RoomDetail, ControlError>>,
+    ),
+    /// `DELETE /v1/rooms/{room}`.
+    DeleteRoom(String, oneshot::Sender<Result<(), ControlError>>),
+    /// `POST /v1/rooms/{room}/recording`.
+    Recording(
+        String,
+        RecordingRequest,
+        String,
+        oneshot::Sender<Result<RoomDetail, ControlError>>,
+    ),
+    /// `DELETE /v1/rooms/{room}/participants/{leg}`.
+    Kick(String, String, oneshot::Sender<Result<(), ControlError>>),
+    /// `PATCH /v1/rooms/{room}`.
+    UpdateRoom(
+        String,
+        RoomPatch,
+        oneshot::Sender<Result<RoomDetail, ControlError>>,
+    ),
+    /// `PATCH /v1/rooms/{room}/participants/{leg}`.
+    UpdateParticipant(
+        String,
+        String,
+        ParticipantPatch,
+        oneshot::Sender<Result<Participant, ControlError>>,
+    ),
+}
+
+fn core_error(error: roundtable_conference::ConferenceError) -> ControlError {
+    use roundtable_conference::ConferenceError;
+    match error {
+        ConferenceError::LegNotFound => ControlError::LegNotFound,
+        ConferenceError::RoomNotFound | ConferenceError::InvalidRoomId => {
+            ControlError::RoomNotFound
+        }
+    }
+}
+
+impl Bridge {
+    pub(super) fn api(&mut self, request: Request) {
+        match request {
+            Request::Rooms(reply) => {
+                let _ = reply.send(self.rooms_summary());
+            }
+            Request::Room(id, reply) => {
+                let _ = reply.send(self.room_detail(&id));
+            }
+            Request::PutRoom(id, spec, reply) => {
+                let _ = reply.send(self.put_room(&id, spec));
+            }
+            Request::DeleteRoom(id, reply) => {
+                let _ = reply.send(self.delete_room(&id));
+            }
+            Request::Recording(room, request, by, reply) => {
+                let result = self
+                    .recording_request(&room, request, &by)
+                    .and_then(|()| self.room_detail(&room).ok_or(ControlError::RoomNotFound));
+                let _ = reply.send(result);
+            }
+            Request::Kick(room, leg, reply) => {
+                let result =
+                    parse_leg(&leg).and_then(|leg| self.core.kick(&room, leg).map_err(core_error));
+                self.carry_out();
+                let _ = reply.send(result);
+            }
+            Request::UpdateRoom(room, patch, reply) => {
+                let result = match patch.locked {
+                    Some(locked) => self.core.set_locked(&room, locked).map_err(core_error),
+                    None => Ok(()),
+                };
+                self.carry_out();
+                let result =
+                    result.and_then(|()| self.room_detail(&room).ok_or(ControlError::RoomNotFound));
+                let _ = reply.send(result);
+            }
+            Request::UpdateParticipant(room, leg, patch, reply) => {
+                let result = self.update_participant(&room, &leg, patch);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn rooms_summary(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .core
+            .rooms()
+            .map(|(id, participants)| RoomSummary {
+                id: id.to_string(),
+                participants,
+                recording: self.rooms.get(id).is_some_and(|r| r.recording.is_some()),
+            })
+            .collect();
+        for id in self.book.ids() {
+            if self.core.room(id).is_none() {
+                rooms.push(RoomSummary {
+                    id: id.clone(),
+                    participants: 0,
+                    recording: false,
+                });
+            }
+        }
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    /// A room's echo cancellation setting: its own, else the service's.
+    fn room_aec(&self, room: &str) -> AecMode {
+        self.book
+            .settings(room)
+            .aec
+            .unwrap_or(self.config.audio.aec)
+    }
+
+    pub(super) fn room_detail(&self, id: &str) -> Option<RoomDetail> {
+        let room_aec = self.room_aec(id);
+        let Some(view) = self.core.room(id) else {
+            return self.book.get(id).is_some().then(|| RoomDetail {
+                id: id.to_string(),
+                recording: false,
+                recording_id: None,
+                recording_paused: false,
+                aec: aec_setting(room_aec),
+                locked: false,
+                waiting_for_moderator: false,
+                participants: Vec::new(),
+            });
+        };
+        let recording = self.rooms.get(id).and_then(|r| r.recording.as_ref());
+        let participants = view
+            .members
+            .iter()
+            .filter_map(|m| {
+                Some(self.participant(m.leg, m.moderator, self.legs.get(&m.leg)?, room_aec))
+            })
+            .collect();
+        Some(RoomDetail {
+            id: id.to_string(),
+            recording: recording.is_some(),
+            recording_id: recording.map(|r| r.recording.id().to_string()),
+            recording_paused: recording.is_some_and(|r| r.paused),
+            aec: aec_setting(room_aec),
+            locked: view.locked,
+            waiting_for_moderator: view.waiting_for_moderator,
+            participants,
+        })
+    }
+
+    fn participant(
+        &self,
+        id: LegId,
+        moderator: bool,
+        leg: &LegEntry,
+        room_aec: AecMode,
+    ) -> Participant {
+        let (packets_in, packets_out) = leg.counters.snapshot();
+        let quality = leg.counters.quality();
+        let rtcp = leg.counters.rtcp();
+        let jitter = quality.jitter;
+        let (loss_percent, r_factor, mos) = rating(&leg.counters);
+        let c = &leg.controls;
+        Participant {
+            id: id.to_string(),
+            from: leg.from.clone(),
+            codec: leg.codec.name().to_string(),
+            joined_at: time::rfc3339(leg.joined_at),
+            packets_in,
+            packets_out,
+            receive: ReceiveQuality {
+                jitter_ms: round1(jitter.jitter_ms),
+                buffer_ms: jitter.depth_ms,
+                buffer_target_ms: jitter.target_ms,
+                received: jitter.received,
+                lost: jitter.lost,
+                late: jitter.late,
+                duplicated: jitter.duplicated,
+                concealed: jitter.concealed,
+                fec_recovered: quality.fec_recovered,
+                loss_percent: round1(loss_percent * 10.0) / 10.0,
+                r_factor: round1(r_factor),
+                mos: (mos * 100.0).round() / 100.0,
+            },
+            rtcp: RtcpReport {
+                reports_sent: rtcp.reports_sent,
+                reports_received: rtcp.reports_received,
+                rtt_ms: rtcp.rtt_ms.map(round1),
+                remote_loss_percent: round1(rtcp.remote_fraction_lost * 100.0),
+                remote_lost: rtcp.remote_cumulative_lost,
+                remote_jitter_ms: round1(rtcp.remote_jitter_ms),
+            },
+            audio: ParticipantAudio {
+                muted: c.muted,
+                deaf: c.deaf,
+                input_gain_db: c.input_gain_db,
+                output_gain_db: c.output_gain_db,
+                aec: aec_setting(c.aec.unwrap_or(room_aec)),
+                aec_active: leg.aec_active,
+                noise_suppression: c
+                    .noise_suppression
+                    .unwrap_or(self.config.audio.noise_suppression),
+                agc: c.agc.unwrap_or(self.config.audio.agc),
+                talking: leg.talking,
+            },
+            moderator,
+        }
+    }
+
+    fn put_room(&mut self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
+        let id = RoomId::parse(room).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let pin = |p: Option<String>| -> Result<Option<crate::config::Secret>, ControlError> {
+            match p.as_deref().and_then(crate::config::pin_problem) {
+                Some(reason) => Err(ControlError::Invalid(reason.into())),
+                None => Ok(p.map(crate::config::Secret::new)),
+            }
+        };
+        let cap = self.config.max_legs_per_room;
+        let max_participants = match spec.max_participants {
+            Some(n) if n == 0 || n as usize > cap => {
+                return Err(ControlError::Invalid(format!(
+                    "max_participants is 1 to {cap} (media.max_legs_per_room)"
+                )));
+            }
+            n => n.map(|n| n as usize),
+        };
+        let config = RoomConfig {
+            pin: pin(spec.pin)?,
+            moderator_pin: pin(spec.moderator_pin)?,
+            max_participants,
+            record: spec.record,
+            aec: spec.aec.map(aec_mode),
+            join_leave_tones: spec.join_leave_tones,
+            alone_prompt: spec.alone_prompt,
+            wait_for_moderator: spec.wait_for_moderator,
+            end_with_moderator: spec.end_with_moderator,
+        };
+        let aec = config.aec;
+        self.book
+            .put(room, config)
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        if self.core.room(room).is_some() {
+            self.send_room(
+                &id,
+                MixerCommand::SetRoomAec {
+                    room: id.key(),
+                    mode: aec,
+                },
+            );
+        }
+        info!(room = %room, "room defined through the API");
+        self.room_detail(room).ok_or(ControlError::RoomNotFound)
+    }
+
+    fn delete_room(&mut self, room: &str) -> Result<(), ControlError> {
+        if self.book.is_configured_only(room) {
+            return Err(ControlError::Conflict(
+                "the room is defined in the configuration file",
+            ));
+        }
+        match self.book.delete(room) {
+            Ok(true) => {
+                info!(room = %room, "room definition removed through the API");
+                Ok(())
+            }
+            Ok(false) => Err(ControlError::RoomNotFound),
+            Err(e) => Err(ControlError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn update_participant(
+        &mut self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Result<Participant, ControlError> {
+        let view = self.core.room(room).ok_or(ControlError::RoomNotFound)?;
+        let id = parse_leg(leg)?;
+        let member = *view
+            .members
+            .iter()
+            .find(|m| m.leg == id)
+            .ok_or(ControlError::LegNotFound)?;
+        let entry = self.legs.get_mut(&id).ok_or(ControlError::LegNotFound)?;
+        let c = &mut entry.controls;
+        c.deaf = patch.deaf.unwrap_or(c.deaf);
+        c.input_gain_db = patch.input_gain_db.unwrap_or(c.input_gain_db);
+        c.output_gain_db = patch.output_gain_db.unwrap_or(c.output_gain_db);
+        c.aec = patch.aec.map(aec_mode).or(c.aec);
+        c.noise_suppression = patch.noise_suppression.or(c.noise_suppression);
+        c.agc = patch.agc.or(c.agc);
+        // Muting is the conference's (the recording notes it); the rest is the mixer's.
+        c.muted = patch.muted.unwrap_or(c.muted);
+        let controls = *c;
+        if let Some(muted) = patch.muted {
+            self.core.set_muted(id, muted).map_err(core_error)?;
+            // Its controls, event and note follow from the core; drop the duplicate event.
+            while let Some(action) = self.core.poll_action() {
+                match action {
+                    Action::Mute { .. } => {}
+                    other => self.act(other),
+                }
+            }
+        }
+        let key = view.id.clone();
+        self.send_room(
+            &key,
+            MixerCommand::SetControls {
+                room: key.key(),
+                leg: id,
+                controls,
+            },
+        );
+        info!(room = %room, leg = %id, ?controls, "participant controls changed");
+        let mut fields = serde_json::to_value(patch).unwrap_or_default();
+        fields["participant"] = serde_json::json!(leg);
+        self.event("participant_updated", &key, fields);
+        let entry = self.legs.get(&id).ok_or(ControlError::LegNotFound)?;
+        Ok(self.participant(id, member.moderator, entry, self.room_aec(room)))
+    }
+}
+
+fn parse_leg(leg: &str) -> Result<LegId, ControlError> {
+    leg.parse()
+        .map(LegId)
+        .map_err(|_| ControlError::LegNotFound)
+}
+
+/// The API's [`Control`]: room requests go to the task; finished recordings are read from
+/// storage directly (the API calls those on a blocking thread).
+impl Control for BridgeHandle {
+    fn rooms(&self) -> Reply<Vec<RoomSummary>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::Rooms(tx)))
+                .await
+                .unwrap_or_default()
+        })
+    }
+
+    fn room(&self, id: &str) -> Reply<Option<RoomDetail>> {
+        let (this, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::Room(id, tx)))
+                .await
+                .flatten()
+        })
+    }
+
+    fn recording(
+        &self,
+        room: &str,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Reply<Result<RoomDetail, ControlError>> {
+        let (this, room, by) = (self.clone(), room.to_string(), by.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::Recording(room, request, by, tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+
+    fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
+        recording::list_recordings(&self.archive, query)
+    }
+
+    fn recording_manifest(&self, id: &str) -> Result<serde_json::Value, ControlError> {
+        recording::manifest_json(&self.archive, id)
+    }
+
+    fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError> {
+        recording::object(&self.archive, id, object)
+    }
+
+    fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>> {
+        let (this, room, leg) = (self.clone(), room.to_string(), leg.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::Kick(room, leg, tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+
+    fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>> {
+        let (this, room) = (self.clone(), room.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::UpdateRoom(room, patch, tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+
+    fn update_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        patch: ParticipantPatch,
+    ) -> Reply<Result<Participant, ControlError>> {
+        let (this, room, leg) = (self.clone(), room.to_string(), leg.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::UpdateParticipant(room, leg, patch, tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+
+    fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
+        let (this, room) = (self.clone(), room.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::PutRoom(room, spec, tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+
+    fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>> {
+        let (this, room) = (self.clone(), room.to_string());
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(Request::DeleteRoom(room, tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.readiness.load(Ordering::SeqCst) {
+            READY => Readiness::Ready,
+            DRAINING => Readiness::Draining,
+            _ => Readiness::Starting,
+        }
+    }
+
+    fn events(&self, after: u64, room: Option<&str>) -> EventsPage {
+        let page = self.events.since(after, room);
+        EventsPage {
+            events: page.events,
+            next: page.next,
+            missed: page.missed,
+        }
+    }
+
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+}
+
+/// The answer when the bridge task has stopped (shutdown).
+fn stopped() -> ControlError {
+    ControlError::Unavailable("the service is stopping".into())
+}
