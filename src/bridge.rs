@@ -280,7 +280,7 @@ struct LegEntry {
     sdp_version: u64,
     /// What the leg's RTP intake accepts (and its RTCP task's inactivity limit).
     receive: tokio::sync::watch::Sender<ReceiveConfig>,
-    /// The mixer command that adds it to its first room, until the core says where.
+    /// The mixer command that adds it to its first room, until the core places it.
     add: Option<MixerCommand>,
     /// Our SDP answer while its media is set up (the address comes with the sockets).
     pending_answer: Option<roundtable_sip::sdp::Answer>,
@@ -552,17 +552,9 @@ impl Bridge {
                 }
             }
             Action::AddLeg { room, leg } => {
-                let add = self.legs.get_mut(&leg).and_then(|l| l.add.take());
-                if let (Some(MixerCommand::AddLeg { leg, io, media, .. }), Some(entry)) =
-                    (add, self.rooms.get(&room))
-                {
-                    let command = MixerCommand::AddLeg {
-                        room: room.key(),
-                        leg,
-                        io,
-                        media,
-                    };
-                    self.mixer.send(entry.worker, command);
+                // Built for this room in the blocking pool (the destination was known).
+                if let Some(add) = self.legs.get_mut(&leg).and_then(|l| l.add.take()) {
+                    self.send_room(&room, add);
                 }
             }
             Action::MoveLeg { leg, from, to } => {

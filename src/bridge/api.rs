@@ -347,6 +347,21 @@ fn parse_leg(leg: &str) -> Result<LegId, ControlError> {
         .map_err(|_| ControlError::LegNotFound)
 }
 
+impl BridgeHandle {
+    /// Sends an API request to the task; its answer comes back on the request's oneshot.
+    fn request<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> Request + Send + 'static,
+    ) -> Reply<Result<T, ControlError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.ask(|tx| Command::Api(make(tx)))
+                .await
+                .unwrap_or(Err(stopped()))
+        })
+    }
+}
+
 /// The API's [`Control`]: room requests go to the task; finished recordings are read from
 /// storage directly (the API calls those on a blocking thread).
 impl Control for BridgeHandle {
@@ -374,12 +389,8 @@ impl Control for BridgeHandle {
         request: RecordingRequest,
         by: &str,
     ) -> Reply<Result<RoomDetail, ControlError>> {
-        let (this, room, by) = (self.clone(), room.to_string(), by.to_string());
-        Box::pin(async move {
-            this.ask(|tx| Command::Api(Request::Recording(room, request, by, tx)))
-                .await
-                .unwrap_or(Err(stopped()))
-        })
+        let (room, by) = (room.to_string(), by.to_string());
+        self.request(move |tx| Request::Recording(room, request, by, tx))
     }
 
     fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
@@ -395,21 +406,13 @@ impl Control for BridgeHandle {
     }
 
     fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>> {
-        let (this, room, leg) = (self.clone(), room.to_string(), leg.to_string());
-        Box::pin(async move {
-            this.ask(|tx| Command::Api(Request::Kick(room, leg, tx)))
-                .await
-                .unwrap_or(Err(stopped()))
-        })
+        let (room, leg) = (room.to_string(), leg.to_string());
+        self.request(move |tx| Request::Kick(room, leg, tx))
     }
 
     fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>> {
-        let (this, room) = (self.clone(), room.to_string());
-        Box::pin(async move {
-            this.ask(|tx| Command::Api(Request::UpdateRoom(room, patch, tx)))
-                .await
-                .unwrap_or(Err(stopped()))
-        })
+        let room = room.to_string();
+        self.request(move |tx| Request::UpdateRoom(room, patch, tx))
     }
 
     fn update_participant(
@@ -418,30 +421,18 @@ impl Control for BridgeHandle {
         leg: &str,
         patch: ParticipantPatch,
     ) -> Reply<Result<Participant, ControlError>> {
-        let (this, room, leg) = (self.clone(), room.to_string(), leg.to_string());
-        Box::pin(async move {
-            this.ask(|tx| Command::Api(Request::UpdateParticipant(room, leg, patch, tx)))
-                .await
-                .unwrap_or(Err(stopped()))
-        })
+        let (room, leg) = (room.to_string(), leg.to_string());
+        self.request(move |tx| Request::UpdateParticipant(room, leg, patch, tx))
     }
 
     fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
-        let (this, room) = (self.clone(), room.to_string());
-        Box::pin(async move {
-            this.ask(|tx| Command::Api(Request::PutRoom(room, spec, tx)))
-                .await
-                .unwrap_or(Err(stopped()))
-        })
+        let room = room.to_string();
+        self.request(move |tx| Request::PutRoom(room, spec, tx))
     }
 
     fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>> {
-        let (this, room) = (self.clone(), room.to_string());
-        Box::pin(async move {
-            this.ask(|tx| Command::Api(Request::DeleteRoom(room, tx)))
-                .await
-                .unwrap_or(Err(stopped()))
-        })
+        let room = room.to_string();
+        self.request(move |tx| Request::DeleteRoom(room, tx))
     }
 
     fn readiness(&self) -> Readiness {

@@ -11,7 +11,7 @@ use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, Rec
 use roundtable_mixer::LegControls;
 use roundtable_mixer::pool::{Command as MixerCommand, LegIo};
 use roundtable_sip::Rejection;
-use roundtable_sip::endpoint::{IncomingCall, Reoffer, Transport};
+use roundtable_sip::endpoint::{CallKey, IncomingCall, Reoffer, Transport};
 use roundtable_sip::sdp::{Answer, AudioCodec, Direction, NegotiationError, Offer, SrtpPolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,6 +26,17 @@ pub struct LegMedia {
     supervision: socket::Supervision,
     lease: Arc<socket::PortLease>,
     rtp: SocketAddr,
+}
+
+/// The SIP answer to a refusal of the core, and its metric label.
+fn refusal_answer(refusal: Refusal) -> (&'static str, Rejection) {
+    match refusal {
+        Refusal::NotAccepting => ("draining", Rejection::new(503, "Service Unavailable")),
+        Refusal::LockedOut => ("forbidden", Rejection::new(403, "Forbidden")),
+        Refusal::MaxCalls => ("max_calls", Rejection::new(503, "Service Unavailable")),
+        Refusal::RoomFull => ("room_full", Rejection::new(486, "Busy Here")),
+        Refusal::RoomLocked => ("room_locked", Rejection::new(403, "Conference Locked")),
+    }
 }
 
 impl Bridge {
@@ -89,15 +100,15 @@ impl Bridge {
         Ok(Destination::Room { room, moderator })
     }
 
-    /// Refuses a call, counted under `reason`.
-    fn refuse(&self, call: &IncomingCall, reason: &'static str, rejection: Rejection) {
-        info!(call_id = %call.call_id, uri = %call.request_uri, code = rejection.code, reason, "call refused");
+    /// Refuses a pending call, counted under `reason`.
+    fn refuse(&self, call: CallKey, call_id: &str, reason: &'static str, rejection: Rejection) {
+        info!(call_id = %call_id, code = rejection.code, reason, "call refused");
         self.metrics
             .calls_rejected
             .with_label_values(&[reason])
             .inc();
         if let Some(sip) = &self.sip {
-            sip.reject(call.call, rejection);
+            sip.reject(call, rejection);
         }
     }
 
@@ -112,17 +123,17 @@ impl Bridge {
                 } else {
                     "no_room"
                 };
-                return self.refuse(&call, reason, rejection);
+                return self.refuse(call.call, &call.call_id, reason, rejection);
             }
         };
         let (offer, mut answer) = match self.negotiate(&call) {
             Ok(pair) => pair,
-            Err(rejection) => return self.refuse(&call, "sdp", rejection),
+            Err(rejection) => return self.refuse(call.call, &call.call_id, "sdp", rejection),
         };
         let srtp = match answer.srtp.as_ref().map(srtp_contexts) {
             None => None,
             Some(Ok(contexts)) => Some(contexts),
-            Some(Err(rejection)) => return self.refuse(&call, "sdp", rejection),
+            Some(Err(rejection)) => return self.refuse(call.call, &call.call_id, "sdp", rejection),
         };
         if let Some((local, ..)) = &srtp {
             answer.set_local_key(local.key_params());
@@ -135,21 +146,11 @@ impl Bridge {
         let leg = match self.core.handle_call(now, source, destination, &self.book) {
             Ok(leg) => leg,
             Err(refusal) => {
-                let (reason, rejection) = match refusal {
-                    Refusal::NotAccepting => {
-                        ("draining", Rejection::new(503, "Service Unavailable"))
-                    }
-                    Refusal::LockedOut => {
-                        self.metrics.lockout_refusals.inc();
-                        ("forbidden", Rejection::new(403, "Forbidden"))
-                    }
-                    Refusal::MaxCalls => ("max_calls", Rejection::new(503, "Service Unavailable")),
-                    Refusal::RoomFull => ("room_full", Rejection::new(486, "Busy Here")),
-                    Refusal::RoomLocked => {
-                        ("room_locked", Rejection::new(403, "Conference Locked"))
-                    }
-                };
-                return self.refuse(&call, reason, rejection);
+                if refusal == Refusal::LockedOut {
+                    self.metrics.lockout_refusals.inc();
+                }
+                let (reason, rejection) = refusal_answer(refusal);
+                return self.refuse(call.call, &call.call_id, reason, rejection);
             }
         };
         let room = target.unwrap_or_else(|| RoomId::lobby(leg));
@@ -283,21 +284,18 @@ impl Bridge {
         let Some(entry) = self.legs.get_mut(&leg) else {
             return; // Cancelled meanwhile: dropping the media closes its sockets.
         };
-        let (call, answer) = (entry.call, entry.pending_answer.take());
-        let refuse = |bridge: &mut Bridge, reason: &'static str, rejection: Rejection| {
-            bridge
-                .metrics
-                .calls_rejected
-                .with_label_values(&[reason])
-                .inc();
-            if let Some(sip) = &bridge.sip {
-                sip.reject(call, rejection);
-            }
-            bridge.core.handle_ended(now, leg, Departure::Refused);
-        };
+        let (call, call_id, answer) = (
+            entry.call,
+            entry.call_id.clone(),
+            entry.pending_answer.take(),
+        );
         let (media, answer) = match (media, answer) {
             (Ok(media), Some(answer)) => (media, answer),
-            (Err(rejection), _) => return refuse(self, "rtp_ports", rejection),
+            (Err(rejection), _) => {
+                self.refuse(call, &call_id, "rtp_ports", rejection);
+                self.core.handle_ended(now, leg, Departure::Refused);
+                return;
+            }
             (Ok(_), None) => return, // Placed already; a second report is ignored.
         };
         let advertised = SocketAddr::new(
@@ -311,11 +309,9 @@ impl Bridge {
             entry.add = Some(media.add);
         }
         if let Err(refusal) = self.core.handle_media_ready(now, leg, &self.book) {
-            let (reason, rejection) = match refusal {
-                Refusal::RoomLocked => ("room_locked", Rejection::new(403, "Conference Locked")),
-                _ => ("room_full", Rejection::new(486, "Busy Here")),
-            };
-            refuse(self, reason, rejection);
+            // The core has let the leg go (its `Ended` follows).
+            let (reason, rejection) = refusal_answer(refusal);
+            self.refuse(call, &call_id, reason, rejection);
             return;
         }
         let Some(entry) = self.legs.get_mut(&leg) else {
