@@ -1,6 +1,7 @@
 //! The conference core on simulated time: no sockets, no clock, every action checked.
 
 use super::*;
+use crate::lockout::Scope;
 
 /// Rooms as the tests define them: `4242` has PINs, `small` holds two, `auto` records, `mod`
 /// waits for and ends with its moderator; every other id is an open room of ten.
