@@ -102,7 +102,7 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
         }
     };
     Ok(Storage {
-        archive: Arc::new(archive),
+        archive: Arc::new(archive.with_fsync_delay(config.testing.spool_fsync_delay)),
         stop,
         counters,
     })

@@ -45,6 +45,7 @@ use crate::rooms::RoomBook;
 use crate::time::{self, WallClock};
 
 mod api;
+mod book;
 mod calls;
 mod recording;
 use recording::ActiveRecording;
@@ -157,6 +158,10 @@ pub enum Command {
     Info(CallKey, String, Vec<u8>),
     /// A leg's media ended on its own (RTP inactivity or a socket error).
     MediaEnded(LegId, Departure),
+    /// `rooms.json` was written (or not) for the first waiting room definition change.
+    BookWritten(Result<(), crate::rooms::RoomBookError>),
+    /// A recording's spool was opened in the blocking pool (or could not be).
+    RecordingOpened(Box<recording::Opened>),
     /// A leg detached from a mixer room, on its way to `to`.
     Detached(LegId, RoomId, Box<LegIo>),
     /// Talking and echo cancellation changes from a mixer thread.
@@ -297,6 +302,8 @@ struct LegEntry {
 struct RoomEntry {
     worker: WorkerId,
     recording: Option<ActiveRecording>,
+    /// A recording's spool is being opened in the blocking pool.
+    recording_starting: bool,
     /// Legs on their way into this room: its commands wait until they arrived, so none
     /// reaches the mixer before the room's legs do.
     arriving: usize,
@@ -308,6 +315,8 @@ pub struct Bridge {
     config: Config,
     core: Conference,
     book: RoomBook,
+    /// Room definition changes: the one being written to `rooms.json`, then those waiting.
+    book_writes: std::collections::VecDeque<book::BookWrite>,
     handle: BridgeHandle,
     mixer: Arc<MixerPool>,
     ports: Arc<Mutex<PortAllocator>>,
@@ -354,6 +363,7 @@ impl Bridge {
         let bridge = Bridge {
             core: Conference::new(limits),
             book,
+            book_writes: Default::default(),
             handle: handle.clone(),
             mixer: Arc::new(mixer),
             ports: Arc::new(Mutex::new(PortAllocator::new(config.rtp_ports))),
@@ -437,6 +447,8 @@ impl Bridge {
             }
             Command::MediaEnded(leg, why) => self.core.handle_ended(now, leg, why),
             Command::Detached(leg, to, io) => self.arrived(leg, to, io),
+            Command::RecordingOpened(opened) => self.recording_opened(*opened),
+            Command::BookWritten(written) => self.book_written(written),
             Command::Mixer(event) => self.mixer_event(event),
             Command::Api(request) => self.api(request),
             Command::ActiveCalls(reply) => {
@@ -523,6 +535,7 @@ impl Bridge {
                     RoomEntry {
                         worker,
                         recording: None,
+                        recording_starting: false,
                         arriving: 0,
                         held: Vec::new(),
                     },
@@ -646,7 +659,7 @@ impl Bridge {
             }
             Action::AutoRecord(room) => {
                 // A failed auto-start is logged and counted; the call itself goes on.
-                let _ = self.start_recording(&room, self.config.recording_mode, None);
+                self.start_recording(&room, self.config.recording_mode, None, None);
             }
             Action::Record { room, note } => self.record_note(&room, note),
             Action::Hangup(leg) => self.hang_up(leg),

@@ -103,6 +103,9 @@ drain_s = 0
 level = "info"
 format = "text"
 
+[testing]
+spool_fsync_delay_ms = 0
+
 [room]
 pin = ""
 moderator_pin = ""
@@ -148,6 +151,7 @@ struct Raw {
     recording: RawRecording,
     shutdown: RawShutdown,
     log: RawLog,
+    testing: RawTesting,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +343,12 @@ struct RawRecording {
 #[serde(deny_unknown_fields)]
 struct RawShutdown {
     drain_s: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTesting {
+    spool_fsync_delay_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,6 +547,28 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// `[testing]`: faults tests inject. Production leaves them at zero; the service warns at
+    /// start when any is set.
+    pub testing: Testing,
+}
+
+/// Test hooks, in one place so that no production path reads one by accident: each is off at
+/// its default, and [`Testing::hooks_set`] names those that are not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Testing {
+    /// A pause before each new recording's first fsync (a slow disk), in the blocking pool.
+    pub spool_fsync_delay: Duration,
+}
+
+impl Testing {
+    /// The keys of the hooks that are set, for the warning at start.
+    pub fn hooks_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if !self.spool_fsync_delay.is_zero() {
+            set.push("testing.spool_fsync_delay_ms");
+        }
+        set
+    }
 }
 
 /// Command-line values that override the file and environment (for the common keys).
@@ -1145,6 +1177,19 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         drain: Duration::from_secs(drain),
         log_level,
         log_format,
+        testing: Testing {
+            spool_fsync_delay: Duration::from_millis(
+                u64::try_from(raw.testing.spool_fsync_delay_ms)
+                    .ok()
+                    .filter(|ms| *ms <= 60_000)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "testing.spool_fsync_delay_ms",
+                            "must be between 0 and 60000",
+                        )
+                    })?,
+            ),
+        },
     })
 }
 

@@ -210,6 +210,13 @@ fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> {
+    let hooks = config.testing.hooks_set();
+    if !hooks.is_empty() {
+        warn!(
+            hooks = hooks.join(", "),
+            "test hooks are set ([testing]): this configuration is for tests, not production"
+        );
+    }
     match roundtable_media::socket::raise_descriptor_limit() {
         Ok(limit) => info!(
             limit,

@@ -238,37 +238,22 @@ impl RoomBook {
         self.configured.contains_key(id) && !self.api.contains_key(id)
     }
 
-    /// Defines a room and saves the book.
-    pub fn put(&mut self, id: &str, room: RoomConfig) -> Result<(), RoomBookError> {
-        let previous = self.api.insert(id.to_string(), room);
-        self.save().inspect_err(|_| {
-            // Keep memory and disk in agreement.
-            match previous {
-                Some(p) => self.api.insert(id.to_string(), p),
-                None => self.api.remove(id),
-            };
-        })
-    }
-
-    /// Removes an API-defined room and saves the book; `false` if there was none.
-    pub fn delete(&mut self, id: &str) -> Result<bool, RoomBookError> {
-        let Some(previous) = self.api.remove(id) else {
-            return Ok(false);
-        };
-        self.save().inspect_err(|_| {
-            self.api.insert(id.to_string(), previous.clone());
-        })?;
-        Ok(true)
-    }
-
-    /// Writes the API rooms atomically (temporary file, fsync, rename), readable by owner only
-    /// since it holds PINs.
-    fn save(&self) -> Result<(), RoomBookError> {
-        let mut rooms: Vec<StoredRoom> = self
-            .api
-            .iter()
+    /// The rooms file as it would be after `change` (nothing changes yet): the bridge writes it
+    /// in the blocking pool, then [`RoomBook::apply`]s the change, so memory and disk agree.
+    pub fn file_after(&self, change: &BookChange) -> Result<BookFile, RoomBookError> {
+        let mut api = self.api.clone();
+        match change {
+            BookChange::Put(id, room) => {
+                api.insert(id.clone(), room.clone());
+            }
+            BookChange::Delete(id) => {
+                api.remove(id);
+            }
+        }
+        let mut rooms: Vec<StoredRoom> = api
+            .into_iter()
             .map(|(id, r)| StoredRoom {
-                id: id.clone(),
+                id,
                 pin: r.pin.as_ref().map(|p| p.expose().to_string()),
                 moderator_pin: r.moderator_pin.as_ref().map(|p| p.expose().to_string()),
                 max_participants: r.max_participants,
@@ -281,18 +266,74 @@ impl RoomBook {
             })
             .collect();
         rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        let bytes =
+            serde_json::to_vec_pretty(&Stored { rooms }).map_err(|e| RoomBookError::Save {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        Ok(BookFile {
+            path: self.path.clone(),
+            bytes,
+        })
+    }
+
+    /// Makes a change whose file is written.
+    pub fn apply(&mut self, change: BookChange) {
+        match change {
+            BookChange::Put(id, room) => {
+                self.api.insert(id, room);
+            }
+            BookChange::Delete(id) => {
+                self.api.remove(&id);
+            }
+        }
+    }
+
+    /// Whether `id` was defined through the API.
+    pub fn is_api_defined(&self, id: &str) -> bool {
+        self.api.contains_key(id)
+    }
+
+    /// Writes and applies a change in one go (tests).
+    #[cfg(test)]
+    fn change(&mut self, change: BookChange) -> Result<(), RoomBookError> {
+        self.file_after(&change)?.write()?;
+        self.apply(change);
+        Ok(())
+    }
+}
+
+/// A change to the API-defined rooms.
+#[derive(Debug, Clone)]
+pub enum BookChange {
+    /// Define (or redefine) a room.
+    Put(String, RoomConfig),
+    /// Remove a room's API definition.
+    Delete(String),
+}
+
+/// The rooms file's new content and where it goes.
+#[derive(Debug)]
+pub struct BookFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl BookFile {
+    /// Writes the file atomically (temporary file, fsync, rename), readable by owner only since
+    /// it holds PINs. Blocking: run it off the bridge task.
+    pub fn write(&self) -> Result<(), RoomBookError> {
         let error = |source| RoomBookError::Save {
             path: self.path.clone(),
             source,
         };
-        let bytes = serde_json::to_vec_pretty(&Stored { rooms }).map_err(|e| error(e.into()))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(error)?;
-        file.write_all(&bytes)
+        file.write_all(&self.bytes)
             .and_then(|()| file.sync_all())
             .map_err(error)?;
         std::fs::rename(&tmp, &self.path).map_err(error)
@@ -324,16 +365,17 @@ mod tests {
         let path = dir.path().join("rooms.json");
         let configured: HashMap<_, _> = [("1".to_string(), with_pin("11"))].into();
         let mut book = RoomBook::load(configured.clone(), defaults(), path.clone()).unwrap();
-        book.put(
-            "2",
+        book.change(BookChange::Put(
+            "2".into(),
             RoomConfig {
                 max_participants: Some(5),
                 record: Some(true),
                 ..with_pin("22")
             },
-        )
+        ))
         .unwrap();
-        book.put("1", RoomConfig::default()).unwrap();
+        book.change(BookChange::Put("1".into(), RoomConfig::default()))
+            .unwrap();
         let book = RoomBook::load(configured.clone(), defaults(), path.clone()).unwrap();
         assert_eq!(
             book.settings("2").pin.as_ref().map(Secret::expose),
@@ -351,8 +393,9 @@ mod tests {
         ids.sort();
         assert_eq!(ids, ["1", "2"]);
         let mut book = book;
-        assert!(book.delete("2").unwrap());
-        assert!(!book.delete("2").unwrap());
+        assert!(book.is_api_defined("2"));
+        book.change(BookChange::Delete("2".into())).unwrap();
+        assert!(!book.is_api_defined("2"));
         assert!(
             RoomBook::load(configured, defaults(), path.clone())
                 .unwrap()

@@ -187,9 +187,10 @@ impl ParticipantPatch {
 pub struct RoomDetail {
     /// The room id.
     pub id: String,
-    /// Whether it is being recorded.
+    /// Whether it is being recorded (or its recording is starting).
     pub recording: bool,
-    /// The running recording's id (`<room>/<start>`).
+    /// The running recording's id (`<room>/<start>`); absent while the recording's files are
+    /// still being created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
     /// Whether the running recording is paused.

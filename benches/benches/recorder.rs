@@ -39,6 +39,7 @@ fn record(rate: u32, legs: u64, frames: u64) -> (f64, f64, u64) {
         rate,
         mode: Mode::Both,
         spool: dir.path().into(),
+        fsync_delay: std::time::Duration::ZERO,
     };
     let (tx, rx) = sync_channel(64);
     let n = rate as usize / 50;

@@ -38,6 +38,8 @@ pub struct Archive {
     signer: Arc<Signer>,
     retention: Retention,
     account: Arc<SpoolAccount>,
+    /// `testing.spool_fsync_delay_ms`, given to every recording it starts.
+    fsync_delay: std::time::Duration,
 }
 
 impl std::fmt::Debug for Archive {
@@ -69,6 +71,15 @@ impl Archive {
             signer,
             retention,
             account,
+            fsync_delay: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Sets the test hook that delays each new recording's first fsync (see [`Spec::fsync_delay`]).
+    pub fn with_fsync_delay(self, fsync_delay: std::time::Duration) -> Archive {
+        Archive {
+            fsync_delay,
+            ..self
         }
     }
 
@@ -99,6 +110,7 @@ impl Archive {
     ) -> Result<Recording, RecordError> {
         let spec = Spec {
             spool: self.spool.clone(),
+            fsync_delay: self.fsync_delay,
             ..spec
         };
         let mut recording = Recording::start(spec.clone(), frames, self.account.clone())?;
@@ -332,6 +344,7 @@ fn recover_files(dir: &Path, spool: &Path) -> Result<Closed, RecordError> {
         rate,
         mode,
         spool: spool.to_path_buf(),
+        fsync_delay: std::time::Duration::ZERO,
     };
     if let Some(stopped) = entries.iter().rev().find(|e| e.event == Event::Stopped) {
         return Ok(Closed {

@@ -61,6 +61,9 @@ pub struct Spec {
     pub mode: Mode,
     /// The spool root (the recording's files go under `recordings/<room>/<start>/` in it).
     pub spool: PathBuf,
+    /// A test hook (`testing.spool_fsync_delay_ms`): a pause before the new folder's fsync, to
+    /// show that a slow disk delays nobody but the recording. Zero in production.
+    pub fsync_delay: std::time::Duration,
 }
 
 impl Spec {

@@ -22,6 +22,7 @@ fn spec(dir: &Path, mode: Mode) -> Spec {
         rate: RATE,
         mode,
         spool: dir.to_path_buf(),
+        fsync_delay: std::time::Duration::ZERO,
     }
 }
 

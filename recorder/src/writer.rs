@@ -189,6 +189,9 @@ pub(crate) fn open(
         },
     };
     ledger.append(&started);
+    if !spec.fsync_delay.is_zero() {
+        std::thread::sleep(spec.fsync_delay);
+    }
     ledger.sync()?;
     sync_dir(&dir)?;
     if let Some(parent) = dir.parent() {

@@ -4,13 +4,12 @@
 use roundtable_api::{
     Participant, ParticipantAudio, ReceiveQuality, RoomDetail, RoomSummary, RtcpReport,
 };
-use roundtable_conference::{LegId, RoomId};
+use roundtable_conference::LegId;
 use roundtable_mixer::pool::Command as MixerCommand;
 use tokio::sync::oneshot;
 use tracing::info;
 
 use super::*;
-use crate::config::RoomConfig;
 
 /// An API request and where its answer goes.
 pub enum Request {
@@ -69,17 +68,10 @@ impl Bridge {
             Request::Room(id, reply) => {
                 let _ = reply.send(self.room_detail(&id));
             }
-            Request::PutRoom(id, spec, reply) => {
-                let _ = reply.send(self.put_room(&id, spec));
-            }
-            Request::DeleteRoom(id, reply) => {
-                let _ = reply.send(self.delete_room(&id));
-            }
+            Request::PutRoom(id, spec, reply) => self.put_room(&id, spec, reply),
+            Request::DeleteRoom(id, reply) => self.delete_room(id, reply),
             Request::Recording(room, request, by, reply) => {
-                let result = self
-                    .recording_request(&room, request, &by)
-                    .and_then(|()| self.room_detail(&room).ok_or(ControlError::RoomNotFound));
-                let _ = reply.send(result);
+                self.recording_request(&room, request, by, reply);
             }
             Request::Kick(room, leg, reply) => {
                 let result =
@@ -111,7 +103,10 @@ impl Bridge {
             .map(|(id, participants)| RoomSummary {
                 id: id.to_string(),
                 participants,
-                recording: self.rooms.get(id).is_some_and(|r| r.recording.is_some()),
+                recording: self
+                    .rooms
+                    .get(id)
+                    .is_some_and(|r| r.recording.is_some() || r.recording_starting),
             })
             .collect();
         for id in self.book.ids() {
@@ -149,7 +144,9 @@ impl Bridge {
                 participants: Vec::new(),
             });
         };
-        let recording = self.rooms.get(id).and_then(|r| r.recording.as_ref());
+        let entry = self.rooms.get(id);
+        let starting = entry.is_some_and(|r| r.recording_starting);
+        let recording = entry.and_then(|r| r.recording.as_ref());
         let participants = view
             .members
             .iter()
@@ -159,7 +156,7 @@ impl Bridge {
             .collect();
         Some(RoomDetail {
             id: id.to_string(),
-            recording: recording.is_some(),
+            recording: recording.is_some() || starting,
             recording_id: recording.map(|r| r.recording.id().to_string()),
             recording_paused: recording.is_some_and(|r| r.paused),
             aec: aec_setting(room_aec),
@@ -225,67 +222,6 @@ impl Bridge {
                 talking: leg.talking,
             },
             moderator,
-        }
-    }
-
-    fn put_room(&mut self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
-        let id = RoomId::parse(room).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let pin = |p: Option<String>| -> Result<Option<crate::config::Secret>, ControlError> {
-            match p.as_deref().and_then(crate::config::pin_problem) {
-                Some(reason) => Err(ControlError::Invalid(reason.into())),
-                None => Ok(p.map(crate::config::Secret::new)),
-            }
-        };
-        let cap = self.config.max_legs_per_room;
-        let max_participants = match spec.max_participants {
-            Some(n) if n == 0 || n as usize > cap => {
-                return Err(ControlError::Invalid(format!(
-                    "max_participants is 1 to {cap} (media.max_legs_per_room)"
-                )));
-            }
-            n => n.map(|n| n as usize),
-        };
-        let config = RoomConfig {
-            pin: pin(spec.pin)?,
-            moderator_pin: pin(spec.moderator_pin)?,
-            max_participants,
-            record: spec.record,
-            aec: spec.aec.map(aec_mode),
-            join_leave_tones: spec.join_leave_tones,
-            alone_prompt: spec.alone_prompt,
-            wait_for_moderator: spec.wait_for_moderator,
-            end_with_moderator: spec.end_with_moderator,
-        };
-        let aec = config.aec;
-        self.book
-            .put(room, config)
-            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
-        if self.core.room(room).is_some() {
-            self.send_room(
-                &id,
-                MixerCommand::SetRoomAec {
-                    room: id.key(),
-                    mode: aec,
-                },
-            );
-        }
-        info!(room = %room, "room defined through the API");
-        self.room_detail(room).ok_or(ControlError::RoomNotFound)
-    }
-
-    fn delete_room(&mut self, room: &str) -> Result<(), ControlError> {
-        if self.book.is_configured_only(room) {
-            return Err(ControlError::Conflict(
-                "the room is defined in the configuration file",
-            ));
-        }
-        match self.book.delete(room) {
-            Ok(true) => {
-                info!(room = %room, "room definition removed through the API");
-                Ok(())
-            }
-            Ok(false) => Err(ControlError::RoomNotFound),
-            Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
     }
 

@@ -2,28 +2,67 @@
 //! who joined, left, was muted and heard the notice, finishing it into the store, and reading
 //! finished recordings back for the API.
 
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use std::time::UNIX_EPOCH;
 
 use roundtable_api::{
     ControlError, Download, RecordingAction, RecordingMode, RecordingQuery, RecordingRequest,
-    RecordingSummary, RecordingsPage,
+    RecordingSummary, RecordingsPage, RoomDetail,
 };
 use roundtable_conference::conference::RecordNote;
 use roundtable_conference::lobby::Prompt;
 use roundtable_conference::{LegId, RoomId};
+use roundtable_media::frames::MixFrame;
 use roundtable_mixer::pool::{Command, RECORDER_QUEUE};
 use roundtable_recorder::upload::UploadError;
 use roundtable_recorder::{Archive, Control as RecordControl, Mode, RecordError, Recording, Spec};
 use roundtable_storage::{ObjectKey, StorageError};
+use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::Bridge;
+use super::{Bridge, Command as BridgeCommand};
 use crate::time;
 
 /// A room's running recording.
 pub(super) struct ActiveRecording {
     pub(super) recording: Recording,
     pub(super) paused: bool,
+}
+
+/// Where a `POST /v1/rooms/{room}/recording` hears back.
+pub(super) type RoomReply = oneshot::Sender<Result<RoomDetail, ControlError>>;
+
+/// A recording start's outcome from the blocking pool, and what it was asked with.
+pub struct Opened {
+    room: RoomId,
+    mode: Mode,
+    by: Option<String>,
+    reply: Option<RoomReply>,
+    /// The running recording and the mixer's end of its frame queue, or why it did not start.
+    opened: Result<(Recording, SyncSender<MixFrame>), String>,
+}
+
+/// Opens a recording of `spec` under the first of `folders` not taken in the spool (blocking:
+/// creates and fsyncs its folder and files).
+fn open_recording(
+    archive: &Arc<Archive>,
+    spec: Spec,
+    folders: Vec<String>,
+) -> Result<(Recording, SyncSender<MixFrame>), String> {
+    for folder in folders {
+        let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
+        let spec = Spec {
+            start: folder,
+            ..spec.clone()
+        };
+        match archive.start(spec, rx) {
+            Ok(recording) => return Ok((recording, tx)),
+            Err(RecordError::Exists(_)) => continue,
+            Err(error) => return Err(format!("recording not started: {error}")),
+        }
+    }
+    Err("no free recording name".into())
 }
 
 fn mode_of(mode: RecordingMode) -> Mode {
@@ -45,15 +84,70 @@ fn basic_instant(text: &str) -> Option<String> {
 }
 
 impl Bridge {
-    /// Starts recording `room`; `by` is the API caller.
+    /// Starts recording `room`; `by` is the API caller. The checks run here; the spool folder,
+    /// its files and their fsyncs in the blocking pool, whose result comes back as
+    /// [`BridgeCommand::RecordingOpened`] ([`Bridge::recording_opened`]). `reply`, if any, hears
+    /// then.
     pub(super) fn start_recording(
         &mut self,
         room: &RoomId,
         mode: Mode,
-        by: Option<&str>,
-    ) -> Result<(), ControlError> {
+        by: Option<String>,
+        reply: Option<RoomReply>,
+    ) {
+        if let Err(error) = self.check_start(room) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error));
+            }
+            return;
+        }
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.recording_starting = true;
+        }
+        let now = self.clock.now();
+        let start = time::iso_basic(now);
+        let start_unix_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // A room recorded twice in one second gets `-2`, `-3`... (the spool folder, and this
+        // process's memory of names it used, tell which are taken).
+        let folders: Vec<String> = (1..=20)
+            .map(|attempt| match attempt {
+                1 => start.clone(),
+                n => format!("{start}-{n}"),
+            })
+            .filter(|folder| !self.recent_recordings.contains(&format!("{room}/{folder}")))
+            .collect();
+        let spec = Spec {
+            room: room.to_string(),
+            start: String::new(),
+            start_unix_ms,
+            rate: self.config.audio_rate,
+            mode,
+            spool: Default::default(),
+            fsync_delay: Default::default(),
+        };
+        let (archive, handle, room) = (
+            self.handle.archive.clone(),
+            self.handle.clone(),
+            room.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let opened = open_recording(&archive, spec, folders);
+            handle.send(BridgeCommand::RecordingOpened(Box::new(Opened {
+                room,
+                mode,
+                by,
+                reply,
+                opened,
+            })));
+        });
+    }
+
+    /// Why `room` cannot start recording now, if it cannot.
+    fn check_start(&self, room: &RoomId) -> Result<(), ControlError> {
         let entry = self.rooms.get(room).ok_or(ControlError::RoomNotFound)?;
-        if entry.recording.is_some() {
+        if entry.recording.is_some() || entry.recording_starting {
             return Err(ControlError::Conflict("room is already being recorded"));
         }
         let account = self.handle.archive.account();
@@ -64,80 +158,88 @@ impl Bridge {
                 "recording refused: the recording spool is over 80% of its quota".into(),
             ));
         }
-        let now = self.clock.now();
-        let start = time::iso_basic(now);
-        let start_unix_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut started = None;
-        // A room recorded twice in one second gets `-2`, `-3`... (the spool folder, and this
-        // process's memory of names it used, tell which are taken).
-        for attempt in 1..=20 {
-            let folder = if attempt == 1 {
-                start.clone()
-            } else {
-                format!("{start}-{attempt}")
-            };
-            let id = format!("{room}/{folder}");
-            if self.recent_recordings.contains(&id) {
-                continue;
+        Ok(())
+    }
+
+    /// A recording's spool is open (or could not be): the mixer starts feeding it, and everyone
+    /// in the room is noted in it. A room that closed meanwhile gets its (empty) recording
+    /// stored all the same.
+    pub(super) fn recording_opened(&mut self, opened: Opened) {
+        let Opened {
+            room,
+            mode,
+            by,
+            reply,
+            opened,
+        } = opened;
+        let answer = |result: Result<(), ControlError>, bridge: &Bridge| {
+            if let Some(reply) = reply {
+                let detail = result.and_then(|()| {
+                    bridge
+                        .room_detail(room.as_str())
+                        .ok_or(ControlError::RoomNotFound)
+                });
+                let _ = reply.send(detail);
             }
-            let spec = Spec {
-                room: room.to_string(),
-                start: folder,
-                start_unix_ms,
-                rate: self.config.audio_rate,
-                mode,
-                spool: Default::default(),
-            };
-            let (tx, rx) = std::sync::mpsc::sync_channel(RECORDER_QUEUE);
-            match self.handle.archive.start(spec, rx) {
-                Ok(recording) => {
-                    started = Some((recording, tx));
-                    break;
-                }
-                Err(RecordError::Exists(_)) => continue,
-                Err(error) => {
-                    self.metrics.recording_failures.inc();
-                    warn!(room = %room, %error, "recording not started");
-                    return Err(ControlError::Unavailable(format!(
-                        "recording not started: {error}"
-                    )));
-                }
-            }
-        }
-        let Some((recording, tx)) = started else {
-            return Err(ControlError::Unavailable("no free recording name".into()));
         };
-        self.recent_recordings
-            .retain(|id| id.rsplit('/').next().is_some_and(|f| f.starts_with(&start)));
-        self.recent_recordings.insert(recording.id().to_string());
+        let waiting = self
+            .rooms
+            .get_mut(&room)
+            .filter(|entry| entry.recording_starting);
+        let Some(entry) = waiting else {
+            if let Ok((recording, _)) = opened {
+                // The room is gone: its recording closes at once (its frame sender dropped).
+                self.metrics.recordings_active.inc();
+                let active = ActiveRecording {
+                    recording,
+                    paused: false,
+                };
+                self.finish_recording(room.clone(), active);
+            }
+            return answer(Err(ControlError::RoomNotFound), self);
+        };
+        entry.recording_starting = false;
+        let (recording, sink) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                self.metrics.recording_failures.inc();
+                warn!(room = %room, %error, "recording not started");
+                return answer(Err(ControlError::Unavailable(error)), self);
+            }
+        };
         let id = recording.id().to_string();
+        let start = id.rsplit('/').next().unwrap_or_default();
+        let second = start.split('-').next().unwrap_or_default().to_string();
+        self.recent_recordings.retain(|id| {
+            id.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with(&second))
+        });
+        self.recent_recordings.insert(id.clone());
         info!(room = %room, recording = %id, mode = mode.as_str(), "recording started");
         self.event(
             "recording_started",
-            room,
+            &room,
             serde_json::json!({"recording": id, "mode": mode.as_str()}),
         );
         if let Some(by) = by {
             recording.control(RecordControl::Action {
                 action: format!("start {}", mode.as_str()),
-                by: by.to_string(),
+                by,
             });
         }
-        let entry = self.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
-        self.mixer.send(
-            entry.worker,
-            Command::StartRecording {
-                room: room.key(),
-                sink: tx,
-                tracks: mode.tracks(),
-            },
-        );
-        entry.recording = Some(ActiveRecording {
-            recording,
-            paused: false,
-        });
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            entry.recording = Some(ActiveRecording {
+                recording,
+                paused: false,
+            });
+        }
+        let start = Command::StartRecording {
+            room: room.key(),
+            sink,
+            tracks: mode.tracks(),
+        };
+        self.send_room(&room, start);
         self.metrics.recordings_active.inc();
         // Everyone already in the room is in the recording, and hears the notice.
         let members: Vec<LegId> = self
@@ -146,12 +248,12 @@ impl Bridge {
             .map(|view| view.members.iter().map(|m| m.leg).collect())
             .unwrap_or_default();
         for leg in members {
-            self.record_note(room, RecordNote::Joined(leg));
+            self.record_note(&room, RecordNote::Joined(leg));
             if self.legs.get(&leg).is_some_and(|l| l.controls.muted) {
-                self.record_note(room, RecordNote::Muted(leg, true));
+                self.record_note(&room, RecordNote::Muted(leg, true));
             }
         }
-        Ok(())
+        answer(Ok(()), self);
     }
 
     /// Tells a room's recording, if one runs, what the core noted; a leg that joins a recorded
@@ -237,18 +339,37 @@ impl Bridge {
         &mut self,
         room: &str,
         request: RecordingRequest,
-        by: &str,
-    ) -> Result<(), ControlError> {
-        let key = self
-            .core
-            .room(room)
-            .map(|view| view.id)
-            .ok_or(ControlError::RoomNotFound)?;
+        by: String,
+        reply: RoomReply,
+    ) {
+        let key = match self.core.room(room) {
+            Some(view) => view.id,
+            None => {
+                let _ = reply.send(Err(ControlError::RoomNotFound));
+                return;
+            }
+        };
         if request.action == RecordingAction::Start {
             let mode = request.mode.map_or(self.config.recording_mode, mode_of);
-            return self.start_recording(&key, mode, Some(by));
+            return self.start_recording(&key, mode, Some(by), Some(reply));
         }
-        let entry = self.rooms.get_mut(&key).ok_or(ControlError::RoomNotFound)?;
+        let result = self
+            .change_recording(&key, request, &by)
+            .and_then(|()| self.room_detail(room).ok_or(ControlError::RoomNotFound));
+        let _ = reply.send(result);
+    }
+
+    /// Pauses, resumes or stops `key`'s recording.
+    fn change_recording(
+        &mut self,
+        room: &RoomId,
+        request: RecordingRequest,
+        by: &str,
+    ) -> Result<(), ControlError> {
+        let entry = self.rooms.get_mut(room).ok_or(ControlError::RoomNotFound)?;
+        if entry.recording_starting {
+            return Err(ControlError::Conflict("recording is starting"));
+        }
         let active = entry
             .recording
             .as_mut()
@@ -284,7 +405,7 @@ impl Bridge {
                     } else {
                         "recording_resumed"
                     },
-                    &key,
+                    room,
                     serde_json::json!({"recording": id}),
                 );
             }
@@ -292,8 +413,8 @@ impl Bridge {
                 // `active` borrowed it above: it is there.
                 let recording = entry.recording.take().expect("checked above");
                 self.mixer
-                    .send(entry.worker, Command::StopRecording { room: key.key() });
-                self.finish_recording(key, recording);
+                    .send(entry.worker, Command::StopRecording { room: room.key() });
+                self.finish_recording(room.clone(), recording);
             }
         }
         Ok(())

@@ -56,7 +56,7 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 /// Every key the code reads, `section.key`, except the arrays of tables (`[[dialplan]]`,
 /// `[[rooms]]`), which are examples rather than keys with defaults.
 fn code_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 13] = [
+    let sections: [(&str, &[&str]); 14] = [
         ("sip", fields_of::<RawSip>()),
         ("sip.auth", fields_of::<RawAuth>()),
         ("sip.limits", fields_of::<RawLimits>()),
@@ -69,6 +69,7 @@ fn code_keys() -> Vec<String> {
         ("recording", fields_of::<RawRecording>()),
         ("shutdown", fields_of::<RawShutdown>()),
         ("log", fields_of::<RawLog>()),
+        ("testing", fields_of::<RawTesting>()),
         ("room", fields_of::<RawRoomDefaults>()),
     ];
     let mut top: Vec<&str> = fields_of::<Raw>().to_vec();
