@@ -47,6 +47,7 @@ use crate::time::{self, WallClock};
 mod api;
 mod book;
 mod calls;
+mod dialout;
 mod recording;
 use recording::ActiveRecording;
 
@@ -150,6 +151,17 @@ pub enum Command {
     MediaReady(LegId, Result<Box<calls::LegMedia>, Rejection>),
     /// A re-INVITE or UPDATE offer.
     Reoffer(Reoffer),
+    /// A dial-out's RTP ports are bound (or not).
+    DialPorts(
+        LegId,
+        Box<Result<roundtable_media::socket::MediaPorts, String>>,
+    ),
+    /// A dial-out got a provisional response.
+    DialProgress(CallKey),
+    /// A dial-out was answered, with this SDP.
+    DialAnswered(CallKey, Vec<u8>),
+    /// A dial-out failed: code, reason, and a 3xx's target.
+    DialFailed(CallKey, u16, String, Option<String>),
     /// A call ended from its side.
     Ended(CallKey, EndReason),
     /// A key press (RFC 4733 from the leg's RTP task, or INFO).
@@ -265,6 +277,18 @@ impl CallHandler for BridgeHandle {
     fn info(&self, call: CallKey, content_type: &str, body: &[u8]) {
         self.send(Command::Info(call, content_type.to_string(), body.to_vec()));
     }
+
+    fn progress(&self, call: CallKey, _code: u16) {
+        self.send(Command::DialProgress(call));
+    }
+
+    fn answered(&self, call: CallKey, body: Vec<u8>) {
+        self.send(Command::DialAnswered(call, body));
+    }
+
+    fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>) {
+        self.send(Command::DialFailed(call, code, reason, redirect));
+    }
 }
 
 /// One leg's media and call, beside the core's view of it.
@@ -296,6 +320,8 @@ struct LegEntry {
     aec_active: bool,
     /// The SIP call is answered (else a hang-up refuses it).
     answered: bool,
+    /// A call we place: where to, and its state until it joins.
+    dial: Option<Box<dialout::DialInfo>>,
 }
 
 /// One mixer room (a room, or a lobby caller's private room).
@@ -421,6 +447,12 @@ impl Bridge {
             Command::Incoming(call) => self.incoming(now, call),
             Command::MediaReady(leg, media) => self.media_ready(now, leg, media),
             Command::Reoffer(offer) => self.reoffer(offer),
+            Command::DialPorts(leg, bound) => self.dial_ports(now, leg, *bound),
+            Command::DialProgress(call) => self.dial_progress(now, call),
+            Command::DialAnswered(call, body) => self.dial_answered(now, call, body),
+            Command::DialFailed(call, code, reason, redirect) => {
+                self.dial_failed(now, call, code, reason, redirect)
+            }
             Command::Ended(call, reason) => {
                 if let Some(&leg) = self.calls.get(&call) {
                     let why = match reason {
@@ -505,6 +537,9 @@ impl Bridge {
     }
 
     fn hang_up(&mut self, leg: LegId) {
+        if self.drop_unsent_dial(leg) {
+            return;
+        }
         let (Some(entry), Some(sip)) = (self.legs.get(&leg), &self.sip) else {
             return;
         };
@@ -754,6 +789,10 @@ impl Bridge {
                     "room_unlocked"
                 };
                 (kind, serde_json::json!({}))
+            }
+            Event::DialState { leg, state } => {
+                info!(room = %room, leg = %leg, state = state.as_str(), "dial-out state");
+                ("participant_state", Self::dial_state_fields(leg, &state))
             }
             Event::WaitingForModerator(on) => {
                 let kind = if on {

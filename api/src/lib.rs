@@ -100,6 +100,113 @@ pub struct Participant {
     pub audio: ParticipantAudio,
     /// Whether it joined as a moderator (moderator PIN or dial plan).
     pub moderator: bool,
+    /// `answered` for a caller in the room; a leg the bridge calls goes `dialing`, `ringing`,
+    /// `answered`, then `ended`, or `failed`.
+    #[serde(default)]
+    pub state: ParticipantState,
+    /// Why a call we placed failed: the final SIP response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// Where a participant's call stands.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantState {
+    /// The INVITE is out.
+    Dialing,
+    /// The phone rings.
+    Ringing,
+    /// Connected.
+    #[default]
+    Answered,
+    /// It never connected (see `failure`).
+    Failed,
+    /// It connected and is over, or was cancelled.
+    Ended,
+}
+
+/// A final SIP response that ended a call we placed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The SIP code (480 when nobody answered within `timeout_s`).
+    pub code: u16,
+    /// Its reason phrase.
+    pub reason: String,
+}
+
+/// `POST /v1/rooms/{room}/participants`: a call the bridge places into the room.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DialRequest {
+    /// Whom to call: a `sip:` URI, or a `tel:` number through a trunk.
+    pub to: String,
+    /// The trunk to call through (required for `tel:`).
+    #[serde(default)]
+    pub trunk: Option<String>,
+    /// The user part (or whole `sip:` URI) we call from; default: the room id.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The display name the callee sees; default: none.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Seconds it may ring before it is cancelled (1 to 300).
+    #[serde(default = "default_dial_timeout")]
+    pub timeout_s: u32,
+    /// Joins as a moderator.
+    #[serde(default)]
+    pub moderator: bool,
+    /// Joins muted.
+    #[serde(default)]
+    pub muted: bool,
+}
+
+fn default_dial_timeout() -> u32 {
+    30
+}
+
+impl DialRequest {
+    /// Checks what needs no state: the URI scheme, `tel:` with a trunk, the timeout, the
+    /// display name.
+    pub fn check(&self) -> Result<(), ControlError> {
+        let scheme = self
+            .to
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match scheme.as_str() {
+            "sip" | "sips" => {}
+            "tel" if self.trunk.is_none() => {
+                return Err(ControlError::Invalid(
+                    "a tel: number needs a trunk to call through".into(),
+                ));
+            }
+            "tel" => {}
+            _ => {
+                return Err(ControlError::Invalid(format!(
+                    "to: {:?} is not a sip: or tel: URI",
+                    self.to
+                )));
+            }
+        }
+        if !(1..=300).contains(&self.timeout_s) {
+            return Err(ControlError::Invalid("timeout_s: 1 to 300".into()));
+        }
+        let unsafe_text = |t: &str| {
+            t.chars()
+                .any(|c| c.is_control() || c == '"' || c == '<' || c == '>')
+        };
+        if self.display_name.as_deref().is_some_and(unsafe_text)
+            || self.from.as_deref().is_some_and(unsafe_text)
+            || unsafe_text(&self.to)
+        {
+            return Err(ControlError::Invalid(
+                "to, from and display_name may not hold quotes, angle brackets or control characters".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Echo cancellation setting: always, never, or where the echo detector finds echo.
@@ -375,6 +482,9 @@ pub enum ControlError {
     /// No such finished recording (or object of one).
     #[error("recording not found")]
     RecordingNotFound,
+    /// No trunk of that name.
+    #[error("trunk not found")]
+    TrunkNotFound,
     /// The request conflicts with the room's state (e.g. already recording).
     #[error("{0}")]
     Conflict(&'static str),
@@ -392,7 +502,8 @@ impl ControlError {
         match self {
             ControlError::RoomNotFound
             | ControlError::LegNotFound
-            | ControlError::RecordingNotFound => StatusCode::NOT_FOUND,
+            | ControlError::RecordingNotFound
+            | ControlError::TrunkNotFound => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -422,8 +533,10 @@ pub trait Control: Send + Sync + 'static {
     /// One object of a finished recording (`mix.wav`, `legs/7.wav`, `manifest.json`). Called
     /// on a blocking thread.
     fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError>;
-    /// Removes a participant (the bridge sends BYE).
+    /// Removes a participant (the bridge sends BYE, or CANCEL to a call still ringing).
     fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>>;
+    /// Calls someone into a room (`request` checked already), returning the new participant.
+    fn dial(&self, room: &str, request: DialRequest) -> Reply<Result<Participant, ControlError>>;
     /// Changes a running room (lock), returning the room.
     fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>>;
     /// Changes a participant's audio controls, returning the participant.
@@ -492,6 +605,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route("/recordings", get(list_recordings))
         .route("/recordings/{room}/{start}", get(show_recording))
         .route("/recordings/{room}/{start}/{*object}", get(download))
+        .route("/rooms/{room}/participants", post(dial))
         .route(
             "/rooms/{room}/participants/{leg}",
             delete(kick).patch(update_participant),
@@ -729,6 +843,20 @@ async fn delete_room(
 ) -> Result<StatusCode, ApiError> {
     state.control.delete_room(&room).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/rooms/{room}/participants`: 202 with the participant, `dialing`; its progress
+/// follows as `participant_state` events.
+async fn dial(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Participant>), ApiError> {
+    let request: DialRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    request.check()?;
+    let participant = state.control.dial(&room, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(participant)))
 }
 
 async fn kick(

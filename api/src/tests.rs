@@ -97,6 +97,8 @@ impl Fake {
             rtcp: Default::default(),
             audio,
             moderator: false,
+            state: ParticipantState::Answered,
+            failure: None,
         })
     }
     fn update_room_now(&self, room: &str, patch: RoomPatch) -> Result<RoomDetail, ControlError> {
@@ -147,6 +149,14 @@ impl Control for Fake {
     }
     fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>> {
         Box::pin(std::future::ready(self.kick_now(room, leg)))
+    }
+    fn dial(&self, room: &str, request: DialRequest) -> Reply<Result<Participant, ControlError>> {
+        let result = match (self.room_now(room), request.trunk) {
+            (None, _) => Err(ControlError::RoomNotFound),
+            (_, Some(_)) => Err(ControlError::TrunkNotFound),
+            (Some(_), None) => Err(ControlError::Invalid("not in the fake".into())),
+        };
+        Box::pin(std::future::ready(result))
     }
     fn update_participant(
         &self,
@@ -574,4 +584,41 @@ async fn patch_participant_controls() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = call(&app, "PATCH", "/v1/rooms/9", r#"{"locked":true}"#, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dial_requests_are_checked_before_they_reach_the_bridge() {
+    let app = app(None);
+    let post = |body: &'static str| {
+        let app = app.clone();
+        async move { call(&app, "POST", "/v1/rooms/1000/participants", body, None).await }
+    };
+    for (body, status) in [
+        (
+            r#"{"to": "mailto:alice@example.com"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"to": "tel:+15551234567"}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"to": "sip:a@127.0.0.1", "timeout_s": 0}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"to": "sip:a@127.0.0.1", "display_name": "x\"y"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"to": "sip:a@127.0.0.1", "ring": true}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"to": 5}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"to": "tel:+15551234567", "trunk": "nope"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (got, answer) = post(body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
 }

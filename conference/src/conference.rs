@@ -25,7 +25,9 @@ use crate::policy::{PolicyAction, PolicySettings, RoomPolicy};
 use crate::{ConferenceError, LegId, RoomId, Secret};
 
 mod actions;
-pub use actions::{Action, Event, RecordNote, Sound, Tally};
+mod dialout;
+pub use actions::{Action, DialState, Event, RecordNote, Sound, Tally};
+pub use dialout::{DialOut, DialView};
 
 /// What the core reads of a room's definition (the service's room book answers).
 pub trait RoomDirectory {
@@ -126,6 +128,8 @@ pub enum Departure {
     Shutdown,
     /// Refused before it was answered (its media could not be set up, or its room filled).
     Refused,
+    /// A call we placed did not connect (its failure is in its `DialState`).
+    DialFailed,
 }
 
 impl Departure {
@@ -146,6 +150,7 @@ impl Departure {
             Departure::LobbyFailed => "lobby: too many wrong entries",
             Departure::Shutdown => "shutdown",
             Departure::Refused => "refused",
+            Departure::DialFailed => "dial-out failed",
         }
     }
 
@@ -159,6 +164,7 @@ impl Departure {
                 | Departure::SessionExpired
                 | Departure::Unreachable
                 | Departure::Refused
+                | Departure::DialFailed
         )
     }
 }
@@ -166,6 +172,8 @@ impl Departure {
 /// Where a leg is.
 #[derive(Debug)]
 enum Place {
+    /// A call we place, not answered yet.
+    Dialing(dialout::Dialing),
     /// Admitted; its media is being set up.
     Pending(Destination),
     /// In the PIN lobby, in its private mixer room (the lobby is out of its slot only while
@@ -184,6 +192,8 @@ struct Leg {
     muted: bool,
     /// The previous key was `*` (key commands are `*` then a digit).
     star: bool,
+    /// A call we placed (its state changes are events).
+    outbound: bool,
 }
 
 /// One room that is up.
@@ -268,6 +278,7 @@ impl Conference {
             .values()
             .filter_map(|leg| match &leg.place {
                 Place::Lobby(Some(lobby)) => lobby.poll_timeout(),
+                Place::Dialing(dialing) => dialing.deadline(),
                 _ => None,
             })
             .min()
@@ -312,6 +323,7 @@ impl Conference {
                 moderator: false,
                 muted: false,
                 star: false,
+                outbound: false,
             },
         );
         Ok(leg)
@@ -333,7 +345,7 @@ impl Conference {
 
     /// A pending leg's media is ready: it joins its room (checked again: the room may have
     /// filled or locked meanwhile) or starts the lobby. On `Err` the leg is gone and the call
-    /// is to be refused.
+    /// is to be refused (a call we placed, already answered, gets a hang-up action instead).
     pub fn handle_media_ready(
         &mut self,
         now: Instant,
@@ -347,10 +359,16 @@ impl Conference {
         let Place::Pending(destination) = &entry.place else {
             return Ok(());
         };
+        let outbound = entry.outbound;
         match destination.clone() {
             Destination::Room { room, moderator } => {
                 if let Err(refusal) = self.room_open_to(&room, directory) {
-                    self.leave(leg, Departure::Refused);
+                    let why = match refusal {
+                        Refusal::RoomFull if outbound => Departure::RoomFull,
+                        _ if outbound => Departure::RoomLocked,
+                        _ => Departure::Refused,
+                    };
+                    self.leave(leg, why);
                     return Err(refusal);
                 }
                 self.enter_room(leg, room, moderator, directory, None);
@@ -399,6 +417,7 @@ impl Conference {
             );
             self.actions.push_back(Action::OpenRoom(room.clone()));
         }
+        let fresh = from.is_none();
         self.actions.push_back(match from {
             Some(from) => Action::MoveLeg {
                 leg,
@@ -418,6 +437,14 @@ impl Conference {
         self.apply_policy(&room, policy);
         self.note(&room, RecordNote::Joined(leg));
         if muted {
+            if fresh {
+                // A new mixer leg starts unmuted (a moved one keeps its controls).
+                self.actions.push_back(Action::Mute {
+                    room: room.clone(),
+                    leg,
+                    muted: true,
+                });
+            }
             self.note(&room, RecordNote::Muted(leg, true));
         }
         self.event(&room, Event::Joined { leg, moderator });
@@ -500,7 +527,7 @@ impl Conference {
         };
         self.actions.push_back(Action::Tally(Tally::Digit));
         match &mut entry.place {
-            Place::Pending(_) => {}
+            Place::Pending(_) | Place::Dialing(_) => {}
             Place::Lobby(_) => self.drive_lobby(now, leg, directory, |lobby, view| {
                 lobby.handle_digit(now, digit, view)
             }),
@@ -636,6 +663,7 @@ impl Conference {
                 lobby.handle_timeout(now, view)
             });
         }
+        self.dial_timeouts(now);
     }
 
     /// The call of `leg` ended from its side (or its media failed).
@@ -653,7 +681,7 @@ impl Conference {
             self.actions.push_back(Action::Hangup(leg));
         }
         match entry.place {
-            Place::Pending(_) => {}
+            Place::Pending(_) | Place::Dialing(_) => {}
             Place::Lobby(_) => {
                 let private = RoomId::lobby(leg);
                 self.actions.push_back(Action::RemoveLeg {
@@ -679,15 +707,22 @@ impl Conference {
                 self.apply_policy(&room, decisions);
                 if self.rooms.get(&room).is_some_and(|r| r.members.is_empty()) {
                     self.rooms.remove(&room);
-                    self.actions.push_back(Action::CloseRoom(room));
+                    self.actions.push_back(Action::CloseRoom(room.clone()));
+                }
+                if entry.outbound {
+                    let state = DialState::Ended;
+                    self.event(&room, Event::DialState { leg, state });
                 }
             }
         }
         self.actions.push_back(Action::Ended { leg, why });
     }
 
-    /// Removes a participant (the API's kick).
+    /// Removes a participant (the API's kick); a call still ringing is cancelled.
     pub fn kick(&mut self, room: &str, leg: LegId) -> Result<(), ConferenceError> {
+        if self.cancel_dial(room, leg) {
+            return Ok(());
+        }
         let up = self.rooms.get(room).ok_or(ConferenceError::RoomNotFound)?;
         if !up.members.contains(&leg) {
             return Err(ConferenceError::LegNotFound);

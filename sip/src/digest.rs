@@ -231,7 +231,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Computes a client's `Authorization` value for a challenge (tests and the load tools use it).
+/// Computes a client's `Authorization` (or `Proxy-Authorization`) value for a challenge: the
+/// bridge answering a trunk's or proxy's 401/407, and the tests' callers. `None` when the
+/// challenge is not one we can answer (not Digest, an unknown algorithm, `auth-int` only).
+/// With `qop=auth` offered the answer uses it (nc 1, `cnonce`); without, RFC 2069's form. An
+/// `opaque` is echoed.
 pub fn answer(
     challenge: &str,
     method: &str,
@@ -239,26 +243,75 @@ pub fn answer(
     user: &User,
     cnonce: &str,
 ) -> Option<String> {
-    let p = parse_params(challenge.trim().strip_prefix("Digest")?);
+    let (scheme, params) = challenge.trim_start().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    let p = parse_params(params);
     let get = |k: &str| {
         p.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.clone())
     };
     let (realm, nonce) = (get("realm")?, get("nonce")?);
-    let algorithm = match get("algorithm").as_deref() {
-        Some(a) if a.eq_ignore_ascii_case("SHA-256") => Algorithm::Sha256,
-        _ => Algorithm::Md5,
+    let algorithm = match get("algorithm") {
+        None => Algorithm::Md5,
+        Some(name) => Algorithm::from_name(&name)?,
+    };
+    let qop = match get("qop") {
+        None => false,
+        Some(list)
+            if list
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("auth")) =>
+        {
+            true
+        }
+        Some(_) => return None,
     };
     let ha1 = algorithm.hash(&format!("{}:{realm}:{}", user.name, user.password));
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
-    let response = algorithm.hash(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"));
-    Some(format!(
-        "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", \
-         algorithm={}, qop=auth, nc=00000001, cnonce=\"{cnonce}\"",
+    let response = if qop {
+        algorithm.hash(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"))
+    } else {
+        algorithm.hash(&format!("{ha1}:{nonce}:{ha2}"))
+    };
+    let mut value = format!(
+        "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm={}",
         user.name,
         algorithm.name()
-    ))
+    );
+    if qop {
+        let _ = write!(value, ", qop=auth, nc=00000001, cnonce=\"{cnonce}\"");
+    }
+    if let Some(opaque) = get("opaque") {
+        let _ = write!(value, ", opaque=\"{opaque}\"");
+    }
+    Some(value)
+}
+
+/// The challenge to answer among a response's: a Digest one with the strongest algorithm we
+/// know (SHA-256, then MD5, which is also what no `algorithm` means).
+pub fn pick_challenge<'a>(challenges: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    challenges
+        .filter_map(|challenge| {
+            let (scheme, params) = challenge.trim_start().split_once(char::is_whitespace)?;
+            if !scheme.eq_ignore_ascii_case("Digest") {
+                return None;
+            }
+            let algorithm = parse_params(params)
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("algorithm"))
+                .map(|(_, v)| v);
+            let rank = match algorithm.as_deref().map(Algorithm::from_name) {
+                None | Some(Some(Algorithm::Md5)) => 1,
+                Some(Some(Algorithm::Sha256)) => 2,
+                Some(None) => return None,
+            };
+            Some((rank, challenge))
+        })
+        .max_by_key(|(rank, _)| *rank)
+        .map(|(_, challenge)| challenge)
 }
 
 #[cfg(test)]
@@ -277,6 +330,57 @@ mod tests {
             algorithms: Vec::new(),
         };
         Authenticator::new(config, 42)
+    }
+
+    #[test]
+    fn answers_without_qop_echo_opaque_and_refuse_unknown_algorithms() {
+        let user = User {
+            name: "bob".into(),
+            password: "zanzibar".into(),
+        };
+        // RFC 2617 3.5's example, without qop (RFC 2069 form): H(H(A1):nonce:H(A2)).
+        let challenge = r#"Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+        let value = answer(challenge, "GET", "/dir/index.html", &user, "x").unwrap();
+        let ha1 = Algorithm::Md5.hash("bob:testrealm@host.com:zanzibar");
+        let ha2 = Algorithm::Md5.hash("GET:/dir/index.html");
+        let expected =
+            Algorithm::Md5.hash(&format!("{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:{ha2}"));
+        assert!(
+            value.contains(&format!("response=\"{expected}\"")),
+            "{value}"
+        );
+        assert!(value.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""));
+        assert!(!value.contains("qop"));
+        assert!(
+            answer(
+                r#"Digest realm="r", nonce="n", algorithm=SHA-512-256"#,
+                "INVITE",
+                "sip:a@b",
+                &user,
+                "x"
+            )
+            .is_none()
+        );
+        assert!(
+            answer(
+                r#"Digest realm="r", nonce="n", qop="auth-int""#,
+                "INVITE",
+                "sip:a@b",
+                &user,
+                "x"
+            )
+            .is_none()
+        );
+        assert!(answer(r#"Basic realm="r""#, "INVITE", "sip:a@b", &user, "x").is_none());
+        let both = [
+            r#"Digest realm="r", nonce="n", algorithm=MD5"#,
+            r#"Digest realm="r", nonce="n", algorithm=SHA-256"#,
+        ];
+        assert!(
+            pick_challenge(both.into_iter())
+                .unwrap()
+                .contains("SHA-256")
+        );
     }
 
     #[test]

@@ -36,12 +36,15 @@ use crate::session_timer::{self, Negotiation, Refresher};
 use crate::timer::{TimerConfig, TimerKind};
 use client::{ClientTxn, Outcome, Purpose};
 use deadlines::{Deadlines, Owner};
+use dial::Dialing;
+pub use dial::OutgoingCall;
 use dialog::{Dialog, Session, UnackedOk};
 use invite_server::{InviteServer, InviteState};
 use non_invite_server::NonInviteServer;
 
 mod client;
 mod deadlines;
+mod dial;
 mod dialog;
 mod invite_server;
 mod non_invite_server;
@@ -156,6 +159,31 @@ pub enum Event {
     Reoffer(Reoffer),
     /// An INFO with a body in an answered call (already answered 200), e.g. DTMF relay.
     Info(Info),
+    /// A call we place got a provisional response (180 Ringing, 183 Session Progress...).
+    Progress {
+        /// The call.
+        call: CallKey,
+        /// The response code.
+        code: u16,
+    },
+    /// A call we place was answered: the dialog is up and our ACK sent.
+    Answered {
+        /// The call.
+        call: CallKey,
+        /// The SDP answer (empty if the 2xx had none).
+        body: Vec<u8>,
+    },
+    /// A call we place failed with a final response (408 when nothing answered in time).
+    Failed {
+        /// The call.
+        call: CallKey,
+        /// The response code.
+        code: u16,
+        /// The response's reason phrase.
+        reason: String,
+        /// For a 3xx, the first Contact's URI: where to call instead.
+        redirect: Option<String>,
+    },
 }
 
 /// The body of an in-dialog INFO.
@@ -291,8 +319,10 @@ pub struct Endpoint {
     dialogs: HashMap<CallKey, Dialog>,
     /// (Call-ID, remote tag, local tag) to call.
     dialog_index: HashMap<(String, String, String), CallKey>,
-    /// Our client transactions, by branch.
+    /// Our client transactions, by branch (a CANCEL's: see [`dial::cancel_key`]).
     clients: HashMap<String, ClientTxn>,
+    /// Calls we place, until their final response.
+    dialing: HashMap<CallKey, Dialing>,
     /// Starts every branch we generate, unique to this endpoint: a request carrying it in a Via
     /// is one of ours that came back.
     branch_prefix: String,
@@ -338,6 +368,7 @@ impl Endpoint {
             dialogs: HashMap::new(),
             dialog_index: HashMap::new(),
             clients: HashMap::new(),
+            dialing: HashMap::new(),
             branch_prefix: format!("z9hG4bK{:08x}", rng.rotate_left(17) as u32),
             reoffers: HashMap::new(),
             pending_updates: HashMap::new(),
@@ -349,7 +380,7 @@ impl Endpoint {
 
     /// Number of calls in progress or up (transactions pending an answer plus dialogs).
     pub fn active_calls(&self) -> usize {
-        self.calls.len().max(self.dialogs.len())
+        self.calls.len().max(self.dialogs.len()) + self.dialing.len()
     }
 
     /// Whether a transaction or call still uses `flow` (the driver keeps such connections open).

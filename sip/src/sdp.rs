@@ -595,9 +595,76 @@ impl Answer {
     }
 }
 
+/// The payload type we offer Opus at (dynamic); telephone-event is offered at
+/// [`OFFER_TELEPHONE_EVENT`].
+pub const OFFER_OPUS_PT: u8 = 111;
+/// The payload type we offer telephone-event (RFC 4733, 8 kHz) at.
+pub const OFFER_TELEPHONE_EVENT: u8 = 101;
+
+/// Our SDP offer for a call we place: one audio stream at `rtp` with `codecs` in order of
+/// preference, plus telephone-event, sendrecv, 20 ms packets. The callee's answer is read with
+/// [`Offer::parse`] and [`Offer::answer`] (an answer names what both sides use).
+pub fn offer_sdp(codecs: &[AudioCodec], rtp: SocketAddr, session_id: u64, version: u64) -> Vec<u8> {
+    let family = if rtp.is_ipv4() { "IP4" } else { "IP6" };
+    let ip = rtp.ip();
+    let pt = |c: AudioCodec| c.static_payload_type().unwrap_or(OFFER_OPUS_PT);
+    let mut s = String::with_capacity(320);
+    let _ = write!(
+        s,
+        "v=0\r\no=roundtable {session_id} {version} IN {family} {ip}\r\n"
+    );
+    let _ = write!(s, "s=Roundtable\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
+    let _ = write!(s, "m=audio {} RTP/AVP", rtp.port());
+    for codec in codecs {
+        let _ = write!(s, " {}", pt(*codec));
+    }
+    let _ = write!(s, " {OFFER_TELEPHONE_EVENT}\r\n");
+    for codec in codecs {
+        let _ = write!(
+            s,
+            "a=rtpmap:{} {}/{}",
+            pt(*codec),
+            codec.name(),
+            codec.clock_rate()
+        );
+        if *codec == AudioCodec::Opus {
+            let _ = write!(s, "/2\r\na=fmtp:{OFFER_OPUS_PT} useinbandfec=1");
+        }
+        s.push_str("\r\n");
+    }
+    let _ = write!(
+        s,
+        "a=rtpmap:{OFFER_TELEPHONE_EVENT} telephone-event/8000\r\na=fmtp:{OFFER_TELEPHONE_EVENT} 0-16\r\n"
+    );
+    s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    s.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_offer_parses_and_an_answer_to_it_picks_the_callee_codec() {
+        let sdp = offer_sdp(
+            &[AudioCodec::Opus, AudioCodec::Pcmu],
+            "192.0.2.1:4000".parse().unwrap(),
+            7,
+            1,
+        );
+        let offer = Offer::parse(&sdp, SrtpPolicy::Off).expect("parses");
+        assert_eq!(offer.rtp_addr, "192.0.2.1:4000".parse().unwrap());
+        let answer = offer.answer(&[AudioCodec::Opus, AudioCodec::Pcmu]).unwrap();
+        assert_eq!((answer.codec, answer.payload_type), (AudioCodec::Opus, 111));
+        assert_eq!(answer.telephone_event, Some(101));
+        // A callee answering PCMU only: reading its answer picks PCMU.
+        let theirs = b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+        let answered = Offer::parse(theirs, SrtpPolicy::Off).unwrap();
+        let used = answered
+            .answer(&[AudioCodec::Opus, AudioCodec::Pcmu])
+            .unwrap();
+        assert_eq!((used.codec, used.payload_type), (AudioCodec::Pcmu, 0));
+    }
 
     const G711: &[AudioCodec] = &[AudioCodec::Pcmu, AudioCodec::Pcma];
     const ALL: &[AudioCodec] = &[

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::endpoint::{
-    CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, Output, Peer,
-    Reoffer, Transport,
+    CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, OutgoingCall,
+    Output, Peer, Reoffer, Transport,
 };
 use crate::error::Rejection;
 use crate::message::{MAX_MESSAGE_LEN, stream_frame_len};
@@ -78,6 +78,32 @@ pub trait CallHandler: Send + Sync + 'static {
     fn reoffer(&self, offer: Reoffer);
     /// An INFO body in an answered call (DTMF relay); already answered 200.
     fn info(&self, call: CallKey, content_type: &str, body: &[u8]);
+    /// A call placed with [`SipHandle::dial`] got a provisional response (180, 183...).
+    fn progress(&self, call: CallKey, code: u16);
+    /// A call placed with [`SipHandle::dial`] was answered (`body`: the SDP answer).
+    fn answered(&self, call: CallKey, body: Vec<u8>);
+    /// A call placed with [`SipHandle::dial`] failed: its final response's code and reason,
+    /// and for a 3xx where to call instead.
+    fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>);
+}
+
+/// A call to place: where to, as whom, with which offer.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// The address of the first hop (resolved), and the transport to it.
+    pub target: SocketAddr,
+    /// UDP (TCP and TLS dial-outs come with RFC 3263 routing).
+    pub transport: Transport,
+    /// The Request-URI.
+    pub request_uri: String,
+    /// Our From, without tag.
+    pub from: String,
+    /// The To.
+    pub to: String,
+    /// The SDP offer.
+    pub body: Vec<u8>,
+    /// Digest credentials for a 401/407.
+    pub credentials: Option<crate::digest::User>,
 }
 
 /// Commands to the driver task.
@@ -87,6 +113,7 @@ enum Command {
     Reject(CallKey, Rejection),
     AnswerReoffer(CallKey, Result<Vec<u8>, Rejection>),
     Hangup(CallKey),
+    Dial(CallKey, Box<Dial>),
     ActiveCalls(tokio::sync::oneshot::Sender<usize>),
 }
 
@@ -94,6 +121,8 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct SipHandle {
     commands: mpsc::UnboundedSender<Command>,
+    /// Numbers the calls we place ([`CallKey::outgoing`]).
+    next_dial: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SipHandle {
@@ -113,7 +142,18 @@ impl SipHandle {
         let _ = self.commands.send(Command::AnswerReoffer(id, answer));
     }
 
-    /// Ends an answered call with BYE (or refuses a pending one).
+    /// Places a call; its progress comes to the [`CallHandler`] under the returned key.
+    /// [`SipHandle::hangup`] cancels it before the answer and ends it after.
+    pub fn dial(&self, dial: Dial) -> CallKey {
+        let n = self
+            .next_dial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let call = CallKey::outgoing(n);
+        let _ = self.commands.send(Command::Dial(call, Box::new(dial)));
+        call
+    }
+
+    /// Ends an answered call with BYE, refuses a pending one, or cancels one we place.
     pub fn hangup(&self, call: CallKey) {
         let _ = self.commands.send(Command::Hangup(call));
     }
@@ -271,6 +311,7 @@ pub async fn spawn(
     let task = tokio::spawn(driver.run(inbound_rx, flow_rx, commands_rx, shutdown));
     Ok((
         SipHandle {
+            next_dial: Arc::default(),
             commands: commands_tx,
         },
         bound,
@@ -370,6 +411,7 @@ impl Driver {
             Command::Reject(call, rejection) => self.endpoint.reject(now, call, rejection),
             Command::AnswerReoffer(id, answer) => self.endpoint.answer_reoffer(now, id, answer),
             Command::Hangup(call) => self.endpoint.hangup(now, call),
+            Command::Dial(call, dial) => self.dial(now, call, *dial),
             Command::ActiveCalls(reply) => {
                 let _ = reply.send(self.endpoint.active_calls());
             }
@@ -383,7 +425,47 @@ impl Driver {
             Event::Info(info) => self.handler.info(info.call, &info.content_type, &info.body),
             Event::Reoffer(offer) => self.handler.reoffer(offer),
             Event::CallEnded(call, reason) => self.handler.ended(call, reason),
+            Event::Progress { call, code } => self.handler.progress(call, code),
+            Event::Answered { call, body } => self.handler.answered(call, body),
+            Event::Failed {
+                call,
+                code,
+                reason,
+                redirect,
+            } => self.handler.failed(call, code, reason, redirect),
         }
+    }
+
+    /// Places a call over the UDP socket of the target's address family.
+    fn dial(&mut self, now: std::time::Instant, call: CallKey, dial: Dial) {
+        let socket = self.flows.iter().find_map(|(flow, writer)| match writer {
+            FlowWriter::Udp(socket) => socket
+                .local_addr()
+                .ok()
+                .filter(|local| local.is_ipv4() == dial.target.is_ipv4())
+                .map(|local| (*flow, local)),
+            FlowWriter::Stream { .. } => None,
+        });
+        let Some((flow, bound)) = socket.filter(|_| dial.transport == Transport::Udp) else {
+            let reason = format!("no {:?} SIP socket for {}", dial.transport, dial.target);
+            return self.handler.failed(call, 503, reason, None);
+        };
+        let peer = Peer {
+            transport: Transport::Udp,
+            remote: dial.target,
+            local: route_source(bound, dial.target),
+            flow,
+        };
+        let outgoing = OutgoingCall {
+            peer,
+            request_uri: dial.request_uri,
+            from: dial.from,
+            to: dial.to,
+            route: Vec::new(),
+            body: dial.body,
+            credentials: dial.credentials,
+        };
+        self.endpoint.dial(now, call, outgoing);
     }
 
     fn update_flow(&mut self, update: FlowUpdate) {

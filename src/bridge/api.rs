@@ -40,6 +40,12 @@ pub enum Request {
         RoomPatch,
         oneshot::Sender<Result<RoomDetail, ControlError>>,
     ),
+    /// `POST /v1/rooms/{room}/participants`.
+    Dial(
+        String,
+        roundtable_api::DialRequest,
+        oneshot::Sender<Result<Participant, ControlError>>,
+    ),
     /// `PATCH /v1/rooms/{room}/participants/{leg}`.
     UpdateParticipant(
         String,
@@ -89,6 +95,11 @@ impl Bridge {
                     result.and_then(|()| self.room_detail(&room).ok_or(ControlError::RoomNotFound));
                 let _ = reply.send(result);
             }
+            Request::Dial(room, request, reply) => {
+                let result = self.dial(std::time::Instant::now(), &room, request);
+                self.carry_out();
+                let _ = reply.send(result);
+            }
             Request::UpdateParticipant(room, leg, patch, reply) => {
                 let result = self.update_participant(&room, &leg, patch);
                 let _ = reply.send(result);
@@ -123,7 +134,7 @@ impl Bridge {
     }
 
     /// A room's echo cancellation setting: its own, else the service's.
-    fn room_aec(&self, room: &str) -> AecMode {
+    pub(super) fn room_aec(&self, room: &str) -> AecMode {
         self.book
             .settings(room)
             .aec
@@ -132,8 +143,10 @@ impl Bridge {
 
     pub(super) fn room_detail(&self, id: &str) -> Option<RoomDetail> {
         let room_aec = self.room_aec(id);
+        let dialing = self.dialing_participants(id);
         let Some(view) = self.core.room(id) else {
-            return self.book.get(id).is_some().then(|| RoomDetail {
+            let known = self.book.get(id).is_some() || !dialing.is_empty();
+            return known.then(|| RoomDetail {
                 id: id.to_string(),
                 recording: false,
                 recording_id: None,
@@ -141,7 +154,7 @@ impl Bridge {
                 aec: aec_setting(room_aec),
                 locked: false,
                 waiting_for_moderator: false,
-                participants: Vec::new(),
+                participants: dialing,
             });
         };
         let entry = self.rooms.get(id);
@@ -153,6 +166,7 @@ impl Bridge {
             .filter_map(|m| {
                 Some(self.participant(m.leg, m.moderator, self.legs.get(&m.leg)?, room_aec))
             })
+            .chain(dialing)
             .collect();
         Some(RoomDetail {
             id: id.to_string(),
@@ -166,7 +180,7 @@ impl Bridge {
         })
     }
 
-    fn participant(
+    pub(super) fn participant(
         &self,
         id: LegId,
         moderator: bool,
@@ -222,6 +236,8 @@ impl Bridge {
                 talking: leg.talking,
             },
             moderator,
+            state: roundtable_api::ParticipantState::Answered,
+            failure: None,
         }
     }
 
@@ -349,6 +365,15 @@ impl Control for BridgeHandle {
     fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>> {
         let room = room.to_string();
         self.request(move |tx| Request::UpdateRoom(room, patch, tx))
+    }
+
+    fn dial(
+        &self,
+        room: &str,
+        request: roundtable_api::DialRequest,
+    ) -> Reply<Result<Participant, ControlError>> {
+        let room = room.to_string();
+        self.request(move |tx| Request::Dial(room, request, tx))
     }
 
     fn update_participant(

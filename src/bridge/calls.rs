@@ -28,6 +28,75 @@ pub struct LegMedia {
     rtp: SocketAddr,
 }
 
+/// What a leg's media set-up needs besides its sockets.
+pub(super) struct MediaSetup {
+    pub(super) leg: LegId,
+    /// The mixer room it is built for.
+    pub(super) room: RoomId,
+    /// Where its RTP goes.
+    pub(super) remote: SocketAddr,
+    pub(super) codec: roundtable_media::codec::LegCodec,
+    pub(super) receive: tokio::sync::watch::Receiver<ReceiveConfig>,
+    /// SRTP: the mixer's protector, and the receive side's pair.
+    pub(super) srtp: Option<(
+        roundtable_media::srtp::Protector,
+        (
+            roundtable_media::srtp::Unprotector,
+            roundtable_media::srtp::Protector,
+        ),
+    )>,
+    pub(super) digits: tokio::sync::mpsc::Sender<roundtable_media::dtmf::Digit>,
+    pub(super) counters: Arc<LegCounters>,
+    pub(super) cancel: CancellationToken,
+}
+
+impl MediaSetup {
+    /// Splits the sockets into the RTP intake and RTCP supervision and builds the mixer's
+    /// leg (blocking: codec construction).
+    fn run(
+        self,
+        ports: MediaPorts,
+        mixer: &roundtable_mixer::pool::MixerPool,
+        metrics: roundtable_media::metrics::MediaMetrics,
+    ) -> Result<Box<LegMedia>, (&'static str, String)> {
+        let MediaPorts {
+            rtp: rtp_socket,
+            rtcp,
+            lease,
+            local,
+        } = ports;
+        let (protect, srtp_receive) = match self.srtp {
+            Some((protect, receive)) => (Some(protect), Some(receive)),
+            None => (None, None),
+        };
+        let (intake, supervision) = socket::split_receive(
+            rtp_socket,
+            rtcp,
+            self.receive,
+            srtp_receive,
+            self.digits,
+            self.counters.clone(),
+            metrics,
+            self.cancel,
+        )
+        .map_err(|e| ("RTP socket set-up failed", e.to_string()))?;
+        let io = LegIo {
+            intake,
+            remote: self.remote,
+            counters: self.counters,
+            codec: self.codec,
+            protect,
+            lease: lease.clone(),
+        };
+        Ok(Box::new(LegMedia {
+            add: mixer.add_leg(self.room.key(), self.leg, io),
+            supervision,
+            lease,
+            rtp: local,
+        }))
+    }
+}
+
 /// The SIP answer to a refusal of the core, and its metric label.
 fn refusal_answer(refusal: Refusal) -> (&'static str, Rejection) {
     match refusal {
@@ -41,7 +110,7 @@ fn refusal_answer(refusal: Refusal) -> (&'static str, Rejection) {
 
 impl Bridge {
     /// What a leg's RTP intake accepts under an offer and our answer to it.
-    fn receive_config(&self, offer: &Offer, answer: &Answer) -> ReceiveConfig {
+    pub(super) fn receive_config(&self, offer: &Offer, answer: &Answer) -> ReceiveConfig {
         ReceiveConfig {
             audio_pt: answer.payload_type,
             telephone_event: answer.telephone_event,
@@ -53,7 +122,7 @@ impl Bridge {
     }
 
     /// `media.codecs` as SDP codecs, in our order of preference.
-    fn sdp_codecs(&self) -> Vec<AudioCodec> {
+    pub(super) fn sdp_codecs(&self) -> Vec<AudioCodec> {
         const ALL: [AudioCodec; 4] = [
             AudioCodec::Pcmu,
             AudioCodec::Pcma,
@@ -158,21 +227,6 @@ impl Bridge {
         let cancel = CancellationToken::new();
         let (receive_tx, receive_rx) =
             tokio::sync::watch::channel(self.receive_config(&offer, &answer));
-        let (digits_tx, mut digits_rx) = tokio::sync::mpsc::channel(32);
-        // Key presses from the leg's RTP go to the task as commands.
-        let handle = self.handle.clone();
-        let stop = cancel.clone();
-        self.handle.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    digit = digits_rx.recv() => match digit {
-                        Some(d) => handle.send(Command::Digit(leg, d)),
-                        None => return,
-                    },
-                    () = stop.cancelled() => return,
-                }
-            }
-        });
         let codec = leg_codec(&answer);
         self.legs.insert(
             leg,
@@ -195,57 +249,74 @@ impl Bridge {
                 talking: false,
                 aec_active: false,
                 answered: false,
+                dial: None,
             },
         );
         self.calls.insert(call.call, leg);
+        let digits_tx = self.forward_digits(leg);
         // Binding sockets and building codecs run in the blocking pool.
-        let (ports, mixer, metrics, handle) = (
-            self.ports.clone(),
-            self.mixer.clone(),
-            self.media_metrics.clone(),
-            self.handle.clone(),
-        );
-        let (local_ip, remote) = (call.peer.local.ip(), offer.rtp_addr);
         let (srtp_mixer, srtp_receive) = match srtp {
             Some((_, mixer, receive)) => (Some(mixer), Some(receive)),
             None => (None, None),
         };
+        let setup = MediaSetup {
+            leg,
+            room,
+            remote: offer.rtp_addr,
+            codec,
+            receive: receive_rx,
+            srtp: srtp_mixer.zip(srtp_receive),
+            digits: digits_tx,
+            counters,
+            cancel,
+        };
+        let (ports, local_ip) = (self.ports.clone(), call.peer.local.ip());
+        self.spawn_media(
+            move || MediaPorts::bind(local_ip, &ports).map_err(|e| ("no RTP port", e.to_string())),
+            setup,
+        );
+    }
+
+    /// A channel for the leg's key presses (RFC 4733, read by its RTP intake); a task sends
+    /// them on to the bridge as commands until the leg's media stops.
+    pub(super) fn forward_digits(
+        &self,
+        leg: LegId,
+    ) -> tokio::sync::mpsc::Sender<roundtable_media::dtmf::Digit> {
+        let (digits_tx, mut digits_rx) = tokio::sync::mpsc::channel(32);
+        let handle = self.handle.clone();
+        let Some(stop) = self.legs.get(&leg).map(|l| l.cancel.clone()) else {
+            return digits_tx;
+        };
+        self.handle.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    digit = digits_rx.recv() => match digit {
+                        Some(d) => handle.send(Command::Digit(leg, d)),
+                        None => return,
+                    },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+        digits_tx
+    }
+
+    /// Sets up a leg's media in the blocking pool: `ports` binds (or hands over) its sockets,
+    /// `setup` does the rest; [`Command::MediaReady`] follows.
+    pub(super) fn spawn_media(
+        &self,
+        ports: impl FnOnce() -> Result<MediaPorts, (&'static str, String)> + Send + 'static,
+        setup: MediaSetup,
+    ) {
+        let (mixer, metrics, handle) = (
+            self.mixer.clone(),
+            self.media_metrics.clone(),
+            self.handle.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            let media = (|| {
-                let ports = MediaPorts::bind(local_ip, &ports)
-                    .map_err(|e| ("no RTP port", e.to_string()))?;
-                let MediaPorts {
-                    rtp: rtp_socket,
-                    rtcp,
-                    lease,
-                    local,
-                } = ports;
-                let (intake, supervision) = socket::split_receive(
-                    rtp_socket,
-                    rtcp,
-                    receive_rx,
-                    srtp_receive,
-                    digits_tx,
-                    counters.clone(),
-                    metrics,
-                    cancel,
-                )
-                .map_err(|e| ("RTP socket set-up failed", e.to_string()))?;
-                let io = LegIo {
-                    intake,
-                    remote,
-                    counters,
-                    codec,
-                    protect: srtp_mixer,
-                    lease: lease.clone(),
-                };
-                Ok(Box::new(LegMedia {
-                    add: mixer.add_leg(room.key(), leg, io),
-                    supervision,
-                    lease,
-                    rtp: local,
-                }))
-            })();
+            let leg = setup.leg;
+            let media = ports().and_then(|ports| setup.run(ports, &mixer, metrics));
             let media = media.map_err(|(what, error): (&str, String)| {
                 warn!(leg = %leg, %error, "call refused: {what}");
                 Rejection::new(503, "Service Unavailable")
@@ -289,29 +360,45 @@ impl Bridge {
             entry.call_id.clone(),
             entry.pending_answer.take(),
         );
-        let (media, answer) = match (media, answer) {
-            (Ok(media), Some(answer)) => (media, answer),
-            (Err(rejection), _) => {
+        let outbound = entry.dial.is_some();
+        let media = match media {
+            Ok(media) => media,
+            Err(_) if outbound => {
+                // Answered already: the core's hang-up sends BYE.
+                self.core.handle_ended(now, leg, Departure::RtpError);
+                return;
+            }
+            Err(rejection) => {
                 self.refuse(call, &call_id, "rtp_ports", rejection);
                 self.core.handle_ended(now, leg, Departure::Refused);
                 return;
             }
-            (Ok(_), None) => return, // Placed already; a second report is ignored.
         };
-        let advertised = SocketAddr::new(
-            self.config.public_ip.unwrap_or(media.rtp.ip()),
-            media.rtp.port(),
-        );
-        let sdp = answer.to_sdp(advertised, leg.0, 1);
+        let sdp = match answer {
+            Some(answer) => {
+                let advertised = SocketAddr::new(
+                    self.config.public_ip.unwrap_or(media.rtp.ip()),
+                    media.rtp.port(),
+                );
+                let sdp = answer.to_sdp(advertised, leg.0, 1);
+                if let Some(entry) = self.legs.get_mut(&leg) {
+                    entry.advertised = advertised;
+                    entry.answer_sdp = sdp.clone();
+                }
+                Some(sdp)
+            }
+            None if outbound => None, // Our offer was the SDP.
+            None => return,           // Placed already; a second report is ignored.
+        };
         if let Some(entry) = self.legs.get_mut(&leg) {
-            entry.advertised = advertised;
-            entry.answer_sdp = sdp.clone();
             entry.add = Some(media.add);
         }
         if let Err(refusal) = self.core.handle_media_ready(now, leg, &self.book) {
-            // The core has let the leg go (its `Ended` follows).
-            let (reason, rejection) = refusal_answer(refusal);
-            self.refuse(call, &call_id, reason, rejection);
+            // The core has let the leg go (its `Ended` follows; a dial-out gets BYE from it).
+            if !outbound {
+                let (reason, rejection) = refusal_answer(refusal);
+                self.refuse(call, &call_id, reason, rejection);
+            }
             return;
         }
         let Some(entry) = self.legs.get_mut(&leg) else {
@@ -319,8 +406,8 @@ impl Bridge {
         };
         entry.answered = true;
         self.metrics.active_calls.inc();
-        info!(call_id = %entry.call_id, leg = %leg, from = %entry.from, codec = answer.codec.name(), rtp = %media.rtp, "call answered");
-        if let Some(sip) = &self.sip {
+        info!(call_id = %entry.call_id, leg = %leg, from = %entry.from, codec = entry.codec.name(), rtp = %media.rtp, outbound, "call answered");
+        if let (Some(sip), Some(sdp)) = (&self.sip, sdp) {
             sip.accept(call, sdp);
         }
         // The leg's RTCP and inactivity watch; its end ends the call.

@@ -59,6 +59,47 @@ pub enum Event {
     Locked(bool),
     /// The room waits for its moderator (true), or one arrived.
     WaitingForModerator(bool),
+    /// A leg we called changed state.
+    DialState {
+        /// The leg.
+        leg: LegId,
+        /// Its new state.
+        state: DialState,
+    },
+}
+
+/// Where a call the conference placed stands, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialState {
+    /// The INVITE is out.
+    Dialing,
+    /// The callee's phone rings (a 18x arrived).
+    Ringing,
+    /// The callee answered; the leg joins its room.
+    Answered,
+    /// It never connected: the final response's code and reason (480 "No Answer" when
+    /// nobody answered within the timeout).
+    Failed {
+        /// The SIP code.
+        code: u16,
+        /// Its reason.
+        reason: String,
+    },
+    /// It connected and is over, or was cancelled before the answer.
+    Ended,
+}
+
+impl DialState {
+    /// The API's name of the state.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DialState::Dialing => "dialing",
+            DialState::Ringing => "ringing",
+            DialState::Answered => "answered",
+            DialState::Failed { .. } => "failed",
+            DialState::Ended => "ended",
+        }
+    }
 }
 
 /// Counted outcomes, for metrics and logs.

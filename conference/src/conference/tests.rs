@@ -574,3 +574,150 @@ fn time_never_runs_backwards() {
     assert_eq!(core.poll_timeout(), Some(deadline));
     core.handle_ended(t0, leg, Departure::Hangup);
 }
+
+fn dial(room: &str) -> DialOut {
+    DialOut {
+        room: id(room),
+        moderator: false,
+        muted: true,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn dial_states(actions: &[Action]) -> Vec<DialState> {
+    events(actions)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::DialState { state, .. } => Some(state),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dial_out_rings_is_answered_and_joins_its_room_muted() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let leg = core.dial_out(t0, dial("2000"), &Book).expect("placed");
+    assert_eq!(dial_states(&drain(&mut core)), [DialState::Dialing]);
+    assert!(core.room("2000").is_none(), "no room before the answer");
+    assert_eq!(core.dial_outs("2000")[0].state, DialState::Dialing);
+    core.handle_dial_progress(t0, leg);
+    core.handle_dial_progress(t0, leg);
+    assert_eq!(
+        dial_states(&drain(&mut core)),
+        [DialState::Ringing],
+        "reported once"
+    );
+    core.handle_dial_answered(t0, leg);
+    assert_eq!(dial_states(&drain(&mut core)), [DialState::Answered]);
+    assert_eq!(core.dial_outs("2000")[0].state, DialState::Answered);
+    core.handle_media_ready(t0, leg, &Book).expect("joins");
+    let actions = drain(&mut core);
+    assert!(
+        actions.contains(&Action::OpenRoom(id("2000"))),
+        "it creates the room"
+    );
+    assert!(actions.contains(&Action::Mute {
+        room: id("2000"),
+        leg,
+        muted: true
+    }));
+    assert!(core.dial_outs("2000").is_empty());
+    assert_eq!(core.room("2000").unwrap().members[0].leg, leg);
+    // Its hang-up later ends it.
+    core.handle_ended(t0, leg, Departure::Hangup);
+    assert_eq!(dial_states(&drain(&mut core)), [DialState::Ended]);
+}
+
+#[test]
+fn a_failed_dial_out_reports_its_code_and_leaves_without_a_hangup() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let leg = core.dial_out(t0, dial("2000"), &Book).unwrap();
+    drain(&mut core);
+    core.handle_dial_failed(t0, leg, 486, "Busy Here");
+    let actions = drain(&mut core);
+    assert_eq!(
+        dial_states(&actions),
+        [DialState::Failed {
+            code: 486,
+            reason: "Busy Here".into()
+        }]
+    );
+    assert!(!actions.contains(&Action::Hangup(leg)));
+    assert!(actions.contains(&Action::Ended {
+        leg,
+        why: Departure::DialFailed
+    }));
+    assert_eq!(core.active_legs(), 0);
+}
+
+#[test]
+fn nobody_answering_cancels_at_the_timeout_and_fails_as_no_answer() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let leg = core.dial_out(t0, dial("2000"), &Book).unwrap();
+    drain(&mut core);
+    assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    core.handle_timeout(t0 + Duration::from_secs(30), &Book);
+    assert_eq!(drain(&mut core), [Action::Hangup(leg)], "CANCEL");
+    assert_eq!(core.poll_timeout(), None, "given up: no second CANCEL");
+    // The 487 that follows the CANCEL reads as no answer.
+    core.handle_dial_failed(t0 + Duration::from_secs(31), leg, 487, "Request Terminated");
+    assert_eq!(
+        dial_states(&drain(&mut core)),
+        [DialState::Failed {
+            code: 480,
+            reason: "No Answer".into()
+        }]
+    );
+}
+
+#[test]
+fn kicking_a_ringing_dial_out_cancels_it_and_it_ends() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let leg = core.dial_out(t0, dial("2000"), &Book).unwrap();
+    core.handle_dial_progress(t0, leg);
+    drain(&mut core);
+    assert_eq!(
+        core.kick("other", leg),
+        Err(ConferenceError::RoomNotFound),
+        "only from its own room"
+    );
+    core.kick("2000", leg).expect("cancelled");
+    assert_eq!(drain(&mut core), [Action::Hangup(leg)]);
+    core.handle_dial_failed(t0, leg, 487, "Request Terminated");
+    assert_eq!(dial_states(&drain(&mut core)), [DialState::Ended]);
+}
+
+#[test]
+fn dial_outs_obey_limits_and_a_room_that_filled_meanwhile_hangs_up_the_answered_call() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let leg = core.dial_out(t0, dial("small"), &Book).unwrap();
+    drain(&mut core);
+    join(&mut core, t0, "small", false);
+    join(&mut core, t0, "small", false);
+    assert_eq!(
+        core.dial_out(t0, dial("small"), &Book),
+        Err(Refusal::RoomFull)
+    );
+    core.handle_dial_answered(t0, leg);
+    drain(&mut core);
+    assert_eq!(
+        core.handle_media_ready(t0, leg, &Book),
+        Err(Refusal::RoomFull)
+    );
+    let actions = drain(&mut core);
+    assert!(
+        actions.contains(&Action::Hangup(leg)),
+        "BYE to the answered callee"
+    );
+    core.set_accepting(false);
+    assert_eq!(
+        core.dial_out(t0, dial("2000"), &Book),
+        Err(Refusal::NotAccepting)
+    );
+}

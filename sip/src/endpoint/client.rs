@@ -30,6 +30,10 @@ pub(super) enum Purpose {
     Refresh(CallKey),
     /// An in-dialog OPTIONS asking whether this call's peer is still there.
     Ping(CallKey),
+    /// The INVITE of a call we place.
+    Dial(CallKey),
+    /// The CANCEL of a call we place (its INVITE's outcome tells the rest).
+    Cancel,
 }
 
 /// How a client transaction ended, reported once.

@@ -115,7 +115,8 @@ pub(super) struct Dialog {
     pub(super) route_set: Vec<String>,
     pub(super) local_cseq: u32,
     pub(super) peer: Peer,
-    pub(super) invite_key: TxnKey,
+    /// The INVITE server transaction that made it (none for a call we placed).
+    pub(super) invite_key: Option<TxnKey>,
     /// Whether the ACK of the initial INVITE's 2xx arrived.
     pub(super) confirmed: bool,
     /// The 2xx being retransmitted until its ACK, if any.
@@ -469,6 +470,11 @@ impl Endpoint {
     /// [`Event::CallEnded`] follows; the application already knows.
     pub fn hangup(&mut self, now: Instant, call: CallKey) {
         let now = self.advance(now);
+        if self.dialing.contains_key(&call) && !self.dialogs.contains_key(&call) {
+            // A call we place, not answered yet: cancel it.
+            self.cancel_dial(now, call);
+            return;
+        }
         if !self.dialogs.contains_key(&call) {
             // Not answered yet: refuse it instead.
             self.reject(now, call, Rejection::new(480, "Temporarily Unavailable"));
@@ -572,13 +578,15 @@ impl Endpoint {
     pub(super) fn remove_dialog(&mut self, call: CallKey) -> Option<Dialog> {
         let dialog = self.dialogs.remove(&call)?;
         self.touched.push(Owner::Dialog(call));
-        self.touched.push(Owner::Invite(dialog.invite_key.clone()));
+        if let Some(key) = &dialog.invite_key {
+            self.touched.push(Owner::Invite(key.clone()));
+            self.invites.remove(key);
+        }
         self.dialog_index.remove(&(
             dialog.call_id.clone(),
             dialog.remote_tag.clone(),
             dialog.local_tag.clone(),
         ));
-        self.invites.remove(&dialog.invite_key);
         self.calls.remove(&call);
         Some(dialog)
     }

@@ -275,7 +275,7 @@ impl Endpoint {
                     .collect(),
                 local_cseq: 1,
                 peer,
-                invite_key: key.clone(),
+                invite_key: Some(key.clone()),
                 confirmed: false,
                 unacked: Some(UnackedOk::new(
                     now,

@@ -5,14 +5,21 @@ use super::*;
 
 impl Endpoint {
     pub(super) fn handle_response(&mut self, now: Instant, response: Message) {
-        let Some(branch) = response.top_via().and_then(|v| v.branch) else {
+        let Some(via_branch) = response.top_via().and_then(|v| v.branch) else {
             return;
+        };
+        let branch = match response.cseq() {
+            Some(cseq) if cseq.method == Method::Cancel => dial::cancel_key(&via_branch),
+            _ => via_branch,
         };
         let Some(mut txn) = self.clients.remove(&branch) else {
             return;
         };
         let timers = self.config.timers;
         let purpose = txn.purpose;
+        if let (Purpose::Dial(call), Some(code @ 100..=199)) = (purpose, response.status()) {
+            self.dial_provisional(now, call, code);
+        }
         let step = txn.on_response(now, &timers, &response, || {
             self.ack_for_2xx(purpose, &response)
         });
@@ -27,15 +34,22 @@ impl Endpoint {
         }
         self.touched.push(Owner::Client(branch.clone()));
         if let Some(outcome) = step.outcome {
-            self.on_outcome(now, purpose, &branch, outcome);
+            match purpose {
+                Purpose::Dial(call) => {
+                    self.dial_outcome(now, call, &branch, Some(&response), outcome)
+                }
+                _ => self.on_outcome(now, purpose, &branch, outcome),
+            }
         }
     }
 
     /// The ACK of a 2xx to our re-INVITE (RFC 3261 13.2.2.4): a new transaction in the dialog
     /// with the INVITE's CSeq number.
     pub(super) fn ack_for_2xx(&mut self, purpose: Purpose, response: &Message) -> Vec<u8> {
-        let Purpose::Refresh(call) = purpose else {
-            return Vec::new();
+        let call = match purpose {
+            Purpose::Refresh(call) => call,
+            Purpose::Dial(call) => return self.dial_answered(call, response),
+            _ => return Vec::new(),
         };
         let number = response.cseq().map_or(0, |c| c.number);
         let target = response
@@ -62,7 +76,8 @@ impl Endpoint {
         outcome: Outcome,
     ) {
         let call = match purpose {
-            Purpose::Bye => return,
+            Purpose::Bye | Purpose::Cancel => return,
+            Purpose::Dial(call) => return self.dial_outcome(now, call, branch, None, outcome),
             Purpose::Refresh(call) | Purpose::Ping(call) => call,
         };
         let Some(dialog) = self.dialogs.get_mut(&call) else {
@@ -116,7 +131,7 @@ impl Endpoint {
                     session.refresh_at = (left > transaction * 2).then(|| now + left / 2);
                 }
             }
-            (Purpose::Bye, _) => {}
+            (Purpose::Bye | Purpose::Cancel | Purpose::Dial(_), _) => {}
         }
     }
 

@@ -753,3 +753,240 @@ fn our_own_request_routed_back_gets_482() {
     ep.handle_message(t0, peer(), text.as_bytes());
     assert_eq!(codes(&drain(&mut ep)), [482]);
 }
+
+mod dial {
+    use super::*;
+
+    fn outgoing(credentials: Option<crate::digest::User>) -> OutgoingCall {
+        OutgoingCall {
+            peer: peer(),
+            request_uri: "sip:bob@127.0.0.1:5070".into(),
+            from: "\"Roundtable\" <sip:room@127.0.0.1>".into(),
+            to: "<sip:bob@127.0.0.1:5070>".into(),
+            route: Vec::new(),
+            body: b"v=0\r\n".to_vec(),
+            credentials,
+        }
+    }
+
+    /// A response from the callee to `request` (its Via, From, Call-ID, CSeq), To-tagged.
+    fn respond(request: &Message, code: u16, extra: &str) -> Vec<u8> {
+        let h = |n: &str| request.headers.get(n).unwrap_or_default().to_string();
+        let to = if code > 100 {
+            format!("{};tag=callee", h("To"))
+        } else {
+            h("To")
+        };
+        format!(
+            "SIP/2.0 {code} Whatever\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            h("Via"),
+            h("From"),
+            h("Call-ID"),
+            h("CSeq"),
+        )
+        .into_bytes()
+    }
+
+    fn method(m: &Message) -> &str {
+        m.method().map_or("", Method::as_str)
+    }
+
+    #[test]
+    fn ringing_then_answered_makes_a_dialog_and_acks() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let call = CallKey::outgoing(1);
+        ep.dial(t0, call, outgoing(None));
+        let d = drain(&mut ep);
+        let invite = d.sent[0].clone();
+        assert_eq!(method(&invite), "INVITE");
+        assert_eq!(invite.request_uri(), Some("sip:bob@127.0.0.1:5070"));
+        assert!(invite.tag("From").is_some() && invite.tag("To").is_none());
+        assert_eq!(ep.active_calls(), 1);
+        ep.handle_message(t0, peer(), &respond(&invite, 100, ""));
+        ep.handle_message(t0, peer(), &respond(&invite, 180, ""));
+        assert_eq!(
+            drain(&mut ep).events,
+            [Event::Progress { call, code: 180 }],
+            "100 Trying is not reported"
+        );
+        let ok = respond(&invite, 200, "Contact: <sip:bob@127.0.0.1:5071>\r\n");
+        ep.handle_message(t0, peer(), &ok);
+        let d = drain(&mut ep);
+        assert!(matches!(&d.events[..], [Event::Answered { call: c, .. }] if *c == call));
+        let ack = &d.sent[0];
+        assert_eq!(method(ack), "ACK");
+        assert_eq!(
+            ack.request_uri(),
+            Some("sip:bob@127.0.0.1:5071"),
+            "to the Contact"
+        );
+        assert_eq!(ack.headers.get("CSeq"), Some("1 ACK"));
+        assert_eq!(ack.tag("To").as_deref(), Some("callee"));
+        // A retransmitted 200 gets the same ACK again; nothing else is reported.
+        ep.handle_message(t0, peer(), &ok);
+        let d = drain(&mut ep);
+        assert_eq!((d.sent.len(), d.events.len()), (1, 0));
+        // The callee hangs up: the dialog knows the call.
+        let bye = format!(
+            "BYE sip:room@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye\r\n\
+             From: {};tag=callee\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            invite.headers.get("To").unwrap(),
+            invite.headers.get("From").unwrap(),
+            invite.call_id().unwrap()
+        );
+        ep.handle_message(t0, peer(), bye.as_bytes());
+        let d = drain(&mut ep);
+        assert_eq!(codes(&d), [200]);
+        assert_eq!(d.events, [Event::CallEnded(call, EndReason::RemoteBye)]);
+    }
+
+    #[test]
+    fn busy_and_redirect_fail_with_their_code_and_target() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        for (n, code, extra, redirect) in [
+            (1, 486, "", None),
+            (
+                2,
+                302,
+                "Contact: <sip:carol@127.0.0.1:5090>\r\n",
+                Some("sip:carol@127.0.0.1:5090"),
+            ),
+        ] {
+            let call = CallKey::outgoing(n);
+            ep.dial(t0, call, outgoing(None));
+            let invite = drain(&mut ep).sent.remove(0);
+            ep.handle_message(t0, peer(), &respond(&invite, code, extra));
+            let d = drain(&mut ep);
+            assert_eq!(
+                method(&d.sent[0]),
+                "ACK",
+                "a non-2xx is ACKed by the transaction"
+            );
+            assert_eq!(
+                d.events,
+                [Event::Failed {
+                    call,
+                    code,
+                    reason: "Whatever".into(),
+                    redirect: redirect.map(str::to_string),
+                }]
+            );
+        }
+        run_until(&mut ep, t0 + Duration::from_secs(40));
+        assert_eq!(ep.active_calls(), 0);
+    }
+
+    #[test]
+    fn a_proxy_challenge_is_answered_once_with_the_credentials() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let user = crate::digest::User {
+            name: "trunk".into(),
+            password: "pw".into(),
+        };
+        let call = CallKey::outgoing(1);
+        ep.dial(t0, call, outgoing(Some(user.clone())));
+        let invite = drain(&mut ep).sent.remove(0);
+        let challenge = "Proxy-Authenticate: Digest realm=\"pbx\", nonce=\"n1\", qop=\"auth\", algorithm=MD5\r\n";
+        ep.handle_message(t0, peer(), &respond(&invite, 407, challenge));
+        let d = drain(&mut ep);
+        assert!(d.events.is_empty(), "{:?}", d.events);
+        let again = d
+            .sent
+            .iter()
+            .find(|m| method(m) == "INVITE")
+            .expect("INVITE again");
+        assert_eq!(again.headers.get("CSeq"), Some("2 INVITE"));
+        assert_eq!(again.call_id(), invite.call_id());
+        assert_eq!(again.tag("From"), invite.tag("From"));
+        assert_ne!(
+            again.top_via().unwrap().branch,
+            invite.top_via().unwrap().branch
+        );
+        let authz = again.headers.get("Proxy-Authorization").expect("answered");
+        assert!(authz.contains("username=\"trunk\"") && authz.contains("realm=\"pbx\""));
+        // A second challenge fails the call.
+        ep.handle_message(t0, peer(), &respond(again, 407, challenge));
+        let d = drain(&mut ep);
+        assert!(
+            matches!(&d.events[..], [Event::Failed { code: 407, .. }]),
+            "{:?}",
+            d.events
+        );
+    }
+
+    #[test]
+    fn hangup_while_ringing_cancels_and_the_487_fails_the_call() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let call = CallKey::outgoing(1);
+        ep.dial(t0, call, outgoing(None));
+        let invite = drain(&mut ep).sent.remove(0);
+        // No provisional yet: the CANCEL waits for one (RFC 3261 9.1).
+        ep.hangup(t0, call);
+        assert!(drain(&mut ep).sent.is_empty());
+        ep.handle_message(t0, peer(), &respond(&invite, 180, ""));
+        let d = drain(&mut ep);
+        let cancel = d
+            .sent
+            .iter()
+            .find(|m| method(m) == "CANCEL")
+            .expect("CANCEL");
+        assert_eq!(cancel.headers.get("Via"), invite.headers.get("Via"));
+        assert_eq!(cancel.headers.get("CSeq"), Some("1 CANCEL"));
+        assert_eq!(cancel.request_uri(), invite.request_uri());
+        ep.handle_message(t0, peer(), &respond(cancel, 200, ""));
+        ep.handle_message(t0, peer(), &respond(&invite, 487, ""));
+        let d = drain(&mut ep);
+        assert!(d.sent.iter().any(|m| method(m) == "ACK"));
+        assert!(
+            matches!(&d.events[..], [Event::Failed { code: 487, .. }]),
+            "{:?}",
+            d.events
+        );
+    }
+
+    #[test]
+    fn a_2xx_crossing_the_cancel_is_acked_and_ended_with_bye() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let call = CallKey::outgoing(1);
+        ep.dial(t0, call, outgoing(None));
+        let invite = drain(&mut ep).sent.remove(0);
+        ep.handle_message(t0, peer(), &respond(&invite, 180, ""));
+        ep.hangup(t0, call);
+        drain(&mut ep);
+        ep.handle_message(
+            t0,
+            peer(),
+            &respond(&invite, 200, "Contact: <sip:bob@127.0.0.1:5070>\r\n"),
+        );
+        let d = drain(&mut ep);
+        let sent: Vec<&str> = d.sent.iter().map(method).collect();
+        assert_eq!(sent, ["ACK", "BYE"]);
+        assert!(
+            matches!(&d.events[..], [Event::Failed { code: 487, .. }]),
+            "{:?}",
+            d.events
+        );
+    }
+
+    #[test]
+    fn no_answer_at_all_fails_with_408_after_timer_b() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let call = CallKey::outgoing(1);
+        ep.dial(t0, call, outgoing(None));
+        drain(&mut ep);
+        let d = run_until(&mut ep, t0 + Duration::from_secs(33));
+        assert_eq!(d.sent.len(), 6, "Timer A retransmissions");
+        assert!(
+            matches!(&d.events[..], [Event::Failed { code: 408, .. }]),
+            "{:?}",
+            d.events
+        );
+        assert_eq!(ep.active_calls(), 0);
+    }
+}

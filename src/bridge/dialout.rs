@@ -1,0 +1,386 @@
+//! The bridge's dial-outs (`POST /v1/rooms/{room}/participants`): admitted by the core, the
+//! leg's RTP ports bound in the blocking pool, our offer sent in an INVITE; the callee's answer
+//! picks the codec, its media is built like a caller's, and the core puts it in its room. A
+//! 3xx is followed once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use roundtable_api::{ControlError, DialRequest, Failure, Participant, ParticipantState};
+use roundtable_conference::conference::{DialOut, DialState, Refusal};
+use roundtable_conference::{LegId, RoomId};
+use roundtable_media::socket::{LegCounters, MediaPorts, ReceiveConfig};
+use roundtable_mixer::LegControls;
+use roundtable_sip::endpoint::{CallKey, Transport};
+use roundtable_sip::message::SipUri;
+use roundtable_sip::sdp::{Offer, SrtpPolicy, offer_sdp};
+use roundtable_sip::transport::Dial;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::calls::MediaSetup;
+use super::{Bridge, Command, LegEntry, leg_codec};
+
+/// A call we place, beside its [`LegEntry`].
+pub(super) struct DialInfo {
+    /// Where the INVITE goes.
+    target: SocketAddr,
+    /// Whom we call.
+    uri: String,
+    /// Our From user (or whole URI) and display name.
+    from: Option<String>,
+    display_name: Option<String>,
+    /// A 3xx was followed already.
+    redirected: bool,
+    /// Its RTP ports, from binding until its media is built.
+    ports: Option<MediaPorts>,
+    /// Our offer (and our SDP for the call's life).
+    offer: Vec<u8>,
+    /// The INVITE went (`LegEntry::call` is its key).
+    sent: bool,
+}
+
+/// Where a dial-out's INVITE goes: the URI's host, which must be an IP address for now.
+fn dial_target(uri: &str) -> Result<SocketAddr, ControlError> {
+    let parsed =
+        SipUri::parse(uri).map_err(|e| ControlError::Invalid(format!("to: {uri:?}: {e}")))?;
+    if parsed.scheme != "sip" {
+        return Err(ControlError::Invalid(format!(
+            "to: {uri:?}: only sip: URIs can be dialled directly (sips: needs TLS routing)"
+        )));
+    }
+    let host = parsed.host_port.as_str();
+    host.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            ip.parse().ok().map(|ip| SocketAddr::new(ip, 5060))
+        })
+        .ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "to: {uri:?}: the host must be an IP address (DNS routing of dial-outs is not supported yet)"
+            ))
+        })
+}
+
+/// The local address the kernel would use towards `target` (blocking-free: a UDP connect
+/// sends nothing).
+fn route_ip(target: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = std::net::UdpSocket::bind(bind)?;
+    probe.connect(target)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+fn refusal_error(refusal: Refusal) -> ControlError {
+    match refusal {
+        Refusal::RoomFull => ControlError::Conflict("room full"),
+        Refusal::RoomLocked => ControlError::Conflict("room locked"),
+        Refusal::MaxCalls => ControlError::Unavailable("sip.max_calls calls are up".into()),
+        Refusal::NotAccepting | Refusal::LockedOut => {
+            ControlError::Unavailable("not taking calls".into())
+        }
+    }
+}
+
+impl Bridge {
+    /// `POST /v1/rooms/{room}/participants` (the request's own checks passed): the call is
+    /// admitted and answered `dialing`; its ports are bound next ([`Bridge::dial_ports`]).
+    pub(super) fn dial(
+        &mut self,
+        now: Instant,
+        room: &str,
+        request: DialRequest,
+    ) -> Result<Participant, ControlError> {
+        let room = RoomId::parse(room).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if request.trunk.is_some() {
+            return Err(ControlError::TrunkNotFound);
+        }
+        let target = dial_target(&request.to)?;
+        let dial = DialOut {
+            room: room.clone(),
+            moderator: request.moderator,
+            muted: request.muted,
+            timeout: std::time::Duration::from_secs(u64::from(request.timeout_s)),
+        };
+        let leg = self
+            .core
+            .dial_out(now, dial, &self.book)
+            .map_err(refusal_error)?;
+        let codec = *self
+            .sdp_codecs()
+            .first()
+            .unwrap_or(&roundtable_sip::sdp::AudioCodec::Pcmu);
+        let placeholder = ReceiveConfig {
+            audio_pt: 0,
+            telephone_event: None,
+            inactivity: None,
+            clock_rate: 8000,
+            rtcp_mux: false,
+            rtcp_remote: target,
+        };
+        self.legs.insert(
+            leg,
+            LegEntry {
+                call: CallKey(0),
+                call_id: String::new(),
+                from: request.to.clone(),
+                srtp: None,
+                codec,
+                joined_at: self.clock.now(),
+                counters: Arc::new(LegCounters::default()),
+                cancel: CancellationToken::new(),
+                advertised: SocketAddr::from(([0, 0, 0, 0], 0)),
+                answer_sdp: Vec::new(),
+                sdp_version: 1,
+                receive: tokio::sync::watch::channel(placeholder).0,
+                add: None,
+                pending_answer: None,
+                controls: LegControls {
+                    muted: request.muted,
+                    ..LegControls::default()
+                },
+                talking: false,
+                aec_active: false,
+                answered: false,
+                dial: Some(Box::new(DialInfo {
+                    target,
+                    uri: request.to,
+                    from: request.from,
+                    display_name: request.display_name,
+                    redirected: false,
+                    ports: None,
+                    offer: Vec::new(),
+                    sent: false,
+                })),
+            },
+        );
+        info!(leg = %leg, room = %room, %target, "dialling out");
+        let (ports, handle) = (self.ports.clone(), self.handle.clone());
+        tokio::task::spawn_blocking(move || {
+            let bound = route_ip(target)
+                .map_err(|e| e.to_string())
+                .and_then(|ip| MediaPorts::bind(ip, &ports).map_err(|e| e.to_string()));
+            handle.send(Command::DialPorts(leg, Box::new(bound)));
+        });
+        let entry = self.legs.get(&leg).ok_or(ControlError::LegNotFound)?;
+        let room_aec = self.room_aec(room.as_str());
+        let mut participant = self.participant(leg, request.moderator, entry, room_aec);
+        participant.state = ParticipantState::Dialing;
+        Ok(participant)
+    }
+
+    /// A dial-out's ports are bound (or not): the INVITE goes with our offer.
+    pub(super) fn dial_ports(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        bound: Result<MediaPorts, String>,
+    ) {
+        let codecs = self.sdp_codecs();
+        let public_ip = self.config.public_ip;
+        let Some(entry) = self.legs.get_mut(&leg) else {
+            return; // Given up meanwhile: dropping the ports frees them.
+        };
+        let Some(dial) = entry.dial.as_mut() else {
+            return;
+        };
+        let ports = match bound {
+            Ok(ports) => ports,
+            Err(error) => {
+                warn!(leg = %leg, %error, "dial-out failed: no RTP port");
+                self.core
+                    .handle_dial_failed(now, leg, 503, "no RTP port free");
+                return;
+            }
+        };
+        let advertised = SocketAddr::new(public_ip.unwrap_or(ports.local.ip()), ports.local.port());
+        let offer = offer_sdp(&codecs, advertised, leg.0, 1);
+        entry.advertised = advertised;
+        entry.answer_sdp = offer.clone();
+        dial.offer = offer;
+        dial.ports = Some(ports);
+        self.send_invite(leg);
+    }
+
+    /// Sends (or sends again, to a redirect's target) a dial-out's INVITE.
+    fn send_invite(&mut self, leg: LegId) {
+        let (Some(entry), Some(sip)) = (self.legs.get_mut(&leg), &self.sip) else {
+            return;
+        };
+        let Some(dial) = entry.dial.as_mut() else {
+            return;
+        };
+        let host = entry.advertised.ip();
+        let host = if host.is_ipv6() {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let room = self
+            .core
+            .dial_outs_room(leg)
+            .map_or_else(|| "roundtable".to_string(), |r| r.to_string());
+        let from_uri = match dial.from.as_deref() {
+            Some(uri) if uri.contains(':') => uri.to_string(),
+            Some(user) => format!("sip:{user}@{host}"),
+            None => format!("sip:{room}@{host}"),
+        };
+        let from = match &dial.display_name {
+            Some(name) => format!("\"{name}\" <{from_uri}>"),
+            None => format!("<{from_uri}>"),
+        };
+        let call = sip.dial(Dial {
+            target: dial.target,
+            transport: Transport::Udp,
+            request_uri: dial.uri.clone(),
+            from,
+            to: format!("<{}>", dial.uri),
+            body: dial.offer.clone(),
+            credentials: None,
+        });
+        dial.sent = true;
+        self.calls.remove(&entry.call);
+        entry.call = call;
+        self.calls.insert(call, leg);
+    }
+
+    /// A 18x to a dial-out.
+    pub(super) fn dial_progress(&mut self, now: Instant, call: CallKey) {
+        if let Some(&leg) = self.calls.get(&call) {
+            self.core.handle_dial_progress(now, leg);
+        }
+    }
+
+    /// A dial-out was answered: its answer picks the codec, its media is built, and the core
+    /// puts it in its room once that is done.
+    pub(super) fn dial_answered(&mut self, now: Instant, call: CallKey, body: Vec<u8>) {
+        let Some(&leg) = self.calls.get(&call) else {
+            return;
+        };
+        let codecs = self.sdp_codecs();
+        let answer = Offer::parse(&body, SrtpPolicy::Off)
+            .ok()
+            .and_then(|theirs| Some((theirs.answer(&codecs).ok()?, theirs)));
+        let Some((ours, theirs)) = answer else {
+            warn!(leg = %leg, "dial-out answered with SDP we cannot use; hanging up");
+            if let Some(sip) = &self.sip {
+                sip.hangup(call);
+            }
+            self.core
+                .handle_dial_failed(now, leg, 488, "Not Acceptable Here (its SDP answer)");
+            return;
+        };
+        let receive = self.receive_config(&theirs, &ours);
+        let Some(room) = self.core.dial_outs_room(leg).cloned() else {
+            return;
+        };
+        self.core.handle_dial_answered(now, leg);
+        let digits = self.forward_digits(leg);
+        let Some(entry) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let (receive_tx, receive_rx) = tokio::sync::watch::channel(receive);
+        entry.receive = receive_tx;
+        entry.codec = ours.codec;
+        let ports = entry.dial.as_mut().and_then(|d| d.ports.take());
+        let setup = MediaSetup {
+            leg,
+            room,
+            remote: theirs.rtp_addr,
+            codec: leg_codec(&ours),
+            receive: receive_rx,
+            srtp: None,
+            digits,
+            counters: entry.counters.clone(),
+            cancel: entry.cancel.clone(),
+        };
+        self.spawn_media(
+            move || ports.ok_or(("no RTP port", "the ports were released".to_string())),
+            setup,
+        );
+    }
+
+    /// A dial-out failed: a first 3xx is followed; anything else ends it.
+    pub(super) fn dial_failed(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        code: u16,
+        reason: String,
+        redirect: Option<String>,
+    ) {
+        let Some(&leg) = self.calls.get(&call) else {
+            return;
+        };
+        let follow = self
+            .legs
+            .get(&leg)
+            .and_then(|e| e.dial.as_ref())
+            .is_some_and(|d| !d.redirected);
+        if let (Some(uri), true) = (redirect, follow)
+            && let Ok(target) = dial_target(&uri)
+            && let Some(dial) = self.legs.get_mut(&leg).and_then(|e| e.dial.as_mut())
+        {
+            info!(leg = %leg, %uri, "dial-out redirected ({code})");
+            dial.redirected = true;
+            dial.target = target;
+            dial.uri = uri;
+            self.send_invite(leg);
+            return;
+        }
+        info!(leg = %leg, code, %reason, "dial-out failed");
+        self.core.handle_dial_failed(now, leg, code, &reason);
+    }
+
+    /// Hangs up a dial-out before its INVITE went: it fails at once.
+    pub(super) fn drop_unsent_dial(&mut self, leg: LegId) -> bool {
+        let unsent = self
+            .legs
+            .get(&leg)
+            .and_then(|e| e.dial.as_ref())
+            .is_some_and(|d| !d.sent);
+        if unsent {
+            self.core
+                .handle_dial_failed(Instant::now(), leg, 487, "Request Terminated");
+        }
+        unsent
+    }
+
+    /// The `participant_state` event's fields for a core dial state.
+    pub(super) fn dial_state_fields(leg: LegId, state: &DialState) -> serde_json::Value {
+        let mut fields =
+            serde_json::json!({"participant": leg.to_string(), "state": state.as_str()});
+        if let DialState::Failed { code, reason } = state {
+            fields["failure"] = serde_json::json!(Failure {
+                code: *code,
+                reason: reason.clone()
+            });
+        }
+        fields
+    }
+
+    /// The calls placed into `room` that have not joined it yet, as participants.
+    pub(super) fn dialing_participants(&self, room: &str) -> Vec<Participant> {
+        let room_aec = self.room_aec(room);
+        self.core
+            .dial_outs(room)
+            .into_iter()
+            .filter_map(|view| {
+                let entry = self.legs.get(&view.leg)?;
+                let mut participant = self.participant(view.leg, view.moderator, entry, room_aec);
+                participant.state = match view.state {
+                    DialState::Dialing => ParticipantState::Dialing,
+                    DialState::Ringing => ParticipantState::Ringing,
+                    _ => ParticipantState::Answered,
+                };
+                Some(participant)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,259 @@
+//! Dial-out against SIPp callees (`POST /v1/rooms/{room}/participants`): answered after 180
+//! and 183 (the callee hears the room, N-1, asserted on its audio), busy (486 in the events),
+//! no answer (CANCEL at the timeout, failed as 480 No Answer), a 302 followed to a second
+//! callee, and bad requests refused with the right status while the service keeps serving.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A SIPp callee on `port` running `tests/sipp/<name>` with `replacements` made in it.
+fn callee(name: &str, port: u16, workdir: &Path, replacements: &[(&str, String)]) -> Child {
+    let mut text = std::fs::read_to_string(scenario(name)).expect("scenario");
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    let file = workdir.join(name);
+    std::fs::write(&file, text).unwrap();
+    Command::new("sipp")
+        .current_dir(workdir)
+        .arg("-sf")
+        .arg(&file)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
+        .args([
+            "-nostdin",
+            "-trace_err",
+            "-trace_msg",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sipp")
+}
+
+/// Waits (at most `within`) for a `participant_state` event of `state` in `room`; returns it.
+fn wait_state(service: &Service, room: &str, state: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let (_, page) = service.http("GET", &format!("/v1/events?room={room}"), "");
+        let found = page["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["type"] == "participant_state" && e["state"] == state)
+                .cloned()
+        });
+        if let Some(event) = found {
+            return event;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, page) = service.http("GET", &format!("/v1/events?room={room}"), "");
+    panic!("no {state} state in {room}: {page}\n{}", service.log_tail());
+}
+
+fn dial(service: &Service, room: &str, body: &str) -> (u16, serde_json::Value) {
+    service.http("POST", &format!("/v1/rooms/{room}/participants"), body)
+}
+
+/// The PCMU audio that arrives on `socket` for `duration`, decoded.
+fn listen(socket: &UdpSocket, duration: Duration) -> Vec<i16> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + duration;
+    let mut samples = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 0
+        {
+            samples.extend(
+                buf[12..n]
+                    .iter()
+                    .map(|b| roundtable_media::g711::ulaw_decode(*b)),
+            );
+        }
+    }
+    samples
+}
+
+#[test]
+fn an_answered_callee_hears_the_room() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    // A caller already in the room, speaking 440 Hz.
+    let mut caller = Uac::new(service.sip, "3000");
+    assert_eq!(caller.call(), 200);
+    let talk = caller.start_media(440.0, Duration::from_secs(6));
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let sipp = callee(
+        "uas_answer.xml",
+        port,
+        work.path(),
+        &[("RTP_PORT", rtp.local_addr().unwrap().port().to_string())],
+    );
+    let (status, participant) = dial(
+        &service,
+        "3000",
+        &format!(r#"{{"to": "sip:callee@127.0.0.1:{port}", "display_name": "Conference"}}"#),
+    );
+    assert_eq!(status, 202, "{participant}");
+    assert_eq!(participant["state"], "dialing");
+    let leg = participant["id"].as_str().unwrap().to_string();
+    wait_state(&service, "3000", "ringing", Duration::from_secs(5));
+    wait_state(&service, "3000", "answered", Duration::from_secs(5));
+    service.wait_participants("3000", 2);
+    // The callee hears the room: the caller's tone.
+    let heard = listen(&rtp, Duration::from_secs(2));
+    assert!(
+        heard.len() > 8000,
+        "only {} samples reached the callee",
+        heard.len()
+    );
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_db_at(tail, 440.0, 8000.0) > -30.0,
+        "the callee does not hear the caller's 440 Hz (rms {})",
+        rms(tail)
+    );
+    // Removing it through the API ends it with BYE.
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3000/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(sipp, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    drop(talk);
+    assert_eq!(caller.hangup(), 200);
+}
+
+#[test]
+fn a_busy_callee_fails_with_486() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sipp = callee("uas_busy.xml", port, work.path(), &[]);
+    let (status, participant) = dial(
+        &service,
+        "3001",
+        &format!(r#"{{"to": "sip:busy@127.0.0.1:{port}"}}"#),
+    );
+    assert_eq!(status, 202, "{participant}");
+    let event = wait_state(&service, "3001", "failed", Duration::from_secs(5));
+    assert_eq!(event["failure"]["code"], 486, "{event}");
+    assert_eq!(event["failure"]["reason"], "Busy Here", "{event}");
+    assert_eq!(
+        wait_sipp(sipp, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    let (status, _) = service.http("GET", "/v1/rooms/3001", "");
+    assert_eq!(status, 404, "a failed dial-out leaves no room behind");
+}
+
+#[test]
+fn nobody_answering_is_cancelled_at_the_timeout() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sipp = callee("uas_no_answer.xml", port, work.path(), &[]);
+    let (status, _) = dial(
+        &service,
+        "3002",
+        &format!(r#"{{"to": "sip:nobody@127.0.0.1:{port}", "timeout_s": 2}}"#),
+    );
+    assert_eq!(status, 202);
+    wait_state(&service, "3002", "ringing", Duration::from_secs(5));
+    let (_, room) = service.http("GET", "/v1/rooms/3002", "");
+    assert_eq!(room["participants"][0]["state"], "ringing", "{room}");
+    let event = wait_state(&service, "3002", "failed", Duration::from_secs(8));
+    assert_eq!(event["failure"]["code"], 480, "{event}");
+    assert_eq!(
+        wait_sipp(sipp, Duration::from_secs(10)),
+        Some(0),
+        "the CANCEL, 487 and ACK went as SIPp expects: {}",
+        sipp_logs(work.path())
+    );
+}
+
+#[test]
+fn a_302_is_followed_to_the_new_target() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let (first, second) = (free_port(), free_port());
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let answering = callee(
+        "uas_answer.xml",
+        second,
+        work.path(),
+        &[("RTP_PORT", rtp.local_addr().unwrap().port().to_string())],
+    );
+    let moving = callee(
+        "uas_redirect.xml",
+        first,
+        work.path(),
+        &[("TARGET_PORT", second.to_string())],
+    );
+    let (status, participant) = dial(
+        &service,
+        "3003",
+        &format!(r#"{{"to": "sip:moved@127.0.0.1:{first}"}}"#),
+    );
+    assert_eq!(status, 202, "{participant}");
+    wait_state(&service, "3003", "answered", Duration::from_secs(5));
+    service.wait_participants("3003", 1);
+    assert_eq!(wait_sipp(moving, Duration::from_secs(10)), Some(0));
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3003/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(answering, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+}
+
+#[test]
+fn bad_dial_requests_get_clear_statuses() {
+    let service = Service::start(Options::default());
+    for (body, status) in [
+        (r#"{"to": "sip:"}"#, 400),
+        (r#"{"to": "sip:alice@example.com"}"#, 400),
+        (r#"{"to": "nonsense"}"#, 400),
+        (r#"{"to": "tel:+15551234567"}"#, 400),
+        (r#"{"to": "tel:+15551234567", "trunk": "nope"}"#, 404),
+        (r#"{"to": "sip:a@127.0.0.1", "timeout_s": 9999}"#, 400),
+        ("not json", 400),
+    ] {
+        let (got, answer) = dial(&service, "3004", body);
+        assert_eq!(got, status, "{body}: {answer}");
+    }
+    let (status, _) = service.http("GET", "/health", "");
+    assert_eq!(status, 200, "the service keeps serving");
+}
