@@ -1,14 +1,16 @@
 //! Random sequences of datagrams, timeouts, application commands and answers to the endpoint's
-//! own requests (BYE, refreshes, pings) against the endpoint's transaction and dialog state
-//! machines never panic, and time never runs backwards.
+//! own requests (BYE, refreshes, pings, and the INVITE and CANCEL of calls it places) against
+//! the endpoint's transaction and dialog state machines never panic, and time never runs
+//! backwards.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use roundtable_sip::Rejection;
+use roundtable_sip::digest::User;
 use roundtable_sip::endpoint::{
-    CallKey, Endpoint, EndpointConfig, Event, FlowId, Output, Peer, Transport,
+    CallKey, Endpoint, EndpointConfig, Event, FlowId, OutgoingCall, Output, Peer, Transport,
 };
 
 const INVITE: &str = "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
@@ -35,7 +37,25 @@ fuzz_target!(|data: &[u8]| {
     let mut last_request: Option<Vec<u8>> = None;
     for chunk in data.chunks(64).take(64) {
         let (op, rest) = chunk.split_first().unwrap_or((&0, &[]));
-        match op % 7 {
+        match op % 8 {
+            7 => {
+                let call = CallKey::outgoing(u64::from(rest.first().copied().unwrap_or(0)));
+                let credentials = (rest.get(1).copied().unwrap_or(0) % 2 == 0).then(|| User {
+                    name: "trunk".into(),
+                    password: "pw".into(),
+                });
+                let outgoing = OutgoingCall {
+                    peer,
+                    request_uri: "sip:bob@127.0.0.1:5070".into(),
+                    from: "<sip:room@127.0.0.1>".into(),
+                    to: "<sip:bob@127.0.0.1:5070>".into(),
+                    route: Vec::new(),
+                    body: b"v=0\r\n".to_vec(),
+                    credentials,
+                };
+                ep.dial(now, call, outgoing);
+                calls.push(call);
+            }
             6 => {
                 if let Some(request) = &last_request {
                     let code = 100
@@ -91,8 +111,18 @@ fn answer(request: &[u8], code: u16) -> Vec<u8> {
         let name = line.split(':').next().unwrap_or_default();
         if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
             out.push_str(line);
+            if name == "To" && !line.contains("tag=") && code > 100 {
+                out.push_str(";tag=fz");
+            }
             out.push_str("\r\n");
         }
+    }
+    match code {
+        401 => out.push_str("WWW-Authenticate: Digest realm=\"r\", nonce=\"n\", qop=\"auth\"\r\n"),
+        407 => out.push_str("Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n"),
+        300..=399 => out.push_str("Contact: <sip:elsewhere@127.0.0.1:5090>\r\n"),
+        200..=299 => out.push_str("Contact: <sip:bob@127.0.0.1:5070>\r\n"),
+        _ => {}
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     out.into_bytes()
