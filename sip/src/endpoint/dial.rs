@@ -155,9 +155,16 @@ impl Endpoint {
         self.dialing.insert(call, dialing);
     }
 
-    /// A provisional response to one of our INVITEs.
-    pub(super) fn dial_provisional(&mut self, now: Instant, call: CallKey, code: u16) {
-        let Some(dialing) = self.dialing.get_mut(&call) else {
+    /// A provisional response to one of our INVITEs (on `branch`: an earlier attempt's, from
+    /// before a challenge, is ignored).
+    pub(super) fn dial_provisional(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        branch: &str,
+        code: u16,
+    ) {
+        let Some(dialing) = self.dialing.get_mut(&call).filter(|d| d.branch == branch) else {
             return;
         };
         dialing.provisional = true;

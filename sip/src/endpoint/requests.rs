@@ -18,7 +18,7 @@ impl Endpoint {
         let timers = self.config.timers;
         let purpose = txn.purpose;
         if let (Purpose::Dial(call), Some(code @ 100..=199)) = (purpose, response.status()) {
-            self.dial_provisional(now, call, code);
+            self.dial_provisional(now, call, &branch, code);
         }
         let step = txn.on_response(now, &timers, &response, || {
             self.ack_for_2xx(purpose, &response)
