@@ -324,6 +324,39 @@ struct LegEntry {
     dial: Option<Box<dialout::DialInfo>>,
 }
 
+impl LegEntry {
+    /// A leg that is being set up: no media, no SDP yet, not answered.
+    fn new(
+        call: CallKey,
+        from: String,
+        codec: AudioCodec,
+        joined_at: SystemTime,
+        receive: tokio::sync::watch::Sender<ReceiveConfig>,
+    ) -> LegEntry {
+        LegEntry {
+            call,
+            call_id: String::new(),
+            from,
+            srtp: None,
+            codec,
+            joined_at,
+            counters: Arc::default(),
+            cancel: CancellationToken::new(),
+            advertised: SocketAddr::from(([0, 0, 0, 0], 0)),
+            answer_sdp: Vec::new(),
+            sdp_version: 1,
+            receive,
+            add: None,
+            pending_answer: None,
+            controls: LegControls::default(),
+            talking: false,
+            aec_active: false,
+            answered: false,
+            dial: None,
+        }
+    }
+}
+
 /// One mixer room (a room, or a lobby caller's private room).
 struct RoomEntry {
     worker: WorkerId,

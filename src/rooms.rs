@@ -242,14 +242,7 @@ impl RoomBook {
     /// in the blocking pool, then [`RoomBook::apply`]s the change, so memory and disk agree.
     pub fn file_after(&self, change: &BookChange) -> Result<BookFile, RoomBookError> {
         let mut api = self.api.clone();
-        match change {
-            BookChange::Put(id, room) => {
-                api.insert(id.clone(), room.clone());
-            }
-            BookChange::Delete(id) => {
-                api.remove(id);
-            }
-        }
+        change.clone().apply_to(&mut api);
         let mut rooms: Vec<StoredRoom> = api
             .into_iter()
             .map(|(id, r)| StoredRoom {
@@ -279,14 +272,7 @@ impl RoomBook {
 
     /// Makes a change whose file is written.
     pub fn apply(&mut self, change: BookChange) {
-        match change {
-            BookChange::Put(id, room) => {
-                self.api.insert(id, room);
-            }
-            BookChange::Delete(id) => {
-                self.api.remove(&id);
-            }
-        }
+        change.apply_to(&mut self.api);
     }
 
     /// Whether `id` was defined through the API.
@@ -310,6 +296,19 @@ pub enum BookChange {
     Put(String, RoomConfig),
     /// Remove a room's API definition.
     Delete(String),
+}
+
+impl BookChange {
+    fn apply_to(self, rooms: &mut HashMap<String, RoomConfig>) {
+        match self {
+            BookChange::Put(id, room) => {
+                rooms.insert(id, room);
+            }
+            BookChange::Delete(id) => {
+                rooms.remove(&id);
+            }
+        }
+    }
 }
 
 /// The rooms file's new content and where it goes.

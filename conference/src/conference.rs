@@ -301,32 +301,45 @@ impl Conference {
         directory: &dyn RoomDirectory,
     ) -> Result<LegId, Refusal> {
         let now = self.advance(now);
+        // A draining service refuses with NotAccepting (in `admit`) before any lockout.
+        if self.accepting && self.lockout.source_locked(source, now) {
+            return Err(Refusal::LockedOut);
+        }
+        let room = match &destination {
+            Destination::Room { room, .. } => Some(room),
+            Destination::Lobby => None,
+        };
+        self.admit(room, directory)?;
+        Ok(self.add_leg(Leg {
+            source,
+            place: Place::Pending(destination),
+            moderator: false,
+            muted: false,
+            star: false,
+            outbound: false,
+        }))
+    }
+
+    /// Whether one more leg may come in now (into `room`, if it goes straight there).
+    fn admit(&self, room: Option<&RoomId>, directory: &dyn RoomDirectory) -> Result<(), Refusal> {
         if !self.accepting {
             return Err(Refusal::NotAccepting);
-        }
-        if self.lockout.source_locked(source, now) {
-            return Err(Refusal::LockedOut);
         }
         if self.legs.len() >= self.limits.max_calls {
             return Err(Refusal::MaxCalls);
         }
-        if let Destination::Room { room, .. } = &destination {
-            self.room_open_to(room, directory)?;
+        match room {
+            Some(room) => self.room_open_to(room, directory),
+            None => Ok(()),
         }
+    }
+
+    /// Files a new leg under the next id.
+    fn add_leg(&mut self, leg: Leg) -> LegId {
         self.next_leg += 1;
-        let leg = LegId(self.next_leg);
-        self.legs.insert(
-            leg,
-            Leg {
-                source,
-                place: Place::Pending(destination),
-                moderator: false,
-                muted: false,
-                star: false,
-                outbound: false,
-            },
-        );
-        Ok(leg)
+        let id = LegId(self.next_leg);
+        self.legs.insert(id, leg);
+        id
     }
 
     /// Whether one more caller may enter `room` now.

@@ -627,14 +627,7 @@ impl Endpoint {
             }
             Method::Cancel => self.handle_cancel(now, peer, key, request),
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
-                self.answer_non_invite(
-                    now,
-                    peer,
-                    key,
-                    &request,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                );
+                self.answer_no_transaction(now, peer, key, &request);
             }
             Method::Other(_) => {
                 self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");

@@ -793,6 +793,21 @@ impl SipUri {
             host_port,
         })
     }
+
+    /// The socket address the URI names when its host is an IP literal (default port 5060,
+    /// 5061 for `sips:`); `None` for a hostname, which needs DNS.
+    pub fn ip_address(&self) -> Option<std::net::SocketAddr> {
+        let host_port = self.host_port.as_str();
+        host_port.parse().ok().or_else(|| {
+            let ip: std::net::IpAddr = host_port
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()?;
+            let port = if self.scheme == "sips" { 5061 } else { 5060 };
+            Some(std::net::SocketAddr::new(ip, port))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -584,9 +584,10 @@ impl Driver {
     }
 }
 
-/// The local IP a reply to `remote` leaves from, for sockets bound to the unspecified address.
-/// Connecting a UDP socket sends nothing; it only asks the kernel for the route.
-fn route_source(bound: SocketAddr, remote: SocketAddr) -> SocketAddr {
+/// The local address a message to `remote` leaves from: `bound`, or for a socket bound to the
+/// unspecified address, the IP the kernel routes `remote` from (with `bound`'s port). Connecting
+/// a UDP socket sends nothing; it only asks the kernel for the route.
+pub fn route_source(bound: SocketAddr, remote: SocketAddr) -> SocketAddr {
     if !bound.ip().is_unspecified() {
         return bound;
     }

@@ -8,7 +8,6 @@ use std::time::Instant;
 use roundtable_conference::conference::{Departure, Destination, Refusal};
 use roundtable_conference::{LegId, RoomId};
 use roundtable_media::socket::{self, LegCounters, MediaPorts, ReceiveConfig, ReceiveEnd};
-use roundtable_mixer::LegControls;
 use roundtable_mixer::pool::{Command as MixerCommand, LegIo};
 use roundtable_sip::Rejection;
 use roundtable_sip::endpoint::{CallKey, IncomingCall, Reoffer, Transport};
@@ -121,6 +120,11 @@ impl Bridge {
         }
     }
 
+    /// The RTP address our SDP names for a leg bound at `local`: `media.public_ip` if set.
+    pub(super) fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        SocketAddr::new(self.config.public_ip.unwrap_or(local.ip()), local.port())
+    }
+
     /// `media.codecs` as SDP codecs, in our order of preference.
     pub(super) fn sdp_codecs(&self) -> Vec<AudioCodec> {
         const ALL: [AudioCodec; 4] = [
@@ -223,49 +227,31 @@ impl Bridge {
             }
         };
         let room = target.unwrap_or_else(|| RoomId::lobby(leg));
-        let counters = Arc::new(LegCounters::default());
-        let cancel = CancellationToken::new();
         let (receive_tx, receive_rx) =
             tokio::sync::watch::channel(self.receive_config(&offer, &answer));
         let codec = leg_codec(&answer);
-        self.legs.insert(
-            leg,
-            LegEntry {
-                call: call.call,
-                call_id: call.call_id.clone(),
-                from: call.from.clone(),
-                srtp: answer.srtp.clone(),
-                codec: answer.codec,
-                joined_at: self.clock.now(),
-                counters: counters.clone(),
-                cancel: cancel.clone(),
-                advertised: SocketAddr::from(([0, 0, 0, 0], 0)),
-                answer_sdp: Vec::new(),
-                sdp_version: 1,
-                receive: receive_tx,
-                add: None,
-                pending_answer: Some(answer),
-                controls: LegControls::default(),
-                talking: false,
-                aec_active: false,
-                answered: false,
-                dial: None,
-            },
+        let mut entry = LegEntry::new(
+            call.call,
+            call.from.clone(),
+            answer.codec,
+            self.clock.now(),
+            receive_tx,
         );
+        entry.call_id = call.call_id.clone();
+        entry.srtp = answer.srtp.clone();
+        entry.pending_answer = Some(answer);
+        let (counters, cancel) = (entry.counters.clone(), entry.cancel.clone());
+        self.legs.insert(leg, entry);
         self.calls.insert(call.call, leg);
         let digits_tx = self.forward_digits(leg);
         // Binding sockets and building codecs run in the blocking pool.
-        let (srtp_mixer, srtp_receive) = match srtp {
-            Some((_, mixer, receive)) => (Some(mixer), Some(receive)),
-            None => (None, None),
-        };
         let setup = MediaSetup {
             leg,
             room,
             remote: offer.rtp_addr,
             codec,
             receive: receive_rx,
-            srtp: srtp_mixer.zip(srtp_receive),
+            srtp: srtp.map(|(_, mixer, receive)| (mixer, receive)),
             digits: digits_tx,
             counters,
             cancel,
@@ -376,10 +362,7 @@ impl Bridge {
         };
         let sdp = match answer {
             Some(answer) => {
-                let advertised = SocketAddr::new(
-                    self.config.public_ip.unwrap_or(media.rtp.ip()),
-                    media.rtp.port(),
-                );
+                let advertised = self.advertised(media.rtp);
                 let sdp = answer.to_sdp(advertised, leg.0, 1);
                 if let Some(entry) = self.legs.get_mut(&leg) {
                     entry.advertised = advertised;

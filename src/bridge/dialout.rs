@@ -4,19 +4,16 @@
 //! 3xx is followed once.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use roundtable_api::{ControlError, DialRequest, Failure, Participant, ParticipantState};
 use roundtable_conference::conference::{DialOut, DialState, Refusal};
 use roundtable_conference::{LegId, RoomId};
-use roundtable_media::socket::{LegCounters, MediaPorts, ReceiveConfig};
-use roundtable_mixer::LegControls;
+use roundtable_media::socket::{MediaPorts, ReceiveConfig};
 use roundtable_sip::endpoint::{CallKey, Transport};
 use roundtable_sip::message::SipUri;
 use roundtable_sip::sdp::{Offer, SrtpPolicy, offer_sdp};
-use roundtable_sip::transport::Dial;
-use tokio_util::sync::CancellationToken;
+use roundtable_sip::transport::{Dial, route_source};
 use tracing::{info, warn};
 
 use super::calls::MediaSetup;
@@ -35,8 +32,6 @@ pub(super) struct DialInfo {
     redirected: bool,
     /// Its RTP ports, from binding until its media is built.
     ports: Option<MediaPorts>,
-    /// Our offer (and our SDP for the call's life).
-    offer: Vec<u8>,
     /// The INVITE went (`LegEntry::call` is its key).
     sent: bool,
 }
@@ -50,31 +45,28 @@ fn dial_target(uri: &str) -> Result<SocketAddr, ControlError> {
             "to: {uri:?}: only sip: URIs can be dialled directly (sips: needs TLS routing)"
         )));
     }
-    let host = parsed.host_port.as_str();
-    host.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| {
-            let ip = host.trim_start_matches('[').trim_end_matches(']');
-            ip.parse().ok().map(|ip| SocketAddr::new(ip, 5060))
-        })
-        .ok_or_else(|| {
-            ControlError::Invalid(format!(
-                "to: {uri:?}: the host must be an IP address (DNS routing of dial-outs is not supported yet)"
-            ))
-        })
+    parsed.ip_address().ok_or_else(|| {
+        ControlError::Invalid(format!(
+            "to: {uri:?}: the host must be an IP address (DNS routing of dial-outs is not supported yet)"
+        ))
+    })
 }
 
-/// The local address the kernel would use towards `target` (blocking-free: a UDP connect
-/// sends nothing).
-fn route_ip(target: SocketAddr) -> std::io::Result<std::net::IpAddr> {
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = std::net::UdpSocket::bind(bind)?;
-    probe.connect(target)?;
-    Ok(probe.local_addr()?.ip())
+/// The local IP the kernel routes `target` from (where the leg's RTP ports are bound).
+fn route_ip(target: SocketAddr) -> Result<std::net::IpAddr, String> {
+    let unspecified = SocketAddr::new(
+        if target.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        },
+        0,
+    );
+    let ip = route_source(unspecified, target).ip();
+    if ip.is_unspecified() {
+        return Err(format!("no route to {target}"));
+    }
+    Ok(ip)
 }
 
 fn refusal_error(refusal: Refusal) -> ControlError {
@@ -124,47 +116,29 @@ impl Bridge {
             rtcp_mux: false,
             rtcp_remote: target,
         };
-        self.legs.insert(
-            leg,
-            LegEntry {
-                call: CallKey(0),
-                call_id: String::new(),
-                from: request.to.clone(),
-                srtp: None,
-                codec,
-                joined_at: self.clock.now(),
-                counters: Arc::new(LegCounters::default()),
-                cancel: CancellationToken::new(),
-                advertised: SocketAddr::from(([0, 0, 0, 0], 0)),
-                answer_sdp: Vec::new(),
-                sdp_version: 1,
-                receive: tokio::sync::watch::channel(placeholder).0,
-                add: None,
-                pending_answer: None,
-                controls: LegControls {
-                    muted: request.muted,
-                    ..LegControls::default()
-                },
-                talking: false,
-                aec_active: false,
-                answered: false,
-                dial: Some(Box::new(DialInfo {
-                    target,
-                    uri: request.to,
-                    from: request.from,
-                    display_name: request.display_name,
-                    redirected: false,
-                    ports: None,
-                    offer: Vec::new(),
-                    sent: false,
-                })),
-            },
+        let receive = tokio::sync::watch::channel(placeholder).0;
+        let mut entry = LegEntry::new(
+            CallKey(0),
+            request.to.clone(),
+            codec,
+            self.clock.now(),
+            receive,
         );
+        entry.controls.muted = request.muted;
+        entry.dial = Some(Box::new(DialInfo {
+            target,
+            uri: request.to,
+            from: request.from,
+            display_name: request.display_name,
+            redirected: false,
+            ports: None,
+            sent: false,
+        }));
+        self.legs.insert(leg, entry);
         info!(leg = %leg, room = %room, %target, "dialling out");
         let (ports, handle) = (self.ports.clone(), self.handle.clone());
         tokio::task::spawn_blocking(move || {
             let bound = route_ip(target)
-                .map_err(|e| e.to_string())
                 .and_then(|ip| MediaPorts::bind(ip, &ports).map_err(|e| e.to_string()));
             handle.send(Command::DialPorts(leg, Box::new(bound)));
         });
@@ -182,14 +156,9 @@ impl Bridge {
         leg: LegId,
         bound: Result<MediaPorts, String>,
     ) {
-        let codecs = self.sdp_codecs();
-        let public_ip = self.config.public_ip;
-        let Some(entry) = self.legs.get_mut(&leg) else {
+        if self.legs.get(&leg).is_none_or(|e| e.dial.is_none()) {
             return; // Given up meanwhile: dropping the ports frees them.
-        };
-        let Some(dial) = entry.dial.as_mut() else {
-            return;
-        };
+        }
         let ports = match bound {
             Ok(ports) => ports,
             Err(error) => {
@@ -199,12 +168,17 @@ impl Bridge {
                 return;
             }
         };
-        let advertised = SocketAddr::new(public_ip.unwrap_or(ports.local.ip()), ports.local.port());
-        let offer = offer_sdp(&codecs, advertised, leg.0, 1);
+        let advertised = self.advertised(ports.local);
+        let offer = offer_sdp(&self.sdp_codecs(), advertised, leg.0, 1);
+        let Some(entry) = self.legs.get_mut(&leg) else {
+            return;
+        };
         entry.advertised = advertised;
-        entry.answer_sdp = offer.clone();
-        dial.offer = offer;
-        dial.ports = Some(ports);
+        // Our offer is our SDP for the call's life (a re-offer without SDP gets it).
+        entry.answer_sdp = offer;
+        if let Some(dial) = entry.dial.as_mut() {
+            dial.ports = Some(ports);
+        }
         self.send_invite(leg);
     }
 
@@ -241,7 +215,7 @@ impl Bridge {
             request_uri: dial.uri.clone(),
             from,
             to: format!("<{}>", dial.uri),
-            body: dial.offer.clone(),
+            body: entry.answer_sdp.clone(),
             credentials: None,
         });
         dial.sent = true;

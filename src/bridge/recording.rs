@@ -36,6 +36,8 @@ pub(super) type RoomReply = oneshot::Sender<Result<RoomDetail, ControlError>>;
 /// A recording start's outcome from the blocking pool, and what it was asked with.
 pub struct Opened {
     room: RoomId,
+    /// The second it started (its folder, without a `-2` suffix).
+    start: String,
     mode: Mode,
     by: Option<String>,
     reply: Option<RoomReply>,
@@ -136,6 +138,7 @@ impl Bridge {
             let opened = open_recording(&archive, spec, folders);
             handle.send(BridgeCommand::RecordingOpened(Box::new(Opened {
                 room,
+                start,
                 mode,
                 by,
                 reply,
@@ -167,6 +170,7 @@ impl Bridge {
     pub(super) fn recording_opened(&mut self, opened: Opened) {
         let Opened {
             room,
+            start,
             mode,
             by,
             reply,
@@ -208,13 +212,9 @@ impl Bridge {
             }
         };
         let id = recording.id().to_string();
-        let start = id.rsplit('/').next().unwrap_or_default();
-        let second = start.split('-').next().unwrap_or_default().to_string();
-        self.recent_recordings.retain(|id| {
-            id.rsplit('/')
-                .next()
-                .is_some_and(|f| f.starts_with(&second))
-        });
+        // Names of earlier seconds cannot be asked for again.
+        self.recent_recordings
+            .retain(|id| id.rsplit('/').next().is_some_and(|f| f.starts_with(&start)));
         self.recent_recordings.insert(id.clone());
         info!(room = %room, recording = %id, mode = mode.as_str(), "recording started");
         self.event(

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Conference, Departure, Destination, DialState, Event, Leg, Place, Refusal};
-use super::{RoomDirectory, RoomId};
+use super::{Action, Conference, Departure, Destination, DialState, Event, Leg, Place};
+use super::{Refusal, RoomDirectory, RoomId};
 use crate::LegId;
 
 /// A call to place into a room.
@@ -77,15 +77,7 @@ impl Conference {
         directory: &dyn RoomDirectory,
     ) -> Result<LegId, Refusal> {
         let now = self.advance(now);
-        if !self.accepting {
-            return Err(Refusal::NotAccepting);
-        }
-        if self.legs.len() >= self.limits.max_calls {
-            return Err(Refusal::MaxCalls);
-        }
-        self.room_open_to(&dial.room, directory)?;
-        self.next_leg += 1;
-        let leg = LegId(self.next_leg);
+        self.admit(Some(&dial.room), directory)?;
         let dialing = Dialing {
             room: dial.room.clone(),
             moderator: dial.moderator,
@@ -93,17 +85,14 @@ impl Conference {
             deadline: now + dial.timeout,
             gave_up: None,
         };
-        self.legs.insert(
-            leg,
-            Leg {
-                source: std::net::IpAddr::from([0, 0, 0, 0]),
-                place: Place::Dialing(dialing),
-                moderator: dial.moderator,
-                muted: dial.muted,
-                star: false,
-                outbound: true,
-            },
-        );
+        let leg = self.add_leg(Leg {
+            source: std::net::IpAddr::from([0, 0, 0, 0]),
+            place: Place::Dialing(dialing),
+            moderator: dial.moderator,
+            muted: dial.muted,
+            star: false,
+            outbound: true,
+        });
         let state = DialState::Dialing;
         self.event(&dial.room, Event::DialState { leg, state });
         Ok(leg)

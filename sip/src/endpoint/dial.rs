@@ -59,7 +59,7 @@ pub(super) fn cancel_key(branch: &str) -> String {
 }
 
 /// The first Contact URI of a response (a 2xx's remote target, a 3xx's new target).
-fn contact_uri(response: &Message) -> Option<String> {
+pub(super) fn contact_uri(response: &Message) -> Option<String> {
     let first = response
         .headers
         .all("Contact")
@@ -233,64 +233,59 @@ impl Endpoint {
         self.touched.push(Owner::Client(key));
     }
 
-    /// A 2xx to our INVITE: the dialog it makes (RFC 3261 12.1.2), and its ACK's bytes. A 2xx
-    /// without a To tag, or from a second fork, makes none.
-    pub(super) fn dial_answered(&mut self, call: CallKey, response: &Message) -> Vec<u8> {
-        if !self.dialogs.contains_key(&call) {
-            let Some(dialing) = self.dialing.get(&call) else {
-                return Vec::new();
-            };
-            let request = &dialing.request;
-            let (Some(remote_tag), Some(local_tag)) = (response.tag("To"), request.tag("From"))
-            else {
-                return Vec::new();
-            };
-            let call_id = request.call_id().unwrap_or_default().to_string();
-            let mut route_set: Vec<String> = response
-                .headers
-                .all("Record-Route")
-                .flat_map(split_commas)
-                .map(str::to_string)
-                .collect();
-            route_set.reverse();
-            let allows_update = response
-                .headers
-                .all("Allow")
-                .flat_map(|v| v.split(','))
-                .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"));
-            let dialog = Dialog {
-                call_id: call_id.clone(),
-                local_tag: local_tag.clone(),
-                remote_tag: remote_tag.clone(),
-                remote_party: response.headers.get("To").unwrap_or_default().to_string(),
-                local_party: request.headers.get("From").unwrap_or_default().to_string(),
-                remote_target: contact_uri(response)
-                    .unwrap_or_else(|| request.request_uri().unwrap_or_default().to_string()),
-                route_set,
-                local_cseq: request.cseq().map_or(1, |c| c.number),
-                peer: dialing.peer,
-                invite_key: None,
-                confirmed: true,
-                unacked: None,
-                session: None,
-                pending_refresh: None,
-                local_sdp: request.body.clone(),
-                peer_allows_update: allows_update,
-                ping_at: self
-                    .config
-                    .ping_interval
-                    .and_then(|d| self.now.map(|n| n + d)),
-            };
-            self.dialogs.insert(call, dialog);
-            self.dialog_index
-                .insert((call_id, remote_tag, local_tag), call);
-            self.touched.push(Owner::Dialog(call));
+    /// A 2xx to our INVITE: the dialog it makes (RFC 3261 12.1.2); its ACK follows in
+    /// `ack_for_2xx`. A 2xx without a To tag, or from a second fork, makes none.
+    pub(super) fn dial_answered(&mut self, call: CallKey, response: &Message) {
+        if self.dialogs.contains_key(&call) {
+            return;
         }
-        let number = response.cseq().map_or(1, |c| c.number);
-        match self.dialog_request(call, Method::Ack, Some(number), Vec::new(), Vec::new()) {
-            Some((ack, _, _)) => ack.to_bytes(),
-            None => Vec::new(),
-        }
+        let Some(dialing) = self.dialing.get(&call) else {
+            return;
+        };
+        let request = &dialing.request;
+        let (Some(remote_tag), Some(local_tag)) = (response.tag("To"), request.tag("From")) else {
+            return;
+        };
+        let call_id = request.call_id().unwrap_or_default().to_string();
+        let mut route_set: Vec<String> = response
+            .headers
+            .all("Record-Route")
+            .flat_map(split_commas)
+            .map(str::to_string)
+            .collect();
+        route_set.reverse();
+        let allows_update = response
+            .headers
+            .all("Allow")
+            .flat_map(|v| v.split(','))
+            .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"));
+        let dialog = Dialog {
+            call_id: call_id.clone(),
+            local_tag: local_tag.clone(),
+            remote_tag: remote_tag.clone(),
+            remote_party: response.headers.get("To").unwrap_or_default().to_string(),
+            local_party: request.headers.get("From").unwrap_or_default().to_string(),
+            remote_target: contact_uri(response)
+                .unwrap_or_else(|| request.request_uri().unwrap_or_default().to_string()),
+            route_set,
+            local_cseq: request.cseq().map_or(1, |c| c.number),
+            peer: dialing.peer,
+            invite_key: None,
+            confirmed: true,
+            unacked: None,
+            session: None,
+            pending_refresh: None,
+            local_sdp: request.body.clone(),
+            peer_allows_update: allows_update,
+            ping_at: self
+                .config
+                .ping_interval
+                .and_then(|d| self.now.map(|n| n + d)),
+        };
+        self.dialogs.insert(call, dialog);
+        self.dialog_index
+            .insert((call_id, remote_tag, local_tag), call);
+        self.touched.push(Owner::Dialog(call));
     }
 
     /// How our INVITE ended: answered, challenged (sent again with credentials), redirected or
@@ -352,19 +347,19 @@ impl Endpoint {
                 };
                 let challenge =
                     response.and_then(|r| pick_challenge(r.headers.all(challenge_header)));
-                let user = dialing.credentials.clone().unwrap_or_else(|| User {
-                    name: String::new(),
-                    password: String::new(),
-                });
                 let uri = dialing
                     .request
                     .request_uri()
                     .unwrap_or_default()
                     .to_string();
                 let cnonce = self.random_token();
-                let Some(authorization) =
-                    challenge.and_then(|c| answer(c, "INVITE", &uri, &user, &cnonce))
-                else {
+                let authorization = match (challenge, &dialing.credentials) {
+                    (Some(challenge), Some(user)) => {
+                        answer(challenge, "INVITE", &uri, user, &cnonce)
+                    }
+                    _ => None,
+                };
+                let Some(authorization) = authorization else {
                     self.outputs.push_back(failed(code, reason, None));
                     return;
                 };

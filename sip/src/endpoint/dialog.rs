@@ -193,22 +193,9 @@ pub(super) fn next_hop(dialog: &Dialog) -> (String, Peer) {
     )
 }
 
-/// The socket address of a SIP URI whose host is an IP literal (default port 5060, 5061 for
-/// `sips:`).
-pub(super) fn uri_address(uri: &str) -> Option<SocketAddr> {
-    let uri = SipUri::parse(uri).ok()?;
-    let host_port = uri.host_port;
-    host_port.parse::<SocketAddr>().ok().or_else(|| {
-        let ip: std::net::IpAddr = host_port
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()?;
-        Some(SocketAddr::new(
-            ip,
-            if uri.scheme == "sips" { 5061 } else { 5060 },
-        ))
-    })
+/// The socket address of a SIP URI whose host is an IP literal.
+fn uri_address(uri: &str) -> Option<SocketAddr> {
+    SipUri::parse(uri).ok()?.ip_address()
 }
 
 /// The Route headers of our in-dialog requests: the route set, minus the strict router that
@@ -249,14 +236,7 @@ impl Endpoint {
         request: Message,
     ) {
         let Some(&call) = self.dialog_index.get(&dialog_index_of(&request)) else {
-            self.answer_non_invite(
-                now,
-                peer,
-                key,
-                &request,
-                481,
-                "Call/Transaction Does Not Exist",
-            );
+            self.answer_no_transaction(now, peer, key, &request);
             return;
         };
         if let Some(response) = self.refuse_extensions_or_body(&request) {

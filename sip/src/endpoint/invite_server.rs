@@ -148,14 +148,7 @@ impl Endpoint {
             )
         });
         let Some((call, pending)) = pending else {
-            self.answer_non_invite(
-                now,
-                peer,
-                key,
-                &request,
-                481,
-                "Call/Transaction Does Not Exist",
-            );
+            self.answer_no_transaction(now, peer, key, &request);
             return;
         };
         self.answer_non_invite(now, peer, key, &request, 200, "OK");

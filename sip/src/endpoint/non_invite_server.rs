@@ -24,6 +24,24 @@ impl Endpoint {
         self.finish_non_invite(now, peer, key, response);
     }
 
+    /// Answers 481: the request names a dialog or transaction we do not hold.
+    pub(super) fn answer_no_transaction(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: TxnKey,
+        request: &Message,
+    ) {
+        self.answer_non_invite(
+            now,
+            peer,
+            key,
+            request,
+            481,
+            "Call/Transaction Does Not Exist",
+        );
+    }
+
     pub(super) fn finish_non_invite(
         &mut self,
         now: Instant,

@@ -43,24 +43,26 @@ impl Endpoint {
         }
     }
 
-    /// The ACK of a 2xx to our re-INVITE (RFC 3261 13.2.2.4): a new transaction in the dialog
-    /// with the INVITE's CSeq number.
+    /// The ACK of a 2xx to our INVITE (RFC 3261 13.2.2.4): a new transaction in the dialog
+    /// with the INVITE's CSeq number. A 2xx to a re-INVITE updates the remote target
+    /// (12.2.1.2); one to a call we place makes the dialog first.
     pub(super) fn ack_for_2xx(&mut self, purpose: Purpose, response: &Message) -> Vec<u8> {
         let call = match purpose {
-            Purpose::Refresh(call) => call,
-            Purpose::Dial(call) => return self.dial_answered(call, response),
-            _ => return Vec::new(),
+            Purpose::Refresh(call) => {
+                if let (Some(target), Some(dialog)) =
+                    (dial::contact_uri(response), self.dialogs.get_mut(&call))
+                {
+                    dialog.remote_target = target;
+                }
+                call
+            }
+            Purpose::Dial(call) => {
+                self.dial_answered(call, response);
+                call
+            }
+            Purpose::Bye | Purpose::Ping(_) | Purpose::Cancel => return Vec::new(),
         };
         let number = response.cseq().map_or(0, |c| c.number);
-        let target = response
-            .headers
-            .get("Contact")
-            .and_then(|c| NameAddr::parse(c).ok())
-            .map(|c| c.uri);
-        if let (Some(target), Some(dialog)) = (target, self.dialogs.get_mut(&call)) {
-            // 12.2.1.2: a 2xx to a target refresh updates the remote target.
-            dialog.remote_target = target;
-        }
         match self.dialog_request(call, Method::Ack, Some(number), Vec::new(), Vec::new()) {
             Some((ack, _, _)) => ack.to_bytes(),
             None => Vec::new(),
