@@ -292,11 +292,12 @@ impl Bridge {
         let Some(&leg) = self.calls.get(&call) else {
             return;
         };
-        let follow = self
-            .legs
-            .get(&leg)
-            .and_then(|e| e.dial.as_ref())
-            .is_some_and(|d| !d.redirected);
+        let follow = self.core.still_dialing(leg)
+            && self
+                .legs
+                .get(&leg)
+                .and_then(|e| e.dial.as_ref())
+                .is_some_and(|d| !d.redirected);
         if let (Some(uri), true) = (redirect, follow)
             && let Ok(target) = dial_target(&uri)
             && let Some(dial) = self.legs.get_mut(&leg).and_then(|e| e.dial.as_mut())

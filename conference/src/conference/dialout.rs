@@ -247,8 +247,9 @@ impl Conference {
         }
     }
 
-    /// Whether `leg` is a call we placed.
-    pub fn is_outbound(&self, leg: LegId) -> bool {
-        self.legs.get(&leg).is_some_and(|l| l.outbound)
+    /// Whether `leg` is a call we place that is still wanted (not answered, not given up on):
+    /// a redirect may be followed for it.
+    pub fn still_dialing(&self, leg: LegId) -> bool {
+        matches!(&self.legs.get(&leg).map(|l| &l.place), Some(Place::Dialing(d)) if d.gave_up.is_none())
     }
 }

@@ -686,8 +686,10 @@ fn kicking_a_ringing_dial_out_cancels_it_and_it_ends() {
         Err(ConferenceError::RoomNotFound),
         "only from its own room"
     );
+    assert!(core.still_dialing(leg));
     core.kick("2000", leg).expect("cancelled");
     assert_eq!(drain(&mut core), [Action::Hangup(leg)]);
+    assert!(!core.still_dialing(leg), "a redirect now is not followed");
     core.handle_dial_failed(t0, leg, 487, "Request Terminated");
     assert_eq!(dial_states(&drain(&mut core)), [DialState::Ended]);
 }
