@@ -418,6 +418,7 @@ impl Bridge {
             max_calls: config.max_calls,
             lockout: config.lockout,
             goodbye_length: prompts.length(roundtable_conference::lobby::Prompt::Goodbye),
+            dial_outs: config.dial_limits,
         };
         let bridge = Bridge {
             core: Conference::new(limits),

@@ -25,6 +25,8 @@ session_expires_s = 1800
 min_session_expires_s = 90
 options_ping_s = 0
 tcp_idle_timeout_s = 300
+max_dialouts = 100
+dialout_cps = 10
 allow = []
 tls_cert = ""
 tls_key = ""
@@ -165,6 +167,8 @@ struct RawSip {
     min_session_expires_s: i64,
     options_ping_s: i64,
     tcp_idle_timeout_s: i64,
+    max_dialouts: i64,
+    dialout_cps: i64,
     allow: Vec<String>,
     tls_cert: String,
     tls_key: String,
@@ -483,6 +487,8 @@ pub struct Config {
     pub options_ping: Option<Duration>,
     /// A TCP or TLS connection that carries no call and no bytes for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// `sip.max_dialouts`, `sip.dialout_cps`: calls we place, at once and per second.
+    pub dial_limits: roundtable_conference::conference::DialLimits,
     /// `[[dialplan]]`, in order; empty means "the user part is the room".
     pub dialplan: Vec<DialRule>,
     /// `[[rooms]]` by id.
@@ -773,6 +779,13 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         });
     }
     let max_calls = positive("sip.max_calls", raw.sip.max_calls)?;
+    let dial_limits = roundtable_conference::conference::DialLimits {
+        max_concurrent: positive("sip.max_dialouts", raw.sip.max_dialouts)?,
+        per_second: u32::try_from(positive("sip.dialout_cps", raw.sip.dialout_cps)?)
+            .ok()
+            .filter(|cps| *cps <= 10_000)
+            .ok_or_else(|| ConfigError::new("sip.dialout_cps", "must be between 1 and 10000"))?,
+    };
     let sip_tls = if sip_listen.iter().any(|l| l.transport == Transport::Tls) {
         for (key, value) in [
             ("sip.tls_cert", &raw.sip.tls_cert),
@@ -1145,6 +1158,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         min_session_expires,
         options_ping: (options_ping > 0).then(|| Duration::from_secs(options_ping)),
         tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
+        dial_limits,
         dialplan,
         rooms,
         room_defaults,

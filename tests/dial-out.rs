@@ -257,3 +257,40 @@ fn bad_dial_requests_get_clear_statuses() {
     let (status, _) = service.http("GET", "/health", "");
     assert_eq!(status, 200, "the service keeps serving");
 }
+
+#[test]
+fn dial_outs_over_the_limits_get_429() {
+    let service = Service::start(Options {
+        // T1 of 50 ms: a call nobody answers times out (64*T1) 3.2 s after its CANCEL.
+        toml: "[sip]\nmax_dialouts = 2\ndialout_cps = 1\ntimer_t1_ms = 50\n".into(),
+        ..Options::default()
+    });
+    // A callee that never answers keeps each call dialing.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!(r#"{{"to": "sip:quiet@{}"}}"#, silent.local_addr().unwrap());
+    let (status, first) = dial(&service, "3005", &to);
+    assert_eq!(status, 202, "{first}");
+    let (status, answer) = dial(&service, "3005", &to);
+    assert_eq!(status, 429, "one per second: {answer}");
+    assert!(answer["error"].as_str().unwrap().contains("dialout_cps"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, second) = dial(&service, "3005", &to);
+    assert_eq!(status, 202, "{second}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, answer) = dial(&service, "3005", &to);
+    assert_eq!(status, 429, "two placed calls are up: {answer}");
+    assert!(answer["error"].as_str().unwrap().contains("max_dialouts"));
+    // Hanging one up frees a place (once its INVITE transaction ends).
+    let leg = first["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3005/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let (status, _) = dial(&service, "3005", &to);
+        if status == 202 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 202, "{}", service.log_tail());
+}

@@ -494,6 +494,14 @@ pub enum ControlError {
     /// The request names something invalid (a room id, a PIN).
     #[error("{0}")]
     Invalid(String),
+    /// A limit is reached (`what`); the client may try again after `retry_after_s` seconds.
+    #[error("{what}")]
+    TooMany {
+        /// Which limit.
+        what: String,
+        /// Seconds until a retry may succeed (`Retry-After`).
+        retry_after_s: u64,
+    },
 }
 
 impl ControlError {
@@ -507,6 +515,7 @@ impl ControlError {
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -569,19 +578,51 @@ struct AppState {
     token: Option<Arc<str>>,
 }
 
-/// An error response: status plus `{"error": message}`.
+/// An error response: status plus `{"error": message}` (and `Retry-After` when a limit says
+/// when to come back).
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: String) -> ApiError {
+        ApiError {
+            status,
+            message,
+            retry_after_s: None,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let body = Json(serde_json::json!({ "error": self.message }));
+        match self.retry_after_s {
+            Some(s) => (
+                self.status,
+                [(axum::http::header::RETRY_AFTER, s.to_string())],
+                body,
+            )
+                .into_response(),
+            None => (self.status, body).into_response(),
+        }
     }
 }
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> ApiError {
-        ApiError(e.status(), e.to_string())
+        let retry_after_s = match &e {
+            ControlError::TooMany { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
+        ApiError {
+            status: e.status(),
+            message: e.to_string(),
+            retry_after_s,
+        }
     }
 }
 
@@ -617,7 +658,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found".into()) })
         .with_state(state)
 }
 
@@ -634,7 +675,7 @@ async fn require_token(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return ApiError(
+            return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".into(),
             )
@@ -674,9 +715,9 @@ async fn events(
     query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
     let axum::extract::Query(query) =
-        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     if query.wait_s > MAX_EVENT_WAIT_S {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("wait_s is at most {MAX_EVENT_WAIT_S}"),
         ));
@@ -719,9 +760,9 @@ async fn recording(
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let request: RecordingRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     if request.mode.is_some() && request.action != RecordingAction::Start {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "mode is only for start".into(),
         ));
@@ -736,10 +777,10 @@ async fn list_recordings(
     query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RecordingsPage>, ApiError> {
     let axum::extract::Query(mut query) =
-        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = query.limit.unwrap_or(RECORDINGS_PAGE_DEFAULT);
     if !(1..=RECORDINGS_PAGE_MAX).contains(&limit) {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("limit: 1 to {RECORDINGS_PAGE_MAX}"),
         ));
@@ -801,7 +842,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| {
-            ApiError(
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage task failed".into(),
             )
@@ -832,7 +873,7 @@ async fn put_room(
         RoomSpec::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
     };
     Ok(Json(state.control.put_room(&room, spec).await?))
 }
@@ -853,7 +894,7 @@ async fn dial(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Participant>), ApiError> {
     let request: DialRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     request.check()?;
     let participant = state.control.dial(&room, request).await?;
     Ok((StatusCode::ACCEPTED, Json(participant)))
@@ -873,7 +914,7 @@ async fn update_room(
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let patch: RoomPatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     Ok(Json(state.control.update_room(&room, patch).await?))
 }
 
@@ -883,9 +924,9 @@ async fn update_participant(
     body: Bytes,
 ) -> Result<Json<Participant>, ApiError> {
     let patch: ParticipantPatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     if let Some(problem) = patch.problem() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, problem));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, problem));
     }
     Ok(Json(
         state.control.update_participant(&room, &leg, patch).await?,
@@ -915,7 +956,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut out) {
-        return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

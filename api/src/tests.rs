@@ -622,3 +622,21 @@ async fn dial_requests_are_checked_before_they_reach_the_bridge() {
         assert!(answer["error"].is_string(), "{answer}");
     }
 }
+
+#[test]
+fn a_limit_answers_429_with_retry_after() {
+    let error = ControlError::TooMany {
+        what: "sip.dialout_cps reached".into(),
+        retry_after_s: 2,
+    };
+    let response = ApiError::from(error).into_response();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+    let plain = ApiError::from(ControlError::RoomNotFound).into_response();
+    assert!(
+        plain
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .is_none()
+    );
+}

@@ -27,7 +27,7 @@ use crate::{ConferenceError, LegId, RoomId, Secret};
 mod actions;
 mod dialout;
 pub use actions::{Action, DialState, Event, RecordNote, Sound, Tally};
-pub use dialout::{DialOut, DialView};
+pub use dialout::{DialLimits, DialOut, DialRefusal, DialView};
 
 /// What the core reads of a room's definition (the service's room book answers).
 pub trait RoomDirectory {
@@ -61,6 +61,8 @@ pub struct Limits {
     pub lockout: Lockout,
     /// How long the lobby's goodbye prompt plays, so its hang-up follows it.
     pub goodbye_length: Duration,
+    /// How many calls the conference places, at once and per second.
+    pub dial_outs: DialLimits,
 }
 
 /// Where the dial plan sends a call.
@@ -236,6 +238,7 @@ pub struct Conference {
     legs: HashMap<LegId, Leg>,
     rooms: HashMap<RoomId, Room>,
     lockout: LockoutTracker,
+    dial_rate: dialout::DialRate,
     next_leg: u64,
     actions: VecDeque<Action>,
     last_now: Option<Instant>,
@@ -250,6 +253,7 @@ impl Conference {
             legs: HashMap::new(),
             rooms: HashMap::new(),
             lockout: LockoutTracker::new(limits.lockout),
+            dial_rate: dialout::DialRate::new(limits.dial_outs.per_second),
             next_leg: 0,
             actions: VecDeque::new(),
             last_now: None,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use roundtable_api::{ControlError, DialRequest, Failure, Participant, ParticipantState};
-use roundtable_conference::conference::{DialOut, DialState, Refusal};
+use roundtable_conference::conference::{DialOut, DialRefusal, DialState, Refusal};
 use roundtable_conference::{LegId, RoomId};
 use roundtable_media::socket::{MediaPorts, ReceiveConfig};
 use roundtable_sip::endpoint::{CallKey, Transport};
@@ -69,7 +69,22 @@ fn route_ip(target: SocketAddr) -> Result<std::net::IpAddr, String> {
     Ok(ip)
 }
 
-fn refusal_error(refusal: Refusal) -> ControlError {
+fn refusal_error(refusal: DialRefusal) -> ControlError {
+    let refusal = match refusal {
+        DialRefusal::Admission(refusal) => refusal,
+        DialRefusal::MaxDialOuts => {
+            return ControlError::TooMany {
+                what: refusal.to_string(),
+                retry_after_s: 1,
+            };
+        }
+        DialRefusal::Rate { retry } => {
+            return ControlError::TooMany {
+                what: refusal.to_string(),
+                retry_after_s: retry.as_secs_f64().ceil().max(1.0) as u64,
+            };
+        }
+    };
     match refusal {
         Refusal::RoomFull => ControlError::Conflict("room full"),
         Refusal::RoomLocked => ControlError::Conflict("room locked"),

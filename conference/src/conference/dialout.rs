@@ -13,6 +13,73 @@ use super::{Action, Conference, Departure, Destination, DialState, Event, Leg, P
 use super::{Refusal, RoomDirectory, RoomId};
 use crate::LegId;
 
+/// How many calls the conference places (`sip.max_dialouts`, `sip.dialout_cps`): a runaway
+/// API client must not exhaust a trunk's channels or trip its call-rate guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialLimits {
+    /// Calls we placed that are up at once (dialing, ringing or in a room).
+    pub max_concurrent: usize,
+    /// Calls placed per second, at most (a bucket of this many, refilled at this rate).
+    pub per_second: u32,
+}
+
+/// The dial-out rate: a token bucket holding up to `per_second` calls, refilled at
+/// `per_second` a second.
+#[derive(Debug)]
+pub(super) struct DialRate {
+    per_second: u32,
+    /// Calls that may go now, in thousandths (whole integers keep it exact).
+    milli_tokens: u64,
+    last: Option<Instant>,
+}
+
+impl DialRate {
+    pub(super) fn new(per_second: u32) -> DialRate {
+        DialRate {
+            per_second,
+            milli_tokens: u64::from(per_second) * 1000,
+            last: None,
+        }
+    }
+
+    /// Takes one call's token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let full = u64::from(self.per_second) * 1000;
+        if let Some(last) = self.last {
+            let elapsed_us = now.saturating_duration_since(last).as_micros();
+            let refill = elapsed_us.saturating_mul(u128::from(self.per_second)) / 1000;
+            self.milli_tokens = full.min(
+                self.milli_tokens
+                    .saturating_add(refill.min(u128::from(full)) as u64),
+            );
+        }
+        self.last = Some(now);
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            return Ok(());
+        }
+        let missing_us = (1000 - self.milli_tokens) * 1000 / u64::from(self.per_second.max(1));
+        Err(Duration::from_micros(missing_us.max(1)))
+    }
+}
+
+/// Why a call may not be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DialRefusal {
+    /// As a caller would be refused (draining, `max_calls`, the room full or locked).
+    #[error(transparent)]
+    Admission(#[from] Refusal),
+    /// `sip.max_dialouts` calls we placed are up.
+    #[error("sip.max_dialouts calls placed are up")]
+    MaxDialOuts,
+    /// `sip.dialout_cps` calls were placed in the last second; one more may go after `retry`.
+    #[error("sip.dialout_cps calls were placed in the last second")]
+    Rate {
+        /// When the next call may be placed.
+        retry: Duration,
+    },
+}
+
 /// A call to place into a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialOut {
@@ -75,9 +142,16 @@ impl Conference {
         now: Instant,
         dial: DialOut,
         directory: &dyn RoomDirectory,
-    ) -> Result<LegId, Refusal> {
+    ) -> Result<LegId, DialRefusal> {
         let now = self.advance(now);
         self.admit(Some(&dial.room), directory)?;
+        let placed = self.legs.values().filter(|l| l.outbound).count();
+        if placed >= self.limits.dial_outs.max_concurrent {
+            return Err(DialRefusal::MaxDialOuts);
+        }
+        self.dial_rate
+            .take(now)
+            .map_err(|retry| DialRefusal::Rate { retry })?;
         let dialing = Dialing {
             room: dial.room.clone(),
             moderator: dial.moderator,

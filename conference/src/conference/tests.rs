@@ -46,6 +46,10 @@ fn limits() -> Limits {
             backoff: Duration::from_secs(60),
         },
         goodbye_length: Duration::from_secs(1),
+        dial_outs: DialLimits {
+            max_concurrent: 3,
+            per_second: 2,
+        },
     }
 }
 
@@ -704,7 +708,7 @@ fn dial_outs_obey_limits_and_a_room_that_filled_meanwhile_hangs_up_the_answered_
     join(&mut core, t0, "small", false);
     assert_eq!(
         core.dial_out(t0, dial("small"), &Book),
-        Err(Refusal::RoomFull)
+        Err(DialRefusal::Admission(Refusal::RoomFull))
     );
     core.handle_dial_answered(t0, leg);
     drain(&mut core);
@@ -720,6 +724,36 @@ fn dial_outs_obey_limits_and_a_room_that_filled_meanwhile_hangs_up_the_answered_
     core.set_accepting(false);
     assert_eq!(
         core.dial_out(t0, dial("2000"), &Book),
-        Err(Refusal::NotAccepting)
+        Err(DialRefusal::Admission(Refusal::NotAccepting))
     );
+}
+
+#[test]
+fn dial_outs_are_limited_at_once_and_per_second() {
+    let t0 = Instant::now();
+    let mut core = core();
+    // The bucket holds two calls (per_second 2): the third in the same instant waits half a
+    // second for its token.
+    let first = core.dial_out(t0, dial("2000"), &Book).unwrap();
+    core.dial_out(t0, dial("2000"), &Book).unwrap();
+    assert_eq!(
+        core.dial_out(t0, dial("2000"), &Book),
+        Err(DialRefusal::Rate {
+            retry: Duration::from_millis(500)
+        })
+    );
+    let t1 = t0 + Duration::from_millis(500);
+    core.dial_out(t1, dial("2000"), &Book).expect("refilled");
+    // Three placed calls are up (max_concurrent 3), whatever the rate allows.
+    let t2 = t0 + Duration::from_secs(5);
+    assert_eq!(
+        core.dial_out(t2, dial("2000"), &Book),
+        Err(DialRefusal::MaxDialOuts)
+    );
+    // A caller does not count; one placed call ending frees a place.
+    drain(&mut core);
+    join(&mut core, t2, "2000", false);
+    core.handle_dial_failed(t2, first, 486, "Busy Here");
+    core.dial_out(t2, dial("2000"), &Book)
+        .expect("a place is free");
 }
