@@ -31,6 +31,7 @@ use roundtable_mixer::{AecMode, LegControls, RoomEvent};
 use roundtable_recorder::Archive;
 use roundtable_sip::Rejection;
 use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall, Reoffer};
+use roundtable_sip::locate::Locator;
 use roundtable_sip::sdp::{AudioCodec, Direction};
 use roundtable_sip::transport::{CallHandler, SipHandle};
 use tokio::sync::{mpsc, oneshot};
@@ -151,6 +152,9 @@ pub enum Command {
     MediaReady(LegId, Result<Box<calls::LegMedia>, Rejection>),
     /// A re-INVITE or UPDATE offer.
     Reoffer(Reoffer),
+    /// A dial-out's URI was looked up in DNS: the targets to try in order, or why there are
+    /// none.
+    DialRouted(LegId, Result<Vec<roundtable_sip::locate::Target>, String>),
     /// A dial-out's RTP ports are bound (or not).
     DialPorts(
         LegId,
@@ -391,20 +395,41 @@ pub struct Bridge {
     prompts: Prompts,
     /// Join, leave and hold tones.
     tones: Tones,
+    /// Looks dial-out targets up in DNS (in tasks of their own).
+    locator: Locator,
+}
+
+/// What the bridge task is built from, besides its configuration.
+pub struct Services {
+    /// The mixer threads.
+    pub mixer: MixerPool,
+    /// Where recordings go.
+    pub archive: Arc<Archive>,
+    /// Wall-clock time (recording names, `Participant.joined`).
+    pub clock: Arc<dyn WallClock>,
+    /// The bridge's metrics.
+    pub metrics: BridgeMetrics,
+    /// The media drivers' metrics.
+    pub media_metrics: MediaMetrics,
+    /// Room definitions.
+    pub book: RoomBook,
+    /// DNS for dial-outs (RFC 3263).
+    pub locator: Locator,
 }
 
 impl Bridge {
     /// Starts the bridge task. Call [`BridgeHandle::attach_sip`] and
     /// [`BridgeHandle::set_ready`] next.
-    pub fn spawn(
-        config: Config,
-        mixer: MixerPool,
-        archive: Arc<Archive>,
-        clock: Arc<dyn WallClock>,
-        metrics: BridgeMetrics,
-        media_metrics: MediaMetrics,
-        book: RoomBook,
-    ) -> BridgeHandle {
+    pub fn spawn(config: Config, services: Services) -> BridgeHandle {
+        let Services {
+            mixer,
+            archive,
+            clock,
+            metrics,
+            media_metrics,
+            book,
+            locator,
+        } = services;
         let (commands, rx) = mpsc::unbounded_channel();
         let handle = BridgeHandle {
             commands,
@@ -437,6 +462,7 @@ impl Bridge {
             media_metrics,
             prompts,
             tones: Tones::new(config.audio_rate),
+            locator,
             config,
         };
         tokio::spawn(bridge.run(rx));
@@ -481,6 +507,7 @@ impl Bridge {
             Command::Incoming(call) => self.incoming(now, call),
             Command::MediaReady(leg, media) => self.media_ready(now, leg, media),
             Command::Reoffer(offer) => self.reoffer(offer),
+            Command::DialRouted(leg, targets) => self.dial_routed(now, leg, targets),
             Command::DialPorts(leg, bound) => self.dial_ports(now, leg, *bound),
             Command::DialProgress(call) => self.dial_progress(now, call),
             Command::DialAnswered(call, body) => self.dial_answered(now, call, body),

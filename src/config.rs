@@ -27,6 +27,7 @@ options_ping_s = 0
 tcp_idle_timeout_s = 300
 max_dialouts = 100
 dialout_cps = 10
+dns_servers = []
 allow = []
 tls_cert = ""
 tls_key = ""
@@ -169,6 +170,7 @@ struct RawSip {
     tcp_idle_timeout_s: i64,
     max_dialouts: i64,
     dialout_cps: i64,
+    dns_servers: Vec<String>,
     allow: Vec<String>,
     tls_cert: String,
     tls_key: String,
@@ -487,6 +489,8 @@ pub struct Config {
     pub options_ping: Option<Duration>,
     /// A TCP or TLS connection that carries no call and no bytes for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// `sip.dns_servers`: where dial-outs' DNS goes; empty: the system's resolvers.
+    pub dns_servers: Vec<SocketAddr>,
     /// `sip.max_dialouts`, `sip.dialout_cps`: calls we place, at once and per second.
     pub dial_limits: roundtable_conference::conference::DialLimits,
     /// `[[dialplan]]`, in order; empty means "the user part is the room".
@@ -898,6 +902,22 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let dns_servers = raw
+        .sip
+        .dns_servers
+        .iter()
+        .map(|server| {
+            server
+                .parse::<SocketAddr>()
+                .or_else(|_| server.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "sip.dns_servers",
+                        format!("{server:?} is not an IP address (with an optional port)"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut sip_allow = Vec::new();
     for entry in &raw.sip.allow {
         let cidr = roundtable_sip::admission::Cidr::parse(entry).ok_or_else(|| {
@@ -1159,6 +1179,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         options_ping: (options_ping > 0).then(|| Duration::from_secs(options_ping)),
         tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
         dial_limits,
+        dns_servers,
         dialplan,
         rooms,
         room_defaults,

@@ -261,14 +261,21 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     };
     let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path)
         .context("storage.path: reading rooms.json")?;
+    let locator = roundtable_sip::locate::Locator::new(&config.dns_servers);
+    if let Some(problem) = locator.problem() {
+        warn!(%problem, "dial-outs to host names will fail; set sip.dns_servers");
+    }
     let bridge = Bridge::spawn(
         config.clone(),
-        mixer,
-        storage.archive.clone(),
-        Arc::new(time::SystemClock),
-        bridge_metrics,
-        media_metrics,
-        book,
+        bridge::Services {
+            mixer,
+            archive: storage.archive.clone(),
+            clock: Arc::new(time::SystemClock),
+            metrics: bridge_metrics,
+            media_metrics,
+            book,
+            locator,
+        },
     );
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
     let events = bridge.clone();

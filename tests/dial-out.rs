@@ -1,9 +1,13 @@
 //! Dial-out against SIPp callees (`POST /v1/rooms/{room}/participants`): answered after 180
 //! and 183 (the callee hears the room, N-1, asserted on its audio), busy (486 in the events),
 //! no answer (CANCEL at the timeout, failed as 480 No Answer), a 302 followed to a second
-//! callee, and bad requests refused with the right status while the service keeps serving.
+//! callee, bad requests refused with the right status while the service keeps serving, the
+//! dial-out limits (429), and RFC 3263 routing through a real DNS server (dnsmasq): SRV order,
+//! A fallback, and failover from a 503 to the next SRV target.
 
 mod common;
+#[path = "common/dns.rs"]
+mod dns;
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -11,6 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use dns::{Dns, Record};
+use roundtable_sip::endpoint::Transport;
+use roundtable_sip::locate::{LocateError, Locator, Target};
 
 /// A SIPp callee on `port` running `tests/sipp/<name>` with `replacements` made in it.
 fn callee(name: &str, port: u16, workdir: &Path, replacements: &[(&str, String)]) -> Child {
@@ -244,7 +251,9 @@ fn bad_dial_requests_get_clear_statuses() {
     let service = Service::start(Options::default());
     for (body, status) in [
         (r#"{"to": "sip:"}"#, 400),
-        (r#"{"to": "sip:alice@example.com"}"#, 400),
+        (r#"{"to": "sip:alice@exa mple.com"}"#, 400),
+        (r#"{"to": "sip:alice@example.com:99999"}"#, 400),
+        (r#"{"to": "sip:alice@example.com;transport=sctp"}"#, 400),
         (r#"{"to": "nonsense"}"#, 400),
         (r#"{"to": "tel:+15551234567"}"#, 400),
         (r#"{"to": "tel:+15551234567", "trunk": "nope"}"#, 404),
@@ -293,4 +302,130 @@ fn dial_outs_over_the_limits_get_429() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(status, 202, "{}", service.log_tail());
+}
+
+fn srv<'a>(service: &'a str, target: &'a str, port: u16, priority: u16) -> Record<'a> {
+    Record::Srv {
+        service,
+        target,
+        port,
+        priority,
+        weight: 0,
+    }
+}
+
+#[test]
+fn sip_uris_are_located_through_srv_and_address_records() {
+    let Some(dnsmasq) = dns::dnsmasq() else {
+        return;
+    };
+    let dns = Dns::start(
+        dnsmasq,
+        free_port(),
+        &[
+            srv("_sip._udp.example.test", "second.example.test", 5072, 20),
+            srv("_sip._udp.example.test", "first.example.test", 5071, 10),
+            srv("_sip._tcp.tcp.example.test", "first.example.test", 5073, 10),
+            Record::Host("first.example.test", "127.0.0.1"),
+            Record::Host("second.example.test", "127.0.0.2"),
+            Record::Host("plain.example.test", "127.0.0.3"),
+        ],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let locator = runtime.block_on(async { Locator::new(&[dns.addr]) });
+    assert_eq!(locator.problem(), None);
+    let locate = |uri: &str| runtime.block_on(locator.locate(uri));
+    let target = |addr: &str, transport| Target {
+        addr: addr.parse().unwrap(),
+        transport,
+    };
+    assert_eq!(
+        locate("sip:alice@example.test").unwrap(),
+        [
+            target("127.0.0.1:5071", Transport::Udp),
+            target("127.0.0.2:5072", Transport::Udp)
+        ],
+        "SRV, by priority"
+    );
+    assert_eq!(
+        locate("sip:bob@tcp.example.test").unwrap(),
+        [target("127.0.0.1:5073", Transport::Tcp)],
+        "no UDP service: TCP's"
+    );
+    assert_eq!(
+        locate("sip:carol@plain.example.test").unwrap(),
+        [target("127.0.0.3:5060", Transport::Udp)],
+        "no SRV: the host's address at 5060"
+    );
+    assert_eq!(
+        locate("sip:dave@plain.example.test:5099;transport=tcp").unwrap(),
+        [target("127.0.0.3:5099", Transport::Tcp)],
+        "a port: no SRV"
+    );
+    assert!(matches!(
+        locate("sip:eve@nowhere.example.test"),
+        Err(LocateError::Dns { .. })
+    ));
+}
+
+#[test]
+fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
+    let Some(dnsmasq) = dns::dnsmasq().filter(|_| sipp_available()) else {
+        return;
+    };
+    let (first, second) = (free_port(), free_port());
+    let dns = Dns::start(
+        dnsmasq,
+        free_port(),
+        &[
+            srv("_sip._udp.example.test", "first.example.test", first, 10),
+            srv("_sip._udp.example.test", "second.example.test", second, 20),
+            Record::Host("first.example.test", "127.0.0.1"),
+            Record::Host("second.example.test", "127.0.0.1"),
+        ],
+    );
+    let service = Service::start(Options {
+        toml: format!("[sip]\ndns_servers = [\"{}\"]\n", dns.addr),
+        ..Options::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let refusing = callee("uas_unavailable.xml", first, work.path(), &[]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let answering = callee(
+        "uas_answer.xml",
+        second,
+        work.path(),
+        &[("RTP_PORT", rtp.local_addr().unwrap().port().to_string())],
+    );
+    let mut caller = Uac::new(service.sip, "3006");
+    assert_eq!(caller.call(), 200);
+    let talk = caller.start_media(440.0, Duration::from_secs(6));
+    let (status, participant) = dial(&service, "3006", r#"{"to": "sip:callee@example.test"}"#);
+    assert_eq!(status, 202, "{participant}");
+    wait_state(&service, "3006", "answered", Duration::from_secs(10));
+    assert_eq!(
+        wait_sipp(refusing, Duration::from_secs(5)),
+        Some(0),
+        "the first target got the INVITE and its ACK: {}",
+        sipp_logs(work.path())
+    );
+    service.wait_participants("3006", 2);
+    let heard = listen(&rtp, Duration::from_secs(2));
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_db_at(tail, 440.0, 8000.0) > -30.0,
+        "the second target's callee does not hear the room (rms {})",
+        rms(tail)
+    );
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3006/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(answering, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    drop(talk);
+    assert_eq!(caller.hangup(), 200);
 }

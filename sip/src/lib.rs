@@ -15,6 +15,7 @@ pub mod admission;
 pub mod digest;
 pub mod endpoint;
 pub mod error;
+pub mod locate;
 pub mod message;
 pub mod metrics;
 pub mod sdp;

@@ -1,28 +1,32 @@
 //! The bridge's dial-outs (`POST /v1/rooms/{room}/participants`): admitted by the core, the
-//! leg's RTP ports bound in the blocking pool, our offer sent in an INVITE; the callee's answer
-//! picks the codec, its media is built like a caller's, and the core puts it in its room. A
-//! 3xx is followed once.
+//! URI looked up in DNS (RFC 3263, in a task), the leg's RTP ports bound in the blocking pool,
+//! our offer sent in an INVITE to the first target; a 503 or a timeout moves on to the next.
+//! The callee's answer picks the codec, its media is built like a caller's, and the core puts
+//! it in its room. A 3xx is followed once.
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use roundtable_api::{ControlError, DialRequest, Failure, Participant, ParticipantState};
 use roundtable_conference::conference::{DialOut, DialRefusal, DialState, Refusal};
 use roundtable_conference::{LegId, RoomId};
 use roundtable_media::socket::{MediaPorts, ReceiveConfig};
-use roundtable_sip::endpoint::{CallKey, Transport};
-use roundtable_sip::message::SipUri;
+use roundtable_sip::endpoint::CallKey;
+use roundtable_sip::locate::{self, Target};
 use roundtable_sip::sdp::{Offer, SrtpPolicy, offer_sdp};
 use roundtable_sip::transport::{Dial, route_source};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::calls::MediaSetup;
 use super::{Bridge, Command, LegEntry, leg_codec};
 
 /// A call we place, beside its [`LegEntry`].
 pub(super) struct DialInfo {
-    /// Where the INVITE goes.
-    target: SocketAddr,
+    /// Where the INVITE goes now (none until DNS answered).
+    target: Option<Target>,
+    /// The targets to fail over to (RFC 3263: on a 503 or a timeout), in order.
+    alternatives: VecDeque<Target>,
     /// Whom we call.
     uri: String,
     /// Our From user (or whole URI) and display name.
@@ -32,28 +36,21 @@ pub(super) struct DialInfo {
     redirected: bool,
     /// Its RTP ports, from binding until its media is built.
     ports: Option<MediaPorts>,
+    /// The IP its RTP ports are bound on (a target routed from another is skipped).
+    media_ip: Option<IpAddr>,
     /// The INVITE went (`LegEntry::call` is its key).
     sent: bool,
 }
 
-/// Where a dial-out's INVITE goes: the URI's host, which must be an IP address for now.
-fn dial_target(uri: &str) -> Result<SocketAddr, ControlError> {
-    let parsed =
-        SipUri::parse(uri).map_err(|e| ControlError::Invalid(format!("to: {uri:?}: {e}")))?;
-    if parsed.scheme != "sip" {
-        return Err(ControlError::Invalid(format!(
-            "to: {uri:?}: only sip: URIs can be dialled directly (sips: needs TLS routing)"
-        )));
-    }
-    parsed.ip_address().ok_or_else(|| {
-        ControlError::Invalid(format!(
-            "to: {uri:?}: the host must be an IP address (DNS routing of dial-outs is not supported yet)"
-        ))
-    })
+/// Checks a dial-out's URI before anything is set up: 400 for a malformed one.
+fn check_uri(uri: &str) -> Result<(), ControlError> {
+    locate::plan(uri)
+        .map(drop)
+        .map_err(|e| ControlError::Invalid(format!("to: {e}")))
 }
 
 /// The local IP the kernel routes `target` from (where the leg's RTP ports are bound).
-fn route_ip(target: SocketAddr) -> Result<std::net::IpAddr, String> {
+fn route_ip(target: SocketAddr) -> Result<IpAddr, String> {
     let unspecified = SocketAddr::new(
         if target.is_ipv4() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
@@ -108,7 +105,7 @@ impl Bridge {
         if request.trunk.is_some() {
             return Err(ControlError::TrunkNotFound);
         }
-        let target = dial_target(&request.to)?;
+        check_uri(&request.to)?;
         let dial = DialOut {
             room: room.clone(),
             moderator: request.moderator,
@@ -129,7 +126,7 @@ impl Bridge {
             inactivity: None,
             clock_rate: 8000,
             rtcp_mux: false,
-            rtcp_remote: target,
+            rtcp_remote: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let receive = tokio::sync::watch::channel(placeholder).0;
         let mut entry = LegEntry::new(
@@ -140,28 +137,73 @@ impl Bridge {
             receive,
         );
         entry.controls.muted = request.muted;
+        info!(leg = %leg, room = %room, to = %request.to, "dialling out");
+        self.locate(leg, request.to.clone());
         entry.dial = Some(Box::new(DialInfo {
-            target,
+            target: None,
+            alternatives: VecDeque::new(),
             uri: request.to,
             from: request.from,
             display_name: request.display_name,
             redirected: false,
             ports: None,
+            media_ip: None,
             sent: false,
         }));
         self.legs.insert(leg, entry);
-        info!(leg = %leg, room = %room, %target, "dialling out");
-        let (ports, handle) = (self.ports.clone(), self.handle.clone());
-        tokio::task::spawn_blocking(move || {
-            let bound = route_ip(target)
-                .and_then(|ip| MediaPorts::bind(ip, &ports).map_err(|e| e.to_string()));
-            handle.send(Command::DialPorts(leg, Box::new(bound)));
-        });
         let entry = self.legs.get(&leg).ok_or(ControlError::LegNotFound)?;
         let room_aec = self.room_aec(room.as_str());
         let mut participant = self.participant(leg, request.moderator, entry, room_aec);
         participant.state = ParticipantState::Dialing;
         Ok(participant)
+    }
+
+    /// Looks `uri` up in DNS in a task of its own; [`Bridge::dial_routed`] takes its answer.
+    fn locate(&self, leg: LegId, uri: String) {
+        let (locator, handle) = (self.locator.clone(), self.handle.clone());
+        tokio::spawn(async move {
+            let targets = locator.locate(&uri).await.map_err(|e| e.to_string());
+            handle.send(Command::DialRouted(leg, targets));
+        });
+    }
+
+    /// A dial-out's targets are known (or DNS failed): the first is called, after its RTP
+    /// ports are bound on the IP that routes to it (the first time).
+    pub(super) fn dial_routed(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        targets: Result<Vec<Target>, String>,
+    ) {
+        let Some(dial) = self.legs.get_mut(&leg).and_then(|e| e.dial.as_mut()) else {
+            return; // Given up meanwhile.
+        };
+        let mut targets: VecDeque<Target> = match targets {
+            Ok(targets) if !targets.is_empty() => targets.into(),
+            Ok(_) => return self.dial_unroutable(now, leg, "DNS: no targets".into()),
+            Err(error) => return self.dial_unroutable(now, leg, format!("DNS: {error}")),
+        };
+        debug!(leg = %leg, ?targets, "dial-out routed");
+        let first = targets.pop_front().expect("not empty");
+        let first_addr = first.addr;
+        dial.target = Some(first);
+        dial.alternatives = targets;
+        if dial.ports.is_some() {
+            // A redirect's new targets: the ports stay.
+            return self.send_invite(leg);
+        }
+        let (ports, handle) = (self.ports.clone(), self.handle.clone());
+        tokio::task::spawn_blocking(move || {
+            let bound = route_ip(first_addr)
+                .and_then(|ip| MediaPorts::bind(ip, &ports).map_err(|e| e.to_string()));
+            handle.send(Command::DialPorts(leg, Box::new(bound)));
+        });
+    }
+
+    /// No target for a dial-out: it fails as a 503 (RFC 3263 §4.3) with the reason.
+    fn dial_unroutable(&mut self, now: Instant, leg: LegId, reason: String) {
+        warn!(leg = %leg, %reason, "dial-out failed: no route");
+        self.core.handle_dial_failed(now, leg, 503, &reason);
     }
 
     /// A dial-out's ports are bound (or not): the INVITE goes with our offer.
@@ -192,6 +234,7 @@ impl Bridge {
         // Our offer is our SDP for the call's life (a re-offer without SDP gets it).
         entry.answer_sdp = offer;
         if let Some(dial) = entry.dial.as_mut() {
+            dial.media_ip = Some(ports.local.ip());
             dial.ports = Some(ports);
         }
         self.send_invite(leg);
@@ -203,6 +246,9 @@ impl Bridge {
             return;
         };
         let Some(dial) = entry.dial.as_mut() else {
+            return;
+        };
+        let Some(target) = dial.target.clone() else {
             return;
         };
         let host = entry.advertised.ip();
@@ -225,8 +271,8 @@ impl Bridge {
             None => format!("<{from_uri}>"),
         };
         let call = sip.dial(Dial {
-            target: dial.target,
-            transport: Transport::Udp,
+            target: target.addr,
+            transport: target.transport,
             request_uri: dial.uri.clone(),
             from,
             to: format!("<{}>", dial.uri),
@@ -295,7 +341,8 @@ impl Bridge {
         );
     }
 
-    /// A dial-out failed: a first 3xx is followed; anything else ends it.
+    /// A dial-out failed: a first 3xx is followed (its URI looked up anew); a 503 or a timeout
+    /// moves on to the next target (RFC 3263 §4.3); anything else ends it.
     pub(super) fn dial_failed(
         &mut self,
         now: Instant,
@@ -307,22 +354,32 @@ impl Bridge {
         let Some(&leg) = self.calls.get(&call) else {
             return;
         };
-        let follow = self.core.still_dialing(leg)
-            && self
-                .legs
-                .get(&leg)
-                .and_then(|e| e.dial.as_ref())
-                .is_some_and(|d| !d.redirected);
-        if let (Some(uri), true) = (redirect, follow)
-            && let Ok(target) = dial_target(&uri)
-            && let Some(dial) = self.legs.get_mut(&leg).and_then(|e| e.dial.as_mut())
+        let wanted = self.core.still_dialing(leg);
+        let Some(dial) = self.legs.get_mut(&leg).and_then(|e| e.dial.as_mut()) else {
+            return;
+        };
+        if let (Some(uri), true, false) = (redirect, wanted, dial.redirected)
+            && check_uri(&uri).is_ok()
         {
             info!(leg = %leg, %uri, "dial-out redirected ({code})");
             dial.redirected = true;
-            dial.target = target;
-            dial.uri = uri;
-            self.send_invite(leg);
+            dial.uri = uri.clone();
+            self.locate(leg, uri);
             return;
+        }
+        if wanted && matches!(code, 408 | 503) {
+            while let Some(next) = dial.alternatives.pop_front() {
+                // The offer carries the IP the ports are bound on: only a target routed from
+                // that IP can reach them.
+                if route_ip(next.addr).ok() != dial.media_ip {
+                    debug!(leg = %leg, target = %next.addr, "skipped: routed from another address");
+                    continue;
+                }
+                info!(leg = %leg, code, target = %next.addr, "dial-out failing over to the next target");
+                dial.target = Some(next);
+                self.send_invite(leg);
+                return;
+            }
         }
         info!(leg = %leg, code, %reason, "dial-out failed");
         self.core.handle_dial_failed(now, leg, code, &reason);

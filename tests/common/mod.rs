@@ -1106,6 +1106,12 @@ pub const SIPP: Tool = Tool {
     install: "Debian package sip-tester: `sudo apt-get install sip-tester` (or run .ci/run)",
 };
 
+/// dnsmasq, from Debian's dnsmasq-base (a DNS server on a loopback port; no daemon).
+pub const DNSMASQ: Tool = Tool {
+    name: "dnsmasq",
+    install: "Debian package dnsmasq-base: `sudo apt-get install dnsmasq-base` (or run .ci/run)",
+};
+
 /// moto's S3 server, from PyPI (`MOTO_SERVER` names its program, else `moto_server` on PATH).
 pub const MOTO: Tool = Tool {
     name: "moto",
