@@ -31,6 +31,7 @@ dns_servers = []
 allow = []
 tls_cert = ""
 tls_key = ""
+tls_ca = ""
 
 [sip.auth]
 required = false
@@ -174,6 +175,7 @@ struct RawSip {
     allow: Vec<String>,
     tls_cert: String,
     tls_key: String,
+    tls_ca: String,
     auth: RawAuth,
     limits: RawLimits,
     lockout: RawLockout,
@@ -509,6 +511,9 @@ pub struct Config {
     pub sip_auth: roundtable_sip::digest::AuthConfig,
     /// The TLS server configuration, when a `tls:` listener is configured.
     pub sip_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The TLS client configuration for dial-outs over TLS (`sip.tls_ca`, else the system's
+    /// roots), or why the system has none (TLS dial-outs then fail with it).
+    pub sip_tls_client: Result<std::sync::Arc<rustls::ClientConfig>, String>,
     /// RTP/RTCP port range.
     pub rtp_ports: PortRange,
     /// Address put in SDP instead of the one the INVITE arrived on.
@@ -807,6 +812,14 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         Some(config)
     } else {
         None
+    };
+    let sip_tls_client = if raw.sip.tls_ca.is_empty() {
+        roundtable_sip::transport::tls_client_config(None)
+    } else {
+        Ok(
+            roundtable_sip::transport::tls_client_config(Some(raw.sip.tls_ca.as_ref()))
+                .map_err(|e| ConfigError::new("sip.tls_ca", e))?,
+        )
     };
     let timer_t1_ms = positive("sip.timer_t1_ms", raw.sip.timer_t1_ms)?;
     if timer_t1_ms > 60_000 {
@@ -1185,6 +1198,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         room_defaults,
         lockout,
         sip_allow,
+        sip_tls_client,
         sip_limits,
         sip_auth,
         sip_tls,
@@ -1438,6 +1452,10 @@ mod tests {
                 &[],
                 "sip.tls_cert",
             ),
+            ("[sip]\ntls_ca = \"/nonexistent.pem\"", &[], "sip.tls_ca"),
+            ("[sip]\ndns_servers = [\"dns.example\"]", &[], "sip.dns_servers"),
+            ("[sip]\nmax_dialouts = 0", &[], "sip.max_dialouts"),
+            ("[sip]\ndialout_cps = 20000", &[], "sip.dialout_cps"),
             ("[log]\nformat = \"xml\"", &[], "log.format"),
             ("[audio]\naec = \"sometimes\"", &[], "audio.aec"),
             ("[audio]\ntop_k = -1", &[], "audio.top_k"),

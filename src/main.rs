@@ -265,6 +265,9 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     if let Some(problem) = locator.problem() {
         warn!(%problem, "dial-outs to host names will fail; set sip.dns_servers");
     }
+    if let Err(problem) = &config.sip_tls_client {
+        warn!(%problem, "dial-outs over TLS will fail");
+    }
     let bridge = Bridge::spawn(
         config.clone(),
         bridge::Services {
@@ -322,6 +325,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     let transport_config = transport::TransportConfig {
         listen: config.sip_listen.clone(),
         tls: config.sip_tls.clone(),
+        tls_client: config.sip_tls_client.clone(),
         tcp_idle_timeout: config.tcp_idle_timeout,
     };
     let (sip, bound, sip_task) = transport::spawn(

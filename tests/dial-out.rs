@@ -9,9 +9,11 @@ mod common;
 #[path = "common/dns.rs"]
 mod dns;
 
-use std::net::UdpSocket;
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,8 +21,19 @@ use dns::{Dns, Record};
 use roundtable_sip::endpoint::Transport;
 use roundtable_sip::locate::{LocateError, Locator, Target};
 
-/// A SIPp callee on `port` running `tests/sipp/<name>` with `replacements` made in it.
+/// A SIPp callee on UDP `port` running `tests/sipp/<name>` with `replacements` made in it.
 fn callee(name: &str, port: u16, workdir: &Path, replacements: &[(&str, String)]) -> Child {
+    callee_over("u1", name, port, workdir, replacements)
+}
+
+/// [`callee`] over SIPp transport `transport` (`u1`: UDP, `t1`: TCP).
+fn callee_over(
+    transport: &str,
+    name: &str,
+    port: u16,
+    workdir: &Path,
+    replacements: &[(&str, String)],
+) -> Child {
     let mut text = std::fs::read_to_string(scenario(name)).expect("scenario");
     for (from, to) in replacements {
         text = text.replace(from, to);
@@ -31,7 +44,16 @@ fn callee(name: &str, port: u16, workdir: &Path, replacements: &[(&str, String)]
         .current_dir(workdir)
         .arg("-sf")
         .arg(&file)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-t",
+            transport,
+        ])
         .args([
             "-nostdin",
             "-trace_err",
@@ -143,6 +165,54 @@ fn an_answered_callee_hears_the_room() {
         wait_sipp(sipp, Duration::from_secs(10)),
         Some(0),
         "{}",
+        sipp_logs(work.path())
+    );
+    drop(talk);
+    assert_eq!(caller.hangup(), 200);
+}
+
+#[test]
+fn a_dial_out_over_tcp_opens_a_connection_and_the_callee_hears_the_room() {
+    if !sipp_available() {
+        return;
+    }
+    let service = Service::start(Options::default());
+    let work = tempfile::tempdir().unwrap();
+    let mut caller = Uac::new(service.sip, "3007");
+    assert_eq!(caller.call(), 200);
+    let talk = caller.start_media(440.0, Duration::from_secs(6));
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let sipp = callee_over(
+        "t1",
+        "uas_answer.xml",
+        port,
+        work.path(),
+        &[("RTP_PORT", rtp.local_addr().unwrap().port().to_string())],
+    );
+    std::thread::sleep(Duration::from_millis(300)); // SIPp listening
+    let (status, participant) = dial(
+        &service,
+        "3007",
+        &format!(r#"{{"to": "sip:callee@127.0.0.1:{port};transport=tcp"}}"#),
+    );
+    assert_eq!(status, 202, "{participant}");
+    wait_state(&service, "3007", "answered", Duration::from_secs(10));
+    service.wait_participants("3007", 2);
+    let heard = listen(&rtp, Duration::from_secs(2));
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_db_at(tail, 440.0, 8000.0) > -30.0,
+        "the TCP callee does not hear the caller (rms {})",
+        rms(tail)
+    );
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3007/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(sipp, Duration::from_secs(10)),
+        Some(0),
+        "BYE over the same connection: {}",
         sipp_logs(work.path())
     );
     drop(talk);
@@ -428,4 +498,177 @@ fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
     );
     drop(talk);
     assert_eq!(caller.hangup(), 200);
+}
+
+/// What a TLS callee saw of a call: the INVITE and the BYE.
+struct TlsCallSeen {
+    invite: SipText,
+    bye: SipText,
+}
+
+/// A SIP callee over TLS (Debian's SIPp has no TLS): accepts one connection with the
+/// certificate for 127.0.0.1, answers the INVITE with PCMU to `rtp_port`, reads the ACK, and
+/// answers the BYE. Returns its port and what it saw (or why it stopped).
+fn tls_callee(
+    certified: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    rtp_port: u16,
+) -> (u16, std::thread::JoinHandle<Result<TlsCallSeen, String>>) {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let thread = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let socket = loop {
+            match listener.accept() {
+                Ok((socket, _)) => break socket,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(format!("no connection: {e}")),
+            }
+        };
+        socket.set_nonblocking(false).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let connection = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(connection, socket);
+        let mut pending = Vec::new();
+        let mut next = |tls: &mut rustls::StreamOwned<_, _>| {
+            read_stream_message(tls, &mut pending)
+                .map(SipText)
+                .ok_or("connection closed or silent")
+        };
+        let invite = next(&mut tls)?;
+        if invite.method() != Some("INVITE") {
+            return Err(format!("expected an INVITE: {}", invite.0));
+        }
+        let header = |name: &str| invite.header(name).unwrap_or_default();
+        let sdp = format!(
+            "v=0\r\no=callee 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        );
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=tls-callee\r\nCall-ID: {}\r\n\
+             CSeq: {}\r\nContact: <sips:callee@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            header("Via"),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq"),
+            sdp.len()
+        );
+        tls.write_all(ok.as_bytes()).map_err(|e| e.to_string())?;
+        let ack = next(&mut tls)?;
+        if ack.method() != Some("ACK") {
+            return Err(format!("expected the ACK: {}", ack.0));
+        }
+        let bye = loop {
+            match next(&mut tls) {
+                Ok(m) if m.method() == Some("BYE") => break m,
+                Ok(_) => continue,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(e) => return Err(format!("no BYE: {e}")),
+            }
+        };
+        let reply = |name: &str| bye.header(name).unwrap_or_default();
+        let done = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n\
+             Content-Length: 0\r\n\r\n",
+            reply("Via"),
+            reply("From"),
+            reply("To"),
+            reply("Call-ID"),
+            reply("CSeq")
+        );
+        tls.write_all(done.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(TlsCallSeen { invite, bye })
+    });
+    (port, thread)
+}
+
+#[test]
+fn a_dial_out_over_tls_checks_the_certificate_against_sip_tls_ca() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let service = Service::start(Options {
+        toml: format!("[sip]\ntls_ca = {:?}\n", ca.display().to_string()),
+        ..Options::default()
+    });
+    let mut caller = Uac::new(service.sip, "3008");
+    assert_eq!(caller.call(), 200);
+    let talk = caller.start_media(440.0, Duration::from_secs(6));
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (port, callee) = tls_callee(&certified, rtp.local_addr().unwrap().port());
+    let (status, participant) = dial(
+        &service,
+        "3008",
+        &format!(r#"{{"to": "sips:callee@127.0.0.1:{port}"}}"#),
+    );
+    assert_eq!(status, 202, "{participant}");
+    wait_state(&service, "3008", "answered", Duration::from_secs(10));
+    service.wait_participants("3008", 2);
+    let heard = listen(&rtp, Duration::from_secs(2));
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_db_at(tail, 440.0, 8000.0) > -30.0,
+        "the TLS callee does not hear the caller (rms {})",
+        rms(tail)
+    );
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3008/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    let seen = callee
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
+    let via = seen.invite.header("Via").unwrap();
+    assert!(via.starts_with("SIP/2.0/TLS 127.0.0.1:"), "{via}");
+    let contact = seen.invite.header("Contact").unwrap();
+    assert!(contact.contains("sips:"), "{contact}");
+    assert!(
+        seen.bye.0.starts_with("BYE sips:callee@127.0.0.1"),
+        "{}",
+        seen.bye.0
+    );
+    drop(talk);
+    assert_eq!(caller.hangup(), 200);
+}
+
+#[test]
+fn a_dial_out_over_tls_to_an_untrusted_certificate_fails() {
+    // The callee's self-signed certificate is in no trust store the service uses.
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("other-ca.pem");
+    std::fs::write(&ca, other.cert.pem()).unwrap();
+    let service = Service::start(Options {
+        toml: format!("[sip]\ntls_ca = {:?}\n", ca.display().to_string()),
+        ..Options::default()
+    });
+    let (port, callee) = tls_callee(&certified, 9);
+    let (status, participant) = dial(
+        &service,
+        "3009",
+        &format!(r#"{{"to": "sips:callee@127.0.0.1:{port}"}}"#),
+    );
+    assert_eq!(status, 202, "{participant}");
+    let failed = wait_state(&service, "3009", "failed", Duration::from_secs(10));
+    assert_eq!(failed["failure"]["code"], 503, "{failed}");
+    let reason = failed["failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("TLS handshake"), "{reason}");
+    assert!(callee.join().unwrap().is_err(), "no INVITE reached it");
 }

@@ -7,7 +7,8 @@
 //! - [`admission`]: source allow-list and per-source rate limits (pure).
 //! - [`digest`]: digest authentication of callers, SHA-256 and MD5 (pure).
 //! - [`endpoint`]: the sans-IO user agent core (transactions and dialogs).
-//! - [`transport`]: the tokio driver: UDP and TCP sockets around an [`endpoint::Endpoint`].
+//! - [`locate`]: where a request to a URI goes (RFC 3263: SRV, A/AAAA through DNS).
+//! - [`transport`]: the tokio driver: UDP, TCP and TLS sockets around an [`endpoint::Endpoint`].
 //! - [`metrics`]: Prometheus counters for SIP traffic.
 #![deny(missing_docs)]
 

@@ -139,6 +139,13 @@ fn host_and_port(host_port: &str) -> Result<(String, Option<u16>), ()> {
     Ok((host, port))
 }
 
+/// The host of a `sip:`/`sips:` URI, without brackets or port: the name a TLS server's
+/// certificate must carry for a call to it (RFC 5922 §4).
+pub fn uri_host(uri: &str) -> Option<String> {
+    let parsed = SipUri::parse(uri).ok()?;
+    host_and_port(&parsed.host_port).ok().map(|(host, _)| host)
+}
+
 /// Decides what to look up for `uri` (RFC 3263 §4.1, §4.2).
 pub fn plan(uri: &str) -> Result<Plan, LocateError> {
     let bad = || LocateError::BadUri(uri.to_string());
@@ -462,6 +469,16 @@ mod tests {
             plan("sip:[::1]:5070;transport=tls").unwrap(),
             direct("[::1]:5070", Transport::Tls)
         );
+    }
+
+    #[test]
+    fn the_tls_name_is_the_uri_host() {
+        assert_eq!(
+            uri_host("sips:a@example.com:5061").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(uri_host("sip:[::1]:5070").as_deref(), Some("::1"));
+        assert_eq!(uri_host("tel:+1555"), None);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!
 //! Stream connections: a request goes over the connection its dialog came in on while that is
 //! open; otherwise over an open connection to the same address (reuse), otherwise over a new TCP
-//! connection the driver opens (TLS connections are only accepted, not opened: a dialog whose TLS
-//! connection closed can no longer be reached). A connection that carries no transaction or call
+//! connection the driver opens. A call we place over TCP or TLS opens its connection first (TLS:
+//! the handshake checks the server's certificate for the name the call gives) and its INVITE
+//! goes once it is up. A dialog whose TLS connection closed can no longer be reached (the name
+//! to check is not known there). A connection that carries no transaction or call
 //! and no bytes for the idle timeout is closed; CRLF keep-alives (RFC 5626 4.4.1) count as
 //! traffic and a double CRLF is answered with a single one.
 
@@ -50,6 +52,9 @@ pub struct TransportConfig {
     pub listen: Vec<ListenAddr>,
     /// The TLS server configuration; required when a listener is TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS client configuration for calls we place over TLS (trust anchors), or why there
+    /// is none (those calls then fail with it).
+    pub tls_client: Result<Arc<rustls::ClientConfig>, String>,
     /// A stream connection with no transaction, no call and no bytes for this long is closed.
     pub tcp_idle_timeout: Duration,
 }
@@ -92,8 +97,11 @@ pub trait CallHandler: Send + Sync + 'static {
 pub struct Dial {
     /// The address of the first hop (resolved), and the transport to it.
     pub target: SocketAddr,
-    /// UDP (TCP and TLS dial-outs come with RFC 3263 routing).
+    /// UDP, TCP or TLS.
     pub transport: Transport,
+    /// For TLS: the name the server's certificate must carry (RFC 5922: the host of the URI
+    /// we call, or of the proxy we send through).
+    pub server_name: String,
     /// The Request-URI.
     pub request_uri: String,
     /// Our From, without tag.
@@ -180,13 +188,21 @@ enum FlowWriter {
         transport: Transport,
         remote: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
+        /// Our end, once connected (an accepted connection knows it at once).
+        local: Option<SocketAddr>,
+        /// For a TLS connection we opened: the name its certificate was checked against.
+        server_name: Option<String>,
     },
 }
 
 /// What connection tasks tell the driver.
 enum FlowUpdate {
-    /// A connection opened.
+    /// A connection opened (or, one we open, began connecting).
     Opened(FlowId, FlowWriter),
+    /// A connection we open is up (TLS: handshake done), from `local`.
+    Connected(FlowId, SocketAddr),
+    /// A connection we open could not be made: why.
+    ConnectFailed(FlowId, String),
     /// A connection closed.
     Closed(FlowId),
     /// A connection saw no bytes for the idle timeout: close it unless calls use it.
@@ -229,6 +245,7 @@ pub async fn spawn(
     let TransportConfig {
         listen,
         tls,
+        tls_client,
         tcp_idle_timeout,
     } = transport;
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
@@ -302,6 +319,8 @@ pub async fn spawn(
         endpoint: Endpoint::new(config),
         flows,
         streams: HashMap::new(),
+        waiting: HashMap::new(),
+        tls_client,
         next_outbound: OUTBOUND_FLOWS,
         links,
         handler,
@@ -333,6 +352,10 @@ struct Driver {
     flows: HashMap<FlowId, FlowWriter>,
     /// Open stream connections by (transport, remote address), for reuse.
     streams: HashMap<(Transport, SocketAddr), FlowId>,
+    /// Calls we place over a connection still being opened, by its flow.
+    waiting: HashMap<FlowId, Vec<(CallKey, Dial)>>,
+    /// Trust anchors for the TLS connections we open.
+    tls_client: Result<Arc<rustls::ClientConfig>, String>,
     next_outbound: u64,
     links: Links,
     handler: Arc<dyn CallHandler>,
@@ -436,8 +459,13 @@ impl Driver {
         }
     }
 
-    /// Places a call over the UDP socket of the target's address family.
+    /// Places a call: over the UDP socket of the target's address family, or over a TCP or
+    /// TLS connection to the target (one already open, else a new one; the INVITE goes once it
+    /// is up, so its Via and Contact name our real end of it).
     fn dial(&mut self, now: std::time::Instant, call: CallKey, dial: Dial) {
+        if dial.transport != Transport::Udp {
+            return self.dial_stream(now, call, dial);
+        }
         let socket = self.flows.iter().find_map(|(flow, writer)| match writer {
             FlowWriter::Udp(socket) => socket
                 .local_addr()
@@ -446,8 +474,8 @@ impl Driver {
                 .map(|local| (*flow, local)),
             FlowWriter::Stream { .. } => None,
         });
-        let Some((flow, bound)) = socket.filter(|_| dial.transport == Transport::Udp) else {
-            let reason = format!("no {:?} SIP socket for {}", dial.transport, dial.target);
+        let Some((flow, bound)) = socket else {
+            let reason = format!("no UDP SIP socket for {}", dial.target);
             return self.handler.failed(call, 503, reason, None);
         };
         let peer = Peer {
@@ -456,20 +484,73 @@ impl Driver {
             local: route_source(bound, dial.target),
             flow,
         };
-        let outgoing = OutgoingCall {
-            peer,
-            request_uri: dial.request_uri,
-            from: dial.from,
-            to: dial.to,
-            route: Vec::new(),
-            body: dial.body,
-            credentials: dial.credentials,
-        };
-        self.endpoint.dial(now, call, outgoing);
+        self.endpoint.dial(now, call, outgoing(peer, dial));
+    }
+
+    /// A call over TCP or TLS: reuses an open connection to the target (for TLS, one we opened
+    /// for the same server name), else opens one.
+    fn dial_stream(&mut self, now: std::time::Instant, call: CallKey, dial: Dial) {
+        let key = (dial.transport, dial.target);
+        let open = self
+            .streams
+            .get(&key)
+            .and_then(|flow| match self.flows.get(flow) {
+                Some(FlowWriter::Stream {
+                    local, server_name, ..
+                }) if dial.transport == Transport::Tcp
+                    || server_name.as_deref() == Some(dial.server_name.as_str()) =>
+                {
+                    Some((*flow, *local))
+                }
+                _ => None,
+            });
+        match open {
+            Some((flow, Some(local))) => {
+                let peer = Peer {
+                    transport: dial.transport,
+                    remote: dial.target,
+                    local,
+                    flow,
+                };
+                self.endpoint.dial(now, call, outgoing(peer, dial));
+            }
+            Some((flow, None)) => self.waiting.entry(flow).or_default().push((call, dial)),
+            None => {
+                let name = (dial.transport == Transport::Tls).then(|| dial.server_name.clone());
+                match self.connect(dial.transport, dial.target, name) {
+                    Ok((flow, _)) => self.waiting.entry(flow).or_default().push((call, dial)),
+                    Err(reason) => self.handler.failed(call, 503, reason, None),
+                }
+            }
+        }
     }
 
     fn update_flow(&mut self, update: FlowUpdate) {
         match update {
+            FlowUpdate::Connected(flow, at) => {
+                if let Some(FlowWriter::Stream { local, .. }) = self.flows.get_mut(&flow) {
+                    *local = Some(at);
+                }
+                let now = self.now();
+                for (call, dial) in self.waiting.remove(&flow).unwrap_or_default() {
+                    let peer = Peer {
+                        transport: dial.transport,
+                        remote: dial.target,
+                        local: at,
+                        flow,
+                    };
+                    self.endpoint.dial(now, call, outgoing(peer, dial));
+                }
+            }
+            FlowUpdate::ConnectFailed(flow, reason) => {
+                for (call, dial) in self.waiting.remove(&flow).unwrap_or_default() {
+                    let reason = format!(
+                        "{:?} connection to {} failed: {reason}",
+                        dial.transport, dial.target
+                    );
+                    self.handler.failed(call, 503, reason, None);
+                }
+            }
             FlowUpdate::Opened(flow, writer) => {
                 if let FlowWriter::Stream {
                     transport, remote, ..
@@ -490,6 +571,10 @@ impl Driver {
     }
 
     fn forget_flow(&mut self, flow: FlowId) {
+        for (call, dial) in self.waiting.remove(&flow).unwrap_or_default() {
+            let reason = format!("{:?} connection to {} closed", dial.transport, dial.target);
+            self.handler.failed(call, 503, reason, None);
+        }
         if let Some(FlowWriter::Stream {
             transport, remote, ..
         }) = self.flows.remove(&flow)
@@ -526,10 +611,21 @@ impl Driver {
                 debug!(remote = %peer.remote, "SIP connection closed before its response; response not sent");
                 return;
             }
-            _ if peer.transport == Transport::Tcp => self.connect(peer.remote),
+            _ if peer.transport == Transport::Tcp => {
+                match self.connect(Transport::Tcp, peer.remote, None) {
+                    Ok((_, writer)) => writer,
+                    Err(reason) => {
+                        self.metrics.send_failed("tcp");
+                        warn!(remote = %peer.remote, %reason, "SIP TCP connection not opened; message lost");
+                        return;
+                    }
+                }
+            }
             _ => {
+                // Reopening would need the name the peer's certificate must carry, which an
+                // in-dialog request no longer knows.
                 self.metrics.send_failed("tls");
-                warn!(remote = %peer.remote, "SIP TLS connection closed; the bridge does not open TLS connections; message lost");
+                warn!(remote = %peer.remote, "SIP TLS connection closed; message lost");
                 return;
             }
         };
@@ -539,49 +635,146 @@ impl Driver {
         }
     }
 
-    /// Opens a TCP connection to `remote` in the background; messages queue until it is up.
-    fn connect(&mut self, remote: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+    /// Opens a TCP connection to `remote` in the background, with a TLS handshake checking
+    /// `server_name` when given; messages queue until it is up. Returns its flow and writer,
+    /// or why it cannot be opened (TLS without trust anchors, a bad server name).
+    fn connect(
+        &mut self,
+        transport: Transport,
+        remote: SocketAddr,
+        server_name: Option<String>,
+    ) -> Result<(FlowId, mpsc::Sender<Vec<u8>>), String> {
+        let tls = match &server_name {
+            None => None,
+            Some(name) => {
+                let config = self.tls_client.clone()?;
+                let name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(config), name))
+            }
+        };
         self.next_outbound += 1;
         let flow = FlowId(self.next_outbound);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
         let writer = FlowWriter::Stream {
-            transport: Transport::Tcp,
+            transport,
             remote,
             writer: tx.clone(),
+            local: None,
+            server_name,
         };
         self.update_flow(FlowUpdate::Opened(flow, writer));
         let links = self.links.clone();
         let metrics = self.metrics.clone();
+        let label = if tls.is_some() { "tls" } else { "tcp" };
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(remote))
-                .await
-            {
-                Ok(Ok(stream)) => match stream.local_addr() {
-                    Ok(local) => {
-                        debug!(%remote, "SIP TCP connection opened");
-                        let peer = Peer {
-                            transport: Transport::Tcp,
-                            remote,
-                            local,
-                            flow,
-                        };
-                        stream_connection(stream, peer, rx, &links).await;
-                    }
-                    Err(error) => debug!(%error, %remote, "SIP TCP connection unusable"),
-                },
-                Ok(Err(error)) => {
-                    metrics.send_failed("tcp");
-                    warn!(%error, %remote, "SIP TCP connect failed; queued messages lost");
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let stream = tokio::net::TcpStream::connect(remote)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let local = stream.local_addr().map_err(|e| e.to_string())?;
+                Ok::<_, String>((stream, local))
+            })
+            .await
+            .unwrap_or_else(|_| Err("connect timed out".into()));
+            let peer = |local| Peer {
+                transport,
+                remote,
+                local,
+                flow,
+            };
+            match (connected, tls) {
+                (Ok((stream, local)), None) => {
+                    debug!(%remote, "SIP TCP connection opened");
+                    let _ = links.flows.send(FlowUpdate::Connected(flow, local));
+                    stream_connection(stream, peer(local), rx, &links).await;
                 }
-                Err(_) => {
-                    metrics.send_failed("tcp");
-                    warn!(%remote, "SIP TCP connect timed out; queued messages lost");
+                (Ok((stream, local)), Some((connector, name))) => {
+                    match tokio::time::timeout(
+                        TLS_HANDSHAKE_TIMEOUT,
+                        connector.connect(name, stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            debug!(%remote, "SIP TLS connection opened");
+                            let _ = links.flows.send(FlowUpdate::Connected(flow, local));
+                            stream_connection(tls_stream, peer(local), rx, &links).await;
+                        }
+                        Ok(Err(error)) => {
+                            metrics.send_failed(label);
+                            warn!(%error, %remote, "SIP TLS handshake failed");
+                            let reason = format!("TLS handshake: {error}");
+                            let _ = links.flows.send(FlowUpdate::ConnectFailed(flow, reason));
+                        }
+                        Err(_) => {
+                            metrics.send_failed(label);
+                            warn!(%remote, "SIP TLS handshake timed out");
+                            let reason = "TLS handshake timed out".to_string();
+                            let _ = links.flows.send(FlowUpdate::ConnectFailed(flow, reason));
+                        }
+                    }
+                }
+                (Err(reason), _) => {
+                    metrics.send_failed(label);
+                    warn!(%reason, %remote, "SIP {label} connect failed; queued messages lost");
+                    let _ = links.flows.send(FlowUpdate::ConnectFailed(flow, reason));
                 }
             }
             let _ = links.flows.send(FlowUpdate::Closed(flow));
         });
-        tx
+        Ok((flow, tx))
     }
+}
+
+/// The endpoint's view of a call to place over `peer`.
+fn outgoing(peer: Peer, dial: Dial) -> OutgoingCall {
+    OutgoingCall {
+        peer,
+        request_uri: dial.request_uri,
+        from: dial.from,
+        to: dial.to,
+        route: Vec::new(),
+        body: dial.body,
+        credentials: dial.credentials,
+    }
+}
+
+/// The TLS client configuration for the connections we open: trust anchors from `ca` (a PEM
+/// file), or the system's roots when `None`.
+pub fn tls_client_config(
+    ca: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{}: no usable CA certificate", path.display()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "none installed".to_string(), ToString::to_string);
+                return Err(format!("no system CA certificates ({why}); set sip.tls_ca"));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+        .map_err(|e| e.to_string())
 }
 
 /// The local address a message to `remote` leaves from: `bound`, or for a socket bound to the
@@ -687,6 +880,8 @@ async fn stream_acceptor(
                 transport,
                 remote,
                 writer: tx,
+                local: Some(local),
+                server_name: None,
             },
         ));
         let peer = Peer {

@@ -273,6 +273,7 @@ impl Bridge {
         let call = sip.dial(Dial {
             target: target.addr,
             transport: target.transport,
+            server_name: locate::uri_host(&dial.uri).unwrap_or_default(),
             request_uri: dial.uri.clone(),
             from,
             to: format!("<{}>", dial.uri),

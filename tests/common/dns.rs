@@ -12,9 +12,12 @@ pub fn dnsmasq() -> Option<&'static str> {
     let found = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
-    tool_present(&DNSMASQ, found.is_none().then(|| "no dnsmasq in /usr/sbin".into()))
-        .then_some(found)
-        .flatten()
+    tool_present(
+        &DNSMASQ,
+        found.is_none().then(|| "no dnsmasq in /usr/sbin".into()),
+    )
+    .then_some(found)
+    .flatten()
 }
 
 /// A running dnsmasq; stopped on drop.
