@@ -33,7 +33,7 @@ use roundtable_sip::Rejection;
 use roundtable_sip::endpoint::{CallKey, EndReason, IncomingCall, Reoffer};
 use roundtable_sip::locate::Locator;
 use roundtable_sip::sdp::{AudioCodec, Direction};
-use roundtable_sip::transport::{CallHandler, SipHandle};
+use roundtable_sip::transport::SipHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -201,6 +201,8 @@ pub struct BridgeHandle {
     events: Arc<crate::events::EventLog>,
     archive: Arc<Archive>,
     tasks: TaskTracker,
+    /// The trunks as their task publishes them.
+    trunks: tokio::sync::watch::Receiver<crate::trunks::TrunkView>,
 }
 
 const STARTING: u8 = 0;
@@ -263,34 +265,40 @@ impl BridgeHandle {
     }
 }
 
-impl CallHandler for BridgeHandle {
-    fn incoming(&self, call: IncomingCall) {
+/// What the SIP driver reports about calls ([`crate::sip_events::SipEvents`] forwards it).
+impl BridgeHandle {
+    /// A new INVITE.
+    pub fn incoming(&self, call: IncomingCall) {
         self.send(Command::Incoming(call));
     }
 
-    fn confirmed(&self, _call: CallKey) {}
-
-    fn ended(&self, call: CallKey, reason: EndReason) {
+    /// A call ended from its side.
+    pub fn ended(&self, call: CallKey, reason: EndReason) {
         self.send(Command::Ended(call, reason));
     }
 
-    fn reoffer(&self, offer: Reoffer) {
+    /// A re-INVITE or UPDATE offer.
+    pub fn reoffer(&self, offer: Reoffer) {
         self.send(Command::Reoffer(offer));
     }
 
-    fn info(&self, call: CallKey, content_type: &str, body: &[u8]) {
+    /// An INFO body (DTMF relay).
+    pub fn info(&self, call: CallKey, content_type: &str, body: &[u8]) {
         self.send(Command::Info(call, content_type.to_string(), body.to_vec()));
     }
 
-    fn progress(&self, call: CallKey, _code: u16) {
+    /// A provisional response to a dial-out.
+    pub fn progress(&self, call: CallKey) {
         self.send(Command::DialProgress(call));
     }
 
-    fn answered(&self, call: CallKey, body: Vec<u8>) {
+    /// A dial-out was answered.
+    pub fn answered(&self, call: CallKey, body: Vec<u8>) {
         self.send(Command::DialAnswered(call, body));
     }
 
-    fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>) {
+    /// A dial-out failed.
+    pub fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>) {
         self.send(Command::DialFailed(call, code, reason, redirect));
     }
 }
@@ -415,6 +423,8 @@ pub struct Services {
     pub book: RoomBook,
     /// DNS for dial-outs (RFC 3263).
     pub locator: Locator,
+    /// The trunks' registrations and addresses, as their task publishes them.
+    pub trunks: tokio::sync::watch::Receiver<crate::trunks::TrunkView>,
 }
 
 impl Bridge {
@@ -429,6 +439,7 @@ impl Bridge {
             media_metrics,
             book,
             locator,
+            trunks,
         } = services;
         let (commands, rx) = mpsc::unbounded_channel();
         let handle = BridgeHandle {
@@ -437,6 +448,7 @@ impl Bridge {
             events: Arc::default(),
             archive,
             tasks: TaskTracker::new(),
+            trunks,
         };
         let prompts = Prompts::load(config.audio_rate, config.consent_prompt.as_deref());
         let limits = Limits {

@@ -14,6 +14,9 @@ use roundtable_storage::{LocalStore, ObjectStore};
 use serde::Deserialize;
 use thiserror::Error;
 
+mod trunks;
+pub use trunks::Trunk;
+
 /// The embedded defaults: `roundtable serve` with no arguments runs on these.
 pub const DEFAULTS: &str = r#"
 [sip]
@@ -145,6 +148,8 @@ struct Raw {
     dialplan: Vec<RawRule>,
     #[serde(default)]
     rooms: Vec<RawRoom>,
+    #[serde(default)]
+    trunks: Vec<trunks::RawTrunk>,
     #[serde(default)]
     room: RawRoomDefaults,
     sip: RawSip,
@@ -497,6 +502,8 @@ pub struct Config {
     pub dial_limits: roundtable_conference::conference::DialLimits,
     /// `[[dialplan]]`, in order; empty means "the user part is the room".
     pub dialplan: Vec<DialRule>,
+    /// `[[trunks]]`, in order.
+    pub trunks: Vec<Trunk>,
     /// `[[rooms]]` by id.
     pub rooms: std::collections::HashMap<String, RoomConfig>,
     /// `[room]`: defaults for every room.
@@ -604,10 +611,11 @@ pub struct Overrides {
 /// The list keys the environment can set, as comma-separated values
 /// (`ROUNDTABLE_SIP__LISTEN=udp:127.0.0.1:15060,tcp:127.0.0.1:15060`), so that a container or a
 /// test can move the listening sockets without a file. An empty value is an empty list. Lists of
-/// tables (`sip.auth.users`, `[[rooms]]`, `[[dialplan]]`) are set in the file only.
+/// tables (`sip.auth.users`, `[[rooms]]`, `[[dialplan]]`, `[[trunks]]`) are set in the file only.
 pub const ENV_LIST_KEYS: &[&str] = &[
     "sip.listen",
     "sip.allow",
+    "sip.dns_servers",
     "sip.auth.algorithms",
     "media.codecs",
 ];
@@ -887,6 +895,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     }
     let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
     let room_defaults = RoomConfig::from_raw("room", raw.room, max_legs_per_room)?;
+    let trunks = trunks::validate(raw.trunks)?;
     let mut rooms = std::collections::HashMap::new();
     for room in raw.rooms {
         if !roundtable_conference::RoomId::valid(&room.id) {
@@ -1195,6 +1204,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         dns_servers,
         dialplan,
         rooms,
+        trunks,
         room_defaults,
         lockout,
         sip_allow,
@@ -1453,7 +1463,42 @@ mod tests {
                 "sip.tls_cert",
             ),
             ("[sip]\ntls_ca = \"/nonexistent.pem\"", &[], "sip.tls_ca"),
-            ("[sip]\ndns_servers = [\"dns.example\"]", &[], "sip.dns_servers"),
+            (
+                "[[trunks]]\nname = \"a b\"\nuri = \"sip:p.example\"",
+                &[],
+                "trunks.name",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\nuri = \"http://p.example\"",
+                &[],
+                "trunks.uri",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\nuri = \"sip:p.example\"\ntransport = \"sctp\"",
+                &[],
+                "trunks.transport",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\nuri = \"sip:p.example\"",
+                &[],
+                "trunks.username",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\nuri = \"sip:p.example\"\nusername = \"u\"\nexpires_s = 5",
+                &[],
+                "trunks.expires_s",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\nuri = \"sip:p.example\"\nregister = false\n\
+                 [[trunks]]\nname = \"t\"\nuri = \"sip:q.example\"\nregister = false",
+                &[],
+                "trunks.name",
+            ),
+            (
+                "[sip]\ndns_servers = [\"dns.example\"]",
+                &[],
+                "sip.dns_servers",
+            ),
             ("[sip]\nmax_dialouts = 0", &[], "sip.max_dialouts"),
             ("[sip]\ndialout_cps = 20000", &[], "sip.dialout_cps"),
             ("[log]\nformat = \"xml\"", &[], "log.format"),
@@ -1487,6 +1532,31 @@ mod tests {
             let err = load_toml(toml, env).expect_err(toml);
             assert_eq!(err.key, *key, "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn trunks_are_read_with_their_next_hop_and_credentials() {
+        let toml = "[[trunks]]\nname = \"carrier\"\nuri = \"sip:sip.carrier.example\"\n\
+                    transport = \"tcp\"\nusername = \"4420\"\npassword = \"pw\"\n\
+                    outbound_proxy = \"sip:192.0.2.7:5080\"\n\
+                    [[trunks]]\nname = \"pbx\"\nuri = \"sip:10.0.0.1\"\nregister = false\n";
+        let c = load_toml(toml, &[]).unwrap();
+        let carrier = &c.trunks[0];
+        assert_eq!(carrier.domain, "sip.carrier.example");
+        assert_eq!(carrier.next_hop, "sip:192.0.2.7:5080;transport=tcp");
+        assert_eq!(carrier.route.as_deref(), Some("<sip:192.0.2.7:5080;lr>"));
+        assert_eq!(carrier.from_user, "4420");
+        assert_eq!(carrier.registration.unwrap().expires, 3600);
+        assert!(
+            !format!("{carrier:?}").contains("pw"),
+            "no password in logs"
+        );
+        assert_eq!(
+            carrier.request_uri("tel:+15551234567"),
+            "sip:+15551234567@sip.carrier.example;user=phone"
+        );
+        assert!(c.trunks[1].registration.is_none());
+        assert!(c.trunks[1].credentials.is_none());
     }
 
     #[test]

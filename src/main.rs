@@ -13,7 +13,9 @@ mod metrics;
 mod prompts;
 mod recordings_cli;
 mod rooms;
+mod sip_events;
 mod time;
+mod trunks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -230,6 +232,8 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     let media_metrics = MediaMetrics::register(&registry)?;
     let mixer_metrics = MixerMetrics::register(&registry)?;
     let bridge_metrics = metrics::BridgeMetrics::register(&registry)?;
+    let trunk_metrics = metrics::TrunkMetrics::register(&registry)?;
+    let (trunk_view, trunks_published) = tokio::sync::watch::channel(trunks::TrunkView::default());
     let (mixer_events, mixer_events_rx) =
         std::sync::mpsc::sync_channel(roundtable_mixer::pool::EVENT_QUEUE);
     let mixer = MixerPool::start(
@@ -277,7 +281,8 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             metrics: bridge_metrics,
             media_metrics,
             book,
-            locator,
+            locator: locator.clone(),
+            trunks: trunks_published,
         },
     );
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
@@ -312,7 +317,11 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     });
 
     let sip_shutdown = CancellationToken::new();
-    let handler: Arc<dyn CallHandler> = Arc::new(bridge.clone());
+    let trunk_commands = tokio::sync::mpsc::unbounded_channel();
+    let handler: Arc<dyn CallHandler> = Arc::new(sip_events::SipEvents {
+        bridge: bridge.clone(),
+        trunks: trunk_commands.0.clone(),
+    });
     let mut endpoint = EndpointConfig::default();
     endpoint.timers.t1 = config.timer_t1;
     endpoint.answer_delay = config.answer_delay;
@@ -341,6 +350,19 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         info!(transport = ?addr.transport, addr = %addr.addr, "SIP listening");
     }
     bridge.attach_sip(sip.clone());
+    let trunks_shutdown = CancellationToken::new();
+    let trunks_task = trunks::spawn(
+        config.trunks.clone(),
+        trunks::TrunkServices {
+            sip: sip.clone(),
+            locator: locator.clone(),
+            metrics: trunk_metrics,
+            clock: Arc::new(time::SystemClock),
+            published: trunk_view,
+        },
+        trunk_commands,
+        trunks_shutdown.clone(),
+    );
     bridge.set_ready();
     info!("ready");
 
@@ -381,6 +403,9 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     storage
         .stop
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The trunks' bindings are removed while the SIP driver still runs.
+    trunks_shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), trunks_task).await;
     // A round trip through the SIP driver: every BYE queued before it has been sent.
     let _ = tokio::time::timeout(Duration::from_secs(1), sip.active_calls()).await;
     sip_shutdown.cancel();

@@ -222,3 +222,49 @@ impl StorageMetrics {
         })
     }
 }
+
+/// The trunks' registration state.
+#[derive(Clone, Debug)]
+pub struct TrunkMetrics {
+    /// 1 while a trunk's binding is in place.
+    pub registered: prometheus::IntGaugeVec,
+    /// REGISTERs that failed, by trunk and reason (the SIP code, `dns` or `connect`).
+    pub register_failures: IntCounterVec,
+    /// The breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: prometheus::IntGaugeVec,
+}
+
+impl TrunkMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<TrunkMetrics> {
+        let registered = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "roundtable_trunk_registered",
+                "1 while the trunk's registration is in place",
+            ),
+            &["trunk"],
+        )?;
+        let register_failures = IntCounterVec::new(
+            Opts::new(
+                "roundtable_trunk_register_failures_total",
+                "REGISTERs that failed, by trunk and reason (SIP code, dns, connect)",
+            ),
+            &["trunk", "reason"],
+        )?;
+        let breaker_state = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "roundtable_trunk_breaker_state",
+                "The trunk registration's circuit breaker: 0 closed, 1 open, 2 half-open",
+            ),
+            &["trunk"],
+        )?;
+        registry.register(Box::new(registered.clone()))?;
+        registry.register(Box::new(register_failures.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
+        Ok(TrunkMetrics {
+            registered,
+            register_failures,
+            breaker_state,
+        })
+    }
+}

@@ -220,6 +220,62 @@ fn a_dial_out_over_tcp_opens_a_connection_and_the_callee_hears_the_room() {
 }
 
 #[test]
+fn a_tel_number_through_a_trunk_answers_its_407_with_the_trunk_credentials() {
+    if !sipp_available() {
+        return;
+    }
+    let port = free_port();
+    let service = Service::start(Options {
+        toml: format!(
+            "[[trunks]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{port}\"\n\
+             username = \"trunkuser\"\npassword = \"trunkpw\"\nregister = false\n"
+        ),
+        ..Options::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let mut caller = Uac::new(service.sip, "3010");
+    assert_eq!(caller.call(), 200);
+    let talk = caller.start_media(440.0, Duration::from_secs(6));
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sipp = callee(
+        "uas_challenge.xml",
+        port,
+        work.path(),
+        &[("RTP_PORT", rtp.local_addr().unwrap().port().to_string())],
+    );
+    let (status, participant) = dial(
+        &service,
+        "3010",
+        r#"{"to": "tel:+15551234567", "trunk": "carrier"}"#,
+    );
+    assert_eq!(status, 202, "{participant}");
+    wait_state(&service, "3010", "answered", Duration::from_secs(10));
+    service.wait_participants("3010", 2);
+    let heard = listen(&rtp, Duration::from_secs(2));
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_db_at(tail, 440.0, 8000.0) > -30.0,
+        "the callee does not hear the room (rms {})",
+        rms(tail)
+    );
+    assert!(
+        !service.log().contains("trunkpw"),
+        "credentials are never logged"
+    );
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3010/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(sipp, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+    drop(talk);
+    assert_eq!(caller.hangup(), 200);
+}
+
+#[test]
 fn a_busy_callee_fails_with_486() {
     if !sipp_available() {
         return;

@@ -77,6 +77,26 @@ pub struct RtcpReport {
     pub remote_jitter_ms: f64,
 }
 
+/// A SIP trunk's registration, as `GET /v1/trunks` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrunkStatus {
+    /// Its name from `[[trunks]]`.
+    pub name: String,
+    /// Whether the bridge registers with it (`register = true`).
+    pub register: bool,
+    /// A binding is in place now.
+    pub registered: bool,
+    /// When the binding lapses unless refreshed (RFC 3339), while registered.
+    pub expires_at: Option<String>,
+    /// The last failure (`"503 Service Unavailable"`, `"DNS: ..."`), cleared by a success.
+    pub last_error: Option<String>,
+    /// Failed REGISTERs in a row.
+    pub failures: u32,
+    /// The circuit breaker: `closed`, `open` (retrying after a pause) or `half_open` (its one
+    /// probe is out).
+    pub breaker: String,
+}
+
 /// One participant (leg) of a room.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Participant {
@@ -559,6 +579,8 @@ pub trait Control: Send + Sync + 'static {
     fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>>;
     /// Removes a room defined through the API.
     fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>>;
+    /// The trunks and their registrations, in configuration order.
+    fn trunks(&self) -> Vec<TrunkStatus>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
     /// Events after cursor `after`, optionally of one room.
@@ -635,6 +657,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
     };
     let v1 = Router::new()
         .route("/rooms", get(list_rooms))
+        .route("/trunks", get(list_trunks))
         .route(
             "/rooms/{room}",
             get(show_room)
@@ -695,6 +718,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn list_rooms(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "rooms": state.control.rooms().await }))
+}
+
+/// `GET /v1/trunks`: every trunk with its registration.
+async fn list_trunks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "trunks": state.control.trunks() }))
 }
 
 /// Query of `GET /v1/events`.

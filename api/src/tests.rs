@@ -133,6 +133,17 @@ impl Fake {
 }
 
 impl Control for Fake {
+    fn trunks(&self) -> Vec<TrunkStatus> {
+        vec![TrunkStatus {
+            name: "carrier".into(),
+            register: true,
+            registered: false,
+            expires_at: None,
+            last_error: Some("408 Request Timeout".into()),
+            failures: 2,
+            breaker: "closed".into(),
+        }]
+    }
     fn rooms(&self) -> Reply<Vec<RoomSummary>> {
         Box::pin(std::future::ready(self.rooms_now()))
     }
@@ -639,4 +650,15 @@ fn a_limit_answers_429_with_retry_after() {
             .get(axum::http::header::RETRY_AFTER)
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn trunks_are_listed_with_their_registration() {
+    let app = app(None);
+    let (status, body) = call(&app, "GET", "/v1/trunks", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["trunks"][0]["name"], "carrier");
+    assert_eq!(body["trunks"][0]["registered"], false);
+    assert_eq!(body["trunks"][0]["last_error"], "408 Request Timeout");
+    assert_eq!(body["trunks"][0]["breaker"], "closed");
 }

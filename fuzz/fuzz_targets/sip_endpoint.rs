@@ -1,7 +1,7 @@
 //! Random sequences of datagrams, timeouts, application commands and answers to the endpoint's
-//! own requests (BYE, refreshes, pings, and the INVITE and CANCEL of calls it places) against
-//! the endpoint's transaction and dialog state machines never panic, and time never runs
-//! backwards.
+//! own requests (BYE, refreshes, pings, the INVITE and CANCEL of calls it places, and REGISTERs
+//! a trunk's registration asks for) against the endpoint's transaction and dialog state machines
+//! and the registration's never panic, and time never runs backwards.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -10,8 +10,10 @@ use libfuzzer_sys::fuzz_target;
 use roundtable_sip::Rejection;
 use roundtable_sip::digest::User;
 use roundtable_sip::endpoint::{
-    CallKey, Endpoint, EndpointConfig, Event, FlowId, OutgoingCall, Output, Peer, Transport,
+    CallKey, Endpoint, EndpointConfig, Event, FlowId, OutgoingCall, OutgoingRegister, Output,
+    Peer, RequestKey, Transport,
 };
+use roundtable_sip::registration::{Registration, RegistrationConfig};
 
 const INVITE: &str = "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
 From: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
@@ -33,11 +35,33 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
     let mut calls: Vec<CallKey> = Vec::new();
+    let mut registration = Registration::new(start, RegistrationConfig::default(), 1);
+    let mut next_key = 0u64;
     // The last request the endpoint sent, to answer with a fuzzed status.
     let mut last_request: Option<Vec<u8>> = None;
     for chunk in data.chunks(64).take(64) {
         let (op, rest) = chunk.split_first().unwrap_or((&0, &[]));
-        match op % 8 {
+        match op % 9 {
+            8 => {
+                if let Some(send) = registration.handle_timeout(now) {
+                    next_key += 1;
+                    let register = OutgoingRegister {
+                        peer,
+                        registrar: "sip:127.0.0.1".into(),
+                        aor: "sip:trunk@127.0.0.1".into(),
+                        contact_user: "trunk".into(),
+                        call_id: "reg@127.0.0.1".into(),
+                        cseq: send.cseq,
+                        expires: send.expires,
+                        route: Vec::new(),
+                        credentials: Some(User {
+                            name: "trunk".into(),
+                            password: "pw".into(),
+                        }),
+                    };
+                    ep.register(now, RequestKey(next_key), register);
+                }
+            }
             7 => {
                 let call = CallKey::outgoing(u64::from(rest.first().copied().unwrap_or(0)));
                 let credentials = (rest.get(1).copied().unwrap_or(0) % 2 == 0).then(|| User {
@@ -91,6 +115,9 @@ fuzz_target!(|data: &[u8]| {
         while let Some(out) = ep.poll_output() {
             match out {
                 Output::Event(Event::IncomingCall(call)) => calls.push(call.call),
+                Output::Event(Event::Registered { cseq, outcome, .. }) => {
+                    registration.handle_outcome(now, cseq, &outcome);
+                }
                 Output::Transmit(t) if !t.bytes.starts_with(b"SIP/2.0") => {
                     last_request = Some(t.bytes)
                 }
@@ -99,6 +126,9 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(at) = ep.poll_timeout() {
             assert!(at + Duration::from_secs(3600) > start);
+        }
+        if let Some(at) = registration.poll_timeout() {
+            assert!(at >= start);
         }
     }
 });
@@ -120,6 +150,7 @@ fn answer(request: &[u8], code: u16) -> Vec<u8> {
     match code {
         401 => out.push_str("WWW-Authenticate: Digest realm=\"r\", nonce=\"n\", qop=\"auth\"\r\n"),
         407 => out.push_str("Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n"),
+        423 => out.push_str("Min-Expires: 7200\r\n"),
         300..=399 => out.push_str("Contact: <sip:elsewhere@127.0.0.1:5090>\r\n"),
         200..=299 => out.push_str("Contact: <sip:bob@127.0.0.1:5070>\r\n"),
         _ => {}

@@ -41,6 +41,8 @@ pub use dial::OutgoingCall;
 use dialog::{Dialog, Session, UnackedOk};
 use invite_server::{InviteServer, InviteState};
 use non_invite_server::NonInviteServer;
+use register::Registering;
+pub use register::{OutgoingRegister, RegisterOutcome, RequestKey};
 
 mod client;
 mod deadlines;
@@ -48,6 +50,7 @@ mod dial;
 mod dialog;
 mod invite_server;
 mod non_invite_server;
+mod register;
 mod requests;
 
 /// The methods we answer, for `Allow`.
@@ -122,6 +125,9 @@ pub struct IncomingCall {
     pub request_uri: String,
     /// The user part of the Request-URI, if it has one.
     pub user: Option<String>,
+    /// The user part of the To URI, if it has one (a trunk's DID: the Request-URI of a call a
+    /// registrar forwards names our registered Contact instead).
+    pub to_user: Option<String>,
     /// The From URI.
     pub from: String,
     /// The offer body, if any.
@@ -183,6 +189,16 @@ pub enum Event {
         reason: String,
         /// For a 3xx, the first Contact's URI: where to call instead.
         redirect: Option<String>,
+    },
+    /// A REGISTER sent with [`Endpoint::register`] ended.
+    Registered {
+        /// The key it was sent under.
+        key: RequestKey,
+        /// The CSeq number it last used (after a challenge, one more than asked): the next
+        /// REGISTER of the registration goes above it.
+        cseq: u32,
+        /// Granted or failed.
+        outcome: RegisterOutcome,
     },
 }
 
@@ -323,6 +339,8 @@ pub struct Endpoint {
     clients: HashMap<String, ClientTxn>,
     /// Calls we place, until their final response.
     dialing: HashMap<CallKey, Dialing>,
+    /// REGISTERs we sent, until their final response.
+    registering: HashMap<RequestKey, Registering>,
     /// Starts every branch we generate, unique to this endpoint: a request carrying it in a Via
     /// is one of ours that came back.
     branch_prefix: String,
@@ -369,6 +387,7 @@ impl Endpoint {
             dialog_index: HashMap::new(),
             clients: HashMap::new(),
             dialing: HashMap::new(),
+            registering: HashMap::new(),
             branch_prefix: format!("z9hG4bK{:08x}", rng.rotate_left(17) as u32),
             reoffers: HashMap::new(),
             pending_updates: HashMap::new(),
@@ -999,10 +1018,15 @@ fn copy_record_route(request: &Message, response: &mut Message) {
 }
 
 fn contact(peer: Peer) -> String {
+    contact_as("roundtable", peer)
+}
+
+/// Our Contact with user part `user`, for the transport `peer` uses.
+fn contact_as(user: &str, peer: Peer) -> String {
     match peer.transport {
-        Transport::Udp => format!("<sip:roundtable@{}>", peer.local),
-        Transport::Tcp => format!("<sip:roundtable@{};transport=tcp>", peer.local),
-        Transport::Tls => format!("<sips:roundtable@{}>", peer.local),
+        Transport::Udp => format!("<sip:{user}@{}>", peer.local),
+        Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", peer.local),
+        Transport::Tls => format!("<sips:{user}@{}>", peer.local),
     }
 }
 

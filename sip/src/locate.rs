@@ -146,6 +146,15 @@ pub fn uri_host(uri: &str) -> Option<String> {
     host_and_port(&parsed.host_port).ok().map(|(host, _)| host)
 }
 
+/// A host as a URI writes it: an IPv6 address in brackets, anything else as it is.
+pub fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
 /// Decides what to look up for `uri` (RFC 3263 §4.1, §4.2).
 pub fn plan(uri: &str) -> Result<Plan, LocateError> {
     let bad = || LocateError::BadUri(uri.to_string());

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use crate::endpoint::{
     CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, OutgoingCall,
-    Output, Peer, Reoffer, Transport,
+    OutgoingRegister, Output, Peer, RegisterOutcome, Reoffer, RequestKey, Transport,
 };
 use crate::error::Rejection;
 use crate::message::{MAX_MESSAGE_LEN, stream_frame_len};
@@ -90,6 +90,8 @@ pub trait CallHandler: Send + Sync + 'static {
     /// A call placed with [`SipHandle::dial`] failed: its final response's code and reason,
     /// and for a 3xx where to call instead.
     fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>);
+    /// A REGISTER sent with [`SipHandle::register`] ended (`cseq`: the number it last used).
+    fn registered(&self, key: RequestKey, cseq: u32, outcome: RegisterOutcome);
 }
 
 /// A call to place: where to, as whom, with which offer.
@@ -108,10 +110,63 @@ pub struct Dial {
     pub from: String,
     /// The To.
     pub to: String,
+    /// Route headers (an outbound proxy), in order.
+    pub route: Vec<String>,
     /// The SDP offer.
     pub body: Vec<u8>,
     /// Digest credentials for a 401/407.
     pub credentials: Option<crate::digest::User>,
+}
+
+/// A REGISTER to send: where to, for which address of record, binding how long.
+#[derive(Debug, Clone)]
+pub struct Register {
+    /// The address of the registrar or outbound proxy (resolved), and the transport to it.
+    pub target: SocketAddr,
+    /// UDP, TCP or TLS.
+    pub transport: Transport,
+    /// For TLS: the name the server's certificate must carry.
+    pub server_name: String,
+    /// The REGISTER itself (its `peer` is filled in by the driver).
+    pub request: RegisterRequest,
+}
+
+/// The parts of a REGISTER the application decides (see [`OutgoingRegister`]).
+#[derive(Debug, Clone)]
+pub struct RegisterRequest {
+    /// The Request-URI (`sip:example.com`).
+    pub registrar: String,
+    /// The address of record.
+    pub aor: String,
+    /// Our Contact's user part.
+    pub contact_user: String,
+    /// The registration's Call-ID.
+    pub call_id: String,
+    /// This REGISTER's CSeq number.
+    pub cseq: u32,
+    /// Seconds asked for.
+    pub expires: u32,
+    /// Route headers (an outbound proxy).
+    pub route: Vec<String>,
+    /// Credentials for a challenge.
+    pub credentials: Option<crate::digest::User>,
+}
+
+/// A request that needs a connection before it can go.
+#[derive(Debug)]
+enum Pending {
+    Dial(CallKey, Box<Dial>),
+    Register(RequestKey, Box<Register>),
+}
+
+impl Pending {
+    /// Transport, address and (TLS) server name of its first hop.
+    fn hop(&self) -> (Transport, SocketAddr, &str) {
+        match self {
+            Pending::Dial(_, d) => (d.transport, d.target, &d.server_name),
+            Pending::Register(_, r) => (r.transport, r.target, &r.server_name),
+        }
+    }
 }
 
 /// Commands to the driver task.
@@ -121,7 +176,7 @@ enum Command {
     Reject(CallKey, Rejection),
     AnswerReoffer(CallKey, Result<Vec<u8>, Rejection>),
     Hangup(CallKey),
-    Dial(CallKey, Box<Dial>),
+    Send(Pending),
     ActiveCalls(tokio::sync::oneshot::Sender<usize>),
 }
 
@@ -157,8 +212,23 @@ impl SipHandle {
             .next_dial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let call = CallKey::outgoing(n);
-        let _ = self.commands.send(Command::Dial(call, Box::new(dial)));
+        let _ = self
+            .commands
+            .send(Command::Send(Pending::Dial(call, Box::new(dial))));
         call
+    }
+
+    /// Sends a REGISTER; its outcome comes through [`CallHandler::registered`] under the
+    /// returned key.
+    pub fn register(&self, register: Register) -> RequestKey {
+        let key = RequestKey(
+            self.next_dial
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        let _ = self
+            .commands
+            .send(Command::Send(Pending::Register(key, Box::new(register))));
+        key
     }
 
     /// Ends an answered call with BYE, refuses a pending one, or cancels one we place.
@@ -352,8 +422,8 @@ struct Driver {
     flows: HashMap<FlowId, FlowWriter>,
     /// Open stream connections by (transport, remote address), for reuse.
     streams: HashMap<(Transport, SocketAddr), FlowId>,
-    /// Calls we place over a connection still being opened, by its flow.
-    waiting: HashMap<FlowId, Vec<(CallKey, Dial)>>,
+    /// Requests (calls we place, REGISTERs) waiting for a connection being opened, by its flow.
+    waiting: HashMap<FlowId, Vec<Pending>>,
     /// Trust anchors for the TLS connections we open.
     tls_client: Result<Arc<rustls::ClientConfig>, String>,
     next_outbound: u64,
@@ -434,7 +504,7 @@ impl Driver {
             Command::Reject(call, rejection) => self.endpoint.reject(now, call, rejection),
             Command::AnswerReoffer(id, answer) => self.endpoint.answer_reoffer(now, id, answer),
             Command::Hangup(call) => self.endpoint.hangup(now, call),
-            Command::Dial(call, dial) => self.dial(now, call, *dial),
+            Command::Send(pending) => self.send_out(now, pending),
             Command::ActiveCalls(reply) => {
                 let _ = reply.send(self.endpoint.active_calls());
             }
@@ -456,71 +526,119 @@ impl Driver {
                 reason,
                 redirect,
             } => self.handler.failed(call, code, reason, redirect),
+            Event::Registered { key, cseq, outcome } => self.handler.registered(key, cseq, outcome),
         }
     }
 
-    /// Places a call: over the UDP socket of the target's address family, or over a TCP or
-    /// TLS connection to the target (one already open, else a new one; the INVITE goes once it
-    /// is up, so its Via and Contact name our real end of it).
-    fn dial(&mut self, now: std::time::Instant, call: CallKey, dial: Dial) {
-        if dial.transport != Transport::Udp {
-            return self.dial_stream(now, call, dial);
+    /// Sends a call we place or a REGISTER: over the UDP socket of the target's address
+    /// family, or over a TCP or TLS connection to the target (one already open, else a new
+    /// one; the request goes once it is up, so its Via and Contact name our real end of it).
+    fn send_out(&mut self, now: std::time::Instant, pending: Pending) {
+        let (transport, target, _) = pending.hop();
+        if transport != Transport::Udp {
+            return self.send_over_stream(now, pending);
         }
         let socket = self.flows.iter().find_map(|(flow, writer)| match writer {
             FlowWriter::Udp(socket) => socket
                 .local_addr()
                 .ok()
-                .filter(|local| local.is_ipv4() == dial.target.is_ipv4())
+                .filter(|local| local.is_ipv4() == target.is_ipv4())
                 .map(|local| (*flow, local)),
             FlowWriter::Stream { .. } => None,
         });
         let Some((flow, bound)) = socket else {
-            let reason = format!("no UDP SIP socket for {}", dial.target);
-            return self.handler.failed(call, 503, reason, None);
+            return self.refuse(pending, format!("no UDP SIP socket for {target}"));
         };
-        let peer = Peer {
-            transport: Transport::Udp,
-            remote: dial.target,
-            local: route_source(bound, dial.target),
-            flow,
-        };
-        self.endpoint.dial(now, call, outgoing(peer, dial));
+        let local = route_source(bound, target);
+        self.start(now, pending, flow, local);
     }
 
-    /// A call over TCP or TLS: reuses an open connection to the target (for TLS, one we opened
-    /// for the same server name), else opens one.
-    fn dial_stream(&mut self, now: std::time::Instant, call: CallKey, dial: Dial) {
-        let key = (dial.transport, dial.target);
-        let open = self
-            .streams
-            .get(&key)
-            .and_then(|flow| match self.flows.get(flow) {
-                Some(FlowWriter::Stream {
-                    local, server_name, ..
-                }) if dial.transport == Transport::Tcp
-                    || server_name.as_deref() == Some(dial.server_name.as_str()) =>
-                {
-                    Some((*flow, *local))
-                }
-                _ => None,
-            });
+    /// Over TCP or TLS: reuses an open connection to the target (for TLS, one we opened for
+    /// the same server name), else opens one.
+    fn send_over_stream(&mut self, now: std::time::Instant, pending: Pending) {
+        let (transport, target, name) = pending.hop();
+        let open =
+            self.streams
+                .get(&(transport, target))
+                .and_then(|flow| match self.flows.get(flow) {
+                    Some(FlowWriter::Stream {
+                        local, server_name, ..
+                    }) if transport == Transport::Tcp || server_name.as_deref() == Some(name) => {
+                        Some((*flow, *local))
+                    }
+                    _ => None,
+                });
         match open {
-            Some((flow, Some(local))) => {
-                let peer = Peer {
-                    transport: dial.transport,
-                    remote: dial.target,
-                    local,
-                    flow,
-                };
-                self.endpoint.dial(now, call, outgoing(peer, dial));
-            }
-            Some((flow, None)) => self.waiting.entry(flow).or_default().push((call, dial)),
+            Some((flow, Some(local))) => self.start(now, pending, flow, local),
+            Some((flow, None)) => self.waiting.entry(flow).or_default().push(pending),
             None => {
-                let name = (dial.transport == Transport::Tls).then(|| dial.server_name.clone());
-                match self.connect(dial.transport, dial.target, name) {
-                    Ok((flow, _)) => self.waiting.entry(flow).or_default().push((call, dial)),
-                    Err(reason) => self.handler.failed(call, 503, reason, None),
+                let name = (transport == Transport::Tls).then(|| name.to_string());
+                match self.connect(transport, target, name) {
+                    Ok((flow, _)) => self.waiting.entry(flow).or_default().push(pending),
+                    Err(reason) => self.refuse(pending, reason),
                 }
+            }
+        }
+    }
+
+    /// Hands a request to the endpoint, over `flow` from `local`.
+    fn start(
+        &mut self,
+        now: std::time::Instant,
+        pending: Pending,
+        flow: FlowId,
+        local: SocketAddr,
+    ) {
+        let (transport, remote, _) = pending.hop();
+        let peer = Peer {
+            transport,
+            remote,
+            local,
+            flow,
+        };
+        match pending {
+            Pending::Dial(call, dial) => {
+                let dial = *dial;
+                let outgoing = OutgoingCall {
+                    peer,
+                    request_uri: dial.request_uri,
+                    from: dial.from,
+                    to: dial.to,
+                    route: dial.route,
+                    body: dial.body,
+                    credentials: dial.credentials,
+                };
+                self.endpoint.dial(now, call, outgoing);
+            }
+            Pending::Register(key, register) => {
+                let r = register.request;
+                let outgoing = OutgoingRegister {
+                    peer,
+                    registrar: r.registrar,
+                    aor: r.aor,
+                    contact_user: r.contact_user,
+                    call_id: r.call_id,
+                    cseq: r.cseq,
+                    expires: r.expires,
+                    route: r.route,
+                    credentials: r.credentials,
+                };
+                self.endpoint.register(now, key, outgoing);
+            }
+        }
+    }
+
+    /// A request that cannot go (no socket, no connection): it fails as a 503 with `reason`.
+    fn refuse(&self, pending: Pending, reason: String) {
+        match pending {
+            Pending::Dial(call, _) => self.handler.failed(call, 503, reason, None),
+            Pending::Register(key, register) => {
+                let outcome = RegisterOutcome::Failed {
+                    code: 503,
+                    reason,
+                    min_expires: None,
+                };
+                self.handler.registered(key, register.request.cseq, outcome);
             }
         }
     }
@@ -532,23 +650,15 @@ impl Driver {
                     *local = Some(at);
                 }
                 let now = self.now();
-                for (call, dial) in self.waiting.remove(&flow).unwrap_or_default() {
-                    let peer = Peer {
-                        transport: dial.transport,
-                        remote: dial.target,
-                        local: at,
-                        flow,
-                    };
-                    self.endpoint.dial(now, call, outgoing(peer, dial));
+                for pending in self.waiting.remove(&flow).unwrap_or_default() {
+                    self.start(now, pending, flow, at);
                 }
             }
             FlowUpdate::ConnectFailed(flow, reason) => {
-                for (call, dial) in self.waiting.remove(&flow).unwrap_or_default() {
-                    let reason = format!(
-                        "{:?} connection to {} failed: {reason}",
-                        dial.transport, dial.target
-                    );
-                    self.handler.failed(call, 503, reason, None);
+                for pending in self.waiting.remove(&flow).unwrap_or_default() {
+                    let (transport, target, _) = pending.hop();
+                    let reason = format!("{transport:?} connection to {target} failed: {reason}");
+                    self.refuse(pending, reason);
                 }
             }
             FlowUpdate::Opened(flow, writer) => {
@@ -571,9 +681,12 @@ impl Driver {
     }
 
     fn forget_flow(&mut self, flow: FlowId) {
-        for (call, dial) in self.waiting.remove(&flow).unwrap_or_default() {
-            let reason = format!("{:?} connection to {} closed", dial.transport, dial.target);
-            self.handler.failed(call, 503, reason, None);
+        for pending in self.waiting.remove(&flow).unwrap_or_default() {
+            let (transport, target, _) = pending.hop();
+            self.refuse(
+                pending,
+                format!("{transport:?} connection to {target} closed"),
+            );
         }
         if let Some(FlowWriter::Stream {
             transport, remote, ..
@@ -724,19 +837,6 @@ impl Driver {
             let _ = links.flows.send(FlowUpdate::Closed(flow));
         });
         Ok((flow, tx))
-    }
-}
-
-/// The endpoint's view of a call to place over `peer`.
-fn outgoing(peer: Peer, dial: Dial) -> OutgoingCall {
-    OutgoingCall {
-        peer,
-        request_uri: dial.request_uri,
-        from: dial.from,
-        to: dial.to,
-        route: Vec::new(),
-        body: dial.body,
-        credentials: dial.credentials,
     }
 }
 

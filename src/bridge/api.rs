@@ -396,6 +396,10 @@ impl Control for BridgeHandle {
         self.request(move |tx| Request::DeleteRoom(room, tx))
     }
 
+    fn trunks(&self) -> Vec<roundtable_api::TrunkStatus> {
+        self.trunks.borrow().status.clone()
+    }
+
     fn readiness(&self) -> Readiness {
         match self.readiness.load(Ordering::SeqCst) {
             READY => Readiness::Ready,

@@ -13,7 +13,7 @@ use roundtable_sip::Rejection;
 use roundtable_sip::endpoint::{CallKey, IncomingCall, Reoffer, Transport};
 use roundtable_sip::sdp::{Answer, AudioCodec, Direction, NegotiationError, Offer, SrtpPolicy};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Bridge, Command, LegEntry, expects_rtp, leg_codec, media_codec, srtp_contexts};
 use crate::config::DialAction;
@@ -188,7 +188,23 @@ impl Bridge {
     /// A new INVITE: routed, its offer answered, admitted by the core; its media is then set
     /// up in the blocking pool ([`Bridge::media_ready`] follows).
     pub(super) fn incoming(&mut self, now: Instant, call: IncomingCall) {
-        let destination = match self.route(call.user.as_deref()) {
+        // A call through a trunk names its DID in To (the Request-URI is our registered
+        // Contact); any other names its room in the Request-URI.
+        let trunk = self
+            .handle
+            .trunks
+            .borrow()
+            .addresses
+            .get(&call.peer.remote.ip())
+            .cloned();
+        let dialled = match &trunk {
+            Some(trunk) => {
+                debug!(%trunk, did = ?call.to_user, "call through a trunk: routed on its To user");
+                call.to_user.as_deref()
+            }
+            None => call.user.as_deref(),
+        };
+        let destination = match self.route(dialled) {
             Ok(d) => d,
             Err(rejection) => {
                 let reason = if rejection.code == 403 {

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::calls::MediaSetup;
 use super::{Bridge, Command, LegEntry, leg_codec};
+use crate::config::Trunk;
 
 /// A call we place, beside its [`LegEntry`].
 pub(super) struct DialInfo {
@@ -27,8 +28,11 @@ pub(super) struct DialInfo {
     target: Option<Target>,
     /// The targets to fail over to (RFC 3263: on a 503 or a timeout), in order.
     alternatives: VecDeque<Target>,
-    /// Whom we call.
+    /// Whom we call (the Request-URI).
     uri: String,
+    /// The trunk it goes through: its next hop is looked up instead of `uri`'s host, its
+    /// credentials answer challenges, and our From is its user at its domain.
+    trunk: Option<Trunk>,
     /// Our From user (or whole URI) and display name.
     from: Option<String>,
     display_name: Option<String>,
@@ -47,6 +51,25 @@ fn check_uri(uri: &str) -> Result<(), ControlError> {
     locate::plan(uri)
         .map(drop)
         .map_err(|e| ControlError::Invalid(format!("to: {e}")))
+}
+
+/// Checks what is called through a trunk: a `tel:` number of digits, `+` and visual
+/// separators, or a `sip:` URI.
+fn check_number(to: &str) -> Result<(), ControlError> {
+    let Some(number) = to.strip_prefix("tel:") else {
+        return Ok(());
+    };
+    let number = number.split(';').next().unwrap_or_default();
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
+    let allowed = number
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.() ".contains(&b) || b.is_ascii_hexdigit());
+    if digits == 0 || !allowed || number.len() > 64 {
+        return Err(ControlError::Invalid(format!(
+            "to: {to:?} is not a telephone number"
+        )));
+    }
+    Ok(())
 }
 
 /// The local IP the kernel routes `target` from (where the leg's RTP ports are bound).
@@ -102,10 +125,29 @@ impl Bridge {
         request: DialRequest,
     ) -> Result<Participant, ControlError> {
         let room = RoomId::parse(room).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        if request.trunk.is_some() {
-            return Err(ControlError::TrunkNotFound);
-        }
-        check_uri(&request.to)?;
+        let trunk = match &request.trunk {
+            Some(name) => Some(
+                self.config
+                    .trunks
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .cloned()
+                    .ok_or(ControlError::TrunkNotFound)?,
+            ),
+            None => None,
+        };
+        let uri = match &trunk {
+            Some(trunk) => {
+                check_number(&request.to)?;
+                trunk.request_uri(&request.to)
+            }
+            None => request.to.clone(),
+        };
+        check_uri(&uri)?;
+        // Where the INVITE goes first: the trunk's next hop, else the callee's host.
+        let hop = trunk
+            .as_ref()
+            .map_or_else(|| uri.clone(), |t| t.next_hop.clone());
         let dial = DialOut {
             room: room.clone(),
             moderator: request.moderator,
@@ -137,12 +179,13 @@ impl Bridge {
             receive,
         );
         entry.controls.muted = request.muted;
-        info!(leg = %leg, room = %room, to = %request.to, "dialling out");
-        self.locate(leg, request.to.clone());
+        info!(leg = %leg, room = %room, to = %request.to, trunk = ?request.trunk, "dialling out");
+        self.locate(leg, hop);
         entry.dial = Some(Box::new(DialInfo {
             target: None,
             alternatives: VecDeque::new(),
-            uri: request.to,
+            uri,
+            trunk,
             from: request.from,
             display_name: request.display_name,
             redirected: false,
@@ -251,21 +294,26 @@ impl Bridge {
         let Some(target) = dial.target.clone() else {
             return;
         };
-        let host = entry.advertised.ip();
-        let host = if host.is_ipv6() {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
+        let host = locate::bracket_ipv6(&entry.advertised.ip().to_string());
         let room = self
             .core
             .dial_outs_room(leg)
             .map_or_else(|| "roundtable".to_string(), |r| r.to_string());
-        let from_uri = match dial.from.as_deref() {
-            Some(uri) if uri.contains(':') => uri.to_string(),
-            Some(user) => format!("sip:{user}@{host}"),
-            None => format!("sip:{room}@{host}"),
+        // Through a trunk we are its user at its domain (carriers check it); otherwise the
+        // room (or the user asked for) at our address.
+        let from_host = dial
+            .trunk
+            .as_ref()
+            .map_or(host, |t| locate::bracket_ipv6(&t.domain));
+        let from_uri = match (dial.from.as_deref(), &dial.trunk) {
+            (Some(uri), _) if uri.contains(':') => uri.to_string(),
+            (Some(user), _) => format!("sip:{user}@{from_host}"),
+            (None, Some(trunk)) if !trunk.from_user.is_empty() => {
+                format!("sip:{}@{from_host}", trunk.from_user)
+            }
+            (None, _) => format!("sip:{room}@{from_host}"),
         };
+        let hop = dial.trunk.as_ref().map_or(&dial.uri, |t| &t.next_hop);
         let from = match &dial.display_name {
             Some(name) => format!("\"{name}\" <{from_uri}>"),
             None => format!("<{from_uri}>"),
@@ -273,12 +321,13 @@ impl Bridge {
         let call = sip.dial(Dial {
             target: target.addr,
             transport: target.transport,
-            server_name: locate::uri_host(&dial.uri).unwrap_or_default(),
+            server_name: locate::uri_host(hop).unwrap_or_default(),
             request_uri: dial.uri.clone(),
             from,
             to: format!("<{}>", dial.uri),
+            route: dial.trunk.iter().filter_map(|t| t.route.clone()).collect(),
             body: entry.answer_sdp.clone(),
-            credentials: None,
+            credentials: dial.trunk.as_ref().and_then(|t| t.credentials.clone()),
         });
         dial.sent = true;
         self.calls.remove(&entry.call);
@@ -365,7 +414,9 @@ impl Bridge {
             info!(leg = %leg, %uri, "dial-out redirected ({code})");
             dial.redirected = true;
             dial.uri = uri.clone();
-            self.locate(leg, uri);
+            // Through a trunk, the new target is reached through it too.
+            let hop = dial.trunk.as_ref().map_or(uri, |t| t.next_hop.clone());
+            self.locate(leg, hop);
             return;
         }
         if wanted && matches!(code, 408 | 503) {

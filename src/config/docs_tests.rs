@@ -54,7 +54,7 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 }
 
 /// Every key the code reads, `section.key`, except the arrays of tables (`[[dialplan]]`,
-/// `[[rooms]]`), which are examples rather than keys with defaults.
+/// `[[rooms]]`, `[[trunks]]`), which are examples rather than keys with defaults.
 fn code_keys() -> Vec<String> {
     let sections: [(&str, &[&str]); 14] = [
         ("sip", fields_of::<RawSip>()),
@@ -78,7 +78,7 @@ fn code_keys() -> Vec<String> {
         .iter()
         .map(|(section, _)| *section)
         .filter(|section| !section.contains('.'))
-        .chain(["dialplan", "rooms"])
+        .chain(["dialplan", "rooms", "trunks"])
         .collect();
     expected_top.sort_unstable();
     assert_eq!(
@@ -336,4 +336,24 @@ fn readme_toml_examples_are_accepted() {
             panic!("README example rejected: {error}\n{block}");
         }
     }
+}
+
+#[test]
+fn readme_trunk_example_names_every_trunk_key() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## SIP trunks")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has a SIP trunks section");
+    let missing: Vec<&str> = fields_of::<trunks::RawTrunk>()
+        .iter()
+        .copied()
+        .filter(|key| !section.contains(&format!("\n{key} = ")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the README's [[trunks]] example lacks {missing:?}"
+    );
 }

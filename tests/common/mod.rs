@@ -1112,6 +1112,12 @@ pub const DNSMASQ: Tool = Tool {
     install: "Debian package dnsmasq-base: `sudo apt-get install dnsmasq-base` (or run .ci/run)",
 };
 
+/// Kamailio, from Debian's kamailio (a SIP registrar and proxy on a loopback port).
+pub const KAMAILIO: Tool = Tool {
+    name: "kamailio",
+    install: "Debian package kamailio: `sudo apt-get install kamailio` (or run .ci/run)",
+};
+
 /// moto's S3 server, from PyPI (`MOTO_SERVER` names its program, else `moto_server` on PATH).
 pub const MOTO: Tool = Tool {
     name: "moto",

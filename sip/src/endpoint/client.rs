@@ -1,5 +1,6 @@
-//! Client transactions (RFC 3261 17.1) for the requests the bridge sends inside its dialogs: BYE,
-//! session refreshes (re-INVITE or UPDATE) and OPTIONS pings.
+//! Client transactions (RFC 3261 17.1) for the requests the bridge sends: inside its dialogs
+//! BYE, session refreshes (re-INVITE or UPDATE) and OPTIONS pings; the INVITE and CANCEL of
+//! calls it places; REGISTER.
 //!
 //! ```text
 //!  INVITE (17.1.1, RFC 6026)            non-INVITE (17.1.2)
@@ -34,6 +35,8 @@ pub(super) enum Purpose {
     Dial(CallKey),
     /// The CANCEL of a call we place (its INVITE's outcome tells the rest).
     Cancel,
+    /// A REGISTER (outside any dialog).
+    Register(super::RequestKey),
 }
 
 /// How a client transaction ended, reported once.

@@ -340,36 +340,15 @@ impl Endpoint {
             Outcome::Failure(code @ (401 | 407))
                 if !dialing.challenged && !dialing.cancel && dialing.credentials.is_some() =>
             {
-                let (challenge_header, answer_header) = if code == 401 {
-                    ("WWW-Authenticate", "Authorization")
-                } else {
-                    ("Proxy-Authenticate", "Proxy-Authorization")
-                };
-                let challenge =
-                    response.and_then(|r| pick_challenge(r.headers.all(challenge_header)));
-                let uri = dialing
-                    .request
-                    .request_uri()
-                    .unwrap_or_default()
-                    .to_string();
-                let cnonce = self.random_token();
-                let authorization = match (challenge, &dialing.credentials) {
-                    (Some(challenge), Some(user)) => {
-                        answer(challenge, "INVITE", &uri, user, &cnonce)
-                    }
-                    _ => None,
-                };
-                let Some(authorization) = authorization else {
+                let answered = dialing.credentials.clone().is_some_and(|user| {
+                    self.answer_challenge(&mut dialing.request, code, response, &user)
+                });
+                if !answered {
                     self.outputs.push_back(failed(code, reason, None));
                     return;
-                };
+                }
                 dialing.challenged = true;
                 dialing.provisional = false;
-                let number = dialing.request.cseq().map_or(1, |c| c.number) + 1;
-                let headers = &mut dialing.request.headers;
-                headers.remove("CSeq");
-                headers.push("CSeq", format!("{number} INVITE"));
-                headers.push(answer_header, authorization);
                 self.send_invite(now, call, dialing);
             }
             Outcome::Failure(code) => {
@@ -384,5 +363,46 @@ impl Endpoint {
                 self.outputs.push_back(event);
             }
         }
+    }
+
+    /// Answers a 401 or 407 `response` to `request` with `user`'s credentials (RFC 8760
+    /// digest): the request gets its next CSeq and an (Proxy-)Authorization header. `false`
+    /// when the challenge is missing or of no algorithm we answer.
+    pub(super) fn answer_challenge(
+        &mut self,
+        request: &mut Message,
+        code: u16,
+        response: Option<&Message>,
+        user: &User,
+    ) -> bool {
+        let (challenge_header, answer_header) = if code == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(challenge) =
+            response.and_then(|r| pick_challenge(r.headers.all(challenge_header)))
+        else {
+            return false;
+        };
+        let Some(cseq) = request.cseq() else {
+            return false;
+        };
+        let uri = request.request_uri().unwrap_or_default().to_string();
+        let cnonce = self.random_token();
+        let Some(authorization) = answer(challenge, cseq.method.as_str(), &uri, user, &cnonce)
+        else {
+            return false;
+        };
+        let headers = &mut request.headers;
+        headers.remove("CSeq");
+        headers.push(
+            "CSeq",
+            format!("{} {}", cseq.number + 1, cseq.method.as_str()),
+        );
+        headers.remove("Authorization");
+        headers.remove("Proxy-Authorization");
+        headers.push(answer_header, authorization);
+        true
     }
 }

@@ -62,6 +62,12 @@ impl Endpoint {
             .headers
             .get("From")
             .and_then(|v| NameAddr::parse(v).ok());
+        let to_user = request
+            .headers
+            .get("To")
+            .and_then(|v| NameAddr::parse(v).ok())
+            .and_then(|to| SipUri::parse(&to.uri).ok())
+            .and_then(|u| u.user);
         let call_id = request.call_id().unwrap_or_default().to_string();
         let request_uri = request.request_uri().unwrap_or_default().to_string();
         let body = request.body.clone();
@@ -71,6 +77,7 @@ impl Endpoint {
             call_id,
             request_uri,
             user,
+            to_user,
             from: from.map(|f| f.uri).unwrap_or_default(),
             body,
             peer,

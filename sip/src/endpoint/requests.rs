@@ -38,6 +38,9 @@ impl Endpoint {
                 Purpose::Dial(call) => {
                     self.dial_outcome(now, call, &branch, Some(&response), outcome)
                 }
+                Purpose::Register(key) => {
+                    self.register_outcome(now, key, &branch, Some(&response), outcome)
+                }
                 _ => self.on_outcome(now, purpose, &branch, outcome),
             }
         }
@@ -60,7 +63,9 @@ impl Endpoint {
                 self.dial_answered(call, response);
                 call
             }
-            Purpose::Bye | Purpose::Ping(_) | Purpose::Cancel => return Vec::new(),
+            Purpose::Bye | Purpose::Ping(_) | Purpose::Cancel | Purpose::Register(_) => {
+                return Vec::new();
+            }
         };
         let number = response.cseq().map_or(0, |c| c.number);
         match self.dialog_request(call, Method::Ack, Some(number), Vec::new(), Vec::new()) {
@@ -80,6 +85,9 @@ impl Endpoint {
         let call = match purpose {
             Purpose::Bye | Purpose::Cancel => return,
             Purpose::Dial(call) => return self.dial_outcome(now, call, branch, None, outcome),
+            Purpose::Register(key) => {
+                return self.register_outcome(now, key, branch, None, outcome);
+            }
             Purpose::Refresh(call) | Purpose::Ping(call) => call,
         };
         let Some(dialog) = self.dialogs.get_mut(&call) else {
@@ -133,7 +141,7 @@ impl Endpoint {
                     session.refresh_at = (left > transaction * 2).then(|| now + left / 2);
                 }
             }
-            (Purpose::Bye | Purpose::Cancel | Purpose::Dial(_), _) => {}
+            (Purpose::Bye | Purpose::Cancel | Purpose::Dial(_) | Purpose::Register(_), _) => {}
         }
     }
 

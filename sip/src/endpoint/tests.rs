@@ -990,3 +990,134 @@ mod dial {
         assert_eq!(ep.active_calls(), 0);
     }
 }
+
+mod register {
+    use super::*;
+
+    fn outgoing(credentials: Option<crate::digest::User>) -> OutgoingRegister {
+        OutgoingRegister {
+            peer: peer(),
+            registrar: "sip:pbx.example".into(),
+            aor: "sip:trunk@pbx.example".into(),
+            contact_user: "trunk".into(),
+            call_id: "reg-1@127.0.0.1".into(),
+            cseq: 7,
+            expires: 600,
+            route: Vec::new(),
+            credentials,
+        }
+    }
+
+    fn respond(request: &Message, code: u16, extra: &str) -> Vec<u8> {
+        let h = |n: &str| request.headers.get(n).unwrap_or_default().to_string();
+        format!(
+            "SIP/2.0 {code} Whatever\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=reg\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            h("Via"),
+            h("From"),
+            h("To"),
+            h("Call-ID"),
+            h("CSeq"),
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_challenged_register_is_answered_and_the_grant_for_our_contact_reported() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let user = crate::digest::User {
+            name: "trunk".into(),
+            password: "pw".into(),
+        };
+        let key = RequestKey(1);
+        ep.register(t0, key, outgoing(Some(user)));
+        let first = drain(&mut ep).sent.remove(0);
+        assert_eq!(first.method(), Some(&Method::Register));
+        assert_eq!(first.request_uri(), Some("sip:pbx.example"));
+        assert_eq!(first.headers.get("To"), Some("<sip:trunk@pbx.example>"));
+        assert_eq!(first.headers.get("CSeq"), Some("7 REGISTER"));
+        assert_eq!(first.headers.get("Expires"), Some("600"));
+        let contact = first.headers.get("Contact").unwrap().to_string();
+        assert!(contact.starts_with("<sip:trunk@"), "{contact}");
+        let challenge = "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"n1\", algorithm=MD5\r\n";
+        ep.handle_message(t0, peer(), &respond(&first, 401, challenge));
+        let d = drain(&mut ep);
+        assert!(d.events.is_empty(), "{:?}", d.events);
+        let again = d.sent[0].clone();
+        assert_eq!(again.headers.get("CSeq"), Some("8 REGISTER"));
+        assert_eq!(again.call_id(), first.call_id());
+        let authz = again.headers.get("Authorization").expect("answered");
+        assert!(authz.contains("uri=\"sip:pbx.example\""), "{authz}");
+        // Another binding first, then ours with its own expiry: ours counts.
+        let ok = format!(
+            "Contact: <sip:other@192.0.2.9>;expires=3600, {contact};expires=120\r\nExpires: 999\r\n"
+        );
+        ep.handle_message(t0, peer(), &respond(&again, 200, &ok));
+        assert_eq!(
+            drain(&mut ep).events,
+            [Event::Registered {
+                key,
+                cseq: 8,
+                outcome: RegisterOutcome::Granted { expires: 120 }
+            }]
+        );
+    }
+
+    #[test]
+    fn a_423_reports_min_expires_and_silence_times_out() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        ep.register(t0, RequestKey(1), outgoing(None));
+        let first = drain(&mut ep).sent.remove(0);
+        ep.handle_message(t0, peer(), &respond(&first, 423, "Min-Expires: 1800\r\n"));
+        assert_eq!(
+            drain(&mut ep).events,
+            [Event::Registered {
+                key: RequestKey(1),
+                cseq: 7,
+                outcome: RegisterOutcome::Failed {
+                    code: 423,
+                    reason: "Whatever".into(),
+                    min_expires: Some(1800)
+                }
+            }]
+        );
+        // Nobody answers the next one: Timer F (64*T1) ends it as 408.
+        ep.register(t0, RequestKey(2), outgoing(None));
+        drain(&mut ep);
+        for _ in 0..100 {
+            let Some(now) = ep.poll_timeout() else { break };
+            ep.handle_timeout(now);
+            let events = drain(&mut ep).events;
+            if !events.is_empty() {
+                assert!(matches!(
+                    &events[..],
+                    [Event::Registered {
+                        outcome: RegisterOutcome::Failed { code: 408, .. },
+                        ..
+                    }]
+                ));
+                assert!(now - t0 >= Duration::from_secs(32));
+                return;
+            }
+        }
+        panic!("no timeout");
+    }
+
+    #[test]
+    fn a_401_without_credentials_fails() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        ep.register(t0, RequestKey(3), outgoing(None));
+        let first = drain(&mut ep).sent.remove(0);
+        let challenge = "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"n1\"\r\n";
+        ep.handle_message(t0, peer(), &respond(&first, 401, challenge));
+        assert!(matches!(
+            &drain(&mut ep).events[..],
+            [Event::Registered {
+                outcome: RegisterOutcome::Failed { code: 401, .. },
+                ..
+            }]
+        ));
+    }
+}
