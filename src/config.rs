@@ -32,6 +32,7 @@ max_dialouts = 100
 dialout_cps = 10
 dns_servers = []
 allow = []
+trusted_proxies = []
 tls_cert = ""
 tls_key = ""
 tls_ca = ""
@@ -46,6 +47,9 @@ algorithms = ["SHA-256", "MD5"]
 requests_per_second = 50
 burst = 200
 hard_limit = 500
+trusted_requests_per_second = 1000
+trusted_burst = 2000
+trusted_hard_limit = 5000
 
 [sip.lockout]
 max_failures = 5
@@ -178,6 +182,7 @@ struct RawSip {
     dialout_cps: i64,
     dns_servers: Vec<String>,
     allow: Vec<String>,
+    trusted_proxies: Vec<String>,
     tls_cert: String,
     tls_key: String,
     tls_ca: String,
@@ -214,6 +219,9 @@ struct RawLimits {
     requests_per_second: i64,
     burst: i64,
     hard_limit: i64,
+    trusted_requests_per_second: i64,
+    trusted_burst: i64,
+    trusted_hard_limit: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -514,6 +522,8 @@ pub struct Config {
     pub sip_allow: Vec<roundtable_sip::admission::Cidr>,
     /// `[sip.limits]`.
     pub sip_limits: roundtable_sip::admission::RateLimits,
+    /// `sip.trusted_proxies` and `sip.limits.trusted_*`.
+    pub sip_trusted: roundtable_sip::admission::Trusted,
     /// `[sip.auth]`.
     pub sip_auth: roundtable_sip::digest::AuthConfig,
     /// The TLS server configuration, when a `tls:` listener is configured.
@@ -616,6 +626,7 @@ pub const ENV_LIST_KEYS: &[&str] = &[
     "sip.listen",
     "sip.allow",
     "sip.dns_servers",
+    "sip.trusted_proxies",
     "sip.auth.algorithms",
     "media.codecs",
 ];
@@ -950,17 +961,41 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         })?;
         sip_allow.push(cidr);
     }
-    let sip_limits = roundtable_sip::admission::RateLimits {
-        requests_per_second: positive(
-            "sip.limits.requests_per_second",
-            raw.sip.limits.requests_per_second,
-        )? as f64,
-        burst: positive("sip.limits.burst", raw.sip.limits.burst)? as f64,
-        hard_limit: u32::try_from(positive(
-            "sip.limits.hard_limit",
-            raw.sip.limits.hard_limit,
-        )?)
-        .map_err(|_| ConfigError::new("sip.limits.hard_limit", "too large"))?,
+    let rate_limits = |prefix: &str, rate: i64, burst: i64, hard: i64| {
+        let key = |k: &str| format!("sip.limits.{prefix}{k}");
+        Ok::<_, ConfigError>(roundtable_sip::admission::RateLimits {
+            requests_per_second: positive(&key("requests_per_second"), rate)? as f64,
+            burst: positive(&key("burst"), burst)? as f64,
+            hard_limit: u32::try_from(positive(&key("hard_limit"), hard)?)
+                .map_err(|_| ConfigError::new(&key("hard_limit"), "too large"))?,
+        })
+    };
+    let limits = &raw.sip.limits;
+    let sip_limits = rate_limits(
+        "",
+        limits.requests_per_second,
+        limits.burst,
+        limits.hard_limit,
+    )?;
+    let mut trusted_networks = Vec::new();
+    for entry in &raw.sip.trusted_proxies {
+        trusted_networks.push(
+            roundtable_sip::admission::Cidr::parse(entry).ok_or_else(|| {
+                ConfigError::new(
+                    "sip.trusted_proxies",
+                    format!("{entry:?} is not an address or CIDR network"),
+                )
+            })?,
+        );
+    }
+    let sip_trusted = roundtable_sip::admission::Trusted {
+        networks: trusted_networks,
+        limits: rate_limits(
+            "trusted_",
+            limits.trusted_requests_per_second,
+            limits.trusted_burst,
+            limits.trusted_hard_limit,
+        )?,
     };
     if raw.sip.auth.realm.is_empty() || raw.sip.auth.realm.contains('"') {
         return Err(ConfigError::new(
@@ -1210,6 +1245,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         sip_allow,
         sip_tls_client,
         sip_limits,
+        sip_trusted,
         sip_auth,
         sip_tls,
         rtp_ports,

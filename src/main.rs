@@ -327,6 +327,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     endpoint.answer_delay = config.answer_delay;
     endpoint.allow = config.sip_allow.clone();
     endpoint.limits = config.sip_limits;
+    endpoint.trusted = config.sip_trusted.clone();
     endpoint.auth = config.sip_auth.clone();
     endpoint.session_expires = config.session_expires;
     endpoint.min_session_expires = config.min_session_expires;

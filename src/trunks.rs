@@ -41,8 +41,9 @@ pub struct TrunkView {
 pub enum Command {
     /// A REGISTER ended (from the SIP driver).
     Registered(RequestKey, u32, RegisterOutcome),
-    /// A trunk's next hop was looked up, for the REGISTER `send`.
-    Located(usize, Send, Result<Vec<Target>, String>),
+    /// A trunk's next hop was looked up: for the REGISTER `send`, or (none) for a trunk that
+    /// does not register, whose addresses are learnt at start.
+    Located(usize, Option<Send>, Result<Vec<Target>, String>),
 }
 
 /// The sending side of the trunks' command channel.
@@ -116,8 +117,30 @@ pub fn spawn(
         clock: services.clock,
         published: services.published,
     };
+    for (index, entry) in task.entries.iter().enumerate() {
+        if entry.registration.is_none() {
+            locate_hop(&task.locator, &task.commands, index, &entry.trunk, None);
+        }
+    }
     task.publish();
     tokio::spawn(task.run(commands.1, shutdown))
+}
+
+/// Looks `trunk`'s next hop up in a task of its own; the answer comes back as
+/// [`Command::Located`].
+fn locate_hop(
+    locator: &Locator,
+    commands: &Commands,
+    index: usize,
+    trunk: &Trunk,
+    send: Option<Send>,
+) {
+    let (locator, commands) = (locator.clone(), commands.clone());
+    let hop = trunk.next_hop.clone();
+    tokio::spawn(async move {
+        let targets = locator.locate(&hop).await.map_err(|e| e.to_string());
+        let _ = commands.send(Command::Located(index, send, targets));
+    });
 }
 
 /// A per-process, per-trunk seed for jitter and Call-IDs.
@@ -178,11 +201,7 @@ impl TrunksTask {
                 continue;
             };
             let (locator, commands) = (self.locator.clone(), self.commands.clone());
-            let hop = entry.trunk.next_hop.clone();
-            tokio::spawn(async move {
-                let targets = locator.locate(&hop).await.map_err(|e| e.to_string());
-                let _ = commands.send(Command::Located(index, send, targets));
-            });
+            locate_hop(&locator, &commands, index, &entry.trunk, Some(send));
         }
     }
 
@@ -199,25 +218,41 @@ impl TrunksTask {
         }
     }
 
-    /// The next hop is known (or not): the REGISTER goes to its first address.
+    /// The next hop is known (or not): its addresses are trusted and, for a REGISTER, it goes
+    /// to the first.
     fn located(
         &mut self,
         now: Instant,
         index: usize,
-        send: Send,
+        send: Option<Send>,
         targets: Result<Vec<Target>, String>,
     ) {
         let Some(entry) = self.entries.get_mut(index) else {
             return;
         };
-        let target = match targets {
-            Ok(targets) if !targets.is_empty() => {
-                entry.addresses = targets.iter().map(|t| t.addr.ip()).collect();
-                targets[0].clone()
-            }
-            Ok(_) => return self.unreachable(now, index, send, "DNS: no targets".into()),
-            Err(error) => return self.unreachable(now, index, send, format!("DNS: {error}")),
+        let found = match targets {
+            Ok(targets) if !targets.is_empty() => Ok(targets),
+            Ok(_) => Err("DNS: no targets".to_string()),
+            Err(error) => Err(format!("DNS: {error}")),
         };
+        if let Ok(targets) = &found {
+            let addresses: Vec<IpAddr> = targets.iter().map(|t| t.addr.ip()).collect();
+            if addresses != entry.addresses {
+                entry.addresses = addresses;
+                self.trust_addresses();
+            }
+        }
+        let (send, target) = match (send, found) {
+            (Some(send), Ok(targets)) => (send, targets[0].clone()),
+            (Some(send), Err(reason)) => return self.unreachable(now, index, send, reason),
+            (None, Ok(_)) => return self.publish(),
+            (None, Err(reason)) => {
+                let name = &self.entries[index].trunk.name;
+                warn!(trunk = %name, %reason, "trunk's address not found; its calls are routed by Request-URI");
+                return;
+            }
+        };
+        let entry = &self.entries[index];
         let trunk = &entry.trunk;
         let request = RegisterRequest {
             registrar: format!("sip:{}", locate::bracket_ipv6(&trunk.domain)),
@@ -241,6 +276,16 @@ impl TrunksTask {
         });
         self.keys.insert(key, index);
         self.publish();
+    }
+
+    /// Tells the SIP endpoint which addresses are the trunks' (trusted like proxies).
+    fn trust_addresses(&self) {
+        let all: Vec<IpAddr> = self
+            .entries
+            .iter()
+            .flat_map(|e| e.addresses.iter().copied())
+            .collect();
+        self.sip.trust(all);
     }
 
     /// The registrar could not be found: the attempt fails as a 503 with `reason`.

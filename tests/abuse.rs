@@ -1,5 +1,7 @@
 //! Abuse: a flood above the rate limit from one address gets 503s and then silence while a call
-//! from another address proceeds; an address outside `sip.allow` is refused with 403.
+//! from another address proceeds; an address outside `sip.allow` is refused with 403; a trusted
+//! proxy (`sip.trusted_proxies`) places 300 calls at 100 a second while an untrusted flood is
+//! still throttled.
 
 mod common;
 
@@ -96,4 +98,72 @@ fn address_outside_the_allow_list_is_refused() {
             .metrics()
             .contains("roundtable_sip_refused_total{verdict=\"forbidden\"}")
     );
+}
+
+#[test]
+fn a_trusted_proxy_places_300_calls_at_100_a_second_while_a_flood_is_still_throttled() {
+    if !sipp_available() {
+        return;
+    }
+    // The per-source limits stay at their defaults (50/s, burst 200): 300 calls of INVITE, ACK
+    // and BYE in three seconds from one address would pass them by far (without the trusted
+    // network, SIPp's calls fail).
+    let service = Service::start(Options {
+        toml: "[sip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n".into(),
+        rtp_pairs: 250,
+        ..Options::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let calls = sipp(
+        &service,
+        &scenario("basic_call.xml"),
+        "1000",
+        work.path(),
+        &["-r", "100", "-m", "300", "-l", "300", "-timeout", "60s"],
+    );
+    // Meanwhile an untrusted address floods: 600 requests in about a second (paced, and their
+    // answers read as they come, so that no socket buffer drops them first), past its burst of
+    // 200 and 50/s.
+    std::thread::sleep(Duration::from_millis(500));
+    let flood = UdpSocket::bind("127.0.0.2:0").unwrap();
+    flood.set_nonblocking(true).unwrap();
+    let local = flood.local_addr().unwrap();
+    let mut busy = 0;
+    let mut buf = [0u8; 4096];
+    let mut count_503s = |flood: &UdpSocket| {
+        while let Ok((n, _)) = flood.recv_from(&mut buf) {
+            if SipText(String::from_utf8_lossy(&buf[..n]).to_string()).status() == Some(503) {
+                busy += 1;
+            }
+        }
+    };
+    for i in 0..600 {
+        let request = options(&format!("t{i}"), local, service.sip);
+        flood.send_to(request.as_bytes(), service.sip).unwrap();
+        std::thread::sleep(Duration::from_micros(1500));
+        count_503s(&flood);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        count_503s(&flood);
+    }
+    assert_eq!(
+        wait_sipp(calls, Duration::from_secs(60)),
+        Some(0),
+        "every trusted call succeeds: {}",
+        sipp_logs(work.path())
+    );
+    assert!(busy > 100, "the untrusted flood is throttled: {busy} 503s");
+    let metrics = service.metrics();
+    assert!(
+        !metrics.contains("roundtable_calls_rejected_total{"),
+        "no call refused: {metrics}"
+    );
+    let throttled: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("roundtable_sip_refused_total{verdict=\"throttled\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(throttled, busy, "only the flood was throttled: {metrics}");
 }

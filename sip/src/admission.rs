@@ -1,6 +1,10 @@
 //! Admission before anything else is done with a datagram or stream message: the source address
 //! allow-list (`sip.allow`) and per-source rate limiting (`[sip.limits]`), both pure and driven by
 //! the caller's `now`.
+//!
+//! Trusted sources (`sip.trusted_proxies` and the trunks' addresses) send every call of a
+//! carrier, an SBC or a proxy from one address: they pass the allow-list and get their own,
+//! much higher limits (`sip.limits.trusted_*`), so flood protection stays on for everyone else.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -95,34 +99,64 @@ struct Bucket {
     in_second: u32,
 }
 
+/// Sources trusted to send many calls from one address, and their limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trusted {
+    /// `sip.trusted_proxies`.
+    pub networks: Vec<Cidr>,
+    /// `sip.limits.trusted_*`.
+    pub limits: RateLimits,
+}
+
 /// The allow-list and rate limiter.
 #[derive(Debug)]
 pub struct Admission {
     allow: Vec<Cidr>,
     limits: RateLimits,
+    trusted: Trusted,
+    /// Addresses trusted besides `trusted.networks` (the trunks', as last resolved).
+    trusted_addresses: std::collections::HashSet<IpAddr>,
     buckets: HashMap<IpAddr, Bucket>,
 }
 
 impl Admission {
     /// An admission policy; an empty `allow` admits every address.
-    pub fn new(allow: Vec<Cidr>, limits: RateLimits) -> Admission {
+    pub fn new(allow: Vec<Cidr>, limits: RateLimits, trusted: Trusted) -> Admission {
         Admission {
             allow,
             limits,
+            trusted,
+            trusted_addresses: Default::default(),
             buckets: HashMap::new(),
         }
     }
 
+    /// Replaces the trusted addresses that come and go (the trunks' next hops).
+    pub fn set_trusted_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        self.trusted_addresses = addresses.into_iter().collect();
+    }
+
+    /// Whether `source` is trusted (a configured proxy network or a trunk's address).
+    pub fn is_trusted(&self, source: IpAddr) -> bool {
+        self.trusted_addresses.contains(&source)
+            || self.trusted.networks.iter().any(|c| c.contains(source))
+    }
+
     /// Decides on one message from `source` at `now`.
     pub fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
-        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(source)) {
+        let trusted = self.is_trusted(source);
+        if !trusted && !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(source)) {
             return Verdict::Forbidden;
         }
         if self.buckets.len() >= MAX_SOURCES {
             self.buckets
                 .retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(10));
         }
-        let limits = self.limits;
+        let limits = if trusted {
+            self.trusted.limits
+        } else {
+            self.limits
+        };
         let bucket = self.buckets.entry(source).or_insert(Bucket {
             tokens: limits.burst,
             last: now,
@@ -182,7 +216,7 @@ mod tests {
             burst: 20.0,
             hard_limit: 30,
         };
-        let mut a = Admission::new(Vec::new(), limits);
+        let mut a = Admission::new(Vec::new(), limits, Trusted::default());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
         let verdicts: Vec<Verdict> = (0..40).map(|_| a.check(ip, t0)).collect();
@@ -203,11 +237,53 @@ mod tests {
         let mut a = Admission::new(
             vec![Cidr::parse("127.0.0.1/32").unwrap()],
             RateLimits::default(),
+            Trusted::default(),
         );
         let now = Instant::now();
         assert_eq!(a.check("127.0.0.1".parse().unwrap(), now), Verdict::Admit);
         assert_eq!(
             a.check("127.0.0.3".parse().unwrap(), now),
+            Verdict::Forbidden
+        );
+    }
+
+    #[test]
+    fn trusted_sources_get_their_own_limits_and_pass_the_allow_list() {
+        let strict = RateLimits {
+            requests_per_second: 10.0,
+            burst: 20.0,
+            hard_limit: 30,
+        };
+        let generous = RateLimits {
+            requests_per_second: 1000.0,
+            burst: 2000.0,
+            hard_limit: 5000,
+        };
+        let trusted = Trusted {
+            networks: vec![Cidr::parse("198.51.100.0/24").unwrap()],
+            limits: generous,
+        };
+        let mut a = Admission::new(vec![Cidr::parse("10.0.0.0/8").unwrap()], strict, trusted);
+        a.set_trusted_addresses(["203.0.113.5".parse().unwrap()]);
+        let t0 = Instant::now();
+        for source in ["198.51.100.7", "203.0.113.5"] {
+            let ip: IpAddr = source.parse().unwrap();
+            assert!(
+                (0..1500).all(|_| a.check(ip, t0) == Verdict::Admit),
+                "{source}: trusted, outside sip.allow, 1500 at once"
+            );
+        }
+        let other: IpAddr = "10.1.1.1".parse().unwrap();
+        let verdicts: Vec<Verdict> = (0..25).map(|_| a.check(other, t0)).collect();
+        assert_eq!(
+            verdicts[20],
+            Verdict::Throttle,
+            "everyone else keeps the strict limits"
+        );
+        // A trunk's address that changed is no longer trusted.
+        a.set_trusted_addresses([]);
+        assert_eq!(
+            a.check("203.0.113.5".parse().unwrap(), t0),
             Verdict::Forbidden
         );
     }

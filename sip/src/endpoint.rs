@@ -26,7 +26,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::admission::{Admission, Cidr, RateLimits, Verdict};
+use crate::admission::{Admission, Cidr, RateLimits, Trusted, Verdict};
 use crate::digest::{AuthConfig, Authenticator, Verdict as DigestVerdict};
 use crate::error::{ParseError, Rejection};
 use crate::message::{
@@ -278,6 +278,8 @@ pub struct EndpointConfig {
     pub auth: AuthConfig,
     /// Per-source rate limits.
     pub limits: RateLimits,
+    /// Sources trusted to send many calls (proxies, SBCs), with their own limits.
+    pub trusted: Trusted,
     /// Most server transactions and dialogs held at once. Beyond it, new requests are answered
     /// 503 without keeping state, so a flood cannot grow memory without bound.
     pub max_transactions: usize,
@@ -302,6 +304,7 @@ impl Default for EndpointConfig {
             allow: Vec::new(),
             auth: AuthConfig::default(),
             limits: RateLimits::default(),
+            trusted: Trusted::default(),
             max_transactions: 50_000,
             session_expires: 1800,
             min_session_expires: session_timer::MIN_SE,
@@ -367,7 +370,7 @@ impl Endpoint {
             .seed
             .unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64))
             | 1;
-        let admission = Admission::new(config.allow.clone(), config.limits);
+        let admission = Admission::new(config.allow.clone(), config.limits, config.trusted.clone());
         let auth = Authenticator::new(
             config.auth.clone(),
             rng.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15,
@@ -475,6 +478,12 @@ impl Endpoint {
     fn seconds(&self, now: Instant) -> u64 {
         self.epoch
             .map_or(0, |e| now.saturating_duration_since(e).as_secs())
+    }
+
+    /// Trusts these addresses besides `EndpointConfig::trusted` (the trunks' next hops, as
+    /// resolved now), replacing the last set.
+    pub fn set_trusted_addresses(&mut self, addresses: Vec<std::net::IpAddr>) {
+        self.admission.set_trusted_addresses(addresses);
     }
 
     /// Handles bytes that arrived from `peer` (one datagram, or one framed message of a stream).

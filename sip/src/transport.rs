@@ -177,6 +177,7 @@ enum Command {
     AnswerReoffer(CallKey, Result<Vec<u8>, Rejection>),
     Hangup(CallKey),
     Send(Pending),
+    Trust(Vec<IpAddr>),
     ActiveCalls(tokio::sync::oneshot::Sender<usize>),
 }
 
@@ -229,6 +230,12 @@ impl SipHandle {
             .commands
             .send(Command::Send(Pending::Register(key, Box::new(register))));
         key
+    }
+
+    /// Trusts `addresses` (the trunks' next hops) like `sip.trusted_proxies`, replacing the last
+    /// set: they pass `sip.allow` and get the trusted rate limits.
+    pub fn trust(&self, addresses: Vec<IpAddr>) {
+        let _ = self.commands.send(Command::Trust(addresses));
     }
 
     /// Ends an answered call with BYE, refuses a pending one, or cancels one we place.
@@ -505,6 +512,7 @@ impl Driver {
             Command::AnswerReoffer(id, answer) => self.endpoint.answer_reoffer(now, id, answer),
             Command::Hangup(call) => self.endpoint.hangup(now, call),
             Command::Send(pending) => self.send_out(now, pending),
+            Command::Trust(addresses) => self.endpoint.set_trusted_addresses(addresses),
             Command::ActiveCalls(reply) => {
                 let _ = reply.send(self.endpoint.active_calls());
             }
