@@ -50,6 +50,7 @@ mod book;
 mod calls;
 mod dialout;
 mod recording;
+mod transfer;
 use recording::ActiveRecording;
 
 /// Whether a phone that offered `direction` sends us RTP (else the inactivity timer pauses).
@@ -845,6 +846,13 @@ impl Bridge {
                 (
                     "participant_left",
                     serde_json::json!({"participant": leg.to_string(), "reason": why.as_str()}),
+                )
+            }
+            Event::Moved { leg, to } => {
+                info!(room = %room, leg = %leg, to = %to, "moved to another room");
+                (
+                    "participant_moved",
+                    serde_json::json!({"participant": leg.to_string(), "to": to.as_str()}),
                 )
             }
             Event::Dtmf { leg, digit } => {

@@ -568,6 +568,13 @@ pub trait Control: Send + Sync + 'static {
     fn dial(&self, room: &str, request: DialRequest) -> Reply<Result<Participant, ControlError>>;
     /// Changes a running room (lock), returning the room.
     fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>>;
+    /// Moves a participant to room `to` (its call stays up), returning it as it is there.
+    fn move_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        to: &str,
+    ) -> Reply<Result<Participant, ControlError>>;
     /// Changes a participant's audio controls, returning the participant.
     fn update_participant(
         &self,
@@ -673,6 +680,10 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route(
             "/rooms/{room}/participants/{leg}",
             delete(kick).patch(update_participant),
+        )
+        .route(
+            "/rooms/{room}/participants/{leg}/move",
+            post(move_participant),
         )
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -958,6 +969,30 @@ async fn update_participant(
     }
     Ok(Json(
         state.control.update_participant(&room, &leg, patch).await?,
+    ))
+}
+
+/// The body of `POST /v1/rooms/{room}/participants/{leg}/move`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    /// The room it goes to.
+    room: String,
+}
+
+/// `POST /v1/rooms/{room}/participants/{leg}/move`: 200 with the participant in its new room.
+async fn move_participant(
+    State(state): State<AppState>,
+    Path((room, leg)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Participant>, ApiError> {
+    let request: MoveRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    Ok(Json(
+        state
+            .control
+            .move_participant(&room, &leg, &request.room)
+            .await?,
     ))
 }
 

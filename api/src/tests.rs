@@ -169,6 +169,20 @@ impl Control for Fake {
         };
         Box::pin(std::future::ready(result))
     }
+    fn move_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        to: &str,
+    ) -> Reply<Result<Participant, ControlError>> {
+        let result = match (self.room_now(room), to) {
+            (None, _) => Err(ControlError::RoomNotFound),
+            (Some(_), "full") => Err(ControlError::Conflict("room full")),
+            (Some(_), _) if leg != "7" => Err(ControlError::LegNotFound),
+            (Some(_), _) => Err(ControlError::Invalid("not in the fake".into())),
+        };
+        Box::pin(std::future::ready(result))
+    }
     fn update_participant(
         &self,
         room: &str,
@@ -661,4 +675,39 @@ async fn trunks_are_listed_with_their_registration() {
     assert_eq!(body["trunks"][0]["registered"], false);
     assert_eq!(body["trunks"][0]["last_error"], "408 Request Timeout");
     assert_eq!(body["trunks"][0]["breaker"], "closed");
+}
+
+#[tokio::test]
+async fn move_requests_are_checked_and_answered_with_the_bridge_status() {
+    let app = app(None);
+    for (path, body, status) in [
+        (
+            "/v1/rooms/1000/participants/7/move",
+            "{}",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/rooms/1000/participants/7/move",
+            r#"{"room":"a","x":1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/rooms/9/participants/7/move",
+            r#"{"room":"a"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/rooms/1000/participants/8/move",
+            r#"{"room":"a"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/rooms/1000/participants/7/move",
+            r#"{"room":"full"}"#,
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let (got, answer) = call(&app, "POST", path, body, None).await;
+        assert_eq!(got, status, "{path} {body}: {answer}");
+    }
 }

@@ -26,6 +26,7 @@ use crate::{ConferenceError, LegId, RoomId, Secret};
 
 mod actions;
 mod dialout;
+mod transfer;
 pub use actions::{Action, DialState, Event, RecordNote, Sound, Tally};
 pub use dialout::{DialLimits, DialOut, DialRefusal, DialView};
 
@@ -712,19 +713,8 @@ impl Conference {
                     room: room.clone(),
                     leg,
                 });
-                self.note(&room, RecordNote::Left(leg));
-                self.event(&room, Event::Left { leg, why });
-                let decisions = match self.rooms.get_mut(&room) {
-                    Some(up) => {
-                        up.members.remove(&leg);
-                        up.policy.left(leg)
-                    }
-                    None => Vec::new(),
-                };
-                self.apply_policy(&room, decisions);
-                if self.rooms.get(&room).is_some_and(|r| r.members.is_empty()) {
-                    self.rooms.remove(&room);
-                    self.actions.push_back(Action::CloseRoom(room.clone()));
+                if self.depart_room(leg, &room, Event::Left { leg, why }) {
+                    self.close_room(&room);
                 }
                 if entry.outbound {
                     let state = DialState::Ended;
@@ -733,6 +723,29 @@ impl Conference {
             }
         }
         self.actions.push_back(Action::Ended { leg, why });
+    }
+
+    /// Takes `leg` out of `room`'s members (ledger note, `event`, the room's policy); true when
+    /// the room is left empty (the caller closes it with [`Conference::close_room`] once the
+    /// leg's media is out of it).
+    fn depart_room(&mut self, leg: LegId, room: &RoomId, event: Event) -> bool {
+        self.note(room, RecordNote::Left(leg));
+        self.event(room, event);
+        let decisions = match self.rooms.get_mut(room) {
+            Some(up) => {
+                up.members.remove(&leg);
+                up.policy.left(leg)
+            }
+            None => Vec::new(),
+        };
+        self.apply_policy(room, decisions);
+        self.rooms.get(room).is_some_and(|r| r.members.is_empty())
+    }
+
+    /// Forgets an empty room and closes its mixer room (its recording ends).
+    fn close_room(&mut self, room: &RoomId) {
+        self.rooms.remove(room);
+        self.actions.push_back(Action::CloseRoom(room.clone()));
     }
 
     /// Removes a participant (the API's kick); a call still ringing is cancelled.

@@ -29,4 +29,7 @@ pub enum ConferenceError {
     /// No such participant in the room.
     #[error("participant not found")]
     LegNotFound,
+    /// The room a participant is moved to does not take it (full or locked).
+    #[error("{0}")]
+    Refused(conference::Refusal),
 }

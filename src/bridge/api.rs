@@ -46,6 +46,13 @@ pub enum Request {
         roundtable_api::DialRequest,
         oneshot::Sender<Result<Participant, ControlError>>,
     ),
+    /// `POST /v1/rooms/{room}/participants/{leg}/move`.
+    Move(
+        String,
+        String,
+        String,
+        oneshot::Sender<Result<Participant, ControlError>>,
+    ),
     /// `PATCH /v1/rooms/{room}/participants/{leg}`.
     UpdateParticipant(
         String,
@@ -55,13 +62,14 @@ pub enum Request {
     ),
 }
 
-fn core_error(error: roundtable_conference::ConferenceError) -> ControlError {
+pub(super) fn core_error(error: roundtable_conference::ConferenceError) -> ControlError {
     use roundtable_conference::ConferenceError;
     match error {
         ConferenceError::LegNotFound => ControlError::LegNotFound,
         ConferenceError::RoomNotFound | ConferenceError::InvalidRoomId => {
             ControlError::RoomNotFound
         }
+        ConferenceError::Refused(refusal) => dialout::refusal_error(refusal),
     }
 }
 
@@ -98,6 +106,10 @@ impl Bridge {
             Request::Dial(room, request, reply) => {
                 let result = self.dial(std::time::Instant::now(), &room, request);
                 self.carry_out();
+                let _ = reply.send(result);
+            }
+            Request::Move(room, leg, to, reply) => {
+                let result = self.move_participant(&room, &leg, &to);
                 let _ = reply.send(result);
             }
             Request::UpdateParticipant(room, leg, patch, reply) => {
@@ -293,7 +305,7 @@ impl Bridge {
     }
 }
 
-fn parse_leg(leg: &str) -> Result<LegId, ControlError> {
+pub(super) fn parse_leg(leg: &str) -> Result<LegId, ControlError> {
     leg.parse()
         .map(LegId)
         .map_err(|_| ControlError::LegNotFound)
@@ -384,6 +396,16 @@ impl Control for BridgeHandle {
     ) -> Reply<Result<Participant, ControlError>> {
         let (room, leg) = (room.to_string(), leg.to_string());
         self.request(move |tx| Request::UpdateParticipant(room, leg, patch, tx))
+    }
+
+    fn move_participant(
+        &self,
+        room: &str,
+        leg: &str,
+        to: &str,
+    ) -> Reply<Result<Participant, ControlError>> {
+        let (room, leg, to) = (room.to_string(), leg.to_string(), to.to_string());
+        self.request(move |tx| Request::Move(room, leg, to, tx))
     }
 
     fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {

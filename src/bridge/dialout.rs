@@ -89,22 +89,22 @@ fn route_ip(target: SocketAddr) -> Result<IpAddr, String> {
     Ok(ip)
 }
 
-fn refusal_error(refusal: DialRefusal) -> ControlError {
-    let refusal = match refusal {
-        DialRefusal::Admission(refusal) => refusal,
-        DialRefusal::MaxDialOuts => {
-            return ControlError::TooMany {
-                what: refusal.to_string(),
-                retry_after_s: 1,
-            };
-        }
-        DialRefusal::Rate { retry } => {
-            return ControlError::TooMany {
-                what: refusal.to_string(),
-                retry_after_s: retry.as_secs_f64().ceil().max(1.0) as u64,
-            };
-        }
-    };
+fn dial_refusal_error(refusal: DialRefusal) -> ControlError {
+    match refusal {
+        DialRefusal::Admission(refusal) => refusal_error(refusal),
+        DialRefusal::MaxDialOuts => ControlError::TooMany {
+            what: refusal.to_string(),
+            retry_after_s: 1,
+        },
+        DialRefusal::Rate { retry } => ControlError::TooMany {
+            what: refusal.to_string(),
+            retry_after_s: retry.as_secs_f64().ceil().max(1.0) as u64,
+        },
+    }
+}
+
+/// The API's answer when a room does not take a participant.
+pub(super) fn refusal_error(refusal: Refusal) -> ControlError {
     match refusal {
         Refusal::RoomFull => ControlError::Conflict("room full"),
         Refusal::RoomLocked => ControlError::Conflict("room locked"),
@@ -157,7 +157,7 @@ impl Bridge {
         let leg = self
             .core
             .dial_out(now, dial, &self.book)
-            .map_err(refusal_error)?;
+            .map_err(dial_refusal_error)?;
         let codec = *self
             .sdp_codecs()
             .first()

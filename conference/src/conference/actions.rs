@@ -48,6 +48,13 @@ pub enum Event {
         /// Why.
         why: Departure,
     },
+    /// A leg left this room for another (an API move or a REFER); it joins `to` next.
+    Moved {
+        /// The leg.
+        leg: LegId,
+        /// The room it went to.
+        to: RoomId,
+    },
     /// A key press in a room.
     Dtmf {
         /// The leg.

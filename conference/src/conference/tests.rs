@@ -757,3 +757,89 @@ fn dial_outs_are_limited_at_once_and_per_second() {
     core.dial_out(t2, dial("2000"), &Book)
         .expect("a place is free");
 }
+
+#[test]
+fn a_moved_leg_leaves_one_room_and_joins_the_other_with_its_call_up() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (alice, _) = join(&mut core, t0, "2000", false);
+    let (bob, _) = join(&mut core, t0, "2000", false);
+    core.set_muted(bob, true).unwrap();
+    drain(&mut core);
+    core.move_leg("2000", bob, &id("3000"), &Book)
+        .expect("moved");
+    let actions = drain(&mut core);
+    assert!(actions.contains(&Action::OpenRoom(id("3000"))));
+    assert!(actions.contains(&Action::MoveLeg {
+        leg: bob,
+        from: id("2000"),
+        to: id("3000")
+    }));
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::Hangup(_) | Action::Ended { .. } | Action::RemoveLeg { .. }
+        )),
+        "the call stays up: {actions:?}"
+    );
+    assert!(actions.contains(&Action::Record {
+        room: id("2000"),
+        note: RecordNote::Left(bob)
+    }));
+    assert!(actions.contains(&Action::Record {
+        room: id("3000"),
+        note: RecordNote::Joined(bob)
+    }));
+    assert!(
+        actions.contains(&Action::Record {
+            room: id("3000"),
+            note: RecordNote::Muted(bob, true)
+        }),
+        "its mute carries over"
+    );
+    assert!(events(&actions).contains(&Event::Moved {
+        leg: bob,
+        to: id("3000")
+    }));
+    assert_eq!(core.room("2000").unwrap().members.len(), 1);
+    assert_eq!(core.room("3000").unwrap().members[0].leg, bob);
+    // The last one out: its old room closes after the move.
+    core.move_leg("2000", alice, &id("3000"), &Book).unwrap();
+    let actions = drain(&mut core);
+    let moved = actions
+        .iter()
+        .position(|a| matches!(a, Action::MoveLeg { .. }))
+        .unwrap();
+    let closed = actions
+        .iter()
+        .position(|a| *a == Action::CloseRoom(id("2000")))
+        .expect("the empty room closes");
+    assert!(moved < closed, "{actions:?}");
+    assert!(core.room("2000").is_none());
+}
+
+#[test]
+fn a_move_is_refused_by_a_full_room_and_needs_the_leg_in_its_room() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let (alice, _) = join(&mut core, t0, "2000", false);
+    join(&mut core, t0, "small", false);
+    join(&mut core, t0, "small", false);
+    drain(&mut core);
+    assert_eq!(
+        core.move_leg("2000", alice, &id("small"), &Book),
+        Err(ConferenceError::Refused(Refusal::RoomFull))
+    );
+    assert_eq!(
+        core.move_leg("other", alice, &id("3000"), &Book),
+        Err(ConferenceError::RoomNotFound)
+    );
+    assert_eq!(
+        core.move_leg("2000", LegId(99), &id("3000"), &Book),
+        Err(ConferenceError::LegNotFound)
+    );
+    core.move_leg("2000", alice, &id("2000"), &Book)
+        .expect("to its own room: nothing to do");
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.room("2000").unwrap().members[0].leg, alice);
+}

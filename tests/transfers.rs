@@ -1,0 +1,115 @@
+//! Transfers and moves: `POST /v1/rooms/{room}/participants/{leg}/move` takes a live leg to
+//! another room (its audio follows it, asserted on tones), with clear statuses for bad moves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The id of the one participant of `room`.
+fn only_participant(service: &Service, room: &str) -> String {
+    let (_, detail) = service.http("GET", &format!("/v1/rooms/{room}"), "");
+    detail["participants"][0]["id"]
+        .as_str()
+        .expect("a participant")
+        .to_string()
+}
+
+#[test]
+fn a_moved_participant_hears_its_new_room_and_no_longer_the_old_one() {
+    let service = Service::start(Options {
+        toml: "[[rooms]]\nid = \"tiny\"\nmax_participants = 1\n".into(),
+        ..Options::default()
+    });
+    // C first, alone in "east", so that it is the room's first participant.
+    let mut c = Uac::new(service.sip, "east");
+    assert_eq!(c.call(), 200);
+    let c_id = only_participant(&service, "east");
+    let mut a = Uac::new(service.sip, "east");
+    let mut b = Uac::new(service.sip, "west");
+    assert_eq!(a.call(), 200);
+    assert_eq!(b.call(), 200);
+    service.wait_participants("east", 2);
+    let a_media = a.start_media(440.0, Duration::from_secs(7));
+    let b_media = b.start_media(1000.0, Duration::from_secs(7));
+    let c_media = c.start_media(0.0, Duration::from_secs(7));
+    std::thread::sleep(ms(2500));
+
+    // Bad moves first: the service answers and nothing changes.
+    for (path, body, status) in [
+        (
+            format!("/v1/rooms/east/participants/{c_id}/move"),
+            r#"{"room":"bad room"}"#,
+            400,
+        ),
+        (
+            "/v1/rooms/east/participants/999/move".to_string(),
+            r#"{"room":"west"}"#,
+            404,
+        ),
+        (
+            format!("/v1/rooms/nowhere/participants/{c_id}/move"),
+            r#"{"room":"west"}"#,
+            404,
+        ),
+        (
+            format!("/v1/rooms/east/participants/{c_id}/move"),
+            r#"{"to":"west"}"#,
+            400,
+        ),
+    ] {
+        let (got, answer) = service.http("POST", &path, body);
+        assert_eq!(got, status, "{path} {body}: {answer}");
+    }
+    let mut tiny = Uac::new(service.sip, "tiny");
+    assert_eq!(tiny.call(), 200);
+    let (got, answer) = service.http(
+        "POST",
+        &format!("/v1/rooms/east/participants/{c_id}/move"),
+        r#"{"room":"tiny"}"#,
+    );
+    assert_eq!(got, 409, "a full room refuses: {answer}");
+
+    let moved_at = c_media.started.elapsed();
+    let (got, moved) = service.http(
+        "POST",
+        &format!("/v1/rooms/east/participants/{c_id}/move"),
+        r#"{"room":"west"}"#,
+    );
+    assert_eq!(got, 200, "{moved}");
+    assert_eq!(moved["id"], c_id.as_str());
+    service.wait_participants("west", 2);
+    service.wait_participants("east", 1);
+    let (heard_c, _, _) = (c_media.finish(), a_media.finish(), b_media.finish());
+    let before = heard_c.window(moved_at - ms(1500), moved_at);
+    assert!(tone_db(&before, 440.0) > 40.0, "C heard A before the move");
+    assert!(tone_db(&before, 1000.0) < 20.0, "C did not hear B before");
+    let after = heard_c.window(moved_at + ms(1000), moved_at + ms(3500));
+    assert!(
+        tone_db(&after, 1000.0) > 40.0,
+        "C hears B after the move: {:.1} dB",
+        tone_db(&after, 1000.0)
+    );
+    assert!(
+        tone_db(&after, 440.0) < 20.0,
+        "C no longer hears A: {:.1} dB",
+        tone_db(&after, 440.0)
+    );
+    let (_, events) = service.http("GET", "/v1/events?room=east", "");
+    let moved_event = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "participant_moved")
+        .cloned()
+        .expect("a participant_moved event");
+    assert_eq!(moved_event["participant"], c_id.as_str());
+    assert_eq!(moved_event["to"], "west");
+    assert_eq!(c.hangup(), 200, "its call stayed up");
+    assert_eq!(tiny.hangup(), 200);
+}
