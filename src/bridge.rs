@@ -153,6 +153,8 @@ pub enum Command {
     MediaReady(LegId, Result<Box<calls::LegMedia>, Rejection>),
     /// A re-INVITE or UPDATE offer.
     Reoffer(Reoffer),
+    /// An in-dialog REFER.
+    Refer(roundtable_sip::endpoint::Refer),
     /// A dial-out's URI was looked up in DNS: the targets to try in order, or why there are
     /// none.
     DialRouted(LegId, Result<Vec<roundtable_sip::locate::Target>, String>),
@@ -283,6 +285,11 @@ impl BridgeHandle {
         self.send(Command::Reoffer(offer));
     }
 
+    /// An in-dialog REFER.
+    pub fn refer(&self, refer: roundtable_sip::endpoint::Refer) {
+        self.send(Command::Refer(refer));
+    }
+
     /// An INFO body (DTMF relay).
     pub fn info(&self, call: CallKey, content_type: &str, body: &[u8]) {
         self.send(Command::Info(call, content_type.to_string(), body.to_vec()));
@@ -406,6 +413,9 @@ pub struct Bridge {
     tones: Tones,
     /// Looks dial-out targets up in DNS (in tasks of their own).
     locator: Locator,
+    /// Calls dialled for a REFER, to the call of the caller that asked (told of their
+    /// progress).
+    referrals: HashMap<LegId, CallKey>,
 }
 
 /// What the bridge task is built from, besides its configuration.
@@ -476,6 +486,7 @@ impl Bridge {
             prompts,
             tones: Tones::new(config.audio_rate),
             locator,
+            referrals: HashMap::new(),
             config,
         };
         tokio::spawn(bridge.run(rx));
@@ -520,6 +531,7 @@ impl Bridge {
             Command::Incoming(call) => self.incoming(now, call),
             Command::MediaReady(leg, media) => self.media_ready(now, leg, media),
             Command::Reoffer(offer) => self.reoffer(offer),
+            Command::Refer(refer) => self.refer(now, refer),
             Command::DialRouted(leg, targets) => self.dial_routed(now, leg, targets),
             Command::DialPorts(leg, bound) => self.dial_ports(now, leg, *bound),
             Command::DialProgress(call) => self.dial_progress(now, call),
@@ -873,6 +885,7 @@ impl Bridge {
             }
             Event::DialState { leg, state } => {
                 info!(room = %room, leg = %leg, state = state.as_str(), "dial-out state");
+                self.referral_progress(leg, &state);
                 ("participant_state", Self::dial_state_fields(leg, &state))
             }
             Event::WaitingForModerator(on) => {

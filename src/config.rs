@@ -31,6 +31,7 @@ tcp_idle_timeout_s = 300
 max_dialouts = 100
 dialout_cps = 10
 dns_servers = []
+allow_refer_out = false
 allow = []
 trusted_proxies = []
 tls_cert = ""
@@ -181,6 +182,7 @@ struct RawSip {
     max_dialouts: i64,
     dialout_cps: i64,
     dns_servers: Vec<String>,
+    allow_refer_out: bool,
     allow: Vec<String>,
     trusted_proxies: Vec<String>,
     tls_cert: String,
@@ -504,6 +506,9 @@ pub struct Config {
     pub options_ping: Option<Duration>,
     /// A TCP or TLS connection that carries no call and no bytes for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// `sip.allow_refer_out`: a REFER to someone outside the bridge dials them into the
+    /// caller's room (else 603).
+    pub allow_refer_out: bool,
     /// `sip.dns_servers`: where dial-outs' DNS goes; empty: the system's resolvers.
     pub dns_servers: Vec<SocketAddr>,
     /// `sip.max_dialouts`, `sip.dialout_cps`: calls we place, at once and per second.
@@ -1237,6 +1242,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
         dial_limits,
         dns_servers,
+        allow_refer_out: raw.sip.allow_refer_out,
         dialplan,
         rooms,
         trunks,

@@ -2,7 +2,7 @@
 //! outcomes to the trunks' task. Called on the SIP driver task, so each only queues a command.
 
 use roundtable_sip::endpoint::{
-    CallKey, EndReason, IncomingCall, RegisterOutcome, Reoffer, RequestKey,
+    CallKey, EndReason, IncomingCall, Refer, RegisterOutcome, Reoffer, RequestKey,
 };
 use roundtable_sip::transport::CallHandler;
 
@@ -46,6 +46,10 @@ impl CallHandler for SipEvents {
 
     fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>) {
         self.bridge.failed(call, code, reason, redirect);
+    }
+
+    fn refer(&self, refer: Refer) {
+        self.bridge.refer(refer);
     }
 
     fn registered(&self, key: RequestKey, cseq: u32, outcome: RegisterOutcome) {

@@ -11,8 +11,6 @@ mod dns;
 
 use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,53 +18,6 @@ use common::*;
 use dns::{Dns, Record};
 use roundtable_sip::endpoint::Transport;
 use roundtable_sip::locate::{LocateError, Locator, Target};
-
-/// A SIPp callee on UDP `port` running `tests/sipp/<name>` with `replacements` made in it.
-fn callee(name: &str, port: u16, workdir: &Path, replacements: &[(&str, String)]) -> Child {
-    callee_over("u1", name, port, workdir, replacements)
-}
-
-/// [`callee`] over SIPp transport `transport` (`u1`: UDP, `t1`: TCP).
-fn callee_over(
-    transport: &str,
-    name: &str,
-    port: u16,
-    workdir: &Path,
-    replacements: &[(&str, String)],
-) -> Child {
-    let mut text = std::fs::read_to_string(scenario(name)).expect("scenario");
-    for (from, to) in replacements {
-        text = text.replace(from, to);
-    }
-    let file = workdir.join(name);
-    std::fs::write(&file, text).unwrap();
-    Command::new("sipp")
-        .current_dir(workdir)
-        .arg("-sf")
-        .arg(&file)
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-t",
-            transport,
-        ])
-        .args([
-            "-nostdin",
-            "-trace_err",
-            "-trace_msg",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sipp")
-}
 
 /// Waits (at most `within`) for a `participant_state` event of `state` in `room`; returns it.
 fn wait_state(service: &Service, room: &str, state: &str, within: Duration) -> serde_json::Value {
@@ -92,29 +43,6 @@ fn dial(service: &Service, room: &str, body: &str) -> (u16, serde_json::Value) {
     service.http("POST", &format!("/v1/rooms/{room}/participants"), body)
 }
 
-/// The PCMU audio that arrives on `socket` for `duration`, decoded.
-fn listen(socket: &UdpSocket, duration: Duration) -> Vec<i16> {
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let deadline = Instant::now() + duration;
-    let mut samples = Vec::new();
-    let mut buf = [0u8; 2048];
-    while Instant::now() < deadline {
-        if let Ok(n) = socket.recv(&mut buf)
-            && n > 12
-            && buf[1] & 0x7f == 0
-        {
-            samples.extend(
-                buf[12..n]
-                    .iter()
-                    .map(|b| roundtable_media::g711::ulaw_decode(*b)),
-            );
-        }
-    }
-    samples
-}
-
 #[test]
 fn an_answered_callee_hears_the_room() {
     if !sipp_available() {
@@ -128,7 +56,7 @@ fn an_answered_callee_hears_the_room() {
     let talk = caller.start_media(440.0, Duration::from_secs(6));
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = free_port();
-    let sipp = callee(
+    let sipp = sipp_callee(
         "uas_answer.xml",
         port,
         work.path(),
@@ -146,7 +74,7 @@ fn an_answered_callee_hears_the_room() {
     wait_state(&service, "3000", "answered", Duration::from_secs(5));
     service.wait_participants("3000", 2);
     // The callee hears the room: the caller's tone.
-    let heard = listen(&rtp, Duration::from_secs(2));
+    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
     assert!(
         heard.len() > 8000,
         "only {} samples reached the callee",
@@ -183,7 +111,7 @@ fn a_dial_out_over_tcp_opens_a_connection_and_the_callee_hears_the_room() {
     let talk = caller.start_media(440.0, Duration::from_secs(6));
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = free_port();
-    let sipp = callee_over(
+    let sipp = sipp_callee_over(
         "t1",
         "uas_answer.xml",
         port,
@@ -199,7 +127,7 @@ fn a_dial_out_over_tcp_opens_a_connection_and_the_callee_hears_the_room() {
     assert_eq!(status, 202, "{participant}");
     wait_state(&service, "3007", "answered", Duration::from_secs(10));
     service.wait_participants("3007", 2);
-    let heard = listen(&rtp, Duration::from_secs(2));
+    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
     let tail = &heard[heard.len() / 2..];
     assert!(
         tone_db_at(tail, 440.0, 8000.0) > -30.0,
@@ -237,7 +165,7 @@ fn a_tel_number_through_a_trunk_answers_its_407_with_the_trunk_credentials() {
     assert_eq!(caller.call(), 200);
     let talk = caller.start_media(440.0, Duration::from_secs(6));
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let sipp = callee(
+    let sipp = sipp_callee(
         "uas_challenge.xml",
         port,
         work.path(),
@@ -251,7 +179,7 @@ fn a_tel_number_through_a_trunk_answers_its_407_with_the_trunk_credentials() {
     assert_eq!(status, 202, "{participant}");
     wait_state(&service, "3010", "answered", Duration::from_secs(10));
     service.wait_participants("3010", 2);
-    let heard = listen(&rtp, Duration::from_secs(2));
+    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
     let tail = &heard[heard.len() / 2..];
     assert!(
         tone_db_at(tail, 440.0, 8000.0) > -30.0,
@@ -283,7 +211,7 @@ fn a_busy_callee_fails_with_486() {
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
     let port = free_port();
-    let sipp = callee("uas_busy.xml", port, work.path(), &[]);
+    let sipp = sipp_callee("uas_busy.xml", port, work.path(), &[]);
     let (status, participant) = dial(
         &service,
         "3001",
@@ -311,7 +239,7 @@ fn nobody_answering_is_cancelled_at_the_timeout() {
     let service = Service::start(Options::default());
     let work = tempfile::tempdir().unwrap();
     let port = free_port();
-    let sipp = callee("uas_no_answer.xml", port, work.path(), &[]);
+    let sipp = sipp_callee("uas_no_answer.xml", port, work.path(), &[]);
     let (status, _) = dial(
         &service,
         "3002",
@@ -340,13 +268,13 @@ fn a_302_is_followed_to_the_new_target() {
     let work = tempfile::tempdir().unwrap();
     let (first, second) = (free_port(), free_port());
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let answering = callee(
+    let answering = sipp_callee(
         "uas_answer.xml",
         second,
         work.path(),
         &[("RTP_PORT", rtp.local_addr().unwrap().port().to_string())],
     );
-    let moving = callee(
+    let moving = sipp_callee(
         "uas_redirect.xml",
         first,
         work.path(),
@@ -515,9 +443,9 @@ fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
         ..Options::default()
     });
     let work = tempfile::tempdir().unwrap();
-    let refusing = callee("uas_unavailable.xml", first, work.path(), &[]);
+    let refusing = sipp_callee("uas_unavailable.xml", first, work.path(), &[]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let answering = callee(
+    let answering = sipp_callee(
         "uas_answer.xml",
         second,
         work.path(),
@@ -536,7 +464,7 @@ fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
         sipp_logs(work.path())
     );
     service.wait_participants("3006", 2);
-    let heard = listen(&rtp, Duration::from_secs(2));
+    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
     let tail = &heard[heard.len() / 2..];
     assert!(
         tone_db_at(tail, 440.0, 8000.0) > -30.0,
@@ -676,7 +604,7 @@ fn a_dial_out_over_tls_checks_the_certificate_against_sip_tls_ca() {
     assert_eq!(status, 202, "{participant}");
     wait_state(&service, "3008", "answered", Duration::from_secs(10));
     service.wait_participants("3008", 2);
-    let heard = listen(&rtp, Duration::from_secs(2));
+    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
     let tail = &heard[heard.len() / 2..];
     assert!(
         tone_db_at(tail, 440.0, 8000.0) > -30.0,

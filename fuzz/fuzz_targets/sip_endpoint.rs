@@ -1,6 +1,6 @@
 //! Random sequences of datagrams, timeouts, application commands and answers to the endpoint's
-//! own requests (BYE, refreshes, pings, the INVITE and CANCEL of calls it places, and REGISTERs
-//! a trunk's registration asks for) against the endpoint's transaction and dialog state machines
+//! own requests (BYE, refreshes, pings, the INVITE and CANCEL of calls it places, REGISTERs a
+//! trunk's registration asks for, and REFERs accepted or declined with their NOTIFYs) against the endpoint's transaction and dialog state machines
 //! and the registration's never panic, and time never runs backwards.
 #![no_main]
 
@@ -112,8 +112,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+        let mut refers = Vec::new();
         while let Some(out) = ep.poll_output() {
             match out {
+                Output::Event(Event::Refer(refer)) => refers.push(refer),
                 Output::Event(Event::IncomingCall(call)) => calls.push(call.call),
                 Output::Event(Event::Registered { cseq, outcome, .. }) => {
                     registration.handle_outcome(now, cseq, &outcome);
@@ -122,6 +124,14 @@ fuzz_target!(|data: &[u8]| {
                     last_request = Some(t.bytes)
                 }
                 _ => {}
+            }
+        }
+        for (i, refer) in refers.into_iter().enumerate() {
+            if i % 2 == 0 {
+                ep.answer_refer(now, refer.id, Ok(()));
+                ep.notify_refer(now, refer.call, 200, "OK", true);
+            } else {
+                ep.answer_refer(now, refer.id, Err(Rejection::new(603, "Declined")));
             }
         }
         if let Some(at) = ep.poll_timeout() {

@@ -41,6 +41,7 @@ pub use dial::OutgoingCall;
 use dialog::{Dialog, Session, UnackedOk};
 use invite_server::{InviteServer, InviteState};
 use non_invite_server::NonInviteServer;
+pub use refer::Refer;
 use register::Registering;
 pub use register::{OutgoingRegister, RegisterOutcome, RequestKey};
 
@@ -50,6 +51,7 @@ mod dial;
 mod dialog;
 mod invite_server;
 mod non_invite_server;
+mod refer;
 mod register;
 mod requests;
 
@@ -190,6 +192,8 @@ pub enum Event {
         /// For a 3xx, the first Contact's URI: where to call instead.
         redirect: Option<String>,
     },
+    /// An in-dialog REFER (RFC 3515): answer it with [`Endpoint::answer_refer`].
+    Refer(Refer),
     /// A REGISTER sent with [`Endpoint::register`] ended.
     Registered {
         /// The key it was sent under.
@@ -351,6 +355,8 @@ pub struct Endpoint {
     reoffers: HashMap<CallKey, CallKey>,
     /// UPDATE transactions waiting for the application's answer.
     pending_updates: HashMap<CallKey, (TxnKey, Peer, Message)>,
+    /// REFER transactions waiting for the application's answer.
+    pending_refers: HashMap<CallKey, (TxnKey, Peer, Message)>,
     outputs: VecDeque<Output>,
     admission: Admission,
     auth: Authenticator,
@@ -394,6 +400,7 @@ impl Endpoint {
             branch_prefix: format!("z9hG4bK{:08x}", rng.rotate_left(17) as u32),
             reoffers: HashMap::new(),
             pending_updates: HashMap::new(),
+            pending_refers: HashMap::new(),
             outputs: VecDeque::new(),
             deadlines: Deadlines::default(),
             touched: Vec::new(),

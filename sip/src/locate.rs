@@ -142,8 +142,13 @@ fn host_and_port(host_port: &str) -> Result<(String, Option<u16>), ()> {
 /// The host of a `sip:`/`sips:` URI, without brackets or port: the name a TLS server's
 /// certificate must carry for a call to it (RFC 5922 §4).
 pub fn uri_host(uri: &str) -> Option<String> {
+    uri_host_and_port(uri).map(|(host, _)| host)
+}
+
+/// The host (without brackets) and port, if written, of a `sip:`/`sips:` URI.
+pub fn uri_host_and_port(uri: &str) -> Option<(String, Option<u16>)> {
     let parsed = SipUri::parse(uri).ok()?;
-    host_and_port(&parsed.host_port).ok().map(|(host, _)| host)
+    host_and_port(&parsed.host_port).ok()
 }
 
 /// A host as a URI writes it: an IPv6 address in brackets, anything else as it is.

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use crate::endpoint::{
     CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, OutgoingCall,
-    OutgoingRegister, Output, Peer, RegisterOutcome, Reoffer, RequestKey, Transport,
+    OutgoingRegister, Output, Peer, Refer, RegisterOutcome, Reoffer, RequestKey, Transport,
 };
 use crate::error::Rejection;
 use crate::message::{MAX_MESSAGE_LEN, stream_frame_len};
@@ -90,6 +90,8 @@ pub trait CallHandler: Send + Sync + 'static {
     /// A call placed with [`SipHandle::dial`] failed: its final response's code and reason,
     /// and for a 3xx where to call instead.
     fn failed(&self, call: CallKey, code: u16, reason: String, redirect: Option<String>);
+    /// An in-dialog REFER: answer it with [`SipHandle::answer_refer`].
+    fn refer(&self, refer: Refer);
     /// A REGISTER sent with [`SipHandle::register`] ended (`cseq`: the number it last used).
     fn registered(&self, key: RequestKey, cseq: u32, outcome: RegisterOutcome);
 }
@@ -178,6 +180,13 @@ enum Command {
     Hangup(CallKey),
     Send(Pending),
     Trust(Vec<IpAddr>),
+    AnswerRefer(CallKey, Result<(), Rejection>),
+    NotifyRefer {
+        call: CallKey,
+        code: u16,
+        reason: String,
+        done: bool,
+    },
     ActiveCalls(tokio::sync::oneshot::Sender<usize>),
 }
 
@@ -230,6 +239,22 @@ impl SipHandle {
             .commands
             .send(Command::Send(Pending::Register(key, Box::new(register))));
         key
+    }
+
+    /// Answers a REFER: `Ok` accepts it (202), `Err` refuses it.
+    pub fn answer_refer(&self, id: CallKey, answer: Result<(), Rejection>) {
+        let _ = self.commands.send(Command::AnswerRefer(id, answer));
+    }
+
+    /// Reports a REFER's progress to the caller of `call` (a NOTIFY with `SIP/2.0 code
+    /// reason`); `done` for the final outcome.
+    pub fn notify_refer(&self, call: CallKey, code: u16, reason: String, done: bool) {
+        let _ = self.commands.send(Command::NotifyRefer {
+            call,
+            code,
+            reason,
+            done,
+        });
     }
 
     /// Trusts `addresses` (the trunks' next hops) like `sip.trusted_proxies`, replacing the last
@@ -513,6 +538,13 @@ impl Driver {
             Command::Hangup(call) => self.endpoint.hangup(now, call),
             Command::Send(pending) => self.send_out(now, pending),
             Command::Trust(addresses) => self.endpoint.set_trusted_addresses(addresses),
+            Command::AnswerRefer(id, answer) => self.endpoint.answer_refer(now, id, answer),
+            Command::NotifyRefer {
+                call,
+                code,
+                reason,
+                done,
+            } => self.endpoint.notify_refer(now, call, code, &reason, done),
             Command::ActiveCalls(reply) => {
                 let _ = reply.send(self.endpoint.active_calls());
             }
@@ -534,6 +566,7 @@ impl Driver {
                 reason,
                 redirect,
             } => self.handler.failed(call, code, reason, redirect),
+            Event::Refer(refer) => self.handler.refer(refer),
             Event::Registered { key, cseq, outcome } => self.handler.registered(key, cseq, outcome),
         }
     }

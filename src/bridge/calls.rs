@@ -141,7 +141,7 @@ impl Bridge {
     }
 
     /// Where the dial plan sends a Request-URI user part (first match wins).
-    fn route(&self, user: Option<&str>) -> Result<Destination, Rejection> {
+    pub(super) fn route(&self, user: Option<&str>) -> Result<Destination, Rejection> {
         let not_found = Rejection::new(404, "Not Found");
         let user = user.ok_or(not_found)?;
         let (room, moderator) = if self.config.dialplan.is_empty() {

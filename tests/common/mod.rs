@@ -848,12 +848,16 @@ impl Uac {
 
     /// Waits for a BYE from the bridge and answers it 200. Returns whether one came.
     pub fn expect_bye(&self, timeout: Duration) -> bool {
+        self.expect_request("BYE", timeout).is_some()
+    }
+
+    /// Waits for a `method` request from the bridge (skipping other messages), answers it 200
+    /// and returns it.
+    pub fn expect_request(&self, method: &str, timeout: Duration) -> Option<SipText> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let Some(m) = self.recv(deadline - Instant::now()) else {
-                return false;
-            };
-            if m.method() == Some("BYE") {
+            let m = self.recv(deadline - Instant::now())?;
+            if m.method() == Some(method) {
                 let mut ok = String::from("SIP/2.0 200 OK\r\n");
                 for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
                     if let Some(v) = m.header(name) {
@@ -862,10 +866,31 @@ impl Uac {
                 }
                 ok.push_str("Content-Length: 0\r\n\r\n");
                 self.send_raw(ok.as_bytes());
-                return true;
+                return Some(m);
             }
         }
-        false
+        None
+    }
+
+    /// Sends an in-dialog REFER with `refer_to` as its Refer-To value; returns the final status.
+    pub fn refer(&mut self, refer_to: &str) -> u16 {
+        self.cseq += 1;
+        let local = self.sip.local_addr().unwrap();
+        let to = self.to_header.clone().unwrap_or_default();
+        let msg = format!(
+            "REFER sip:roundtable@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{cid}-refer-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} REFER\r\nContact: <sip:tester@{local}>\r\nRefer-To: {refer_to}\r\n\
+             Referred-By: <sip:tester@127.0.0.1>\r\nContent-Length: 0\r\n\r\n",
+            server = self.server,
+            tag = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+        );
+        self.send_raw(msg.as_bytes());
+        self.final_response(Duration::from_secs(2))
+            .and_then(|m| m.status())
+            .unwrap_or(0)
     }
 
     /// Streams a tone (or silence with `freq = 0`) for `duration` while recording what arrives.
@@ -1204,6 +1229,81 @@ pub fn sipp(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd.spawn().expect("spawn sipp")
+}
+
+/// A SIPp callee on UDP `port` running `tests/sipp/<name>` with `replacements` made in it.
+pub fn sipp_callee(
+    name: &str,
+    port: u16,
+    workdir: &Path,
+    replacements: &[(&str, String)],
+) -> Child {
+    sipp_callee_over("u1", name, port, workdir, replacements)
+}
+
+/// [`sipp_callee`] over SIPp transport `transport` (`u1`: UDP, `t1`: TCP).
+pub fn sipp_callee_over(
+    transport: &str,
+    name: &str,
+    port: u16,
+    workdir: &Path,
+    replacements: &[(&str, String)],
+) -> Child {
+    let mut text = std::fs::read_to_string(scenario(name)).expect("scenario");
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    let file = workdir.join(name);
+    std::fs::write(&file, text).unwrap();
+    Command::new("sipp")
+        .current_dir(workdir)
+        .arg("-sf")
+        .arg(&file)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-t",
+            transport,
+        ])
+        .args([
+            "-nostdin",
+            "-trace_err",
+            "-trace_msg",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sipp")
+}
+
+/// The PCMU audio that arrives on `socket` for `duration`, decoded.
+pub fn listen_pcmu(socket: &UdpSocket, duration: Duration) -> Vec<i16> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + duration;
+    let mut samples = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 0
+        {
+            samples.extend(
+                buf[12..n]
+                    .iter()
+                    .map(|b| roundtable_media::g711::ulaw_decode(*b)),
+            );
+        }
+    }
+    samples
 }
 
 /// Waits (bounded) for SIPp to exit; returns its exit code.

@@ -37,6 +37,8 @@ pub(super) enum Purpose {
     Cancel,
     /// A REGISTER (outside any dialog).
     Register(super::RequestKey),
+    /// A NOTIFY of a REFER's progress: nothing follows whatever the answer.
+    Notify,
 }
 
 /// How a client transaction ended, reported once.

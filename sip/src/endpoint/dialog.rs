@@ -304,10 +304,7 @@ impl Endpoint {
                 self.outputs
                     .push_back(Output::Event(Event::Reoffer(Reoffer { call, id, body })));
             }
-            Method::Refer => {
-                // Transfers out of a conference are not offered (yet): decline, keep the call.
-                self.answer_non_invite(now, peer, key, &request, 603, "Declined");
-            }
+            Method::Refer => self.handle_refer(now, peer, key, call, request),
             Method::Other(_) => {
                 self.answer_non_invite(now, peer, key, &request, 501, "Not Implemented");
             }
@@ -504,7 +501,7 @@ impl Endpoint {
         for (name, value) in extra {
             headers.push(name, value);
         }
-        if !body.is_empty() {
+        if !body.is_empty() && headers.get("Content-Type").is_none() {
             headers.push("Content-Type", "application/sdp");
         }
         let request = Message {

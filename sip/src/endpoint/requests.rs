@@ -63,7 +63,11 @@ impl Endpoint {
                 self.dial_answered(call, response);
                 call
             }
-            Purpose::Bye | Purpose::Ping(_) | Purpose::Cancel | Purpose::Register(_) => {
+            Purpose::Bye
+            | Purpose::Ping(_)
+            | Purpose::Cancel
+            | Purpose::Register(_)
+            | Purpose::Notify => {
                 return Vec::new();
             }
         };
@@ -83,7 +87,7 @@ impl Endpoint {
         outcome: Outcome,
     ) {
         let call = match purpose {
-            Purpose::Bye | Purpose::Cancel => return,
+            Purpose::Bye | Purpose::Cancel | Purpose::Notify => return,
             Purpose::Dial(call) => return self.dial_outcome(now, call, branch, None, outcome),
             Purpose::Register(key) => {
                 return self.register_outcome(now, key, branch, None, outcome);
@@ -141,7 +145,14 @@ impl Endpoint {
                     session.refresh_at = (left > transaction * 2).then(|| now + left / 2);
                 }
             }
-            (Purpose::Bye | Purpose::Cancel | Purpose::Dial(_) | Purpose::Register(_), _) => {}
+            (
+                Purpose::Bye
+                | Purpose::Cancel
+                | Purpose::Dial(_)
+                | Purpose::Register(_)
+                | Purpose::Notify,
+                _,
+            ) => {}
         }
     }
 

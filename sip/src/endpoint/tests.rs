@@ -383,12 +383,12 @@ fn reinvite_is_offered_answered_and_retransmitted_until_ack() {
     );
     assert_eq!(ep.active_calls(), 1);
 
-    // REFER is declined and the call goes on.
+    // A REFER without Refer-To is refused with 400 and the call goes on.
     let refer = String::from_utf8(request("REFER", &tag, "z9hG4bK6"))
         .unwrap()
         .replace("2 REFER", "4 REFER");
     ep.handle_message(t0 + Duration::from_secs(40), peer(), refer.as_bytes());
-    assert_eq!(codes(&drain(&mut ep)), [603]);
+    assert_eq!(codes(&drain(&mut ep)), [400]);
 
     // An UPDATE is answered at once; a rejected re-offer keeps the call.
     let update = String::from_utf8(request("UPDATE", &tag, "z9hG4bK5"))
@@ -1119,5 +1119,108 @@ mod register {
                 ..
             }]
         ));
+    }
+}
+
+mod refer {
+    use super::*;
+
+    fn refer(tag: &str, branch: &str, cseq: u32, refer_to: &str) -> Vec<u8> {
+        String::from_utf8(request("REFER", tag, branch))
+            .unwrap()
+            .replace("2 REFER", &format!("{cseq} REFER"))
+            .replace("Content-Length: 0", &format!("{refer_to}Content-Length: 0"))
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_refer_is_offered_accepted_and_its_progress_notified() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let (call, tag) = answered(&mut ep, t0);
+        ep.handle_message(t0, peer(), &request("ACK", &tag, "z9hG4bK2"));
+        drain(&mut ep);
+        let message = refer(&tag, "z9hG4bKr1", 3, "Refer-To: <sip:2000@127.0.0.1>\r\n");
+        ep.handle_message(t0, peer(), &message);
+        let d = drain(&mut ep);
+        let [Event::Refer(offer)] = &d.events[..] else {
+            panic!("{:?}", d.events)
+        };
+        assert_eq!(
+            (offer.call, offer.target.as_str()),
+            (call, "sip:2000@127.0.0.1")
+        );
+        // A retransmission while the application decides is absorbed.
+        ep.handle_message(t0, peer(), &message);
+        assert!(drain(&mut ep).events.is_empty());
+        ep.answer_refer(t0, offer.id, Ok(()));
+        assert_eq!(codes(&drain(&mut ep)), [202]);
+        ep.notify_refer(t0, call, 100, "Trying", false);
+        ep.notify_refer(t0, call, 200, "OK", true);
+        let d = drain(&mut ep);
+        let notifies: Vec<&Message> = d
+            .sent
+            .iter()
+            .filter(|m| m.method() == Some(&Method::Notify))
+            .collect();
+        assert_eq!(notifies.len(), 2);
+        assert_eq!(notifies[0].headers.get("Event"), Some("refer"));
+        assert!(
+            notifies[0]
+                .headers
+                .get("Subscription-State")
+                .unwrap()
+                .starts_with("active")
+        );
+        assert_eq!(
+            notifies[1].headers.get("Content-Type"),
+            Some("message/sipfrag;version=2.0")
+        );
+        assert_eq!(notifies[1].body, b"SIP/2.0 200 OK\r\n");
+        assert!(
+            notifies[1]
+                .headers
+                .get("Subscription-State")
+                .unwrap()
+                .starts_with("terminated")
+        );
+        assert_eq!(
+            notifies[1].tag("To").as_deref(),
+            Some("a1"),
+            "in the dialog"
+        );
+    }
+
+    #[test]
+    fn a_refused_refer_and_bad_refer_tos() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let (_, tag) = answered(&mut ep, t0);
+        drain(&mut ep);
+        ep.handle_message(
+            t0,
+            peer(),
+            &refer(&tag, "z9hG4bKr2", 3, "Refer-To: <sip:x@192.0.2.1>\r\n"),
+        );
+        let Some(Event::Refer(offer)) = drain(&mut ep).events.pop() else {
+            panic!()
+        };
+        ep.answer_refer(t0, offer.id, Err(Rejection::new(603, "Declined")));
+        assert_eq!(codes(&drain(&mut ep)), [603]);
+        for (i, bad) in [
+            "Refer-To: nonsense\r\n",
+            "Refer-To: <mailto:a@b.example>\r\n",
+            "Refer-To: <sip:a@h1>\r\nRefer-To: <sip:b@h2>\r\n",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let branch = format!("z9hG4bKbad{i}");
+            ep.handle_message(t0, peer(), &refer(&tag, &branch, 4 + i as u32, bad));
+            let d = drain(&mut ep);
+            assert_eq!(codes(&d), [400], "{bad}");
+            assert!(d.events.is_empty());
+        }
+        assert_eq!(ep.active_calls(), 1, "the call goes on");
     }
 }
