@@ -311,6 +311,16 @@ impl BridgeHandle {
     }
 }
 
+/// A core audience as the API writes it (`"all"` or participant ids).
+pub(super) fn api_audience(audience: &roundtable_mixer::Audience) -> roundtable_api::Audience {
+    match audience {
+        roundtable_mixer::Audience::All => roundtable_api::Audience::All,
+        roundtable_mixer::Audience::Only(legs) => {
+            roundtable_api::Audience::Only(legs.iter().map(ToString::to_string).collect())
+        }
+    }
+}
+
 /// One leg's media and call, beside the core's view of it.
 struct LegEntry {
     call: CallKey,
@@ -759,6 +769,18 @@ impl Bridge {
                     },
                 );
             }
+            Action::Relations {
+                room,
+                leg,
+                relations,
+            } => self.send_room(
+                &room,
+                MixerCommand::SetRelations {
+                    room: room.key(),
+                    leg,
+                    relations,
+                },
+            ),
             Action::Mute { room, leg, muted } => {
                 if let Some(entry) = self.legs.get_mut(&leg) {
                     entry.controls.muted = muted;
@@ -858,6 +880,17 @@ impl Bridge {
                 (
                     "participant_left",
                     serde_json::json!({"participant": leg.to_string(), "reason": why.as_str()}),
+                )
+            }
+            Event::Relations { leg, relations } => {
+                info!(room = %room, leg = %leg, ?relations, "relations changed");
+                (
+                    "participant_relations",
+                    serde_json::json!({
+                        "participant": leg.to_string(),
+                        "hears": api_audience(&relations.hears),
+                        "heard_by": api_audience(&relations.heard_by),
+                    }),
                 )
             }
             Event::Moved { leg, to } => {

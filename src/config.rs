@@ -106,6 +106,7 @@ auto_start = false
 mode = "mixed"
 signing_key = ""
 consent_notice = true
+include_whispers = false
 consent_prompt = ""
 
 [shutdown]
@@ -360,6 +361,7 @@ struct RawRecording {
     signing_key: String,
     consent_notice: bool,
     consent_prompt: String,
+    include_whispers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -576,6 +578,9 @@ pub struct Config {
     pub signing_key: PathBuf,
     /// `recording.consent_notice`: everyone in a recorded room hears the recording notice.
     pub consent_notice: bool,
+    /// `recording.include_whispers`: the mixed recording carries what participants heard by
+    /// only some said (a coach's whisper).
+    pub include_whispers: bool,
     /// `recording.consent_prompt`: the notice's samples (8 kHz) if not the shipped one.
     pub consent_prompt: Option<std::sync::Arc<[i16]>>,
     /// How long shutdown waits for calls to end before sending BYE.
@@ -1274,6 +1279,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         recording_mode,
         signing_key,
         consent_notice: raw.recording.consent_notice,
+        include_whispers: raw.recording.include_whispers,
         consent_prompt,
         drain: Duration::from_secs(drain),
         log_level,

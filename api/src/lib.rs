@@ -262,10 +262,61 @@ pub struct ParticipantAudio {
     pub agc: bool,
     /// Whether it is talking.
     pub talking: bool,
+    /// Whom it hears: `"all"`, or a list of participant ids.
+    pub hears: Audience,
+    /// Who hears it: `"all"`, or a list of participant ids (a whisper: one).
+    pub heard_by: Audience,
+}
+
+/// Everyone in the room, or some participants (by id): whom a participant hears, or who hears
+/// it. Written `"all"` or `["7", "9"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Audience {
+    /// Everyone.
+    #[default]
+    All,
+    /// These participants only.
+    Only(Vec<String>),
+}
+
+impl Serialize for Audience {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Audience::All => serializer.serialize_str("all"),
+            Audience::Only(legs) => legs.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Word(String),
+            Legs(Vec<String>),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Word(word) if word == "all" => Ok(Audience::All),
+            Written::Legs(legs) => Ok(Audience::Only(legs)),
+            Written::Word(word) => Err(serde::de::Error::custom(format!(
+                "{word:?}: \"all\" or a list of participant ids"
+            ))),
+        }
+    }
+}
+
+/// Deserializes a field that is present (even `null`) as `Some`: tells `null` from absent.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// The body of `PATCH /v1/rooms/{room}/participants/{leg}`: the controls to change.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantPatch {
     /// Mute (nobody hears it) or unmute.
@@ -289,6 +340,19 @@ pub struct ParticipantPatch {
     /// Its level control.
     #[serde(default)]
     pub agc: Option<bool>,
+    /// Whom it hears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hears: Option<Audience>,
+    /// Who hears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_by: Option<Audience>,
+    /// Heard by this participant only (`heard_by: [id]`), or by everyone again (`null`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub whisper_to: Option<Option<String>>,
 }
 
 /// The range of participant gains, dB.
@@ -305,7 +369,19 @@ impl ParticipantPatch {
                 return Some(format!("{name} is -30 to 20"));
             }
         }
+        if self.whisper_to.is_some() && self.heard_by.is_some() {
+            return Some("whisper_to and heard_by say the same thing: give one".into());
+        }
         None
+    }
+
+    /// Who hears it after the patch, if the patch says (`whisper_to` is `heard_by` of one).
+    pub fn heard_by(&self) -> Option<Audience> {
+        match &self.whisper_to {
+            Some(Some(leg)) => Some(Audience::Only(vec![leg.clone()])),
+            Some(None) => Some(Audience::All),
+            None => self.heard_by.clone(),
+        }
     }
 }
 

@@ -85,6 +85,8 @@ impl Fake {
             noise_suppression: patch.noise_suppression.unwrap_or(true),
             agc: patch.agc.unwrap_or(true),
             talking: false,
+            hears: patch.hears.clone().unwrap_or_default(),
+            heard_by: patch.heard_by().unwrap_or_default(),
         };
         Ok(Participant {
             id: leg.into(),
@@ -709,5 +711,30 @@ async fn move_requests_are_checked_and_answered_with_the_bridge_status() {
     ] {
         let (got, answer) = call(&app, "POST", path, body, None).await;
         assert_eq!(got, status, "{path} {body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn relations_are_read_as_all_or_ids_and_whisper_to_is_heard_by_one() {
+    let app = app(None);
+    let patch = |body: &'static str| {
+        let app = app.clone();
+        async move { call(&app, "PATCH", "/v1/rooms/1000/participants/7", body, None).await }
+    };
+    let (status, body) = patch(r#"{"whisper_to": "9"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["audio"]["heard_by"], serde_json::json!(["9"]));
+    assert_eq!(body["audio"]["hears"], "all");
+    let (status, body) = patch(r#"{"whisper_to": null, "hears": ["3", "4"]}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["audio"]["heard_by"], "all");
+    assert_eq!(body["audio"]["hears"], serde_json::json!(["3", "4"]));
+    for bad in [
+        r#"{"hears": "everyone"}"#,
+        r#"{"hears": 3}"#,
+        r#"{"whisper_to": "9", "heard_by": ["9"]}"#,
+    ] {
+        let (status, body) = patch(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
 }

@@ -23,9 +23,11 @@ use crate::lobby::{self, Lobby, Prompt, RoomAccess};
 use crate::lockout::{Lockout, LockoutTracker};
 use crate::policy::{PolicyAction, PolicySettings, RoomPolicy};
 use crate::{ConferenceError, LegId, RoomId, Secret};
+use roundtable_media::relations::Relations;
 
 mod actions;
 mod dialout;
+mod relations;
 mod transfer;
 pub use actions::{Action, DialState, Event, RecordNote, Sound, Tally};
 pub use dialout::{DialLimits, DialOut, DialRefusal, DialView};
@@ -197,6 +199,8 @@ struct Leg {
     star: bool,
     /// A call we placed (its state changes are events).
     outbound: bool,
+    /// Whom it hears and who hears it, besides everyone.
+    relations: Relations,
 }
 
 /// One room that is up.
@@ -322,6 +326,7 @@ impl Conference {
             muted: false,
             star: false,
             outbound: false,
+            relations: Relations::default(),
         }))
     }
 
@@ -731,6 +736,7 @@ impl Conference {
     fn depart_room(&mut self, leg: LegId, room: &RoomId, event: Event) -> bool {
         self.note(room, RecordNote::Left(leg));
         self.event(room, event);
+        self.forget_in_relations(room, leg);
         let decisions = match self.rooms.get_mut(room) {
             Some(up) => {
                 up.members.remove(&leg);

@@ -32,4 +32,7 @@ pub enum ConferenceError {
     /// The room a participant is moved to does not take it (full or locked).
     #[error("{0}")]
     Refused(conference::Refusal),
+    /// A relation names a leg that is not in the room (or the leg itself).
+    #[error("participant {0} is not another participant of the room")]
+    NotInRoom(LegId),
 }

@@ -9,6 +9,8 @@
 //! - [`dtmf`]: RFC 4733 events and SIP INFO bodies to key presses (pure).
 //! - [`frames`]: the frames a room hands its listeners, the recorder among them (pure data).
 //! - [`ports`]: RTP port pair allocator (pure).
+//! - [`relations`]: who hears whom besides everyone (whisper, coach), shared by the conference
+//!   core and the mixer (pure data).
 //! - [`quality`]: a leg's receive quality, and the E-model: loss and delay to R and MOS (pure).
 //! - [`resample`]: 20 ms frames between codec and room rates.
 //! - [`sample`]: float to 16-bit sample rounding (pure).
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod plc;
 pub mod ports;
 pub mod quality;
+pub mod relations;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;

@@ -27,6 +27,7 @@ use crate::noise::NoiseSuppressor;
 use crate::room::{FrameSource, LegId, RoomConfig};
 use crate::sound::Playing;
 use crate::vad::{Talk, VoiceDetector, level_db};
+use roundtable_media::relations::Relations;
 
 /// Most packets a leg's jitter buffer holds (1 s).
 const JITTER_CAPACITY: usize = 50;
@@ -209,6 +210,13 @@ pub(crate) struct Leg {
     /// Whether it was among the mixed talkers in the last tick.
     pub(crate) mixed: bool,
     pub(crate) route: Route,
+    /// Whom it hears and who hears it, besides everyone.
+    pub(crate) relations: Relations,
+    /// Whether, this tick, its relations (or a whisper to it) make what it hears differ from
+    /// the room's sum; it then hears `own_mix`.
+    pub(crate) hears_own_mix: bool,
+    /// Its own mix when `hears_own_mix` (the buffer is kept between ticks).
+    pub(crate) own_mix: Vec<i32>,
 }
 
 impl std::fmt::Debug for Leg {
@@ -267,6 +275,9 @@ impl Leg {
             limiter: Limiter::new(config.audio.limiter),
             mixed: false,
             route: Route::Nothing,
+            relations: Relations::default(),
+            hears_own_mix: false,
+            own_mix: Vec::new(),
         })
     }
 

@@ -31,3 +31,4 @@ pub use controls::{AudioConfig, Degradation, LegControls};
 pub use echo::{AecMode, EchoBackend};
 pub use error::MixerError;
 pub use room::{LegId, LegStatus, Room, RoomConfig, RoomEvent};
+pub use roundtable_media::relations::{Audience, Relations};

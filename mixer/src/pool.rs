@@ -138,6 +138,15 @@ pub enum Command {
         /// Its controls.
         controls: LegControls,
     },
+    /// Set whom a leg hears and who hears it (whisper, coach).
+    SetRelations {
+        /// The room.
+        room: RoomKey,
+        /// The leg.
+        leg: LegId,
+        /// Its relations.
+        relations: roundtable_media::relations::Relations,
+    },
     /// Play a sound once to everyone in a room (join and leave tones).
     Announce {
         /// The room.
@@ -193,6 +202,8 @@ pub enum Command {
         sink: SyncSender<MixFrame>,
         /// Whether frames carry every leg's input too.
         tracks: bool,
+        /// Whether the mix carries whispers (`recording.include_whispers`).
+        whispers: bool,
     },
     /// Stop sending the mix; dropping the sink tells the recorder to finish.
     StopRecording {
@@ -231,6 +242,7 @@ impl std::fmt::Debug for Command {
             Command::UpdateLeg { .. } => "UpdateLeg",
             Command::Play { .. } => "Play",
             Command::SetControls { .. } => "SetControls",
+            Command::SetRelations { .. } => "SetRelations",
             Command::SetRoomAec { .. } => "SetRoomAec",
             Command::Announce { .. } => "Announce",
             Command::SetHold { .. } => "SetHold",
@@ -537,6 +549,15 @@ impl Worker {
                     slot.room.set_controls(leg, controls);
                 }
             }
+            Command::SetRelations {
+                room,
+                leg,
+                relations,
+            } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.room.set_relations(leg, relations);
+                }
+            }
             Command::Announce { room, samples } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.room.announce(samples);
@@ -572,10 +593,16 @@ impl Worker {
                     slot.legs.remove(&leg);
                 }
             }
-            Command::StartRecording { room, sink, tracks } => {
+            Command::StartRecording {
+                room,
+                sink,
+                tracks,
+                whispers,
+            } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
                     slot.recorder = Some(sink);
                     slot.room.set_recording(true, tracks);
+                    slot.room.set_record_whispers(whispers);
                 }
             }
             Command::StopRecording { room } => {

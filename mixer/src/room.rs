@@ -26,6 +26,12 @@
 //! again when it leaves. Recordings and sounds stay at the room's rate: the recorded mix is
 //! converted once per tick while a recording runs, sounds as they play.
 //!
+//! Relations ([`Room::set_relations`]: a coach heard by one agent only, a leg that hears only
+//! some legs) only add work for the legs they concern: a leg heard by only some is kept out of
+//! the shared sum and out of `top_k` (it is mixed whenever it talks), and each leg that hears
+//! something other than the shared sum (N-1) gets a mix of its own; everyone else is served as
+//! before. Without relations the tick is what it always was.
+//!
 //! A room can be put on hold ([`Room::set_hold`]: waiting for its moderator): nobody is mixed
 //! and everyone hears the hold sound, looped; the recording gets silence. An announcement
 //! ([`Room::announce`]: join and leave tones) is added to what everyone hears.
@@ -49,6 +55,7 @@ use crate::limiter::Limiter;
 use crate::mix;
 use crate::sound::Playing;
 use crate::vad::Talk;
+use roundtable_media::relations::{Audience, Relations};
 
 /// Ticks a shared output may go unused before it is dropped (1 s).
 const SHARED_IDLE_TICKS: u64 = 50;
@@ -166,6 +173,15 @@ pub struct Room {
     encodes: usize,
     /// Whether each leg's input is kept for per-leg recording tracks.
     tracks: bool,
+    /// Some leg has relations (see [`roundtable_media::relations`]): the tick then works out
+    /// who hears what; without any, it mixes exactly as it always has.
+    related: bool,
+    /// Whether the recorded mix carries what legs heard by only some said (whispers).
+    record_whispers: bool,
+    /// The mixed legs heard by only some, this tick (indices).
+    whisperers: Vec<usize>,
+    /// Where one leg's own mix is summed before it is stored in the leg.
+    own_scratch: Vec<i32>,
     /// Payloads that failed to decode or frames that failed to encode, since the last read.
     codec_errors: u64,
     /// Frames a voice processing stage refused, since the last read.
@@ -201,6 +217,10 @@ impl Room {
             now: None,
             encodes: 0,
             tracks: false,
+            related: false,
+            record_whispers: false,
+            whisperers: Vec::new(),
+            own_scratch: Vec::new(),
             codec_errors: 0,
             processing_errors: 0,
         }
@@ -349,6 +369,19 @@ impl Room {
         }
     }
 
+    /// Sets whom a leg hears and who hears it (see [`roundtable_media::relations`]).
+    pub fn set_relations(&mut self, id: LegId, relations: Relations) {
+        if let Some(leg) = self.leg_mut(id) {
+            leg.relations = relations;
+        }
+        self.related = self.legs.iter().any(|l| !l.relations.is_default());
+    }
+
+    /// Whether the recorded mix carries whispers (`recording.include_whispers`).
+    pub fn set_record_whispers(&mut self, on: bool) {
+        self.record_whispers = on;
+    }
+
     /// Sets the room's echo cancellation mode (`None`: the service's).
     pub fn set_aec(&mut self, mode: Option<AecMode>) {
         self.aec = mode;
@@ -392,6 +425,7 @@ impl Room {
         if let Some(i) = self.leg_index(id) {
             self.legs.remove(i);
             self.fit_mix_rate();
+            self.related = self.legs.iter().any(|l| !l.relations.is_default());
         }
     }
 
@@ -457,8 +491,11 @@ impl Room {
         }
 
         self.acc.fill(0);
+        let related = self.related;
         for leg in self.legs.iter().filter(|l| l.mixed) {
-            mix::accumulate(&mut self.acc, &leg.input);
+            if !related || leg.relations.public() {
+                mix::accumulate(&mut self.acc, &leg.input);
+            }
         }
         if let Some(hold) = &mut self.hold {
             hold.next_into(&mut self.sound, true);
@@ -468,8 +505,10 @@ impl Room {
             }
             mix::accumulate(&mut self.acc, &self.sound);
         }
-        mix::widen(&self.acc, 1.0, &mut self.scratch);
-        self.mix_limiter.process(&self.scratch, &mut self.mix);
+        if related {
+            self.own_mixes();
+        }
+        self.render_mix();
         if let Some(up) = self.mix_up.as_mut().filter(|_| self.recording) {
             up.process(&self.mix, &mut self.recorded);
         }
@@ -505,10 +544,16 @@ impl Room {
     /// that close talkers do not flap in and out.
     fn select_talkers(&mut self) {
         self.ranking.clear();
+        self.whisperers.clear();
         for (i, leg) in self.legs.iter().enumerate() {
             if let Some(level) = leg.candidate().filter(|_| self.hold.is_none()) {
-                self.ranking
-                    .push((level + if leg.mixed { 6.0 } else { 0.0 }, i));
+                if self.related && !leg.relations.public() {
+                    // Heard by only some: mixed for them whenever it talks, outside top_k.
+                    self.whisperers.push(i);
+                } else {
+                    self.ranking
+                        .push((level + if leg.mixed { 6.0 } else { 0.0 }, i));
+                }
             }
         }
         let k = match self.config.audio.top_k {
@@ -523,8 +568,78 @@ impl Room {
         for leg in &mut self.legs {
             leg.mixed = false;
         }
-        for &(_, i) in &self.ranking {
+        for &i in self
+            .ranking
+            .iter()
+            .map(|(_, i)| i)
+            .chain(self.whisperers.iter())
+        {
             self.legs[i].mixed = true;
+        }
+    }
+
+    /// The room's mix of this tick (what a recording of the whole room gets): the shared sum,
+    /// with the whispers when `recording.include_whispers` asked for them.
+    fn render_mix(&mut self) {
+        if self.record_whispers && self.recording && !self.whisperers.is_empty() {
+            self.own_scratch.clear();
+            self.own_scratch.extend_from_slice(&self.acc);
+            for &j in &self.whisperers {
+                mix::accumulate(&mut self.own_scratch, &self.legs[j].input);
+            }
+            mix::widen(&self.own_scratch, 1.0, &mut self.scratch);
+        } else {
+            mix::widen(&self.acc, 1.0, &mut self.scratch);
+        }
+        self.mix_limiter.process(&self.scratch, &mut self.mix);
+    }
+
+    /// Works out what each leg with relations, or whispered to, hears this tick: its own mix,
+    /// summed into the leg (`hears_own_mix`). Every other leg hears the shared sum as usual.
+    fn own_mixes(&mut self) {
+        for i in 0..self.legs.len() {
+            let listener = &self.legs[i];
+            let (id, hears) = (listener.id, &listener.relations.hears);
+            let whispered = self.whisperers.iter().any(|&j| {
+                let talker = &self.legs[j];
+                j != i && talker.relations.heard_by.includes(id) && hears.includes(talker.id)
+            });
+            if *hears == Audience::All && !whispered {
+                self.legs[i].hears_own_mix = false;
+                continue;
+            }
+            let sum = &mut self.own_scratch;
+            sum.clear();
+            if *hears == Audience::All {
+                // The room's sum, without itself when it is in it.
+                sum.extend_from_slice(&self.acc);
+                if listener.mixed && listener.relations.public() {
+                    for (a, &s) in sum.iter_mut().zip(&listener.input) {
+                        *a -= i32::from(s);
+                    }
+                }
+            } else {
+                sum.resize(self.acc.len(), 0);
+                for (j, talker) in self.legs.iter().enumerate() {
+                    if j != i
+                        && talker.mixed
+                        && talker.relations.public()
+                        && hears.includes(talker.id)
+                    {
+                        mix::accumulate(sum, &talker.input);
+                    }
+                }
+            }
+            for &j in &self.whisperers {
+                let talker = &self.legs[j];
+                if j != i && talker.relations.heard_by.includes(id) && hears.includes(talker.id) {
+                    mix::accumulate(sum, &talker.input);
+                }
+            }
+            let leg = &mut self.legs[i];
+            leg.own_mix.clear();
+            leg.own_mix.extend_from_slice(&self.own_scratch);
+            leg.hears_own_mix = true;
         }
     }
 
@@ -532,12 +647,15 @@ impl Room {
     /// unused for a second).
     fn route(&mut self) {
         let ticks = self.ticks;
+        let related = self.related;
         self.shared
             .retain(|s| ticks - s.last_used <= SHARED_IDLE_TICKS);
         for leg in &mut self.legs {
+            let own = leg.hears_own_mix && related;
+            let in_sum = leg.mixed && (!related || leg.relations.public());
             leg.route = if !leg.hears {
                 Route::Nothing
-            } else if leg.prompt.is_some() || (leg.mixed && !leg.controls.deaf) {
+            } else if leg.prompt.is_some() || ((in_sum || own) && !leg.controls.deaf) {
                 Route::Private
             } else {
                 let content = if leg.controls.deaf {
@@ -608,6 +726,7 @@ impl Room {
 
     /// Builds each leg's packet (encoding private frames) and feeds its echo reference.
     fn send(&mut self, stages: Stages) {
+        let related = self.related;
         for leg in &mut self.legs {
             let step = leg.encoding.codec.codec.timestamp_step();
             let shared = match leg.route {
@@ -618,7 +737,9 @@ impl Room {
                         self.scratch.fill(0.0);
                     } else if self.hold.is_some() {
                         mix::widen_frame(&self.sound, &mut self.scratch);
-                    } else if leg.mixed {
+                    } else if related && leg.hears_own_mix {
+                        mix::widen(&leg.own_mix, gain, &mut self.scratch);
+                    } else if leg.mixed && (!related || leg.relations.public()) {
                         mix::minus_own(&self.acc, &leg.input, gain, &mut self.scratch);
                     } else {
                         mix::widen(&self.acc, gain, &mut self.scratch);

@@ -53,6 +53,15 @@ pub enum Event {
         /// Now muted.
         muted: bool,
     },
+    /// Whom a leg hears and who hears it changed (a whisper, a coach); `null` means everyone.
+    Relations {
+        /// The leg.
+        leg: String,
+        /// The legs it hears, or `null`: everyone.
+        hears: Option<Vec<String>>,
+        /// The legs that hear it, or `null`: everyone.
+        heard_by: Option<Vec<String>>,
+    },
     /// The room went on hold or came off it.
     Hold {
         /// Now on hold.

@@ -47,6 +47,15 @@ pub enum Control {
         /// Now muted.
         muted: bool,
     },
+    /// A leg's relations changed (`None`: everyone).
+    Relations {
+        /// Leg id.
+        leg: String,
+        /// The legs it hears.
+        hears: Option<Vec<String>>,
+        /// The legs that hear it.
+        heard_by: Option<Vec<String>>,
+    },
     /// The room's hold changed.
     Hold(bool),
     /// Write silence from now on.
@@ -267,6 +276,15 @@ impl Writer {
                     Event::Left { leg }
                 }
                 Control::Muted { leg, muted } => Event::Muted { leg, muted },
+                Control::Relations {
+                    leg,
+                    hears,
+                    heard_by,
+                } => Event::Relations {
+                    leg,
+                    hears,
+                    heard_by,
+                },
                 Control::Hold(on) => Event::Hold { on },
                 Control::Pause if !self.paused => {
                     self.paused = true;

@@ -70,6 +70,9 @@ pub(super) fn core_error(error: roundtable_conference::ConferenceError) -> Contr
             ControlError::RoomNotFound
         }
         ConferenceError::Refused(refusal) => dialout::refusal_error(refusal),
+        ConferenceError::NotInRoom(leg) => ControlError::Invalid(format!(
+            "participant {leg} is not another participant of the room"
+        )),
     }
 }
 
@@ -205,6 +208,7 @@ impl Bridge {
         let jitter = quality.jitter;
         let (loss_percent, r_factor, mos) = rating(&leg.counters);
         let c = &leg.controls;
+        let relations = self.core.relations(id);
         Participant {
             id: id.to_string(),
             from: leg.from.clone(),
@@ -246,6 +250,8 @@ impl Bridge {
                     .unwrap_or(self.config.audio.noise_suppression),
                 agc: c.agc.unwrap_or(self.config.audio.agc),
                 talking: leg.talking,
+                hears: api_audience(&relations.hears),
+                heard_by: api_audience(&relations.heard_by),
             },
             moderator,
             state: roundtable_api::ParticipantState::Answered,
@@ -266,6 +272,20 @@ impl Bridge {
             .iter()
             .find(|m| m.leg == id)
             .ok_or(ControlError::LegNotFound)?;
+        let key = view.id.clone();
+        // Relations first: a bad one changes nothing.
+        let hears = patch.hears.as_ref().map(core_audience).transpose()?;
+        let heard_by = patch.heard_by().as_ref().map(core_audience).transpose()?;
+        if hears.is_some() || heard_by.is_some() {
+            let current = self.core.relations(id);
+            let relations = roundtable_mixer::Relations {
+                hears: hears.unwrap_or(current.hears),
+                heard_by: heard_by.unwrap_or(current.heard_by),
+            };
+            self.core
+                .set_relations(room, id, relations)
+                .map_err(core_error)?;
+        }
         let entry = self.legs.get_mut(&id).ok_or(ControlError::LegNotFound)?;
         let c = &mut entry.controls;
         c.deaf = patch.deaf.unwrap_or(c.deaf);
@@ -279,15 +299,15 @@ impl Bridge {
         let controls = *c;
         if let Some(muted) = patch.muted {
             self.core.set_muted(id, muted).map_err(core_error)?;
-            // Its controls, event and note follow from the core; drop the duplicate event.
-            while let Some(action) = self.core.poll_action() {
-                match action {
-                    Action::Mute { .. } => {}
-                    other => self.act(other),
-                }
+        }
+        // The core's actions follow (relations, mute notes and events); its Mute is the
+        // controls sent below.
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Mute { .. } => {}
+                other => self.act(other),
             }
         }
-        let key = view.id.clone();
         self.send_room(
             &key,
             MixerCommand::SetControls {
@@ -297,11 +317,32 @@ impl Bridge {
             },
         );
         info!(room = %room, leg = %id, ?controls, "participant controls changed");
-        let mut fields = serde_json::to_value(patch).unwrap_or_default();
+        let mut fields = serde_json::to_value(&patch).unwrap_or_default();
         fields["participant"] = serde_json::json!(leg);
         self.event("participant_updated", &key, fields);
         let entry = self.legs.get(&id).ok_or(ControlError::LegNotFound)?;
         Ok(self.participant(id, member.moderator, entry, self.room_aec(room)))
+    }
+}
+
+/// An API audience as the core takes it: participant ids parsed (an id that is no number names
+/// nobody in the room).
+fn core_audience(
+    audience: &roundtable_api::Audience,
+) -> Result<roundtable_mixer::Audience, ControlError> {
+    match audience {
+        roundtable_api::Audience::All => Ok(roundtable_mixer::Audience::All),
+        roundtable_api::Audience::Only(ids) => ids
+            .iter()
+            .map(|id| {
+                id.parse().map(LegId).map_err(|_| {
+                    ControlError::Invalid(format!(
+                        "participant {id:?} is not another participant of the room"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(roundtable_mixer::Audience::Only),
     }
 }
 

@@ -238,6 +238,7 @@ impl Bridge {
             room: room.key(),
             sink,
             tracks: mode.tracks(),
+            whispers: self.config.include_whispers,
         };
         self.send_room(&room, start);
         self.metrics.recordings_active.inc();
@@ -299,6 +300,19 @@ impl Bridge {
                 muted,
             }),
             RecordNote::Hold(on) => recording.control(RecordControl::Hold(on)),
+            RecordNote::Relations(leg, relations) => {
+                let ids = |audience: &roundtable_mixer::Audience| match audience {
+                    roundtable_mixer::Audience::All => None,
+                    roundtable_mixer::Audience::Only(legs) => {
+                        Some(legs.iter().map(ToString::to_string).collect())
+                    }
+                };
+                recording.control(RecordControl::Relations {
+                    leg: leg.to_string(),
+                    hears: ids(&relations.hears),
+                    heard_by: ids(&relations.heard_by),
+                });
+            }
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use roundtable_media::relations::Relations;
+
 use super::Departure;
 use crate::lobby::Prompt;
 use crate::lockout::Scope;
@@ -29,6 +31,8 @@ pub enum RecordNote {
     Muted(LegId, bool),
     /// The room went on hold (waiting for its moderator) or off it.
     Hold(bool),
+    /// The leg's relations changed (whom it hears, who hears it).
+    Relations(LegId, Relations),
 }
 
 /// What happened, for the event stream.
@@ -54,6 +58,13 @@ pub enum Event {
         leg: LegId,
         /// The room it went to.
         to: RoomId,
+    },
+    /// A leg's relations changed (whom it hears, who hears it).
+    Relations {
+        /// The leg.
+        leg: LegId,
+        /// Its relations now.
+        relations: Relations,
     },
     /// A key press in a room.
     Dtmf {
@@ -194,6 +205,15 @@ pub enum Action {
         room: RoomId,
         /// On or off.
         on: bool,
+    },
+    /// Set whom a leg hears and who hears it.
+    Relations {
+        /// The room.
+        room: RoomId,
+        /// The leg.
+        leg: LegId,
+        /// Its relations.
+        relations: Relations,
     },
     /// Mute or unmute a leg (a key command).
     Mute {

@@ -166,6 +166,7 @@ impl Conference {
             muted: dial.muted,
             star: false,
             outbound: true,
+            relations: Default::default(),
         });
         let state = DialState::Dialing;
         self.event(&dial.room, Event::DialState { leg, state });

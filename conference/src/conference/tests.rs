@@ -843,3 +843,76 @@ fn a_move_is_refused_by_a_full_room_and_needs_the_leg_in_its_room() {
     assert!(drain(&mut core).is_empty());
     assert_eq!(core.room("2000").unwrap().members[0].leg, alice);
 }
+
+#[test]
+fn relations_name_other_members_are_noted_and_dropped_when_their_leg_leaves() {
+    use roundtable_media::relations::{Audience, Relations};
+    let t0 = Instant::now();
+    let mut core = core();
+    let (agent, _) = join(&mut core, t0, "2000", false);
+    let (coach, _) = join(&mut core, t0, "2000", false);
+    let (other, _) = join(&mut core, t0, "3000", false);
+    drain(&mut core);
+    let whisper = Relations {
+        hears: Audience::All,
+        heard_by: Audience::Only(vec![agent]),
+    };
+    assert_eq!(
+        core.set_relations(
+            "2000",
+            coach,
+            Relations {
+                heard_by: Audience::Only(vec![other]),
+                ..Relations::default()
+            }
+        ),
+        Err(ConferenceError::NotInRoom(other)),
+        "a leg of another room"
+    );
+    assert_eq!(
+        core.set_relations(
+            "2000",
+            coach,
+            Relations {
+                hears: Audience::Only(vec![coach]),
+                ..Relations::default()
+            }
+        ),
+        Err(ConferenceError::NotInRoom(coach)),
+        "itself"
+    );
+    core.set_relations("2000", coach, whisper.clone()).unwrap();
+    let actions = drain(&mut core);
+    assert!(actions.contains(&Action::Relations {
+        room: id("2000"),
+        leg: coach,
+        relations: whisper.clone()
+    }));
+    assert!(actions.contains(&Action::Record {
+        room: id("2000"),
+        note: RecordNote::Relations(coach, whisper.clone())
+    }));
+    assert!(events(&actions).contains(&Event::Relations {
+        leg: coach,
+        relations: whisper.clone()
+    }));
+    assert_eq!(core.relations(coach), whisper);
+    core.set_relations("2000", coach, whisper.clone()).unwrap();
+    assert!(drain(&mut core).is_empty(), "no change, no news");
+    // The agent hangs up: the coach's whisper goes to nobody (not to the room).
+    core.handle_ended(t0, agent, Departure::Hangup);
+    let actions = drain(&mut core);
+    let pruned = Relations {
+        hears: Audience::All,
+        heard_by: Audience::Only(Vec::new()),
+    };
+    assert!(actions.contains(&Action::Relations {
+        room: id("2000"),
+        leg: coach,
+        relations: pruned.clone()
+    }));
+    assert_eq!(core.relations(coach), pruned);
+    // Moved to another room, its relations are cleared.
+    core.move_leg("2000", coach, &id("3000"), &Book).unwrap();
+    assert_eq!(core.relations(coach), Relations::default());
+}

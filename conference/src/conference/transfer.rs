@@ -9,7 +9,7 @@ use crate::{ConferenceError, LegId, RoomId};
 impl Conference {
     /// Moves `leg` from `room` to `to`, which takes it as it would take a caller (created if
     /// nobody is in it; refused when full or locked). Moving to its own room changes nothing.
-    /// Its moderator role and mute carry over.
+    /// Its moderator role and mute carry over; its relations (whisper, hears) do not.
     pub fn move_leg(
         &mut self,
         room: &str,
@@ -39,6 +39,8 @@ impl Conference {
         };
         let emptied = self.depart_room(leg, &from, event);
         self.enter_room(leg, to.clone(), moderator, directory, Some(from.clone()));
+        // Relations name legs of the room it left.
+        self.change_relations(to, leg, Default::default());
         if emptied {
             // After the move: the leg's media leaves the old mixer room first.
             self.close_room(&from);

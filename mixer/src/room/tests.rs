@@ -841,3 +841,114 @@ fn skipped_ticks_move_the_rtp_timestamps_on() {
     }
     let _ = b;
 }
+
+/// A room of `n` PCMU legs where legs 0 and 1 talk (300 and 700 Hz) and leg 2, the coach,
+/// whispers (1500 Hz) to leg 3, the agent; `top_k` as given.
+fn coached(n: u64, top_k: usize) -> (Sim, Vec<LegId>) {
+    let config = RoomConfig {
+        audio: AudioConfig {
+            top_k,
+            ..AudioConfig::plain()
+        },
+        ..RoomConfig::at(8000)
+    };
+    let mut sim = Sim::new(config);
+    let legs: Vec<LegId> = (0..n).map(|i| sim.add(i, Codec::Pcmu)).collect();
+    sim.room.set_relations(
+        legs[2],
+        Relations {
+            hears: Audience::All,
+            heard_by: Audience::Only(vec![legs[3]]),
+        },
+    );
+    (sim, legs)
+}
+
+/// Runs `ticks` ticks of legs 0, 1 and 2 saying their tones (the coach's at
+/// `coach_amplitude`); returns what each leg heard in the last.
+fn run_coached(
+    sim: &mut Sim,
+    legs: &[LegId],
+    ticks: usize,
+    coach_amplitude: f64,
+) -> HashMap<LegId, Vec<i16>> {
+    let mut heard = HashMap::new();
+    for t in 0..ticks {
+        let mut said: HashMap<LegId, Vec<i16>> = legs.iter().map(|&l| (l, vec![0; 160])).collect();
+        said.insert(legs[0], tone(8000, 300.0, 6000.0, 160 * t));
+        said.insert(legs[1], tone(8000, 700.0, 6000.0, 160 * t));
+        said.insert(legs[2], tone(8000, 1500.0, coach_amplitude, 160 * t));
+        heard = sim.step(&said);
+    }
+    heard
+}
+
+#[test]
+fn a_whisper_is_heard_by_its_target_only_and_the_whisperer_hears_the_room() {
+    let (mut sim, legs) = coached(10, 4);
+    let heard = run_coached(&mut sim, &legs, 20, 6000.0);
+    let at = |leg: usize, f: f64| power_at(&heard[&legs[leg]], 8000, f);
+    assert!(at(3, 1500.0) > 1e6, "the agent hears the coach");
+    assert!(at(3, 300.0) > 1e6 && at(3, 700.0) > 1e6, "and the room");
+    for other in [0, 1, 4, 9] {
+        assert!(
+            at(other, 1500.0) < 1e4,
+            "leg {other} hears the coach: {}",
+            at(other, 1500.0)
+        );
+    }
+    assert!(
+        at(2, 300.0) > 1e6 && at(2, 700.0) > 1e6,
+        "the coach hears the room"
+    );
+    assert!(at(2, 1500.0) < 1e4, "the coach does not hear itself");
+    // Encode-once for everyone else: 2 talkers' own mixes, 1 shared frame for the 7 others and
+    // the coach, and the agent's own mix.
+    assert_eq!(sim.room.encodes_last_tick(), 2 + 1 + 1);
+    // The room's recorded mix carries no whisper unless asked.
+    assert!(power_at(sim.room.mix(), 8000, 1500.0) < 1e4);
+    sim.room.set_record_whispers(true);
+    run_coached(&mut sim, &legs, 3, 6000.0);
+    assert!(
+        power_at(sim.room.mix(), 8000, 1500.0) > 1e6,
+        "include_whispers"
+    );
+}
+
+#[test]
+fn a_whisper_bypasses_top_k() {
+    // top_k 2 is filled by the two louder room talkers; the quieter coach still reaches the
+    // agent.
+    let (mut sim, legs) = coached(6, 2);
+    let heard = run_coached(&mut sim, &legs, 20, 2000.0);
+    assert!(power_at(&heard[&legs[3]], 8000, 1500.0) > 1e5);
+    let mixed: Vec<LegId> = sim.room.mixed_talkers().collect();
+    assert!(mixed.contains(&legs[2]) && mixed.len() == 3, "{mixed:?}");
+}
+
+#[test]
+fn hears_only_some_legs_and_relations_can_be_cleared() {
+    let (mut sim, legs) = coached(5, 0);
+    sim.room.set_relations(legs[2], Relations::default());
+    // Leg 4 hears leg 0 only.
+    sim.room.set_relations(
+        legs[4],
+        Relations {
+            hears: Audience::Only(vec![legs[0]]),
+            heard_by: Audience::All,
+        },
+    );
+    let heard = run_coached(&mut sim, &legs, 20, 6000.0);
+    let at = |leg: usize, f: f64| power_at(&heard[&legs[leg]], 8000, f);
+    assert!(at(4, 300.0) > 1e6);
+    assert!(at(4, 700.0) < 1e4 && at(4, 1500.0) < 1e4, "only leg 0");
+    assert!(at(1, 1500.0) > 1e6, "the coach, cleared, is heard by all");
+    sim.room.set_relations(legs[4], Relations::default());
+    let heard = run_coached(&mut sim, &legs, 5, 6000.0);
+    assert!(
+        power_at(&heard[&legs[4]], 8000, 700.0) > 1e6,
+        "back to the whole room"
+    );
+    // 3 talkers' own mixes and one shared frame again.
+    assert_eq!(sim.room.encodes_last_tick(), 3 + 1);
+}
