@@ -85,6 +85,7 @@ fn media_codec(codec: AudioCodec) -> Codec {
         AudioCodec::Pcma => Codec::Pcma,
         AudioCodec::G722 => Codec::G722,
         AudioCodec::Opus => Codec::Opus,
+        AudioCodec::G729 => Codec::G729,
     }
 }
 

@@ -18,7 +18,13 @@ fn tone(rate: u32, frames: usize) -> Vec<i16> {
 
 fn codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec_encode_decode");
-    for codec in [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus] {
+    for codec in [
+        Codec::Pcmu,
+        Codec::Pcma,
+        Codec::G722,
+        Codec::Opus,
+        Codec::G729,
+    ] {
         let rate = codec.audio_rate(16000);
         let audio = tone(rate, 50);
         let mut encoder = Encoder::new(

@@ -10,6 +10,7 @@ use audio_codec::{Decoder as _, Encoder as _};
 
 use crate::error::MediaError;
 use crate::g711;
+use crate::g729::{G729Decoder, G729Encoder};
 use crate::plc::Concealer;
 use crate::resample::frame_len;
 
@@ -24,19 +25,28 @@ pub enum Codec {
     G722,
     /// Opus (RFC 7587: `opus/48000/2` in SDP, mono here), a dynamic payload type.
     Opus,
+    /// G.729 Annex A (Annex B silence frames understood), static payload type 18.
+    G729,
 }
 
 impl Codec {
-    /// Every codec, in our default order of preference.
-    pub const ALL: [Codec; 4] = [Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma];
+    /// Every codec, in our order of preference (G.729 is not in `media.codecs` by default).
+    pub const ALL: [Codec; 5] = [
+        Codec::Opus,
+        Codec::G722,
+        Codec::Pcmu,
+        Codec::Pcma,
+        Codec::G729,
+    ];
 
-    /// The name used in configuration and in the API (`opus`, `g722`, `pcmu`, `pcma`).
+    /// The name used in configuration and in the API (`opus`, `g722`, `pcmu`, `pcma`, `g729`).
     pub fn config_name(self) -> &'static str {
         match self {
             Codec::Pcmu => "pcmu",
             Codec::Pcma => "pcma",
             Codec::G722 => "g722",
             Codec::Opus => "opus",
+            Codec::G729 => "g729",
         }
     }
 
@@ -54,13 +64,14 @@ impl Codec {
             Codec::Pcma => "PCMA",
             Codec::G722 => "G722",
             Codec::Opus => "opus",
+            Codec::G729 => "G729",
         }
     }
 
     /// The RTP clock rate (what timestamps count and SDP's rtpmap says).
     pub fn clock_rate(self) -> u32 {
         match self {
-            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::G729 => 8000,
             Codec::Opus => 48000,
         }
     }
@@ -71,8 +82,18 @@ impl Codec {
             Codec::Pcmu => Some(0),
             Codec::Pcma => Some(8),
             Codec::G722 => Some(9),
+            Codec::G729 => Some(18),
             Codec::Opus => None,
         }
+    }
+
+    /// Whether legs of this codec can be served one shared encoding of the room's mix. A
+    /// talker switches to its own encoder while it talks (it must not hear itself); G.711
+    /// does not notice, G.722 and Opus decoders recover within milliseconds, but G.729's
+    /// predictive state makes a fifth of a second of noise at every such switch, so each G.729
+    /// leg keeps its own encoder.
+    pub fn shares_encoding(self) -> bool {
+        self != Codec::G729
     }
 
     /// RTP timestamp units per 20 ms frame.
@@ -83,7 +104,7 @@ impl Codec {
     /// The rate of the audio a leg's decoder produces and encoder takes, given the room's rate.
     pub fn audio_rate(self, room_rate: u32) -> u32 {
         match self {
-            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Pcmu | Codec::Pcma | Codec::G729 => 8000,
             Codec::G722 => 16000,
             Codec::Opus => room_rate,
         }
@@ -125,6 +146,7 @@ enum DecoderKind {
     G711(G711Law),
     G722(Box<audio_codec::g722::G722Decoder>),
     Opus(opus::Decoder),
+    G729(G729Decoder),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +182,10 @@ impl Decoder {
                 opus::Decoder::new(rate, opus::Channels::Mono)
                     .map_err(|_| MediaError::Codec("opus decoder"))?,
             ),
+            Codec::G729 => DecoderKind::G729(G729Decoder::new()?),
         };
-        let plc = (codec != Codec::Opus).then(|| Concealer::new(rate));
+        // Opus and G.729 conceal losses themselves.
+        let plc = (!matches!(codec, Codec::Opus | Codec::G729)).then(|| Concealer::new(rate));
         // Opus packets may hold up to 120 ms.
         let scratch = vec![0; frame_len(rate) * 6];
         Ok(Decoder {
@@ -215,6 +239,7 @@ impl Decoder {
                     Err(MediaError::Codec("undecodable Opus payload"))
                 }
             },
+            DecoderKind::G729(decoder) => decoder.decode(payload, out),
         };
         match (&mut self.plc, &result) {
             (Some(plc), Ok(())) => plc.good(out),
@@ -240,6 +265,10 @@ impl Decoder {
                 }
                 false
             }
+            DecoderKind::G729(decoder) => {
+                decoder.conceal(out);
+                false
+            }
             _ => {
                 match &mut self.plc {
                     Some(plc) => plc.conceal(out),
@@ -255,6 +284,7 @@ enum EncoderKind {
     G711(G711Law),
     G722(Box<audio_codec::g722::G722Encoder>),
     Opus(opus::Encoder),
+    G729(G729Encoder),
 }
 
 /// Turns 20 ms frames into one leg's payloads.
@@ -300,6 +330,7 @@ impl Encoder {
                 encoder.set_complexity(5).map_err(error)?;
                 EncoderKind::Opus(encoder)
             }
+            Codec::G729 => EncoderKind::G729(G729Encoder::new()?),
         };
         Ok(Encoder {
             codec,
@@ -343,6 +374,7 @@ impl Encoder {
                     .map_err(|_| MediaError::Codec("Opus encode"))?;
                 out.truncate(n);
             }
+            EncoderKind::G729(encoder) => encoder.encode(frame, out),
         }
         Ok(())
     }
@@ -385,6 +417,7 @@ mod tests {
             (Codec::Pcmu, 16000, 30.0, 160),
             (Codec::Pcma, 16000, 30.0, 160),
             (Codec::G722, 16000, 25.0, 160),
+            (Codec::G729, 16000, 20.0, 20),
             (Codec::Opus, 16000, 25.0, 0),
             (Codec::Opus, 48000, 25.0, 0),
             (Codec::Opus, 8000, 25.0, 0),

@@ -1,8 +1,9 @@
 //! Roundtable's media capability.
 //!
 //! - [`rtp`]: RTP parse (validated) and our sender state (pure).
-//! - [`codec`]: PCMU, PCMA, G.722 and Opus decoders and encoders of 20 ms frames.
+//! - [`codec`]: PCMU, PCMA, G.722, Opus and G.729 decoders and encoders of 20 ms frames.
 //! - [`g711`]: mu-law and A-law tables (pure).
+//! - [`g729`]: G.729 Annex A (and Annex B's SID frames) through bcg729, linked statically.
 //! - [`plc`]: loss concealment for codecs without their own (pure).
 //! - [`latch`]: symmetric RTP with a guard against hijacking (pure).
 //! - [`jitter`]: reordering jitter buffer (pure).
@@ -27,6 +28,9 @@ pub mod dtmf;
 pub mod error;
 pub mod frames;
 pub mod g711;
+// bcg729's C functions, each call with its SAFETY comment.
+#[allow(unsafe_code)]
+pub mod g729;
 pub mod jitter;
 pub mod latch;
 pub mod metrics;

@@ -12,7 +12,8 @@
 //! suppression and level control before it is mixed; each
 //! mixed talker hears the mix without itself through its own limiter and encoder, while every
 //! other leg hears the whole mix, limited and encoded once per codec and output gain and shared
-//! (a 100-leg room with 3 talkers encodes 3 + 1 frames per codec). Deaf legs share a silent
+//! (a 100-leg room with 3 talkers encodes 3 + 1 frames per codec). G.729 legs are the
+//! exception: each keeps its own encoder (see `Codec::shares_encoding`). Deaf legs share a silent
 //! output; a leg playing a prompt hears it over what it would hear otherwise (the room never
 //! goes quiet behind a prompt: only a lobby, a room of one, has nothing under its prompts). A leg that starts or stops being a mixed
 //! talker switches between its own encoder and the shared one: stateless G.711 does not
@@ -655,7 +656,10 @@ impl Room {
             let in_sum = leg.mixed && (!related || leg.relations.public());
             leg.route = if !leg.hears {
                 Route::Nothing
-            } else if leg.prompt.is_some() || ((in_sum || own) && !leg.controls.deaf) {
+            } else if leg.prompt.is_some()
+                || ((in_sum || own) && !leg.controls.deaf)
+                || !leg.encoding.codec.codec.shares_encoding()
+            {
                 Route::Private
             } else {
                 let content = if leg.controls.deaf {

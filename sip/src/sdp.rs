@@ -20,6 +20,9 @@ pub enum AudioCodec {
     G722,
     /// Opus, `opus/48000/2` with a dynamic payload type (RFC 7587).
     Opus,
+    /// G.729, static payload type 18 (Annex B silence frames accepted: RFC 4856's default
+    /// `annexb=yes`).
+    G729,
 }
 
 impl AudioCodec {
@@ -30,6 +33,7 @@ impl AudioCodec {
             AudioCodec::Pcma => "PCMA",
             AudioCodec::G722 => "G722",
             AudioCodec::Opus => "opus",
+            AudioCodec::G729 => "G729",
         }
     }
 
@@ -47,6 +51,7 @@ impl AudioCodec {
             AudioCodec::Pcmu => Some(0),
             AudioCodec::Pcma => Some(8),
             AudioCodec::G722 => Some(9),
+            AudioCodec::G729 => Some(18),
             AudioCodec::Opus => None,
         }
     }

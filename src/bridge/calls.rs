@@ -127,11 +127,12 @@ impl Bridge {
 
     /// `media.codecs` as SDP codecs, in our order of preference.
     pub(super) fn sdp_codecs(&self) -> Vec<AudioCodec> {
-        const ALL: [AudioCodec; 4] = [
+        const ALL: [AudioCodec; 5] = [
             AudioCodec::Pcmu,
             AudioCodec::Pcma,
             AudioCodec::G722,
             AudioCodec::Opus,
+            AudioCodec::G729,
         ];
         self.config
             .codecs
