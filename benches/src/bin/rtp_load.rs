@@ -337,41 +337,21 @@ fn metric_values<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = f6
 const WARM_UP_MAX_TICKS: u64 = 6000;
 
 fn fetch_metrics(api: SocketAddr) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
+    roundtable_benches::http(api, "GET", "/metrics", None, Duration::from_secs(5))
+        .ok()
+        .map(|(_, body)| body)
 }
 
-/// One HTTP/1.1 request to Janus; returns the JSON body.
+/// One HTTP request to Janus; returns the JSON body.
 fn janus_http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("janus: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(40)))
-        .map_err(|e| e.to_string())?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| format!("janus: {e}"))?;
-    let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(json).map_err(|e| format!("janus: {e}: {json}"))
+    roundtable_benches::http_json(addr, method, path, body, Duration::from_secs(40))
+        .map(|(_, json)| json)
+        .map_err(|e| format!("janus: {e}"))
 }
 
 /// Joins every leg as a plain-RTP participant of Janus AudioBridge rooms (PCMU, 16 kHz mixing).
