@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roundtable_api::TrunkStatus;
-use roundtable_sip::endpoint::{RegisterOutcome, RequestKey};
+use roundtable_sip::endpoint::{RegisterOutcome, RegisterRequest, RequestKey};
 use roundtable_sip::locate::{self, Locator, Target};
 use roundtable_sip::registration::{Registration, Send};
-use roundtable_sip::transport::{Register, RegisterRequest, SipHandle};
+use roundtable_sip::transport::{Register, SipHandle};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

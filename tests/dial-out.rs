@@ -19,6 +19,22 @@ use dns::{Dns, Record};
 use roundtable_sip::endpoint::Transport;
 use roundtable_sip::locate::{LocateError, Locator, Target};
 
+/// Listens on `rtp` for 2 s and asserts that the callee hears the caller's 440 Hz.
+fn assert_hears_440(rtp: &UdpSocket, failure: &str) {
+    let heard = listen_pcmu(rtp, Duration::from_secs(2));
+    assert!(
+        heard.len() > 8000,
+        "{failure}: only {} samples",
+        heard.len()
+    );
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_db_at(tail, 440.0, 8000.0) > -30.0,
+        "{failure} (rms {})",
+        rms(tail)
+    );
+}
+
 /// Waits (at most `within`) for a `participant_state` event of `state` in `room`; returns it.
 fn wait_state(service: &Service, room: &str, state: &str, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
@@ -74,18 +90,7 @@ fn an_answered_callee_hears_the_room() {
     wait_state(&service, "3000", "answered", Duration::from_secs(5));
     service.wait_participants("3000", 2);
     // The callee hears the room: the caller's tone.
-    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
-    assert!(
-        heard.len() > 8000,
-        "only {} samples reached the callee",
-        heard.len()
-    );
-    let tail = &heard[heard.len() / 2..];
-    assert!(
-        tone_db_at(tail, 440.0, 8000.0) > -30.0,
-        "the callee does not hear the caller's 440 Hz (rms {})",
-        rms(tail)
-    );
+    assert_hears_440(&rtp, "the callee does not hear the caller's 440 Hz");
     // Removing it through the API ends it with BYE.
     let (status, _) = service.http("DELETE", &format!("/v1/rooms/3000/participants/{leg}"), "");
     assert_eq!(status, 204);
@@ -127,13 +132,7 @@ fn a_dial_out_over_tcp_opens_a_connection_and_the_callee_hears_the_room() {
     assert_eq!(status, 202, "{participant}");
     wait_state(&service, "3007", "answered", Duration::from_secs(10));
     service.wait_participants("3007", 2);
-    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
-    let tail = &heard[heard.len() / 2..];
-    assert!(
-        tone_db_at(tail, 440.0, 8000.0) > -30.0,
-        "the TCP callee does not hear the caller (rms {})",
-        rms(tail)
-    );
+    assert_hears_440(&rtp, "the TCP callee does not hear the caller");
     let leg = participant["id"].as_str().unwrap();
     let (status, _) = service.http("DELETE", &format!("/v1/rooms/3007/participants/{leg}"), "");
     assert_eq!(status, 204);
@@ -179,13 +178,7 @@ fn a_tel_number_through_a_trunk_answers_its_407_with_the_trunk_credentials() {
     assert_eq!(status, 202, "{participant}");
     wait_state(&service, "3010", "answered", Duration::from_secs(10));
     service.wait_participants("3010", 2);
-    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
-    let tail = &heard[heard.len() / 2..];
-    assert!(
-        tone_db_at(tail, 440.0, 8000.0) > -30.0,
-        "the callee does not hear the room (rms {})",
-        rms(tail)
-    );
+    assert_hears_440(&rtp, "the callee does not hear the room");
     assert!(
         !service.log().contains("trunkpw"),
         "credentials are never logged"
@@ -464,13 +457,7 @@ fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
         sipp_logs(work.path())
     );
     service.wait_participants("3006", 2);
-    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
-    let tail = &heard[heard.len() / 2..];
-    assert!(
-        tone_db_at(tail, 440.0, 8000.0) > -30.0,
-        "the second target's callee does not hear the room (rms {})",
-        rms(tail)
-    );
+    assert_hears_440(&rtp, "the second target's callee does not hear the room");
     let leg = participant["id"].as_str().unwrap();
     let (status, _) = service.http("DELETE", &format!("/v1/rooms/3006/participants/{leg}"), "");
     assert_eq!(status, 204);
@@ -604,13 +591,7 @@ fn a_dial_out_over_tls_checks_the_certificate_against_sip_tls_ca() {
     assert_eq!(status, 202, "{participant}");
     wait_state(&service, "3008", "answered", Duration::from_secs(10));
     service.wait_participants("3008", 2);
-    let heard = listen_pcmu(&rtp, Duration::from_secs(2));
-    let tail = &heard[heard.len() / 2..];
-    assert!(
-        tone_db_at(tail, 440.0, 8000.0) > -30.0,
-        "the TLS callee does not hear the caller (rms {})",
-        rms(tail)
-    );
+    assert_hears_440(&rtp, "the TLS callee does not hear the caller");
     let leg = participant["id"].as_str().unwrap();
     let (status, _) = service.http("DELETE", &format!("/v1/rooms/3008/participants/{leg}"), "");
     assert_eq!(status, 204);

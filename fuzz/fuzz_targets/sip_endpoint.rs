@@ -11,7 +11,7 @@ use roundtable_sip::Rejection;
 use roundtable_sip::digest::User;
 use roundtable_sip::endpoint::{
     CallKey, Endpoint, EndpointConfig, Event, FlowId, OutgoingCall, OutgoingRegister, Output,
-    Peer, RequestKey, Transport,
+    Peer, RegisterRequest, RequestKey, Transport,
 };
 use roundtable_sip::registration::{Registration, RegistrationConfig};
 
@@ -47,17 +47,19 @@ fuzz_target!(|data: &[u8]| {
                     next_key += 1;
                     let register = OutgoingRegister {
                         peer,
-                        registrar: "sip:127.0.0.1".into(),
-                        aor: "sip:trunk@127.0.0.1".into(),
-                        contact_user: "trunk".into(),
-                        call_id: "reg@127.0.0.1".into(),
-                        cseq: send.cseq,
-                        expires: send.expires,
-                        route: Vec::new(),
-                        credentials: Some(User {
-                            name: "trunk".into(),
-                            password: "pw".into(),
-                        }),
+                        request: RegisterRequest {
+                            registrar: "sip:127.0.0.1".into(),
+                            aor: "sip:trunk@127.0.0.1".into(),
+                            contact_user: "trunk".into(),
+                            call_id: "reg@127.0.0.1".into(),
+                            cseq: send.cseq,
+                            expires: send.expires,
+                            route: Vec::new(),
+                            credentials: Some(User {
+                                name: "trunk".into(),
+                                password: "pw".into(),
+                            }),
+                        },
                     };
                     ep.register(now, RequestKey(next_key), register);
                 }

@@ -43,7 +43,7 @@ use invite_server::{InviteServer, InviteState};
 use non_invite_server::NonInviteServer;
 pub use refer::Refer;
 use register::Registering;
-pub use register::{OutgoingRegister, RegisterOutcome, RequestKey};
+pub use register::{OutgoingRegister, RegisterOutcome, RegisterRequest, RequestKey};
 
 mod client;
 mod deadlines;

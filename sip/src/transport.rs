@@ -29,7 +29,8 @@ use tracing::{debug, warn};
 
 use crate::endpoint::{
     CallKey, EndReason, Endpoint, EndpointConfig, Event, FlowId, IncomingCall, OutgoingCall,
-    OutgoingRegister, Output, Peer, Refer, RegisterOutcome, Reoffer, RequestKey, Transport,
+    OutgoingRegister, Output, Peer, Refer, RegisterOutcome, RegisterRequest, Reoffer, RequestKey,
+    Transport,
 };
 use crate::error::Rejection;
 use crate::message::{MAX_MESSAGE_LEN, stream_frame_len};
@@ -131,27 +132,6 @@ pub struct Register {
     pub server_name: String,
     /// The REGISTER itself (its `peer` is filled in by the driver).
     pub request: RegisterRequest,
-}
-
-/// The parts of a REGISTER the application decides (see [`OutgoingRegister`]).
-#[derive(Debug, Clone)]
-pub struct RegisterRequest {
-    /// The Request-URI (`sip:example.com`).
-    pub registrar: String,
-    /// The address of record.
-    pub aor: String,
-    /// Our Contact's user part.
-    pub contact_user: String,
-    /// The registration's Call-ID.
-    pub call_id: String,
-    /// This REGISTER's CSeq number.
-    pub cseq: u32,
-    /// Seconds asked for.
-    pub expires: u32,
-    /// Route headers (an outbound proxy).
-    pub route: Vec<String>,
-    /// Credentials for a challenge.
-    pub credentials: Option<crate::digest::User>,
 }
 
 /// A request that needs a connection before it can go.
@@ -652,17 +632,9 @@ impl Driver {
                 self.endpoint.dial(now, call, outgoing);
             }
             Pending::Register(key, register) => {
-                let r = register.request;
                 let outgoing = OutgoingRegister {
                     peer,
-                    registrar: r.registrar,
-                    aor: r.aor,
-                    contact_user: r.contact_user,
-                    call_id: r.call_id,
-                    cseq: r.cseq,
-                    expires: r.expires,
-                    route: r.route,
-                    credentials: r.credentials,
+                    request: register.request,
                 };
                 self.endpoint.register(now, key, outgoing);
             }

@@ -123,35 +123,14 @@ impl Endpoint {
 
     /// Sends `dialing`'s INVITE on a new branch through a new client transaction.
     fn send_invite(&mut self, now: Instant, call: CallKey, mut dialing: Dialing) {
-        let token = self.random_token();
-        let branch = format!("{}{token}", self.branch_prefix);
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            dialing.peer.transport.via_name(),
-            dialing.peer.local
-        );
-        dialing.request.headers.remove("Via");
-        let mut headers = Headers::default();
-        headers.push("Via", via);
-        for (name, value) in dialing.request.headers.iter() {
-            headers.push(name, value.to_string());
-        }
-        dialing.request.headers = headers;
-        dialing.branch = branch.clone();
-        let txn = ClientTxn::new(
+        let peer = dialing.peer;
+        dialing.branch = self.start_client_txn(
             now,
-            &self.config.timers,
             Purpose::Dial(call),
-            dialing.peer,
-            dialing.request.clone(),
+            peer,
+            &mut dialing.request,
+            "INVITE",
         );
-        self.count(Count::RequestOut("INVITE"));
-        self.outputs.push_back(Output::Transmit(Transmit {
-            peer: dialing.peer,
-            bytes: txn.bytes().to_vec(),
-        }));
-        self.clients.insert(branch.clone(), txn);
-        self.touched.push(Owner::Client(branch));
         self.dialing.insert(call, dialing);
     }
 

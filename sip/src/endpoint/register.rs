@@ -17,11 +17,9 @@ use crate::digest::User;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestKey(pub u64);
 
-/// A REGISTER for the endpoint to send.
+/// The parts of a REGISTER the application decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingRegister {
-    /// Where it goes (the registrar or outbound proxy, resolved) and over which socket.
-    pub peer: Peer,
+pub struct RegisterRequest {
     /// The Request-URI: the registrar's domain (`sip:example.com`).
     pub registrar: String,
     /// The address of record, for To and From (`sip:user@example.com`).
@@ -38,6 +36,15 @@ pub struct OutgoingRegister {
     pub route: Vec<String>,
     /// Credentials for a 401 or 407.
     pub credentials: Option<User>,
+}
+
+/// A REGISTER for the endpoint to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRegister {
+    /// Where it goes (the registrar or outbound proxy, resolved) and over which socket.
+    pub peer: Peer,
+    /// The request.
+    pub request: RegisterRequest,
 }
 
 /// How a REGISTER ended.
@@ -73,8 +80,12 @@ pub(super) struct Registering {
 
 impl Endpoint {
     /// Sends a REGISTER under `key`; its outcome comes as [`Event::Registered`].
-    pub fn register(&mut self, now: Instant, key: RequestKey, register: OutgoingRegister) {
+    pub fn register(&mut self, now: Instant, key: RequestKey, outgoing: OutgoingRegister) {
         let now = self.advance(now);
+        let OutgoingRegister {
+            peer,
+            request: register,
+        } = outgoing;
         let tag = self.random_token();
         let mut headers = Headers::default();
         headers.push("Max-Forwards", "70");
@@ -85,7 +96,7 @@ impl Endpoint {
         headers.push("To", format!("<{}>", register.aor));
         headers.push("Call-ID", register.call_id);
         headers.push("CSeq", format!("{} REGISTER", register.cseq));
-        headers.push("Contact", contact_as(&register.contact_user, register.peer));
+        headers.push("Contact", contact_as(&register.contact_user, peer));
         headers.push("Expires", register.expires.to_string());
         headers.push("Allow", ALLOW);
         headers.push("User-Agent", self.config.user_agent.clone());
@@ -101,7 +112,7 @@ impl Endpoint {
         let registering = Registering {
             request,
             branch: String::new(),
-            peer: register.peer,
+            peer,
             credentials: register.credentials,
             challenged: false,
             expires: register.expires,
@@ -111,36 +122,14 @@ impl Endpoint {
 
     /// Sends `registering`'s REGISTER on a new branch.
     fn send_register(&mut self, now: Instant, key: RequestKey, mut registering: Registering) {
-        let token = self.random_token();
-        let branch = format!("{}{token}", self.branch_prefix);
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            registering.peer.transport.via_name(),
-            registering.peer.local
-        );
-        let request = &mut registering.request;
-        request.headers.remove("Via");
-        let mut headers = Headers::default();
-        headers.push("Via", via);
-        for (name, value) in request.headers.iter() {
-            headers.push(name, value.to_string());
-        }
-        request.headers = headers;
-        registering.branch = branch.clone();
-        let txn = ClientTxn::new(
+        let peer = registering.peer;
+        registering.branch = self.start_client_txn(
             now,
-            &self.config.timers,
             Purpose::Register(key),
-            registering.peer,
-            registering.request.clone(),
+            peer,
+            &mut registering.request,
+            "REGISTER",
         );
-        self.count(Count::RequestOut("REGISTER"));
-        self.outputs.push_back(Output::Transmit(Transmit {
-            peer: registering.peer,
-            bytes: txn.bytes().to_vec(),
-        }));
-        self.clients.insert(branch.clone(), txn);
-        self.touched.push(Owner::Client(branch));
         self.registering.insert(key, registering);
     }
 

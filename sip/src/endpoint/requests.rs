@@ -184,4 +184,40 @@ impl Endpoint {
         self.touched.push(Owner::Client(branch.clone()));
         Some(branch)
     }
+
+    /// Sends `request` (a request outside any dialog: an INVITE we place, a REGISTER) through a
+    /// new client transaction: a fresh branch in a new top Via (an earlier attempt's is
+    /// replaced), counted under `label`. Returns the branch.
+    pub(super) fn start_client_txn(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        peer: Peer,
+        request: &mut Message,
+        label: &'static str,
+    ) -> String {
+        let token = self.random_token();
+        let branch = format!("{}{token}", self.branch_prefix);
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            peer.transport.via_name(),
+            peer.local
+        );
+        request.headers.remove("Via");
+        let mut headers = Headers::default();
+        headers.push("Via", via);
+        for (name, value) in request.headers.iter() {
+            headers.push(name, value.to_string());
+        }
+        request.headers = headers;
+        let txn = ClientTxn::new(now, &self.config.timers, purpose, peer, request.clone());
+        self.count(Count::RequestOut(label));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            peer,
+            bytes: txn.bytes().to_vec(),
+        }));
+        self.clients.insert(branch.clone(), txn);
+        self.touched.push(Owner::Client(branch.clone()));
+        branch
+    }
 }

@@ -997,14 +997,16 @@ mod register {
     fn outgoing(credentials: Option<crate::digest::User>) -> OutgoingRegister {
         OutgoingRegister {
             peer: peer(),
-            registrar: "sip:pbx.example".into(),
-            aor: "sip:trunk@pbx.example".into(),
-            contact_user: "trunk".into(),
-            call_id: "reg-1@127.0.0.1".into(),
-            cseq: 7,
-            expires: 600,
-            route: Vec::new(),
-            credentials,
+            request: RegisterRequest {
+                registrar: "sip:pbx.example".into(),
+                aor: "sip:trunk@pbx.example".into(),
+                contact_user: "trunk".into(),
+                call_id: "reg-1@127.0.0.1".into(),
+                cseq: 7,
+                expires: 600,
+                route: Vec::new(),
+                credentials,
+            },
         }
     }
 
