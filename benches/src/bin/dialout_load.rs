@@ -159,6 +159,32 @@ fn main() {
     .expect("the API answers");
     let mut cursor = page["next"].as_u64().unwrap_or(0);
 
+    // Each call's state changes, seen as they happen (a long poll of the room's events in a
+    // thread of its own), while the calls are placed.
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<(String, String, String, Instant)>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (api, room, stop) = (args.api, args.room.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/v1/events?after={cursor}&room={room}&wait_s=1");
+                let Ok((_, page)) = http_json(api, "GET", &path, None, Duration::from_secs(5))
+                else {
+                    continue;
+                };
+                let now = Instant::now();
+                cursor = page["next"].as_u64().unwrap_or(cursor);
+                for event in page["events"].as_array().into_iter().flatten() {
+                    if event["type"] == "participant_state" {
+                        let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
+                        let failure = event["failure"].to_string();
+                        let _ = seen_tx.send((field("participant"), field("state"), failure, now));
+                    }
+                }
+            }
+        })
+    };
+
     let to = format!("sip:callee@127.0.0.1:{}", args.callee_port);
     let body = serde_json::json!({ "to": to, "timeout_s": 60 });
     let start = Instant::now();
@@ -170,48 +196,35 @@ fn main() {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        let asked = Instant::now();
         match http_json(args.api, "POST", &path, Some(&body), Duration::from_secs(5)) {
             Ok((202, participant)) => {
                 let id = participant["id"].as_str().unwrap_or_default().to_string();
-                sent.push((id, Instant::now()));
+                sent.push((id, asked));
             }
             Ok((status, answer)) => refused.push(format!("{status} {answer}")),
             Err(e) => refused.push(e),
         }
     }
 
-    // Each call's outcome, as its events arrive.
     let mut setup = Vec::new();
     let mut failed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let events_path = |cursor| format!("/v1/events?after={cursor}&room={}&wait_s=1", args.room);
     while setup.len() + failed.len() < sent.len() && Instant::now() < deadline {
-        let Ok((_, page)) = http_json(
-            args.api,
-            "GET",
-            &events_path(cursor),
-            None,
-            Duration::from_secs(5),
-        ) else {
+        let Ok((id, state, failure, at)) = seen_rx.recv_timeout(Duration::from_millis(200)) else {
             continue;
         };
-        let now = Instant::now();
-        cursor = page["next"].as_u64().unwrap_or(cursor);
-        for event in page["events"].as_array().into_iter().flatten() {
-            if event["type"] != "participant_state" {
-                continue;
-            }
-            let id = event["participant"].as_str().unwrap_or_default();
-            let Some((_, at)) = sent.iter().find(|(leg, _)| leg == id) else {
-                continue;
-            };
-            match event["state"].as_str() {
-                Some("answered") => setup.push(now - *at),
-                Some("failed") => failed.push(event["failure"].to_string()),
-                _ => {}
-            }
+        let Some((_, asked)) = sent.iter().find(|(leg, _)| *leg == id) else {
+            continue;
+        };
+        match state.as_str() {
+            "answered" => setup.push(at - *asked),
+            "failed" => failed.push(failure),
+            _ => {}
         }
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
     let after = histogram_buckets(&metrics(args.api), lateness);
     let elapsed = start.elapsed();
 
