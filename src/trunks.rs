@@ -67,6 +67,8 @@ struct TrunksTask {
     commands: Commands,
     /// REGISTERs out, to their trunk.
     keys: HashMap<RequestKey, usize>,
+    /// REGISTERs waiting for their registrar's lookup.
+    locating: usize,
     metrics: TrunkMetrics,
     clock: Arc<dyn WallClock>,
     published: watch::Sender<TrunkView>,
@@ -113,6 +115,7 @@ pub fn spawn(
         locator: services.locator,
         commands: commands.0,
         keys: HashMap::new(),
+        locating: 0,
         metrics: services.metrics,
         clock: services.clock,
         published: services.published,
@@ -175,7 +178,7 @@ impl TrunksTask {
         self.fire(now);
         let give_up = tokio::time::sleep(Duration::from_secs(2));
         tokio::pin!(give_up);
-        while !self.keys.is_empty() {
+        while !self.keys.is_empty() || self.locating > 0 {
             tokio::select! {
                 Some(command) = commands.recv() => self.apply(command),
                 () = &mut give_up => break,
@@ -200,15 +203,26 @@ impl TrunksTask {
             else {
                 continue;
             };
-            let (locator, commands) = (self.locator.clone(), self.commands.clone());
-            locate_hop(&locator, &commands, index, &entry.trunk, Some(send));
+            locate_hop(
+                &self.locator,
+                &self.commands,
+                index,
+                &entry.trunk,
+                Some(send),
+            );
+            self.locating += 1;
         }
     }
 
     fn apply(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Located(index, send, targets) => self.located(now, index, send, targets),
+            Command::Located(index, send, targets) => {
+                if send.is_some() {
+                    self.locating = self.locating.saturating_sub(1);
+                }
+                self.located(now, index, send, targets);
+            }
             Command::Registered(key, cseq, outcome) => {
                 let Some(index) = self.keys.remove(&key) else {
                     return;

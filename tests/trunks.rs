@@ -2,7 +2,7 @@
 //! config): the bridge registers (a 423 raises the interval), refreshes, and a call placed
 //! through Kamailio to a DID reaches the room the dial plan maps it to. With Kamailio stopped,
 //! the backoff and the breaker show in `GET /v1/trunks` and the metrics; restarted, the bridge
-//! registers again.
+//! registers again; at shutdown it removes its binding.
 
 mod common;
 #[path = "common/kamailio.rs"]
@@ -151,5 +151,14 @@ fn a_trunk_registers_refreshes_routes_its_did_and_recovers_from_an_outage() {
     assert_eq!(
         metric(&service, "roundtable_trunk_registered{trunk=\"carrier\"}"),
         Some(1.0)
+    );
+
+    // At shutdown the binding is removed: a REGISTER with Expires: 0.
+    let mut service = service;
+    assert!(service.terminate(Duration::from_secs(15)).is_some());
+    assert!(
+        registrar.wait_for_log("expires=0 auth=roundtable", 1, Duration::from_secs(5)),
+        "no unREGISTER at shutdown:\n{}",
+        registrar.log()
     );
 }

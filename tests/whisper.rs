@@ -1,6 +1,8 @@
 //! Whisper and coach: a supervisor patched `whisper_to` an agent is heard by the agent only,
 //! while it still hears the room; `hears` narrows what a participant hears; relations show in
-//! the participant, in events, and bad ones get 400. Asserted on the tones each caller hears.
+//! the participant, in events, and bad ones get 400. Asserted on the tones each caller hears. A
+//! recording's ledger notes every relation, and its mix carries the whisper only with
+//! `recording.include_whispers`.
 
 mod common;
 
@@ -106,5 +108,78 @@ fn a_coach_whispers_to_the_agent_only_and_hears_the_room() {
     );
     for caller in [&mut customer, &mut agent, &mut coach] {
         assert_eq!(caller.hangup(), 200);
+    }
+}
+
+/// Records room `room` of `service` while a coach whispers 1000 Hz to an agent and a customer
+/// says 440 Hz; returns the mix (16 kHz) and the manifest's ledger.
+fn record_a_whisper(service: &Service, room: &str) -> (Vec<i16>, Vec<serde_json::Value>) {
+    let mut customer = Uac::new(service.sip, room);
+    let mut agent = Uac::new(service.sip, room);
+    let mut coach = Uac::new(service.sip, room);
+    for caller in [&mut customer, &mut agent, &mut coach] {
+        assert_eq!(caller.call(), 200);
+    }
+    service.wait_participants(room, 3);
+    let [_, agent_id, coach_id] = <[String; 3]>::try_from(ids(service, room)).unwrap();
+    let (status, _) = service.http(
+        "POST",
+        &format!("/v1/rooms/{room}/recording"),
+        r#"{"action":"start","mode":"mixed"}"#,
+    );
+    assert_eq!(status, 200);
+    let (status, _) = service.http(
+        "PATCH",
+        &format!("/v1/rooms/{room}/participants/{coach_id}"),
+        &format!(r#"{{"whisper_to": "{agent_id}"}}"#),
+    );
+    assert_eq!(status, 200);
+    let customer_media = customer.start_media(440.0, Duration::from_secs(3));
+    let coach_media = coach.start_media(1000.0, Duration::from_secs(3));
+    drop((customer_media.finish(), coach_media.finish()));
+    for caller in [&mut customer, &mut agent, &mut coach] {
+        assert_eq!(caller.hangup(), 200);
+    }
+    let manifest = service.finished_recording(room, Duration::from_secs(60));
+    let id = manifest["id"].as_str().unwrap();
+    let (_, mix) = read_wav(
+        &service
+            .storage()
+            .join("recordings")
+            .join(id)
+            .join("mix.wav"),
+    );
+    (mix, manifest["ledger"].as_array().unwrap().clone())
+}
+
+#[test]
+fn the_recording_notes_relations_and_carries_whispers_only_when_asked() {
+    for include in [false, true] {
+        let service = Service::start(Options {
+            toml: format!("[recording]\ninclude_whispers = {include}\n"),
+            ..Options::default()
+        });
+        let (mix, ledger) = record_a_whisper(&service, "coached");
+        let middle = &mix[mix.len() / 3..2 * mix.len() / 3];
+        assert!(
+            tone_db_at(middle, 440.0, 16000.0) > 40.0,
+            "the customer is recorded"
+        );
+        let whisper = tone_db_at(middle, 1000.0, 16000.0);
+        if include {
+            assert!(whisper > 40.0, "include_whispers: {whisper:.1} dB");
+        } else {
+            assert!(whisper < 20.0, "the whisper is left out: {whisper:.1} dB");
+        }
+        let relations = ledger
+            .iter()
+            .find(|e| e["event"] == "relations")
+            .unwrap_or_else(|| panic!("no relations line: {ledger:?}"));
+        assert_eq!(relations["hears"], serde_json::Value::Null, "{relations}");
+        assert_eq!(
+            relations["heard_by"].as_array().unwrap().len(),
+            1,
+            "{relations}"
+        );
     }
 }

@@ -176,7 +176,8 @@ fn main() {
                 cursor = page["next"].as_u64().unwrap_or(cursor);
                 for event in page["events"].as_array().into_iter().flatten() {
                     if event["type"] == "participant_state" {
-                        let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
+                        let field =
+                            |name: &str| event[name].as_str().unwrap_or_default().to_string();
                         let failure = event["failure"].to_string();
                         let _ = seen_tx.send((field("participant"), field("state"), failure, now));
                     }
