@@ -3,7 +3,8 @@
 //! no answer (CANCEL at the timeout, failed as 480 No Answer), a 302 followed to a second
 //! callee, bad requests refused with the right status while the service keeps serving, the
 //! dial-out limits (429), and RFC 3263 routing through a real DNS server (dnsmasq): SRV order,
-//! A fallback, and failover from a 503 to the next SRV target.
+//! A fallback, and failover to the next SRV target from a 503 and from a silent target at its
+//! timeout.
 
 mod common;
 #[path = "common/dns.rs"]
@@ -415,12 +416,9 @@ fn sip_uris_are_located_through_srv_and_address_records() {
     ));
 }
 
-#[test]
-fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
-    let Some(dnsmasq) = dns::dnsmasq().filter(|_| sipp_available()) else {
-        return;
-    };
-    let (first, second) = (free_port(), free_port());
+/// A DNS server giving `example.test` two SIP targets over UDP on 127.0.0.1, `first` (priority
+/// 10) and `second` (20), and a service asking it (with `toml` added).
+fn two_srv_targets(dnsmasq: &str, first: u16, second: u16, toml: &str) -> (Dns, Service) {
     let dns = Dns::start(
         dnsmasq,
         free_port(),
@@ -432,9 +430,67 @@ fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
         ],
     );
     let service = Service::start(Options {
-        toml: format!("[sip]\ndns_servers = [\"{}\"]\n", dns.addr),
+        toml: format!("[sip]\ndns_servers = [\"{}\"]\n{toml}", dns.addr),
         ..Options::default()
     });
+    (dns, service)
+}
+
+#[test]
+fn a_dial_out_fails_over_from_a_silent_target_at_its_timeout() {
+    let Some(dnsmasq) = dns::dnsmasq().filter(|_| sipp_available()) else {
+        return;
+    };
+    let (first, second) = (free_port(), free_port());
+    // T1 of 50 ms: Timer B gives up on the silent first target after 3.2 s.
+    let (_dns, service) = two_srv_targets(dnsmasq, first, second, "timer_t1_ms = 50\n");
+    let silent = UdpSocket::bind(("127.0.0.1", first)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let answering = sipp_callee(
+        "uas_answer.xml",
+        second,
+        work.path(),
+        &[("RTP_PORT", "9".into())],
+    );
+    let started = Instant::now();
+    let (status, participant) = dial(&service, "3011", r#"{"to": "sip:callee@example.test"}"#);
+    assert_eq!(status, 202, "{participant}");
+    let mut buf = [0u8; 4096];
+    let first_invite = silent
+        .recv(&mut buf)
+        .map(|n| buf[..n].starts_with(b"INVITE "));
+    assert_eq!(
+        first_invite.ok(),
+        Some(true),
+        "the first target got the INVITE"
+    );
+    wait_state(&service, "3011", "answered", Duration::from_secs(10));
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "failed over only after Timer B: {:?}",
+        started.elapsed()
+    );
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3011/participants/{leg}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(answering, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        sipp_logs(work.path())
+    );
+}
+
+#[test]
+fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
+    let Some(dnsmasq) = dns::dnsmasq().filter(|_| sipp_available()) else {
+        return;
+    };
+    let (first, second) = (free_port(), free_port());
+    let (_dns, service) = two_srv_targets(dnsmasq, first, second, "");
     let work = tempfile::tempdir().unwrap();
     let refusing = sipp_callee("uas_unavailable.xml", first, work.path(), &[]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
