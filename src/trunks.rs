@@ -180,7 +180,11 @@ impl TrunksTask {
         tokio::pin!(give_up);
         while !self.keys.is_empty() || self.locating > 0 {
             tokio::select! {
-                Some(command) = commands.recv() => self.apply(command),
+                Some(command) = commands.recv() => {
+                    self.apply(command);
+                    // A refresh that was out when we stopped is followed by its removal.
+                    self.fire(Instant::now());
+                }
                 () = &mut give_up => break,
             }
         }

@@ -124,8 +124,10 @@ pub struct Registration {
     last_error: Option<String>,
     /// Jitter source (xorshift).
     rng: u64,
-    /// Unregistering: the REGISTER out asks for 0.
+    /// Unregistering: the next REGISTER asks for 0, and nothing follows it.
     stopping: bool,
+    /// The REGISTER out asks for 0.
+    removing: bool,
 }
 
 impl Registration {
@@ -142,6 +144,7 @@ impl Registration {
             last_error: None,
             rng: seed | 1,
             stopping: false,
+            removing: false,
         }
     }
 
@@ -164,6 +167,7 @@ impl Registration {
         }
         self.phase = Phase::Waiting;
         self.cseq += 1;
+        self.removing = self.stopping;
         Some(Send {
             cseq: self.cseq,
             expires: if self.stopping { 0 } else { self.asking },
@@ -177,8 +181,17 @@ impl Registration {
         }
         self.cseq = self.cseq.max(cseq);
         if self.stopping {
-            self.phase = Phase::Stopped;
-            self.expires_at = None;
+            match outcome {
+                RegisterOutcome::Granted { expires } if *expires > 0 && !self.removing => {
+                    // A refresh that was out when we stopped renewed the binding: remove it.
+                    self.expires_at = Some(now + Duration::from_secs(u64::from(*expires)));
+                    self.phase = Phase::Due(now);
+                }
+                _ => {
+                    self.phase = Phase::Stopped;
+                    self.expires_at = None;
+                }
+            }
             return;
         }
         match outcome {
@@ -434,6 +447,23 @@ mod tests {
         reg.handle_outcome(t0, 2, &granted(0));
         assert_eq!(reg.poll_timeout(), None);
         assert!(!reg.status(t0).registered);
+    }
+
+    #[test]
+    fn stopping_while_a_refresh_is_out_removes_the_binding_after_it() {
+        let t0 = Instant::now();
+        let mut reg = Registration::new(t0, config(), 21);
+        reg.handle_timeout(t0).unwrap();
+        reg.stop(t0);
+        assert_eq!(reg.poll_timeout(), None, "waits for the REGISTER out");
+        reg.handle_outcome(t0, 1, &granted(600));
+        assert_eq!(
+            reg.handle_timeout(t0).unwrap().expires,
+            0,
+            "then removes it"
+        );
+        reg.handle_outcome(t0, 2, &granted(0));
+        assert_eq!(reg.poll_timeout(), None);
     }
 
     #[test]
