@@ -225,6 +225,11 @@ impl BridgeHandle {
         rx.await.ok()
     }
 
+    /// The event ring the API reads, for other tasks' events (the trunks').
+    pub fn event_log(&self) -> Arc<crate::events::EventLog> {
+        self.events.clone()
+    }
+
     /// Gives the bridge the SIP handle it answers and hangs up through.
     pub fn attach_sip(&self, sip: SipHandle) {
         self.send(Command::AttachSip(sip));

@@ -360,6 +360,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             metrics: trunk_metrics,
             clock: Arc::new(time::SystemClock),
             published: trunk_view,
+            events: bridge.event_log(),
         },
         trunk_commands,
         trunks_shutdown.clone(),

@@ -72,6 +72,7 @@ struct TrunksTask {
     metrics: TrunkMetrics,
     clock: Arc<dyn WallClock>,
     published: watch::Sender<TrunkView>,
+    events: Arc<crate::events::EventLog>,
 }
 
 /// What the task needs.
@@ -86,6 +87,8 @@ pub struct TrunkServices {
     pub clock: Arc<dyn WallClock>,
     /// Where the task publishes.
     pub published: watch::Sender<TrunkView>,
+    /// Where registration changes go as `trunk_state` events.
+    pub events: Arc<crate::events::EventLog>,
 }
 
 /// Starts the task for `trunks`; it takes `commands` (their sender goes to the SIP adapter)
@@ -119,6 +122,7 @@ pub fn spawn(
         metrics: services.metrics,
         clock: services.clock,
         published: services.published,
+        events: services.events,
     };
     for (index, entry) in task.entries.iter().enumerate() {
         if entry.registration.is_none() {
@@ -341,8 +345,22 @@ impl TrunksTask {
                 warn!(trunk = %name, code, %reason, "trunk REGISTER failed");
             }
         }
+        let before = registration.status(now);
         registration.handle_outcome(now, cseq, outcome);
+        let after = registration.status(now);
+        let changed = (before.registered, before.breaker, &before.last_error)
+            != (after.registered, after.breaker, &after.last_error);
+        let name = name.clone();
         self.publish();
+        if changed && let Some(status) = self.published.borrow().status.get(index) {
+            let mut fields = serde_json::Map::new();
+            fields.insert("trunk".into(), name.into());
+            if let Ok(serde_json::Value::Object(status)) = serde_json::to_value(status) {
+                fields.extend(status.into_iter().filter(|(key, _)| key != "name"));
+            }
+            let at = crate::time::rfc3339(self.clock.now());
+            self.events.push("trunk_state", "", at, fields);
+        }
     }
 
     /// Publishes every trunk's status and addresses, and updates the gauges.

@@ -87,6 +87,17 @@ fn a_trunk_registers_refreshes_routes_its_did_and_recovers_from_an_outage() {
     });
     assert!(entry["expires_at"].is_string(), "{entry}");
     assert_eq!(entry["breaker"], "closed");
+    let (_, events) = service.http("GET", "/v1/events", "");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "trunk_state"
+                && e["trunk"] == "carrier"
+                && e["registered"] == true),
+        "a trunk_state event: {events}"
+    );
     let log = registrar.log();
     assert!(
         log.contains("expires=10 auth=roundtable"),
@@ -124,6 +135,15 @@ fn a_trunk_registers_refreshes_routes_its_did_and_recovers_from_an_outage() {
         t["breaker"] == "open"
     });
     assert!(entry["failures"].as_u64().unwrap() >= 2, "{entry}");
+    let (_, events) = service.http("GET", "/v1/events", "");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "trunk_state" && e["breaker"] == "open"),
+        "{events}"
+    );
     assert_eq!(entry["last_error"], "408 Request Timeout");
     assert_eq!(
         metric(
