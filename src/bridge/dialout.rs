@@ -222,12 +222,13 @@ impl Bridge {
             return; // Given up meanwhile.
         };
         let mut targets: VecDeque<Target> = match targets {
-            Ok(targets) if !targets.is_empty() => targets.into(),
-            Ok(_) => return self.dial_unroutable(now, leg, "DNS: no targets".into()),
+            Ok(targets) => targets.into(),
             Err(error) => return self.dial_unroutable(now, leg, format!("DNS: {error}")),
         };
         debug!(leg = %leg, ?targets, "dial-out routed");
-        let first = targets.pop_front().expect("not empty");
+        let Some(first) = targets.pop_front() else {
+            return self.dial_unroutable(now, leg, "DNS: no targets".into());
+        };
         let first_addr = first.addr;
         dial.target = Some(first);
         dial.alternatives = targets;
