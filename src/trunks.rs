@@ -57,7 +57,14 @@ struct Entry {
     call_id: String,
     /// The addresses its next hop resolved to last.
     addresses: Vec<IpAddr>,
+    /// For a trunk that does not register: when its next hop is looked up again (a
+    /// registering trunk's is looked up for every REGISTER).
+    resolve_at: Option<Instant>,
 }
+
+/// How often a trunk that does not register has its next hop looked up again (its addresses
+/// route calls by DID and are trusted).
+const RESOLVE_EVERY: Duration = Duration::from_secs(300);
 
 /// The task's state.
 struct TrunksTask {
@@ -109,6 +116,7 @@ pub fn spawn(
                 .map(|config| Registration::new(now, config, seed(index))),
             call_id: format!("{:016x}-{index}@roundtable", seed(index)),
             addresses: Vec::new(),
+            resolve_at: trunk.registration.is_none().then_some(now),
             trunk,
         })
         .collect();
@@ -124,11 +132,6 @@ pub fn spawn(
         published: services.published,
         events: services.events,
     };
-    for (index, entry) in task.entries.iter().enumerate() {
-        if entry.registration.is_none() {
-            locate_hop(&task.locator, &task.commands, index, &entry.trunk, None);
-        }
-    }
     task.publish();
     tokio::spawn(task.run(commands.1, shutdown))
 }
@@ -197,13 +200,22 @@ impl TrunksTask {
     fn next_deadline(&self) -> Option<Instant> {
         self.entries
             .iter()
-            .filter_map(|e| e.registration.as_ref()?.poll_timeout())
+            .filter_map(|e| match &e.registration {
+                Some(registration) => registration.poll_timeout(),
+                None => e.resolve_at,
+            })
             .min()
     }
 
-    /// Sends the REGISTERs that are due: each trunk's next hop is looked up first.
+    /// Sends the REGISTERs that are due (each trunk's next hop is looked up first), and looks
+    /// the next hops of trunks that do not register up again when due.
     fn fire(&mut self, now: Instant) {
         for (index, entry) in self.entries.iter_mut().enumerate() {
+            if entry.resolve_at.is_some_and(|at| at <= now) {
+                entry.resolve_at = Some(now + RESOLVE_EVERY);
+                locate_hop(&self.locator, &self.commands, index, &entry.trunk, None);
+                continue;
+            }
             let Some(send) = entry
                 .registration
                 .as_mut()
