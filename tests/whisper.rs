@@ -1,8 +1,9 @@
 //! Whisper and coach: a supervisor patched `whisper_to` an agent is heard by the agent only,
-//! while it still hears the room; `hears` narrows what a participant hears; relations show in
-//! the participant, in events, and bad ones get 400. Asserted on the tones each caller hears. A
-//! recording's ledger notes every relation, and its mix carries the whisper only with
-//! `recording.include_whispers`.
+//! while it still hears the room, and the room still encodes once for everyone else (asserted
+//! on `roundtable_mixer_encodes_last_tick`); `hears` narrows what a participant hears;
+//! relations show in the participant, in events, and bad ones get 400. Asserted on the tones
+//! each caller hears. A recording's ledger notes every relation, and its mix carries the whisper
+//! only with `recording.include_whispers`.
 
 mod common;
 
@@ -62,6 +63,24 @@ fn a_coach_whispers_to_the_agent_only_and_hears_the_room() {
     let customer_media = customer.start_media(440.0, Duration::from_secs(4));
     let agent_media = agent.start_media(0.0, Duration::from_secs(4));
     let coach_media = coach.start_media(1000.0, Duration::from_secs(4));
+    // Encode-once for the others: the customer (a talker, N-1 of its own), one shared frame
+    // (the coach hears the room's sum), and the agent's own mix: 3 frames a tick.
+    std::thread::sleep(ms(2000));
+    let encodes: Vec<f64> = (0..5)
+        .map(|_| {
+            std::thread::sleep(ms(100));
+            service
+                .metrics()
+                .lines()
+                .filter(|l| l.starts_with("roundtable_mixer_encodes_last_tick{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+        .collect();
+    assert!(
+        encodes.iter().filter(|&&n| n == 3.0).count() >= 4,
+        "frames encoded per tick: {encodes:?}"
+    );
     let (heard_customer, heard_agent, heard_coach) = (
         customer_media.finish(),
         agent_media.finish(),

@@ -30,6 +30,8 @@ pub struct MixerMetrics {
     pub processing_errors: IntCounter,
     /// Room events (talking, echo cancellation) dropped because their consumer fell behind.
     pub events_dropped: IntCounter,
+    /// Frames each thread encoded in its last tick (shared outputs once, private ones each).
+    pub encodes: IntGaugeVec,
 }
 
 impl MixerMetrics {
@@ -91,6 +93,13 @@ impl MixerMetrics {
             "roundtable_mixer_processing_errors_total",
             "Frames a voice processing stage refused",
         )?;
+        let encodes = IntGaugeVec::new(
+            Opts::new(
+                "roundtable_mixer_encodes_last_tick",
+                "Frames each mixer thread encoded in its last tick: one per shared output and per leg with a mix of its own",
+            ),
+            &["thread"],
+        )?;
         let events_dropped = IntCounter::new(
             "roundtable_mixer_events_dropped_total",
             "Room events (talking, echo cancellation) dropped because their consumer fell behind",
@@ -109,6 +118,7 @@ impl MixerMetrics {
         registry.register(Box::new(tick_duration.clone()))?;
         registry.register(Box::new(degradation_level.clone()))?;
         registry.register(Box::new(degradations.clone()))?;
+        registry.register(Box::new(encodes.clone()))?;
         Ok(MixerMetrics {
             tick_lateness,
             tick_duration,
@@ -120,6 +130,7 @@ impl MixerMetrics {
             restorations,
             processing_errors,
             events_dropped,
+            encodes,
         })
     }
 
@@ -130,6 +141,7 @@ impl MixerMetrics {
             lateness: self.tick_lateness.with_label_values(&[&label]),
             duration: self.tick_duration.with_label_values(&[&label]),
             level: self.degradation_level.with_label_values(&[&label]),
+            encodes: self.encodes.with_label_values(&[&label]),
         }
     }
 }
@@ -143,4 +155,6 @@ pub struct ThreadMetrics {
     pub duration: Histogram,
     /// Its degradation stage.
     pub level: IntGauge,
+    /// Frames it encoded in its last tick.
+    pub encodes: IntGauge,
 }

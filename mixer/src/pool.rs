@@ -427,6 +427,7 @@ impl Worker {
                     slot.room.skip(owed);
                 }
             }
+            let mut encodes = 0;
             for (key, slot) in self.rooms.iter_mut() {
                 tick_room(
                     key,
@@ -438,7 +439,9 @@ impl Worker {
                     &self.media,
                     &self.events,
                 );
+                encodes += slot.room.encodes_last_tick();
             }
+            self.thread.encodes.set(encodes as i64);
             if let Some((stage, cost)) = self.drill
                 && self.governor.level() < stage
             {
