@@ -36,6 +36,31 @@ fn assert_hears_440(rtp: &UdpSocket, failure: &str) {
     );
 }
 
+/// Removes a dialled participant of `room` through the API (204) and waits for its SIPp callee
+/// to end well (BYE answered); `what` prefixes the failure.
+fn remove_and_wait(
+    service: &Service,
+    room: &str,
+    participant: &serde_json::Value,
+    sipp: std::process::Child,
+    work: &std::path::Path,
+    what: &str,
+) {
+    let leg = participant["id"].as_str().unwrap();
+    let (status, _) = service.http(
+        "DELETE",
+        &format!("/v1/rooms/{room}/participants/{leg}"),
+        "",
+    );
+    assert_eq!(status, 204);
+    assert_eq!(
+        wait_sipp(sipp, Duration::from_secs(10)),
+        Some(0),
+        "{what}{}",
+        sipp_logs(work)
+    );
+}
+
 /// Waits (at most `within`) for a `participant_state` event of `state` in `room`; returns it.
 fn wait_state(service: &Service, room: &str, state: &str, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
@@ -134,14 +159,13 @@ fn a_dial_out_over_tcp_opens_a_connection_and_the_callee_hears_the_room() {
     wait_state(&service, "3007", "answered", Duration::from_secs(10));
     service.wait_participants("3007", 2);
     assert_hears_440(&rtp, "the TCP callee does not hear the caller");
-    let leg = participant["id"].as_str().unwrap();
-    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3007/participants/{leg}"), "");
-    assert_eq!(status, 204);
-    assert_eq!(
-        wait_sipp(sipp, Duration::from_secs(10)),
-        Some(0),
-        "BYE over the same connection: {}",
-        sipp_logs(work.path())
+    remove_and_wait(
+        &service,
+        "3007",
+        &participant,
+        sipp,
+        work.path(),
+        "BYE over the same connection: ",
     );
     drop(talk);
     assert_eq!(caller.hangup(), 200);
@@ -184,15 +208,7 @@ fn a_tel_number_through_a_trunk_answers_its_407_with_the_trunk_credentials() {
         !service.log().contains("trunkpw"),
         "credentials are never logged"
     );
-    let leg = participant["id"].as_str().unwrap();
-    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3010/participants/{leg}"), "");
-    assert_eq!(status, 204);
-    assert_eq!(
-        wait_sipp(sipp, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        sipp_logs(work.path())
-    );
+    remove_and_wait(&service, "3010", &participant, sipp, work.path(), "");
     drop(talk);
     assert_eq!(caller.hangup(), 200);
 }
@@ -283,15 +299,7 @@ fn a_302_is_followed_to_the_new_target() {
     wait_state(&service, "3003", "answered", Duration::from_secs(5));
     service.wait_participants("3003", 1);
     assert_eq!(wait_sipp(moving, Duration::from_secs(10)), Some(0));
-    let leg = participant["id"].as_str().unwrap();
-    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3003/participants/{leg}"), "");
-    assert_eq!(status, 204);
-    assert_eq!(
-        wait_sipp(answering, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        sipp_logs(work.path())
-    );
+    remove_and_wait(&service, "3003", &participant, answering, work.path(), "");
 }
 
 #[test]
@@ -473,15 +481,7 @@ fn a_dial_out_fails_over_from_a_silent_target_at_its_timeout() {
         "failed over only after Timer B: {:?}",
         started.elapsed()
     );
-    let leg = participant["id"].as_str().unwrap();
-    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3011/participants/{leg}"), "");
-    assert_eq!(status, 204);
-    assert_eq!(
-        wait_sipp(answering, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        sipp_logs(work.path())
-    );
+    remove_and_wait(&service, "3011", &participant, answering, work.path(), "");
 }
 
 #[test]
@@ -514,15 +514,7 @@ fn a_dial_out_fails_over_from_a_503_to_the_next_srv_target() {
     );
     service.wait_participants("3006", 2);
     assert_hears_440(&rtp, "the second target's callee does not hear the room");
-    let leg = participant["id"].as_str().unwrap();
-    let (status, _) = service.http("DELETE", &format!("/v1/rooms/3006/participants/{leg}"), "");
-    assert_eq!(status, 204);
-    assert_eq!(
-        wait_sipp(answering, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        sipp_logs(work.path())
-    );
+    remove_and_wait(&service, "3006", &participant, answering, work.path(), "");
     drop(talk);
     assert_eq!(caller.hangup(), 200);
 }

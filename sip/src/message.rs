@@ -329,6 +329,14 @@ impl Message {
         }
     }
 
+    /// The reason phrase, if this is a response.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Response { reason, .. } => Some(reason),
+            StartLine::Request { .. } => None,
+        }
+    }
+
     /// The Request-URI, if this is a request.
     pub fn request_uri(&self) -> Option<&str> {
         match &self.start {

@@ -38,10 +38,8 @@ pub(super) struct DialInfo {
     display_name: Option<String>,
     /// A 3xx was followed already.
     redirected: bool,
-    /// Its RTP ports, from binding until its media is built.
+    /// Its RTP ports, from binding until its media is built (failover happens only before).
     ports: Option<MediaPorts>,
-    /// The IP its RTP ports are bound on (a target routed from another is skipped).
-    media_ip: Option<IpAddr>,
     /// The INVITE went (`LegEntry::call` is its key).
     sent: bool,
 }
@@ -190,7 +188,6 @@ impl Bridge {
             display_name: request.display_name,
             redirected: false,
             ports: None,
-            media_ip: None,
             sent: false,
         }));
         self.legs.insert(leg, entry);
@@ -278,7 +275,6 @@ impl Bridge {
         // Our offer is our SDP for the call's life (a re-offer without SDP gets it).
         entry.answer_sdp = offer;
         if let Some(dial) = entry.dial.as_mut() {
-            dial.media_ip = Some(ports.local.ip());
             dial.ports = Some(ports);
         }
         self.send_invite(leg);
@@ -421,10 +417,11 @@ impl Bridge {
             return;
         }
         if wanted && matches!(code, 408 | 503) {
+            // The offer carries the IP the ports are bound on: only a target routed from that
+            // IP can reach them.
+            let media_ip = dial.ports.as_ref().map(|p| p.local.ip());
             while let Some(next) = dial.alternatives.pop_front() {
-                // The offer carries the IP the ports are bound on: only a target routed from
-                // that IP can reach them.
-                if route_ip(next.addr).ok() != dial.media_ip {
+                if route_ip(next.addr).ok() != media_ip {
                     debug!(leg = %leg, target = %next.addr, "skipped: routed from another address");
                     continue;
                 }

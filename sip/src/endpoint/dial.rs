@@ -286,11 +286,9 @@ impl Endpoint {
             return;
         }
         let reason = response
-            .and_then(|r| match &r.start {
-                StartLine::Response { reason, .. } => Some(reason.clone()),
-                StartLine::Request { .. } => None,
-            })
-            .unwrap_or_default();
+            .and_then(Message::reason)
+            .unwrap_or_default()
+            .to_string();
         let failed = |code: u16, reason: String, redirect: Option<String>| {
             Output::Event(Event::Failed {
                 call,

@@ -150,11 +150,9 @@ impl Endpoint {
             return;
         }
         let reason = response
-            .and_then(|r| match &r.start {
-                StartLine::Response { reason, .. } => Some(reason.clone()),
-                StartLine::Request { .. } => None,
-            })
-            .unwrap_or_default();
+            .and_then(Message::reason)
+            .unwrap_or_default()
+            .to_string();
         let cseq = registering.request.cseq().map_or(0, |c| c.number);
         let report =
             |outcome: RegisterOutcome| Output::Event(Event::Registered { key, cseq, outcome });
