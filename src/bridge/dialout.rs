@@ -178,7 +178,7 @@ impl Bridge {
         );
         entry.controls.muted = request.muted;
         info!(leg = %leg, room = %room, to = %request.to, trunk = ?request.trunk, "dialling out");
-        self.locate(leg, hop);
+        self.locate(leg, hop, None);
         entry.dial = Some(Box::new(DialInfo {
             target: None,
             alternatives: VecDeque::new(),
@@ -199,10 +199,25 @@ impl Bridge {
     }
 
     /// Looks `uri` up in DNS in a task of its own; [`Bridge::dial_routed`] takes its answer.
-    fn locate(&self, leg: LegId, uri: String) {
+    /// Only targets the leg's RTP can serve are kept: those routed from the IP its ports are
+    /// bound on (`bound`, after a redirect), else from the first target's.
+    fn locate(&self, leg: LegId, uri: String, bound: Option<IpAddr>) {
         let (locator, handle) = (self.locator.clone(), self.handle.clone());
         tokio::spawn(async move {
             let targets = locator.locate(&uri).await.map_err(|e| e.to_string());
+            let targets = targets.map(|targets| {
+                let wanted = bound.or_else(|| targets.first().and_then(|t| route_ip(t.addr).ok()));
+                targets
+                    .into_iter()
+                    .filter(|t| {
+                        let usable = route_ip(t.addr).ok() == wanted;
+                        if !usable {
+                            debug!(leg = %leg, target = %t.addr, "skipped: routed from another address than the leg's RTP");
+                        }
+                        usable
+                    })
+                    .collect()
+            });
             handle.send(Command::DialRouted(leg, targets));
         });
     }
@@ -413,23 +428,19 @@ impl Bridge {
             dial.uri = uri.clone();
             // Through a trunk, the new target is reached through it too.
             let hop = dial.trunk.as_ref().map_or(uri, |t| t.next_hop.clone());
-            self.locate(leg, hop);
+            let bound = dial.ports.as_ref().map(|p| p.local.ip());
+            self.locate(leg, hop, bound);
             return;
         }
-        if wanted && matches!(code, 408 | 503) {
-            // The offer carries the IP the ports are bound on: only a target routed from that
-            // IP can reach them.
-            let media_ip = dial.ports.as_ref().map(|p| p.local.ip());
-            while let Some(next) = dial.alternatives.pop_front() {
-                if route_ip(next.addr).ok() != media_ip {
-                    debug!(leg = %leg, target = %next.addr, "skipped: routed from another address");
-                    continue;
-                }
-                info!(leg = %leg, code, target = %next.addr, "dial-out failing over to the next target");
-                dial.target = Some(next);
-                self.send_invite(leg);
-                return;
-            }
+        // The alternatives were kept only if our RTP can serve them (see `locate`).
+        if wanted
+            && matches!(code, 408 | 503)
+            && let Some(next) = dial.alternatives.pop_front()
+        {
+            info!(leg = %leg, code, target = %next.addr, "dial-out failing over to the next target");
+            dial.target = Some(next);
+            self.send_invite(leg);
+            return;
         }
         info!(leg = %leg, code, %reason, "dial-out failed");
         self.core.handle_dial_failed(now, leg, code, &reason);
