@@ -321,9 +321,7 @@ impl BridgeHandle {
 pub(super) fn api_audience(audience: &roundtable_mixer::Audience) -> roundtable_api::Audience {
     match audience {
         roundtable_mixer::Audience::All => roundtable_api::Audience::All,
-        roundtable_mixer::Audience::Only(legs) => {
-            roundtable_api::Audience::Only(legs.iter().map(ToString::to_string).collect())
-        }
+        roundtable_mixer::Audience::Only(legs) => roundtable_api::Audience::Only(legs.clone()),
     }
 }
 
@@ -666,7 +664,7 @@ impl Bridge {
                 } else {
                     self.metrics.rooms.inc();
                 }
-                let aec = self.book.settings(room.as_str()).aec;
+                let aec = self.book.settings(room.as_str()).aec.map(aec_mode);
                 self.rooms.insert(
                     room.clone(),
                     RoomEntry {

@@ -153,11 +153,11 @@ struct Raw {
     #[serde(default)]
     dialplan: Vec<RawRule>,
     #[serde(default)]
-    rooms: Vec<RawRoom>,
+    rooms: Vec<crate::rooms::RoomEntry>,
     #[serde(default)]
     trunks: Vec<trunks::RawTrunk>,
     #[serde(default)]
-    room: RawRoomDefaults,
+    room: RoomSpec,
     sip: RawSip,
     media: RawMedia,
     audio: RawAudio,
@@ -243,54 +243,6 @@ struct RawRule {
     action: String,
     #[serde(default)]
     moderator: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoom {
-    id: String,
-    #[serde(default)]
-    pin: Option<String>,
-    #[serde(default)]
-    moderator_pin: Option<String>,
-    #[serde(default)]
-    max_participants: Option<i64>,
-    #[serde(default)]
-    record: Option<bool>,
-    #[serde(default)]
-    aec: Option<String>,
-    #[serde(default)]
-    join_leave_tones: Option<bool>,
-    #[serde(default)]
-    alone_prompt: Option<bool>,
-    #[serde(default)]
-    wait_for_moderator: Option<bool>,
-    #[serde(default)]
-    end_with_moderator: Option<bool>,
-}
-
-/// The settings a `[[rooms]]` entry may give and `[room]` gives defaults for.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoomDefaults {
-    #[serde(default)]
-    pin: Option<String>,
-    #[serde(default)]
-    moderator_pin: Option<String>,
-    #[serde(default)]
-    max_participants: Option<i64>,
-    #[serde(default)]
-    record: Option<bool>,
-    #[serde(default)]
-    aec: Option<String>,
-    #[serde(default)]
-    join_leave_tones: Option<bool>,
-    #[serde(default)]
-    alone_prompt: Option<bool>,
-    #[serde(default)]
-    wait_for_moderator: Option<bool>,
-    #[serde(default)]
-    end_with_moderator: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,7 +335,9 @@ struct RawLog {
     format: String,
 }
 
+use roundtable_conference::RoomId;
 pub use roundtable_conference::Secret;
+use roundtable_conference::settings::RoomSpec;
 
 /// What a dial-plan rule does with a matching call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,81 +357,6 @@ pub struct DialRule {
     pub action: DialAction,
     /// Callers routed to a room by this rule join as moderators.
     pub moderator: bool,
-}
-
-/// The settings of one room as written (`[[rooms]]`, `PUT /v1/rooms/{room}`) or the defaults
-/// of every room (`[room]`). `None` inherits the default; an empty PIN means "no PIN" even when
-/// the default has one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomConfig {
-    /// The PIN; rooms with one are entered only through the lobby.
-    pub pin: Option<Secret>,
-    /// The PIN that joins as moderator.
-    pub moderator_pin: Option<Secret>,
-    /// Participants before new callers get 486 (at most `media.max_legs_per_room`).
-    pub max_participants: Option<usize>,
-    /// Record the room from its first join (default: `recording.auto_start`).
-    pub record: Option<bool>,
-    /// Echo cancellation in the room (default: `audio.aec`).
-    pub aec: Option<roundtable_mixer::AecMode>,
-    /// Tones to the room when someone joins or leaves (default: on).
-    pub join_leave_tones: Option<bool>,
-    /// "You are the only participant" to a caller alone in the room (default: on).
-    pub alone_prompt: Option<bool>,
-    /// Until a moderator joins, nobody is mixed and everyone hears a hold tone (default: off).
-    pub wait_for_moderator: Option<bool>,
-    /// When the last moderator leaves, everyone else is hung up (default: off).
-    pub end_with_moderator: Option<bool>,
-}
-
-impl RoomConfig {
-    /// Validates settings read from `section` (`rooms` or `room`) for error messages.
-    fn from_raw(
-        section: &str,
-        raw: RawRoomDefaults,
-        max_legs_per_room: usize,
-    ) -> Result<RoomConfig, ConfigError> {
-        for (key, pin) in [("pin", &raw.pin), ("moderator_pin", &raw.moderator_pin)] {
-            if let Some(reason) = pin.as_deref().and_then(pin_problem) {
-                return Err(ConfigError::new(&format!("{section}.{key}"), reason));
-            }
-        }
-        let max_participants = match raw.max_participants {
-            None => None,
-            Some(n) => Some(usize::try_from(n).ok().filter(|n| (1..=max_legs_per_room).contains(n)).ok_or_else(|| {
-                ConfigError::new(
-                    &format!("{section}.max_participants"),
-                    format!("must be between 1 and media.max_legs_per_room ({max_legs_per_room})"),
-                )
-            })?),
-        };
-        let aec = match raw.aec.as_deref() {
-            None => None,
-            Some(name) => Some(roundtable_mixer::AecMode::parse(name).ok_or_else(|| {
-                ConfigError::new(
-                    &format!("{section}.aec"),
-                    format!("{name:?} is not off, on or auto"),
-                )
-            })?),
-        };
-        Ok(RoomConfig {
-            pin: raw.pin.map(Secret::new),
-            moderator_pin: raw.moderator_pin.map(Secret::new),
-            max_participants,
-            record: raw.record,
-            aec,
-            join_leave_tones: raw.join_leave_tones,
-            alone_prompt: raw.alone_prompt,
-            wait_for_moderator: raw.wait_for_moderator,
-            end_with_moderator: raw.end_with_moderator,
-        })
-    }
-}
-
-/// Why a PIN is not acceptable, if it is not: 1 to 16 digits, or empty for "none".
-pub fn pin_problem(pin: &str) -> Option<&'static str> {
-    (pin.len() > 16 || !pin.bytes().all(|b| b.is_ascii_digit()))
-        .then_some("a PIN is 1 to 16 digits (empty: no PIN)")
 }
 
 /// Log output format.
@@ -520,9 +399,9 @@ pub struct Config {
     /// `[[trunks]]`, in order.
     pub trunks: Vec<Trunk>,
     /// `[[rooms]]` by id.
-    pub rooms: std::collections::HashMap<String, RoomConfig>,
+    pub rooms: std::collections::HashMap<RoomId, RoomSpec>,
     /// `[room]`: defaults for every room.
-    pub room_defaults: RoomConfig,
+    pub room_defaults: RoomSpec,
     /// `[sip.lockout]`.
     pub lockout: roundtable_conference::lockout::Lockout,
     /// `sip.allow`: networks allowed to send SIP; empty allows all.
@@ -915,33 +794,21 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         });
     }
     let max_legs_per_room = positive("media.max_legs_per_room", raw.media.max_legs_per_room)?;
-    let room_defaults = RoomConfig::from_raw("room", raw.room, max_legs_per_room)?;
+    let room_problem = |section: &str, spec: &RoomSpec| match spec.problem(max_legs_per_room) {
+        Some((field, reason)) => Err(ConfigError::new(&format!("{section}.{field}"), reason)),
+        None => Ok(()),
+    };
+    room_problem("room", &raw.room)?;
+    let room_defaults = raw.room;
     let trunks = trunks::validate(raw.trunks)?;
     let mut rooms = std::collections::HashMap::new();
-    for room in raw.rooms {
-        if !roundtable_conference::RoomId::valid(&room.id) {
+    for entry in raw.rooms {
+        room_problem("rooms", &entry.spec)
+            .map_err(|e| ConfigError::new(&e.key, format!("room {}: {}", entry.id, e.reason)))?;
+        if rooms.insert(entry.id.clone(), entry.spec).is_some() {
             return Err(ConfigError::new(
                 "rooms.id",
-                format!("{:?} is not [A-Za-z0-9_.-]{{1,64}}", room.id),
-            ));
-        }
-        let settings = RawRoomDefaults {
-            pin: room.pin,
-            moderator_pin: room.moderator_pin,
-            max_participants: room.max_participants,
-            record: room.record,
-            aec: room.aec,
-            join_leave_tones: room.join_leave_tones,
-            alone_prompt: room.alone_prompt,
-            wait_for_moderator: room.wait_for_moderator,
-            end_with_moderator: room.end_with_moderator,
-        };
-        let entry = RoomConfig::from_raw("rooms", settings, max_legs_per_room)
-            .map_err(|e| ConfigError::new(&e.key, format!("room {}: {}", room.id, e.reason)))?;
-        if rooms.insert(room.id.clone(), entry).is_some() {
-            return Err(ConfigError::new(
-                "rooms.id",
-                format!("room {} is defined twice", room.id),
+                format!("room {} is defined twice", entry.id),
             ));
         }
     }
@@ -1632,7 +1499,10 @@ mod tests {
             (c.audio.aec, c.audio.noise_suppression, c.audio.top_k),
             (roundtable_mixer::AecMode::On, false, 0)
         );
-        assert_eq!(c.rooms["x"].aec, Some(roundtable_mixer::AecMode::Off));
+        assert_eq!(
+            c.rooms["x"].aec,
+            Some(roundtable_conference::settings::AecSetting::Off)
+        );
         let defaults = load_toml("", &[]).unwrap();
         assert_eq!(defaults.audio, roundtable_mixer::AudioConfig::default());
         assert!(defaults.mixer_threads >= 1);
@@ -1667,6 +1537,26 @@ mod tests {
         assert_eq!(bad.key, "rooms.max_participants");
         let bad = load_toml("[room]\nvolume = 3", &[]).unwrap_err();
         assert_eq!(bad.key, "room.volume");
+        for (toml, key, reason) in [
+            (
+                "id = \"1\"\nvolume = 3",
+                "rooms",
+                "room 1: volume: unknown field",
+            ),
+            (
+                "id = \"1\"\nmax_participants = -1",
+                "rooms",
+                "room 1: max_participants: invalid value",
+            ),
+            ("id = \"a/b\"", "rooms", "id: \"a/b\" is not"),
+            ("pin = \"1\"", "rooms", "id: missing"),
+        ] {
+            let bad = load_toml(&format!("[[rooms]]\n{toml}"), &[]).unwrap_err();
+            assert!(
+                bad.key.starts_with(key) && bad.reason.contains(reason),
+                "{toml}: {bad}"
+            );
+        }
     }
 
     #[test]

@@ -258,13 +258,17 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             .context("starting recording recovery")?;
     }
     let book_path = config.storage_path.join("rooms.json");
-    let defaults = rooms::Defaults {
-        room: config.room_defaults.clone(),
+    let service = roundtable_conference::settings::ServiceDefaults {
         max_legs_per_room: config.max_legs_per_room,
         auto_record: config.auto_record,
     };
-    let book = rooms::RoomBook::load(config.rooms.clone(), defaults, book_path)
-        .context("storage.path: reading rooms.json")?;
+    let book = rooms::RoomBook::load(
+        config.rooms.clone(),
+        config.room_defaults.clone(),
+        service,
+        book_path,
+    )
+    .context("storage.path: reading rooms.json")?;
     let locator = roundtable_sip::locate::Locator::new(&config.dns_servers);
     if let Some(problem) = locator.problem() {
         warn!(%problem, "dial-outs to host names will fail; set sip.dns_servers");

@@ -17,6 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
+/// The body of `PUT /v1/rooms/{room}` is the room settings type the configuration uses too.
+pub use roundtable_conference::settings::{AecSetting, RoomSpec};
+pub use roundtable_conference::{LegId, RoomId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -101,7 +104,8 @@ pub struct TrunkStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Participant {
     /// The leg id, used to kick it.
-    pub id: String,
+    #[serde(with = "leg_text")]
+    pub id: LegId,
     /// The caller's From URI.
     pub from: String,
     /// The negotiated codec (`opus`, `G722`, `PCMU`, `PCMA`).
@@ -229,18 +233,6 @@ impl DialRequest {
     }
 }
 
-/// Echo cancellation setting: always, never, or where the echo detector finds echo.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AecSetting {
-    /// Never.
-    Off,
-    /// Always.
-    On,
-    /// Only on legs that echo.
-    Auto,
-}
-
 /// A participant's audio controls and state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParticipantAudio {
@@ -276,14 +268,14 @@ pub enum Audience {
     #[default]
     All,
     /// These participants only.
-    Only(Vec<String>),
+    Only(Vec<LegId>),
 }
 
 impl Serialize for Audience {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Audience::All => serializer.serialize_str("all"),
-            Audience::Only(legs) => legs.serialize(serializer),
+            Audience::Only(legs) => serializer.collect_seq(legs.iter().map(ToString::to_string)),
         }
     }
 }
@@ -298,7 +290,11 @@ impl<'de> Deserialize<'de> for Audience {
         }
         match Written::deserialize(deserializer)? {
             Written::Word(word) if word == "all" => Ok(Audience::All),
-            Written::Legs(legs) => Ok(Audience::Only(legs)),
+            Written::Legs(legs) => legs
+                .iter()
+                .map(|leg| parse_leg(leg).map_err(serde::de::Error::custom))
+                .collect::<Result<_, _>>()
+                .map(Audience::Only),
             Written::Word(word) => Err(serde::de::Error::custom(format!(
                 "{word:?}: \"all\" or a list of participant ids"
             ))),
@@ -306,13 +302,60 @@ impl<'de> Deserialize<'de> for Audience {
     }
 }
 
-/// Deserializes a field that is present (even `null`) as `Some`: tells `null` from absent.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+/// A participant id as the API writes it (`"7"`), parsed.
+pub fn parse_leg(text: &str) -> Result<LegId, ControlError> {
+    text.parse()
+        .map(LegId)
+        .map_err(|_| ControlError::Invalid(format!("{text:?} is not a participant id")))
+}
+
+/// A room id as a path or body gives it, parsed.
+pub fn parse_room(text: &str) -> Result<RoomId, ControlError> {
+    RoomId::parse(text).map_err(|e| ControlError::Invalid(e.to_string()))
+}
+
+/// Reads a `whisper_to`: present (even `null`) as `Some`, a participant id as a [`LegId`].
+fn whisper_target<'de, D>(deserializer: D) -> Result<Option<Option<LegId>>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
 {
-    T::deserialize(deserializer).map(Some)
+    match Option::<String>::deserialize(deserializer)? {
+        None => Ok(Some(None)),
+        Some(text) => parse_leg(&text)
+            .map(|leg| Some(Some(leg)))
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// Writes a `whisper_to` as the API reads it.
+fn whisper_text<S: serde::Serializer>(
+    target: &Option<Option<LegId>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    target
+        .flatten()
+        .map(|leg| leg.to_string())
+        .serialize(serializer)
+}
+
+/// A participant id written as the API writes it: a string (`"7"`).
+mod leg_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::LegId;
+
+    pub fn serialize<S: Serializer>(leg: &LegId, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(leg)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LegId, D::Error> {
+        super::parse_leg(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads a room id in a body.
+fn room_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<RoomId, D::Error> {
+    parse_room(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
 }
 
 /// The body of `PATCH /v1/rooms/{room}/participants/{leg}`: the controls to change.
@@ -349,10 +392,11 @@ pub struct ParticipantPatch {
     /// Heard by this participant only (`heard_by: [id]`), or by everyone again (`null`).
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "whisper_target",
+        serialize_with = "whisper_text",
         skip_serializing_if = "Option::is_none"
     )]
-    pub whisper_to: Option<Option<String>>,
+    pub whisper_to: Option<Option<LegId>>,
 }
 
 /// The range of participant gains, dB.
@@ -378,7 +422,7 @@ impl ParticipantPatch {
     /// Who hears it after the patch, if the patch says (`whisper_to` is `heard_by` of one).
     pub fn heard_by(&self) -> Option<Audience> {
         match &self.whisper_to {
-            Some(Some(leg)) => Some(Audience::Only(vec![leg.clone()])),
+            Some(Some(leg)) => Some(Audience::Only(vec![*leg])),
             Some(None) => Some(Audience::All),
             None => self.heard_by.clone(),
         }
@@ -507,39 +551,6 @@ pub struct Download {
     pub body: Box<dyn std::io::Read + Send>,
 }
 
-/// The body of `PUT /v1/rooms/{room}`: a room that exists while empty and survives restarts.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RoomSpec {
-    /// The PIN lobby callers enter; a room with one can only be entered through the lobby.
-    #[serde(default)]
-    pub pin: Option<String>,
-    /// The PIN that joins as moderator.
-    #[serde(default)]
-    pub moderator_pin: Option<String>,
-    /// Participants before new callers get 486; absent: the `[room]` default.
-    #[serde(default)]
-    pub max_participants: Option<u32>,
-    /// Record the room from its first join; absent: the `[room]` default.
-    #[serde(default)]
-    pub record: Option<bool>,
-    /// Echo cancellation in the room; absent: the `[room]` default, else `audio.aec`.
-    #[serde(default)]
-    pub aec: Option<AecSetting>,
-    /// Join and leave tones; absent: the `[room]` default, else on.
-    #[serde(default)]
-    pub join_leave_tones: Option<bool>,
-    /// The "only participant" prompt; absent: the `[room]` default, else on.
-    #[serde(default)]
-    pub alone_prompt: Option<bool>,
-    /// Hold everyone until a moderator joins; absent: the `[room]` default, else off.
-    #[serde(default)]
-    pub wait_for_moderator: Option<bool>,
-    /// Hang up everyone when the last moderator leaves; absent: the `[room]` default, else off.
-    #[serde(default)]
-    pub end_with_moderator: Option<bool>,
-}
-
 /// The service's readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -621,12 +632,12 @@ pub trait Control: Send + Sync + 'static {
     /// Every room.
     fn rooms(&self) -> Reply<Vec<RoomSummary>>;
     /// One room.
-    fn room(&self, id: &str) -> Reply<Option<RoomDetail>>;
+    fn room(&self, id: &RoomId) -> Reply<Option<RoomDetail>>;
     /// Starts, stops, pauses or resumes a room's recording (`by`: the API caller's address, for
     /// the ledger), returning the room.
     fn recording(
         &self,
-        room: &str,
+        room: &RoomId,
         request: RecordingRequest,
         by: &str,
     ) -> Reply<Result<RoomDetail, ControlError>>;
@@ -639,35 +650,40 @@ pub trait Control: Send + Sync + 'static {
     /// on a blocking thread.
     fn recording_object(&self, id: &str, object: &str) -> Result<Download, ControlError>;
     /// Removes a participant (the bridge sends BYE, or CANCEL to a call still ringing).
-    fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>>;
+    fn kick(&self, room: &RoomId, leg: LegId) -> Reply<Result<(), ControlError>>;
     /// Calls someone into a room (`request` checked already), returning the new participant.
-    fn dial(&self, room: &str, request: DialRequest) -> Reply<Result<Participant, ControlError>>;
+    fn dial(&self, room: &RoomId, request: DialRequest)
+    -> Reply<Result<Participant, ControlError>>;
     /// Changes a running room (lock), returning the room.
-    fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>>;
+    fn update_room(
+        &self,
+        room: &RoomId,
+        patch: RoomPatch,
+    ) -> Reply<Result<RoomDetail, ControlError>>;
     /// Moves a participant to room `to` (its call stays up), returning it as it is there.
     fn move_participant(
         &self,
-        room: &str,
-        leg: &str,
-        to: &str,
+        room: &RoomId,
+        leg: LegId,
+        to: &RoomId,
     ) -> Reply<Result<Participant, ControlError>>;
     /// Changes a participant's audio controls, returning the participant.
     fn update_participant(
         &self,
-        room: &str,
-        leg: &str,
+        room: &RoomId,
+        leg: LegId,
         patch: ParticipantPatch,
     ) -> Reply<Result<Participant, ControlError>>;
     /// Defines (or redefines) a room that exists while empty and survives restarts.
-    fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>>;
+    fn put_room(&self, room: &RoomId, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>>;
     /// Removes a room defined through the API.
-    fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>>;
+    fn delete_room(&self, room: &RoomId) -> Reply<Result<(), ControlError>>;
     /// The trunks and their registrations, in configuration order.
     fn trunks(&self) -> Vec<TrunkStatus>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
     /// Events after cursor `after`, optionally of one room.
-    fn events(&self, after: u64, room: Option<&str>) -> EventsPage;
+    fn events(&self, after: u64, room: Option<&RoomId>) -> EventsPage;
     /// Changes whenever an event is appended (so a reader can wait for one).
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
@@ -831,6 +847,7 @@ async fn events(
 ) -> Result<Json<EventsPage>, ApiError> {
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let room = query.room.as_deref().map(parse_room).transpose()?;
     if query.wait_s > MAX_EVENT_WAIT_S {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -841,16 +858,14 @@ async fn events(
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(query.wait_s);
     loop {
         changes.borrow_and_update();
-        let page = state.control.events(query.after, query.room.as_deref());
+        let page = state.control.events(query.after, room.as_ref());
         if !page.events.is_empty() || page.missed > 0 || tokio::time::Instant::now() >= deadline {
             return Ok(Json(page));
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
             _ => {
-                return Ok(Json(
-                    state.control.events(query.after, query.room.as_deref()),
-                ));
+                return Ok(Json(state.control.events(query.after, room.as_ref())));
             }
         }
     }
@@ -858,7 +873,7 @@ async fn events(
 
 async fn show_room(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
 ) -> Result<Json<RoomDetail>, ApiError> {
     state
         .control
@@ -870,7 +885,7 @@ async fn show_room(
 
 async fn recording(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
@@ -981,7 +996,7 @@ impl futures_core::Stream for ChannelStream {
 
 async fn put_room(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let spec: RoomSpec = if body.is_empty() {
@@ -995,7 +1010,7 @@ async fn put_room(
 
 async fn delete_room(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
 ) -> Result<StatusCode, ApiError> {
     state.control.delete_room(&room).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -1005,7 +1020,7 @@ async fn delete_room(
 /// follows as `participant_state` events.
 async fn dial(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Participant>), ApiError> {
     let request: DialRequest = serde_json::from_slice(&body)
@@ -1017,15 +1032,15 @@ async fn dial(
 
 async fn kick(
     State(state): State<AppState>,
-    Path((room, leg)): Path<(String, String)>,
+    LegPath(room, leg): LegPath,
 ) -> Result<StatusCode, ApiError> {
-    state.control.kick(&room, &leg).await?;
+    state.control.kick(&room, leg).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn update_room(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let patch: RoomPatch = serde_json::from_slice(&body)
@@ -1035,7 +1050,7 @@ async fn update_room(
 
 async fn update_participant(
     State(state): State<AppState>,
-    Path((room, leg)): Path<(String, String)>,
+    LegPath(room, leg): LegPath,
     body: Bytes,
 ) -> Result<Json<Participant>, ApiError> {
     let patch: ParticipantPatch = serde_json::from_slice(&body)
@@ -1044,7 +1059,7 @@ async fn update_participant(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, problem));
     }
     Ok(Json(
-        state.control.update_participant(&room, &leg, patch).await?,
+        state.control.update_participant(&room, leg, patch).await?,
     ))
 }
 
@@ -1053,13 +1068,14 @@ async fn update_participant(
 #[serde(deny_unknown_fields)]
 struct MoveRequest {
     /// The room it goes to.
-    room: String,
+    #[serde(deserialize_with = "room_id")]
+    room: RoomId,
 }
 
 /// `POST /v1/rooms/{room}/participants/{leg}/move`: 200 with the participant in its new room.
 async fn move_participant(
     State(state): State<AppState>,
-    Path((room, leg)): Path<(String, String)>,
+    LegPath(room, leg): LegPath,
     body: Bytes,
 ) -> Result<Json<Participant>, ApiError> {
     let request: MoveRequest = serde_json::from_slice(&body)
@@ -1067,9 +1083,43 @@ async fn move_participant(
     Ok(Json(
         state
             .control
-            .move_participant(&room, &leg, &request.room)
+            .move_participant(&room, leg, &request.room)
             .await?,
     ))
+}
+
+/// The `{room}` of a path, parsed: a malformed id is 400 before any handler runs.
+struct RoomPath(RoomId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RoomPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(room) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        Ok(RoomPath(parse_room(&room)?))
+    }
+}
+
+/// The `{room}` and `{leg}` of a path, parsed.
+struct LegPath(RoomId, LegId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for LegPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path((room, leg)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        Ok(LegPath(parse_room(&room)?, parse_leg(&leg)?))
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -57,9 +57,9 @@ impl Fake {
         drop(r);
         Ok(self.room_now(room).unwrap())
     }
-    fn kick_now(&self, room: &str, leg: &str) -> Result<(), ControlError> {
+    fn kick_now(&self, room: &str, leg: LegId) -> Result<(), ControlError> {
         self.room_now(room).ok_or(ControlError::RoomNotFound)?;
-        if leg == "7" {
+        if leg == LegId(7) {
             Ok(())
         } else {
             Err(ControlError::LegNotFound)
@@ -68,11 +68,11 @@ impl Fake {
     fn update_participant_now(
         &self,
         room: &str,
-        leg: &str,
+        leg: LegId,
         patch: ParticipantPatch,
     ) -> Result<Participant, ControlError> {
         self.room_now(room).ok_or(ControlError::RoomNotFound)?;
-        if leg != "7" {
+        if leg != LegId(7) {
             return Err(ControlError::LegNotFound);
         }
         let audio = ParticipantAudio {
@@ -89,7 +89,7 @@ impl Fake {
             heard_by: patch.heard_by().unwrap_or_default(),
         };
         Ok(Participant {
-            id: leg.into(),
+            id: leg,
             from: "sip:a@b".into(),
             codec: "PCMU".into(),
             joined_at: "2026-01-01T00:00:00Z".into(),
@@ -109,12 +109,8 @@ impl Fake {
         Ok(detail)
     }
     fn put_room_now(&self, room: &str, spec: RoomSpec) -> Result<RoomDetail, ControlError> {
-        if spec
-            .pin
-            .as_deref()
-            .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(ControlError::Invalid("a PIN is digits".into()));
+        if let Some((field, reason)) = spec.problem(200) {
+            return Err(ControlError::Invalid(format!("{field}: {reason}")));
         }
         Ok(RoomDetail {
             id: room.into(),
@@ -149,22 +145,30 @@ impl Control for Fake {
     fn rooms(&self) -> Reply<Vec<RoomSummary>> {
         Box::pin(std::future::ready(self.rooms_now()))
     }
-    fn room(&self, id: &str) -> Reply<Option<RoomDetail>> {
-        Box::pin(std::future::ready(self.room_now(id)))
+    fn room(&self, id: &RoomId) -> Reply<Option<RoomDetail>> {
+        Box::pin(std::future::ready(self.room_now(id.as_str())))
     }
     fn recording(
         &self,
-        room: &str,
+        room: &RoomId,
         request: RecordingRequest,
         by: &str,
     ) -> Reply<Result<RoomDetail, ControlError>> {
-        Box::pin(std::future::ready(self.recording_now(room, request, by)))
+        Box::pin(std::future::ready(self.recording_now(
+            room.as_str(),
+            request,
+            by,
+        )))
     }
-    fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>> {
-        Box::pin(std::future::ready(self.kick_now(room, leg)))
+    fn kick(&self, room: &RoomId, leg: LegId) -> Reply<Result<(), ControlError>> {
+        Box::pin(std::future::ready(self.kick_now(room.as_str(), leg)))
     }
-    fn dial(&self, room: &str, request: DialRequest) -> Reply<Result<Participant, ControlError>> {
-        let result = match (self.room_now(room), request.trunk) {
+    fn dial(
+        &self,
+        room: &RoomId,
+        request: DialRequest,
+    ) -> Reply<Result<Participant, ControlError>> {
+        let result = match (self.room_now(room.as_str()), request.trunk) {
             (None, _) => Err(ControlError::RoomNotFound),
             (_, Some(_)) => Err(ControlError::TrunkNotFound),
             (Some(_), None) => Err(ControlError::Invalid("not in the fake".into())),
@@ -173,36 +177,44 @@ impl Control for Fake {
     }
     fn move_participant(
         &self,
-        room: &str,
-        leg: &str,
-        to: &str,
+        room: &RoomId,
+        leg: LegId,
+        to: &RoomId,
     ) -> Reply<Result<Participant, ControlError>> {
-        let result = match (self.room_now(room), to) {
+        let result = match (self.room_now(room.as_str()), to.as_str()) {
             (None, _) => Err(ControlError::RoomNotFound),
             (Some(_), "full") => Err(ControlError::Conflict("room full")),
-            (Some(_), _) if leg != "7" => Err(ControlError::LegNotFound),
+            (Some(_), _) if leg != LegId(7) => Err(ControlError::LegNotFound),
             (Some(_), _) => Err(ControlError::Invalid("not in the fake".into())),
         };
         Box::pin(std::future::ready(result))
     }
     fn update_participant(
         &self,
-        room: &str,
-        leg: &str,
+        room: &RoomId,
+        leg: LegId,
         patch: ParticipantPatch,
     ) -> Reply<Result<Participant, ControlError>> {
+        Box::pin(std::future::ready(self.update_participant_now(
+            room.as_str(),
+            leg,
+            patch,
+        )))
+    }
+    fn update_room(
+        &self,
+        room: &RoomId,
+        patch: RoomPatch,
+    ) -> Reply<Result<RoomDetail, ControlError>> {
         Box::pin(std::future::ready(
-            self.update_participant_now(room, leg, patch),
+            self.update_room_now(room.as_str(), patch),
         ))
     }
-    fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>> {
-        Box::pin(std::future::ready(self.update_room_now(room, patch)))
+    fn put_room(&self, room: &RoomId, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
+        Box::pin(std::future::ready(self.put_room_now(room.as_str(), spec)))
     }
-    fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
-        Box::pin(std::future::ready(self.put_room_now(room, spec)))
-    }
-    fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>> {
-        Box::pin(std::future::ready(self.delete_room_now(room)))
+    fn delete_room(&self, room: &RoomId) -> Reply<Result<(), ControlError>> {
+        Box::pin(std::future::ready(self.delete_room_now(room.as_str())))
     }
     fn recordings(&self, query: &RecordingQuery) -> Result<RecordingsPage, ControlError> {
         let all = vec![RecordingSummary {
@@ -245,7 +257,7 @@ impl Control for Fake {
     fn readiness(&self) -> Readiness {
         Readiness::Draining
     }
-    fn events(&self, after: u64, _room: Option<&str>) -> EventsPage {
+    fn events(&self, after: u64, _room: Option<&RoomId>) -> EventsPage {
         let events = if after == 0 {
             vec![serde_json::json!({"id": 1, "type": "dtmf"})]
         } else {
@@ -712,6 +724,58 @@ async fn move_requests_are_checked_and_answered_with_the_bridge_status() {
         let (got, answer) = call(&app, "POST", path, body, None).await;
         assert_eq!(got, status, "{path} {body}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn malformed_room_and_participant_ids_are_400_before_the_service_sees_them() {
+    let app = app(None);
+    for (method, path, body) in [
+        ("GET", "/v1/rooms/a%20b", ""),
+        ("PUT", "/v1/rooms/a%2Fb", "{}"),
+        ("DELETE", &format!("/v1/rooms/{}", "x".repeat(65)), ""),
+        (
+            "POST",
+            "/v1/rooms/%C3%A9/recording",
+            r#"{"action":"start"}"#,
+        ),
+        ("DELETE", "/v1/rooms/1000/participants/seven", ""),
+        ("PATCH", "/v1/rooms/1000/participants/-1", "{}"),
+        (
+            "POST",
+            "/v1/rooms/1000/participants/7/move",
+            r#"{"room":"a b"}"#,
+        ),
+        (
+            "PATCH",
+            "/v1/rooms/1000/participants/7",
+            r#"{"whisper_to":"x"}"#,
+        ),
+        (
+            "PATCH",
+            "/v1/rooms/1000/participants/7",
+            r#"{"hears":["1","y"]}"#,
+        ),
+        ("GET", "/v1/events?room=a%20b", ""),
+    ] {
+        let (status, answer) = call(&app, method, path, body, None).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path} {body}: {answer}"
+        );
+        assert!(answer["error"].is_string(), "{method} {path}: {answer}");
+    }
+    let (_, answer) = call(&app, "GET", "/v1/rooms/a%20b", "", None).await;
+    assert_eq!(answer["error"], "a room id is [A-Za-z0-9_.-]{1,64}");
+    let (_, answer) = call(
+        &app,
+        "DELETE",
+        "/v1/rooms/1000/participants/seven",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(answer["error"], r#""seven" is not a participant id"#);
 }
 
 #[tokio::test]

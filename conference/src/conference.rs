@@ -51,8 +51,17 @@ pub struct RoomRules {
     pub max_participants: usize,
     /// Record from the first join.
     pub record: bool,
+    /// Echo cancellation in the room (`None`: `audio.aec`).
+    pub aec: Option<crate::settings::AecSetting>,
     /// Tones, prompts and moderator rules.
     pub policy: PolicySettings,
+}
+
+impl RoomRules {
+    /// Whether the room is entered through the PIN lobby only.
+    pub fn has_pin(&self) -> bool {
+        self.pin.is_some() || self.moderator_pin.is_some()
+    }
 }
 
 /// Service-wide limits of the core.
@@ -567,7 +576,7 @@ impl Conference {
                     // *5 (moderators) locks or unlocks the room.
                     (true, '5') if moderator => {
                         let locked = self.rooms.get(&room).is_some_and(|r| r.locked);
-                        let _ = self.set_locked(room.as_str(), !locked);
+                        let _ = self.set_locked(&room, !locked);
                     }
                     _ => {}
                 }
@@ -755,7 +764,7 @@ impl Conference {
     }
 
     /// Removes a participant (the API's kick); a call still ringing is cancelled.
-    pub fn kick(&mut self, room: &str, leg: LegId) -> Result<(), ConferenceError> {
+    pub fn kick(&mut self, room: &RoomId, leg: LegId) -> Result<(), ConferenceError> {
         if self.cancel_dial(room, leg) {
             return Ok(());
         }
@@ -777,7 +786,7 @@ impl Conference {
     }
 
     /// Locks or unlocks a room that is up.
-    pub fn set_locked(&mut self, room: &str, locked: bool) -> Result<(), ConferenceError> {
+    pub fn set_locked(&mut self, room: &RoomId, locked: bool) -> Result<(), ConferenceError> {
         let (id, up) = self
             .rooms
             .get_key_value(room)
@@ -822,7 +831,7 @@ impl Conference {
     }
 
     /// A room that is up.
-    pub fn room(&self, room: &str) -> Option<RoomView> {
+    pub fn room(&self, room: &RoomId) -> Option<RoomView> {
         let (id, up) = self.rooms.get_key_value(room)?;
         let members = up
             .members

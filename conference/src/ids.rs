@@ -82,6 +82,14 @@ impl Secret {
     }
 }
 
+/// A secret is read as the string it is (a PIN in `rooms.json` or a request body). It has no
+/// `Serialize`: whoever writes one out does it on purpose, with [`Secret::expose`].
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")

@@ -6,6 +6,7 @@
 //! - [`lobby`]: one caller's PIN lobby (conference id, PIN, retries, goodbye).
 //! - [`lockout`]: brute-force protection of PINs across calls.
 //! - [`policy`]: what a room does as people join and leave (tones, prompts, moderators).
+//! - [`settings`]: a room's settings as written (`[room]`, `[[rooms]]`, `rooms.json`, the API).
 #![deny(missing_docs)]
 
 pub mod conference;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod lobby;
 pub mod lockout;
 pub mod policy;
+pub mod settings;
 
 pub use conference::Conference;
 pub use ids::{LegId, RoomId, Secret};

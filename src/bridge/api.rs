@@ -4,7 +4,7 @@
 use roundtable_api::{
     Participant, ParticipantAudio, ReceiveQuality, RoomDetail, RoomSummary, RtcpReport,
 };
-use roundtable_conference::LegId;
+use roundtable_conference::{LegId, RoomId};
 use roundtable_mixer::pool::Command as MixerCommand;
 use tokio::sync::oneshot;
 use tracing::info;
@@ -16,47 +16,47 @@ pub enum Request {
     /// `GET /v1/rooms`.
     Rooms(oneshot::Sender<Vec<RoomSummary>>),
     /// `GET /v1/rooms/{room}`.
-    Room(String, oneshot::Sender<Option<RoomDetail>>),
+    Room(RoomId, oneshot::Sender<Option<RoomDetail>>),
     /// `PUT /v1/rooms/{room}`.
     PutRoom(
-        String,
+        RoomId,
         RoomSpec,
         oneshot::Sender<Result<RoomDetail, ControlError>>,
     ),
     /// `DELETE /v1/rooms/{room}`.
-    DeleteRoom(String, oneshot::Sender<Result<(), ControlError>>),
+    DeleteRoom(RoomId, oneshot::Sender<Result<(), ControlError>>),
     /// `POST /v1/rooms/{room}/recording`.
     Recording(
-        String,
+        RoomId,
         RecordingRequest,
         String,
         oneshot::Sender<Result<RoomDetail, ControlError>>,
     ),
     /// `DELETE /v1/rooms/{room}/participants/{leg}`.
-    Kick(String, String, oneshot::Sender<Result<(), ControlError>>),
+    Kick(RoomId, LegId, oneshot::Sender<Result<(), ControlError>>),
     /// `PATCH /v1/rooms/{room}`.
     UpdateRoom(
-        String,
+        RoomId,
         RoomPatch,
         oneshot::Sender<Result<RoomDetail, ControlError>>,
     ),
     /// `POST /v1/rooms/{room}/participants`.
     Dial(
-        String,
+        RoomId,
         roundtable_api::DialRequest,
         oneshot::Sender<Result<Participant, ControlError>>,
     ),
     /// `POST /v1/rooms/{room}/participants/{leg}/move`.
     Move(
-        String,
-        String,
-        String,
+        RoomId,
+        LegId,
+        RoomId,
         oneshot::Sender<Result<Participant, ControlError>>,
     ),
     /// `PATCH /v1/rooms/{room}/participants/{leg}`.
     UpdateParticipant(
-        String,
-        String,
+        RoomId,
+        LegId,
         ParticipantPatch,
         oneshot::Sender<Result<Participant, ControlError>>,
     ),
@@ -85,14 +85,13 @@ impl Bridge {
             Request::Room(id, reply) => {
                 let _ = reply.send(self.room_detail(&id));
             }
-            Request::PutRoom(id, spec, reply) => self.put_room(&id, spec, reply),
+            Request::PutRoom(id, spec, reply) => self.put_room(id, spec, reply),
             Request::DeleteRoom(id, reply) => self.delete_room(id, reply),
             Request::Recording(room, request, by, reply) => {
                 self.recording_request(&room, request, by, reply);
             }
             Request::Kick(room, leg, reply) => {
-                let result =
-                    parse_leg(&leg).and_then(|leg| self.core.kick(&room, leg).map_err(core_error));
+                let result = self.core.kick(&room, leg).map_err(core_error);
                 self.carry_out();
                 let _ = reply.send(result);
             }
@@ -112,11 +111,11 @@ impl Bridge {
                 let _ = reply.send(result);
             }
             Request::Move(room, leg, to, reply) => {
-                let result = self.move_participant(&room, &leg, &to);
+                let result = self.move_participant(&room, leg, &to);
                 let _ = reply.send(result);
             }
             Request::UpdateParticipant(room, leg, patch, reply) => {
-                let result = self.update_participant(&room, &leg, patch);
+                let result = self.update_participant(&room, leg, patch);
                 let _ = reply.send(result);
             }
         }
@@ -138,7 +137,7 @@ impl Bridge {
         for id in self.book.ids() {
             if self.core.room(id).is_none() {
                 rooms.push(RoomSummary {
-                    id: id.clone(),
+                    id: id.to_string(),
                     participants: 0,
                     recording: false,
                 });
@@ -149,18 +148,18 @@ impl Bridge {
     }
 
     /// A room's echo cancellation setting: its own, else the service's.
-    pub(super) fn room_aec(&self, room: &str) -> AecMode {
+    pub(super) fn room_aec(&self, room: &RoomId) -> AecMode {
         self.book
-            .settings(room)
+            .settings(room.as_str())
             .aec
-            .unwrap_or(self.config.audio.aec)
+            .map_or(self.config.audio.aec, aec_mode)
     }
 
-    pub(super) fn room_detail(&self, id: &str) -> Option<RoomDetail> {
+    pub(super) fn room_detail(&self, id: &RoomId) -> Option<RoomDetail> {
         let room_aec = self.room_aec(id);
         let dialing = self.dialing_participants(id);
         let Some(view) = self.core.room(id) else {
-            let known = self.book.get(id).is_some() || !dialing.is_empty();
+            let known = self.book.get(id.as_str()).is_some() || !dialing.is_empty();
             return known.then(|| RoomDetail {
                 id: id.to_string(),
                 recording: false,
@@ -210,7 +209,7 @@ impl Bridge {
         let c = &leg.controls;
         let relations = self.core.relations(id);
         Participant {
-            id: id.to_string(),
+            id,
             from: leg.from.clone(),
             codec: leg.codec.name().to_string(),
             joined_at: time::rfc3339(leg.joined_at),
@@ -261,12 +260,11 @@ impl Bridge {
 
     fn update_participant(
         &mut self,
-        room: &str,
-        leg: &str,
+        room: &RoomId,
+        id: LegId,
         patch: ParticipantPatch,
     ) -> Result<Participant, ControlError> {
         let view = self.core.room(room).ok_or(ControlError::RoomNotFound)?;
-        let id = parse_leg(leg)?;
         let member = *view
             .members
             .iter()
@@ -274,8 +272,8 @@ impl Bridge {
             .ok_or(ControlError::LegNotFound)?;
         let key = view.id.clone();
         // Relations first: a bad one changes nothing.
-        let hears = patch.hears.as_ref().map(core_audience).transpose()?;
-        let heard_by = patch.heard_by().as_ref().map(core_audience).transpose()?;
+        let hears = patch.hears.as_ref().map(core_audience);
+        let heard_by = patch.heard_by().as_ref().map(core_audience);
         if hears.is_some() || heard_by.is_some() {
             let current = self.core.relations(id);
             let relations = roundtable_mixer::Relations {
@@ -318,38 +316,19 @@ impl Bridge {
         );
         info!(room = %room, leg = %id, ?controls, "participant controls changed");
         let mut fields = serde_json::to_value(&patch).unwrap_or_default();
-        fields["participant"] = serde_json::json!(leg);
+        fields["participant"] = serde_json::json!(id.to_string());
         self.event("participant_updated", &key, fields);
         let entry = self.legs.get(&id).ok_or(ControlError::LegNotFound)?;
         Ok(self.participant(id, member.moderator, entry, self.room_aec(room)))
     }
 }
 
-/// An API audience as the core takes it: participant ids parsed (an id that is no number names
-/// nobody in the room).
-fn core_audience(
-    audience: &roundtable_api::Audience,
-) -> Result<roundtable_mixer::Audience, ControlError> {
+/// An API audience as the core takes it.
+fn core_audience(audience: &roundtable_api::Audience) -> roundtable_mixer::Audience {
     match audience {
-        roundtable_api::Audience::All => Ok(roundtable_mixer::Audience::All),
-        roundtable_api::Audience::Only(ids) => ids
-            .iter()
-            .map(|id| {
-                id.parse().map(LegId).map_err(|_| {
-                    ControlError::Invalid(format!(
-                        "participant {id:?} is not another participant of the room"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map(roundtable_mixer::Audience::Only),
+        roundtable_api::Audience::All => roundtable_mixer::Audience::All,
+        roundtable_api::Audience::Only(legs) => roundtable_mixer::Audience::Only(legs.clone()),
     }
-}
-
-pub(super) fn parse_leg(leg: &str) -> Result<LegId, ControlError> {
-    leg.parse()
-        .map(LegId)
-        .map_err(|_| ControlError::LegNotFound)
 }
 
 impl BridgeHandle {
@@ -379,8 +358,8 @@ impl Control for BridgeHandle {
         })
     }
 
-    fn room(&self, id: &str) -> Reply<Option<RoomDetail>> {
-        let (this, id) = (self.clone(), id.to_string());
+    fn room(&self, id: &RoomId) -> Reply<Option<RoomDetail>> {
+        let (this, id) = (self.clone(), id.clone());
         Box::pin(async move {
             this.ask(|tx| Command::Api(Request::Room(id, tx)))
                 .await
@@ -390,11 +369,11 @@ impl Control for BridgeHandle {
 
     fn recording(
         &self,
-        room: &str,
+        room: &RoomId,
         request: RecordingRequest,
         by: &str,
     ) -> Reply<Result<RoomDetail, ControlError>> {
-        let (room, by) = (room.to_string(), by.to_string());
+        let (room, by) = (room.clone(), by.to_string());
         self.request(move |tx| Request::Recording(room, request, by, tx))
     }
 
@@ -410,52 +389,56 @@ impl Control for BridgeHandle {
         recording::object(&self.archive, id, object)
     }
 
-    fn kick(&self, room: &str, leg: &str) -> Reply<Result<(), ControlError>> {
-        let (room, leg) = (room.to_string(), leg.to_string());
+    fn kick(&self, room: &RoomId, leg: LegId) -> Reply<Result<(), ControlError>> {
+        let room = room.clone();
         self.request(move |tx| Request::Kick(room, leg, tx))
     }
 
-    fn update_room(&self, room: &str, patch: RoomPatch) -> Reply<Result<RoomDetail, ControlError>> {
-        let room = room.to_string();
+    fn update_room(
+        &self,
+        room: &RoomId,
+        patch: RoomPatch,
+    ) -> Reply<Result<RoomDetail, ControlError>> {
+        let room = room.clone();
         self.request(move |tx| Request::UpdateRoom(room, patch, tx))
     }
 
     fn dial(
         &self,
-        room: &str,
+        room: &RoomId,
         request: roundtable_api::DialRequest,
     ) -> Reply<Result<Participant, ControlError>> {
-        let room = room.to_string();
+        let room = room.clone();
         self.request(move |tx| Request::Dial(room, request, tx))
     }
 
     fn update_participant(
         &self,
-        room: &str,
-        leg: &str,
+        room: &RoomId,
+        leg: LegId,
         patch: ParticipantPatch,
     ) -> Reply<Result<Participant, ControlError>> {
-        let (room, leg) = (room.to_string(), leg.to_string());
+        let room = room.clone();
         self.request(move |tx| Request::UpdateParticipant(room, leg, patch, tx))
     }
 
     fn move_participant(
         &self,
-        room: &str,
-        leg: &str,
-        to: &str,
+        room: &RoomId,
+        leg: LegId,
+        to: &RoomId,
     ) -> Reply<Result<Participant, ControlError>> {
-        let (room, leg, to) = (room.to_string(), leg.to_string(), to.to_string());
+        let (room, to) = (room.clone(), to.clone());
         self.request(move |tx| Request::Move(room, leg, to, tx))
     }
 
-    fn put_room(&self, room: &str, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
-        let room = room.to_string();
+    fn put_room(&self, room: &RoomId, spec: RoomSpec) -> Reply<Result<RoomDetail, ControlError>> {
+        let room = room.clone();
         self.request(move |tx| Request::PutRoom(room, spec, tx))
     }
 
-    fn delete_room(&self, room: &str) -> Reply<Result<(), ControlError>> {
-        let room = room.to_string();
+    fn delete_room(&self, room: &RoomId) -> Reply<Result<(), ControlError>> {
+        let room = room.clone();
         self.request(move |tx| Request::DeleteRoom(room, tx))
     }
 
@@ -471,8 +454,8 @@ impl Control for BridgeHandle {
         }
     }
 
-    fn events(&self, after: u64, room: Option<&str>) -> EventsPage {
-        let page = self.events.since(after, room);
+    fn events(&self, after: u64, room: Option<&RoomId>) -> EventsPage {
+        let page = self.events.since(after, room.map(RoomId::as_str));
         EventsPage {
             events: page.events,
             next: page.next,

@@ -10,19 +10,18 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use super::{Bridge, Command, aec_mode};
-use crate::config::{RoomConfig, Secret, pin_problem};
 use crate::rooms::{BookChange, RoomBookError};
 
 /// A change waiting for (or in) its write, with where its API caller hears back.
 pub(super) enum BookWrite {
     /// `PUT`: answered with the room as it then is.
     Put(
-        String,
-        RoomConfig,
+        RoomId,
+        RoomSpec,
         oneshot::Sender<Result<RoomDetail, ControlError>>,
     ),
     /// `DELETE`.
-    Delete(String, oneshot::Sender<Result<(), ControlError>>),
+    Delete(RoomId, oneshot::Sender<Result<(), ControlError>>),
 }
 
 impl BookWrite {
@@ -49,14 +48,14 @@ impl Bridge {
     /// `PUT /v1/rooms/{room}`: the definition is checked now and takes effect once written.
     pub(super) fn put_room(
         &mut self,
-        room: &str,
+        room: RoomId,
         spec: RoomSpec,
         reply: oneshot::Sender<Result<RoomDetail, ControlError>>,
     ) {
-        match self.room_config(room, spec) {
-            Ok((id, config)) => self.queue_book(BookWrite::Put(id.to_string(), config, reply)),
-            Err(error) => {
-                let _ = reply.send(Err(error));
+        match spec.problem(self.config.max_legs_per_room) {
+            None => self.queue_book(BookWrite::Put(room, spec, reply)),
+            Some((field, reason)) => {
+                let _ = reply.send(Err(ControlError::Invalid(format!("{field}: {reason}"))));
             }
         }
     }
@@ -64,46 +63,10 @@ impl Bridge {
     /// `DELETE /v1/rooms/{room}`.
     pub(super) fn delete_room(
         &mut self,
-        room: String,
+        room: RoomId,
         reply: oneshot::Sender<Result<(), ControlError>>,
     ) {
         self.queue_book(BookWrite::Delete(room, reply));
-    }
-
-    /// A room definition from the API's body, checked.
-    fn room_config(
-        &self,
-        room: &str,
-        spec: RoomSpec,
-    ) -> Result<(RoomId, RoomConfig), ControlError> {
-        let id = RoomId::parse(room).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let pin = |p: Option<String>| -> Result<Option<Secret>, ControlError> {
-            match p.as_deref().and_then(pin_problem) {
-                Some(reason) => Err(ControlError::Invalid(reason.into())),
-                None => Ok(p.map(Secret::new)),
-            }
-        };
-        let cap = self.config.max_legs_per_room;
-        let max_participants = match spec.max_participants {
-            Some(n) if n == 0 || n as usize > cap => {
-                return Err(ControlError::Invalid(format!(
-                    "max_participants is 1 to {cap} (media.max_legs_per_room)"
-                )));
-            }
-            n => n.map(|n| n as usize),
-        };
-        let config = RoomConfig {
-            pin: pin(spec.pin)?,
-            moderator_pin: pin(spec.moderator_pin)?,
-            max_participants,
-            record: spec.record,
-            aec: spec.aec.map(aec_mode),
-            join_leave_tones: spec.join_leave_tones,
-            alone_prompt: spec.alone_prompt,
-            wait_for_moderator: spec.wait_for_moderator,
-            end_with_moderator: spec.end_with_moderator,
-        };
-        Ok((id, config))
     }
 
     fn queue_book(&mut self, write: BookWrite) {
@@ -117,10 +80,10 @@ impl Bridge {
     fn next_book_write(&mut self) {
         while let Some(write) = self.book_writes.front() {
             let refusal = match write {
-                BookWrite::Delete(id, _) if self.book.is_configured_only(id) => Some(
+                BookWrite::Delete(id, _) if self.book.is_configured_only(id.as_str()) => Some(
                     ControlError::Conflict("the room is defined in the configuration file"),
                 ),
-                BookWrite::Delete(id, _) if !self.book.is_api_defined(id) => {
+                BookWrite::Delete(id, _) if !self.book.is_api_defined(id.as_str()) => {
                     Some(ControlError::RoomNotFound)
                 }
                 _ => None,
@@ -164,15 +127,13 @@ impl Bridge {
         match write {
             BookWrite::Put(room, _, reply) => {
                 info!(room = %room, "room defined through the API");
-                if let Ok(id) = RoomId::parse(&room)
-                    && self.core.room(&room).is_some()
-                {
-                    let mode = self.book.settings(&room).aec;
+                if self.core.room(&room).is_some() {
+                    let mode = self.book.settings(room.as_str()).aec.map(aec_mode);
                     let command = MixerCommand::SetRoomAec {
-                        room: id.key(),
+                        room: room.key(),
                         mode,
                     };
-                    self.send_room(&id, command);
+                    self.send_room(&room, command);
                 }
                 let _ = reply.send(self.room_detail(&room).ok_or(ControlError::RoomNotFound));
             }

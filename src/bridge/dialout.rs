@@ -119,10 +119,10 @@ impl Bridge {
     pub(super) fn dial(
         &mut self,
         now: Instant,
-        room: &str,
+        room: &RoomId,
         request: DialRequest,
     ) -> Result<Participant, ControlError> {
-        let room = RoomId::parse(room).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let room = room.clone();
         let trunk = match &request.trunk {
             Some(name) => Some(
                 self.config
@@ -192,7 +192,7 @@ impl Bridge {
         }));
         self.legs.insert(leg, entry);
         let entry = self.legs.get(&leg).ok_or(ControlError::LegNotFound)?;
-        let room_aec = self.room_aec(room.as_str());
+        let room_aec = self.room_aec(&room);
         let mut participant = self.participant(leg, request.moderator, entry, room_aec);
         participant.state = ParticipantState::Dialing;
         Ok(participant)
@@ -474,7 +474,7 @@ impl Bridge {
     }
 
     /// The calls placed into `room` that have not joined it yet, as participants.
-    pub(super) fn dialing_participants(&self, room: &str) -> Vec<Participant> {
+    pub(super) fn dialing_participants(&self, room: &RoomId) -> Vec<Participant> {
         let room_aec = self.room_aec(room);
         self.core
             .dial_outs(room)

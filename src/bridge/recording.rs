@@ -178,11 +178,8 @@ impl Bridge {
         } = opened;
         let answer = |result: Result<(), ControlError>, bridge: &Bridge| {
             if let Some(reply) = reply {
-                let detail = result.and_then(|()| {
-                    bridge
-                        .room_detail(room.as_str())
-                        .ok_or(ControlError::RoomNotFound)
-                });
+                let detail = result
+                    .and_then(|()| bridge.room_detail(&room).ok_or(ControlError::RoomNotFound));
                 let _ = reply.send(detail);
             }
         };
@@ -245,7 +242,7 @@ impl Bridge {
         // Everyone already in the room is in the recording, and hears the notice.
         let members: Vec<LegId> = self
             .core
-            .room(room.as_str())
+            .room(&room)
             .map(|view| view.members.iter().map(|m| m.leg).collect())
             .unwrap_or_default();
         for leg in members {
@@ -351,7 +348,7 @@ impl Bridge {
     /// `POST /v1/rooms/{room}/recording`.
     pub(super) fn recording_request(
         &mut self,
-        room: &str,
+        room: &RoomId,
         request: RecordingRequest,
         by: String,
         reply: RoomReply,

@@ -16,7 +16,7 @@ use roundtable_sip::locate;
 use roundtable_sip::message::SipUri;
 use tracing::info;
 
-use super::api::{core_error, parse_leg};
+use super::api::core_error;
 use roundtable_conference::conference::Destination;
 
 use super::Bridge;
@@ -26,19 +26,17 @@ impl Bridge {
     /// it is in `to`.
     pub(super) fn move_participant(
         &mut self,
-        room: &str,
-        leg: &str,
-        to: &str,
+        room: &RoomId,
+        id: LegId,
+        to: &RoomId,
     ) -> Result<Participant, ControlError> {
-        let to = RoomId::parse(to).map_err(|e| ControlError::Invalid(format!("room: {e}")))?;
-        let id = parse_leg(leg)?;
         self.core
-            .move_leg(room, id, &to, &self.book)
+            .move_leg(room, id, to, &self.book)
             .map_err(core_error)?;
         self.carry_out();
         let moderator = self
             .core
-            .room(to.as_str())
+            .room(to)
             .and_then(|view| {
                 view.members
                     .iter()
@@ -47,7 +45,7 @@ impl Bridge {
             })
             .ok_or(ControlError::LegNotFound)?;
         let entry = self.legs.get(&id).ok_or(ControlError::LegNotFound)?;
-        Ok(self.participant(id, moderator, entry, self.room_aec(to.as_str())))
+        Ok(self.participant(id, moderator, entry, self.room_aec(to)))
     }
 }
 
@@ -113,7 +111,7 @@ impl Bridge {
             ReferTarget::Room(to) => {
                 info!(leg = %leg, room = %room, to = %to, "REFER: moving the caller");
                 sip.answer_refer(refer.id, Ok(()));
-                let (code, reason) = match self.core.move_leg(room.as_str(), leg, &to, &self.book) {
+                let (code, reason) = match self.core.move_leg(&room, leg, &to, &self.book) {
                     Ok(()) => (200, "OK"),
                     Err(ConferenceError::Refused(Refusal::RoomFull)) => (486, "Busy Here"),
                     Err(ConferenceError::Refused(_)) => (403, "Forbidden"),
@@ -141,12 +139,10 @@ impl Bridge {
                 }
                 sip.answer_refer(refer.id, Ok(()));
                 sip.notify_refer(refer.call, 100, "Trying".into(), false);
-                match self.dial(now, room.as_str(), request) {
+                match self.dial(now, &room, request) {
                     Ok(participant) => {
                         info!(leg = %leg, target = %refer.target, dialled = %participant.id, "REFER: dialling the target into the room");
-                        if let Ok(dialled) = parse_leg(&participant.id) {
-                            self.referrals.insert(dialled, refer.call);
-                        }
+                        self.referrals.insert(participant.id, refer.call);
                     }
                     Err(error) => {
                         sip.notify_refer(refer.call, 503, error.to_string(), true);

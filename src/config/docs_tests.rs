@@ -70,7 +70,7 @@ fn code_keys() -> Vec<String> {
         ("shutdown", fields_of::<RawShutdown>()),
         ("log", fields_of::<RawLog>()),
         ("testing", fields_of::<RawTesting>()),
-        ("room", fields_of::<RawRoomDefaults>()),
+        ("room", fields_of::<RoomSpec>()),
     ];
     let mut top: Vec<&str> = fields_of::<Raw>().to_vec();
     top.sort_unstable();

@@ -267,9 +267,9 @@ impl Conference {
 
     /// Cancels a call we place into `room` (the API's kick of a leg still ringing); `false` if
     /// `leg` is not one.
-    pub(super) fn cancel_dial(&mut self, room: &str, leg: LegId) -> bool {
+    pub(super) fn cancel_dial(&mut self, room: &RoomId, leg: LegId) -> bool {
         match self.dialing_mut(leg) {
-            Some(dialing) if dialing.room.as_str() == room => {
+            Some(dialing) if dialing.room == *room => {
                 if dialing.gave_up.is_none() {
                     dialing.gave_up = Some(GaveUp::Cancelled);
                     self.actions.push_back(Action::Hangup(leg));
@@ -281,7 +281,7 @@ impl Conference {
     }
 
     /// The calls placed into `room` that have not joined it yet.
-    pub fn dial_outs(&self, room: &str) -> Vec<DialView> {
+    pub fn dial_outs(&self, room: &RoomId) -> Vec<DialView> {
         let mut views: Vec<DialView> = self
             .legs
             .iter()
@@ -300,7 +300,7 @@ impl Conference {
                     }
                     _ => return None,
                 };
-                (target.as_str() == room).then_some(DialView {
+                (target == room).then_some(DialView {
                     leg: *id,
                     state,
                     moderator: leg.moderator,

@@ -14,7 +14,7 @@ impl Conference {
     /// the room.
     pub fn set_relations(
         &mut self,
-        room: &str,
+        room: &RoomId,
         leg: LegId,
         relations: Relations,
     ) -> Result<(), ConferenceError> {

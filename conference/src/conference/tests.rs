@@ -18,6 +18,7 @@ impl RoomDirectory for Book {
             moderator_pin: None,
             max_participants: 10,
             record: false,
+            aec: None,
             policy: PolicySettings::default(),
         };
         match room.as_str() {
@@ -152,7 +153,7 @@ fn the_first_caller_opens_the_room_and_hears_it_is_alone_until_the_second() {
             },
         ]
     );
-    let view = core.room("1000").expect("up");
+    let view = core.room(&id("1000")).expect("up");
     assert_eq!(
         view.members.iter().map(|m| m.leg).collect::<Vec<_>>(),
         [a, b]
@@ -206,9 +207,9 @@ fn leaving_tells_the_room_and_the_last_one_out_closes_it() {
             },
         ]
     );
-    assert_eq!(core.kick("1000", b), Err(ConferenceError::LegNotFound));
-    assert_eq!(core.kick("9", a), Err(ConferenceError::RoomNotFound));
-    core.kick("1000", a).unwrap();
+    assert_eq!(core.kick(&id("1000"), b), Err(ConferenceError::LegNotFound));
+    assert_eq!(core.kick(&id("9"), a), Err(ConferenceError::RoomNotFound));
+    core.kick(&id("1000"), a).unwrap();
     let actions = drain(&mut core);
     assert_eq!(actions[0], Action::Hangup(a), "a kicked leg is sent BYE");
     assert!(actions.contains(&Action::CloseRoom(room)));
@@ -318,14 +319,14 @@ fn key_commands_mute_oneself_and_let_moderators_lock() {
             }
         ]
     );
-    assert!(core.room("1000").unwrap().members[0].muted);
+    assert!(core.room(&id("1000")).unwrap().members[0].muted);
     // *5 locks only for moderators.
     core.handle_digit(t0, member, '*', &Book);
     core.handle_digit(t0, member, '5', &Book);
-    assert!(!core.room("1000").unwrap().locked);
+    assert!(!core.room(&id("1000")).unwrap().locked);
     core.handle_digit(t0, moderator, '*', &Book);
     core.handle_digit(t0, moderator, '5', &Book);
-    assert!(core.room("1000").unwrap().locked);
+    assert!(core.room(&id("1000")).unwrap().locked);
     assert!(events(&drain(&mut core)).contains(&Event::Locked(true)));
     assert_eq!(
         core.handle_call(t0, ip(1), to_room("1000", false), &Book),
@@ -333,14 +334,14 @@ fn key_commands_mute_oneself_and_let_moderators_lock() {
     );
     // A 5 without the star is just a key.
     core.handle_digit(t0, moderator, '5', &Book);
-    assert!(core.room("1000").unwrap().locked);
-    core.set_locked("1000", false).unwrap();
+    assert!(core.room(&id("1000")).unwrap().locked);
+    core.set_locked(&id("1000"), false).unwrap();
     assert_eq!(
         events(&drain(&mut core)).last(),
         Some(&Event::Locked(false))
     );
     assert_eq!(
-        core.set_locked("nope", true),
+        core.set_locked(&id("nope"), true),
         Err(ConferenceError::RoomNotFound)
     );
 }
@@ -357,7 +358,7 @@ fn a_room_waits_for_its_moderator_and_ends_with_it() {
     }));
     assert!(events(&actions).contains(&Event::WaitingForModerator(true)));
     let (b, _) = join(&mut core, t0, "mod", false);
-    assert!(core.room("mod").unwrap().waiting_for_moderator);
+    assert!(core.room(&id("mod")).unwrap().waiting_for_moderator);
     let (boss, actions) = join(&mut core, t0, "mod", true);
     assert!(actions.contains(&Action::Hold {
         room: room.clone(),
@@ -545,7 +546,7 @@ fn a_lobby_caller_whose_room_filled_is_hung_up() {
         leg,
         why: Departure::RoomFull
     }));
-    assert_eq!(core.room("small").unwrap().members.len(), 2);
+    assert_eq!(core.room(&id("small")).unwrap().members.len(), 2);
 }
 
 #[test]
@@ -604,8 +605,11 @@ fn a_dial_out_rings_is_answered_and_joins_its_room_muted() {
     let mut core = core();
     let leg = core.dial_out(t0, dial("2000"), &Book).expect("placed");
     assert_eq!(dial_states(&drain(&mut core)), [DialState::Dialing]);
-    assert!(core.room("2000").is_none(), "no room before the answer");
-    assert_eq!(core.dial_outs("2000")[0].state, DialState::Dialing);
+    assert!(
+        core.room(&id("2000")).is_none(),
+        "no room before the answer"
+    );
+    assert_eq!(core.dial_outs(&id("2000"))[0].state, DialState::Dialing);
     core.handle_dial_progress(t0, leg);
     core.handle_dial_progress(t0, leg);
     assert_eq!(
@@ -615,7 +619,7 @@ fn a_dial_out_rings_is_answered_and_joins_its_room_muted() {
     );
     core.handle_dial_answered(t0, leg);
     assert_eq!(dial_states(&drain(&mut core)), [DialState::Answered]);
-    assert_eq!(core.dial_outs("2000")[0].state, DialState::Answered);
+    assert_eq!(core.dial_outs(&id("2000"))[0].state, DialState::Answered);
     core.handle_media_ready(t0, leg, &Book).expect("joins");
     let actions = drain(&mut core);
     assert!(
@@ -627,8 +631,8 @@ fn a_dial_out_rings_is_answered_and_joins_its_room_muted() {
         leg,
         muted: true
     }));
-    assert!(core.dial_outs("2000").is_empty());
-    assert_eq!(core.room("2000").unwrap().members[0].leg, leg);
+    assert!(core.dial_outs(&id("2000")).is_empty());
+    assert_eq!(core.room(&id("2000")).unwrap().members[0].leg, leg);
     // Its hang-up later ends it.
     core.handle_ended(t0, leg, Departure::Hangup);
     assert_eq!(dial_states(&drain(&mut core)), [DialState::Ended]);
@@ -686,12 +690,12 @@ fn kicking_a_ringing_dial_out_cancels_it_and_it_ends() {
     core.handle_dial_progress(t0, leg);
     drain(&mut core);
     assert_eq!(
-        core.kick("other", leg),
+        core.kick(&id("other"), leg),
         Err(ConferenceError::RoomNotFound),
         "only from its own room"
     );
     assert!(core.still_dialing(leg));
-    core.kick("2000", leg).expect("cancelled");
+    core.kick(&id("2000"), leg).expect("cancelled");
     assert_eq!(drain(&mut core), [Action::Hangup(leg)]);
     assert!(!core.still_dialing(leg), "a redirect now is not followed");
     core.handle_dial_failed(t0, leg, 487, "Request Terminated");
@@ -766,7 +770,7 @@ fn a_moved_leg_leaves_one_room_and_joins_the_other_with_its_call_up() {
     let (bob, _) = join(&mut core, t0, "2000", false);
     core.set_muted(bob, true).unwrap();
     drain(&mut core);
-    core.move_leg("2000", bob, &id("3000"), &Book)
+    core.move_leg(&id("2000"), bob, &id("3000"), &Book)
         .expect("moved");
     let actions = drain(&mut core);
     assert!(actions.contains(&Action::OpenRoom(id("3000"))));
@@ -801,10 +805,11 @@ fn a_moved_leg_leaves_one_room_and_joins_the_other_with_its_call_up() {
         leg: bob,
         to: id("3000")
     }));
-    assert_eq!(core.room("2000").unwrap().members.len(), 1);
-    assert_eq!(core.room("3000").unwrap().members[0].leg, bob);
+    assert_eq!(core.room(&id("2000")).unwrap().members.len(), 1);
+    assert_eq!(core.room(&id("3000")).unwrap().members[0].leg, bob);
     // The last one out: its old room closes after the move.
-    core.move_leg("2000", alice, &id("3000"), &Book).unwrap();
+    core.move_leg(&id("2000"), alice, &id("3000"), &Book)
+        .unwrap();
     let actions = drain(&mut core);
     let moved = actions
         .iter()
@@ -815,7 +820,7 @@ fn a_moved_leg_leaves_one_room_and_joins_the_other_with_its_call_up() {
         .position(|a| *a == Action::CloseRoom(id("2000")))
         .expect("the empty room closes");
     assert!(moved < closed, "{actions:?}");
-    assert!(core.room("2000").is_none());
+    assert!(core.room(&id("2000")).is_none());
 }
 
 #[test]
@@ -827,21 +832,21 @@ fn a_move_is_refused_by_a_full_room_and_needs_the_leg_in_its_room() {
     join(&mut core, t0, "small", false);
     drain(&mut core);
     assert_eq!(
-        core.move_leg("2000", alice, &id("small"), &Book),
+        core.move_leg(&id("2000"), alice, &id("small"), &Book),
         Err(ConferenceError::Refused(Refusal::RoomFull))
     );
     assert_eq!(
-        core.move_leg("other", alice, &id("3000"), &Book),
+        core.move_leg(&id("other"), alice, &id("3000"), &Book),
         Err(ConferenceError::RoomNotFound)
     );
     assert_eq!(
-        core.move_leg("2000", LegId(99), &id("3000"), &Book),
+        core.move_leg(&id("2000"), LegId(99), &id("3000"), &Book),
         Err(ConferenceError::LegNotFound)
     );
-    core.move_leg("2000", alice, &id("2000"), &Book)
+    core.move_leg(&id("2000"), alice, &id("2000"), &Book)
         .expect("to its own room: nothing to do");
     assert!(drain(&mut core).is_empty());
-    assert_eq!(core.room("2000").unwrap().members[0].leg, alice);
+    assert_eq!(core.room(&id("2000")).unwrap().members[0].leg, alice);
 }
 
 #[test]
@@ -859,7 +864,7 @@ fn relations_name_other_members_are_noted_and_dropped_when_their_leg_leaves() {
     };
     assert_eq!(
         core.set_relations(
-            "2000",
+            &id("2000"),
             coach,
             Relations {
                 heard_by: Audience::Only(vec![other]),
@@ -871,7 +876,7 @@ fn relations_name_other_members_are_noted_and_dropped_when_their_leg_leaves() {
     );
     assert_eq!(
         core.set_relations(
-            "2000",
+            &id("2000"),
             coach,
             Relations {
                 hears: Audience::Only(vec![coach]),
@@ -881,7 +886,8 @@ fn relations_name_other_members_are_noted_and_dropped_when_their_leg_leaves() {
         Err(ConferenceError::NotInRoom(coach)),
         "itself"
     );
-    core.set_relations("2000", coach, whisper.clone()).unwrap();
+    core.set_relations(&id("2000"), coach, whisper.clone())
+        .unwrap();
     let actions = drain(&mut core);
     assert!(actions.contains(&Action::Relations {
         room: id("2000"),
@@ -897,7 +903,8 @@ fn relations_name_other_members_are_noted_and_dropped_when_their_leg_leaves() {
         relations: whisper.clone()
     }));
     assert_eq!(core.relations(coach), whisper);
-    core.set_relations("2000", coach, whisper.clone()).unwrap();
+    core.set_relations(&id("2000"), coach, whisper.clone())
+        .unwrap();
     assert!(drain(&mut core).is_empty(), "no change, no news");
     // The agent hangs up: the coach's whisper goes to nobody (not to the room).
     core.handle_ended(t0, agent, Departure::Hangup);
@@ -913,6 +920,7 @@ fn relations_name_other_members_are_noted_and_dropped_when_their_leg_leaves() {
     }));
     assert_eq!(core.relations(coach), pruned);
     // Moved to another room, its relations are cleared.
-    core.move_leg("2000", coach, &id("3000"), &Book).unwrap();
+    core.move_leg(&id("2000"), coach, &id("3000"), &Book)
+        .unwrap();
     assert_eq!(core.relations(coach), Relations::default());
 }

@@ -12,7 +12,7 @@ impl Conference {
     /// Its moderator role and mute carry over; its relations (whisper, hears) do not.
     pub fn move_leg(
         &mut self,
-        room: &str,
+        room: &RoomId,
         leg: LegId,
         to: &RoomId,
         directory: &dyn RoomDirectory,
