@@ -42,9 +42,9 @@ pub struct Storage {
 
 /// The configured store and its key prefix, for reading recordings back (the CLI).
 pub fn open_store(config: &Config) -> Result<(Arc<dyn ObjectStore>, String), StorageError> {
-    Ok(match &config.s3 {
+    Ok(match &config.storage.s3 {
         None => (
-            Arc::new(LocalStore::new(&config.storage_path)),
+            Arc::new(LocalStore::new(&config.storage.path)),
             String::new(),
         ),
         Some(s3) => (Arc::new(S3Store::new(s3.clone())?), s3.prefix.clone()),
@@ -54,13 +54,13 @@ pub fn open_store(config: &Config) -> Result<(Arc<dyn ObjectStore>, String), Sto
 /// Opens the configured archive. The signing key is generated when missing only if
 /// `create_key` (the service does; the CLI does not).
 pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> {
-    let signer = Arc::new(Signer::load(&config.signing_key, create_key)?);
-    let account = Arc::new(SpoolAccount::new(config.spool_quota));
+    let signer = Arc::new(Signer::load(&config.recording.signing_key, create_key)?);
+    let account = Arc::new(SpoolAccount::new(config.storage.spool_quota));
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(UploadCounters::default());
-    let archive = match &config.s3 {
+    let archive = match &config.storage.s3 {
         None => {
-            let store = Arc::new(LocalStore::new(&config.storage_path));
+            let store = Arc::new(LocalStore::new(&config.storage.path));
             let retention = Retention {
                 backend: "local".into(),
                 ..Retention::default()
@@ -68,7 +68,7 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
             Archive::new(
                 store,
                 Target::Local,
-                config.storage_path.clone(),
+                config.storage.path.clone(),
                 String::new(),
                 signer,
                 retention,
@@ -89,7 +89,7 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
                 stop.clone(),
                 counters.clone(),
             );
-            let spool: PathBuf = config.storage_path.join("spool");
+            let spool: PathBuf = config.storage.path.join("spool");
             Archive::new(
                 store,
                 Target::S3(uploader),

@@ -475,12 +475,15 @@ impl Bridge {
             tasks: TaskTracker::new(),
             trunks,
         };
-        let prompts = Prompts::load(config.audio_rate, config.consent_prompt.as_deref());
+        let prompts = Prompts::load(
+            config.audio.rate,
+            config.recording.consent_prompt.as_deref(),
+        );
         let limits = Limits {
-            max_calls: config.max_calls,
-            lockout: config.lockout,
+            max_calls: config.sip.max_calls,
+            lockout: config.sip.lockout,
             goodbye_length: prompts.length(roundtable_conference::lobby::Prompt::Goodbye),
-            dial_outs: config.dial_limits,
+            dial_outs: config.sip.dial_limits,
         };
         let bridge = Bridge {
             core: Conference::new(limits),
@@ -488,7 +491,7 @@ impl Bridge {
             book_writes: Default::default(),
             handle: handle.clone(),
             mixer: Arc::new(mixer),
-            ports: Arc::new(Mutex::new(PortAllocator::new(config.rtp_ports))),
+            ports: Arc::new(Mutex::new(PortAllocator::new(config.media.rtp_ports))),
             sip: None,
             legs: HashMap::new(),
             calls: HashMap::new(),
@@ -498,7 +501,7 @@ impl Bridge {
             metrics,
             media_metrics,
             prompts,
-            tones: Tones::new(config.audio_rate),
+            tones: Tones::new(config.audio.rate),
             locator,
             referrals: HashMap::new(),
             config,
@@ -806,7 +809,7 @@ impl Bridge {
             }
             Action::AutoRecord(room) => {
                 // A failed auto-start is logged and counted; the call itself goes on.
-                self.start_recording(&room, self.config.recording_mode, None, None);
+                self.start_recording(&room, self.config.recording.mode, None, None);
             }
             Action::Record { room, note } => self.record_note(&room, note),
             Action::Hangup(leg) => self.hang_up(leg),

@@ -162,10 +162,10 @@ fn main() -> ExitCode {
             .and_then(|(store, _)| store.check_writable())
             .map_err(|e| format!("storage: {e}"))
             .and_then(|()| {
-                if !config.signing_key.exists() {
+                if !config.recording.signing_key.exists() {
                     return Ok(());
                 }
-                roundtable_recorder::Signer::load(&config.signing_key, false)
+                roundtable_recorder::Signer::load(&config.recording.signing_key, false)
                     .map(drop)
                     .map_err(|e| format!("recording.signing_key: {e}"))
             });
@@ -188,13 +188,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
@@ -237,11 +237,11 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     let (mixer_events, mixer_events_rx) =
         std::sync::mpsc::sync_channel(roundtable_mixer::pool::EVENT_QUEUE);
     let mixer = MixerPool::start(
-        config.mixer_threads,
+        config.audio.mixer_threads,
         roundtable_mixer::RoomConfig {
-            rate: config.audio_rate,
-            jitter: config.jitter,
-            audio: config.audio,
+            rate: config.audio.rate,
+            jitter: config.media.jitter,
+            audio: config.audio.processing,
         },
         mixer_metrics,
         media_metrics.clone(),
@@ -257,10 +257,10 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             .spawn(move || archive::recover(&archive))
             .context("starting recording recovery")?;
     }
-    let book_path = config.storage_path.join("rooms.json");
+    let book_path = config.storage.path.join("rooms.json");
     let service = roundtable_conference::settings::ServiceDefaults {
-        max_legs_per_room: config.max_legs_per_room,
-        auto_record: config.auto_record,
+        max_legs_per_room: config.media.max_legs_per_room,
+        auto_record: config.recording.auto_start,
     };
     let book = rooms::RoomBook::load(
         config.rooms.clone(),
@@ -269,11 +269,11 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         book_path,
     )
     .context("storage.path: reading rooms.json")?;
-    let locator = roundtable_sip::locate::Locator::new(&config.dns_servers);
+    let locator = roundtable_sip::locate::Locator::new(&config.sip.dns_servers);
     if let Some(problem) = locator.problem() {
         warn!(%problem, "dial-outs to host names will fail; set sip.dns_servers");
     }
-    if let Err(problem) = &config.sip_tls_client {
+    if let Err(problem) = &config.sip.tls_client {
         warn!(%problem, "dial-outs over TLS will fail");
     }
     let bridge = Bridge::spawn(
@@ -301,14 +301,14 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         .context("starting the mixer event thread")?;
 
     let shutdown = CancellationToken::new();
-    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
-        .with_context(|| format!("api.listen: cannot bind {}", config.api_listen))?;
+        .with_context(|| format!("api.listen: cannot bind {}", config.api.listen))?;
     info!(addr = %api_listener.local_addr()?, "API listening");
     let router = roundtable_api::router(
         Arc::new(bridge.clone()),
         registry,
-        config.api_token.as_ref().map(|t| t.expose().to_string()),
+        config.api.token.as_ref().map(|t| t.expose().to_string()),
     );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
@@ -327,20 +327,20 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         trunks: trunk_commands.0.clone(),
     });
     let mut endpoint = EndpointConfig::default();
-    endpoint.timers.t1 = config.timer_t1;
-    endpoint.answer_delay = config.answer_delay;
-    endpoint.allow = config.sip_allow.clone();
-    endpoint.limits = config.sip_limits;
-    endpoint.trusted = config.sip_trusted.clone();
-    endpoint.auth = config.sip_auth.clone();
-    endpoint.session_expires = config.session_expires;
-    endpoint.min_session_expires = config.min_session_expires;
-    endpoint.ping_interval = config.options_ping;
+    endpoint.timers.t1 = config.sip.timer_t1;
+    endpoint.answer_delay = config.sip.answer_delay;
+    endpoint.allow = config.sip.allow.clone();
+    endpoint.limits = config.sip.limits;
+    endpoint.trusted = config.sip.trusted.clone();
+    endpoint.auth = config.sip.auth.clone();
+    endpoint.session_expires = config.sip.session_expires;
+    endpoint.min_session_expires = config.sip.min_session_expires;
+    endpoint.ping_interval = config.sip.options_ping;
     let transport_config = transport::TransportConfig {
-        listen: config.sip_listen.clone(),
-        tls: config.sip_tls.clone(),
-        tls_client: config.sip_tls_client.clone(),
-        tcp_idle_timeout: config.tcp_idle_timeout,
+        listen: config.sip.listen.clone(),
+        tls: config.sip.tls.clone(),
+        tls_client: config.sip.tls_client.clone(),
+        tcp_idle_timeout: config.sip.tcp_idle_timeout,
     };
     let (sip, bound, sip_task) = transport::spawn(
         transport_config,

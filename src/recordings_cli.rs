@@ -16,7 +16,7 @@ use crate::config::Config;
 /// Runs one `recordings` command.
 pub fn run(config: &Config, command: RecordingsCommand) -> anyhow::Result<ExitCode> {
     if let RecordingsCommand::Pubkey = command {
-        let signer = roundtable_recorder::Signer::load(&config.signing_key, false)
+        let signer = roundtable_recorder::Signer::load(&config.recording.signing_key, false)
             .context("no signing key yet (the service creates one at its first start, or set recording.signing_key)")?;
         println!("{}", signer.public_key_hex());
         return Ok(ExitCode::SUCCESS);
@@ -68,7 +68,7 @@ pub fn run(config: &Config, command: RecordingsCommand) -> anyhow::Result<ExitCo
         RecordingsCommand::Verify { id, key } => {
             let trusted = match key {
                 Some(key) => key,
-                None => roundtable_recorder::Signer::load(&config.signing_key, false)
+                None => roundtable_recorder::Signer::load(&config.recording.signing_key, false)
                     .context("no signing key to check against: pass --key HEX")?
                     .public_key_hex(),
             };

@@ -152,7 +152,7 @@ impl Bridge {
         self.book
             .settings(room.as_str())
             .aec
-            .map_or(self.config.audio.aec, aec_mode)
+            .map_or(self.config.audio.processing.aec, aec_mode)
     }
 
     pub(super) fn room_detail(&self, id: &RoomId) -> Option<RoomDetail> {
@@ -246,8 +246,8 @@ impl Bridge {
                 aec_active: leg.aec_active,
                 noise_suppression: c
                     .noise_suppression
-                    .unwrap_or(self.config.audio.noise_suppression),
-                agc: c.agc.unwrap_or(self.config.audio.agc),
+                    .unwrap_or(self.config.audio.processing.noise_suppression),
+                agc: c.agc.unwrap_or(self.config.audio.processing.agc),
                 talking: leg.talking,
                 hears: api_audience(&relations.hears),
                 heard_by: api_audience(&relations.heard_by),

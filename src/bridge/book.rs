@@ -52,7 +52,7 @@ impl Bridge {
         spec: RoomSpec,
         reply: oneshot::Sender<Result<RoomDetail, ControlError>>,
     ) {
-        match spec.problem(self.config.max_legs_per_room) {
+        match spec.problem(self.config.media.max_legs_per_room) {
             None => self.queue_book(BookWrite::Put(room, spec, reply)),
             Some((field, reason)) => {
                 let _ = reply.send(Err(ControlError::Invalid(format!("{field}: {reason}"))));

@@ -113,7 +113,8 @@ impl Bridge {
         ReceiveConfig {
             audio_pt: answer.payload_type,
             telephone_event: answer.telephone_event,
-            inactivity: expects_rtp(offer.direction).then_some(self.config.inactivity_timeout),
+            inactivity: expects_rtp(offer.direction)
+                .then_some(self.config.media.inactivity_timeout),
             clock_rate: answer.codec.clock_rate(),
             rtcp_mux: answer.rtcp_mux,
             rtcp_remote: offer.rtcp_addr,
@@ -122,7 +123,10 @@ impl Bridge {
 
     /// The RTP address our SDP names for a leg bound at `local`: `media.public_ip` if set.
     pub(super) fn advertised(&self, local: SocketAddr) -> SocketAddr {
-        SocketAddr::new(self.config.public_ip.unwrap_or(local.ip()), local.port())
+        SocketAddr::new(
+            self.config.media.public_ip.unwrap_or(local.ip()),
+            local.port(),
+        )
     }
 
     /// `media.codecs` as SDP codecs, in our order of preference.
@@ -135,6 +139,7 @@ impl Bridge {
             AudioCodec::G729,
         ];
         self.config
+            .media
             .codecs
             .iter()
             .filter_map(|c| ALL.into_iter().find(|a| media_codec(*a) == *c))
@@ -334,8 +339,8 @@ impl Bridge {
             return Err(Rejection::new(488, "Not Acceptable Here"));
         }
         let policy = match call.peer.transport {
-            Transport::Tls if self.config.srtp_required_over_tls => SrtpPolicy::Required,
-            _ => self.config.srtp,
+            Transport::Tls if self.config.media.srtp_required_over_tls => SrtpPolicy::Required,
+            _ => self.config.media.srtp,
         };
         let offer =
             Offer::parse(&call.body, policy).map_err(|_| Rejection::new(400, "Malformed SDP"))?;

@@ -124,7 +124,7 @@ impl Bridge {
             room: room.to_string(),
             start: String::new(),
             start_unix_ms,
-            rate: self.config.audio_rate,
+            rate: self.config.audio.rate,
             mode,
             spool: Default::default(),
             fsync_delay: Default::default(),
@@ -235,7 +235,7 @@ impl Bridge {
             room: room.key(),
             sink,
             tracks: mode.tracks(),
-            whispers: self.config.include_whispers,
+            whispers: self.config.recording.include_whispers,
         };
         self.send_room(&room, start);
         self.metrics.recordings_active.inc();
@@ -274,7 +274,7 @@ impl Bridge {
                     from: entry.from.clone(),
                     codec: entry.codec.name().to_string(),
                 });
-                if self.config.consent_notice {
+                if self.config.recording.consent_notice {
                     recording.control(RecordControl::ConsentNotice {
                         leg: leg.to_string(),
                     });
@@ -361,7 +361,7 @@ impl Bridge {
             }
         };
         if request.action == RecordingAction::Start {
-            let mode = request.mode.map_or(self.config.recording_mode, mode_of);
+            let mode = request.mode.map_or(self.config.recording.mode, mode_of);
             return self.start_recording(&key, mode, Some(by), Some(reply));
         }
         let result = self

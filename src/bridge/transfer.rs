@@ -64,9 +64,9 @@ impl Bridge {
         let Ok(ip) = host.parse::<IpAddr>() else {
             return false;
         };
-        let ours_anyway = self.config.public_ip == Some(ip)
+        let ours_anyway = self.config.media.public_ip == Some(ip)
             || self.legs.get(&leg).is_some_and(|e| e.advertised.ip() == ip);
-        self.config.sip_listen.iter().any(|l| {
+        self.config.sip.listen.iter().any(|l| {
             l.addr.port() == port
                 && (l.addr.ip() == ip || (l.addr.ip().is_unspecified() && ours_anyway))
         })
@@ -120,7 +120,7 @@ impl Bridge {
                 self.carry_out();
                 sip.notify_refer(refer.call, code, reason.to_string(), true);
             }
-            ReferTarget::Outside if !self.config.allow_refer_out => {
+            ReferTarget::Outside if !self.config.sip.allow_refer_out => {
                 info!(leg = %leg, target = %refer.target, "REFER out of the bridge declined");
                 sip.answer_refer(refer.id, Err(Rejection::new(603, "Declined")));
             }

@@ -57,19 +57,19 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 /// `[[rooms]]`, `[[trunks]]`), which are examples rather than keys with defaults.
 fn code_keys() -> Vec<String> {
     let sections: [(&str, &[&str]); 14] = [
-        ("sip", fields_of::<RawSip>()),
-        ("sip.auth", fields_of::<RawAuth>()),
-        ("sip.limits", fields_of::<RawLimits>()),
-        ("sip.lockout", fields_of::<RawLockout>()),
-        ("media", fields_of::<RawMedia>()),
-        ("audio", fields_of::<RawAudio>()),
-        ("api", fields_of::<RawApi>()),
-        ("storage", fields_of::<RawStorage>()),
-        ("storage.s3", fields_of::<RawS3>()),
-        ("recording", fields_of::<RawRecording>()),
-        ("shutdown", fields_of::<RawShutdown>()),
-        ("log", fields_of::<RawLog>()),
-        ("testing", fields_of::<RawTesting>()),
+        ("sip", fields_of::<sip::RawSip>()),
+        ("sip.auth", fields_of::<sip::RawAuth>()),
+        ("sip.limits", fields_of::<sip::RawLimits>()),
+        ("sip.lockout", fields_of::<sip::RawLockout>()),
+        ("media", fields_of::<media::RawMedia>()),
+        ("audio", fields_of::<audio::RawAudio>()),
+        ("api", fields_of::<service::RawApi>()),
+        ("storage", fields_of::<storage::RawStorage>()),
+        ("storage.s3", fields_of::<storage::RawS3>()),
+        ("recording", fields_of::<recording::RawRecording>()),
+        ("shutdown", fields_of::<service::RawShutdown>()),
+        ("log", fields_of::<service::RawLog>()),
+        ("testing", fields_of::<service::RawTesting>()),
         ("room", fields_of::<RoomSpec>()),
     ];
     let mut top: Vec<&str> = fields_of::<Raw>().to_vec();

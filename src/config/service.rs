@@ -1,0 +1,145 @@
+//! The service's own small sections: `[api]`, `[shutdown]`, `[log]` and `[testing]`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Secret, socket_addr};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    listen: String,
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShutdown {
+    drain_s: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    level: String,
+    format: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTesting {
+    spool_fsync_delay_ms: i64,
+}
+
+/// `[api]`, checked.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// REST API address.
+    pub listen: SocketAddr,
+    /// Bearer token for `/v1`; never logged.
+    pub token: Option<Secret>,
+}
+
+impl ApiConfig {
+    /// Checks `[api]`: a token is required off loopback.
+    pub(super) fn validate(raw: RawApi) -> Result<ApiConfig, ConfigError> {
+        let listen = socket_addr("api.listen", &raw.listen)?;
+        let token = Some(raw.token).filter(|t| !t.is_empty()).map(Secret::new);
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::new(
+                "api.token",
+                "required when api.listen is not a loopback address",
+            ));
+        }
+        Ok(ApiConfig { listen, token })
+    }
+}
+
+/// `shutdown.drain_s`: how long shutdown waits for calls to end before sending BYE.
+pub(super) fn drain(raw: &RawShutdown) -> Result<Duration, ConfigError> {
+    u64::try_from(raw.drain_s)
+        .map(Duration::from_secs)
+        .map_err(|_| ConfigError::new("shutdown.drain_s", "must not be negative"))
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`, checked.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Log level filter.
+    pub level: String,
+    /// Log format.
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    /// Checks `[log]`.
+    pub(super) fn validate(raw: RawLog) -> Result<LogConfig, ConfigError> {
+        let level = raw.level.to_ascii_lowercase();
+        if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+            return Err(ConfigError::new(
+                "log.level",
+                format!(
+                    "{:?} is not one of trace, debug, info, warn, error",
+                    raw.level
+                ),
+            ));
+        }
+        let format = match raw.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
+        };
+        Ok(LogConfig { level, format })
+    }
+}
+
+/// Test hooks, in one place so that no production path reads one by accident: each is off at
+/// its default, and [`Testing::hooks_set`] names those that are not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Testing {
+    /// A pause before each new recording's first fsync (a slow disk), in the blocking pool.
+    pub spool_fsync_delay: Duration,
+}
+
+impl Testing {
+    /// Checks `[testing]`.
+    pub(super) fn validate(raw: RawTesting) -> Result<Testing, ConfigError> {
+        let delay_ms = u64::try_from(raw.spool_fsync_delay_ms)
+            .ok()
+            .filter(|ms| *ms <= 60_000)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "testing.spool_fsync_delay_ms",
+                    "must be between 0 and 60000",
+                )
+            })?;
+        Ok(Testing {
+            spool_fsync_delay: Duration::from_millis(delay_ms),
+        })
+    }
+
+    /// The keys of the hooks that are set, for the warning at start.
+    pub fn hooks_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if !self.spool_fsync_delay.is_zero() {
+            set.push("testing.spool_fsync_delay_ms");
+        }
+        set
+    }
+}
