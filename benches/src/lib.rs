@@ -2,6 +2,11 @@
 //! small HTTP client here.
 #![deny(missing_docs)]
 
+// epoll_create1, epoll_ctl and epoll_wait, which the standard library does not offer, each
+// with its SAFETY comment.
+#[allow(unsafe_code)]
+pub mod epoll;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,24 +1,38 @@
 //! RTP load tool: places N G.711 (PCMU) calls to a Roundtable bridge over SIP/UDP (or, with
 //! `--janus http://127.0.0.1:8088/janus`, joins N plain-RTP participants to Janus AudioBridge
 //! rooms through its HTTP API, for comparison; `--janus-rate` sets their `sampling_rate`, 16000
-//! by default), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds` (the first three legs of
-//! each room speak babble (speech-like noise bursts, a different voice each), the others send near-silence, as in a real conference), and
-//! measures what comes back (`--talkers N` sets how many legs of each room speak; 3 by
-//! default): packets, loss (sequence gaps), RFC 3550 interarrival jitter. With
-//! `--pid` it reports the bridge's CPU seconds per participant-second; with `--api` its tick
-//! lateness p99 from `/metrics`.
+//! by default), in rooms of `--room-size`, streams 20 ms packets on every leg for `--seconds`,
+//! and measures what comes back: packets, loss (sequence gaps), RFC 3550 interarrival jitter.
+//! With `--pid` it reports the server's CPU seconds per participant-second; with `--api`
+//! Roundtable's tick lateness p99 from `/metrics`.
+//!
+//! What the legs say (`--speech`):
+//! - `talkers` (the default): the first `--talkers` legs of each room (3 by default) speak
+//!   babble (speech-like noise bursts, a different voice each) all the time, the others send
+//!   near-silence, as in a busy conference.
+//! - `turns`: the members of each room speak in turn, one a second: 700 ms of babble from a
+//!   syllable's start, then 300 ms of near-silence. Every other member should hear each turn:
+//!   the tool reports the talk-onset latency (from the turn's first packet leaving the tool to
+//!   the first loud packet, above -45 dBFS, reaching a listener, by kernel stamps) and the turns
+//!   a listener never heard.
+//!
+//! How the legs' sockets work (`--sockets`):
+//! - `shared` (the default): all legs share one local RTP socket (its receive buffer raised to
+//!   64 MiB), so the tool stays cheap beside the server it measures: one thread sends every
+//!   leg's packet at absolute 20 ms deadlines with `sendmmsg`, another polls everything with
+//!   `recvmmsg` every millisecond and tells legs apart by the server's source address.
+//! - `per-leg`: each leg has its own socket, as real phones do, and the receiving thread
+//!   blocks in epoll until one is readable. Each datagram then wakes a reader, and on loopback
+//!   the server's send pays for that wake-up: a cost the shared, polled socket hides.
 //!
 //! ```sh
 //! target/release/roundtable serve --config load.toml &
 //! target/release/rtp_load --sip 127.0.0.1:5060 --legs 600 --room-size 10 --seconds 30 \
-//!     --pid $(pgrep -n roundtable) --api 127.0.0.1:8080
+//!     --sockets per-leg --speech turns --pid $(pgrep -n roundtable) --api 127.0.0.1:8080
 //! ```
 //!
-//! All legs share one local RTP socket (its receive buffer raised to 64 MiB), so the tool stays
-//! cheap beside the server it measures: one thread sends every leg's packet at absolute 20 ms
-//! deadlines with `sendmmsg`, another reads everything with `recvmmsg` and tells legs apart by
-//! the server's source address; jitter uses the kernel's arrival stamps. Drops in the tool's own
-//! socket are reported apart from the server's loss. Every wait is bounded.
+//! Jitter uses the kernel's arrival stamps. Drops in the tool's own sockets are reported apart
+//! from the server's loss. Every wait is bounded.
 //!
 //! With `--api`, the measurement starts once every mixer thread runs all its voice processing
 //! (a burst of call set-ups can make the bridge shed some for a while), and the tool warns when
@@ -32,6 +46,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use roundtable_benches::epoll::Epoll;
 use roundtable_media::codec::{Codec, Encoder};
 use roundtable_media::udp::{ClockPair, RecvBatch, enable_stamps, send_batch, set_buffers};
 
@@ -52,9 +67,31 @@ struct Received {
 /// What the receiving thread saw in all.
 struct Reception {
     legs: Vec<Received>,
-    /// Datagrams the tool's own socket dropped (its buffer was full: the tool fell behind).
+    /// Datagrams the tool's own sockets dropped (a buffer was full: the tool fell behind).
     tool_drops: u32,
+    /// With `--speech turns`: each turn a leg heard begin (by turn number), and how long after
+    /// the turn's first packet left the tool.
+    onsets: Vec<HashMap<u64, Duration>>,
 }
+
+/// What the legs say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Speech {
+    /// The first `--talkers` legs of each room speak all the time.
+    Talkers,
+    /// The members of each room speak one at a time, a turn a second.
+    Turns,
+}
+
+/// A turn lasts this many ticks (1 s); its speaker talks for the first [`SPEAK_TICKS`].
+const TURN_TICKS: u64 = 50;
+/// 700 ms of speech, then 300 ms of near-silence before the next speaker.
+const SPEAK_TICKS: u64 = 35;
+/// A listener's frame at or above this RMS (dBFS) is speech heard.
+const LOUD_DBFS: f64 = -45.0;
+/// At or below this, quiet; after [`QUIET_TO_ARM`] quiet frames a listener awaits the next turn.
+const QUIET_DBFS: f64 = -55.0;
+const QUIET_TO_ARM: u32 = 5;
 
 struct Args {
     sip: SocketAddr,
@@ -71,6 +108,9 @@ struct Args {
     /// The Janus rooms' `sampling_rate` (16000 matches Roundtable's default `audio.rate`;
     /// 8000 is Janus's cheapest setting for G.711 rooms).
     janus_rate: u32,
+    speech: Speech,
+    /// Each leg its own socket, read by a thread blocked in epoll.
+    per_leg_sockets: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -85,6 +125,8 @@ fn parse_args() -> Result<Args, String> {
         api: None,
         janus: None,
         janus_rate: 16000,
+        speech: Speech::Talkers,
+        per_leg_sockets: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -107,6 +149,20 @@ fn parse_args() -> Result<Args, String> {
                 args.janus = Some((host.parse().map_err(|e| bad(&e))?, format!("/{path}")));
             }
             "--janus-rate" => args.janus_rate = value.parse().map_err(|e| bad(&e))?,
+            "--speech" => {
+                args.speech = match value.as_str() {
+                    "talkers" => Speech::Talkers,
+                    "turns" => Speech::Turns,
+                    _ => return Err(bad(&"talkers or turns")),
+                }
+            }
+            "--sockets" => {
+                args.per_leg_sockets = match value.as_str() {
+                    "shared" => false,
+                    "per-leg" => true,
+                    _ => return Err(bad(&"shared or per-leg")),
+                }
+            }
             "--bench" => {} // cargo bench passes it to every target
             other => return Err(format!("unknown flag {other}")),
         }
@@ -168,14 +224,14 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Places every call, one at a time (each within 5 s).
-fn place_calls(args: &Args, sip: &UdpSocket, port: u16) -> Result<Vec<Leg>, String> {
+/// Places every call, one at a time (each within 5 s); call `i` offers RTP port `ports[i]`.
+fn place_calls(args: &Args, sip: &UdpSocket, ports: &[u16]) -> Result<Vec<Leg>, String> {
     let sip_local = sip.local_addr().map_err(|e| e.to_string())?;
     sip.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
     let mut legs = Vec::with_capacity(args.legs);
     let mut buf = vec![0u8; 65536];
-    for i in 0..args.legs {
+    for (i, &port) in ports.iter().enumerate() {
         let room = format!("load{}", i / args.room_size);
         let call_id = format!("load{}x{}", std::process::id(), i);
         sip.send_to(
@@ -354,12 +410,13 @@ fn janus_http(
         .map_err(|e| format!("janus: {e}"))
 }
 
-/// Joins every leg as a plain-RTP participant of Janus AudioBridge rooms (PCMU, 16 kHz mixing).
+/// Joins every leg as a plain-RTP participant of Janus AudioBridge rooms (PCMU, 16 kHz
+/// mixing); leg `i` receives on RTP port `ports[i]`.
 fn join_janus(
     args: &Args,
     addr: SocketAddr,
     base: &str,
-    port: u16,
+    ports: &[u16],
 ) -> Result<(Vec<Leg>, u64), String> {
     let tx = || serde_json::json!(format!("t{}", Instant::now().elapsed().as_nanos()));
     let created = janus_http(
@@ -373,7 +430,7 @@ fn join_janus(
         .ok_or_else(|| format!("janus create: {created}"))?;
     let session_path = format!("{base}/{session}");
     let mut legs = Vec::with_capacity(args.legs);
-    for i in 0..args.legs {
+    for (i, &port) in ports.iter().enumerate() {
         let attached = janus_http(
             addr,
             "POST",
@@ -462,61 +519,50 @@ fn main() {
 
 fn run(args: &Args) -> Result<(), String> {
     let sip = UdpSocket::bind((args.local, 0)).map_err(|e| e.to_string())?;
-    let media = media_socket(args.local)?;
-    let port = media.local_addr().map_err(|e| e.to_string())?.port();
+    let sockets = Sockets::open(args)?;
+    let ports: Vec<u16> = (0..args.legs).map(|i| sockets.port(i)).collect();
     let started = Instant::now();
     let (legs, janus_session) = match &args.janus {
         Some((addr, base)) => {
-            join_janus(args, *addr, base, port).map(|(legs, session)| (legs, Some(session)))?
+            join_janus(args, *addr, base, &ports).map(|(legs, session)| (legs, Some(session)))?
         }
-        None => (place_calls(args, &sip, port)?, None),
+        None => (place_calls(args, &sip, &ports)?, None),
     };
     println!(
-        "placed {} calls in {:.1} s",
+        "placed {} calls in {:.1} s ({} sockets)",
         legs.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if args.per_leg_sockets {
+            "one per leg"
+        } else {
+            "one shared"
+        }
     );
+
+    // Media: every leg one packet per 20 ms, at absolute deadlines from `media_start`.
+    // Each talker of a room speaks its own babble (speech-like noise bursts, see `roundtable_mixer::babble`):
+    // recordings would repeat between talkers, and correlated talkers look like echo.
+    let voices = Voices::new()?;
+    let media_start = Instant::now() + Duration::from_millis(100);
 
     // The receiver counts from the measurement's start (`measuring`) until told to stop, at
     // most until the longest run could last.
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
-        let socket = media.try_clone().map_err(|e| e.to_string())?;
-        let index: HashMap<SocketAddr, usize> = legs
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.remote, i))
-            .collect();
+        let reader = sockets.reader()?;
+        let remotes: Vec<SocketAddr> = legs.iter().map(|l| l.remote).collect();
         let latest =
             Instant::now() + Duration::from_secs(WARM_UP_MAX_TICKS / 50 + args.seconds + 10);
         let (measuring, stop) = (measuring.clone(), stop.clone());
-        std::thread::spawn(move || receive(&socket, &index, &measuring, &stop, latest))
+        let turns = (args.speech == Speech::Turns).then_some(media_start);
+        std::thread::spawn(move || {
+            let mut reception = Receiver::new(&remotes, turns);
+            reception.run(reader, &measuring, &stop, latest);
+            reception.finish()
+        })
     };
 
-    // Media: every leg one packet per 20 ms, at absolute deadlines.
-    // Each talker of a room speaks its own babble (speech-like noise bursts, see `roundtable_mixer::babble`):
-    // recordings would repeat between talkers, and correlated talkers look like echo.
-    let mut encoder =
-        Encoder::new(Codec::Pcmu, 8000, Default::default()).map_err(|e| e.to_string())?;
-    let mut recordings: Vec<Vec<Vec<u8>>> = Vec::new();
-    for seed in 0..BABBLE_VOICES {
-        let mut payloads = Vec::new();
-        for frame in &roundtable_mixer::babble::babble(seed, 8000, 1000) {
-            let mut p = Vec::new();
-            encoder.encode(frame, &mut p).map_err(|e| e.to_string())?;
-            payloads.push(p);
-        }
-        recordings.push(payloads);
-    }
-    let quiet = {
-        let mut p = Vec::new();
-        encoder
-            .encode(&[1i16; 160], &mut p)
-            .map_err(|e| e.to_string())?;
-        p
-    };
-    let media_start = Instant::now();
     let mut late_sends = 0u64;
     let mut arena: Vec<u8> = Vec::with_capacity(legs.len() * 200);
     let mut ends: Vec<usize> = Vec::with_capacity(legs.len());
@@ -530,13 +576,7 @@ fn run(args: &Args) -> Result<(), String> {
         arena.clear();
         ends.clear();
         for i in 0..legs.len() {
-            let seat = i % args.room_size;
-            let payload = if seat < args.talkers {
-                let payloads = &recordings[(i / args.room_size * 7 + seat) % recordings.len()];
-                &payloads[(tick as usize + i * 37) % payloads.len()]
-            } else {
-                &quiet
-            };
+            let payload = voices.payload(args, i, tick);
             arena.extend_from_slice(&[0x80, 0]);
             arena.extend_from_slice(&(tick as u16).to_be_bytes());
             arena.extend_from_slice(&((tick as u32) * 160).to_be_bytes());
@@ -550,17 +590,7 @@ fn run(args: &Args) -> Result<(), String> {
             datagrams.push((leg.remote, &arena[begin..end]));
             begin = end;
         }
-        let mut sent = 0;
-        // Blocking sends: a full buffer waits; a failure drops the rest of this tick (bounded).
-        for _ in 0..legs.len().max(1) {
-            match send_batch(&media, &datagrams[sent..]) {
-                Ok(n) => sent += n,
-                Err(_) => break,
-            }
-            if sent >= datagrams.len() {
-                break;
-            }
-        }
+        sockets.send(&datagrams);
     };
     // Warm-up: the measurement starts once the bridge runs all its voice processing again (a
     // burst of call set-ups can overload it, and its mixer threads then shed noise suppression
@@ -589,10 +619,19 @@ fn run(args: &Args) -> Result<(), String> {
             tick as f64 / 50.0
         );
     }
+    // Turns are measured whole, after at least one: a listener takes a turn's beginning from
+    // the quiet before it, which the very first turn lacks.
+    if args.speech == Speech::Turns {
+        while tick < TURN_TICKS || !tick.is_multiple_of(TURN_TICKS) {
+            send_tick(tick);
+            tick += 1;
+        }
+    }
     let metrics_start = args.api.and_then(fetch_metrics);
     let cpu_start = args.pid.and_then(cpu_seconds);
     let steal_start = steal_and_total();
     let measure_start = Instant::now();
+    let first_measured_tick = tick;
     measuring.store(true, Ordering::Relaxed);
     for _ in 0..args.seconds * 50 {
         send_tick(tick);
@@ -650,13 +689,21 @@ fn run(args: &Args) -> Result<(), String> {
     let mut jitters: Vec<f64> = received.iter().map(|r| r.jitter_ms).collect();
     jitters.sort_by(f64::total_cmp);
     let expected = legs.len() as f64 * (elapsed + 1.0) * 50.0;
-    println!(
-        "legs {} (rooms of {}, {} talking), {:.1} s of media",
-        legs.len(),
-        args.room_size,
-        args.talkers.min(args.room_size),
-        elapsed
-    );
+    match args.speech {
+        Speech::Talkers => println!(
+            "legs {} (rooms of {}, {} talking), {:.1} s of media",
+            legs.len(),
+            args.room_size,
+            args.talkers.min(args.room_size),
+            elapsed
+        ),
+        Speech::Turns => println!(
+            "legs {} (rooms of {}, speaking in turns), {:.1} s of media",
+            legs.len(),
+            args.room_size,
+            elapsed
+        ),
+    }
     println!(
         "received {total} packets ({:.1} % of {expected:.0}), lost {lost} ({:.3} %), sender late ticks {late_sends}, tool socket drops {}",
         100.0 * total as f64 / expected,
@@ -669,17 +716,22 @@ fn run(args: &Args) -> Result<(), String> {
     );
     println!(
         "receive jitter ms: median {:.2}, p99 {:.2}, max {:.2}",
-        jitters.get(jitters.len() / 2).copied().unwrap_or(0.0),
-        jitters
-            .get(jitters.len() * 99 / 100)
-            .copied()
-            .unwrap_or(0.0),
+        percentile(&jitters, 50),
+        percentile(&jitters, 99),
         jitters.last().copied().unwrap_or(0.0)
     );
+    if args.speech == Speech::Turns {
+        report_turns(
+            args,
+            &reception,
+            first_measured_tick / TURN_TICKS,
+            tick / TURN_TICKS,
+        );
+    }
     if let Some(cpu) = cpu {
         let participant_seconds = legs.len() as f64 * elapsed;
         println!(
-            "bridge CPU {cpu:.1} s over {elapsed:.1} s ({:.0} % of a core): {:.2} ms of CPU per participant-second",
+            "server CPU {cpu:.1} s over {elapsed:.1} s ({:.0} % of a core): {:.2} ms of CPU per participant-second",
             100.0 * cpu / elapsed,
             1000.0 * cpu / participant_seconds
         );
@@ -717,100 +769,428 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The tool's one RTP socket, with 64 MiB buffers each way (forced past `rmem_max` when root,
-/// else as much as the system allows), kernel arrival stamps and drop counts.
-fn media_socket(local: IpAddr) -> Result<UdpSocket, String> {
-    let socket = UdpSocket::bind((local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
-    set_buffers(&socket, 64 << 20);
-    enable_stamps(&socket).map_err(|e| format!("RTP socket stamps: {e}"))?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(|e| e.to_string())?;
-    Ok(socket)
+/// The `p`th percentile of sorted values (0 when there are none).
+fn percentile<T: Copy + Default>(sorted: &[T], p: usize) -> T {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
 }
 
-/// Reads everything the server sends until `until`: per leg, packets, sequence gaps and RFC 3550
-/// interarrival jitter from the kernel's arrival stamps.
-fn receive(
-    socket: &UdpSocket,
-    index: &HashMap<SocketAddr, usize>,
-    measuring: &AtomicBool,
-    stop: &AtomicBool,
-    latest: Instant,
-) -> Reception {
-    let mut legs = vec![Received::default(); index.len()];
-    let mut tool_drops = 0;
-    let mut batch = RecvBatch::new(64);
-    let origin = Instant::now();
-    let mut counting = false;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < latest {
-        if !counting && measuring.load(Ordering::Relaxed) {
-            // Warm-up is over: count from here, keeping each leg's last sequence number and
-            // transit so that the first measured packet is judged against its predecessor.
-            counting = true;
-            for r in &mut legs {
-                *r = Received {
-                    last_sequence: r.last_sequence,
-                    last_timestamp: r.last_timestamp,
-                    transit: r.transit,
-                    ..Received::default()
-                };
+/// The turns measured whole (`first..end`): how many each listener heard, and how soon.
+fn report_turns(args: &Args, reception: &Reception, first: u64, end: u64) {
+    let mut latencies: Vec<Duration> = Vec::new();
+    let (mut expected, mut missed) = (0u64, 0u64);
+    // Per room and turn, the listeners that never heard it.
+    let mut missed_turns: std::collections::BTreeMap<(usize, u64), u64> = Default::default();
+    for (leg, onsets) in reception.onsets.iter().enumerate() {
+        for turn in first..end {
+            if speaker_seat(args, turn) == leg % args.room_size
+                || leg / args.room_size * args.room_size + speaker_seat(args, turn)
+                    >= reception.legs.len()
+            {
+                continue;
+            }
+            expected += 1;
+            match onsets.get(&turn) {
+                Some(latency) => latencies.push(*latency),
+                None => {
+                    missed += 1;
+                    *missed_turns
+                        .entry((leg / args.room_size, turn - first))
+                        .or_default() += 1;
+                }
             }
         }
-        // Polls instead of blocking: a thread blocked on the socket would be woken by each
-        // datagram, and on loopback that wake-up is charged to the server's send (an IPI per
-        // packet in a VM). Remote phones cost the server no such thing. Arrival times come from
-        // the kernel's stamps, so polling does not change the jitter measured.
-        let Ok(n) = batch.recv(socket, false) else {
-            continue;
-        };
-        if n == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "turns: {} measured, {expected} listener-turns, {missed} never heard",
+        end.saturating_sub(first),
+    );
+    for ((room, turn), listeners) in missed_turns.iter().take(10) {
+        println!("  room {room}, measured turn {turn}: {listeners} listeners never heard it");
+    }
+    println!(
+        "talk-onset latency ms: p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}",
+        ms(percentile(&latencies, 50)),
+        ms(percentile(&latencies, 90)),
+        ms(percentile(&latencies, 99)),
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+}
+
+/// The seat (index within its room) that speaks in `turn`.
+fn speaker_seat(args: &Args, turn: u64) -> usize {
+    (turn % args.room_size as u64) as usize
+}
+
+/// The babble voices, PCMU-encoded, and where each voice's syllables start.
+struct Voices {
+    /// Frames of each voice.
+    recordings: Vec<Vec<Vec<u8>>>,
+    /// In each voice, frames that start a syllable of at least 80 ms after a pause: a turn
+    /// starts at one, so its first packet is already speech.
+    syllables: Vec<Vec<usize>>,
+    quiet: Vec<u8>,
+}
+
+impl Voices {
+    fn new() -> Result<Voices, String> {
+        let mut encoder =
+            Encoder::new(Codec::Pcmu, 8000, Default::default()).map_err(|e| e.to_string())?;
+        let mut recordings = Vec::new();
+        let mut syllables = Vec::new();
+        for seed in 0..BABBLE_VOICES {
+            let frames = roundtable_mixer::babble::babble(seed, 8000, 1000);
+            let loud = |frame: &[i16]| dbfs(frame) >= -40.0;
+            syllables.push(
+                (1..frames.len().saturating_sub(4))
+                    .filter(|&k| {
+                        frames[k - 1].iter().all(|s| *s == 0)
+                            && frames[k..k + 4].iter().all(|f| loud(f))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let mut payloads = Vec::new();
+            for frame in &frames {
+                let mut p = Vec::new();
+                encoder.encode(frame, &mut p).map_err(|e| e.to_string())?;
+                payloads.push(p);
+            }
+            recordings.push(payloads);
         }
+        if syllables.iter().any(Vec::is_empty) {
+            return Err("a babble voice without a syllable onset".into());
+        }
+        let mut quiet = Vec::new();
+        encoder
+            .encode(&[1i16; 160], &mut quiet)
+            .map_err(|e| e.to_string())?;
+        Ok(Voices {
+            recordings,
+            syllables,
+            quiet,
+        })
+    }
+
+    /// What leg `i` sends at `tick`.
+    fn payload(&self, args: &Args, i: usize, tick: u64) -> &[u8] {
+        let (room, seat) = (i / args.room_size, i % args.room_size);
+        let voice = (room * 7 + seat) % self.recordings.len();
+        let frames = &self.recordings[voice];
+        match args.speech {
+            Speech::Talkers if seat < args.talkers => {
+                &frames[(tick as usize + i * 37) % frames.len()]
+            }
+            Speech::Turns => {
+                let turn = tick / TURN_TICKS;
+                let into = tick % TURN_TICKS;
+                if speaker_seat(args, turn) != seat || into >= SPEAK_TICKS {
+                    return &self.quiet;
+                }
+                let starts = &self.syllables[voice];
+                let start = starts[(turn as usize / args.room_size + i) % starts.len()];
+                &frames[(start + into as usize) % frames.len()]
+            }
+            Speech::Talkers => &self.quiet,
+        }
+    }
+}
+
+/// A frame's RMS level, dBFS.
+fn dbfs(samples: &[i16]) -> f64 {
+    let energy: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+    10.0 * (energy / samples.len().max(1) as f64 / (32768.0f64 * 32768.0))
+        .max(1e-12)
+        .log10()
+}
+
+/// The tool's RTP sockets.
+enum Sockets {
+    /// One for every leg, with 64 MiB buffers each way (forced past `rmem_max` when root, else
+    /// as much as the system allows).
+    Shared(UdpSocket),
+    /// One per leg, with the system's default buffers.
+    PerLeg(Vec<UdpSocket>),
+}
+
+impl Sockets {
+    fn open(args: &Args) -> Result<Sockets, String> {
+        let bind = || -> Result<UdpSocket, String> {
+            let socket =
+                UdpSocket::bind((args.local, 0)).map_err(|e| format!("RTP socket: {e}"))?;
+            enable_stamps(&socket).map_err(|e| format!("RTP socket stamps: {e}"))?;
+            Ok(socket)
+        };
+        if args.per_leg_sockets {
+            return (0..args.legs)
+                .map(|_| bind())
+                .collect::<Result<_, _>>()
+                .map(Sockets::PerLeg);
+        }
+        let socket = bind()?;
+        set_buffers(&socket, 64 << 20);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        Ok(Sockets::Shared(socket))
+    }
+
+    /// The RTP port leg `i` offers.
+    fn port(&self, i: usize) -> u16 {
+        let socket = match self {
+            Sockets::Shared(socket) => socket,
+            Sockets::PerLeg(sockets) => &sockets[i],
+        };
+        socket.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Sends one tick's packets, leg `i`'s from its socket. Blocking sends: a full buffer
+    /// waits; a failure drops the rest of this tick (bounded).
+    fn send(&self, datagrams: &[(SocketAddr, &[u8])]) {
+        match self {
+            Sockets::Shared(socket) => {
+                let mut sent = 0;
+                for _ in 0..datagrams.len().max(1) {
+                    match send_batch(socket, &datagrams[sent..]) {
+                        Ok(n) => sent += n,
+                        Err(_) => break,
+                    }
+                    if sent >= datagrams.len() {
+                        break;
+                    }
+                }
+            }
+            Sockets::PerLeg(sockets) => {
+                for (socket, (to, bytes)) in sockets.iter().zip(datagrams) {
+                    let _ = socket.send_to(bytes, to);
+                }
+            }
+        }
+    }
+
+    /// The receiving thread's handles on the same sockets.
+    fn reader(&self) -> Result<Reader, String> {
+        let clone = |s: &UdpSocket| s.try_clone().map_err(|e| e.to_string());
+        Ok(match self {
+            Sockets::Shared(socket) => Reader::Shared(clone(socket)?),
+            Sockets::PerLeg(sockets) => {
+                let sockets: Vec<UdpSocket> =
+                    sockets.iter().map(clone).collect::<Result<_, _>>()?;
+                let mut epoll = Epoll::new(sockets.len()).map_err(|e| format!("epoll: {e}"))?;
+                for (i, socket) in sockets.iter().enumerate() {
+                    epoll
+                        .add(socket, i as u64)
+                        .map_err(|e| format!("epoll: {e}"))?;
+                }
+                // Nothing can be ready yet; an empty first wait checks the set works.
+                let _ = epoll
+                    .wait(Duration::ZERO)
+                    .map_err(|e| format!("epoll: {e}"))?
+                    .count();
+                Reader::PerLeg(sockets, epoll)
+            }
+        })
+    }
+}
+
+/// How the receiving thread reads.
+enum Reader {
+    /// Polls the shared socket every millisecond.
+    Shared(UdpSocket),
+    /// Blocks in epoll on the legs' sockets; a socket's token is its leg.
+    PerLeg(Vec<UdpSocket>, Epoll),
+}
+
+/// The receiving thread's accounts.
+struct Receiver {
+    legs: Vec<Received>,
+    tool_drops: u32,
+    /// Leg by the server's address for it (the shared socket tells legs apart by source).
+    index: HashMap<SocketAddr, usize>,
+    /// The first arrival: the fixed origin of every leg's transit.
+    origin: Option<Instant>,
+    /// With turns: when the media started (turn `n` starts `n` seconds after), and per leg the
+    /// turns heard begin and its listening state.
+    turns_start: Option<Instant>,
+    onsets: Vec<HashMap<u64, Duration>>,
+    listening: Vec<Listening>,
+    counting: bool,
+}
+
+/// A listener's state between turns.
+#[derive(Clone, Copy, Default)]
+struct Listening {
+    /// Quiet frames in a row.
+    quiet: u32,
+    /// It heard quiet long enough to take the next loud frame as a turn's beginning.
+    armed: bool,
+}
+
+impl Receiver {
+    fn new(remotes: &[SocketAddr], turns: Option<Instant>) -> Receiver {
+        Receiver {
+            legs: vec![Received::default(); remotes.len()],
+            tool_drops: 0,
+            index: remotes.iter().enumerate().map(|(i, r)| (*r, i)).collect(),
+            origin: None,
+            turns_start: turns,
+            onsets: vec![HashMap::new(); remotes.len()],
+            listening: vec![Listening::default(); remotes.len()],
+            counting: false,
+        }
+    }
+
+    /// Reads until `stop` or `latest`, counting from when `measuring` is set.
+    fn run(&mut self, reader: Reader, measuring: &AtomicBool, stop: &AtomicBool, latest: Instant) {
+        let mut batch = RecvBatch::new(64);
+        match reader {
+            Reader::Shared(socket) => {
+                while !stop.load(Ordering::Relaxed) && Instant::now() < latest {
+                    self.check_measuring(measuring);
+                    // Polls instead of blocking: a thread blocked on the socket would be woken
+                    // by each datagram, and on loopback that wake-up is charged to the server's
+                    // send (an IPI per packet in a VM). Arrival times come from the kernel's
+                    // stamps, so polling does not change the jitter measured.
+                    let Ok(n) = batch.recv(&socket, false) else {
+                        continue;
+                    };
+                    if n == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    self.batch(&batch, None);
+                }
+            }
+            Reader::PerLeg(sockets, mut epoll) => {
+                let mut ready = Vec::with_capacity(sockets.len());
+                while !stop.load(Ordering::Relaxed) && Instant::now() < latest {
+                    self.check_measuring(measuring);
+                    ready.clear();
+                    match epoll.wait(Duration::from_millis(100)) {
+                        Ok(tokens) => ready.extend(tokens),
+                        Err(_) => break,
+                    }
+                    for &leg in &ready {
+                        let socket = &sockets[leg as usize];
+                        // Bounded: a socket holds at most its buffer's worth.
+                        for _ in 0..64 {
+                            match batch.recv(socket, false) {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => self.batch(&batch, Some(leg as usize)),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once the warm-up is over, counts from zero, keeping each leg's last sequence number and
+    /// transit so that the first measured packet is judged against its predecessor.
+    fn check_measuring(&mut self, measuring: &AtomicBool) {
+        if self.counting || !measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        self.counting = true;
+        for r in &mut self.legs {
+            *r = Received {
+                last_sequence: r.last_sequence,
+                last_timestamp: r.last_timestamp,
+                transit: r.transit,
+                ..Received::default()
+            };
+        }
+    }
+
+    /// What one read brought: `leg` when the socket says whose it is.
+    fn batch(&mut self, batch: &RecvBatch, leg: Option<usize>) {
         let clock = ClockPair::now();
         for datagram in batch.datagrams() {
-            tool_drops = tool_drops.max(datagram.dropped.unwrap_or(0));
-            let buf = datagram.bytes;
-            let Some(&i) = index.get(&datagram.from) else {
+            self.tool_drops = self.tool_drops.max(datagram.dropped.unwrap_or(0));
+            let Some(i) = leg.or_else(|| self.index.get(&datagram.from).copied()) else {
                 continue;
             };
+            let buf = datagram.bytes;
             if buf.len() < 12 || buf[1] & 0x7F != 0 {
                 continue;
             }
-            let r = &mut legs[i];
-            r.packets += 1;
-            let seq = u16::from_be_bytes([buf[2], buf[3]]);
-            let timestamp = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-            if let Some(last) = r.last_sequence {
-                let gap = seq.wrapping_sub(last);
-                if (2..1000).contains(&gap) {
-                    r.lost += u64::from(gap - 1);
-                }
-                // PCMU: 160 timestamp units a frame. Frames the timestamp skipped beyond the
-                // packets' count are time the server sent nothing for.
-                let frames = timestamp.wrapping_sub(r.last_timestamp) / 160;
-                if (1..1000).contains(&gap) && frames > u32::from(gap) && frames < 50_000 {
-                    r.skipped += u64::from(frames - u32::from(gap));
-                }
-            }
-            r.last_sequence = Some(seq);
-            r.last_timestamp = timestamp;
-            // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units).
-            let ts = i64::from(timestamp);
-            let arrival = clock
-                .arrival(datagram.stamp)
-                .saturating_duration_since(origin)
-                .as_micros() as i64
-                * 8
-                / 1000;
-            let transit = arrival - ts;
-            if let Some(previous) = r.transit {
-                let d = (transit - previous).abs() as f64 / 8.0;
-                r.jitter_ms += (d - r.jitter_ms) / 16.0;
-            }
-            r.transit = Some(transit);
+            let arrival = clock.arrival(datagram.stamp);
+            self.packet(i, buf, arrival);
         }
     }
-    Reception { legs, tool_drops }
+
+    /// One PCMU packet for leg `i`: sequence, skipped frames, RFC 3550 jitter, and with turns
+    /// whether a turn begins in it.
+    fn packet(&mut self, i: usize, buf: &[u8], arrival: Instant) {
+        let r = &mut self.legs[i];
+        r.packets += 1;
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        let timestamp = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        if let Some(last) = r.last_sequence {
+            let gap = seq.wrapping_sub(last);
+            if (2..1000).contains(&gap) {
+                r.lost += u64::from(gap - 1);
+            }
+            // PCMU: 160 timestamp units a frame. Frames the timestamp skipped beyond the
+            // packets' count are time the server sent nothing for.
+            let frames = timestamp.wrapping_sub(r.last_timestamp) / 160;
+            if (1..1000).contains(&gap) && frames > u32::from(gap) && frames < 50_000 {
+                r.skipped += u64::from(frames - u32::from(gap));
+            }
+        }
+        r.last_sequence = Some(seq);
+        r.last_timestamp = timestamp;
+        // RFC 3550 A.8: transit = arrival - timestamp (both in 8 kHz units), against a fixed
+        // origin.
+        let origin = *self.origin.get_or_insert(arrival);
+        let since = arrival.saturating_duration_since(origin);
+        let transit = since.as_micros() as i64 * 8 / 1000 - i64::from(timestamp);
+        if let Some(previous) = r.transit {
+            let d = (transit - previous).abs() as f64 / 8.0;
+            r.jitter_ms += (d - r.jitter_ms) / 16.0;
+        }
+        r.transit = Some(transit);
+        self.listen(i, &buf[12..], arrival);
+    }
+
+    /// With turns: a loud frame after enough quiet begins the turn it arrived in (recorded once
+    /// the measurement runs).
+    fn listen(&mut self, i: usize, payload: &[u8], arrival: Instant) {
+        let Some(media_start) = self.turns_start else {
+            return;
+        };
+        let mut samples = [0i16; 160];
+        for (sample, code) in samples.iter_mut().zip(payload) {
+            *sample = roundtable_media::g711::ulaw_decode(*code);
+        }
+        let level = dbfs(&samples[..payload.len().min(160)]);
+        let state = &mut self.listening[i];
+        if level <= QUIET_DBFS {
+            state.quiet += 1;
+            state.armed |= state.quiet >= QUIET_TO_ARM;
+            return;
+        }
+        state.quiet = 0;
+        if level >= LOUD_DBFS && state.armed {
+            state.armed = false;
+            let since = arrival.saturating_duration_since(media_start);
+            let turn_ms = TURN_TICKS * 20;
+            let turn = since.as_millis() as u64 / turn_ms;
+            let latency = since - Duration::from_millis(turn * turn_ms);
+            if self.counting {
+                self.onsets[i].entry(turn).or_insert(latency);
+            }
+        }
+    }
+
+    fn finish(self) -> Reception {
+        Reception {
+            legs: self.legs,
+            tool_drops: self.tool_drops,
+            onsets: self.onsets,
+        }
+    }
 }
