@@ -364,6 +364,19 @@ fn from_config_error(error: &config::ConfigError) -> ConfigError {
     ConfigError::new("(file)", text)
 }
 
+/// A number in `range`, or the error naming `key` with `reason`.
+fn bounded(
+    key: &str,
+    value: i64,
+    range: std::ops::RangeInclusive<u64>,
+    reason: &str,
+) -> Result<u64, ConfigError> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| ConfigError::new(key, reason))
+}
+
 fn positive(key: &str, value: i64) -> Result<usize, ConfigError> {
     usize::try_from(value)
         .ok()

@@ -9,7 +9,7 @@ use roundtable_media::ports::PortRange;
 use roundtable_sip::sdp::SrtpPolicy;
 use serde::Deserialize;
 
-use super::{ConfigError, positive};
+use super::{ConfigError, bounded, positive};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,21 +56,18 @@ impl MediaConfig {
             })?),
         };
         let inactivity = positive("media.inactivity_timeout_s", raw.inactivity_timeout_s)?;
-        let jitter_min = u64::try_from(raw.jitter_min_ms)
-            .ok()
-            .filter(|ms| (20..=1000).contains(ms))
-            .ok_or_else(|| {
-                ConfigError::new("media.jitter_min_ms", "must be between 20 and 1000")
-            })?;
-        let jitter_max = u64::try_from(raw.jitter_max_ms)
-            .ok()
-            .filter(|ms| (jitter_min..=1000).contains(ms))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "media.jitter_max_ms",
-                    "must be between media.jitter_min_ms and 1000",
-                )
-            })?;
+        let jitter_min = bounded(
+            "media.jitter_min_ms",
+            raw.jitter_min_ms,
+            20..=1000,
+            "must be between 20 and 1000",
+        )?;
+        let jitter_max = bounded(
+            "media.jitter_max_ms",
+            raw.jitter_max_ms,
+            jitter_min..=1000,
+            "must be between media.jitter_min_ms and 1000",
+        )?;
         let srtp = match raw.srtp.as_str() {
             "off" => SrtpPolicy::Off,
             "optional" => SrtpPolicy::Optional,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret, socket_addr};
+use super::{ConfigError, Secret, bounded, socket_addr};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,15 +120,12 @@ pub struct Testing {
 impl Testing {
     /// Checks `[testing]`.
     pub(super) fn validate(raw: RawTesting) -> Result<Testing, ConfigError> {
-        let delay_ms = u64::try_from(raw.spool_fsync_delay_ms)
-            .ok()
-            .filter(|ms| *ms <= 60_000)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "testing.spool_fsync_delay_ms",
-                    "must be between 0 and 60000",
-                )
-            })?;
+        let delay_ms = bounded(
+            "testing.spool_fsync_delay_ms",
+            raw.spool_fsync_delay_ms,
+            0..=60_000,
+            "must be between 0 and 60000",
+        )?;
         Ok(Testing {
             spool_fsync_delay: Duration::from_millis(delay_ms),
         })

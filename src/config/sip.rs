@@ -11,7 +11,7 @@ use roundtable_sip::endpoint::Transport;
 use roundtable_sip::transport::ListenAddr;
 use serde::Deserialize;
 
-use super::{ConfigError, positive, socket_addr};
+use super::{ConfigError, bounded, positive, socket_addr};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,19 +120,6 @@ pub struct SipConfig {
     /// The TLS client configuration for dial-outs over TLS (`sip.tls_ca`, else the system's
     /// roots), or why the system has none (TLS dial-outs then fail with it).
     pub tls_client: Result<Arc<rustls::ClientConfig>, String>,
-}
-
-/// A number of seconds or milliseconds in `range`, or the error naming `key`.
-fn bounded(
-    key: &str,
-    value: i64,
-    range: std::ops::RangeInclusive<u64>,
-    reason: &str,
-) -> Result<u64, ConfigError> {
-    u64::try_from(value)
-        .ok()
-        .filter(|v| range.contains(v))
-        .ok_or_else(|| ConfigError::new(key, reason))
 }
 
 /// Addresses or CIDR networks.

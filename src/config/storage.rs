@@ -6,7 +6,7 @@ use roundtable_storage::s3::S3Config;
 use roundtable_storage::{LocalStore, ObjectStore};
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, bounded};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,11 +65,12 @@ impl StorageConfig {
         LocalStore::new(&path)
             .check_writable()
             .map_err(|e| ConfigError::new("storage.path", format!("data dir not writable: {e}")))?;
-        let spool_quota = u64::try_from(raw.spool_quota_mib)
-            .ok()
-            .filter(|q| (1..=1 << 30).contains(q))
-            .ok_or_else(|| ConfigError::new("storage.spool_quota_mib", "must be at least 1"))?
-            << 20;
+        let spool_quota = bounded(
+            "storage.spool_quota_mib",
+            raw.spool_quota_mib,
+            1..=1 << 30,
+            "must be at least 1",
+        )? << 20;
         Ok(StorageConfig {
             path,
             spool_quota,
@@ -80,18 +81,18 @@ impl StorageConfig {
 
 /// `[storage.s3]`, checked.
 fn s3_config(raw: &RawS3) -> Result<S3Config, ConfigError> {
-    let part_mib = u64::try_from(raw.part_size_mib)
-        .ok()
-        .filter(|p| (5..=5120).contains(p));
-    let part_size = part_mib.ok_or_else(|| {
-        ConfigError::new("storage.s3.part_size_mib", "must be between 5 and 5120")
-    })? << 20;
-    let retention_days = u32::try_from(raw.retention_days)
-        .ok()
-        .filter(|d| *d <= 36_500)
-        .ok_or_else(|| {
-            ConfigError::new("storage.s3.retention_days", "must be between 0 and 36500")
-        })?;
+    let part_size = bounded(
+        "storage.s3.part_size_mib",
+        raw.part_size_mib,
+        5..=5120,
+        "must be between 5 and 5120",
+    )? << 20;
+    let retention_days = bounded(
+        "storage.s3.retention_days",
+        raw.retention_days,
+        0..=36_500,
+        "must be between 0 and 36500",
+    )? as u32;
     let config = S3Config {
         endpoint: raw.endpoint.clone(),
         region: raw.region.clone(),
