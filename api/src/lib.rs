@@ -27,7 +27,8 @@ use thiserror::Error;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RoomSummary {
     /// The room id.
-    pub id: String,
+    #[serde(with = "room_text")]
+    pub id: RoomId,
     /// How many legs are in it.
     pub participants: usize,
     /// Whether it is being recorded.
@@ -353,6 +354,21 @@ mod leg_text {
     }
 }
 
+/// A room id written as text.
+mod room_text {
+    use serde::{Deserializer, Serializer};
+
+    use super::RoomId;
+
+    pub fn serialize<S: Serializer>(room: &RoomId, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(room.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<RoomId, D::Error> {
+        super::room_id(deserializer)
+    }
+}
+
 /// Reads a room id in a body.
 fn room_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<RoomId, D::Error> {
     parse_room(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
@@ -433,7 +449,8 @@ impl ParticipantPatch {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoomDetail {
     /// The room id.
-    pub id: String,
+    #[serde(with = "room_text")]
+    pub id: RoomId,
     /// Whether it is being recorded (or its recording is starting).
     pub recording: bool,
     /// The running recording's id (`<room>/<start>`); absent while the recording's files are

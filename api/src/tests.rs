@@ -17,14 +17,14 @@ struct Fake {
 impl Fake {
     fn rooms_now(&self) -> Vec<RoomSummary> {
         vec![RoomSummary {
-            id: "1000".into(),
+            id: RoomId::parse("1000").unwrap(),
             participants: 1,
             recording: *self.recording.lock().unwrap(),
         }]
     }
     fn room_now(&self, id: &str) -> Option<RoomDetail> {
         (id == "1000").then(|| RoomDetail {
-            id: id.into(),
+            id: RoomId::parse(id).unwrap(),
             recording: *self.recording.lock().unwrap(),
             recording_id: None,
             recording_paused: false,
@@ -113,7 +113,7 @@ impl Fake {
             return Err(ControlError::Invalid(format!("{field}: {reason}")));
         }
         Ok(RoomDetail {
-            id: room.into(),
+            id: RoomId::parse(room).unwrap(),
             recording: false,
             recording_id: None,
             recording_paused: false,

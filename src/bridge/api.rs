@@ -126,7 +126,7 @@ impl Bridge {
             .core
             .rooms()
             .map(|(id, participants)| RoomSummary {
-                id: id.to_string(),
+                id: id.clone(),
                 participants,
                 recording: self
                     .rooms
@@ -137,7 +137,7 @@ impl Bridge {
         for id in self.book.ids() {
             if self.core.room(id).is_none() {
                 rooms.push(RoomSummary {
-                    id: id.to_string(),
+                    id: id.clone(),
                     participants: 0,
                     recording: false,
                 });
@@ -161,7 +161,7 @@ impl Bridge {
         let Some(view) = self.core.room(id) else {
             let known = self.book.get(id.as_str()).is_some() || !dialing.is_empty();
             return known.then(|| RoomDetail {
-                id: id.to_string(),
+                id: id.clone(),
                 recording: false,
                 recording_id: None,
                 recording_paused: false,
@@ -183,7 +183,7 @@ impl Bridge {
             .chain(dialing)
             .collect();
         Some(RoomDetail {
-            id: id.to_string(),
+            id: id.clone(),
             recording: recording.is_some() || starting,
             recording_id: recording.map(|r| r.recording.id().to_string()),
             recording_paused: recording.is_some_and(|r| r.paused),
