@@ -450,6 +450,8 @@ pub struct Services {
     pub locator: Locator,
     /// The trunks' registrations and addresses, as their task publishes them.
     pub trunks: tokio::sync::watch::Receiver<crate::trunks::TrunkView>,
+    /// The event log (journaled).
+    pub events: Arc<crate::events::EventLog>,
 }
 
 impl Bridge {
@@ -465,12 +467,13 @@ impl Bridge {
             book,
             locator,
             trunks,
+            events,
         } = services;
         let (commands, rx) = mpsc::unbounded_channel();
         let handle = BridgeHandle {
             commands,
             readiness: Arc::new(AtomicU8::new(STARTING)),
-            events: Arc::default(),
+            events,
             archive,
             tasks: TaskTracker::new(),
             trunks,

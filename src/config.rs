@@ -21,6 +21,7 @@ mod service;
 mod sip;
 mod storage;
 mod trunks;
+mod webhooks;
 
 pub use audio::AudioConfig;
 pub use dialplan::{DialAction, DialRule};
@@ -31,6 +32,7 @@ pub use service::{ApiConfig, LogConfig, LogFormat, Testing};
 pub use sip::SipConfig;
 pub use storage::StorageConfig;
 pub use trunks::Trunk;
+pub use webhooks::WebhooksConfig;
 
 /// The embedded defaults: `roundtable serve` with no arguments runs on these.
 pub const DEFAULTS: &str = r#"
@@ -124,6 +126,10 @@ consent_notice = true
 include_whispers = false
 consent_prompt = ""
 
+[webhooks]
+outbox_max_mib = 256
+max_age_s = 86400
+
 [shutdown]
 drain_s = 0
 
@@ -179,6 +185,7 @@ struct Raw {
     api: service::RawApi,
     storage: storage::RawStorage,
     recording: recording::RawRecording,
+    webhooks: webhooks::RawWebhooks,
     shutdown: service::RawShutdown,
     log: service::RawLog,
     testing: service::RawTesting,
@@ -207,6 +214,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[recording]`.
     pub recording: RecordingConfig,
+    /// `[webhooks]`: the event outbox's bounds.
+    pub webhooks: WebhooksConfig,
     /// `shutdown.drain_s`: how long shutdown waits for calls to end before sending BYE.
     pub drain: Duration,
     /// `[log]`.
@@ -425,6 +434,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         api: ApiConfig::validate(raw.api)?,
         storage,
         recording,
+        webhooks: WebhooksConfig::validate(raw.webhooks)?,
         drain: service::drain(&raw.shutdown)?,
         log: LogConfig::validate(raw.log)?,
         testing: Testing::validate(raw.testing)?,

@@ -276,6 +276,15 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     if let Err(problem) = &config.sip.tls_client {
         warn!(%problem, "dial-outs over TLS will fail");
     }
+    let unjournaled = events::unjournaled_counter();
+    registry.register(Box::new(unjournaled.clone()))?;
+    let event_log = events::EventLog::open(
+        &config.storage.path.join("events"),
+        config.webhooks.outbox_max,
+        config.webhooks.max_age,
+        unjournaled,
+    )
+    .context("storage.path: opening the event journal (events/)")?;
     let bridge = Bridge::spawn(
         config.clone(),
         bridge::Services {
@@ -287,6 +296,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             book,
             locator: locator.clone(),
             trunks: trunks_published,
+            events: event_log.clone(),
         },
     );
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
@@ -311,6 +321,14 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         config.api.token.as_ref().map(|t| t.expose().to_string()),
     );
     let api_shutdown = shutdown.clone();
+    // At most 16 KiB of an answer waits unsent in the kernel: a WebSocket consumer that stops
+    // reading then shows as behind in the bridge's queue (closed at 1,000 events) rather than
+    // hiding megabytes of events in socket buffers; bulk downloads keep their speed.
+    let api_listener = axum::serve::ListenerExt::tap_io(api_listener, |stream| {
+        if let Err(error) = socket2::SockRef::from(&*stream).set_tcp_notsent_lowat(16 << 10) {
+            tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+        }
+    });
     let api = tokio::spawn(async move {
         axum::serve(
             api_listener,
@@ -424,6 +442,8 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     {
         warn!("the mixer threads did not stop within 3 s; they end with the process");
     }
+    // The last events (the calls' ends) reach the journal before the process goes.
+    let _ = tokio::task::spawn_blocking(move || event_log.flush(Duration::from_secs(2))).await;
     info!("stopped");
     Ok(())
 }

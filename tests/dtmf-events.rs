@@ -55,7 +55,7 @@ fn keys_become_events_and_never_sound() {
         .count();
     assert_eq!(joined, 2, "{page}");
     assert!(events.iter().any(|e| e["type"] == "recording_started"));
-    let next = page["next"].as_u64().unwrap();
+    let next = page["next"].as_str().unwrap().to_string();
     let (_, empty) = service.http("GET", &format!("/v1/events?after={next}"), "");
     assert!(
         empty["events"].as_array().unwrap().is_empty(),

@@ -585,14 +585,28 @@ pub struct EventsPage {
     /// Events after the cursor, oldest first: objects with `id`, `at`, `type`, `room` and the
     /// type's fields.
     pub events: Vec<serde_json::Value>,
-    /// The cursor for the next request (`after`).
-    pub next: u64,
-    /// Events after the cursor that were dropped before this read (the reader fell behind).
+    /// The cursor for the next request (`after`): `<journal>:<sequence>`, opaque to clients.
+    pub next: String,
+    /// Events after the cursor that are gone (beyond the journal's bounds) before this read.
     pub missed: u64,
+    /// Events after `next` already published (the page was full): read again at once.
+    #[serde(default)]
+    pub behind: u64,
 }
 
-/// Most seconds `GET /v1/events` waits for a first event.
-pub const MAX_EVENT_WAIT_S: u64 = 30;
+/// What a reader of events asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// The cursor: events after it (empty: from the oldest held). A bare number is a sequence
+    /// number of the current journal.
+    pub after: String,
+    /// Only this room's.
+    pub room: Option<RoomId>,
+    /// Only these types (empty: all).
+    pub types: Vec<String>,
+}
+
+pub use events::{LAGGING_CLOSE, MAX_BEHIND, MAX_EVENT_WAIT_S, SUBPROTOCOL};
 
 /// Why a control request failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -699,8 +713,9 @@ pub trait Control: Send + Sync + 'static {
     fn trunks(&self) -> Vec<TrunkStatus>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
-    /// Events after cursor `after`, optionally of one room.
-    fn events(&self, after: u64, room: Option<&RoomId>) -> EventsPage;
+    /// A page of events after `query.after` (a bad cursor is [`ControlError::Invalid`]). May
+    /// read the journal: called on a blocking thread.
+    fn events(&self, query: &EventQuery) -> Result<EventsPage, ControlError>;
     /// Changes whenever an event is appended (so a reader can wait for one).
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
@@ -714,6 +729,36 @@ struct AppState {
     control: Arc<dyn Control>,
     registry: Registry,
     token: Option<Arc<str>>,
+    metrics: Arc<ApiMetrics>,
+}
+
+/// The API's own metrics.
+struct ApiMetrics {
+    /// `roundtable_events_ws_clients`: WebSocket consumers connected.
+    ws_clients: prometheus::IntGauge,
+    /// `roundtable_events_ws_lagging_closed_total`: consumers closed with 4008.
+    ws_lagging_closed: prometheus::IntCounter,
+}
+
+impl ApiMetrics {
+    /// Registered in `registry` (a registry that has them already keeps its own).
+    fn register(registry: &Registry) -> ApiMetrics {
+        let metrics = ApiMetrics {
+            ws_clients: prometheus::IntGauge::new(
+                "roundtable_events_ws_clients",
+                "WebSocket event consumers connected",
+            )
+            .expect("valid metric"),
+            ws_lagging_closed: prometheus::IntCounter::new(
+                "roundtable_events_ws_lagging_closed_total",
+                "WebSocket event consumers closed with 4008 for falling 1,000 events behind",
+            )
+            .expect("valid metric"),
+        };
+        let _ = registry.register(Box::new(metrics.ws_clients.clone()));
+        let _ = registry.register(Box::new(metrics.ws_lagging_closed.clone()));
+        metrics
+    }
 }
 
 /// An error response: status plus `{"error": message}` (and `Retry-After` when a limit says
@@ -768,6 +813,7 @@ impl From<ControlError> for ApiError {
 pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<String>) -> Router {
     let state = AppState {
         control,
+        metrics: Arc::new(ApiMetrics::register(&registry)),
         registry,
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
     };
@@ -794,7 +840,8 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
             "/rooms/{room}/participants/{leg}/move",
             post(move_participant),
         )
-        .route("/events", get(events))
+        .route("/events", get(events::long_poll))
+        .route("/events/ws", get(events::websocket))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)
@@ -812,11 +859,19 @@ async fn require_token(
     next: Next,
 ) -> Response {
     if let Some(token) = &state.token {
-        let given = headers
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Browsers cannot set headers on a WebSocket: the token may come as the subprotocol
+        // `bearer.<token>` beside `roundtable.v1` (never in the URL).
+        let subprotocol = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|p| p.trim().strip_prefix("bearer."));
+        let given = bearer.or(subprotocol).unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -843,49 +898,6 @@ async fn list_rooms(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// `GET /v1/trunks`: every trunk with its registration.
 async fn list_trunks(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "trunks": state.control.trunks() }))
-}
-
-/// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    #[serde(default)]
-    after: u64,
-    room: Option<String>,
-    #[serde(default)]
-    wait_s: u64,
-}
-
-/// `GET /v1/events?after=N[&room=R][&wait_s=S]`: events after cursor N; with `wait_s`, waits up
-/// to that many seconds (at most 30) for one when there is none yet (long polling).
-async fn events(
-    State(state): State<AppState>,
-    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<EventsPage>, ApiError> {
-    let axum::extract::Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let room = query.room.as_deref().map(parse_room).transpose()?;
-    if query.wait_s > MAX_EVENT_WAIT_S {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("wait_s is at most {MAX_EVENT_WAIT_S}"),
-        ));
-    }
-    let mut changes = state.control.event_changes();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(query.wait_s);
-    loop {
-        changes.borrow_and_update();
-        let page = state.control.events(query.after, room.as_ref());
-        if !page.events.is_empty() || page.missed > 0 || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(page));
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => {
-                return Ok(Json(state.control.events(query.after, room.as_ref())));
-            }
-        }
-    }
 }
 
 async fn show_room(
@@ -1166,6 +1178,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
+
+mod events;
 
 #[cfg(test)]
 mod tests;

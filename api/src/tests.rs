@@ -257,17 +257,25 @@ impl Control for Fake {
     fn readiness(&self) -> Readiness {
         Readiness::Draining
     }
-    fn events(&self, after: u64, _room: Option<&RoomId>) -> EventsPage {
-        let events = if after == 0 {
-            vec![serde_json::json!({"id": 1, "type": "dtmf"})]
-        } else {
-            Vec::new()
+    /// Events 1..=latest (the watch's value), numbered `j:<n>`.
+    fn events(&self, query: &EventQuery) -> Result<EventsPage, ControlError> {
+        let after: u64 = match query.after.as_str() {
+            "" => 0,
+            cursor => cursor
+                .strip_prefix("j:")
+                .unwrap_or(cursor)
+                .parse()
+                .map_err(|_| ControlError::Invalid("not a cursor".into()))?,
         };
-        EventsPage {
-            next: if after == 0 { 1 } else { after },
-            events,
+        let latest = *self.events.borrow();
+        Ok(EventsPage {
+            events: (after + 1..=latest)
+                .map(|n| serde_json::json!({"id": n, "cursor": format!("j:{n}"), "type": "dtmf"}))
+                .collect(),
+            next: format!("j:{}", latest.max(after)),
             missed: 0,
-        }
+            behind: 0,
+        })
     }
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
@@ -278,7 +286,7 @@ fn app(token: Option<&str>) -> Router {
     router(
         Arc::new(Fake {
             recording: Mutex::new(false),
-            events: tokio::sync::watch::channel(0).0,
+            events: tokio::sync::watch::channel(1).0,
         }),
         Registry::new(),
         token.map(str::to_string),
@@ -547,8 +555,8 @@ async fn events_page_long_poll_and_bad_queries() {
     let app = app(None);
     let (s, page) = call(&app, "GET", "/v1/events", "", None).await;
     assert_eq!(
-        (s, page["next"].as_u64(), page["events"][0]["type"].as_str()),
-        (StatusCode::OK, Some(1), Some("dtmf"))
+        (s, page["next"].as_str(), page["events"][0]["type"].as_str()),
+        (StatusCode::OK, Some("j:1"), Some("dtmf"))
     );
     // Nothing after 1: waits the full 2 s (virtual time), then an empty page with the same cursor.
     let started = tokio::time::Instant::now();
@@ -563,21 +571,48 @@ async fn events_page_long_poll_and_bad_queries() {
     assert_eq!(
         (
             s,
-            page["next"].as_u64(),
+            page["next"].as_str(),
             page["events"].as_array().map(Vec::len)
         ),
-        (StatusCode::OK, Some(1), Some(0))
+        (StatusCode::OK, Some("j:1"), Some(0))
     );
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     for bad in [
         "/v1/events?wait_s=31",
         "/v1/events?after=x",
         "/v1/events?color=red",
+        "/v1/events?types=participant_joined,Nope",
     ] {
         let (s, body) = call(&app, "GET", bad, "", None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
         assert!(body["error"].is_string(), "{bad}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_long_poll_is_woken_by_a_new_event() {
+    let control = Arc::new(Fake {
+        recording: Mutex::new(false),
+        events: tokio::sync::watch::channel(1).0,
+    });
+    let app = router(control.clone(), Registry::new(), None);
+    let started = tokio::time::Instant::now();
+    let poll =
+        tokio::spawn(
+            async move { call(&app, "GET", "/v1/events?after=j:1&wait_s=30", "", None).await },
+        );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!poll.is_finished(), "nothing new yet: the poll waits");
+    control.events.send_replace(2);
+    let (s, page) = poll.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["events"][0]["cursor"], "j:2", "{page}");
+    assert_eq!(page["next"], "j:2");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(3) && waited < std::time::Duration::from_secs(4),
+        "woken by the event, not the timeout: {waited:?}"
+    );
 }
 
 #[tokio::test]

@@ -454,13 +454,24 @@ impl Control for BridgeHandle {
         }
     }
 
-    fn events(&self, after: u64, room: Option<&RoomId>) -> EventsPage {
-        let page = self.events.since(after, room.map(RoomId::as_str));
-        EventsPage {
+    fn events(&self, query: &roundtable_api::EventQuery) -> Result<EventsPage, ControlError> {
+        let filter = crate::events::Filter {
+            room: query.room.as_ref().map(RoomId::as_str),
+            types: &query.types,
+        };
+        let page = self
+            .events
+            .since(&query.after, &filter)
+            .map_err(|e| match e {
+                crate::events::EventError::BadCursor(_) => ControlError::Invalid(e.to_string()),
+                crate::events::EventError::Journal(_) => ControlError::Unavailable(e.to_string()),
+            })?;
+        Ok(EventsPage {
             events: page.events,
             next: page.next,
             missed: page.missed,
-        }
+            behind: page.behind,
+        })
     }
 
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -56,7 +56,7 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 /// Every key the code reads, `section.key`, except the arrays of tables (`[[dialplan]]`,
 /// `[[rooms]]`, `[[trunks]]`), which are examples rather than keys with defaults.
 fn code_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 14] = [
+    let sections: [(&str, &[&str]); 15] = [
         ("sip", fields_of::<sip::RawSip>()),
         ("sip.auth", fields_of::<sip::RawAuth>()),
         ("sip.limits", fields_of::<sip::RawLimits>()),
@@ -67,6 +67,7 @@ fn code_keys() -> Vec<String> {
         ("storage", fields_of::<storage::RawStorage>()),
         ("storage.s3", fields_of::<storage::RawS3>()),
         ("recording", fields_of::<recording::RawRecording>()),
+        ("webhooks", fields_of::<webhooks::RawWebhooks>()),
         ("shutdown", fields_of::<service::RawShutdown>()),
         ("log", fields_of::<service::RawLog>()),
         ("testing", fields_of::<service::RawTesting>()),
