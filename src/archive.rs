@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use roundtable_recorder::breaker::Breaker;
 use roundtable_recorder::manifest::{Retention, SignatureError};
 use roundtable_recorder::upload::{S3Uploader, UploadCounters};
-use roundtable_recorder::{Archive, Signer, SpoolAccount, Target};
+use roundtable_recorder::{Archive, Sealed, Signer, SpoolAccount, Target};
 use roundtable_storage::s3::S3Store;
 use roundtable_storage::{LocalStore, ObjectStore, StorageError};
 use thiserror::Error;
@@ -108,15 +108,54 @@ pub fn open(config: &Config, create_key: bool) -> Result<Storage, ArchiveError> 
     })
 }
 
+/// The events of a recording stored for good: `recording_uploaded` (its audio objects are in
+/// the store), then `recording_sealed` (its signed manifest is: its key, size and SHA-256).
+pub fn sealed_events(sealed: &Sealed) -> [(&'static str, serde_json::Value); 2] {
+    let manifest = &sealed.manifest;
+    [
+        (
+            "recording_uploaded",
+            serde_json::json!({
+                "recording": manifest.id,
+                "objects": manifest.objects.len(),
+                "bytes": manifest.objects.iter().map(|o| o.size).sum::<u64>(),
+            }),
+        ),
+        (
+            "recording_sealed",
+            serde_json::json!({
+                "recording": manifest.id,
+                "duration_ms": manifest.duration_ms,
+                "manifest": {
+                    "key": sealed.object.key,
+                    "size": sealed.object.size,
+                    "sha256": sealed.object.sha256,
+                },
+            }),
+        ),
+    ]
+}
+
 /// Finishes the recordings the last run left in the spool (closing crashed ones at their last
-/// durable frame) and, with S3, aborts day-old multipart uploads nobody knows of. Blocking.
-pub fn recover(archive: &Archive) {
+/// durable frame; each stored one is announced as [`sealed_events`] say) and, with S3, aborts
+/// day-old multipart uploads nobody knows of. Blocking.
+pub fn recover(archive: &Archive, events: &crate::events::EventLog) {
     let started = Instant::now();
     let inventory = archive.account_existing();
     for (dir, result) in archive.recover() {
         match result {
-            Ok(manifest) => {
-                info!(recording = %manifest.id, duration_ms = manifest.duration_ms, "recovered recording stored")
+            Ok(sealed) => {
+                let manifest = &sealed.manifest;
+                info!(recording = %manifest.id, duration_ms = manifest.duration_ms, "recovered recording stored");
+                for (kind, fields) in sealed_events(&sealed) {
+                    crate::events::push_json(
+                        events,
+                        kind,
+                        &manifest.room,
+                        std::time::SystemTime::now(),
+                        fields,
+                    );
+                }
             }
             Err(error) => {
                 error!(dir = %dir.display(), %error, "recovered recording not stored; retried at the next start")

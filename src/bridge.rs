@@ -689,6 +689,7 @@ impl Bridge {
                             mode: aec,
                         },
                     );
+                    self.event("room_created", &room, serde_json::json!({}));
                 }
             }
             Action::CloseRoom(room) => {
@@ -697,12 +698,13 @@ impl Bridge {
                 };
                 self.mixer
                     .send(entry.worker, MixerCommand::CloseRoom { room: room.key() });
+                if let Some(recording) = entry.recording {
+                    self.finish_recording(room.clone(), recording);
+                }
                 if RoomId::valid(room.as_str()) {
                     self.metrics.rooms.dec();
                     info!(room = %room, "room closed");
-                }
-                if let Some(recording) = entry.recording {
-                    self.finish_recording(room, recording);
+                    self.event("room_ended", &room, serde_json::json!({}));
                 }
             }
             Action::AddLeg { room, leg } => {
@@ -804,7 +806,7 @@ impl Bridge {
                         },
                     );
                     self.event(
-                        "participant_updated",
+                        "participant_muted",
                         &room,
                         serde_json::json!({"participant": leg.to_string(), "muted": muted}),
                     );
@@ -856,13 +858,13 @@ impl Bridge {
 
     /// Records an event of `kind` in `room` with `fields` (a JSON object literal's entries).
     fn event(&self, kind: &str, room: &RoomId, fields: serde_json::Value) {
-        let fields = match fields {
-            serde_json::Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        };
-        self.handle
-            .events
-            .push(kind, room.as_str(), time::rfc3339(self.clock.now()), fields);
+        crate::events::push_json(
+            &self.handle.events,
+            kind,
+            room.as_str(),
+            self.clock.now(),
+            fields,
+        );
     }
 
     fn core_event(&mut self, room: &RoomId, event: roundtable_conference::conference::Event) {

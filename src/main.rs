@@ -249,12 +249,22 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     )
     .context("starting mixer threads")?;
     archive::sample_metrics(&storage, metrics::StorageMetrics::register(&registry)?);
+    let unjournaled = events::unjournaled_counter();
+    registry.register(Box::new(unjournaled.clone()))?;
+    let event_log = events::EventLog::open(
+        &config.storage.path.join("events"),
+        config.webhooks.outbox_max,
+        config.webhooks.max_age,
+        unjournaled,
+    )
+    .context("storage.path: opening the event journal (events/)")?;
     {
         // Recordings the last run left open are finished while the service runs.
         let archive = storage.archive.clone();
+        let events = event_log.clone();
         std::thread::Builder::new()
             .name("recovery".into())
-            .spawn(move || archive::recover(&archive))
+            .spawn(move || archive::recover(&archive, &events))
             .context("starting recording recovery")?;
     }
     let book_path = config.storage.path.join("rooms.json");
@@ -276,15 +286,6 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     if let Err(problem) = &config.sip.tls_client {
         warn!(%problem, "dial-outs over TLS will fail");
     }
-    let unjournaled = events::unjournaled_counter();
-    registry.register(Box::new(unjournaled.clone()))?;
-    let event_log = events::EventLog::open(
-        &config.storage.path.join("events"),
-        config.webhooks.outbox_max,
-        config.webhooks.max_age,
-        unjournaled,
-    )
-    .context("storage.path: opening the event journal (events/)")?;
     let bridge = Bridge::spawn(
         config.clone(),
         bridge::Services {

@@ -94,7 +94,7 @@ pub struct TrunkServices {
     pub clock: Arc<dyn WallClock>,
     /// Where the task publishes.
     pub published: watch::Sender<TrunkView>,
-    /// Where registration changes go as `trunk_state` events.
+    /// Where registration changes go as `trunk_registration` events.
     pub events: Arc<crate::events::EventLog>,
 }
 
@@ -371,7 +371,7 @@ impl TrunksTask {
                 fields.extend(status.into_iter().filter(|(key, _)| key != "name"));
             }
             let at = crate::time::rfc3339(self.clock.now());
-            self.events.push("trunk_state", "", at, fields);
+            self.events.push("trunk_registration", "", at, fields);
         }
     }
 

@@ -93,7 +93,8 @@ fn hello_then_a_calls_events_in_order() {
         let mut uac = Uac::new(service.sip, "1000");
         assert_eq!(uac.call(), 200);
         let joined = read_until(&mut socket, "participant_joined").await;
-        assert_eq!(joined.len(), 1, "only room 1000's events: {joined:?}");
+        let kinds: Vec<&str> = joined.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["room_created", "participant_joined"], "{joined:?}");
         assert_eq!(uac.hangup(), 200);
         let left = read_until(&mut socket, "participant_left").await;
         let ids: Vec<u64> = joined
@@ -104,7 +105,7 @@ fn hello_then_a_calls_events_in_order() {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
         assert_eq!(
             left.last().unwrap()["participant"],
-            joined[0]["participant"]
+            joined[1]["participant"]
         );
         let _ = socket.close(None).await;
     });
@@ -165,9 +166,13 @@ fn a_reconnect_with_after_misses_nothing_across_a_kill_and_restart() {
             ids, expected,
             "every event after the cursor, none twice: {read:?}"
         );
-        let rooms: Vec<&str> = read.iter().map(|e| e["room"].as_str().unwrap()).collect();
+        let participants: Vec<&str> = read
+            .iter()
+            .filter(|e| e["type"].as_str().unwrap().starts_with("participant_"))
+            .map(|e| e["room"].as_str().unwrap())
+            .collect();
         assert_eq!(
-            rooms,
+            participants,
             ["1000", "2000", "2000", "3000", "3000", "4000"],
             "{read:?}"
         );
@@ -305,4 +310,56 @@ fn the_token_may_come_as_a_subprotocol_and_a_wrong_one_is_refused() {
         }
     });
     assert!(!service.log().contains("s3cret-token"), "never logged");
+}
+
+#[test]
+fn a_recorded_calls_vocabulary_rooms_mutes_audit_and_the_sealed_manifest() {
+    let service = Service::start(Options::default());
+    runtime().block_on(async {
+        let types = "room_created,room_ended,participant_muted,api_action,recording_uploaded,recording_sealed";
+        let mut socket = connect(&service, &format!("?types={types}"), &[]).await;
+        next_json(&mut socket).await;
+        let mut uac = Uac::new(service.sip, "5000");
+        assert_eq!(uac.call(), 200);
+        let created = next_json(&mut socket).await;
+        assert_eq!((created["type"].as_str(), created["room"].as_str()), (Some("room_created"), Some("5000")));
+        let (_, room) = service.http("GET", "/v1/rooms/5000", "");
+        let leg = room["participants"][0]["id"].as_str().unwrap().to_string();
+        let path = format!("/v1/rooms/5000/participants/{leg}");
+        assert_eq!(service.http("PATCH", &path, r#"{"muted":true}"#).0, 200);
+        let muted = next_json(&mut socket).await;
+        assert_eq!(muted["type"], "participant_muted", "{muted}");
+        assert_eq!((muted["participant"].as_str(), muted["muted"].as_bool()), (Some(leg.as_str()), Some(true)));
+        let audit = next_json(&mut socket).await;
+        assert_eq!(audit["type"], "api_action", "{audit}");
+        assert_eq!(audit["action"], "PATCH /v1/rooms/{room}/participants/{leg}");
+        assert_eq!((audit["room"].as_str(), audit["status"].as_u64()), (Some("5000"), Some(200)));
+        assert!(audit["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{audit}");
+        let media = uac.start_media(440.0, Duration::from_secs(3));
+        for action in ["start", "stop"] {
+            if action == "stop" {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let body = format!(r#"{{"action":"{action}"}}"#);
+            assert_eq!(service.http("POST", "/v1/rooms/5000/recording", &body).0, 200);
+            assert_eq!(next_json(&mut socket).await["type"], "api_action");
+        }
+        let uploaded = next_json(&mut socket).await;
+        assert_eq!(uploaded["type"], "recording_uploaded", "{uploaded}");
+        assert!(uploaded["bytes"].as_u64().unwrap() > 16_000, "a second of audio: {uploaded}");
+        drop(media);
+        let sealed = next_json(&mut socket).await;
+        assert_eq!(sealed["type"], "recording_sealed", "{sealed}");
+        assert_eq!(sealed["recording"], uploaded["recording"]);
+        // The event's fingerprint is the stored manifest's.
+        let key = sealed["manifest"]["key"].as_str().unwrap();
+        let stored = std::fs::read(service.storage().join(key)).unwrap();
+        let fingerprint =
+            roundtable_recorder::manifest::Fingerprint::of_reader(key.to_string(), &stored[..]).unwrap();
+        assert_eq!(sealed["manifest"]["size"], fingerprint.size);
+        assert_eq!(sealed["manifest"]["sha256"], fingerprint.sha256.as_str());
+        assert_eq!(uac.hangup(), 200);
+        let ended = next_json(&mut socket).await;
+        assert_eq!((ended["type"].as_str(), ended["room"].as_str()), (Some("room_ended"), Some("5000")));
+    });
 }

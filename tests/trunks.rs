@@ -93,10 +93,10 @@ fn a_trunk_registers_refreshes_routes_its_did_and_recovers_from_an_outage() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["type"] == "trunk_state"
+            .any(|e| e["type"] == "trunk_registration"
                 && e["trunk"] == "carrier"
                 && e["registered"] == true),
-        "a trunk_state event: {events}"
+        "a trunk_registration event: {events}"
     );
     let log = registrar.log();
     assert!(
@@ -141,7 +141,7 @@ fn a_trunk_registers_refreshes_routes_its_did_and_recovers_from_an_outage() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["type"] == "trunk_state" && e["breaker"] == "open"),
+            .any(|e| e["type"] == "trunk_registration" && e["breaker"] == "open"),
         "{events}"
     );
     assert_eq!(entry["last_error"], "408 Request Timeout");

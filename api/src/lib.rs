@@ -594,6 +594,23 @@ pub struct EventsPage {
     pub behind: u64,
 }
 
+/// A control request as the audit trail keeps it (the `api_action` event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAction {
+    /// The name of the token it came with (`api.token`), or `None` without one.
+    pub token: Option<String>,
+    /// Method and route, e.g. `PATCH /v1/rooms/{room}/participants/{leg}`.
+    pub action: String,
+    /// The path as requested.
+    pub path: String,
+    /// The room it acted on, when its path names one.
+    pub room: Option<RoomId>,
+    /// The client's address (`unknown` when the server does not know it).
+    pub source: String,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+}
+
 /// What a reader of events asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
@@ -716,6 +733,8 @@ pub trait Control: Send + Sync + 'static {
     /// A page of events after `query.after` (a bad cursor is [`ControlError::Invalid`]). May
     /// read the journal: called on a blocking thread.
     fn events(&self, query: &EventQuery) -> Result<EventsPage, ControlError>;
+    /// Records a control request (`api_action`: who, what, from where, and the answer).
+    fn audit(&self, action: ApiAction);
     /// Changes whenever an event is appended (so a reader can wait for one).
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
@@ -842,6 +861,7 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         )
         .route("/events", get(events::long_poll))
         .route("/events/ws", get(events::websocket))
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)
@@ -881,6 +901,45 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Every request that changes something (not GET) becomes an `api_action` event once answered.
+async fn audit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::GET {
+        return next.run(request).await;
+    }
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_string(),
+            |m| m.as_str().to_string(),
+        );
+    let action = format!("{} {route}", request.method());
+    // Inside the nested `/v1` router the URI has lost its prefix; the original has it.
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path(), |o| o.0.path())
+        .to_string();
+    let room = path
+        .strip_prefix("/v1/rooms/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|room| RoomId::parse(room).ok());
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+    let response = next.run(request).await;
+    state.control.audit(ApiAction {
+        token: state.token.as_ref().map(|_| "api.token".to_string()),
+        action,
+        path,
+        room,
+        source,
+        status: response.status().as_u16(),
+    });
+    response
 }
 
 /// Compares without an early exit, so timing does not reveal how much of the token matched.

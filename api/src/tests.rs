@@ -11,6 +11,7 @@ use super::*;
 struct Fake {
     recording: Mutex<bool>,
     events: tokio::sync::watch::Sender<u64>,
+    audited: Mutex<Vec<ApiAction>>,
 }
 
 /// The answers, as the service would give them.
@@ -277,6 +278,9 @@ impl Control for Fake {
             behind: 0,
         })
     }
+    fn audit(&self, action: ApiAction) {
+        self.audited.lock().unwrap().push(action);
+    }
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
     }
@@ -287,6 +291,7 @@ fn app(token: Option<&str>) -> Router {
         Arc::new(Fake {
             recording: Mutex::new(false),
             events: tokio::sync::watch::channel(1).0,
+            audited: Mutex::default(),
         }),
         Registry::new(),
         token.map(str::to_string),
@@ -594,6 +599,7 @@ async fn a_waiting_long_poll_is_woken_by_a_new_event() {
     let control = Arc::new(Fake {
         recording: Mutex::new(false),
         events: tokio::sync::watch::channel(1).0,
+        audited: Mutex::default(),
     });
     let app = router(control.clone(), Registry::new(), None);
     let started = tokio::time::Instant::now();
@@ -613,6 +619,44 @@ async fn a_waiting_long_poll_is_woken_by_a_new_event() {
         waited >= std::time::Duration::from_secs(3) && waited < std::time::Duration::from_secs(4),
         "woken by the event, not the timeout: {waited:?}"
     );
+}
+
+#[tokio::test]
+async fn control_requests_are_audited_with_route_room_token_and_status() {
+    let control = Arc::new(Fake {
+        recording: Mutex::new(false),
+        events: tokio::sync::watch::channel(1).0,
+        audited: Mutex::default(),
+    });
+    let app = router(control.clone(), Registry::new(), Some("tok".into()));
+    call(&app, "GET", "/v1/rooms/1000", "", Some("tok")).await;
+    call(
+        &app,
+        "PATCH",
+        "/v1/rooms/1000/participants/7",
+        r#"{"muted":true}"#,
+        Some("tok"),
+    )
+    .await;
+    call(
+        &app,
+        "DELETE",
+        "/v1/rooms/1000/participants/8",
+        "",
+        Some("tok"),
+    )
+    .await;
+    let audited = control.audited.lock().unwrap().clone();
+    assert_eq!(audited.len(), 2, "reads are not audited: {audited:?}");
+    assert_eq!(
+        audited[0].action,
+        "PATCH /v1/rooms/{room}/participants/{leg}"
+    );
+    assert_eq!(audited[0].path, "/v1/rooms/1000/participants/7");
+    assert_eq!(audited[0].room.as_ref().map(RoomId::as_str), Some("1000"));
+    assert_eq!(audited[0].token.as_deref(), Some("api.token"));
+    assert_eq!((audited[0].status, audited[1].status), (200, 404));
+    assert_eq!(audited[1].source, "unknown");
 }
 
 #[tokio::test]

@@ -51,6 +51,16 @@ impl std::fmt::Debug for Archive {
     }
 }
 
+/// A recording stored for good: its signed manifest, and the manifest object's key, size and
+/// SHA-256 as they are in the store.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The manifest object's fingerprint.
+    pub object: crate::manifest::ObjectRecord,
+}
+
 impl Archive {
     /// An archive writing into `store`, with recordings spooled under `spool` (for the local
     /// backend, the store's own folder: the spooled files are the objects).
@@ -148,8 +158,9 @@ impl Archive {
     }
 
     /// Stores a closed recording: fingerprints its objects, signs and writes its manifest, and
-    /// lets its spool space go.
-    pub fn finish(&self, closed: Closed) -> Result<Manifest, RecordError> {
+    /// lets its spool space go. Returns the manifest and the manifest object's own fingerprint
+    /// (for the `recording_sealed` event).
+    pub fn finish(&self, closed: Closed) -> Result<Sealed, RecordError> {
         let dir = closed.spec.dir();
         let folder = closed.spec.folder();
         let names = object_names(&dir)?;
@@ -191,6 +202,8 @@ impl Archive {
         self.signer.sign(&mut manifest);
         let key = ObjectKey::new(format!("{}{folder}/{MANIFEST}", self.prefix))?;
         let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+        let object = Fingerprint::of_reader(key.as_str().to_string(), &text[..])
+            .map_err(|e| RecordError::io(&dir, e))?;
         match &self.target {
             Target::Local => {
                 self.store.put(&key, &text)?;
@@ -208,12 +221,12 @@ impl Archive {
                 }
             }
         }
-        Ok(manifest)
+        Ok(Sealed { manifest, object })
     }
 
     /// Finds recordings the last run left open (a ledger and no manifest), closes their files
     /// at the last whole frame every open track has, marks what was lost, and finishes them.
-    pub fn recover(&self) -> Vec<(PathBuf, Result<Manifest, RecordError>)> {
+    pub fn recover(&self) -> Vec<(PathBuf, Result<Sealed, RecordError>)> {
         let mut done = Vec::new();
         for dir in open_recordings(&self.spool.join("recordings")) {
             let result = recover_files(&dir, &self.spool).and_then(|closed| {

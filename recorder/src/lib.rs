@@ -34,7 +34,7 @@ use roundtable_media::frames::MixFrame;
 use roundtable_storage::{LIST_PAGE_MAX, ObjectKey, ObjectStore, StorageError};
 use thiserror::Error;
 
-pub use archive::{Archive, MANIFEST, Target};
+pub use archive::{Archive, MANIFEST, Sealed, Target};
 pub use manifest::{Manifest, Signer};
 pub use spec::{Mode, Spec};
 pub use spool::{Progress, SpoolAccount};

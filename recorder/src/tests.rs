@@ -146,7 +146,15 @@ fn tracks_line_up_with_the_mix_and_the_manifest_verifies() {
     assert!(account.used() > 0);
 
     let archive = archive(dir.path(), account.clone());
-    let manifest = archive.finish(closed).unwrap();
+    let sealed = archive.finish(closed).unwrap();
+    // The sealed fingerprint is the stored manifest's.
+    let stored = std::fs::read(dir.path().join(&sealed.object.key)).unwrap();
+    assert_eq!(stored.len() as u64, sealed.object.size);
+    assert_eq!(
+        sealed.object.key,
+        "recordings/1000/20261122T093000Z/manifest.json"
+    );
+    let manifest = sealed.manifest;
     assert_eq!(account.used(), 0, "spool bytes released");
     assert_eq!(manifest.duration_ms, 240);
     assert_eq!(manifest.objects.len(), 3);
@@ -265,7 +273,7 @@ fn a_recording_left_open_is_recovered_at_the_shortest_open_track() {
     let archive = archive(crashed.path(), Arc::new(SpoolAccount::new(1 << 30)));
     let recovered = archive.recover();
     assert_eq!(recovered.len(), 1);
-    let manifest = recovered.into_iter().next().unwrap().1.unwrap();
+    let manifest = recovered.into_iter().next().unwrap().1.unwrap().manifest;
     assert_eq!(
         manifest.duration_ms,
         CHECKPOINT_FRAMES * 20,

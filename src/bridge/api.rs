@@ -298,14 +298,8 @@ impl Bridge {
         if let Some(muted) = patch.muted {
             self.core.set_muted(id, muted).map_err(core_error)?;
         }
-        // The core's actions follow (relations, mute notes and events); its Mute is the
-        // controls sent below.
-        while let Some(action) = self.core.poll_action() {
-            match action {
-                Action::Mute { .. } => {}
-                other => self.act(other),
-            }
-        }
+        // The core's actions follow (relations, mute with its note and event).
+        self.carry_out();
         self.send_room(
             &key,
             MixerCommand::SetControls {
@@ -472,6 +466,23 @@ impl Control for BridgeHandle {
             missed: page.missed,
             behind: page.behind,
         })
+    }
+
+    fn audit(&self, action: roundtable_api::ApiAction) {
+        info!(token = action.token.as_deref().unwrap_or("-"), action = %action.action, path = %action.path, source = %action.source, status = action.status, "API action");
+        crate::events::push_json(
+            &self.events,
+            "api_action",
+            action.room.as_ref().map_or("", RoomId::as_str),
+            std::time::SystemTime::now(),
+            serde_json::json!({
+                "token": action.token,
+                "action": action.action,
+                "path": action.path,
+                "source": action.source,
+                "status": action.status,
+            }),
+        );
     }
 
     fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -313,7 +313,10 @@ impl Bridge {
         }
     }
 
-    /// Waits for a stopped recording's files to close and stores it (off the caller's thread).
+    /// Waits for a stopped recording's files to close and stores it (off the caller's thread):
+    /// `recording_uploaded` and `recording_sealed` once it is in the store for good,
+    /// `recording_failed` if it cannot be (it stays in the spool and is retried at the next
+    /// start).
     pub(super) fn finish_recording(&self, room: RoomId, recording: ActiveRecording) {
         let id = recording.recording.id().to_string();
         self.event(
@@ -324,21 +327,35 @@ impl Bridge {
         let gauge = self.metrics.recordings_active.clone();
         let failures = self.metrics.recording_failures.clone();
         let archive = self.handle.archive.clone();
+        let events = self.handle.events.clone();
+        let clock = self.clock.clone();
         self.handle.tasks.spawn_blocking(move || {
+            let push = |kind: &str, fields: serde_json::Value| {
+                crate::events::push_json(&events, kind, room.as_str(), clock.now(), fields);
+            };
             match recording.recording.join().and_then(|closed| archive.finish(closed)) {
-                Ok(manifest) => info!(
-                    room = %room,
-                    recording = %manifest.id,
-                    duration_ms = manifest.duration_ms,
-                    objects = manifest.objects.len(),
-                    "recording finished"
-                ),
+                Ok(sealed) => {
+                    for (kind, fields) in crate::archive::sealed_events(&sealed) {
+                        push(kind, fields);
+                    }
+                    info!(
+                        room = %room,
+                        recording = %sealed.manifest.id,
+                        duration_ms = sealed.manifest.duration_ms,
+                        objects = sealed.manifest.objects.len(),
+                        "recording finished"
+                    );
+                }
                 Err(RecordError::Upload(UploadError::Stopped)) => {
                     info!(recording = %id, "recording closed in the spool; its upload resumes at the next start");
                 }
                 Err(error) => {
                     failures.inc();
                     error!(recording = %id, %error, "recording not stored; it stays in the spool and is retried at the next start");
+                    push(
+                        "recording_failed",
+                        serde_json::json!({"recording": id, "error": error.to_string()}),
+                    );
                 }
             }
             gauge.dec();

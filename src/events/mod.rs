@@ -295,6 +295,15 @@ impl EventLog {
     }
 }
 
+/// Pushes an event whose fields are a JSON object (anything else adds none), stamped `at`.
+pub fn push_json(log: &EventLog, kind: &str, room: &str, at: std::time::SystemTime, fields: Value) {
+    let fields = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    log.push(kind, room, crate::time::rfc3339(at), fields);
+}
+
 /// The journal's thread: writes what is pushed in batches, fsyncs, then publishes.
 struct JournalWriter {
     journal: Journal,
