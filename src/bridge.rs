@@ -207,7 +207,12 @@ pub struct BridgeHandle {
     tasks: TaskTracker,
     /// The trunks as their task publishes them.
     trunks: tokio::sync::watch::Receiver<crate::trunks::TrunkView>,
+    /// The mixer's level reports, straight to WebSocket consumers (not the event log).
+    levels: tokio::sync::broadcast::Sender<roundtable_api::RoomLevels>,
 }
+
+/// Level reports a WebSocket consumer may be behind before it skips some.
+const LEVELS_BACKLOG: usize = 256;
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -268,8 +273,18 @@ impl BridgeHandle {
         self.ask(Command::Stop).await;
     }
 
-    /// Takes an event from a mixer thread.
+    /// Takes an event from a mixer thread; level reports go to WebSocket consumers directly.
     pub fn mixer_event(&self, event: MixerEvent) {
+        if let RoomEvent::Levels(levels) = event.event {
+            if self.levels.receiver_count() > 0
+                && let Ok(room) = RoomId::parse(&event.room)
+            {
+                let _ = self
+                    .levels
+                    .send(roundtable_api::RoomLevels { room, levels });
+            }
+            return;
+        }
         self.send(Command::Mixer(event));
     }
 }
@@ -477,6 +492,7 @@ impl Bridge {
             archive,
             tasks: TaskTracker::new(),
             trunks,
+            levels: tokio::sync::broadcast::channel(LEVELS_BACKLOG).0,
         };
         let prompts = Prompts::load(
             config.audio.rate,
@@ -985,6 +1001,8 @@ impl Bridge {
                 "echo_cancellation",
                 serde_json::json!({"active": active}),
             ),
+            // Sent to WebSockets by the handle; never an event of the log.
+            RoomEvent::Levels(_) => return,
         };
         let Some(room) = self.core.room_of(leg_id).cloned() else {
             return;
@@ -993,6 +1011,7 @@ impl Bridge {
             return;
         };
         match event.event {
+            RoomEvent::Levels(_) => {}
             RoomEvent::Talking(_) | RoomEvent::StoppedTalking(_) => {
                 let talking = matches!(event.event, RoomEvent::Talking(_));
                 if leg.talking != talking {

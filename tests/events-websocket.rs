@@ -363,3 +363,49 @@ fn a_recorded_calls_vocabulary_rooms_mutes_audit_and_the_sealed_manifest() {
         assert_eq!((ended["type"].as_str(), ended["room"].as_str()), (Some("room_ended"), Some("5000")));
     });
 }
+
+#[test]
+fn room_levels_come_every_quarter_second_while_someone_talks_and_only_on_the_websocket() {
+    let service = Service::start(Options::default());
+    let mut talker = Uac::new(service.sip, "6000");
+    assert_eq!(talker.call(), 200);
+    let mut other = Uac::new(service.sip, "7000");
+    assert_eq!(other.call(), 200);
+    let (_, room) = service.http("GET", "/v1/rooms/6000", "");
+    let leg = room["participants"][0]["id"].as_str().unwrap().to_string();
+    runtime().block_on(async {
+        let mut socket = connect(&service, "?room=6000&types=room_levels", &[]).await;
+        next_json(&mut socket).await;
+        let media = talker.start_media(440.0, Duration::from_secs(4));
+        let _other_media = other.start_media(440.0, Duration::from_secs(4));
+        let mut reports = Vec::new();
+        let started = tokio::time::Instant::now();
+        while reports.len() < 6 {
+            let report = next_json(&mut socket).await;
+            assert_eq!(report["type"], "room_levels", "{report}");
+            assert_eq!(report["room"], "6000", "only the room asked for: {report}");
+            reports.push((started.elapsed(), report));
+        }
+        // A 6000-amplitude sine: -17.8 dBFS.
+        for (_, report) in &reports[1..] {
+            let levels = report["levels"].as_array().unwrap();
+            assert_eq!(levels.len(), 1, "{report}");
+            assert_eq!(levels[0]["participant"], leg.as_str());
+            let db = levels[0]["dbfs"].as_f64().unwrap();
+            assert!((db + 17.8).abs() < 1.5, "{report}");
+        }
+        let spacing = reports[5].0 - reports[1].0;
+        assert!(
+            spacing >= Duration::from_millis(900) && spacing <= Duration::from_millis(1100),
+            "four intervals of 240 ms: {spacing:?}"
+        );
+        drop(media);
+    });
+    let (_, page) = service.http("GET", "/v1/events?types=room_levels", "");
+    assert!(
+        page["events"].as_array().unwrap().is_empty(),
+        "never in the log: {page}"
+    );
+    assert_eq!(talker.hangup(), 200);
+    assert_eq!(other.hangup(), 200);
+}

@@ -158,6 +158,8 @@ async fn stream(
     let writer = tokio::spawn(write(socket, queued, lagging.clone()));
     let hello = serde_json::json!({"type": "hello", "next": first.next, "missed": first.missed});
     let mut page = first;
+    let mut levels = Some(state.control.room_levels());
+    let wants_levels = query.types.is_empty() || query.types.iter().any(|t| t == "room_levels");
     if queue
         .send(Message::Text(hello.to_string().into()))
         .await
@@ -177,13 +179,22 @@ async fn stream(
             }
             query.after = std::mem::take(&mut page.next);
             if page.behind == 0 {
-                tokio::select! {
-                    changed = changes.changed() => {
-                        if changed.is_err() {
+                loop {
+                    tokio::select! {
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                break 'follow;
+                            }
                             break;
                         }
+                        report = next_levels(&mut levels) => {
+                            if wants_levels && query.room.as_ref().is_none_or(|r| *r == report.room) {
+                                // Levels are fleeting: one that finds the queue full is dropped.
+                                let _ = queue.try_send(Message::Text(report.message().to_string().into()));
+                            }
+                        }
+                        () = queue.closed() => break 'follow,
                     }
-                    () = queue.closed() => break,
                 }
             }
             changes.borrow_and_update();
@@ -196,6 +207,24 @@ async fn stream(
     drop(queue);
     let _ = writer.await;
     state.metrics.ws_clients.dec();
+}
+
+/// The next levels report; never, once the reports have ended (a lagging receiver skips what
+/// it missed).
+async fn next_levels(
+    levels: &mut Option<tokio::sync::broadcast::Receiver<crate::RoomLevels>>,
+) -> crate::RoomLevels {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let Some(receiver) = levels.as_mut() else {
+            return std::future::pending().await;
+        };
+        match receiver.recv().await {
+            Ok(report) => return report,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => *levels = None,
+        }
+    }
 }
 
 /// Writes queued messages, pings a quiet socket, and once `lagging` is cancelled closes it

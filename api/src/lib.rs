@@ -611,6 +611,30 @@ pub struct ApiAction {
     pub status: u16,
 }
 
+/// The talking participants' levels in a room, every 250 ms while someone talks: sent on the
+/// WebSocket only (`room_levels`), never kept in the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomLevels {
+    /// The room.
+    pub room: RoomId,
+    /// Each talking participant's loudest input level over the last 250 ms, dBFS.
+    pub levels: Vec<(LegId, f32)>,
+}
+
+impl RoomLevels {
+    /// The WebSocket message: `{"type":"room_levels","room":"1000","levels":[{"participant":"7","dbfs":-21.5}]}`.
+    pub fn message(&self) -> serde_json::Value {
+        let levels: Vec<serde_json::Value> = self
+            .levels
+            .iter()
+            .map(|(leg, db)| {
+                serde_json::json!({"participant": leg.to_string(), "dbfs": (f64::from(*db) * 10.0).round() / 10.0})
+            })
+            .collect();
+        serde_json::json!({"type": "room_levels", "room": self.room.as_str(), "levels": levels})
+    }
+}
+
 /// What a reader of events asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
@@ -733,6 +757,8 @@ pub trait Control: Send + Sync + 'static {
     /// A page of events after `query.after` (a bad cursor is [`ControlError::Invalid`]). May
     /// read the journal: called on a blocking thread.
     fn events(&self, query: &EventQuery) -> Result<EventsPage, ControlError>;
+    /// Every room's talking levels as the mixer reports them (for WebSockets).
+    fn room_levels(&self) -> tokio::sync::broadcast::Receiver<RoomLevels>;
     /// Records a control request (`api_action`: who, what, from where, and the answer).
     fn audit(&self, action: ApiAction);
     /// Changes whenever an event is appended (so a reader can wait for one).

@@ -278,6 +278,9 @@ impl Control for Fake {
             behind: 0,
         })
     }
+    fn room_levels(&self) -> tokio::sync::broadcast::Receiver<RoomLevels> {
+        tokio::sync::broadcast::channel(1).1
+    }
     fn audit(&self, action: ApiAction) {
         self.audited.lock().unwrap().push(action);
     }

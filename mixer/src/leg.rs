@@ -198,6 +198,8 @@ pub(crate) struct Leg {
     vad: VoiceDetector,
     /// This tick's input level before noise suppression and level control (dBFS).
     level_db: f32,
+    /// The loudest `level_db` since the room last reported levels.
+    peak_db: f32,
     /// This tick's input levels before echo cancellation, for the echo detector.
     heard_levels: [f32; 2],
     level: LevelControl,
@@ -266,6 +268,7 @@ impl Leg {
             fec_recovered: 0,
             vad: VoiceDetector::default(),
             level_db: crate::vad::SILENCE_DB,
+            peak_db: crate::vad::SILENCE_DB,
             heard_levels: [crate::vad::SILENCE_DB; 2],
             level: LevelControl::default(),
             noise: None,
@@ -336,6 +339,11 @@ impl Leg {
         self.upsampled = true;
         self.history_due = false;
         Ok(())
+    }
+
+    /// The loudest input level since the last call (dBFS), starting over.
+    pub(crate) fn take_peak_db(&mut self) -> f32 {
+        std::mem::replace(&mut self.peak_db, crate::vad::SILENCE_DB)
     }
 
     /// Whether its voice detector says it is talking.
@@ -471,6 +479,7 @@ impl Leg {
         }
 
         self.level_db = level_db(&self.decoding.native);
+        self.peak_db = self.peak_db.max(self.level_db);
         if let Some(talk) = self.vad.update(self.level_db) {
             changes.push(LegChange::Talk(talk));
         }

@@ -90,8 +90,11 @@ pub use roundtable_media::frames::{FrameSource, LegId};
 #[derive(Debug)]
 pub struct PreparedLeg(Box<Leg>);
 
+/// Ticks between two [`RoomEvent::Levels`] (250 ms).
+pub const LEVELS_EVERY_TICKS: u64 = 12;
+
 /// Something that happened to a leg during a tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RoomEvent {
     /// The leg started talking.
     Talking(LegId),
@@ -99,6 +102,9 @@ pub enum RoomEvent {
     StoppedTalking(LegId),
     /// Echo cancellation started (`true`) or stopped on the leg.
     EchoCancellation(LegId, bool),
+    /// Every [`LEVELS_EVERY_TICKS`] while someone talks: each talking leg's loudest input
+    /// level since the last report, dBFS (before noise suppression and level control).
+    Levels(Vec<(LegId, f32)>),
 }
 
 /// A leg's mixer-side state, for the API.
@@ -517,6 +523,23 @@ impl Room {
         self.route();
         self.render_shared();
         self.send(stages);
+        if self.ticks.is_multiple_of(LEVELS_EVERY_TICKS) {
+            self.report_levels();
+        }
+    }
+
+    /// Queues the talking legs' peak levels, if any leg talks; every leg's peak starts over.
+    fn report_levels(&mut self) {
+        let mut levels = Vec::new();
+        for leg in &mut self.legs {
+            let peak = leg.take_peak_db();
+            if leg.talking() {
+                levels.push((leg.id, peak));
+            }
+        }
+        if !levels.is_empty() {
+            self.events.push_back(RoomEvent::Levels(levels));
+        }
     }
 
     fn take_inputs(&mut self, stages: Stages) {

@@ -468,6 +468,10 @@ impl Control for BridgeHandle {
         })
     }
 
+    fn room_levels(&self) -> tokio::sync::broadcast::Receiver<roundtable_api::RoomLevels> {
+        self.levels.subscribe()
+    }
+
     fn audit(&self, action: roundtable_api::ApiAction) {
         info!(token = action.token.as_deref().unwrap_or("-"), action = %action.action, path = %action.path, source = %action.source, status = action.status, "API action");
         crate::events::push_json(

@@ -608,11 +608,12 @@ fn output_gain_and_deaf_get_their_own_shared_outputs() {
 }
 
 #[test]
-fn talking_events_follow_speech() {
+fn talking_events_and_levels_follow_speech() {
     let mut sim = Sim::new(plain(8000));
     let a = sim.add(1, Codec::Pcmu);
     let _b = sim.add(2, Codec::Pcmu);
     let mut events = Vec::new();
+    let mut levels_at = Vec::new();
     for t in 0..200 {
         let frame = if (20..80).contains(&t) {
             tone(8000, 400.0, 8000.0, 160 * t)
@@ -621,9 +622,33 @@ fn talking_events_follow_speech() {
         };
         sim.step(&HashMap::from([(a, frame)]));
         while let Some(e) = sim.room.poll_event() {
+            if let RoomEvent::Levels(levels) = &e {
+                // An 8000-amplitude tone: RMS 5657, -15.2 dBFS; after it, the voice detector's
+                // hangover still says "talking" over silence. Only the talker is reported.
+                let expected = if t < 92 { -15.2 } else { -96.0 };
+                assert!(
+                    matches!(levels.as_slice(), [(l, db)] if *l == a && (db - expected).abs() < 1.0),
+                    "{t}: {levels:?}"
+                );
+                levels_at.push(t);
+                continue;
+            }
             events.push((t, e));
         }
     }
+    // A report every 12 ticks while it talks (ticks 22-25 to 118-125), none otherwise.
+    assert!(
+        levels_at.len() >= 7 && levels_at.len() <= 9,
+        "{levels_at:?}"
+    );
+    assert!(
+        levels_at.iter().all(|t| (22..=126).contains(t)),
+        "{levels_at:?}"
+    );
+    assert!(
+        levels_at.windows(2).all(|w| w[1] - w[0] == 12),
+        "{levels_at:?}"
+    );
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(
         matches!(events[0], (22..=26, RoomEvent::Talking(l)) if l == a),
