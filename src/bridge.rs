@@ -209,6 +209,8 @@ pub struct BridgeHandle {
     trunks: tokio::sync::watch::Receiver<crate::trunks::TrunkView>,
     /// The mixer's level reports, straight to WebSocket consumers (not the event log).
     levels: tokio::sync::broadcast::Sender<roundtable_api::RoomLevels>,
+    /// What the probes read.
+    health: crate::health::HealthView,
 }
 
 /// Level reports a WebSocket consumer may be behind before it skips some.
@@ -467,6 +469,8 @@ pub struct Services {
     pub trunks: tokio::sync::watch::Receiver<crate::trunks::TrunkView>,
     /// The event log (journaled).
     pub events: Arc<crate::events::EventLog>,
+    /// What the probes read.
+    pub health: crate::health::HealthView,
 }
 
 impl Bridge {
@@ -483,6 +487,7 @@ impl Bridge {
             locator,
             trunks,
             events,
+            health,
         } = services;
         let (commands, rx) = mpsc::unbounded_channel();
         let handle = BridgeHandle {
@@ -493,6 +498,7 @@ impl Bridge {
             tasks: TaskTracker::new(),
             trunks,
             levels: tokio::sync::broadcast::channel(LEVELS_BACKLOG).0,
+            health,
         };
         let prompts = Prompts::load(
             config.audio.rate,

@@ -28,7 +28,7 @@ pub use dialplan::{DialAction, DialRule};
 pub use media::MediaConfig;
 pub use recording::RecordingConfig;
 pub use roundtable_conference::Secret;
-pub use service::{ApiConfig, LogConfig, LogFormat, Testing};
+pub use service::{ApiConfig, HealthConfig, LogConfig, LogFormat, Testing};
 pub use sip::SipConfig;
 pub use storage::StorageConfig;
 pub use trunks::Trunk;
@@ -139,6 +139,12 @@ format = "text"
 
 [testing]
 spool_fsync_delay_ms = 0
+mixer_stall_ms = 0
+
+[health]
+tick_lateness_ms = 20
+disk_free_min_mib = 1024
+storage_probe_s = 30
 
 [room]
 pin = ""
@@ -189,6 +195,7 @@ struct Raw {
     shutdown: service::RawShutdown,
     log: service::RawLog,
     testing: service::RawTesting,
+    health: service::RawHealth,
 }
 
 /// The validated configuration: one checked type per section.
@@ -220,6 +227,8 @@ pub struct Config {
     pub drain: Duration,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[health]`.
+    pub health: HealthConfig,
     /// `[testing]`: faults tests inject. Production leaves them at zero; the service warns at
     /// start when any is set.
     pub testing: Testing,
@@ -437,6 +446,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         webhooks: WebhooksConfig::validate(raw.webhooks)?,
         drain: service::drain(&raw.shutdown)?,
         log: LogConfig::validate(raw.log)?,
+        health: HealthConfig::validate(raw.health)?,
         testing: Testing::validate(raw.testing)?,
     })
 }

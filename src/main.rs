@@ -9,6 +9,7 @@ mod archive;
 mod bridge;
 mod config;
 mod events;
+mod health;
 mod metrics;
 mod prompts;
 mod recordings_cli;
@@ -243,11 +244,14 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             jitter: config.media.jitter,
             audio: config.audio.processing,
         },
-        mixer_metrics,
+        mixer_metrics.clone(),
         media_metrics.clone(),
         mixer_events,
     )
     .context("starting mixer threads")?;
+    if !config.testing.mixer_stall.is_zero() {
+        mixer.stall_thread(0, config.testing.mixer_stall);
+    }
     archive::sample_metrics(&storage, metrics::StorageMetrics::register(&registry)?);
     let unjournaled = events::unjournaled_counter();
     registry.register(Box::new(unjournaled.clone()))?;
@@ -255,9 +259,23 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         &config.storage.path.join("events"),
         config.webhooks.outbox_max,
         config.webhooks.max_age,
-        unjournaled,
+        unjournaled.clone(),
     )
     .context("storage.path: opening the event journal (events/)")?;
+    let sip_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = health::start(health::Inputs {
+        config: config.health,
+        heartbeats: mixer.heartbeats(),
+        mixer: mixer_metrics,
+        archive: storage.archive.clone(),
+        storage_path: config.storage.path.clone(),
+        unjournaled,
+        trunks: trunks_published.clone(),
+        sip_up: sip_up.clone(),
+        gauge: health::register(&registry)?,
+        stop: storage.stop.clone(),
+    })
+    .context("starting the health monitor")?;
     {
         // Recordings the last run left open are finished while the service runs.
         let archive = storage.archive.clone();
@@ -298,6 +316,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
             locator: locator.clone(),
             trunks: trunks_published,
             events: event_log.clone(),
+            health,
         },
     );
     // Room events (talking, echo cancellation) from the mixer threads; ends when they stop.
@@ -373,6 +392,13 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     for addr in &bound {
         info!(transport = ?addr.transport, addr = %addr.addr, "SIP listening");
     }
+    // The listeners are up while the driver runs: a driver that ends takes them all down.
+    sip_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sip_task = tokio::spawn(async move {
+        let ended = sip_task.await;
+        sip_up.store(false, std::sync::atomic::Ordering::Relaxed);
+        ended
+    });
     bridge.attach_sip(sip.clone());
     let trunks_shutdown = CancellationToken::new();
     let trunks_task = trunks::spawn(

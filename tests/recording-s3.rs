@@ -142,7 +142,10 @@ fn parts_stream_during_a_70_s_call_and_the_object_is_a_valid_wav() {
 fn a_30_s_outage_mid_call_loses_nothing() {
     let bucket = tempfile::tempdir().unwrap();
     let mut server = S3Server::start(bucket.path());
-    let service = service_on(&server, "[audio]\nrate = 48000");
+    let service = service_on(
+        &server,
+        "[audio]\nrate = 48000\n[health]\nstorage_probe_s = 5",
+    );
     let mut uac = Uac::new(service.sip, "4801");
     assert_eq!(uac.call(), 200);
     let began = Instant::now();
@@ -150,7 +153,35 @@ fn a_30_s_outage_mid_call_loses_nothing() {
     // Down from 30 s to 60 s: the first part (ready at about 55 s) has to wait.
     std::thread::sleep(Duration::from_secs(30));
     server.stop();
-    std::thread::sleep(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(20));
+    // The storage probe has failed: degraded, storage named, and still ready for calls.
+    let (status, health) = service.http("GET", "/health/detailed", "");
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (200, Some("degraded")),
+        "{health}"
+    );
+    let storage = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "storage")
+        .cloned()
+        .unwrap();
+    assert_eq!(storage["status"], "degraded", "{storage}");
+    assert_eq!(
+        service.http("GET", "/ready", "").0,
+        200,
+        "storage down is not unready"
+    );
+    assert!(
+        service.http("GET", "/health", "").1["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("storage: "))
+    );
+    std::thread::sleep(Duration::from_secs(10));
     server.resume();
     let _ = media.finish();
     assert_eq!(uac.hangup(), 200);
@@ -175,7 +206,22 @@ fn a_30_s_outage_mid_call_loses_nothing() {
         levels[1..levels.len() - 1].iter().all(|l| *l > 40.0),
         "no gap: {levels:?}"
     );
+    // The probe succeeds again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while service.http("GET", "/health/detailed", "").1["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "storage" && c["status"] != "ok")
+    {
+        assert!(Instant::now() < deadline, "storage never healthy again");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let metrics = service.metrics();
+    assert!(
+        metrics.contains("roundtable_health_component{name=\"storage\"} 0"),
+        "{metrics}"
+    );
     let errors: f64 = metrics
         .lines()
         .find(|l| l.starts_with("roundtable_upload_errors_total"))

@@ -229,6 +229,17 @@ fn a_full_spool_alerts_and_refuses_new_recordings_but_never_cuts_one() {
         service.log().contains("over 80% of its quota"),
         "alert logged"
     );
+    // Not ready for new calls while the alert is on; health says why.
+    let (status, ready) = service.http("GET", "/ready", "");
+    assert_eq!(
+        (status, ready["status"].as_str()),
+        (503, Some("unready")),
+        "{ready}"
+    );
+    assert!(
+        ready["reasons"][0].as_str().unwrap().starts_with("spool"),
+        "{ready}"
+    );
     // A new room's auto-start and an API start are refused; the call itself goes on.
     let mut second = Uac::new(service.sip, "6001");
     assert_eq!(second.call(), 200);
@@ -265,6 +276,7 @@ fn a_full_spool_alerts_and_refuses_new_recordings_but_never_cuts_one() {
         assert!(Instant::now() < deadline, "alert never cleared");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(service.http("GET", "/ready", "").0, 200, "ready again");
     assert_eq!(
         service.http("GET", "/v1/recordings?room=6001", "").1["recordings"]
             .as_array()

@@ -568,16 +568,7 @@ pub struct Download {
     pub body: Box<dyn std::io::Read + Send>,
 }
 
-/// The service's readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
-    /// Still binding sockets.
-    Starting,
-    /// Taking calls.
-    Ready,
-    /// Refusing new calls until the remaining ones end.
-    Draining,
-}
+pub use probes::{HealthComponent, HealthReport, HealthStatus, Readiness};
 
 /// One page of `GET /v1/events`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -754,6 +745,10 @@ pub trait Control: Send + Sync + 'static {
     fn trunks(&self) -> Vec<TrunkStatus>;
     /// Whether the service takes calls.
     fn readiness(&self) -> Readiness;
+    /// `Ok` while the process and every mixer thread run, else why not.
+    fn liveness(&self) -> Result<(), String>;
+    /// The health the service last measured.
+    fn health(&self) -> HealthReport;
     /// A page of events after `query.after` (a bad cursor is [`ControlError::Invalid`]). May
     /// read the journal: called on a blocking thread.
     fn events(&self, query: &EventQuery) -> Result<EventsPage, ControlError>;
@@ -891,8 +886,11 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route("/live", get(probes::live))
+        .route("/ready", get(probes::ready))
+        .route("/health", get(probes::health))
+        .route("/healthz", get(probes::health))
+        .route("/health/detailed", get(probes::detailed))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found".into()) })
         .with_state(state)
@@ -1236,26 +1234,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for LegPath {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    match state.control.readiness() {
-        Readiness::Ready => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Readiness::Starting => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "starting" })),
-        )
-            .into_response(),
-        Readiness::Draining => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "draining" })),
-        )
-            .into_response(),
-    }
-}
-
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut out) {
@@ -1265,6 +1243,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 mod events;
+mod probes;
 
 #[cfg(test)]
 mod tests;

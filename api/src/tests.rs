@@ -255,6 +255,28 @@ impl Control for Fake {
             body: Box::new(std::io::Cursor::new(b"RIFF!".to_vec())),
         })
     }
+    fn liveness(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Storage down: degraded; the rest fine.
+    fn health(&self) -> HealthReport {
+        HealthReport::new(vec![
+            HealthComponent {
+                name: "mixer_threads".into(),
+                status: HealthStatus::Ok,
+                value: Some(0.0),
+                threshold: Some(0.0),
+                reason: "threads that missed a tick in the last second".into(),
+            },
+            HealthComponent {
+                name: "storage".into(),
+                status: HealthStatus::Degraded,
+                value: None,
+                threshold: None,
+                reason: "PutObject: connection refused".into(),
+            },
+        ])
+    }
     fn readiness(&self) -> Readiness {
         Readiness::Draining
     }
@@ -520,15 +542,48 @@ async fn token_guards_v1_only() {
         (s, body["rooms"][0]["id"].as_str()),
         (StatusCode::OK, Some("1000"))
     );
+    for path in ["/health", "/healthz"] {
+        let (s, body) = call(&app, "GET", path, "", None).await;
+        assert_eq!(
+            (s, body["status"].as_str()),
+            (StatusCode::OK, Some("degraded"))
+        );
+        assert_eq!(body["reasons"][0], "storage: PutObject: connection refused");
+    }
+    let (s, body) = call(&app, "GET", "/health/detailed", "", None).await;
     assert_eq!(
-        call(&app, "GET", "/health", "", None).await.0,
-        StatusCode::OK
+        (s, body["status"].as_str()),
+        (StatusCode::OK, Some("degraded"))
     );
+    assert_eq!(body["components"][1]["name"], "storage");
+    assert_eq!(body["components"][0]["threshold"], 0.0);
+    let (s, body) = call(&app, "GET", "/live", "", None).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::OK, Some("live")));
     let (s, body) = call(&app, "GET", "/ready", "", None).await;
     assert_eq!(
         (s, body["status"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
     );
+}
+
+#[test]
+fn a_report_is_as_bad_as_its_worst_component() {
+    let component = |name: &str, status| HealthComponent {
+        name: name.into(),
+        status,
+        value: None,
+        threshold: None,
+        reason: "why".into(),
+    };
+    let report = HealthReport::new(vec![
+        component("a", HealthStatus::Degraded),
+        component("b", HealthStatus::Unhealthy),
+        component("c", HealthStatus::Ok),
+    ]);
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert_eq!(report.reasons(), ["a: why", "b: why"]);
+    assert_eq!(HealthReport::new(vec![]).status, HealthStatus::Ok);
+    assert_eq!(HealthStatus::Unhealthy.value(), 2);
 }
 
 #[tokio::test]

@@ -215,6 +215,9 @@ pub enum Command {
     /// voice-processing stage would; `None` ends the drill. Checks the overload policy end to
     /// end.
     SlowStage(Option<(Degradation, Duration)>),
+    /// Stop ticking for this long (the `[testing]` hook of a stalled thread, which `/live`
+    /// must notice).
+    Stall(Duration),
     /// Forget the room (and stop its recording).
     CloseRoom {
         /// The room.
@@ -252,6 +255,7 @@ impl std::fmt::Debug for Command {
             Command::StartRecording { .. } => "StartRecording",
             Command::StopRecording { .. } => "StopRecording",
             Command::SlowStage(_) => "SlowStage",
+            Command::Stall(_) => "Stall",
             Command::CloseRoom { .. } => "CloseRoom",
             Command::Shutdown => "Shutdown",
         };
@@ -266,6 +270,43 @@ struct Load {
     cost_ns: AtomicU64,
     /// Rooms placed on it and not yet measured in its cost.
     recent_rooms: AtomicU64,
+    /// When its last tick started: milliseconds since the pool's epoch, plus one (0: never).
+    last_tick_ms: AtomicU64,
+}
+
+/// The mixer threads' heartbeats, readable from any thread: whether each ticked lately.
+#[derive(Debug, Clone)]
+pub struct Heartbeats {
+    epoch: Instant,
+    loads: Vec<Arc<Load>>,
+}
+
+impl Heartbeats {
+    /// The threads (by index) whose last tick started more than `limit` before `now` (or that
+    /// never ticked while the pool is older than `limit`).
+    pub fn stalled(&self, now: Instant, limit: Duration) -> Vec<usize> {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        let limit_ms = limit.as_millis() as u64;
+        self.loads
+            .iter()
+            .enumerate()
+            .filter(|(_, load)| {
+                let last = load.last_tick_ms.load(Ordering::Relaxed);
+                let since = if last == 0 {
+                    now_ms
+                } else {
+                    now_ms.saturating_sub(last - 1)
+                };
+                since > limit_ms
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// How many threads there are.
+    pub fn threads(&self) -> usize {
+        self.loads.len()
+    }
 }
 
 /// A handle to the mixer threads.
@@ -274,6 +315,7 @@ pub struct MixerPool {
     workers: Vec<Sender<Command>>,
     threads: Vec<JoinHandle<()>>,
     loads: Vec<Arc<Load>>,
+    epoch: Instant,
     config: RoomConfig,
     /// Seeds each leg's RTP stream (SSRC, sequence, timestamp) differently.
     seed: AtomicU64,
@@ -297,7 +339,8 @@ impl MixerPool {
         let mut handles = Vec::new();
         let mut loads = Vec::new();
         let threads = threads.max(1);
-        let first_tick = Instant::now() + TICK;
+        let epoch = Instant::now();
+        let first_tick = epoch + TICK;
         for index in 0..threads {
             let (tx, rx) = mpsc::channel();
             let load = Arc::new(Load::default());
@@ -310,6 +353,7 @@ impl MixerPool {
                 governor: Governor::default(),
                 events: events.clone(),
                 load: load.clone(),
+                epoch,
                 batch: RecvBatch::new(RECV_BATCH),
                 drill: None,
             };
@@ -329,9 +373,18 @@ impl MixerPool {
             workers,
             threads: handles,
             loads,
+            epoch,
             config,
             seed: AtomicU64::new(seed),
         })
+    }
+
+    /// The threads' heartbeats, for liveness probes.
+    pub fn heartbeats(&self) -> Heartbeats {
+        Heartbeats {
+            epoch: self.epoch,
+            loads: self.loads.clone(),
+        }
     }
 
     /// The thread a new room should go to: the least loaded by measured tick cost.
@@ -372,6 +425,12 @@ impl MixerPool {
             .is_some_and(|w| w.send(command).is_ok())
     }
 
+    /// Stops thread `index` ticking for `pause` (the `[testing]` hook of a stalled thread);
+    /// `false` if there is no such thread.
+    pub fn stall_thread(&self, index: usize, pause: Duration) -> bool {
+        self.send(WorkerId(index), Command::Stall(pause))
+    }
+
     /// Stops every thread and waits for them.
     pub fn shutdown(self) {
         for w in &self.workers {
@@ -392,6 +451,8 @@ struct Worker {
     governor: Governor,
     events: SyncSender<MixerEvent>,
     load: Arc<Load>,
+    /// The pool's start, for [`Load::last_tick_ms`].
+    epoch: Instant,
     /// Buffers for reading legs' sockets, reused for every leg.
     batch: RecvBatch,
     /// An overload drill's slow stage, while one runs.
@@ -416,6 +477,10 @@ impl Worker {
             }
             let watch = CpuStopwatch::start();
             let started = watch.started;
+            self.load.last_tick_ms.store(
+                started.saturating_duration_since(self.epoch).as_millis() as u64 + 1,
+                Ordering::Relaxed,
+            );
             let late = started.saturating_duration_since(deadline);
             self.thread.lateness.observe(late.as_secs_f64());
             if late > MAX_CATCH_UP {
@@ -615,6 +680,7 @@ impl Worker {
                 }
             }
             Command::SlowStage(drill) => self.drill = drill,
+            Command::Stall(pause) => std::thread::sleep(pause),
             Command::CloseRoom { room } => {
                 self.rooms.remove(&room);
             }
@@ -818,6 +884,31 @@ fn burn_cpu(cost: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stalled thread misses its heartbeat; the others keep theirs; it recovers after.
+    #[test]
+    fn heartbeats_show_a_stalled_thread() {
+        let registry = prometheus::Registry::new();
+        let metrics = MixerMetrics::register(&registry).unwrap();
+        let media = MediaMetrics::register(&registry).unwrap();
+        let (events, _events_rx) = mpsc::sync_channel(16);
+        let pool = MixerPool::start(2, RoomConfig::at(16000), metrics, media, events).unwrap();
+        let beats = pool.heartbeats();
+        let second = Duration::from_secs(1);
+        assert_eq!(beats.threads(), 2);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(beats.stalled(Instant::now(), second).is_empty());
+        assert!(pool.stall_thread(1, Duration::from_millis(1600)));
+        assert!(!pool.stall_thread(2, second), "no third thread");
+        std::thread::sleep(Duration::from_millis(1300));
+        assert_eq!(beats.stalled(Instant::now(), second), [1]);
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(
+            beats.stalled(Instant::now(), second).is_empty(),
+            "ticking again"
+        );
+        pool.shutdown();
+    }
 
     /// A slow noise-suppression stage injected into a real mixer thread: it sheds noise
     /// suppression (and nothing more), counts it, and takes it back once the drill ends and its

@@ -442,10 +442,21 @@ impl Control for BridgeHandle {
 
     fn readiness(&self) -> Readiness {
         match self.readiness.load(Ordering::SeqCst) {
-            READY => Readiness::Ready,
+            READY => match self.health.unready_reasons() {
+                reasons if reasons.is_empty() => Readiness::Ready,
+                reasons => Readiness::Unready(reasons),
+            },
             DRAINING => Readiness::Draining,
             _ => Readiness::Starting,
         }
+    }
+
+    fn liveness(&self) -> Result<(), String> {
+        self.health.liveness()
+    }
+
+    fn health(&self) -> roundtable_api::HealthReport {
+        self.health.report()
     }
 
     fn events(&self, query: &roundtable_api::EventQuery) -> Result<EventsPage, ControlError> {

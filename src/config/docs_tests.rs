@@ -56,7 +56,7 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 /// Every key the code reads, `section.key`, except the arrays of tables (`[[dialplan]]`,
 /// `[[rooms]]`, `[[trunks]]`), which are examples rather than keys with defaults.
 fn code_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 15] = [
+    let sections: [(&str, &[&str]); 16] = [
         ("sip", fields_of::<sip::RawSip>()),
         ("sip.auth", fields_of::<sip::RawAuth>()),
         ("sip.limits", fields_of::<sip::RawLimits>()),
@@ -71,6 +71,7 @@ fn code_keys() -> Vec<String> {
         ("shutdown", fields_of::<service::RawShutdown>()),
         ("log", fields_of::<service::RawLog>()),
         ("testing", fields_of::<service::RawTesting>()),
+        ("health", fields_of::<service::RawHealth>()),
         ("room", fields_of::<RoomSpec>()),
     ];
     let mut top: Vec<&str> = fields_of::<Raw>().to_vec();

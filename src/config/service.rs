@@ -1,4 +1,5 @@
-//! The service's own small sections: `[api]`, `[shutdown]`, `[log]` and `[testing]`.
+//! The service's own small sections: `[api]`, `[health]`, `[shutdown]`, `[log]` and
+//! `[testing]`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,53 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTesting {
     spool_fsync_delay_ms: i64,
+    mixer_stall_ms: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    tick_lateness_ms: i64,
+    disk_free_min_mib: i64,
+    storage_probe_s: i64,
+}
+
+/// `[health]`: where `/health` turns `degraded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// `health.tick_lateness_ms`: the mixer ticks' lateness p99 (over the last 10 s) above
+    /// which the service is degraded.
+    pub tick_lateness: Duration,
+    /// `health.disk_free_min_mib`, in bytes: less free space under `storage.path` is degraded.
+    pub disk_free_min: u64,
+    /// `health.storage_probe_s`: between two storage round trips.
+    pub storage_probe: Duration,
+}
+
+impl HealthConfig {
+    /// Checks `[health]`.
+    pub(super) fn validate(raw: RawHealth) -> Result<HealthConfig, ConfigError> {
+        Ok(HealthConfig {
+            tick_lateness: Duration::from_millis(bounded(
+                "health.tick_lateness_ms",
+                raw.tick_lateness_ms,
+                1..=10_000,
+                "must be between 1 and 10000",
+            )?),
+            disk_free_min: bounded(
+                "health.disk_free_min_mib",
+                raw.disk_free_min_mib,
+                0..=1 << 30,
+                "must be between 0 and 1073741824",
+            )? << 20,
+            storage_probe: Duration::from_secs(bounded(
+                "health.storage_probe_s",
+                raw.storage_probe_s,
+                5..=3600,
+                "must be between 5 and 3600",
+            )?),
+        })
+    }
 }
 
 /// `[api]`, checked.
@@ -115,6 +163,9 @@ impl LogConfig {
 pub struct Testing {
     /// A pause before each new recording's first fsync (a slow disk), in the blocking pool.
     pub spool_fsync_delay: Duration,
+    /// The first mixer thread stops ticking this long at start (a stalled thread `/live`
+    /// must see).
+    pub mixer_stall: Duration,
 }
 
 impl Testing {
@@ -126,8 +177,15 @@ impl Testing {
             0..=60_000,
             "must be between 0 and 60000",
         )?;
+        let stall_ms = bounded(
+            "testing.mixer_stall_ms",
+            raw.mixer_stall_ms,
+            0..=60_000,
+            "must be between 0 and 60000",
+        )?;
         Ok(Testing {
             spool_fsync_delay: Duration::from_millis(delay_ms),
+            mixer_stall: Duration::from_millis(stall_ms),
         })
     }
 
@@ -136,6 +194,9 @@ impl Testing {
         let mut set = Vec::new();
         if !self.spool_fsync_delay.is_zero() {
             set.push("testing.spool_fsync_delay_ms");
+        }
+        if !self.mixer_stall.is_zero() {
+            set.push("testing.mixer_stall_ms");
         }
         set
     }

@@ -120,6 +120,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError>;
     /// Opens an object for reading.
     fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError>;
+    /// Removes an object (a missing one is not an error). Only the health probe's object is
+    /// ever deleted: recordings are kept.
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     /// At most `max` objects whose key starts with `prefix` and sorts after `after` (when
     /// given), in key order (bytewise, as S3 orders keys). Paging keeps a listing of a large
     /// archive bounded: the API lists recordings a page at a time.
@@ -282,6 +285,16 @@ impl ObjectStore for LocalStore {
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
         write_atomically(&self.path_of(key), bytes)
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let path = self.path_of(key);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StorageError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {

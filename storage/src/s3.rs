@@ -511,6 +511,17 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let request = self
+            .client
+            .delete_object()
+            .bucket(&self.config.bucket)
+            .key(key.as_str());
+        self.block_on(request.send())
+            .map_err(|e| s3_error("DeleteObject", key.as_str(), e))?;
+        Ok(())
+    }
+
     fn open(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {
         let request = self
             .client
