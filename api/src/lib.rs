@@ -893,7 +893,40 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route("/health/detailed", get(probes::detailed))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The largest request body accepted (413 beyond it): a room, a dial-out or a patch is a few
+/// hundred bytes.
+pub const MAX_BODY: usize = 64 << 10;
+
+/// `X-Content-Type-Options: nosniff` on every answer; `Cache-Control: no-store` on the API's
+/// (they hold call state and may hold secrets).
+async fn security_headers(uri: axum::http::Uri, response: Response) -> Response {
+    // axum's own answer to an oversized body is text: ours are JSON.
+    let mut response = if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {} KiB", MAX_BODY >> 10),
+        )
+        .into_response()
+    } else {
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    if uri.path().starts_with("/v1") {
+        headers.insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
 }
 
 async fn require_token(

@@ -566,6 +566,34 @@ async fn token_guards_v1_only() {
     );
 }
 
+#[tokio::test]
+async fn security_headers_and_the_body_limit() {
+    let app = app(None);
+    let response = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/v1/rooms")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let response = app
+        .clone()
+        .oneshot(Request::builder().uri("/live").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert!(response.headers().get("cache-control").is_none());
+    let big = format!(r#"{{"pin":"{}"}}"#, "1".repeat(100_000));
+    let (status, body) = call(&app, "PUT", "/v1/rooms/1000", &big, None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "the request body is over 64 KiB");
+}
+
 #[test]
 fn a_report_is_as_bad_as_its_worst_component() {
     let component = |name: &str, status| HealthComponent {
