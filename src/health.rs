@@ -32,7 +32,7 @@ const LATENESS_WINDOW: usize = 10;
 pub struct HealthView {
     report: watch::Receiver<Arc<HealthReport>>,
     heartbeats: Heartbeats,
-    sip_up: Arc<AtomicBool>,
+    sip_down: Arc<AtomicBool>,
     spool: Arc<SpoolAccount>,
 }
 
@@ -53,7 +53,7 @@ impl HealthView {
     /// an outage out in the spool).
     pub fn unready_reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
-        if !self.sip_up.load(Ordering::Relaxed) {
+        if self.sip_down.load(Ordering::Relaxed) {
             reasons.push("sip_listeners: the SIP driver stopped".to_string());
         }
         if !self.spool.accepts_new() {
@@ -84,8 +84,8 @@ pub struct Inputs {
     pub unjournaled: prometheus::IntCounter,
     /// The trunks' registrations.
     pub trunks: watch::Receiver<crate::trunks::TrunkView>,
-    /// Set while the SIP driver runs.
-    pub sip_up: Arc<AtomicBool>,
+    /// Set once the SIP driver has stopped (its listeners with it).
+    pub sip_down: Arc<AtomicBool>,
     /// `roundtable_health_component{name}`.
     pub gauge: prometheus::IntGaugeVec,
     /// Ends both threads.
@@ -111,7 +111,7 @@ pub fn start(inputs: Inputs) -> std::io::Result<HealthView> {
     let view = HealthView {
         report,
         heartbeats: inputs.heartbeats.clone(),
-        sip_up: inputs.sip_up.clone(),
+        sip_down: inputs.sip_down.clone(),
         spool: inputs.archive.account().clone(),
     };
     let probe = Arc::new(Mutex::new(None));
@@ -253,9 +253,7 @@ impl Monitor {
     }
 
     fn sip_listeners(&self) -> HealthComponent {
-        if self.inputs.sip_up.load(Ordering::Relaxed) {
-            component("sip_listeners", Good, None, None, "listening".into())
-        } else {
+        if self.inputs.sip_down.load(Ordering::Relaxed) {
             component(
                 "sip_listeners",
                 Unhealthy,
@@ -263,6 +261,8 @@ impl Monitor {
                 None,
                 "the SIP driver stopped".into(),
             )
+        } else {
+            component("sip_listeners", Good, None, None, "listening".into())
         }
     }
 

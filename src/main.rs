@@ -262,7 +262,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         unjournaled.clone(),
     )
     .context("storage.path: opening the event journal (events/)")?;
-    let sip_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sip_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let health = health::start(health::Inputs {
         config: config.health,
         heartbeats: mixer.heartbeats(),
@@ -271,7 +271,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         storage_path: config.storage.path.clone(),
         unjournaled,
         trunks: trunks_published.clone(),
-        sip_up: sip_up.clone(),
+        sip_down: sip_down.clone(),
         gauge: health::register(&registry)?,
         stop: storage.stop.clone(),
     })
@@ -393,10 +393,9 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         info!(transport = ?addr.transport, addr = %addr.addr, "SIP listening");
     }
     // The listeners are up while the driver runs: a driver that ends takes them all down.
-    sip_up.store(true, std::sync::atomic::Ordering::Relaxed);
     let sip_task = tokio::spawn(async move {
         let ended = sip_task.await;
-        sip_up.store(false, std::sync::atomic::Ordering::Relaxed);
+        sip_down.store(true, std::sync::atomic::Ordering::Relaxed);
         ended
     });
     bridge.attach_sip(sip.clone());

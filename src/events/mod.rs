@@ -423,29 +423,27 @@ mod tests {
         panic!("event {seq} never published");
     }
 
-    #[test]
-    fn journaled_events_survive_a_restart_and_old_cursors_read_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            dir.path(),
+    fn open(dir: &Path) -> Arc<EventLog> {
+        EventLog::open(
+            dir,
             1 << 30,
             Duration::from_secs(86_400),
             unjournaled_counter(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn journaled_events_survive_a_restart_and_old_cursors_read_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
         for i in 0..(CAPACITY + 20) {
             log.push("dtmf", "1000", "t".into(), fields(&i.to_string()));
         }
         wait_published(&log, (CAPACITY + 20) as u64);
         let first = log.cursor(0);
         drop(log);
-        let log = EventLog::open(
-            dir.path(),
-            1 << 30,
-            Duration::from_secs(86_400),
-            unjournaled_counter(),
-        )
-        .unwrap();
+        let log = open(dir.path());
         let page = log.since(&first, &all()).unwrap();
         assert_eq!(page.missed, 0);
         assert_eq!(page.events.len(), PAGE);
