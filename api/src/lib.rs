@@ -1277,6 +1277,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 mod events;
 mod probes;
+pub mod webhooks;
 
 #[cfg(test)]
 mod tests;
