@@ -207,11 +207,7 @@ impl EventLog {
             (None, _) => false,
         };
         if !queued {
-            self.published.send_if_modified(|p| {
-                let newer = id > *p;
-                *p = (*p).max(id);
-                newer
-            });
+            publish_up_to(&self.published, id);
         }
     }
 
@@ -295,6 +291,16 @@ impl EventLog {
     }
 }
 
+/// Lets readers see every event up to `seq` (never moving back: a batch written late does not
+/// hide events already published without the journal).
+fn publish_up_to(published: &watch::Sender<u64>, seq: u64) {
+    published.send_if_modified(|p| {
+        let newer = seq > *p;
+        *p = (*p).max(seq);
+        newer
+    });
+}
+
 /// Pushes an event whose fields are a JSON object (anything else adds none), stamped `at`.
 pub fn push_json(log: &EventLog, kind: &str, room: &str, at: std::time::SystemTime, fields: Value) {
     let fields = match fields {
@@ -333,12 +339,7 @@ impl JournalWriter {
             self.oldest.store(self.journal.oldest(), Ordering::Relaxed);
             self.unwritten
                 .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-            let last = batch[batch.len() - 1].0;
-            self.published.send_if_modified(|p| {
-                let newer = last > *p;
-                *p = (*p).max(last);
-                newer
-            });
+            publish_up_to(&self.published, batch[batch.len() - 1].0);
         }
     }
 }
