@@ -129,6 +129,7 @@ consent_prompt = ""
 [webhooks]
 outbox_max_mib = 256
 max_age_s = 86400
+backoff_max_s = 300
 
 [shutdown]
 drain_s = 0
@@ -140,6 +141,7 @@ format = "text"
 [testing]
 spool_fsync_delay_ms = 0
 mixer_stall_ms = 0
+outbox_max_kib = 0
 
 [health]
 tick_lateness_ms = 20

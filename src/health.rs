@@ -82,6 +82,10 @@ pub struct Inputs {
     pub storage_path: PathBuf,
     /// Events published without the journal.
     pub unjournaled: prometheus::IntCounter,
+    /// The webhook endpoints' backlogs, breakers and dead letters.
+    pub webhooks: Arc<crate::webhooks::Outbox>,
+    /// The newest event published.
+    pub events: watch::Receiver<u64>,
     /// The trunks' registrations.
     pub trunks: watch::Receiver<crate::trunks::TrunkView>,
     /// Set once the SIP driver has stopped (its listeners with it).
@@ -248,6 +252,7 @@ impl Monitor {
             descriptors(),
             self.uploads(),
             self.event_journal(),
+            self.webhooks(),
             self.trunks(),
         ])
     }
@@ -441,6 +446,31 @@ impl Monitor {
             Some(recent as f64),
             Some(0.0),
             "events published without the journal in the last minute".into(),
+        )
+    }
+
+    fn webhooks(&self) -> HealthComponent {
+        let health = self.inputs.webhooks.health(*self.inputs.events.borrow());
+        let mut problems = Vec::new();
+        if !health.open.is_empty() {
+            problems.push(format!("breaker open: {}", health.open.join(", ")));
+        }
+        if health.full_recently {
+            problems.push("the outbox was full: events went to dead letters in the last hour (webhooks.outbox_max_mib)".to_string());
+        }
+        component(
+            "webhooks",
+            if problems.is_empty() { Good } else { Degraded },
+            Some(health.backlog as f64),
+            None,
+            if problems.is_empty() {
+                format!(
+                    "largest endpoint backlog, in events; {} dead letters since the start",
+                    health.dead_letters
+                )
+            } else {
+                problems.join("; ")
+            },
         )
     }
 

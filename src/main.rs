@@ -17,6 +17,7 @@ mod rooms;
 mod sip_events;
 mod time;
 mod trunks;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -255,11 +256,21 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     archive::sample_metrics(&storage, metrics::StorageMetrics::register(&registry)?);
     let unjournaled = events::unjournaled_counter();
     registry.register(Box::new(unjournaled.clone()))?;
+    let outbox = webhooks::Outbox::open(
+        &config.storage.path,
+        webhooks::WebhookMetrics::register(&registry)?,
+    )
+    .context("storage.path: opening the webhook outbox (webhooks/)")?;
+    let mut bounds = events::Bounds::new(config.webhooks.outbox_max, config.webhooks.max_age);
+    if config.testing.outbox_max != 0 {
+        bounds.max_bytes = config.testing.outbox_max;
+        bounds.segment_bytes = config.testing.outbox_max / 4;
+    }
     let event_log = events::EventLog::open(
         &config.storage.path.join("events"),
-        config.webhooks.outbox_max,
-        config.webhooks.max_age,
+        bounds,
         unjournaled.clone(),
+        Some(outbox.prune_hook()),
     )
     .context("storage.path: opening the event journal (events/)")?;
     let sip_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -270,6 +281,8 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         archive: storage.archive.clone(),
         storage_path: config.storage.path.clone(),
         unjournaled,
+        webhooks: outbox.clone(),
+        events: event_log.subscribe(),
         trunks: trunks_published.clone(),
         sip_down: sip_down.clone(),
         gauge: health::register(&registry)?,
@@ -335,11 +348,21 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("api.listen: cannot bind {}", config.api.listen))?;
     info!(addr = %api_listener.local_addr()?, "API listening");
-    let router = roundtable_api::router(
-        Arc::new(bridge.clone()),
+    let webhooks_stop = CancellationToken::new();
+    let (webhooks, webhooks_task) = webhooks::spawn(webhooks::Setup {
+        config: config.webhooks.clone(),
+        outbox,
+        log: event_log.clone(),
+        book: config.storage.path.join("webhooks.json"),
+        stop: webhooks_stop.clone(),
+    })
+    .context("storage.path: starting the webhooks")?;
+    let router = roundtable_api::router(roundtable_api::ApiServices {
+        control: Arc::new(bridge.clone()),
+        webhooks: Arc::new(webhooks),
         registry,
-        config.api.token.as_ref().map(|t| t.expose().to_string()),
-    );
+        token: config.api.token.as_ref().map(|t| t.expose().to_string()),
+    });
     let api_shutdown = shutdown.clone();
     // At most 16 KiB of an answer waits unsent in the kernel: a WebSocket consumer that stops
     // reading then shows as behind in the bridge's queue (closed at 1,000 events) rather than
@@ -468,8 +491,16 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     {
         warn!("the mixer threads did not stop within 3 s; they end with the process");
     }
-    // The last events (the calls' ends) reach the journal before the process goes.
+    // The last events (the calls' ends) reach the journal before the process goes; webhook
+    // deliveries then stop where they are (what they had not sent goes at the next start).
     let _ = tokio::task::spawn_blocking(move || event_log.flush(Duration::from_secs(2))).await;
+    webhooks_stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), webhooks_task)
+        .await
+        .is_err()
+    {
+        warn!("webhook deliveries did not stop within 2 s; they resume at the next start");
+    }
     info!("stopped");
     Ok(())
 }

@@ -19,4 +19,4 @@ impl WallClock for SystemClock {
     }
 }
 
-pub use roundtable_recorder::time::{iso_basic, rfc3339};
+pub use roundtable_recorder::time::{iso_basic, parse_rfc3339, rfc3339};

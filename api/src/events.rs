@@ -50,23 +50,8 @@ pub(crate) struct EventsParams {
 
 impl EventsParams {
     fn query(&self) -> Result<EventQuery, ApiError> {
-        let types: Vec<String> = self
-            .types
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect();
-        if let Some(bad) = types
-            .iter()
-            .find(|t| t.len() > 64 || !t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        {
-            return Err(
-                ControlError::Invalid(format!("types: {bad:?} is not an event type")).into(),
-            );
-        }
+        let types = crate::webhooks::parse_event_types(self.types.as_deref().unwrap_or_default())
+            .map_err(|e| ControlError::Invalid(format!("types: {e}")))?;
         Ok(EventQuery {
             after: self.after.clone().unwrap_or_default(),
             room: self.room.as_deref().map(parse_room).transpose()?,

@@ -639,6 +639,10 @@ pub struct EventQuery {
 }
 
 pub use events::{LAGGING_CLOSE, MAX_BEHIND, MAX_EVENT_WAIT_S, SUBPROTOCOL};
+pub use webhooks::{
+    EVENT_TYPES, WebhookControl, WebhookCreated, WebhookEndpoint, WebhookSecret, WebhookSource,
+    WebhookSpec, WebhookState, WebhookView,
+};
 
 /// Why a control request failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -655,6 +659,9 @@ pub enum ControlError {
     /// No trunk of that name.
     #[error("trunk not found")]
     TrunkNotFound,
+    /// No webhook endpoint of that name.
+    #[error("webhook endpoint not found")]
+    WebhookNotFound,
     /// The request conflicts with the room's state (e.g. already recording).
     #[error("{0}")]
     Conflict(&'static str),
@@ -681,7 +688,8 @@ impl ControlError {
             ControlError::RoomNotFound
             | ControlError::LegNotFound
             | ControlError::RecordingNotFound
-            | ControlError::TrunkNotFound => StatusCode::NOT_FOUND,
+            | ControlError::TrunkNotFound
+            | ControlError::WebhookNotFound => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -767,6 +775,7 @@ pub type Reply<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 #[derive(Clone)]
 struct AppState {
     control: Arc<dyn Control>,
+    webhooks: Arc<dyn WebhookControl>,
     registry: Registry,
     token: Option<Arc<str>>,
     metrics: Arc<ApiMetrics>,
@@ -849,10 +858,29 @@ impl From<ControlError> for ApiError {
     }
 }
 
-/// Builds the router. With `token` set, every `/v1` request needs `Authorization: Bearer`.
-pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<String>) -> Router {
+/// What the router serves from.
+pub struct ApiServices {
+    /// Rooms, participants, recordings, events, health.
+    pub control: Arc<dyn Control>,
+    /// Webhook endpoints.
+    pub webhooks: Arc<dyn WebhookControl>,
+    /// The metrics `/metrics` shows (the API's own are added to it).
+    pub registry: Registry,
+    /// `api.token`: with it set, every `/v1` request needs `Authorization: Bearer`.
+    pub token: Option<String>,
+}
+
+/// Builds the router.
+pub fn router(services: ApiServices) -> Router {
+    let ApiServices {
+        control,
+        webhooks,
+        registry,
+        token,
+    } = services;
     let state = AppState {
         control,
+        webhooks,
         metrics: Arc::new(ApiMetrics::register(&registry)),
         registry,
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
@@ -879,6 +907,11 @@ pub fn router(control: Arc<dyn Control>, registry: Registry, token: Option<Strin
         .route(
             "/rooms/{room}/participants/{leg}/move",
             post(move_participant),
+        )
+        .route("/webhooks", get(webhooks::list).post(webhooks::add))
+        .route(
+            "/webhooks/{name}",
+            get(webhooks::show).delete(webhooks::remove),
         )
         .route("/events", get(events::long_poll))
         .route("/events/ws", get(events::websocket))

@@ -311,16 +311,94 @@ impl Control for Fake {
     }
 }
 
+/// Webhook endpoints in memory: `crm` is configured, others were added.
+#[derive(Default)]
+struct FakeWebhooks {
+    added: Mutex<Vec<WebhookSpec>>,
+}
+
+fn view(spec: &WebhookSpec, source: WebhookSource) -> WebhookView {
+    WebhookView {
+        name: spec.name.clone(),
+        url: spec.url.clone(),
+        events: spec.events.clone(),
+        rooms: spec.rooms.clone(),
+        timeout_s: spec.timeout_s,
+        source,
+        state: WebhookState::Delivering,
+        cursor: "j:0".into(),
+        backlog: 0,
+        delivered: 0,
+        dead_letters: 0,
+        last_error: None,
+    }
+}
+
+impl WebhookControl for FakeWebhooks {
+    fn list(&self) -> Reply<Vec<WebhookView>> {
+        let crm = WebhookSpec {
+            name: "crm".into(),
+            url: "http://127.0.0.1:9/".into(),
+            events: String::new(),
+            rooms: String::new(),
+            secret: None,
+            timeout_s: 10,
+        };
+        let mut all = vec![view(&crm, WebhookSource::Config)];
+        all.extend(
+            self.added
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| view(s, WebhookSource::Api)),
+        );
+        Box::pin(async move { all })
+    }
+    fn add(&self, endpoint: WebhookSpec) -> Reply<Result<WebhookCreated, ControlError>> {
+        let mut added = self.added.lock().unwrap();
+        let result = if endpoint.name == "crm" || added.iter().any(|s| s.name == endpoint.name) {
+            Err(ControlError::Conflict("a webhook endpoint of that name exists"))
+        } else {
+            added.push(endpoint.clone());
+            Ok(WebhookCreated {
+                endpoint: view(&endpoint, WebhookSource::Api),
+                secret: endpoint.secret.clone().unwrap(),
+            })
+        };
+        Box::pin(async move { result })
+    }
+    fn remove(&self, name: &str) -> Reply<Result<(), ControlError>> {
+        let mut added = self.added.lock().unwrap();
+        let result = if name == "crm" {
+            Err(ControlError::Conflict("configured"))
+        } else if let Some(at) = added.iter().position(|s| s.name == name) {
+            added.remove(at);
+            Ok(())
+        } else {
+            Err(ControlError::WebhookNotFound)
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn services(control: Arc<Fake>, token: Option<&str>) -> ApiServices {
+    ApiServices {
+        control,
+        webhooks: Arc::new(FakeWebhooks::default()),
+        registry: Registry::new(),
+        token: token.map(str::to_string),
+    }
+}
+
 fn app(token: Option<&str>) -> Router {
-    router(
+    router(services(
         Arc::new(Fake {
             recording: Mutex::new(false),
             events: tokio::sync::watch::channel(1).0,
             audited: Mutex::default(),
         }),
-        Registry::new(),
-        token.map(str::to_string),
-    )
+        token,
+    ))
 }
 
 async fn call(
@@ -687,7 +765,7 @@ async fn a_waiting_long_poll_is_woken_by_a_new_event() {
         events: tokio::sync::watch::channel(1).0,
         audited: Mutex::default(),
     });
-    let app = router(control.clone(), Registry::new(), None);
+    let app = router(services(control.clone(), None));
     let started = tokio::time::Instant::now();
     let poll =
         tokio::spawn(
@@ -714,7 +792,7 @@ async fn control_requests_are_audited_with_route_room_token_and_status() {
         events: tokio::sync::watch::channel(1).0,
         audited: Mutex::default(),
     });
-    let app = router(control.clone(), Registry::new(), Some("tok".into()));
+    let app = router(services(control.clone(), Some("tok")));
     call(&app, "GET", "/v1/rooms/1000", "", Some("tok")).await;
     call(
         &app,
@@ -966,4 +1044,65 @@ async fn relations_are_read_as_all_or_ids_and_whisper_to_is_heard_by_one() {
         let (status, body) = patch(bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
+}
+
+#[tokio::test]
+async fn webhook_endpoints_are_added_listed_and_removed() {
+    let app = app(None);
+    let (s, created) = call(
+        &app,
+        "POST",
+        "/v1/webhooks",
+        r#"{"name":"billing","url":"https://billing.example/hook","events":"participant_joined,participant_left","rooms":"1000"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().unwrap();
+    assert!(
+        WebhookSecret::parse(secret).is_ok(),
+        "a secret is made: {created}"
+    );
+    assert_eq!(created["events"], "participant_joined,participant_left");
+    let (s, list) = call(&app, "GET", "/v1/webhooks", "", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["crm", "billing"]);
+    assert!(
+        !list.to_string().contains("whsec_"),
+        "secrets are never listed: {list}"
+    );
+    let (s, one) = call(&app, "GET", "/v1/webhooks/billing", "", None).await;
+    assert_eq!((s, one["source"].as_str()), (StatusCode::OK, Some("api")));
+    for (body, want) in [
+        (r#"{"name":"billing","url":"http://a/"}"#, "exists"),
+        (r#"{"name":"x y","url":"http://a/"}"#, "name:"),
+        (r#"{"name":"a","url":"ftp://a/"}"#, "url:"),
+        (r#"{"name":"a","url":"http://u:p@a/"}"#, "credentials"),
+        (r#"{"name":"a","url":"http://a/","events":"joined"}"#, "events:"),
+        (r#"{"name":"a","url":"http://a/","rooms":"a b"}"#, "rooms:"),
+        (r#"{"name":"a","url":"http://a/","secret":"s3cret"}"#, "secret:"),
+        (r#"{"name":"a","url":"http://a/","timeout_s":0}"#, "timeout_s:"),
+        (r#"{"name":"a","url":"http://a/","colour":"red"}"#, "colour"),
+    ] {
+        let (s, error) = call(&app, "POST", "/v1/webhooks", body, None).await;
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(
+            (s == StatusCode::BAD_REQUEST || s == StatusCode::CONFLICT) && message.contains(want),
+            "{body}: {s} {error}"
+        );
+    }
+    let (s, _) = call(&app, "DELETE", "/v1/webhooks/crm", "", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a configured endpoint stays");
+    let (s, _) = call(&app, "DELETE", "/v1/webhooks/billing", "", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&app, "DELETE", "/v1/webhooks/billing", "", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&app, "GET", "/v1/events?types=bogus", "", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "types= names known event types");
 }

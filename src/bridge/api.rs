@@ -460,8 +460,9 @@ impl Control for BridgeHandle {
     }
 
     fn events(&self, query: &roundtable_api::EventQuery) -> Result<EventsPage, ControlError> {
+        let rooms: Vec<&str> = query.room.iter().map(RoomId::as_str).collect();
         let filter = crate::events::Filter {
-            room: query.room.as_ref().map(RoomId::as_str),
+            rooms: &rooms,
             types: &query.types,
         };
         let page = self

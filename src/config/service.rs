@@ -33,6 +33,7 @@ pub(super) struct RawLog {
 pub(super) struct RawTesting {
     spool_fsync_delay_ms: i64,
     mixer_stall_ms: i64,
+    outbox_max_kib: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +167,10 @@ pub struct Testing {
     /// The first mixer thread stops ticking this long at start (a stalled thread `/live`
     /// must see).
     pub mixer_stall: Duration,
+    /// The event journal (the webhooks' outbox) holds this many bytes, in segments of a
+    /// quarter of it, instead of `webhooks.outbox_max_mib` in 16 MiB segments (0: unset): a
+    /// full outbox within a few hundred events.
+    pub outbox_max: u64,
 }
 
 impl Testing {
@@ -183,9 +188,16 @@ impl Testing {
             0..=60_000,
             "must be between 0 and 60000",
         )?;
+        let outbox_kib = bounded(
+            "testing.outbox_max_kib",
+            raw.outbox_max_kib,
+            0..=1 << 20,
+            "must be between 0 and 1048576",
+        )?;
         Ok(Testing {
             spool_fsync_delay: Duration::from_millis(delay_ms),
             mixer_stall: Duration::from_millis(stall_ms),
+            outbox_max: outbox_kib << 10,
         })
     }
 
@@ -197,6 +209,9 @@ impl Testing {
         }
         if !self.mixer_stall.is_zero() {
             set.push("testing.mixer_stall_ms");
+        }
+        if self.outbox_max != 0 {
+            set.push("testing.outbox_max_kib");
         }
         set
     }

@@ -14,8 +14,35 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// A segment is rolled once it holds this many bytes.
+/// Called with a segment's events (and the sequence number of its last one) before the segment
+/// is removed, and why (`outbox_full` or `expired`): the webhook outbox sends what an endpoint
+/// has not received to its dead letters. An error keeps the segment.
+pub type PruneHook = Box<dyn FnMut(&[(u64, Value)], u64, &'static str) -> io::Result<()> + Send>;
+
+/// A segment is rolled once it holds this many bytes (unless the bounds say otherwise).
 pub const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// How much the journal keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Segments go, oldest first, while they hold more bytes than this.
+    pub max_bytes: u64,
+    /// ... or when their newest event is older than this.
+    pub max_age: std::time::Duration,
+    /// A segment is rolled once it holds this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Bounds {
+    /// `max_bytes` and `max_age` in segments of [`SEGMENT_BYTES`].
+    pub fn new(max_bytes: u64, max_age: std::time::Duration) -> Bounds {
+        Bounds {
+            max_bytes,
+            max_age,
+            segment_bytes: SEGMENT_BYTES,
+        }
+    }
+}
 
 /// One segment file.
 #[derive(Debug, Clone)]
@@ -27,7 +54,6 @@ struct Segment {
 }
 
 /// The journal's files and the segment being written.
-#[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     id: String,
@@ -36,14 +62,11 @@ pub struct Journal {
     file: Option<File>,
     /// The sequence number of the last event written.
     last: u64,
-    /// Bounds: segments go, oldest first, while they hold more bytes than this, or when their
-    /// newest event is older than `max_age`.
-    max_bytes: u64,
-    max_age: std::time::Duration,
+    bounds: Bounds,
+    before_prune: Option<PruneHook>,
 }
 
 /// What opening found: the journal, and its newest events (at most the `tail` asked for).
-#[derive(Debug)]
 pub struct Opened {
     /// The journal, ready to append after the last event.
     pub journal: Journal,
@@ -52,15 +75,9 @@ pub struct Opened {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`, cutting a torn last line, keeping at most
-    /// `max_bytes` of segments and none whose newest event is older than `max_age`, and reading
-    /// back its last `tail` events.
-    pub fn open(
-        dir: &Path,
-        max_bytes: u64,
-        max_age: std::time::Duration,
-        tail: usize,
-    ) -> io::Result<Opened> {
+    /// Opens (or creates) the journal in `dir`, cutting a torn last line, keeping what
+    /// `bounds` allow, and reading back its last `tail` events.
+    pub fn open(dir: &Path, bounds: Bounds, tail: usize) -> io::Result<Opened> {
         std::fs::create_dir_all(dir)?;
         let id = journal_id(dir)?;
         let segments = list_segments(dir)?;
@@ -70,8 +87,8 @@ impl Journal {
             segments,
             file: None,
             last: 0,
-            max_bytes,
-            max_age,
+            bounds,
+            before_prune: None,
         };
         if let Some(segment) = journal.segments.last_mut() {
             let events = read_segment(&segment.path, true)?;
@@ -93,6 +110,11 @@ impl Journal {
         }
         let tail = journal.read_after(journal.last.saturating_sub(tail as u64), tail)?;
         Ok(Opened { journal, tail })
+    }
+
+    /// Sets what is called before a segment goes.
+    pub fn set_prune_hook(&mut self, hook: PruneHook) {
+        self.before_prune = Some(hook);
     }
 
     /// This journal's id, for cursors.
@@ -119,7 +141,7 @@ impl Journal {
         let roll = self
             .segments
             .last()
-            .is_none_or(|s| s.bytes >= SEGMENT_BYTES);
+            .is_none_or(|s| s.bytes >= self.bounds.segment_bytes);
         if roll || self.file.is_none() {
             self.open_segment(roll, events[0].0)?;
         }
@@ -165,14 +187,23 @@ impl Journal {
     /// the oldest was last written before the age bound (the one being written stays).
     fn prune(&mut self) -> io::Result<()> {
         while self.segments.len() > 1 {
-            let too_big = self.segments.iter().map(|s| s.bytes).sum::<u64>() > self.max_bytes;
+            let too_big =
+                self.segments.iter().map(|s| s.bytes).sum::<u64>() > self.bounds.max_bytes;
             let too_old = std::fs::metadata(&self.segments[0].path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|written| written.elapsed().ok())
-                .is_some_and(|age| age > self.max_age);
+                .is_some_and(|age| age > self.bounds.max_age);
             if !too_big && !too_old {
                 break;
+            }
+            if let Some(hook) = self.before_prune.as_mut() {
+                let events: Vec<(u64, Value)> = read_segment(&self.segments[0].path, false)?
+                    .into_iter()
+                    .map(|(seq, _, event)| (seq, event))
+                    .collect();
+                let last = self.segments[1].first.saturating_sub(1);
+                hook(&events, last, if too_big { "outbox_full" } else { "expired" })?;
             }
             let gone = self.segments.remove(0);
             std::fs::remove_file(&gone.path)?;
@@ -317,7 +348,7 @@ mod tests {
     #[test]
     fn events_survive_reopening_and_a_torn_line_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let opened = Journal::open(dir.path(), 1 << 30, DAY, 10).unwrap();
+        let opened = Journal::open(dir.path(), Bounds::new(1 << 30, DAY), 10).unwrap();
         let mut journal = opened.journal;
         assert!(opened.tail.is_empty());
         assert_eq!((journal.last(), journal.oldest()), (0, 1));
@@ -329,7 +360,7 @@ mod tests {
         let segment = dir.path().join(format!("{:020}.jsonl", 1));
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(br#"{"id":4,"ty"#).unwrap();
-        let opened = Journal::open(dir.path(), 1 << 30, DAY, 2).unwrap();
+        let opened = Journal::open(dir.path(), Bounds::new(1 << 30, DAY), 2).unwrap();
         let mut journal = opened.journal;
         assert_eq!(journal.id(), id, "the id stays with the folder");
         assert_eq!(journal.last(), 3);
@@ -350,12 +381,24 @@ mod tests {
     #[test]
     fn old_segments_go_beyond_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path(), 0, DAY, 0).unwrap().journal;
+        let mut journal = Journal::open(dir.path(), Bounds::new(0, DAY), 0).unwrap().journal;
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook_told = told.clone();
+        journal.set_prune_hook(Box::new(move |events, last, why| {
+            let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
+            hook_told.lock().unwrap().push((seqs, last, why));
+            Ok(())
+        }));
         journal.append(&[line(1)]).unwrap();
         // Force a roll: the segment counts as full.
         journal.segments.last_mut().unwrap().bytes = SEGMENT_BYTES;
         journal.append(&[line(2)]).unwrap();
         assert_eq!(journal.oldest(), 2, "the full segment went");
+        assert_eq!(
+            *told.lock().unwrap(),
+            [(vec![1], 1, "outbox_full")],
+            "the hook saw its events first"
+        );
         assert!(!dir.path().join(format!("{:020}.jsonl", 1)).exists());
         let kept: Vec<u64> = journal
             .read_after(0, 10)

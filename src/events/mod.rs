@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tokio::sync::watch;
 
-pub use journal::Journal;
+pub use journal::{Bounds, Journal, PruneHook};
 
 /// Events kept in memory; older ones are read back from the journal.
 pub const CAPACITY: usize = 10_000;
@@ -54,6 +54,8 @@ pub struct Page {
     pub events: Vec<Value>,
     /// The cursor to pass next.
     pub next: String,
+    /// Its sequence number.
+    pub next_seq: u64,
     /// Events after the cursor that are gone (beyond the journal's bounds).
     pub missed: u64,
     /// Events after `next` already published (the page was full): read again at once.
@@ -63,15 +65,16 @@ pub struct Page {
 /// What a reader wants.
 #[derive(Debug, Clone, Default)]
 pub struct Filter<'a> {
-    /// Only this room's.
-    pub room: Option<&'a str>,
+    /// Only these rooms' (empty: all).
+    pub rooms: &'a [&'a str],
     /// Only these types (empty: all).
     pub types: &'a [String],
 }
 
 impl Filter<'_> {
-    fn wants(&self, event: &Value) -> bool {
-        self.room.is_none_or(|r| event["room"] == r)
+    /// Whether `event` is one this reader wants.
+    pub fn wants(&self, event: &Value) -> bool {
+        (self.rooms.is_empty() || self.rooms.iter().any(|r| event["room"] == *r))
             && (self.types.is_empty() || self.types.iter().any(|t| event["type"] == t.as_str()))
     }
 }
@@ -129,17 +132,20 @@ pub fn unjournaled_counter() -> prometheus::IntCounter {
 }
 
 impl EventLog {
-    /// Opens the journal in `dir` (bounded to `max_bytes` and `max_age`) and starts its
-    /// thread; the ring holds the journal's newest events, and numbering goes on after them.
-    /// `unjournaled` counts events published without it.
+    /// Opens the journal in `dir` (within `bounds`) and starts its thread; the ring holds the journal's newest events, and numbering goes on after them.
+    /// `unjournaled` counts events published without it; `before_prune` sees every segment
+    /// before it goes.
     pub fn open(
         dir: &Path,
-        max_bytes: u64,
-        max_age: Duration,
+        bounds: Bounds,
         unjournaled: prometheus::IntCounter,
+        before_prune: Option<PruneHook>,
     ) -> std::io::Result<Arc<EventLog>> {
-        let opened = Journal::open(dir, max_bytes, max_age, CAPACITY)?;
-        let journal = opened.journal;
+        let opened = Journal::open(dir, bounds, CAPACITY)?;
+        let mut journal = opened.journal;
+        if let Some(hook) = before_prune {
+            journal.set_prune_hook(hook);
+        }
         let last = journal.last();
         let (tx, rx) = mpsc::channel();
         let log = EventLog {
@@ -176,6 +182,10 @@ impl EventLog {
     /// Appends an event of `kind` in `room` at wall-clock time `at` (RFC 3339), with `fields`.
     /// Readers see it once the journal has it.
     pub fn push(&self, kind: &str, room: &str, at: String, fields: Map<String, Value>) {
+        debug_assert!(
+            roundtable_api::EVENT_TYPES.contains(&kind) || cfg!(test),
+            "{kind} is missing from roundtable_api::EVENT_TYPES"
+        );
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.last += 1;
         let id = ring.last;
@@ -251,14 +261,25 @@ impl EventLog {
         Ok(Page {
             events,
             next: self.cursor(next),
+            next_seq: next,
             missed,
             behind: published.saturating_sub(next),
         })
     }
 
+    /// This journal's id (cursors begin with it).
+    pub fn journal_id(&self) -> &str {
+        &self.journal_id
+    }
+
+    /// The newest event readers may see.
+    pub fn published(&self) -> u64 {
+        *self.published.borrow()
+    }
+
     /// The sequence number a cursor stands for: one of this journal's, a bare number, or (a
     /// cursor of another journal: a wiped store) the beginning.
-    fn parse_cursor(&self, cursor: &str) -> Result<u64, EventError> {
+    pub fn parse_cursor(&self, cursor: &str) -> Result<u64, EventError> {
         let bad = || EventError::BadCursor(cursor.to_string());
         match cursor.split_once(':') {
             None if cursor.is_empty() => Ok(0),
@@ -377,7 +398,7 @@ mod tests {
             .since(
                 "",
                 &Filter {
-                    room: Some("2000"),
+                    rooms: &["2000"],
                     types: &[],
                 },
             )
@@ -392,7 +413,7 @@ mod tests {
             .since(
                 "mem:0",
                 &Filter {
-                    room: None,
+                    rooms: &[],
                     types: &types,
                 },
             )
@@ -427,9 +448,9 @@ mod tests {
     fn open(dir: &Path) -> Arc<EventLog> {
         EventLog::open(
             dir,
-            1 << 30,
-            Duration::from_secs(86_400),
+            Bounds::new(1 << 30, Duration::from_secs(86_400)),
             unjournaled_counter(),
+            None,
         )
         .unwrap()
     }
