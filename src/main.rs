@@ -190,7 +190,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    // hyper's connection pool (the webhook client) logs every reuse at debug: kept at info
+    // unless the level names it.
+    let level = &config.log.level;
+    let filter = if level.contains("hyper") {
+        tracing_subscriber::EnvFilter::new(level)
+    } else {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper_util=info,hyper=info"))
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

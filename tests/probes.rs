@@ -100,6 +100,7 @@ fn health_names_every_component_with_its_value_and_metric() {
             "descriptors",
             "uploads",
             "event_journal",
+            "webhooks",
             "trunks"
         ]
     );

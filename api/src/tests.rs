@@ -357,7 +357,9 @@ impl WebhookControl for FakeWebhooks {
     fn add(&self, endpoint: WebhookSpec) -> Reply<Result<WebhookCreated, ControlError>> {
         let mut added = self.added.lock().unwrap();
         let result = if endpoint.name == "crm" || added.iter().any(|s| s.name == endpoint.name) {
-            Err(ControlError::Conflict("a webhook endpoint of that name exists"))
+            Err(ControlError::Conflict(
+                "a webhook endpoint of that name exists",
+            ))
         } else {
             added.push(endpoint.clone());
             Ok(WebhookCreated {
@@ -1084,10 +1086,19 @@ async fn webhook_endpoints_are_added_listed_and_removed() {
         (r#"{"name":"x y","url":"http://a/"}"#, "name:"),
         (r#"{"name":"a","url":"ftp://a/"}"#, "url:"),
         (r#"{"name":"a","url":"http://u:p@a/"}"#, "credentials"),
-        (r#"{"name":"a","url":"http://a/","events":"joined"}"#, "events:"),
+        (
+            r#"{"name":"a","url":"http://a/","events":"joined"}"#,
+            "events:",
+        ),
         (r#"{"name":"a","url":"http://a/","rooms":"a b"}"#, "rooms:"),
-        (r#"{"name":"a","url":"http://a/","secret":"s3cret"}"#, "secret:"),
-        (r#"{"name":"a","url":"http://a/","timeout_s":0}"#, "timeout_s:"),
+        (
+            r#"{"name":"a","url":"http://a/","secret":"s3cret"}"#,
+            "secret:",
+        ),
+        (
+            r#"{"name":"a","url":"http://a/","timeout_s":0}"#,
+            "timeout_s:",
+        ),
         (r#"{"name":"a","url":"http://a/","colour":"red"}"#, "colour"),
     ] {
         let (s, error) = call(&app, "POST", "/v1/webhooks", body, None).await;

@@ -121,7 +121,10 @@ impl WebhookSpec {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !name_ok {
-            return Err(format!("name: {:?} is not [A-Za-z0-9_.-]{{1,64}}", self.name));
+            return Err(format!(
+                "name: {:?} is not [A-Za-z0-9_.-]{{1,64}}",
+                self.name
+            ));
         }
         let url: axum::http::Uri = self
             .url
@@ -129,10 +132,15 @@ impl WebhookSpec {
             .map_err(|e| format!("url: {:?}: {e}", self.url))?;
         let scheme_ok = matches!(url.scheme_str(), Some("http" | "https"));
         if !scheme_ok || url.host().is_none_or(str::is_empty) {
-            return Err(format!("url: {:?} is not an http:// or https:// URL", self.url));
+            return Err(format!(
+                "url: {:?} is not an http:// or https:// URL",
+                self.url
+            ));
         }
         if url.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err("url: credentials do not go in the URL (the secret signs each delivery)".into());
+            return Err(
+                "url: credentials do not go in the URL (the secret signs each delivery)".into(),
+            );
         }
         let events = parse_event_types(&self.events).map_err(|e| format!("events: {e}"))?;
         let rooms = self
@@ -148,7 +156,10 @@ impl WebhookSpec {
             .ok_or_else(|| "secret: missing".to_string())
             .and_then(|s| WebhookSecret::parse(s).map_err(|e| format!("secret: {e}")))?;
         if !(1..=60).contains(&self.timeout_s) {
-            return Err(format!("timeout_s: {} is not between 1 and 60", self.timeout_s));
+            return Err(format!(
+                "timeout_s: {} is not between 1 and 60",
+                self.timeout_s
+            ));
         }
         Ok(WebhookEndpoint {
             name: self.name.clone(),

@@ -203,7 +203,11 @@ impl Journal {
                     .map(|(seq, _, event)| (seq, event))
                     .collect();
                 let last = self.segments[1].first.saturating_sub(1);
-                hook(&events, last, if too_big { "outbox_full" } else { "expired" })?;
+                hook(
+                    &events,
+                    last,
+                    if too_big { "outbox_full" } else { "expired" },
+                )?;
             }
             let gone = self.segments.remove(0);
             std::fs::remove_file(&gone.path)?;
@@ -381,7 +385,9 @@ mod tests {
     #[test]
     fn old_segments_go_beyond_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path(), Bounds::new(0, DAY), 0).unwrap().journal;
+        let mut journal = Journal::open(dir.path(), Bounds::new(0, DAY), 0)
+            .unwrap()
+            .journal;
         let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let hook_told = told.clone();
         journal.set_prune_hook(Box::new(move |events, last, why| {

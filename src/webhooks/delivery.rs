@@ -229,7 +229,9 @@ impl Delivery {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok());
             // Read (and drop) the answer, so the connection can carry the next event.
-            let _ = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
+            let _ = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await;
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         };
         match tokio::time::timeout(self.endpoint.timeout, exchange).await {

@@ -98,7 +98,9 @@ impl WebhookMetrics {
     }
 
     fn failed(&self, endpoint: &str) {
-        self.deliveries.with_label_values(&[endpoint, "failed"]).inc();
+        self.deliveries
+            .with_label_values(&[endpoint, "failed"])
+            .inc();
     }
 
     fn breaker(&self, endpoint: &str, failures: u32) {
@@ -176,7 +178,12 @@ impl Outbox {
     /// Before the journal drops the segment of `events` (up to `last`): each endpoint that has
     /// not received all of them gets the ones it wants in its dead letters, and its position
     /// moves past them.
-    fn before_prune(&self, events: &[(u64, Value)], last: u64, why: &'static str) -> std::io::Result<()> {
+    fn before_prune(
+        &self,
+        events: &[(u64, Value)],
+        last: u64,
+        why: &'static str,
+    ) -> std::io::Result<()> {
         for progress in self.endpoints() {
             let after = progress.seq();
             if after >= last {
@@ -331,7 +338,10 @@ pub struct Setup {
 
 enum Command {
     List(oneshot::Sender<Vec<WebhookView>>),
-    Add(WebhookSpec, oneshot::Sender<Result<WebhookCreated, ControlError>>),
+    Add(
+        WebhookSpec,
+        oneshot::Sender<Result<WebhookCreated, ControlError>>,
+    ),
     Remove(String, oneshot::Sender<Result<(), ControlError>>),
 }
 
@@ -404,9 +414,7 @@ struct Registry {
 /// Starts the configured endpoints and those of `webhooks.json` (a bad file stops the start,
 /// naming what is wrong), and the task that owns them. The returned task ends once `stop`
 /// is cancelled and every delivery has saved its position.
-pub fn spawn(
-    setup: Setup,
-) -> Result<(WebhooksHandle, tokio::task::JoinHandle<()>), WebhooksError> {
+pub fn spawn(setup: Setup) -> Result<(WebhooksHandle, tokio::task::JoinHandle<()>), WebhooksError> {
     let book = Book::load(&setup.book)?;
     let tls = match roundtable_sip::transport::tls_client_config(None) {
         Ok(config) => (*config).clone(),
@@ -632,7 +640,10 @@ impl Registry {
                 let written =
                     tokio::task::spawn_blocking(move || std::fs::write(marker, url)).await;
                 if !matches!(written, Ok(Ok(()))) {
-                    tracing::error!(endpoint = name, "webhook: cannot record the endpoint as gone");
+                    tracing::error!(
+                        endpoint = name,
+                        "webhook: cannot record the endpoint as gone"
+                    );
                 }
                 self.outbox.untrack(name);
                 if let Some(task) = self.running[at].task.take() {
@@ -711,12 +722,12 @@ mod tests {
     fn pruned_events_an_endpoint_lacks_go_to_its_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         let registry = prometheus::Registry::new();
-        let outbox = Outbox::open(dir.path(), WebhookMetrics::register(&registry).unwrap()).unwrap();
+        let outbox =
+            Outbox::open(dir.path(), WebhookMetrics::register(&registry).unwrap()).unwrap();
         let mut only_dtmf = spec("crm", "http://127.0.0.1:9/");
         only_dtmf.events = "dtmf".into();
-        let progress = Arc::new(
-            Progress::open(&outbox.dir, &only_dtmf.check().unwrap(), "j", 1).unwrap(),
-        );
+        let progress =
+            Arc::new(Progress::open(&outbox.dir, &only_dtmf.check().unwrap(), "j", 1).unwrap());
         outbox.track(progress.clone());
         let events: Vec<(u64, Value)> = (1..=4)
             .map(|i| {
@@ -730,7 +741,11 @@ mod tests {
         let text = std::fs::read_to_string(outbox.dir.join("dead-letters.jsonl")).unwrap();
         let ids: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["id"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["event"]["id"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(ids, [2, 4], "those after its position that it wants");
         let health = outbox.health(9);

@@ -73,7 +73,11 @@ impl Progress {
         let progress = Progress {
             name: endpoint.name.clone(),
             types: endpoint.events.clone(),
-            rooms: endpoint.rooms.iter().map(|r| r.as_str().to_string()).collect(),
+            rooms: endpoint
+                .rooms
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
             seq: AtomicU64::new(seq),
             path,
             journal_id: journal_id.to_string(),
@@ -297,7 +301,10 @@ mod tests {
         p.advance(44);
         assert_eq!(p.seq(), 45, "never back");
         p.save().unwrap();
-        assert_eq!(Progress::open(dir.path(), &crm, "j1", 99).unwrap().seq(), 45);
+        assert_eq!(
+            Progress::open(dir.path(), &crm, "j1", 99).unwrap().seq(),
+            45
+        );
         assert_eq!(
             Progress::open(dir.path(), &crm, "j2", 99).unwrap().seq(),
             0,
@@ -325,7 +332,10 @@ mod tests {
         assert_eq!(p.state(), WebhookState::Open);
         assert_eq!(p.last_error().as_deref(), Some("answered 500"));
         p.delivered(3);
-        assert_eq!((p.state(), p.seq(), p.delivered_count()), (WebhookState::Delivering, 3, 1));
+        assert_eq!(
+            (p.state(), p.seq(), p.delivered_count()),
+            (WebhookState::Delivering, 3, 1)
+        );
         p.set_gone();
         assert_eq!(p.state(), WebhookState::Gone);
     }
@@ -342,7 +352,10 @@ mod tests {
             .write(&[letter("crm", "expired", None, 9, Some("timeout"), &event)])
             .unwrap();
         let text = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["status"], 400);
         assert_eq!(lines[1]["reason"], "expired");
