@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::schemas::ErrorBody;
 use crate::{ApiError, AppState, ControlError, EventQuery, EventsPage, parse_room};
 
 /// Most seconds `GET /v1/events` waits for a first event.
@@ -33,8 +34,9 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 pub const SUBPROTOCOL: &str = "roundtable.v1";
 
 /// Query of both event routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsParams {
     /// The cursor: events after it (absent: from the oldest held).
     #[serde(default)]
@@ -74,8 +76,19 @@ async fn page(state: &AppState, query: &EventQuery) -> Result<EventsPage, ApiErr
     crate::blocking(move || control.events(&query)).await
 }
 
-/// `GET /v1/events?after=C[&room=R][&types=a,b][&wait_s=S]`: events after cursor C; with
-/// `wait_s`, waits up to that many seconds (at most 30) for one when there is none yet.
+/// Events after cursor `after`, oldest first, at most 500; with `wait_s`, waits up to that
+/// many seconds (at most 30) for one when there is none yet.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    security(("bearer" = [])),
+    params(EventsParams),
+    responses(
+        (status = 200, description = "a page of events", body = EventsPage),
+        (status = 400, description = "a bad cursor, room, type or wait_s", body = ErrorBody)
+    )
+)]
 pub(crate) async fn long_poll(
     State(state): State<AppState>,
     query: ParamsResult,
@@ -105,12 +118,32 @@ pub(crate) async fn long_poll(
     }
 }
 
-/// `GET /v1/events/ws?after=C&room=R&types=a,b`: the hello, then the events as they come.
+/// A WebSocket (subprotocol `roundtable.v1`): a `Hello`, then every `Event` after `after` as
+/// it happens, and `RoomLevelsMessage`s while someone talks. The token may come as the
+/// subprotocol `bearer.<token>`. A consumer 1,000 events behind is closed with 4008.
+#[utoipa::path(
+    get,
+    path = "/events/ws",
+    tag = "events",
+    security(("bearer" = [])),
+    params(EventsParams),
+    responses(
+        (status = 101, description = "switching to the WebSocket: Hello, then Event and RoomLevelsMessage messages"),
+        (status = 400, description = "a bad cursor, room or type, or not a WebSocket handshake", body = ErrorBody),
+        (status = 426, description = "not a WebSocket upgrade", body = ErrorBody)
+    )
+)]
 pub(crate) async fn websocket(
     State(state): State<AppState>,
     query: ParamsResult,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return ApiError::new(rejection.status(), rejection.body_text()).into_response();
+        }
+    };
     let query = match params(query).and_then(|p| p.query()) {
         Ok(query) => query,
         Err(error) => return error.into_response(),

@@ -1117,3 +1117,89 @@ async fn webhook_endpoints_are_added_listed_and_removed() {
     let (s, _) = call(&app, "GET", "/v1/events?types=bogus", "", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "types= names known event types");
 }
+
+/// The routes the OpenAPI document lists, `METHOD /path`, sorted.
+fn document_routes(document: &serde_json::Value) -> Vec<String> {
+    let mut routes: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "put", "post", "patch", "delete"].contains(&m.as_str()))
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect();
+    routes.sort();
+    routes
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_the_readme_lists_the_same() {
+    let (s, document) = call(&app(None), "GET", "/openapi.json", "", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    let routes = document_routes(&document);
+    for route in [
+        "GET /v1/rooms",
+        "PATCH /v1/rooms/{room}/participants/{leg}",
+        "GET /v1/recordings/{room}/{start}/{object}",
+        "POST /v1/webhooks",
+        "GET /v1/events/ws",
+        "GET /live",
+        "GET /openapi.json",
+    ] {
+        assert!(routes.contains(&route.to_string()), "{route} in {routes:?}");
+    }
+    // Every operation answers errors as {"error": ...}.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('4') || (status.starts_with('5') && path.starts_with("/v1")) {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    let types: Vec<&str> = document["components"]["schemas"]["EventType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(types, EVENT_TYPES, "the event types' schema is EVENT_TYPES");
+
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## REST API").unwrap()..];
+    let section = &section[..section[3..].find("\n## ").unwrap()];
+    let mut listed: Vec<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|row| {
+            let first = row[2..].split(" | ").next().unwrap_or_default();
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter_map(|code| {
+                    let (method, path) = code.split_once(' ')?;
+                    ["GET", "PUT", "POST", "PATCH", "DELETE"]
+                        .contains(&method)
+                        .then(|| format!("{method} {}", path.split('?').next().unwrap()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    listed.sort();
+    listed.dedup();
+    assert_eq!(
+        listed, routes,
+        "the README's REST table lists the document's routes"
+    );
+}

@@ -17,6 +17,7 @@ use roundtable_conference::RoomId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::schemas::ErrorBody;
 use crate::{ApiError, AppState, ControlError, Reply};
 
 /// Every event type the bridge emits, by name: what `types=` and an endpoint's `events` may
@@ -68,7 +69,7 @@ pub fn parse_event_types(text: &str) -> Result<Vec<String>, String> {
 
 /// An endpoint's definition: a `[[webhooks.endpoints]]` entry, an entry of
 /// `<storage.path>/webhooks.json`, and the body of `POST /v1/webhooks`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Its name: `[A-Za-z0-9_.-]{1,64}`, unique.
@@ -173,7 +174,7 @@ impl WebhookSpec {
 }
 
 /// Where an endpoint was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookSource {
     /// `[[webhooks.endpoints]]`: changed only in the configuration.
@@ -183,7 +184,7 @@ pub enum WebhookSource {
 }
 
 /// How an endpoint's deliveries go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookState {
     /// Delivering (or waiting for events).
@@ -198,7 +199,7 @@ pub enum WebhookState {
 }
 
 /// An endpoint as `GET /v1/webhooks` shows it (never its secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookView {
     /// Its name.
     pub name: String,
@@ -227,7 +228,7 @@ pub struct WebhookView {
 }
 
 /// The answer to `POST /v1/webhooks`: the endpoint and, this once, its secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookCreated {
     /// The endpoint.
     #[serde(flatten)]
@@ -246,12 +247,19 @@ pub trait WebhookControl: Send + Sync + 'static {
     fn remove(&self, name: &str) -> Reply<Result<(), ControlError>>;
 }
 
-/// `GET /v1/webhooks`.
+/// Every endpoint, configured ones first (secrets are never shown).
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", security(("bearer" = [])), responses(
+    (status = 200, description = "the endpoints", body = Vec<WebhookView>)
+))]
 pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<WebhookView>> {
     Json(state.webhooks.list().await)
 }
 
-/// `GET /v1/webhooks/{name}`.
+/// One endpoint.
+#[utoipa::path(get, path = "/webhooks/{name}", tag = "webhooks", security(("bearer" = [])), params(("name" = String, Path, description = "the endpoint's name")), responses(
+    (status = 200, description = "the endpoint", body = WebhookView),
+    (status = 404, description = "no such endpoint", body = ErrorBody)
+))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -266,7 +274,13 @@ pub(crate) async fn show(
         .ok_or(ControlError::WebhookNotFound.into())
 }
 
-/// `POST /v1/webhooks`: 201 with the endpoint and its secret.
+/// Adds an endpoint: it receives the events from now on, and its secret is shown this once.
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = WebhookSpec, responses(
+    (status = 201, description = "the endpoint and its secret", body = WebhookCreated),
+    (status = 400, description = "a bad name, URL, event type, room, secret or timeout", body = ErrorBody),
+    (status = 409, description = "the name is taken", body = ErrorBody),
+    (status = 503, description = "webhooks.json cannot be written", body = ErrorBody)
+))]
 pub(crate) async fn add(
     State(state): State<AppState>,
     body: axum::body::Bytes,
@@ -283,7 +297,13 @@ pub(crate) async fn add(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// `DELETE /v1/webhooks/{name}`: 204.
+/// Removes an endpoint added through the API.
+#[utoipa::path(delete, path = "/webhooks/{name}", tag = "webhooks", security(("bearer" = [])), params(("name" = String, Path, description = "the endpoint's name")), responses(
+    (status = 204, description = "removed"),
+    (status = 404, description = "no such endpoint", body = ErrorBody),
+    (status = 409, description = "defined in [[webhooks.endpoints]]", body = ErrorBody),
+    (status = 503, description = "webhooks.json cannot be written", body = ErrorBody)
+))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -12,6 +12,7 @@ use crate::policy::PolicySettings;
 /// Echo cancellation in a room or on a leg: always, never, or where the echo detector finds
 /// echo.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AecSetting {
     /// Never.
@@ -25,6 +26,7 @@ pub enum AecSetting {
 /// One room's settings, or the defaults of every room. `None` inherits; an empty PIN means "no
 /// PIN" even when the default has one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoomSpec {
     /// The PIN lobby callers enter; a room with one can only be entered through the lobby.
@@ -33,6 +35,7 @@ pub struct RoomSpec {
         skip_serializing_if = "Option::is_none",
         serialize_with = "exposed"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9]{0,16}$"))]
     pub pin: Option<Secret>,
     /// The PIN that joins as moderator.
     #[serde(
@@ -40,6 +43,7 @@ pub struct RoomSpec {
         skip_serializing_if = "Option::is_none",
         serialize_with = "exposed"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9]{0,16}$"))]
     pub moderator_pin: Option<Secret>,
     /// Participants before new callers get 486 (at most `media.max_legs_per_room`, which is
     /// also the default).
