@@ -105,9 +105,13 @@ fn bearer_token_guards_v1_and_never_reaches_the_logs() {
     assert_eq!(service.try_http("GET", "/health", "", None).unwrap().0, 200);
     assert_eq!(
         service.try_http("GET", "/metrics", "", None).unwrap().0,
-        200
+        401,
+        "with a token, the metrics need it too"
     );
-    let metrics = service.metrics();
+    let (status, metrics) = service
+        .try_http("GET", "/metrics", "", Some(secret))
+        .unwrap();
+    assert_eq!(status, 200);
     for name in [
         "roundtable_active_calls",
         "roundtable_rooms",

@@ -298,7 +298,11 @@ pub fn router(services: ApiServices) -> Router {
         .routes(routes!(probes::health))
         .routes(routes!(probes::healthz))
         .routes(routes!(probes::detailed))
-        .routes(routes!(probes::metrics))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(probes::metrics))
+                .route_layer(middleware::from_fn_with_state(state.clone(), require_token)),
+        )
         .routes(routes!(openapi_json))
         .split_for_parts();
     let document = Arc::new(finish_document(document));
@@ -310,17 +314,56 @@ pub fn router(services: ApiServices) -> Router {
         .with_state(state)
 }
 
-/// The document as served: OpenAPI 3.1, with axum's wildcard `{*object}` written `{object}`.
+/// The document as served: OpenAPI 3.1, with axum's wildcard `{*object}` written `{object}`,
+/// and the answers every route can give added once here: 401 where a token is needed, 413 for
+/// an oversized body, and the event types each `types` parameter takes.
 fn finish_document(mut document: utoipa::openapi::OpenApi) -> String {
-    let paths = std::mem::take(&mut document.paths.paths);
-    document.paths.paths = paths
-        .into_iter()
-        .map(|(path, item)| (path.replace("{*", "{"), item))
-        .collect();
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
-    document
-        .to_json()
-        .unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#))
+    let mut json = match serde_json::to_value(&document) {
+        Ok(json) => json,
+        Err(e) => return format!(r#"{{"error":"{e}"}}"#),
+    };
+    let error = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        })
+    };
+    let one_type = format!("({})", EVENT_TYPES.join("|"));
+    let types_pattern = format!("^({one_type}(,{one_type})*)?$");
+    if let Some(paths) = json["paths"].as_object_mut() {
+        let old = std::mem::take(paths);
+        for (path, mut item) in old {
+            let operations = item.as_object_mut().into_iter().flat_map(|i| {
+                i.iter_mut()
+                    .filter(|(method, _)| {
+                        ["get", "put", "post", "patch", "delete"].contains(&method.as_str())
+                    })
+                    .map(|(_, operation)| operation)
+            });
+            for operation in operations {
+                let secured = operation.get("security").is_some();
+                let has_body = operation.get("requestBody").is_some();
+                let responses = &mut operation["responses"];
+                if secured {
+                    responses["401"] = error("no token, or not a configured one");
+                }
+                if has_body {
+                    responses["413"] = error("the body is over 64 KiB");
+                }
+                let parameters = operation
+                    .get_mut("parameters")
+                    .and_then(serde_json::Value::as_array_mut);
+                for parameter in parameters.into_iter().flatten() {
+                    if parameter["name"] == "types" {
+                        parameter["schema"]["pattern"] = types_pattern.clone().into();
+                    }
+                }
+            }
+            paths.insert(path.replace("{*", "{"), item);
+        }
+    }
+    json.to_string()
 }
 
 /// This API's OpenAPI 3.1 document.
@@ -442,6 +485,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A request body: a JSON object (serde would also read a struct from an array) of `T`.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let invalid = |e: String| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}"));
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    if !value.is_object() {
+        return Err(invalid("a JSON object is expected".into()));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
 }
 
 /// Runs a storage call off the async threads.

@@ -534,6 +534,7 @@ pub struct RecordingSummary {
 
 /// Filters of `GET /v1/recordings`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingQuery {
     /// Only this room's.

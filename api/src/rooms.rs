@@ -50,7 +50,7 @@ pub(crate) async fn list_trunks(State(state): State<AppState>) -> Json<TrunkList
     path = "/rooms/{room}",
     tag = "rooms",
     security(("bearer" = [])),
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 200, description = "the room", body = RoomDetail),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -76,7 +76,7 @@ pub(crate) async fn show_room(
     tag = "rooms",
     security(("bearer" = [])),
     request_body = RecordingRequest,
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 200, description = "the room", body = RoomDetail),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -91,8 +91,7 @@ pub(crate) async fn recording(
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
-    let request: RecordingRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    let request: RecordingRequest = crate::json_body(&body)?;
     if request.mode.is_some() && request.action != RecordingAction::Start {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -109,8 +108,8 @@ pub(crate) async fn recording(
     path = "/rooms/{room}",
     tag = "rooms",
     security(("bearer" = [])),
-    request_body = RoomSpec,
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}")),
+    request_body = Option<RoomSpec>,
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 200, description = "the room", body = RoomDetail),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -125,8 +124,7 @@ pub(crate) async fn put_room(
     let spec: RoomSpec = if body.is_empty() {
         RoomSpec::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?
+        crate::json_body(&body)?
     };
     Ok(Json(state.control.put_room(&room, spec).await?))
 }
@@ -137,7 +135,7 @@ pub(crate) async fn put_room(
     path = "/rooms/{room}",
     tag = "rooms",
     security(("bearer" = [])),
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 204, description = "removed"),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -161,7 +159,7 @@ pub(crate) async fn delete_room(
     tag = "rooms",
     security(("bearer" = [])),
     request_body = DialRequest,
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 202, description = "the participant, dialing", body = Participant),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -176,8 +174,7 @@ pub(crate) async fn dial(
     RoomPath(room): RoomPath,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Participant>), ApiError> {
-    let request: DialRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    let request: DialRequest = crate::json_body(&body)?;
     request.check()?;
     let participant = state.control.dial(&room, request).await?;
     Ok((StatusCode::ACCEPTED, Json(participant)))
@@ -189,7 +186,7 @@ pub(crate) async fn dial(
     path = "/rooms/{room}/participants/{leg}",
     tag = "rooms",
     security(("bearer" = [])),
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}"), ("leg" = String, Path, description = "the participant id")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$"), ("leg" = String, Path, description = "the participant id", pattern = "^[0-9]{1,19}$")),
     responses(
         (status = 204, description = "gone"),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -211,7 +208,7 @@ pub(crate) async fn kick(
     tag = "rooms",
     security(("bearer" = [])),
     request_body = RoomPatch,
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 200, description = "the room", body = RoomDetail),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -223,8 +220,7 @@ pub(crate) async fn update_room(
     RoomPath(room): RoomPath,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
-    let patch: RoomPatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    let patch: RoomPatch = crate::json_body(&body)?;
     Ok(Json(state.control.update_room(&room, patch).await?))
 }
 
@@ -235,7 +231,7 @@ pub(crate) async fn update_room(
     tag = "rooms",
     security(("bearer" = [])),
     request_body = ParticipantPatch,
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}"), ("leg" = String, Path, description = "the participant id")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$"), ("leg" = String, Path, description = "the participant id", pattern = "^[0-9]{1,19}$")),
     responses(
         (status = 200, description = "the participant", body = Participant),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -247,8 +243,7 @@ pub(crate) async fn update_participant(
     LegPath(room, leg): LegPath,
     body: Bytes,
 ) -> Result<Json<Participant>, ApiError> {
-    let patch: ParticipantPatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    let patch: ParticipantPatch = crate::json_body(&body)?;
     if let Some(problem) = patch.problem() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, problem));
     }
@@ -274,7 +269,7 @@ pub(crate) struct MoveRequest {
     tag = "rooms",
     security(("bearer" = [])),
     request_body = MoveRequest,
-    params(("room" = String, Path, description = "the room id, [A-Za-z0-9_.-]{1,64}"), ("leg" = String, Path, description = "the participant id")),
+    params(("room" = String, Path, description = "the room id", pattern = "^[A-Za-z0-9_.-]{1,64}$"), ("leg" = String, Path, description = "the participant id", pattern = "^[0-9]{1,19}$")),
     responses(
         (status = 200, description = "the participant in its new room", body = Participant),
         (status = 400, description = "a malformed id or body", body = ErrorBody),
@@ -287,8 +282,7 @@ pub(crate) async fn move_participant(
     LegPath(room, leg): LegPath,
     body: Bytes,
 ) -> Result<Json<Participant>, ApiError> {
-    let request: MoveRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    let request: MoveRequest = crate::json_body(&body)?;
     Ok(Json(
         state
             .control

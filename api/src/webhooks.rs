@@ -285,8 +285,7 @@ pub(crate) async fn add(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<WebhookCreated>), ApiError> {
-    let mut spec: WebhookSpec = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    let mut spec: WebhookSpec = crate::json_body(&body)?;
     if spec.secret.is_none() {
         let made = WebhookSecret::generate()
             .map_err(|e| ControlError::Unavailable(format!("no random secret: {e}")))?;

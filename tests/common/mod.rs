@@ -1566,3 +1566,33 @@ pub fn read_stream_message(
     }
     None
 }
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI tools (PyPI)
+
+/// schemathesis, from PyPI (`SCHEMATHESIS` names its program, else `schemathesis` on PATH).
+pub const SCHEMATHESIS: Tool = Tool {
+    name: "schemathesis",
+    install: "PyPI packages schemathesis and openapi-spec-validator: `pip install \
+              schemathesis==4.32.5 openapi-spec-validator==0.9.0` and put them on PATH or in \
+              SCHEMATHESIS and OPENAPI_SPEC_VALIDATOR (or run .ci/run, which does both)",
+};
+
+/// A PyPI program: the path `env` names, else `name` on PATH; `None` (after [`tool_present`]
+/// failed the test, or skipped it on purpose) when it is not installed.
+pub fn python_tool(env: &str, name: &str, tool: &Tool) -> Option<PathBuf> {
+    let program = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(name));
+    let probe = Command::new(&program).arg("--help").output();
+    let missing = match probe {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(format!(
+            "{} --help exited {}",
+            program.display(),
+            output.status
+        )),
+        Err(e) => Some(format!("{}: {e}", program.display())),
+    };
+    tool_present(tool, missing).then_some(program)
+}
