@@ -98,6 +98,10 @@ mixer_threads = 0
 [api]
 listen = "127.0.0.1:8080"
 token = ""
+metrics_token = ""
+rate_limit_per_s = 50
+tls_cert = ""
+tls_key = ""
 
 [storage]
 backend = "local"
@@ -510,10 +514,65 @@ mod tests {
     }
 
     #[test]
-    fn token_is_redacted_in_debug_output() {
-        let c = load_toml("[api]\ntoken = \"hunter2\"", &[]).unwrap();
-        assert_eq!(c.api.token.as_ref().map(Secret::expose), Some("hunter2"));
-        assert!(!format!("{c:?}").contains("hunter2"));
+    fn tokens_are_kept_as_hashes_with_their_roles() {
+        let c = load_toml(
+            "[api]\ntoken = \"hunter2\"\nmetrics_token = \"scrape-me\"\n\
+             [[api.tokens]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"op-secret\"\n\
+             [[api.tokens]]\nname = \"idx\"\nrole = \"recordings\"\n\
+             token_sha256 = \"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08\"\n",
+            &[],
+        )
+        .unwrap();
+        let names: Vec<(&str, roundtable_api::Role)> = c
+            .api
+            .tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.role))
+            .collect();
+        use roundtable_api::Role::*;
+        assert_eq!(
+            names,
+            [("api.token", Admin), ("ops", Operator), ("idx", Recordings)]
+        );
+        let debug = format!("{c:?}");
+        for secret in ["hunter2", "op-secret", "scrape-me"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        let tokens = roundtable_api::Tokens::new(c.api.tokens.clone(), None, 0);
+        assert!(
+            matches!(tokens.identify(Some("test")), roundtable_api::Caller::Token(t) if t.name == "idx"),
+            "the hash of \"test\", in upper case hex"
+        );
+        for (toml, key) in [
+            (
+                "[[api.tokens]]\nname = \"x\"\nrole = \"boss\"\ntoken = \"t\"",
+                "api.tokens.role",
+            ),
+            (
+                "[[api.tokens]]\nname = \"x\"\nrole = \"viewer\"",
+                "api.tokens.token",
+            ),
+            (
+                "[[api.tokens]]\nname = \"x\"\nrole = \"viewer\"\ntoken = \"a\"\ntoken_sha256 = \"b\"",
+                "api.tokens.token",
+            ),
+            (
+                "[[api.tokens]]\nname = \"x\"\nrole = \"viewer\"\ntoken_sha256 = \"abc\"",
+                "api.tokens.token_sha256",
+            ),
+            (
+                "[api]\ntoken = \"t\"\n[[api.tokens]]\nname = \"api.token\"\nrole = \"viewer\"\ntoken = \"u\"",
+                "api.tokens.name",
+            ),
+            ("[api]\ntls_cert = \"/nonexistent.pem\"", "api.tls_key"),
+            (
+                "[api]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"",
+                "api.tls_cert",
+            ),
+            ("[api]\nlisten = \"0.0.0.0:8080\"", "api.token"),
+        ] {
+            assert_eq!(load_toml(toml, &[]).unwrap_err().key, key, "{toml}");
+        }
     }
 
     #[test]

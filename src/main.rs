@@ -5,6 +5,7 @@
 //! - [`metrics`]: service-level metrics.
 //! - [`time`]: wall-clock formatting.
 
+mod api_tls;
 mod archive;
 mod bridge;
 mod config;
@@ -368,25 +369,36 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
         control: Arc::new(bridge.clone()),
         webhooks: Arc::new(webhooks),
         registry,
-        token: config.api.token.as_ref().map(|t| t.expose().to_string()),
+        tokens: roundtable_api::Tokens::new(
+            config.api.tokens.clone(),
+            config.api.metrics_token.as_ref().map(|t| t.expose()),
+            config.api.rate_limit_per_s,
+        ),
     });
-    let api_shutdown = shutdown.clone();
-    // At most 16 KiB of an answer waits unsent in the kernel: a WebSocket consumer that stops
-    // reading then shows as behind in the bridge's queue (closed at 1,000 events) rather than
-    // hiding megabytes of events in socket buffers; bulk downloads keep their speed.
-    let api_listener = axum::serve::ListenerExt::tap_io(api_listener, |stream| {
-        if let Err(error) = socket2::SockRef::from(&*stream).set_tcp_notsent_lowat(16 << 10) {
-            tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let api_shutdown = shutdown.clone().cancelled_owned();
+    let api = match config.api.tls.clone() {
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(api_listener, |s| tune_api_socket(s));
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(api_shutdown)
+                    .await
+            })
         }
-    });
-    let api = tokio::spawn(async move {
-        axum::serve(
-            api_listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(api_shutdown.cancelled_owned())
-        .await
-    });
+        Some(tls) => {
+            let listener =
+                api_tls::TlsListener::new(api_listener, tls).context("api.listen: starting TLS")?;
+            let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+                tune_api_socket(s.get_ref().0);
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(api_shutdown)
+                    .await
+            })
+        }
+    };
 
     let sip_shutdown = CancellationToken::new();
     let trunk_commands = tokio::sync::mpsc::unbounded_channel();
@@ -510,6 +522,15 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     }
     info!("stopped");
     Ok(())
+}
+
+/// At most 16 KiB of an answer waits unsent in the kernel: a WebSocket consumer that stops
+/// reading then shows as behind in the bridge's queue (closed at 1,000 events) rather than
+/// hiding megabytes of events in socket buffers; bulk downloads keep their speed.
+fn tune_api_socket(stream: &tokio::net::TcpStream) {
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(16 << 10) {
+        tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+    }
 }
 
 async fn wait_for_signal() {

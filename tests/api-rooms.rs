@@ -102,7 +102,15 @@ fn bearer_token_guards_v1_and_never_reaches_the_logs() {
             .0,
         200
     );
-    assert_eq!(service.try_http("GET", "/health", "", None).unwrap().0, 200);
+    assert_eq!(service.try_http("GET", "/health", "", None).unwrap().0, 401);
+    assert_eq!(
+        service
+            .try_http("GET", "/health", "", Some(secret))
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(service.try_http("GET", "/live", "", None).unwrap().0, 200);
     assert_eq!(
         service.try_http("GET", "/metrics", "", None).unwrap().0,
         401,

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+pub use access::{Access, ApiToken, Caller, ROUTES, Role, Tokens};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 pub use events::{LAGGING_CLOSE, MAX_BEHIND, MAX_EVENT_WAIT_S, SUBPROTOCOL};
@@ -161,7 +161,7 @@ struct AppState {
     control: Arc<dyn Control>,
     webhooks: Arc<dyn WebhookControl>,
     registry: Registry,
-    token: Option<Arc<str>>,
+    tokens: Arc<Tokens>,
     metrics: Arc<ApiMetrics>,
 }
 
@@ -250,8 +250,9 @@ pub struct ApiServices {
     pub webhooks: Arc<dyn WebhookControl>,
     /// The metrics `/metrics` shows (the API's own are added to it).
     pub registry: Registry,
-    /// `api.token`: with it set, every `/v1` request needs `Authorization: Bearer`.
-    pub token: Option<String>,
+    /// The tokens and their roles (`api.token`, `[[api.tokens]]`): with any, every route but
+    /// `/live` and `/ready` needs one (see [`access::ROUTES`]).
+    pub tokens: Tokens,
 }
 
 /// Builds the router.
@@ -260,14 +261,14 @@ pub fn router(services: ApiServices) -> Router {
         control,
         webhooks,
         registry,
-        token,
+        tokens,
     } = services;
     let state = AppState {
         control,
         webhooks,
         metrics: Arc::new(ApiMetrics::register(&registry)),
         registry,
-        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        tokens: Arc::new(tokens),
     };
     let v1 = OpenApiRouter::new()
         .routes(routes!(rooms::list_rooms))
@@ -288,9 +289,7 @@ pub fn router(services: ApiServices) -> Router {
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::show, webhooks::remove))
         .routes(routes!(events::long_poll))
-        .routes(routes!(events::websocket))
-        .route_layer(middleware::from_fn_with_state(state.clone(), audit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .routes(routes!(events::websocket));
     let (router, document) = OpenApiRouter::with_openapi(schemas::ApiDoc::openapi())
         .nest("/v1", v1)
         .routes(routes!(probes::live))
@@ -298,15 +297,12 @@ pub fn router(services: ApiServices) -> Router {
         .routes(routes!(probes::health))
         .routes(routes!(probes::healthz))
         .routes(routes!(probes::detailed))
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(probes::metrics))
-                .route_layer(middleware::from_fn_with_state(state.clone(), require_token)),
-        )
+        .routes(routes!(probes::metrics))
         .routes(routes!(openapi_json))
         .split_for_parts();
     let document = Arc::new(finish_document(document));
     router
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found".into()) })
         .layer(axum::Extension(document))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -335,18 +331,30 @@ fn finish_document(mut document: utoipa::openapi::OpenApi) -> String {
         let old = std::mem::take(paths);
         for (path, mut item) in old {
             let operations = item.as_object_mut().into_iter().flat_map(|i| {
-                i.iter_mut()
-                    .filter(|(method, _)| {
-                        ["get", "put", "post", "patch", "delete"].contains(&method.as_str())
-                    })
-                    .map(|(_, operation)| operation)
+                i.iter_mut().filter(|(method, _)| {
+                    ["get", "put", "post", "patch", "delete"].contains(&method.as_str())
+                })
             });
-            for operation in operations {
-                let secured = operation.get("security").is_some();
+            for (method, operation) in operations {
+                let access =
+                    access::access(&method.to_uppercase(), &path).unwrap_or(Access::Roles(&[]));
                 let has_body = operation.get("requestBody").is_some();
+                operation["x-roles"] = access.role_names().into();
+                if access == Access::Open {
+                    if let Some(o) = operation.as_object_mut() {
+                        o.remove("security");
+                    }
+                } else {
+                    operation["security"] = serde_json::json!([{"bearer": []}]);
+                }
                 let responses = &mut operation["responses"];
-                if secured {
+                if access != Access::Open {
                     responses["401"] = error("no token, or not a configured one");
+                    responses["429"] =
+                        error("over api.rate_limit_per_s for this token; see Retry-After");
+                }
+                if access.role_names().len() < Role::ALL.len() && access != Access::Open {
+                    responses["403"] = error("the token's role may not call this route");
                 }
                 if has_body {
                     responses["413"] = error("the body is over 64 KiB");
@@ -406,86 +414,28 @@ async fn security_headers(uri: axum::http::Uri, response: Response) -> Response 
             axum::http::HeaderValue::from_static("no-store"),
         );
     }
-    response
-}
-
-async fn require_token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &state.token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // Browsers cannot set headers on a WebSocket: the token may come as the subprotocol
-        // `bearer.<token>` beside `roundtable.v1` (never in the URL).
-        let subprotocol = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .find_map(|p| p.trim().strip_prefix("bearer."));
-        let given = bearer.or(subprotocol).unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token".into(),
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Every request that changes something (not GET) becomes an `api_action` event once answered.
-async fn audit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() == axum::http::Method::GET {
-        return next.run(request).await;
-    }
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(
-            || request.uri().path().to_string(),
-            |m| m.as_str().to_string(),
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(HTML_POLICY),
         );
-    let action = format!("{} {route}", request.method());
-    // Inside the nested `/v1` router the URI has lost its prefix; the original has it.
-    let path = request
-        .extensions()
-        .get::<axum::extract::OriginalUri>()
-        .map_or_else(|| request.uri().path(), |o| o.0.path())
-        .to_string();
-    let room = path
-        .strip_prefix("/v1/rooms/")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|room| RoomId::parse(room).ok());
-    let source = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
-    let response = next.run(request).await;
-    state.control.audit(ApiAction {
-        token: state.token.as_ref().map(|_| "api.token".to_string()),
-        action,
-        path,
-        room,
-        source,
-        status: response.status().as_u16(),
-    });
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            axum::http::HeaderValue::from_static("DENY"),
+        );
+    }
     response
 }
 
-/// Compares without an early exit, so timing does not reveal how much of the token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The Content-Security-Policy of every HTML page (the console): its own scripts, styles and
+/// API only; no inline script, no framing, no plugins.
+pub const HTML_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     frame-ancestors 'none'; form-action 'self'";
 
 /// A request body: a JSON object (serde would also read a struct from an array) of `T`.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -513,6 +463,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+mod access;
 mod events;
 mod model;
 mod probes;

@@ -89,6 +89,7 @@ pub(crate) async fn recording(
     State(state): State<AppState>,
     RoomPath(room): RoomPath,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    caller: Option<axum::Extension<crate::Caller>>,
     body: Bytes,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let request: RecordingRequest = crate::json_body(&body)?;
@@ -98,7 +99,12 @@ pub(crate) async fn recording(
             "mode is only for start".into(),
         ));
     }
-    let by = peer.map_or_else(|| "unknown".to_string(), |p| p.0.0.to_string());
+    // The ledger names who asked: the token and the address it came from.
+    let address = peer.map_or_else(|| "unknown".to_string(), |p| p.0.0.to_string());
+    let by = match caller.map(|c| c.0) {
+        Some(crate::Caller::Token(token)) => format!("token {} from {address}", token.name),
+        _ => address,
+    };
     Ok(Json(state.control.recording(&room, request, &by).await?))
 }
 

@@ -388,7 +388,14 @@ fn services(control: Arc<Fake>, token: Option<&str>) -> ApiServices {
         control,
         webhooks: Arc::new(FakeWebhooks::default()),
         registry: Registry::new(),
-        token: token.map(str::to_string),
+        tokens: Tokens::new(
+            token
+                .map(|t| ApiToken::new("api.token", Role::Admin, t))
+                .into_iter()
+                .collect(),
+            None,
+            0,
+        ),
     }
 }
 
@@ -607,7 +614,7 @@ async fn unknown_room_or_leg_is_404() {
 }
 
 #[tokio::test]
-async fn token_guards_v1_only() {
+async fn a_token_guards_everything_but_live_and_ready() {
     let app = app(Some("s3cret"));
     assert_eq!(
         call(&app, "GET", "/v1/rooms", "", None).await.0,
@@ -622,15 +629,25 @@ async fn token_guards_v1_only() {
         (s, body["rooms"][0]["id"].as_str()),
         (StatusCode::OK, Some("1000"))
     );
+    for path in [
+        "/health",
+        "/healthz",
+        "/health/detailed",
+        "/openapi.json",
+        "/metrics",
+    ] {
+        let (s, _) = call(&app, "GET", path, "", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} needs the token");
+    }
     for path in ["/health", "/healthz"] {
-        let (s, body) = call(&app, "GET", path, "", None).await;
+        let (s, body) = call(&app, "GET", path, "", Some("s3cret")).await;
         assert_eq!(
             (s, body["status"].as_str()),
             (StatusCode::OK, Some("degraded"))
         );
         assert_eq!(body["reasons"][0], "storage: PutObject: connection refused");
     }
-    let (s, body) = call(&app, "GET", "/health/detailed", "", None).await;
+    let (s, body) = call(&app, "GET", "/health/detailed", "", Some("s3cret")).await;
     assert_eq!(
         (s, body["status"].as_str()),
         (StatusCode::OK, Some("degraded"))
@@ -1201,5 +1218,192 @@ async fn the_openapi_document_covers_every_route_and_the_readme_lists_the_same()
     assert_eq!(
         listed, routes,
         "the README's REST table lists the document's routes"
+    );
+}
+
+/// A path of the document with its parameters filled in with values the fake knows.
+fn concrete(path: &str) -> String {
+    path.replace("{room}", "1000")
+        .replace("{leg}", "7")
+        .replace("{start}", "20261122T093000Z")
+        .replace("{object}", "mix.wav")
+        .replace("{name}", "crm")
+}
+
+#[tokio::test]
+async fn every_role_against_every_route_is_refused_exactly_where_the_table_says() {
+    let tokens = Tokens::new(
+        Role::ALL
+            .iter()
+            .map(|role| ApiToken::new(role.as_str(), *role, &format!("{}-token", role.as_str())))
+            .collect(),
+        Some("metrics-token"),
+        0,
+    );
+    let app = router(ApiServices {
+        tokens,
+        ..services(
+            Arc::new(Fake {
+                recording: Mutex::new(false),
+                events: tokio::sync::watch::channel(1).0,
+                audited: Mutex::default(),
+            }),
+            None,
+        )
+    });
+    let (_, document) = call(&app, "GET", "/openapi.json", "", Some("viewer-token")).await;
+    let routes = document_routes(&document);
+    let mut table: Vec<String> = ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    table.sort();
+    assert_eq!(
+        table, routes,
+        "the role table lists exactly the document's routes"
+    );
+    for (method, path, access) in ROUTES {
+        let uri = concrete(path);
+        let body = if *method == "GET" { "" } else { "{}" };
+        for role in Role::ALL {
+            let token = format!("{}-token", role.as_str());
+            let (status, answer) = call(&app, method, &uri, body, Some(&token)).await;
+            assert_eq!(
+                status == StatusCode::FORBIDDEN,
+                !access.allows(role),
+                "{} on {method} {path}: {status} {answer}",
+                role.as_str()
+            );
+        }
+        let (status, _) = call(&app, method, &uri, body, None).await;
+        assert_eq!(
+            status == StatusCode::UNAUTHORIZED,
+            *access != Access::Open,
+            "no token on {method} {path}: {status}"
+        );
+        let (status, _) = call(&app, method, &uri, body, Some("metrics-token")).await;
+        assert_eq!(
+            status == StatusCode::UNAUTHORIZED,
+            *access != Access::Open && *path != "/metrics",
+            "api.metrics_token on {method} {path}: {status}"
+        );
+        let operation = &document["paths"][*path][method.to_lowercase()];
+        let roles: Vec<&str> = operation["x-roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(roles, access.role_names(), "x-roles of {method} {path}");
+    }
+
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("### Tokens and roles").unwrap()..];
+    let rows: Vec<(String, Vec<&str>)> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| route |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].trim_matches('`').to_string(), cells[1..].to_vec())
+        })
+        .collect();
+    let expected: Vec<(String, Vec<&str>)> = ROUTES
+        .iter()
+        .map(|(m, p, access)| {
+            let cells = Role::ALL
+                .iter()
+                .map(|role| match access {
+                    Access::Open => "open",
+                    _ if access.allows(*role) => "yes",
+                    _ => "no",
+                })
+                .collect();
+            (format!("{m} {p}"), cells)
+        })
+        .collect();
+    assert_eq!(rows, expected, "the README's role table is access::ROUTES");
+}
+
+#[tokio::test]
+async fn audit_entries_name_the_token_and_a_spent_budget_is_429() {
+    let control = Arc::new(Fake {
+        recording: Mutex::new(false),
+        events: tokio::sync::watch::channel(1).0,
+        audited: Mutex::default(),
+    });
+    let app = router(ApiServices {
+        tokens: Tokens::new(
+            vec![
+                ApiToken::new("night-shift", Role::Operator, "op-token"),
+                ApiToken::new("wallboard", Role::Viewer, "view-token"),
+            ],
+            None,
+            1,
+        ),
+        ..services(control.clone(), None)
+    });
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        "/v1/rooms/1000",
+        r#"{"locked":true}"#,
+        Some("op-token"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        "/v1/rooms/1000",
+        r#"{"locked":true}"#,
+        Some("view-token"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let audited = control.audited.lock().unwrap().clone();
+    let seen: Vec<(Option<&str>, u16)> = audited
+        .iter()
+        .map(|a| (a.token.as_deref(), a.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [(Some("night-shift"), 200), (Some("wallboard"), 403)],
+        "refused attempts are audited too"
+    );
+    // 1 a second, a burst of 2: the operator spent one above.
+    let (s, _) = call(&app, "GET", "/v1/rooms", "", Some("op-token")).await;
+    assert_eq!(s, StatusCode::OK);
+    let response = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/v1/rooms")
+                .header("authorization", "Bearer op-token")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (s, _) = call(&app, "GET", "/v1/rooms", "", Some("view-token")).await;
+    assert_eq!(s, StatusCode::OK, "another token's budget is its own");
+}
+
+#[tokio::test]
+async fn html_gets_a_strict_content_security_policy() {
+    let html = Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(axum::body::Body::from("<p>console</p>"))
+        .unwrap();
+    let answer = security_headers("/console/".parse().unwrap(), html).await;
+    let headers = answer.headers();
+    assert_eq!(headers[header::CONTENT_SECURITY_POLICY], HTML_POLICY);
+    assert!(HTML_POLICY.contains("script-src 'self'") && !HTML_POLICY.contains("unsafe"));
+    assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+    let json = security_headers("/v1/rooms".parse().unwrap(), Json(1).into_response()).await;
+    assert!(
+        json.headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .is_none()
     );
 }

@@ -13,6 +13,24 @@ use super::{ConfigError, Secret, bounded, socket_addr};
 pub(super) struct RawApi {
     listen: String,
     token: String,
+    metrics_token: String,
+    rate_limit_per_s: i64,
+    tls_cert: String,
+    tls_key: String,
+    #[serde(default)]
+    tokens: Vec<RawApiToken>,
+}
+
+/// One `[[api.tokens]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApiToken {
+    name: String,
+    role: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    token_sha256: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,22 +105,119 @@ impl HealthConfig {
 pub struct ApiConfig {
     /// REST API address.
     pub listen: SocketAddr,
-    /// Bearer token for `/v1`; never logged.
-    pub token: Option<Secret>,
+    /// `api.token` (an admin named `api.token`) and `[[api.tokens]]`; only their hashes are
+    /// kept.
+    pub tokens: Vec<roundtable_api::ApiToken>,
+    /// `api.metrics_token`: good for `GET /metrics` only.
+    pub metrics_token: Option<Secret>,
+    /// `api.rate_limit_per_s`: requests a second per token (0: none).
+    pub rate_limit_per_s: u32,
+    /// `api.tls_cert` and `api.tls_key`, loaded: the API speaks HTTPS only.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl ApiConfig {
-    /// Checks `[api]`: a token is required off loopback.
+    /// Checks `[api]`: tokens with valid roles and unique names, one is required off
+    /// loopback, and a certificate with its key or neither.
     pub(super) fn validate(raw: RawApi) -> Result<ApiConfig, ConfigError> {
+        use roundtable_api::{ApiToken, Role};
         let listen = socket_addr("api.listen", &raw.listen)?;
-        let token = Some(raw.token).filter(|t| !t.is_empty()).map(Secret::new);
-        if !listen.ip().is_loopback() && token.is_none() {
+        let mut tokens = Vec::new();
+        if !raw.token.is_empty() {
+            tokens.push(ApiToken::new("api.token", Role::Admin, &raw.token));
+        }
+        for entry in &raw.tokens {
+            let bad = |field: &str, reason: String| {
+                ConfigError::new(
+                    &format!("api.tokens.{field}"),
+                    format!("token {:?}: {reason}", entry.name),
+                )
+            };
+            let name_ok = (1..=64).contains(&entry.name.len())
+                && entry
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !name_ok {
+                return Err(bad("name", "is not [A-Za-z0-9_.-]{1,64}".into()));
+            }
+            if tokens.iter().any(|t: &ApiToken| t.name == entry.name) {
+                return Err(bad(
+                    "name",
+                    "is used twice (api.token is the name of api.token)".into(),
+                ));
+            }
+            let role = Role::parse(&entry.role).ok_or_else(|| {
+                bad(
+                    "role",
+                    format!(
+                        "{:?} is not admin, operator, viewer or recordings",
+                        entry.role
+                    ),
+                )
+            })?;
+            let token = match (entry.token.is_empty(), entry.token_sha256.is_empty()) {
+                (false, true) => ApiToken::new(&entry.name, role, &entry.token),
+                (true, false) => ApiToken::from_sha256(
+                    &entry.name,
+                    role,
+                    &entry.token_sha256.to_ascii_lowercase(),
+                )
+                .ok_or_else(|| bad("token_sha256", "is not 64 hex digits".into()))?,
+                _ => {
+                    return Err(bad(
+                        "token",
+                        "give token or token_sha256, one of them".into(),
+                    ));
+                }
+            };
+            tokens.push(token);
+        }
+        if !listen.ip().is_loopback() && tokens.is_empty() {
             return Err(ConfigError::new(
                 "api.token",
-                "required when api.listen is not a loopback address",
+                "required when api.listen is not a loopback address (or [[api.tokens]])",
             ));
         }
-        Ok(ApiConfig { listen, token })
+        let tls = match (raw.tls_cert.is_empty(), raw.tls_key.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                let loaded = roundtable_sip::transport::tls_config(
+                    raw.tls_cert.as_ref(),
+                    raw.tls_key.as_ref(),
+                )
+                .map_err(|e| ConfigError::new("api.tls_cert", e))?;
+                let mut config = (*loaded).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(std::sync::Arc::new(config))
+            }
+            (true, false) => {
+                return Err(ConfigError::new(
+                    "api.tls_cert",
+                    "required with api.tls_key",
+                ));
+            }
+            (false, true) => {
+                return Err(ConfigError::new(
+                    "api.tls_key",
+                    "required with api.tls_cert",
+                ));
+            }
+        };
+        Ok(ApiConfig {
+            listen,
+            tokens,
+            metrics_token: Some(raw.metrics_token)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            rate_limit_per_s: bounded(
+                "api.rate_limit_per_s",
+                raw.rate_limit_per_s,
+                0..=1_000_000,
+                "must be between 0 and 1000000",
+            )? as u32,
+            tls,
+        })
     }
 }
 
