@@ -373,14 +373,9 @@ impl WebhookSecret {
     /// delivery's signature; compared in constant time.
     pub fn verify(&self, id: &str, timestamp: u64, body: &[u8], header: &str) -> bool {
         let expected = self.sign(id, timestamp, body);
-        header.split(' ').any(|given| {
-            given.len() == expected.len()
-                && given
-                    .bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
+        header
+            .split(' ')
+            .any(|given| crate::access::constant_time_eq(given.as_bytes(), expected.as_bytes()))
     }
 }
 

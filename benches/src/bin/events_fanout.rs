@@ -15,12 +15,12 @@
 //! and the latency from each event (its `at`, to the millisecond) to its arrival at a WebSocket
 //! consumer and at a webhook receiver (p50, p99, max).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use roundtable_benches::{histogram_buckets, quantile_between};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -227,60 +227,6 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The lateness histogram's buckets (upper bound, count), summed over the mixer threads.
-fn lateness_buckets(text: &str) -> Vec<(f64, f64)> {
-    let mut buckets: HashMap<String, f64> = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("roundtable_mixer_tick_lateness_seconds_bucket{"))
-    {
-        let Some(le) = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
-            continue;
-        };
-        let count: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *buckets.entry(le.to_string()).or_default() += count;
-    }
-    let mut out: Vec<(f64, f64)> = buckets
-        .into_iter()
-        .map(|(le, n)| {
-            (
-                if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().unwrap_or(f64::INFINITY)
-                },
-                n,
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out
-}
-
-/// The p99 bound of the ticks between two readings of the histogram.
-fn lateness_p99(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
-    let diff: Vec<(f64, f64)> = after
-        .iter()
-        .map(|(le, n)| {
-            (
-                *le,
-                n - before
-                    .iter()
-                    .find(|(b, _)| b == le)
-                    .map_or(0.0, |(_, m)| *m),
-            )
-        })
-        .collect();
-    let total = diff.last().map_or(0.0, |(_, n)| *n);
-    diff.iter()
-        .find(|(_, n)| *n >= 0.99 * total)
-        .map_or(f64::NAN, |(le, _)| *le)
-}
-
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -370,7 +316,12 @@ async fn main() {
     let after = metrics(token.clone()).await;
     let skipped = metric(&after, "roundtable_mixer_ticks_skipped_total")
         - metric(&before, "roundtable_mixer_ticks_skipped_total");
-    let p99 = lateness_p99(&lateness_buckets(&before), &lateness_buckets(&after));
+    let lateness = "roundtable_mixer_tick_lateness_seconds";
+    let (p99, _) = quantile_between(
+        &histogram_buckets(&before, lateness),
+        &histogram_buckets(&after, lateness),
+        0.99,
+    );
     let closed = metric(&after, "roundtable_events_ws_lagging_closed_total")
         - metric(&before, "roundtable_events_ws_lagging_closed_total");
     let mut l = std::mem::take(&mut *latencies.lock().unwrap());
