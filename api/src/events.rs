@@ -70,8 +70,12 @@ fn params(query: ParamsResult) -> Result<EventsParams, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-/// Reads a page on a blocking thread (a cursor behind the memory ring reads the journal).
+/// Reads a page: from memory at once, or (a cursor behind the memory ring reads the journal)
+/// on a blocking thread.
 async fn page(state: &AppState, query: &EventQuery) -> Result<EventsPage, ApiError> {
+    if let Some(page) = state.control.events_in_memory(query) {
+        return page.map_err(ApiError::from);
+    }
     let (control, query) = (state.control.clone(), query.clone());
     crate::blocking(move || control.events(&query)).await
 }

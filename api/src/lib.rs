@@ -144,6 +144,9 @@ pub trait Control: Send + Sync + 'static {
     /// A page of events after `query.after` (a bad cursor is [`ControlError::Invalid`]). May
     /// read the journal: called on a blocking thread.
     fn events(&self, query: &EventQuery) -> Result<EventsPage, ControlError>;
+    /// [`Control::events`] when it needs no IO (the page is in memory): callable on an async
+    /// thread; `None` when the journal must be read.
+    fn events_in_memory(&self, query: &EventQuery) -> Option<Result<EventsPage, ControlError>>;
     /// Every room's talking levels as the mixer reports them (for WebSockets).
     fn room_levels(&self) -> tokio::sync::broadcast::Receiver<RoomLevels>;
     /// Records a control request (`api_action`: who, what, from where, and the answer).

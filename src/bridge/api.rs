@@ -460,23 +460,18 @@ impl Control for BridgeHandle {
     }
 
     fn events(&self, query: &roundtable_api::EventQuery) -> Result<EventsPage, ControlError> {
-        let rooms: Vec<&str> = query.room.iter().map(RoomId::as_str).collect();
-        let filter = crate::events::Filter {
-            rooms: &rooms,
-            types: &query.types,
-        };
-        let page = self
-            .events
-            .since(&query.after, &filter)
-            .map_err(|e| match e {
-                crate::events::EventError::BadCursor(_) => ControlError::Invalid(e.to_string()),
-                crate::events::EventError::Journal(_) => ControlError::Unavailable(e.to_string()),
-            })?;
-        Ok(EventsPage {
-            events: page.events,
-            next: page.next,
-            missed: page.missed,
-            behind: page.behind,
+        events_page(query, |cursor, filter| {
+            Some(self.events.since(cursor, filter))
+        })
+        .unwrap_or_else(|| Err(stopped()))
+    }
+
+    fn events_in_memory(
+        &self,
+        query: &roundtable_api::EventQuery,
+    ) -> Option<Result<EventsPage, ControlError>> {
+        events_page(query, |cursor, filter| {
+            self.events.since_in_memory(cursor, filter)
         })
     }
 
@@ -507,6 +502,34 @@ impl Control for BridgeHandle {
 }
 
 /// The answer when the bridge task has stopped (shutdown).
+/// A page of the event log for the API, read by `read` (from memory or the journal).
+fn events_page(
+    query: &roundtable_api::EventQuery,
+    read: impl FnOnce(
+        &str,
+        &crate::events::Filter<'_>,
+    ) -> Option<Result<crate::events::Page, crate::events::EventError>>,
+) -> Option<Result<EventsPage, ControlError>> {
+    let rooms: Vec<&str> = query.room.iter().map(RoomId::as_str).collect();
+    let filter = crate::events::Filter {
+        rooms: &rooms,
+        types: &query.types,
+    };
+    let page = read(&query.after, &filter)?;
+    Some(
+        page.map(|page| EventsPage {
+            events: page.events,
+            next: page.next,
+            missed: page.missed,
+            behind: page.behind,
+        })
+        .map_err(|e| match e {
+            crate::events::EventError::BadCursor(_) => ControlError::Invalid(e.to_string()),
+            crate::events::EventError::Journal(_) => ControlError::Unavailable(e.to_string()),
+        }),
+    )
+}
+
 fn stopped() -> ControlError {
     ControlError::Unavailable("the service is stopping".into())
 }

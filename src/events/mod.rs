@@ -222,9 +222,35 @@ impl EventLog {
     }
 
     /// Events after `cursor` that `filter` wants, at most [`PAGE`]. A cursor behind the ring
-    /// reads the journal: blocking, call it off the async threads.
+    /// reads the journal: blocking, call it off the async threads (or try
+    /// [`EventLog::since_in_memory`] first).
     pub fn since(&self, cursor: &str, filter: &Filter<'_>) -> Result<Page, EventError> {
-        let after = self.parse_cursor(cursor)?;
+        match self.read(cursor, filter, true) {
+            Some(page) => page,
+            None => Err(EventError::Journal("the journal was not read".into())),
+        }
+    }
+
+    /// [`EventLog::since`] when the ring holds what follows `cursor` (no IO: fine on an async
+    /// thread); `None` when the journal must be read.
+    pub fn since_in_memory(
+        &self,
+        cursor: &str,
+        filter: &Filter<'_>,
+    ) -> Option<Result<Page, EventError>> {
+        self.read(cursor, filter, false)
+    }
+
+    fn read(
+        &self,
+        cursor: &str,
+        filter: &Filter<'_>,
+        may_read_journal: bool,
+    ) -> Option<Result<Page, EventError>> {
+        let after = match self.parse_cursor(cursor) {
+            Ok(after) => after,
+            Err(e) => return Some(Err(e)),
+        };
         let published = *self.published.borrow();
         let mut next = after.min(published);
         let mut events = Vec::new();
@@ -244,11 +270,15 @@ impl EventLog {
                 }
             }
             ring_oldest.saturating_sub(after + 1)
+        } else if !may_read_journal {
+            return None;
         } else {
             drop(ring);
             let dir = self.dir.as_deref().unwrap_or(Path::new("."));
-            let from_disk = journal::read_dir_after(dir, after, published, PAGE * 4)
-                .map_err(|e| EventError::Journal(e.to_string()))?;
+            let from_disk = match journal::read_dir_after(dir, after, published, PAGE * 4) {
+                Ok(events) => events,
+                Err(e) => return Some(Err(EventError::Journal(e.to_string()))),
+            };
             for (id, event) in &from_disk {
                 if !take(*id, event) {
                     break;
@@ -258,13 +288,13 @@ impl EventLog {
                 .load(Ordering::Relaxed)
                 .saturating_sub(after + 1)
         };
-        Ok(Page {
+        Some(Ok(Page {
             events,
             next: self.cursor(next),
             next_seq: next,
             missed,
             behind: published.saturating_sub(next),
-        })
+        }))
     }
 
     /// This journal's id (cursors begin with it).
@@ -466,6 +496,20 @@ mod tests {
         let first = log.cursor(0);
         drop(log);
         let log = open(dir.path());
+        assert!(
+            log.since_in_memory(&first, &all()).is_none(),
+            "behind the ring: only the journal has them"
+        );
+        let recent = log.cursor((CAPACITY + 10) as u64);
+        assert_eq!(
+            log.since_in_memory(&recent, &all())
+                .unwrap()
+                .unwrap()
+                .events
+                .len(),
+            10,
+            "the ring answers without IO"
+        );
         let page = log.since(&first, &all()).unwrap();
         assert_eq!(page.missed, 0);
         assert_eq!(page.events.len(), PAGE);

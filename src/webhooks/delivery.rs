@@ -87,8 +87,21 @@ impl Delivery {
         let mut changes = self.log.subscribe();
         let mut saved_at = Instant::now();
         'events: while !self.stop.is_cancelled() {
-            let (log, progress) = (self.log.clone(), self.progress.clone());
-            let page = match tokio::task::spawn_blocking(move || progress.next_page(&log)).await {
+            // From memory when the ring has it; the journal on a blocking thread otherwise.
+            let read = match self.progress.next_page(&self.log, false) {
+                Some(page) => Ok(page),
+                None => {
+                    let (log, progress) = (self.log.clone(), self.progress.clone());
+                    tokio::task::spawn_blocking(move || progress.next_page(&log, true))
+                        .await
+                        .map(|page| {
+                            page.unwrap_or_else(|| {
+                                Err(crate::events::EventError::Journal("not read".into()))
+                            })
+                        })
+                }
+            };
+            let page = match read {
                 Ok(Ok(page)) => page,
                 Ok(Err(error)) => {
                     tracing::error!(endpoint = %self.endpoint.name, %error, "webhook: cannot read the event journal");
@@ -108,20 +121,28 @@ impl Delivery {
                 }
             }
             self.progress.advance(page.next_seq);
+            if saved_at.elapsed() >= SAVE_EVERY {
+                self.save().await;
+                saved_at = Instant::now();
+            }
             if page.behind > 0 {
-                if saved_at.elapsed() >= SAVE_EVERY {
-                    self.save().await;
-                    saved_at = Instant::now();
-                }
                 continue;
             }
-            self.save().await;
-            saved_at = Instant::now();
             let newest = *changes.borrow_and_update();
             if newest <= self.progress.seq() {
+                // Idle: the position is saved within SAVE_EVERY, not after every event.
+                let save_in = if self.progress.unsaved() {
+                    SAVE_EVERY.saturating_sub(saved_at.elapsed())
+                } else {
+                    Duration::MAX
+                };
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { break },
                     () = self.stop.cancelled() => break,
+                    () = tokio::time::sleep(save_in) => {
+                        self.save().await;
+                        saved_at = Instant::now();
+                    }
                 }
             }
         }

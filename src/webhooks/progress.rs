@@ -3,7 +3,7 @@
 //! An endpoint's cursor (`<storage.path>/webhooks/<name>.cursor`, `<journal id>:<seq>`) is the
 //! last event it received or that went to its dead letters. Its delivery task moves it; so does
 //! the journal's pruner, when events it never received must go before it gets them. It is
-//! saved at most about once a second (and at every pause and shutdown), so after a kill -9 an
+//! saved within a second of moving (at most once a second) and at shutdown, so after a kill -9 an
 //! endpoint may receive the last second's events twice: delivery is at least once, and
 //! `webhook-id` lets a receiver drop a repeat.
 //!
@@ -104,14 +104,20 @@ impl Progress {
         .wants(event)
     }
 
-    /// The next events for the endpoint (blocking: it may read the journal).
-    pub fn next_page(&self, log: &EventLog) -> Result<Page, EventError> {
+    /// The next events for the endpoint; with `may_block` false, `None` when they must be
+    /// read from the journal (blocking).
+    pub fn next_page(&self, log: &EventLog, may_block: bool) -> Option<Result<Page, EventError>> {
         let rooms: Vec<&str> = self.rooms.iter().map(String::as_str).collect();
         let filter = Filter {
             rooms: &rooms,
             types: &self.types,
         };
-        log.since(&log.cursor(self.seq()), &filter)
+        let cursor = log.cursor(self.seq());
+        if may_block {
+            Some(log.since(&cursor, &filter))
+        } else {
+            log.since_in_memory(&cursor, &filter)
+        }
     }
 
     /// The last event received or dead-lettered.
@@ -184,6 +190,11 @@ impl Progress {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the position moved since it was last saved.
+    pub fn unsaved(&self) -> bool {
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) != self.seq()
     }
 
     /// Writes the position if it moved (blocking; a rename, so a crash leaves the old or the

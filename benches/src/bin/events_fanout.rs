@@ -177,17 +177,19 @@ async fn receive(listener: TcpListener, latencies: Arc<Mutex<Latencies>>) {
 
 /// One WebSocket consumer of every event.
 async fn consume(
+    after: String,
     api: SocketAddr,
     token: Option<String>,
     latencies: Arc<Mutex<Latencies>>,
     connected: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request =
-        match format!("ws://{api}/v1/events/ws?types=api_action").into_client_request() {
-            Ok(r) => r,
-            Err(_) => return,
-        };
+    let mut request = match format!("ws://{api}/v1/events/ws?types=api_action&after={after}")
+        .into_client_request()
+    {
+        Ok(r) => r,
+        Err(_) => return,
+    };
     if let Some(token) = token
         && let Ok(value) = format!("Bearer {token}").parse()
     {
@@ -263,9 +265,26 @@ async fn main() {
         .expect("POST /v1/webhooks");
         assert!(status == 201, "webhook endpoint not added: {answer}");
     }
+    // Consumers follow from the newest event (a cursor past the end reads as the newest): the
+    // run measures live fan-out, not a replay of what earlier runs left in the journal.
+    let (_, page) = request(
+        args.api,
+        "GET",
+        "/v1/events?after=999999999999",
+        "",
+        token.as_deref(),
+    )
+    .await
+    .expect("GET /v1/events");
+    let newest = page
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|page| page["next"].as_str().map(str::to_string))
+        .unwrap_or_default();
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..args.ws {
         tokio::spawn(consume(
+            newest.clone(),
             args.api,
             token.clone(),
             latencies.clone(),
