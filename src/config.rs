@@ -238,6 +238,9 @@ pub struct Config {
     /// `[testing]`: faults tests inject. Production leaves them at zero; the service warns at
     /// start when any is set.
     pub testing: Testing,
+    /// Everything merged (defaults, file, environment, command line) as the file writes it,
+    /// secrets redacted: what `GET /v1/admin/config` shows.
+    pub effective: serde_json::Value,
 }
 
 /// Command-line values that override the file and environment (for the common keys).
@@ -358,10 +361,53 @@ pub fn load(
         overrides.log_level.clone().map(config::Value::from),
     )?;
     let merged = builder.build().map_err(|e| from_config_error(&e))?;
+    let effective: serde_json::Value = merged
+        .clone()
+        .try_deserialize()
+        .unwrap_or(serde_json::Value::Null);
     let raw: Raw = merged
         .try_deserialize()
         .map_err(|e| from_config_error(&e))?;
-    validate(raw)
+    let mut config = validate(raw)?;
+    config.effective = redacted(effective);
+    Ok(config)
+}
+
+/// Keys whose values are secrets: `GET /v1/admin/config` writes them `<redacted>`.
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "token_sha256",
+    "metrics_token",
+    "secret",
+    "secret_key",
+    "access_key",
+    "password",
+    "pin",
+    "moderator_pin",
+];
+
+/// `value` with every non-empty secret (by its key, at any depth) written `<redacted>`.
+fn redacted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let secret = SECRET_KEYS.contains(&key.as_str())
+                        && !matches!(&value, Value::String(s) if s.is_empty())
+                        && !value.is_null();
+                    let value = if secret {
+                        Value::String("<redacted>".into())
+                    } else {
+                        redacted(value)
+                    };
+                    (key, value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redacted).collect()),
+        other => other,
+    }
 }
 
 /// Turns the config crate's message into our key + reason form.
@@ -454,6 +500,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         log: LogConfig::validate(raw.log)?,
         health: HealthConfig::validate(raw.health)?,
         testing: Testing::validate(raw.testing)?,
+        effective: serde_json::Value::Null,
     })
 }
 
@@ -538,6 +585,20 @@ mod tests {
         for secret in ["hunter2", "op-secret", "scrape-me"] {
             assert!(!debug.contains(secret), "{secret} in {debug}");
         }
+        let shown = c.effective.to_string();
+        for secret in ["hunter2", "op-secret", "scrape-me", "9F86D081"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(c.effective["api"]["tokens"][0]["token"], "<redacted>");
+        assert_eq!(c.effective["api"]["tokens"][0]["name"], "ops");
+        assert_eq!(
+            c.effective["api"]["tls_cert"], "",
+            "an empty value stays empty"
+        );
+        assert_eq!(
+            c.effective["sip"]["max_calls"], 1000,
+            "the rest is as configured"
+        );
         let tokens = roundtable_api::Tokens::new(c.api.tokens.clone(), None, 0);
         assert!(
             matches!(tokens.identify(Some("test")), roundtable_api::Caller::Token(t) if t.name == "idx"),

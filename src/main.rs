@@ -368,6 +368,7 @@ async fn serve(config: Config, storage: archive::Storage) -> anyhow::Result<()> 
     let router = roundtable_api::router(roundtable_api::ApiServices {
         control: Arc::new(bridge.clone()),
         webhooks: Arc::new(webhooks),
+        config: config.effective.clone(),
         registry,
         tokens: roundtable_api::Tokens::new(
             config.api.tokens.clone(),

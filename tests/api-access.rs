@@ -12,6 +12,7 @@ use common::*;
 const OPERATOR: &str = "op-7d41c9e2b5";
 const VIEWER: &str = "view-3a8f16c0d2";
 const METRICS: &str = "scrape-5e2b7a9c41";
+const ADMIN: &str = "admin-91c4e07f3b";
 
 fn as_token(
     service: &Service,
@@ -32,7 +33,7 @@ fn as_token(
 fn roles_are_enforced_and_the_audit_trail_and_ledger_name_the_token() {
     let service = Service::start(Options {
         toml: format!(
-            "[api]\nmetrics_token = \"{METRICS}\"\n\
+            "[api]\nmetrics_token = \"{METRICS}\"\ntoken = \"{ADMIN}\"\n\
              [[api.tokens]]\nname = \"night-shift\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n\
              [[api.tokens]]\nname = \"wallboard\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n"
         ),

@@ -123,6 +123,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/webhooks", Access::Roles(&[A])),
     ("GET", "/v1/webhooks/{name}", Access::Roles(&[A])),
     ("DELETE", "/v1/webhooks/{name}", Access::Roles(&[A])),
+    ("GET", "/v1/admin/config", Access::Roles(&[A])),
 ];
 
 /// Who may call `method` on the route `template` (as the router matched it, `{*object}`

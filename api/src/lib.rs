@@ -163,6 +163,7 @@ pub type Reply<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 struct AppState {
     control: Arc<dyn Control>,
     webhooks: Arc<dyn WebhookControl>,
+    config: Arc<serde_json::Value>,
     registry: Registry,
     tokens: Arc<Tokens>,
     metrics: Arc<ApiMetrics>,
@@ -253,6 +254,8 @@ pub struct ApiServices {
     pub webhooks: Arc<dyn WebhookControl>,
     /// The metrics `/metrics` shows (the API's own are added to it).
     pub registry: Registry,
+    /// The configuration in effect, secrets redacted (`GET /v1/admin/config`).
+    pub config: serde_json::Value,
     /// The tokens and their roles (`api.token`, `[[api.tokens]]`): with any, every route but
     /// `/live` and `/ready` needs one (see [`access::ROUTES`]).
     pub tokens: Tokens,
@@ -263,12 +266,14 @@ pub fn router(services: ApiServices) -> Router {
     let ApiServices {
         control,
         webhooks,
+        config,
         registry,
         tokens,
     } = services;
     let state = AppState {
         control,
         webhooks,
+        config: Arc::new(config),
         metrics: Arc::new(ApiMetrics::register(&registry)),
         registry,
         tokens: Arc::new(tokens),
@@ -292,7 +297,8 @@ pub fn router(services: ApiServices) -> Router {
         .routes(routes!(webhooks::list, webhooks::add))
         .routes(routes!(webhooks::show, webhooks::remove))
         .routes(routes!(events::long_poll))
-        .routes(routes!(events::websocket));
+        .routes(routes!(events::websocket))
+        .routes(routes!(admin::config));
     let (router, document) = OpenApiRouter::with_openapi(schemas::ApiDoc::openapi())
         .nest("/v1", v1)
         .routes(routes!(probes::live))
@@ -467,6 +473,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 mod access;
+mod admin;
 mod events;
 mod model;
 mod probes;

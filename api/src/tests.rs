@@ -396,6 +396,7 @@ fn services(control: Arc<Fake>, token: Option<&str>) -> ApiServices {
     ApiServices {
         control,
         webhooks: Arc::new(FakeWebhooks::default()),
+        config: serde_json::json!({"api": {"token": "<redacted>"}}),
         registry: Registry::new(),
         tokens: Tokens::new(
             token
