@@ -14,10 +14,19 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Called with a segment's events (and the sequence number of its last one) before the segment
-/// is removed, and why (`outbox_full` or `expired`): the webhook outbox sends what an endpoint
-/// has not received to its dead letters. An error keeps the segment.
-pub type PruneHook = Box<dyn FnMut(&[(u64, Value)], u64, &'static str) -> io::Result<()> + Send>;
+/// Called with a segment's file (read it with [`segment_events`], only if needed), the
+/// sequence number of its last event, and why it goes (`outbox_full` or `expired`), before the
+/// segment is removed: the webhook outbox sends what an endpoint has not received to its dead
+/// letters. An error keeps the segment.
+pub type PruneHook = Box<dyn FnMut(&Path, u64, &'static str) -> io::Result<()> + Send>;
+
+/// The events of one segment file, oldest first (a torn line is skipped).
+pub fn segment_events(path: &Path) -> io::Result<Vec<(u64, Value)>> {
+    Ok(read_segment(path, false)?
+        .into_iter()
+        .map(|(seq, _, event)| (seq, event))
+        .collect())
+}
 
 /// A segment is rolled once it holds this many bytes (unless the bounds say otherwise).
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -198,13 +207,9 @@ impl Journal {
                 break;
             }
             if let Some(hook) = self.before_prune.as_mut() {
-                let events: Vec<(u64, Value)> = read_segment(&self.segments[0].path, false)?
-                    .into_iter()
-                    .map(|(seq, _, event)| (seq, event))
-                    .collect();
                 let last = self.segments[1].first.saturating_sub(1);
                 hook(
-                    &events,
+                    &self.segments[0].path,
                     last,
                     if too_big { "outbox_full" } else { "expired" },
                 )?;
@@ -390,8 +395,12 @@ mod tests {
             .journal;
         let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let hook_told = told.clone();
-        journal.set_prune_hook(Box::new(move |events, last, why| {
-            let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
+        journal.set_prune_hook(Box::new(move |path, last, why| {
+            let seqs: Vec<u64> = segment_events(path)
+                .unwrap()
+                .iter()
+                .map(|(s, _)| *s)
+                .collect();
             hook_told.lock().unwrap().push((seqs, last, why));
             Ok(())
         }));

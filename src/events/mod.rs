@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tokio::sync::watch;
 
-pub use journal::{Bounds, Journal, PruneHook};
+pub use journal::{Bounds, Journal, PruneHook, segment_events};
 
 /// Events kept in memory; older ones are read back from the journal.
 pub const CAPACITY: usize = 10_000;

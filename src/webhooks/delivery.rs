@@ -88,17 +88,15 @@ impl Delivery {
         let mut saved_at = Instant::now();
         'events: while !self.stop.is_cancelled() {
             // From memory when the ring has it; the journal on a blocking thread otherwise.
-            let read = match self.progress.next_page(&self.log, false) {
+            let read = match self
+                .progress
+                .next_page(&self.log, EventLog::since_in_memory)
+            {
                 Some(page) => Ok(page),
                 None => {
                     let (log, progress) = (self.log.clone(), self.progress.clone());
-                    tokio::task::spawn_blocking(move || progress.next_page(&log, true))
+                    tokio::task::spawn_blocking(move || progress.next_page(&log, EventLog::since))
                         .await
-                        .map(|page| {
-                            page.unwrap_or_else(|| {
-                                Err(crate::events::EventError::Journal("not read".into()))
-                            })
-                        })
                 }
             };
             let page = match read {

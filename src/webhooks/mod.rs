@@ -175,20 +175,21 @@ impl Outbox {
             .retain(|p| p.name != name);
     }
 
-    /// Before the journal drops the segment of `events` (up to `last`): each endpoint that has
-    /// not received all of them gets the ones it wants in its dead letters, and its position
-    /// moves past them.
-    fn before_prune(
-        &self,
-        events: &[(u64, Value)],
-        last: u64,
-        why: &'static str,
-    ) -> std::io::Result<()> {
-        for progress in self.endpoints() {
+    /// Before the journal drops the segment `path` (events up to `last`): each endpoint that
+    /// has not received all of them gets the ones it wants in its dead letters, and its position
+    /// moves past them. The segment is read only when an endpoint lags behind its end.
+    fn before_prune(&self, path: &Path, last: u64, why: &'static str) -> std::io::Result<()> {
+        let lagging: Vec<Arc<Progress>> = self
+            .endpoints()
+            .into_iter()
+            .filter(|p| p.seq() < last)
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        let events = crate::events::segment_events(path)?;
+        for progress in lagging {
             let after = progress.seq();
-            if after >= last {
-                continue;
-            }
             let letters: Vec<Value> = events
                 .iter()
                 .filter(|(seq, event)| *seq > after && progress.wants(event))
@@ -735,8 +736,11 @@ mod tests {
                 (i, serde_json::json!({"id": i, "type": kind, "room": "1"}))
             })
             .collect();
+        let segment = dir.path().join("segment.jsonl");
+        let lines: Vec<String> = events.iter().map(|(_, e)| e.to_string()).collect();
+        std::fs::write(&segment, lines.join("\n") + "\n").unwrap();
         let mut hook = outbox.prune_hook();
-        hook(&events, 5, "outbox_full").unwrap();
+        hook(&segment, 5, "outbox_full").unwrap();
         assert_eq!(progress.seq(), 5, "moved past the dropped segment");
         let text = std::fs::read_to_string(outbox.dir.join("dead-letters.jsonl")).unwrap();
         let ids: Vec<u64> = text

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use roundtable_api::{WebhookEndpoint, WebhookState};
 use serde_json::Value;
 
-use crate::events::{EventError, EventLog, Filter, Page};
+use crate::events::{EventLog, Filter};
 
 /// One endpoint's position and counters, shared by its delivery task, the journal's pruner
 /// and the listing.
@@ -104,20 +104,19 @@ impl Progress {
         .wants(event)
     }
 
-    /// The next events for the endpoint; with `may_block` false, `None` when they must be
-    /// read from the journal (blocking).
-    pub fn next_page(&self, log: &EventLog, may_block: bool) -> Option<Result<Page, EventError>> {
+    /// The events after the endpoint's position that it wants, as `read` gets them from the
+    /// log: [`EventLog::since`] (blocking) or [`EventLog::since_in_memory`].
+    pub fn next_page<T>(
+        &self,
+        log: &EventLog,
+        read: impl FnOnce(&EventLog, &str, &Filter<'_>) -> T,
+    ) -> T {
         let rooms: Vec<&str> = self.rooms.iter().map(String::as_str).collect();
         let filter = Filter {
             rooms: &rooms,
             types: &self.types,
         };
-        let cursor = log.cursor(self.seq());
-        if may_block {
-            Some(log.since(&cursor, &filter))
-        } else {
-            log.since_in_memory(&cursor, &filter)
-        }
+        read(log, &log.cursor(self.seq()), &filter)
     }
 
     /// The last event received or dead-lettered.

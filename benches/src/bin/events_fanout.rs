@@ -77,31 +77,14 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// `2026-12-06T04:40:01.120Z` in Unix milliseconds (what the service writes).
-fn at_ms(at: &str) -> Option<u64> {
-    let b = at.as_bytes();
-    if b.len() != 24 {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| at.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (h, mi, s, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if mo > 2 { mo - 3 } else { mo + 9 };
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * mp + 2) / 5 + d - 1;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(((days * 86_400 + h * 3600 + mi * 60 + s) * 1000) + ms).ok()
-}
-
 fn latency_of(body: &str) -> Option<u32> {
     let event: serde_json::Value = serde_json::from_str(body).ok()?;
     if event["type"] != "api_action" {
         return None;
     }
-    let at = at_ms(event["at"].as_str()?)?;
-    Some(now_ms().saturating_sub(at) as u32)
+    let at = roundtable_recorder::time::parse_rfc3339(event["at"].as_str()?)?;
+    let at_ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(now_ms().saturating_sub(at_ms) as u32)
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status.
